@@ -1,0 +1,93 @@
+//! Builds the C++ shim against the headers of MLX's binary distribution and
+//! links it to that distribution's libmlx.
+//!
+//! MLX is found at `MLX_DIR` (the wheel's `mlx` package folder, holding
+//! `include/` and `lib/`), else in the workspace's `.venv`, where
+//! `scripts/setup.sh` installs the pinned wheel for this platform.
+
+use std::path::{Path, PathBuf};
+
+include!("rpath.rs");
+
+fn venv_mlx_dir(workspace: &Path) -> Option<PathBuf> {
+    let lib = workspace.join(".venv").join("lib");
+    let mut candidates: Vec<PathBuf> = std::fs::read_dir(&lib)
+        .ok()?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("python3"))
+        })
+        .map(|p| p.join("site-packages").join("mlx"))
+        .filter(|p| p.join("include").join("mlx").join("mlx.h").exists())
+        .collect();
+    candidates.sort();
+    candidates.pop()
+}
+
+fn main() {
+    println!("cargo:rerun-if-env-changed=MLX_DIR");
+    println!("cargo:rerun-if-changed=shim/shim.cpp");
+    println!("cargo:rerun-if-changed=shim/shim.h");
+    println!("cargo:rerun-if-changed=rpath.rs");
+
+    let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
+    let workspace = manifest
+        .parent()
+        .and_then(Path::parent)
+        .expect("the crate lives in <workspace>/crates/mlx")
+        .to_path_buf();
+    println!(
+        "cargo:rerun-if-changed={}",
+        workspace.join(".venv").display()
+    );
+
+    let mlx_dir = match std::env::var_os("MLX_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => venv_mlx_dir(&workspace).unwrap_or_else(|| {
+            panic!(
+                "MLX not found: run scripts/setup.sh (installs the pinned MLX wheel into \
+                 {}/.venv) or set MLX_DIR to a folder holding include/mlx and lib/libmlx",
+                workspace.display()
+            )
+        }),
+    };
+    let include = mlx_dir.join("include");
+    let lib = mlx_dir.join("lib");
+    assert!(
+        include.join("mlx").join("mlx.h").exists(),
+        "{} has no include/mlx/mlx.h",
+        mlx_dir.display()
+    );
+
+    cc::Build::new()
+        .cpp(true)
+        .std("c++20")
+        .file("shim/shim.cpp")
+        .include(&include)
+        .include("shim")
+        .warnings(false)
+        .opt_level(2)
+        .compile("mlxshim");
+
+    println!("cargo:rustc-link-search=native={}", lib.display());
+    println!("cargo:rustc-link-lib=dylib=mlx");
+    println!("cargo:lib_dir={}", lib.display());
+    println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
+
+    // The CUDA build of libmlx needs CUDA libraries that exist only on the GPU
+    // machine; they resolve there at run time.
+    let site = mlx_dir.parent().unwrap_or(&mlx_dir);
+    let is_cuda = std::fs::read_dir(site)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .any(|e| e.file_name().to_string_lossy().starts_with("mlx_cuda"))
+        })
+        .unwrap_or(false);
+    if is_cuda && cfg!(target_os = "linux") {
+        println!("cargo:allow_shlib_undefined=1");
+        println!("cargo:rustc-link-arg=-Wl,--allow-shlib-undefined");
+    }
+}

@@ -1,0 +1,794 @@
+// The project's C shim over MLX's C++ API (see shim.h for the contract).
+//
+// Each entry point runs its body inside MLXS_TRY, which turns any C++
+// exception into a return code of 1 and a thread-local message, so nothing
+// unwinds into Rust. Arrays are passed as `mlx::core::array*` allocated with
+// `new`; copying an array only copies a reference-counted handle to its graph
+// node, never its data.
+
+#include "shim.h"
+
+#include <cstring>
+#include <exception>
+#include <numeric>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <variant>
+#include <vector>
+
+#include "mlx/mlx.h"
+
+namespace mx = mlx::core;
+
+struct mlxs_array {
+  mx::array inner;
+};
+
+struct mlxs_map {
+  std::vector<std::string> names;
+  std::vector<mx::array> arrays;
+  std::vector<std::string> meta_keys;
+  std::vector<mx::GGUFMetaData> meta_values;
+};
+
+namespace {
+
+thread_local std::string last_error;
+
+void set_error(const char* msg) {
+  last_error = msg ? msg : "unknown error";
+}
+
+#define MLXS_TRY(...)                            \
+  try {                                          \
+    __VA_ARGS__;                                 \
+    return 0;                                    \
+  } catch (const std::exception& e) {            \
+    set_error(e.what());                         \
+    return 1;                                    \
+  } catch (...) {                                \
+    set_error("unknown C++ exception in MLX");   \
+    return 1;                                    \
+  }
+
+const mx::array& A(const mlxs_array* a) {
+  if (a == nullptr) {
+    throw std::invalid_argument("null array handle");
+  }
+  return a->inner;
+}
+
+mlxs_array* wrap(mx::array a) {
+  return new mlxs_array{std::move(a)};
+}
+
+std::optional<mx::array> opt(const mlxs_array* a) {
+  if (a == nullptr) {
+    return std::nullopt;
+  }
+  return a->inner;
+}
+
+mx::Dtype to_dtype(int code) {
+  switch (code) {
+    case MLXS_BOOL: return mx::bool_;
+    case MLXS_U8: return mx::uint8;
+    case MLXS_U16: return mx::uint16;
+    case MLXS_U32: return mx::uint32;
+    case MLXS_U64: return mx::uint64;
+    case MLXS_I8: return mx::int8;
+    case MLXS_I16: return mx::int16;
+    case MLXS_I32: return mx::int32;
+    case MLXS_I64: return mx::int64;
+    case MLXS_F16: return mx::float16;
+    case MLXS_F32: return mx::float32;
+    case MLXS_F64: return mx::float64;
+    case MLXS_BF16: return mx::bfloat16;
+    case MLXS_C64: return mx::complex64;
+  }
+  throw std::invalid_argument("unknown dtype code " + std::to_string(code));
+}
+
+int from_dtype(mx::Dtype d) {
+  switch (d.val()) {
+    case mx::Dtype::Val::bool_: return MLXS_BOOL;
+    case mx::Dtype::Val::uint8: return MLXS_U8;
+    case mx::Dtype::Val::uint16: return MLXS_U16;
+    case mx::Dtype::Val::uint32: return MLXS_U32;
+    case mx::Dtype::Val::uint64: return MLXS_U64;
+    case mx::Dtype::Val::int8: return MLXS_I8;
+    case mx::Dtype::Val::int16: return MLXS_I16;
+    case mx::Dtype::Val::int32: return MLXS_I32;
+    case mx::Dtype::Val::int64: return MLXS_I64;
+    case mx::Dtype::Val::float16: return MLXS_F16;
+    case mx::Dtype::Val::float32: return MLXS_F32;
+    case mx::Dtype::Val::float64: return MLXS_F64;
+    case mx::Dtype::Val::bfloat16: return MLXS_BF16;
+    case mx::Dtype::Val::complex64: return MLXS_C64;
+  }
+  return -1;
+}
+
+mx::Shape to_shape(const int32_t* dims, size_t n) {
+  return mx::Shape(dims, dims + n);
+}
+
+std::vector<int> to_axes(const int32_t* axes, size_t n) {
+  return std::vector<int>(axes, axes + n);
+}
+
+std::vector<mx::array> to_vec(const mlxs_array* const* arrays, size_t n) {
+  std::vector<mx::array> v;
+  v.reserve(n);
+  for (size_t i = 0; i < n; ++i) {
+    v.push_back(A(arrays[i]));
+  }
+  return v;
+}
+
+mx::Device to_device(int type, int index) {
+  return mx::Device(type == 0 ? mx::Device::cpu : mx::Device::gpu, index);
+}
+
+mx::array unary(int op, const mx::array& a) {
+  switch (op) {
+    case 0: return mx::negative(a);
+    case 1: return mx::abs(a);
+    case 2: return mx::exp(a);
+    case 3: return mx::log(a);
+    case 4: return mx::sqrt(a);
+    case 5: return mx::rsqrt(a);
+    case 6: return mx::square(a);
+    case 7: return mx::sigmoid(a);
+    case 8: return mx::tanh(a);
+    case 9: return mx::erf(a);
+    case 10: return mx::sin(a);
+    case 11: return mx::cos(a);
+    case 12: return mx::reciprocal(a);
+    case 13: return mx::logical_not(a);
+    case 14: return mx::floor(a);
+    case 15: return mx::ceil(a);
+    case 16: return mx::log1p(a);
+    case 17: return mx::contiguous(a);
+  }
+  throw std::invalid_argument("unknown unary op " + std::to_string(op));
+}
+
+mx::array binary(int op, const mx::array& a, const mx::array& b) {
+  switch (op) {
+    case 0: return mx::add(a, b);
+    case 1: return mx::subtract(a, b);
+    case 2: return mx::multiply(a, b);
+    case 3: return mx::divide(a, b);
+    case 4: return mx::maximum(a, b);
+    case 5: return mx::minimum(a, b);
+    case 6: return mx::power(a, b);
+    case 7: return mx::equal(a, b);
+    case 8: return mx::not_equal(a, b);
+    case 9: return mx::less(a, b);
+    case 10: return mx::less_equal(a, b);
+    case 11: return mx::greater(a, b);
+    case 12: return mx::greater_equal(a, b);
+    case 13: return mx::logical_and(a, b);
+    case 14: return mx::logical_or(a, b);
+    case 15: return mx::remainder(a, b);
+    case 16: return mx::floor_divide(a, b);
+  }
+  throw std::invalid_argument("unknown binary op " + std::to_string(op));
+}
+
+mx::array reduce(int op, const mx::array& a, const std::vector<int>& axes, bool keep) {
+  switch (op) {
+    case 0: return mx::sum(a, axes, keep);
+    case 1: return mx::mean(a, axes, keep);
+    case 2: return mx::max(a, axes, keep);
+    case 3: return mx::min(a, axes, keep);
+    case 4: return mx::prod(a, axes, keep);
+    case 5: return mx::logsumexp(a, axes, keep);
+    case 6: return mx::all(a, axes, keep);
+    case 7: return mx::any(a, axes, keep);
+  }
+  throw std::invalid_argument("unknown reduction " + std::to_string(op));
+}
+
+mx::array random_shaped(
+    int kind,
+    const int32_t* shape,
+    size_t ndim,
+    int dtype,
+    const mlxs_array* key) {
+  auto s = to_shape(shape, ndim);
+  auto d = to_dtype(dtype);
+  switch (kind) {
+    case 0: return mx::random::uniform(s, d, opt(key));
+    case 1: return mx::random::normal(s, d, 0.0f, 1.0f, opt(key));
+    case 2: return mx::random::gumbel(s, d, opt(key));
+  }
+  throw std::invalid_argument("unknown distribution");
+}
+
+} // namespace
+
+extern "C" {
+
+const char* mlxs_last_error(void) {
+  return last_error.c_str();
+}
+
+const char* mlxs_version(void) {
+  return mx::version();
+}
+
+void mlxs_array_free(mlxs_array* a) {
+  delete a;
+}
+
+mlxs_array* mlxs_array_clone(const mlxs_array* a) {
+  return new mlxs_array{a->inner};
+}
+
+int mlxs_array_from_data(
+    const void* data,
+    const int32_t* shape,
+    size_t ndim,
+    int dtype,
+    mlxs_array** out) {
+  MLXS_TRY({
+    auto dt = to_dtype(dtype);
+    auto s = to_shape(shape, ndim);
+    size_t count = 1;
+    for (auto d : s) {
+      if (d < 0) {
+        throw std::invalid_argument("negative dimension in shape");
+      }
+      count *= static_cast<size_t>(d);
+    }
+    size_t nbytes = count * dt.size();
+    // MLX takes ownership of a buffer it may use without copying; give it a
+    // private copy so the caller's slice can be dropped at once.
+    void* buf = std::malloc(nbytes > 0 ? nbytes : 1);
+    if (buf == nullptr) {
+      throw std::bad_alloc();
+    }
+    if (nbytes > 0) {
+      std::memcpy(buf, data, nbytes);
+    }
+    *out = wrap(mx::array(buf, std::move(s), dt, [](void* p) { std::free(p); }));
+  })
+}
+
+size_t mlxs_array_ndim(const mlxs_array* a) {
+  return a->inner.ndim();
+}
+
+void mlxs_array_shape(const mlxs_array* a, int32_t* out) {
+  const auto& s = a->inner.shape();
+  std::copy(s.begin(), s.end(), out);
+}
+
+size_t mlxs_array_size(const mlxs_array* a) {
+  return a->inner.size();
+}
+
+int mlxs_array_dtype(const mlxs_array* a) {
+  return from_dtype(a->inner.dtype());
+}
+
+size_t mlxs_array_itemsize(const mlxs_array* a) {
+  return a->inner.itemsize();
+}
+
+int mlxs_array_read(const mlxs_array* a, void* dst, size_t nbytes) {
+  MLXS_TRY({
+    auto c = mx::contiguous(A(a));
+    c.eval();
+    if (c.nbytes() != nbytes) {
+      throw std::invalid_argument(
+          "read of " + std::to_string(nbytes) + " bytes from an array of " +
+          std::to_string(c.nbytes()) + " bytes");
+    }
+    if (nbytes > 0) {
+      std::memcpy(dst, c.data<void>(), nbytes);
+    }
+  })
+}
+
+int mlxs_eval(const mlxs_array* const* arrays, size_t n) {
+  MLXS_TRY(mx::eval(to_vec(arrays, n)))
+}
+
+int mlxs_async_eval(const mlxs_array* const* arrays, size_t n) {
+  MLXS_TRY(mx::async_eval(to_vec(arrays, n)))
+}
+
+int mlxs_unary(int op, const mlxs_array* a, mlxs_array** out) {
+  MLXS_TRY(*out = wrap(unary(op, A(a))))
+}
+
+int mlxs_binary(int op, const mlxs_array* a, const mlxs_array* b, mlxs_array** out) {
+  MLXS_TRY(*out = wrap(binary(op, A(a), A(b))))
+}
+
+int mlxs_reduce(
+    int op,
+    const mlxs_array* a,
+    const int32_t* axes,
+    size_t naxes,
+    bool keepdims,
+    mlxs_array** out) {
+  MLXS_TRY({
+    std::vector<int> ax = to_axes(axes, naxes);
+    if (naxes == 0) {
+      ax.resize(A(a).ndim());
+      std::iota(ax.begin(), ax.end(), 0);
+    }
+    *out = wrap(reduce(op, A(a), ax, keepdims));
+  })
+}
+
+int mlxs_arg_reduce(int op, const mlxs_array* a, int axis, bool keepdims, mlxs_array** out) {
+  MLXS_TRY({
+    *out = wrap(
+        op == 0 ? mx::argmax(A(a), axis, keepdims)
+                : mx::argmin(A(a), axis, keepdims));
+  })
+}
+
+int mlxs_full(const int32_t* shape, size_t ndim, const mlxs_array* value, int dtype, mlxs_array** out) {
+  MLXS_TRY(*out = wrap(mx::full(to_shape(shape, ndim), A(value), to_dtype(dtype))))
+}
+
+int mlxs_arange(double start, double stop, double step, int dtype, mlxs_array** out) {
+  MLXS_TRY(*out = wrap(mx::arange(start, stop, step, to_dtype(dtype))))
+}
+
+int mlxs_reshape(const mlxs_array* a, const int32_t* shape, size_t ndim, mlxs_array** out) {
+  MLXS_TRY(*out = wrap(mx::reshape(A(a), to_shape(shape, ndim))))
+}
+
+int mlxs_transpose(const mlxs_array* a, const int32_t* axes, size_t naxes, mlxs_array** out) {
+  MLXS_TRY(*out = wrap(mx::transpose(A(a), to_axes(axes, naxes))))
+}
+
+int mlxs_broadcast_to(const mlxs_array* a, const int32_t* shape, size_t ndim, mlxs_array** out) {
+  MLXS_TRY(*out = wrap(mx::broadcast_to(A(a), to_shape(shape, ndim))))
+}
+
+int mlxs_expand_dims(const mlxs_array* a, int axis, mlxs_array** out) {
+  MLXS_TRY(*out = wrap(mx::expand_dims(A(a), axis)))
+}
+
+int mlxs_squeeze(const mlxs_array* a, int axis, mlxs_array** out) {
+  MLXS_TRY(*out = wrap(mx::squeeze(A(a), axis)))
+}
+
+int mlxs_slice(
+    const mlxs_array* a,
+    const int32_t* start,
+    const int32_t* stop,
+    const int32_t* strides,
+    size_t ndim,
+    mlxs_array** out) {
+  MLXS_TRY({
+    *out = wrap(mx::slice(
+        A(a),
+        to_shape(start, ndim),
+        to_shape(stop, ndim),
+        to_shape(strides, ndim)));
+  })
+}
+
+int mlxs_slice_update(
+    const mlxs_array* src,
+    const mlxs_array* update,
+    const int32_t* start,
+    const int32_t* stop,
+    const int32_t* strides,
+    size_t ndim,
+    mlxs_array** out) {
+  MLXS_TRY({
+    *out = wrap(mx::slice_update(
+        A(src),
+        A(update),
+        to_shape(start, ndim),
+        to_shape(stop, ndim),
+        to_shape(strides, ndim)));
+  })
+}
+
+int mlxs_concatenate(const mlxs_array* const* arrays, size_t n, int axis, mlxs_array** out) {
+  MLXS_TRY(*out = wrap(mx::concatenate(to_vec(arrays, n), axis)))
+}
+
+int mlxs_stack(const mlxs_array* const* arrays, size_t n, int axis, mlxs_array** out) {
+  MLXS_TRY(*out = wrap(mx::stack(to_vec(arrays, n), axis)))
+}
+
+int mlxs_split(
+    const mlxs_array* a,
+    const int32_t* indices,
+    size_t nidx,
+    int axis,
+    mlxs_array** outs) {
+  MLXS_TRY({
+    auto parts = mx::split(A(a), to_shape(indices, nidx), axis);
+    if (parts.size() != nidx + 1) {
+      throw std::runtime_error("split returned an unexpected number of parts");
+    }
+    for (size_t i = 0; i < parts.size(); ++i) {
+      outs[i] = wrap(std::move(parts[i]));
+    }
+  })
+}
+
+int mlxs_take(const mlxs_array* a, const mlxs_array* indices, int axis, mlxs_array** out) {
+  MLXS_TRY(*out = wrap(mx::take(A(a), A(indices), axis)))
+}
+
+int mlxs_take_along_axis(const mlxs_array* a, const mlxs_array* indices, int axis, mlxs_array** out) {
+  MLXS_TRY(*out = wrap(mx::take_along_axis(A(a), A(indices), axis)))
+}
+
+int mlxs_put_along_axis(
+    const mlxs_array* a,
+    const mlxs_array* indices,
+    const mlxs_array* values,
+    int axis,
+    mlxs_array** out) {
+  MLXS_TRY(*out = wrap(mx::put_along_axis(A(a), A(indices), A(values), axis)))
+}
+
+int mlxs_where(const mlxs_array* cond, const mlxs_array* x, const mlxs_array* y, mlxs_array** out) {
+  MLXS_TRY(*out = wrap(mx::where(A(cond), A(x), A(y))))
+}
+
+int mlxs_astype(const mlxs_array* a, int dtype, mlxs_array** out) {
+  MLXS_TRY(*out = wrap(mx::astype(A(a), to_dtype(dtype))))
+}
+
+int mlxs_tri_mask(const mlxs_array* a, int k, bool upper, mlxs_array** out) {
+  MLXS_TRY(*out = wrap(upper ? mx::triu(A(a), k) : mx::tril(A(a), k)))
+}
+
+int mlxs_matmul(const mlxs_array* a, const mlxs_array* b, mlxs_array** out) {
+  MLXS_TRY(*out = wrap(mx::matmul(A(a), A(b))))
+}
+
+int mlxs_softmax(const mlxs_array* a, int axis, bool precise, mlxs_array** out) {
+  MLXS_TRY(*out = wrap(mx::softmax(A(a), std::vector<int>{axis}, precise)))
+}
+
+int mlxs_sort(const mlxs_array* a, int axis, bool arg, mlxs_array** out) {
+  MLXS_TRY(*out = wrap(arg ? mx::argsort(A(a), axis) : mx::sort(A(a), axis)))
+}
+
+int mlxs_argpartition(const mlxs_array* a, int kth, int axis, mlxs_array** out) {
+  MLXS_TRY(*out = wrap(mx::argpartition(A(a), kth, axis)))
+}
+
+int mlxs_topk(const mlxs_array* a, int k, int axis, mlxs_array** out) {
+  MLXS_TRY(*out = wrap(mx::topk(A(a), k, axis)))
+}
+
+int mlxs_cumsum(const mlxs_array* a, int axis, bool reverse, bool inclusive, mlxs_array** out) {
+  MLXS_TRY(*out = wrap(mx::cumsum(A(a), axis, reverse, inclusive)))
+}
+
+int mlxs_quantize(
+    const mlxs_array* w,
+    int group_size,
+    int bits,
+    mlxs_array** wq,
+    mlxs_array** scales,
+    mlxs_array** biases) {
+  MLXS_TRY({
+    auto parts = mx::quantize(A(w), group_size, bits, "affine");
+    if (parts.size() != 3) {
+      throw std::runtime_error("affine quantize did not return (w, scales, biases)");
+    }
+    *wq = wrap(std::move(parts[0]));
+    *scales = wrap(std::move(parts[1]));
+    *biases = wrap(std::move(parts[2]));
+  })
+}
+
+int mlxs_dequantize(
+    const mlxs_array* wq,
+    const mlxs_array* scales,
+    const mlxs_array* biases,
+    int group_size,
+    int bits,
+    mlxs_array** out) {
+  MLXS_TRY({
+    *out = wrap(mx::dequantize(
+        A(wq), A(scales), opt(biases), group_size, bits, "affine"));
+  })
+}
+
+int mlxs_quantized_matmul(
+    const mlxs_array* x,
+    const mlxs_array* wq,
+    const mlxs_array* scales,
+    const mlxs_array* biases,
+    bool transpose,
+    int group_size,
+    int bits,
+    mlxs_array** out) {
+  MLXS_TRY({
+    *out = wrap(mx::quantized_matmul(
+        A(x), A(wq), A(scales), opt(biases), transpose, group_size, bits, "affine"));
+  })
+}
+
+int mlxs_rms_norm(const mlxs_array* x, const mlxs_array* weight, float eps, mlxs_array** out) {
+  MLXS_TRY(*out = wrap(mx::fast::rms_norm(A(x), opt(weight), eps)))
+}
+
+int mlxs_layer_norm(
+    const mlxs_array* x,
+    const mlxs_array* weight,
+    const mlxs_array* bias,
+    float eps,
+    mlxs_array** out) {
+  MLXS_TRY(*out = wrap(mx::fast::layer_norm(A(x), opt(weight), opt(bias), eps)))
+}
+
+int mlxs_rope(
+    const mlxs_array* x,
+    int dims,
+    bool traditional,
+    float base,
+    bool has_base,
+    float scale,
+    int offset,
+    const mlxs_array* freqs,
+    mlxs_array** out) {
+  MLXS_TRY({
+    std::optional<float> b = has_base ? std::optional<float>(base) : std::nullopt;
+    *out = wrap(mx::fast::rope(A(x), dims, traditional, b, scale, offset, opt(freqs)));
+  })
+}
+
+int mlxs_sdpa(
+    const mlxs_array* q,
+    const mlxs_array* k,
+    const mlxs_array* v,
+    float scale,
+    const char* mask_mode,
+    const mlxs_array* mask,
+    mlxs_array** out) {
+  MLXS_TRY({
+    *out = wrap(mx::fast::scaled_dot_product_attention(
+        A(q), A(k), A(v), scale, mask_mode ? mask_mode : "", opt(mask)));
+  })
+}
+
+int mlxs_random_key(uint64_t seed, mlxs_array** out) {
+  MLXS_TRY(*out = wrap(mx::random::key(seed)))
+}
+
+int mlxs_random_split(const mlxs_array* key, int num, mlxs_array** out) {
+  MLXS_TRY(*out = wrap(mx::random::split(A(key), num)))
+}
+
+int mlxs_random_categorical(const mlxs_array* logits, int axis, const mlxs_array* key, mlxs_array** out) {
+  MLXS_TRY(*out = wrap(mx::random::categorical(A(logits), axis, opt(key))))
+}
+
+int mlxs_random_uniform(const int32_t* shape, size_t ndim, int dtype, const mlxs_array* key, mlxs_array** out) {
+  MLXS_TRY(*out = wrap(random_shaped(0, shape, ndim, dtype, key)))
+}
+
+int mlxs_random_normal(const int32_t* shape, size_t ndim, int dtype, const mlxs_array* key, mlxs_array** out) {
+  MLXS_TRY(*out = wrap(random_shaped(1, shape, ndim, dtype, key)))
+}
+
+int mlxs_random_gumbel(const int32_t* shape, size_t ndim, int dtype, const mlxs_array* key, mlxs_array** out) {
+  MLXS_TRY(*out = wrap(random_shaped(2, shape, ndim, dtype, key)))
+}
+
+int mlxs_default_device(int* type, int* index) {
+  MLXS_TRY({
+    const auto& d = mx::default_device();
+    *type = d.type == mx::Device::cpu ? 0 : 1;
+    *index = d.index;
+  })
+}
+
+int mlxs_set_default_device(int type, int index) {
+  MLXS_TRY(mx::set_default_device(to_device(type, index)))
+}
+
+int mlxs_device_available(int type, bool* available) {
+  MLXS_TRY(*available = mx::is_available(to_device(type, 0)))
+}
+
+int mlxs_device_name(int type, int index, char* out, size_t cap) {
+  MLXS_TRY({
+    std::string name = type == 0 ? "cpu" : "gpu";
+    const auto& info = mx::device_info(to_device(type, index));
+    auto it = info.find("device_name");
+    if (it != info.end()) {
+      if (const auto* s = std::get_if<std::string>(&it->second)) {
+        name = *s;
+      }
+    }
+    if (cap > 0) {
+      size_t n = std::min(cap - 1, name.size());
+      std::memcpy(out, name.data(), n);
+      out[n] = '\0';
+    }
+  })
+}
+
+int mlxs_default_stream(int type, int* stream_index) {
+  MLXS_TRY(*stream_index = mx::default_stream(to_device(type, 0)).index)
+}
+
+int mlxs_new_stream(int type, int* stream_index) {
+  MLXS_TRY(*stream_index = mx::new_stream(to_device(type, 0)).index)
+}
+
+int mlxs_set_default_stream(int stream_index, int type) {
+  MLXS_TRY(mx::set_default_stream(mx::Stream(stream_index, to_device(type, 0))))
+}
+
+int mlxs_synchronize(int stream_index, int type) {
+  MLXS_TRY(mx::synchronize(mx::Stream(stream_index, to_device(type, 0))))
+}
+
+size_t mlxs_active_memory(void) {
+  return mx::get_active_memory();
+}
+
+size_t mlxs_peak_memory(void) {
+  return mx::get_peak_memory();
+}
+
+size_t mlxs_cache_memory(void) {
+  return mx::get_cache_memory();
+}
+
+void mlxs_reset_peak_memory(void) {
+  mx::reset_peak_memory();
+}
+
+size_t mlxs_memory_limit(void) {
+  return mx::get_memory_limit();
+}
+
+int mlxs_set_memory_limit(size_t limit, size_t* previous) {
+  MLXS_TRY(*previous = mx::set_memory_limit(limit))
+}
+
+int mlxs_set_cache_limit(size_t limit, size_t* previous) {
+  MLXS_TRY(*previous = mx::set_cache_limit(limit))
+}
+
+int mlxs_set_wired_limit(size_t limit, size_t* previous) {
+  MLXS_TRY(*previous = mx::set_wired_limit(limit))
+}
+
+void mlxs_clear_cache(void) {
+  mx::clear_cache();
+}
+
+int mlxs_load_safetensors(const char* path, mlxs_map** out) {
+  MLXS_TRY({
+    auto [arrays, meta] = mx::load_safetensors(std::string(path));
+    auto* m = new mlxs_map();
+    for (auto& [name, arr] : arrays) {
+      m->names.push_back(name);
+      m->arrays.push_back(arr);
+    }
+    for (auto& [key, value] : meta) {
+      m->meta_keys.push_back(key);
+      m->meta_values.emplace_back(value);
+    }
+    *out = m;
+  })
+}
+
+int mlxs_load_gguf(const char* path, mlxs_map** out) {
+  MLXS_TRY({
+    auto [arrays, meta] = mx::load_gguf(std::string(path));
+    auto* m = new mlxs_map();
+    for (auto& [name, arr] : arrays) {
+      m->names.push_back(name);
+      m->arrays.push_back(arr);
+    }
+    for (auto& [key, value] : meta) {
+      m->meta_keys.push_back(key);
+      m->meta_values.push_back(value);
+    }
+    *out = m;
+  })
+}
+
+int mlxs_save_safetensors(
+    const char* path,
+    const char* const* names,
+    const mlxs_array* const* arrays,
+    size_t n,
+    const char* const* meta_keys,
+    const char* const* meta_values,
+    size_t nmeta) {
+  MLXS_TRY({
+    std::unordered_map<std::string, mx::array> map;
+    for (size_t i = 0; i < n; ++i) {
+      map.insert_or_assign(names[i], A(arrays[i]));
+    }
+    std::unordered_map<std::string, std::string> meta;
+    for (size_t i = 0; i < nmeta; ++i) {
+      meta[meta_keys[i]] = meta_values[i];
+    }
+    mx::save_safetensors(std::string(path), std::move(map), std::move(meta));
+  })
+}
+
+void mlxs_map_free(mlxs_map* m) {
+  delete m;
+}
+
+size_t mlxs_map_len(const mlxs_map* m) {
+  return m->names.size();
+}
+
+const char* mlxs_map_name(const mlxs_map* m, size_t i, size_t* len) {
+  *len = m->names[i].size();
+  return m->names[i].data();
+}
+
+mlxs_array* mlxs_map_array(const mlxs_map* m, size_t i) {
+  return wrap(m->arrays[i]);
+}
+
+size_t mlxs_map_meta_len(const mlxs_map* m) {
+  return m->meta_keys.size();
+}
+
+const char* mlxs_map_meta_key(const mlxs_map* m, size_t i, size_t* len) {
+  *len = m->meta_keys[i].size();
+  return m->meta_keys[i].data();
+}
+
+int mlxs_map_meta_kind(const mlxs_map* m, size_t i) {
+  const auto& v = m->meta_values[i];
+  if (std::holds_alternative<mx::array>(v)) return 1;
+  if (std::holds_alternative<std::string>(v)) return 2;
+  if (std::holds_alternative<std::vector<std::string>>(v)) return 3;
+  return 0;
+}
+
+const char* mlxs_map_meta_str(const mlxs_map* m, size_t i, size_t j, size_t* len) {
+  const auto& v = m->meta_values[i];
+  const std::string* s = std::get_if<std::string>(&v);
+  if (s != nullptr && j != 0) {
+    s = nullptr;
+  }
+  if (const auto* l = std::get_if<std::vector<std::string>>(&v)) {
+    s = j < l->size() ? &(*l)[j] : nullptr;
+  }
+  if (s == nullptr) {
+    *len = 0;
+    return nullptr;
+  }
+  *len = s->size();
+  return s->data();
+}
+
+size_t mlxs_map_meta_str_len(const mlxs_map* m, size_t i) {
+  const auto& v = m->meta_values[i];
+  if (const auto* l = std::get_if<std::vector<std::string>>(&v)) {
+    return l->size();
+  }
+  return std::holds_alternative<std::string>(v) ? 1 : 0;
+}
+
+mlxs_array* mlxs_map_meta_array(const mlxs_map* m, size_t i) {
+  const auto* a = std::get_if<mx::array>(&m->meta_values[i]);
+  return a ? wrap(*a) : nullptr;
+}
+
+} // extern "C"

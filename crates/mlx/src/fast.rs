@@ -1,0 +1,102 @@
+//! MLX's fused kernels (`mlx::core::fast`): RMS and layer norm, rotary
+//! position embedding, and scaled dot-product attention.
+
+use std::ffi::CStr;
+
+use crate::Array;
+use crate::array::call_array;
+use crate::error::Result;
+
+fn opt(a: Option<&Array>) -> crate::ffi::Handle {
+    a.map_or(std::ptr::null(), Array::as_ptr)
+}
+
+/// `x / sqrt(mean(x², last axis) + eps) * weight`.
+pub fn rms_norm(x: &Array, weight: Option<&Array>, eps: f32) -> Result<Array> {
+    call_array!(mlxs_rms_norm(x.as_ptr(), opt(weight), eps))
+}
+
+/// `(x - mean) / sqrt(var + eps) * weight + bias` over the last axis.
+pub fn layer_norm(
+    x: &Array,
+    weight: Option<&Array>,
+    bias: Option<&Array>,
+    eps: f32,
+) -> Result<Array> {
+    call_array!(mlxs_layer_norm(x.as_ptr(), opt(weight), opt(bias), eps))
+}
+
+/// Rotary position embedding of the first `dims` features of the last axis
+/// of `x` (shape `[..., seq, head_dim]`), positions starting at an offset.
+#[derive(Debug, Clone)]
+pub struct Rope {
+    /// Features rotated (the rest pass through).
+    pub dims: i32,
+    /// `true`: rotate consecutive pairs `(x[2i], x[2i+1])` (the original
+    /// layout, and llama.cpp's); `false`: rotate `(x[i], x[i + dims/2])`
+    /// (the Hugging Face layout).
+    pub traditional: bool,
+    /// θ: pair `i` turns by `position * base^(-2i/dims)`. Unused when
+    /// `freqs` is set.
+    pub base: f32,
+    /// Positions are multiplied by this.
+    pub scale: f32,
+    /// Explicit per-pair periods `f_i` (`dims / 2` of them): pair `i` turns
+    /// by `position / f_i`. This is how mlx-lm passes Llama 3's rescaled
+    /// frequencies; with `f_i = base^(2i/dims)` it equals the `base` form.
+    pub freqs: Option<Array>,
+}
+
+impl Rope {
+    /// Rotates `x` for positions `offset, offset + 1, ...` along axis -2.
+    pub fn apply(&self, x: &Array, offset: i32) -> Result<Array> {
+        let has_base = self.freqs.is_none();
+        call_array!(mlxs_rope(
+            x.as_ptr(),
+            self.dims,
+            self.traditional,
+            self.base,
+            has_base,
+            self.scale,
+            offset,
+            opt(self.freqs.as_ref()),
+        ))
+    }
+}
+
+/// The mask of an attention call.
+#[derive(Debug, Clone, Copy)]
+pub enum AttentionMask<'a> {
+    /// Every query sees every key.
+    None,
+    /// Query `i` sees keys up to `i + (keys - queries)` (a causal mask
+    /// aligned to the end, as when decoding after a cache).
+    Causal,
+    /// A boolean mask (true = attend) or an additive float mask, broadcast
+    /// to `[batch, heads, queries, keys]`.
+    Array(&'a Array),
+}
+
+/// `softmax(q @ kᵀ * scale + mask) @ v` with `q: [B, Hq, L, D]` and
+/// `k, v: [B, Hkv, S, D]`; `Hq` a multiple of `Hkv` (grouped-query attention).
+pub fn scaled_dot_product_attention(
+    q: &Array,
+    k: &Array,
+    v: &Array,
+    scale: f32,
+    mask: AttentionMask<'_>,
+) -> Result<Array> {
+    let (mode, arr): (&CStr, Option<&Array>) = match mask {
+        AttentionMask::None => (c"", None),
+        AttentionMask::Causal => (c"causal", None),
+        AttentionMask::Array(a) => (c"", Some(a)),
+    };
+    call_array!(mlxs_sdpa(
+        q.as_ptr(),
+        k.as_ptr(),
+        v.as_ptr(),
+        scale,
+        mode.as_ptr(),
+        opt(arr),
+    ))
+}

@@ -1,0 +1,223 @@
+//! The fused kernels against straightforward Rust implementations.
+
+// Test helpers panic on failure by design.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::*;
+use mlx::fast::{AttentionMask, Rope, layer_norm, rms_norm, scaled_dot_product_attention};
+use mlx::{Array, Dtype};
+
+#[test]
+fn rms_norm_matches_the_formula() {
+    let d = 64;
+    let (x, xv) = random_array(&[3, 5, d as i32], 11);
+    let (w, wv) = random_array(&[d as i32], 12);
+    let eps = 1e-5f64;
+    let got = f32s(&rms_norm(&x, Some(&w), eps as f32).unwrap());
+    let mut want = Vec::new();
+    for row in xv.chunks(d) {
+        let ms: f64 = row.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / d as f64;
+        let r = 1.0 / (ms + eps).sqrt();
+        want.extend(row.iter().zip(&wv).map(|(v, w)| *v as f64 * r * *w as f64));
+    }
+    assert_close(&got, &want, 1e-5);
+    let plain = f32s(&rms_norm(&x, None, eps as f32).unwrap());
+    assert_eq!(plain.len(), xv.len());
+}
+
+#[test]
+fn layer_norm_matches_the_formula() {
+    let d = 32;
+    let (x, xv) = random_array(&[4, d as i32], 13);
+    let (w, wv) = random_array(&[d as i32], 14);
+    let (b, bv) = random_array(&[d as i32], 15);
+    let got = f32s(&layer_norm(&x, Some(&w), Some(&b), 1e-5).unwrap());
+    let mut want = Vec::new();
+    for row in xv.chunks(d) {
+        let mean = row.iter().map(|v| *v as f64).sum::<f64>() / d as f64;
+        let var = row.iter().map(|v| (*v as f64 - mean).powi(2)).sum::<f64>() / d as f64;
+        let r = 1.0 / (var + 1e-5).sqrt();
+        for i in 0..d {
+            want.push((row[i] as f64 - mean) * r * wv[i] as f64 + bv[i] as f64);
+        }
+    }
+    assert_close(&got, &want, 1e-5);
+}
+
+/// RoPE over `[heads, seq, head_dim]` data, rotating the first `dims`
+/// features, in f64.
+fn rope_ref(
+    x: &[f32],
+    seq: usize,
+    hd: usize,
+    rope: (usize, bool, f64, f64),
+    offset: usize,
+    periods: Option<&[f64]>,
+) -> Vec<f64> {
+    let (dims, traditional, base, scale) = rope;
+    let half = dims / 2;
+    let mut out: Vec<f64> = x.iter().map(|v| *v as f64).collect();
+    for (row_idx, row) in out.chunks_mut(hd).enumerate() {
+        let pos = ((row_idx % seq) + offset) as f64 * scale;
+        for i in 0..half {
+            let period = periods.map_or_else(|| base.powf(2.0 * i as f64 / dims as f64), |p| p[i]);
+            let theta = pos / period;
+            let (s, c) = theta.sin_cos();
+            let (a, b) = if traditional {
+                (2 * i, 2 * i + 1)
+            } else {
+                (i, i + half)
+            };
+            let (xa, xb) = (row[a], row[b]);
+            row[a] = xa * c - xb * s;
+            row[b] = xa * s + xb * c;
+        }
+    }
+    out
+}
+
+#[test]
+fn rope_matches_the_rotation_in_both_layouts() {
+    let (heads, seq, hd) = (2usize, 7usize, 16usize);
+    let (x, xv) = random_array(&[1, heads as i32, seq as i32, hd as i32], 16);
+    for traditional in [false, true] {
+        for (dims, scale, offset) in [(16, 1.0, 0), (16, 0.5, 5), (8, 1.0, 3)] {
+            let rope = Rope {
+                dims: dims as i32,
+                traditional,
+                base: 10000.0,
+                scale: scale as f32,
+                freqs: None,
+            };
+            let got = f32s(&rope.apply(&x, offset as i32).unwrap());
+            let want = rope_ref(
+                &xv,
+                seq,
+                hd,
+                (dims, traditional, 10000.0, scale),
+                offset,
+                None,
+            );
+            let err = rel_error(&got, &want);
+            assert!(
+                err < 1e-5,
+                "traditional={traditional} dims={dims} scale={scale} offset={offset}: {err:e}"
+            );
+        }
+    }
+}
+
+#[test]
+fn rope_with_explicit_periods_rotates_by_position_over_period() {
+    let (seq, hd) = (5usize, 8usize);
+    let (x, xv) = random_array(&[1, 1, seq as i32, hd as i32], 17);
+    let periods = [1.0f64, 3.5, 40.0, 900.0];
+    let p32: Vec<f32> = periods.iter().map(|p| *p as f32).collect();
+    let rope = Rope {
+        dims: hd as i32,
+        traditional: false,
+        base: 0.0,
+        scale: 1.0,
+        freqs: Some(Array::from_slice(&p32, &[4]).unwrap()),
+    };
+    let got = f32s(&rope.apply(&x, 2).unwrap());
+    let want = rope_ref(&xv, seq, hd, (hd, false, 0.0, 1.0), 2, Some(&periods));
+    assert_close(&got, &want, 1e-5);
+}
+
+/// Attention over `q: [hq, l, d]`, `k, v: [hkv, s, d]` with an optional
+/// `[l, s]` mask (true = attend), in f64.
+fn sdpa_ref(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    dims: (usize, usize, usize, usize, usize),
+    scale: f64,
+    mask: Option<&[bool]>,
+) -> Vec<f64> {
+    let (hq, hkv, l, s, d) = dims;
+    let mut out = vec![0.0; hq * l * d];
+    for h in 0..hq {
+        let kh = h / (hq / hkv);
+        for i in 0..l {
+            let mut scores: Vec<f64> = (0..s)
+                .map(|j| {
+                    let dot: f64 = (0..d)
+                        .map(|c| q[(h * l + i) * d + c] as f64 * k[(kh * s + j) * d + c] as f64)
+                        .sum();
+                    if mask.is_none_or(|m| m[i * s + j]) {
+                        dot * scale
+                    } else {
+                        f64::NEG_INFINITY
+                    }
+                })
+                .collect();
+            let m = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            scores.iter_mut().for_each(|x| *x = (*x - m).exp());
+            let z: f64 = scores.iter().sum();
+            for c in 0..d {
+                out[(h * l + i) * d + c] = (0..s)
+                    .map(|j| scores[j] / z * v[(kh * s + j) * d + c] as f64)
+                    .sum();
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn attention_matches_softmax_qk_v_with_grouped_heads_and_masks() {
+    let (hq, hkv, l, s, d) = (4usize, 2usize, 5usize, 9usize, 16usize);
+    let (q, qv) = random_array(&[1, hq as i32, l as i32, d as i32], 18);
+    let (k, kv) = random_array(&[1, hkv as i32, s as i32, d as i32], 19);
+    let (v, vv) = random_array(&[1, hkv as i32, s as i32, d as i32], 20);
+    let scale = 1.0 / (d as f64).sqrt();
+    let dims = (hq, hkv, l, s, d);
+
+    let none = scaled_dot_product_attention(&q, &k, &v, scale as f32, AttentionMask::None).unwrap();
+    assert_eq!(none.shape(), vec![1, hq as i32, l as i32, d as i32]);
+    assert_close(
+        &f32s(&none),
+        &sdpa_ref(&qv, &kv, &vv, dims, scale, None),
+        1e-5,
+    );
+
+    // Causal, aligned to the end: query i sees keys 0..=i + (s - l).
+    let causal: Vec<bool> = (0..l)
+        .flat_map(|i| (0..s).map(move |j| j <= i + (s - l)))
+        .collect();
+    let got =
+        scaled_dot_product_attention(&q, &k, &v, scale as f32, AttentionMask::Causal).unwrap();
+    assert_close(
+        &f32s(&got),
+        &sdpa_ref(&qv, &kv, &vv, dims, scale, Some(&causal)),
+        1e-5,
+    );
+
+    // An explicit boolean mask, and the same as an additive mask.
+    let pattern: Vec<bool> = (0..l * s).map(|x| x % 3 != 1).collect();
+    let bool_mask = Array::from_slice(&pattern, &[l as i32, s as i32]).unwrap();
+    let want = sdpa_ref(&qv, &kv, &vv, dims, scale, Some(&pattern));
+    let got =
+        scaled_dot_product_attention(&q, &k, &v, scale as f32, AttentionMask::Array(&bool_mask))
+            .unwrap();
+    assert_close(&f32s(&got), &want, 1e-5);
+    let additive: Vec<f32> = pattern
+        .iter()
+        .map(|&b| if b { 0.0 } else { f32::NEG_INFINITY })
+        .collect();
+    let add_mask = Array::from_slice(&additive, &[l as i32, s as i32]).unwrap();
+    let got =
+        scaled_dot_product_attention(&q, &k, &v, scale as f32, AttentionMask::Array(&add_mask))
+            .unwrap();
+    assert_close(&f32s(&got), &want, 1e-5);
+}
+
+#[test]
+fn attention_rejects_mismatched_head_dims() {
+    let q = mlx::zeros(&[1, 2, 3, 8], Dtype::F32).unwrap();
+    let k = mlx::zeros(&[1, 2, 3, 4], Dtype::F32).unwrap();
+    assert!(scaled_dot_product_attention(&q, &k, &k, 1.0, AttentionMask::None).is_err());
+}

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Installs what mlxd needs to build and run, into the repository's .venv:
+# the pinned MLX wheel for this platform (headers + libmlx). Idempotent: a
+# second run with the same pins installs nothing.
+#
+#   MLXD_BACKEND=cpu|cuda|metal  overrides the detected backend
+#   PYTHON=python3.x             the interpreter that creates .venv
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+backend="${MLXD_BACKEND:-}"
+if [[ -z "$backend" ]]; then
+  case "$(uname -s)" in
+    Darwin) backend=metal ;;
+    Linux)
+      if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+        backend=cuda
+      else
+        backend=cpu
+      fi
+      ;;
+    *) echo "setup: unsupported system $(uname -s)" >&2; exit 1 ;;
+  esac
+fi
+requirements="scripts/requirements/$backend.txt"
+[[ -f "$requirements" ]] || { echo "setup: unknown backend '$backend'" >&2; exit 1; }
+
+command -v cargo >/dev/null || { echo "setup: cargo not found; install Rust (https://rustup.rs)" >&2; exit 1; }
+python="${PYTHON:-python3}"
+command -v "$python" >/dev/null || { echo "setup: $python not found; install Python 3.10+" >&2; exit 1; }
+
+if [[ ! -x .venv/bin/python ]]; then
+  echo "setup: creating .venv"
+  "$python" -m venv .venv
+fi
+
+# Install each requirements file once; the stamp records what was installed.
+install_once() {
+  local file="$1" stamp
+  stamp=".venv/.installed-$(basename "$file" .txt)-$(.venv/bin/python -c 'import hashlib,sys; print(hashlib.sha256(open(sys.argv[1],"rb").read()).hexdigest()[:16])' "$file")"
+  if [[ ! -f "$stamp" ]]; then
+    echo "setup: installing $file"
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check -r "$file"
+    rm -f ".venv/.installed-$(basename "$file" .txt)-"*
+    touch "$stamp"
+  fi
+}
+install_once "$requirements"
+for extra in "$@"; do
+  install_once "scripts/requirements/$extra.txt"
+done
+echo "setup: MLX ($backend) ready in .venv"
