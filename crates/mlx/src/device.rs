@@ -32,6 +32,16 @@ pub struct Device {
     pub index: i32,
 }
 
+impl std::fmt::Display for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.kind {
+            DeviceKind::Cpu => "cpu",
+            DeviceKind::Gpu => "gpu",
+        };
+        write!(f, "{kind}:{}", self.index)
+    }
+}
+
 impl Device {
     /// The CPU.
     pub const CPU: Device = Device {
