@@ -112,7 +112,10 @@ impl<'a> Reader<'a> {
 
     pub fn str(&mut self, max: usize) -> Result<String, ProtocolError> {
         let n = self.len(1, max)?;
-        let (s, rest) = self.buf.split_at_checked(n).ok_or(ProtocolError::Truncated)?;
+        let (s, rest) = self
+            .buf
+            .split_at_checked(n)
+            .ok_or(ProtocolError::Truncated)?;
         self.buf = rest;
         std::str::from_utf8(s)
             .map(str::to_owned)

@@ -226,7 +226,8 @@ impl SamplingParams {
         if !(self.presence_penalty.is_finite() && self.frequency_penalty.is_finite()) {
             return bad("penalties must be finite");
         }
-        if self.logit_bias.len() > MAX_LOGIT_BIAS || self.logit_bias.iter().any(|b| !b.1.is_finite())
+        if self.logit_bias.len() > MAX_LOGIT_BIAS
+            || self.logit_bias.iter().any(|b| !b.1.is_finite())
         {
             return bad("logit_bias too long or not finite");
         }

@@ -42,13 +42,14 @@ impl Submit {
         // token count.
         let mut head_fixed = Vec::new();
         self.params.encode(&mut Writer(&mut head_fixed));
-        let head_room = max_payload
-            .checked_sub(head_fixed.len() + 4 + 4)
-            .ok_or(ProtocolError::TooLarge {
-                len: head_fixed.len() + 8,
-                max: max_payload,
-            })?
-            / 4;
+        let head_room =
+            max_payload
+                .checked_sub(head_fixed.len() + 4 + 4)
+                .ok_or(ProtocolError::TooLarge {
+                    len: head_fixed.len() + 8,
+                    max: max_payload,
+                })?
+                / 4;
         let cont_room = max_payload.saturating_sub(4) / 4;
         if cont_room == 0 && self.prompt.len() > head_room {
             return Err(ProtocolError::TooLarge {

@@ -5,7 +5,13 @@ use protocol::*;
 
 fn params() -> impl Strategy<Value = SamplingParams> {
     (
-        (0.0f32..4.0, 0.01f32..=1.0, 0u32..100, 0.0f32..=1.0, 0.5f32..2.0),
+        (
+            0.0f32..4.0,
+            0.01f32..=1.0,
+            0u32..100,
+            0.0f32..=1.0,
+            0.5f32..2.0,
+        ),
         (0u32..256, -2.0f32..2.0, -2.0f32..2.0),
         proptest::collection::vec((any::<u32>(), -100.0f32..100.0), 0..8),
         (any::<Option<u64>>(), 1u32..4096),
@@ -76,7 +82,14 @@ fn event() -> impl Strategy<Value = Event> {
         })),
         proptest::collection::vec(token_entry(), 0..16)
             .prop_map(|entries| Event::Tokens(Tokens { entries })),
-        (1u64..u64::MAX, 0u8..4, any::<u32>(), any::<u32>(), any::<u64>(), any::<u64>())
+        (
+            1u64..u64::MAX,
+            0u8..4,
+            any::<u32>(),
+            any::<u32>(),
+            any::<u64>(),
+            any::<u64>()
+        )
             .prop_map(|(id, fr, p, c, pre, dec)| Event::Done(Done {
                 request_id: id,
                 finish_reason: [
@@ -95,15 +108,20 @@ fn event() -> impl Strategy<Value = Event> {
             code: ErrorCode::OutOfMemory,
             message: m
         })),
-        (any::<u64>(), any::<u64>(), any::<u64>(), any::<u32>(), any::<u32>()).prop_map(
-            |(a, p, c, s, q)| Event::Stats(Stats {
+        (
+            any::<u64>(),
+            any::<u64>(),
+            any::<u64>(),
+            any::<u32>(),
+            any::<u32>()
+        )
+            .prop_map(|(a, p, c, s, q)| Event::Stats(Stats {
                 active_memory: a,
                 peak_memory: p,
                 cache_memory: c,
                 active_sequences: s,
                 queue_depth: q
-            })
-        ),
+            })),
         any::<u64>().prop_map(|t| Event::Heartbeat(Heartbeat { monotonic_ns: t })),
     ]
 }

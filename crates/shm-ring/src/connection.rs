@@ -265,10 +265,7 @@ impl<E: Send + 'static> Connection<E> {
             shared: shared.clone(),
             backstop: options.backstop,
         };
-        let tasks = [
-            tokio::spawn(reader.run()),
-            tokio::spawn(writer.run(out_rx)),
-        ];
+        let tasks = [tokio::spawn(reader.run()), tokio::spawn(writer.run(out_rx))];
         Ok((
             Self {
                 shared,
@@ -485,7 +482,11 @@ impl<D: Demux> Reader<D> {
         }
     }
 
-    fn dispatch(&mut self, header: &FrameHeader, payload: &[u8]) -> std::result::Result<(), Closed> {
+    fn dispatch(
+        &mut self,
+        header: &FrameHeader,
+        payload: &[u8],
+    ) -> std::result::Result<(), Closed> {
         let mut routes = self.shared.routes();
         let control = &self.control;
         self.demux

@@ -92,20 +92,33 @@ impl WorkerStatus {
     /// The pid the worker wrote at attach, if it has attached.
     pub fn worker_pid(&self) -> Option<u32> {
         // Relaxed: an informational word, not guarding any other data.
-        let pid = self.0.live().worker_pid.load(std::sync::atomic::Ordering::Relaxed);
+        let pid = self
+            .0
+            .live()
+            .worker_pid
+            .load(std::sync::atomic::Ordering::Relaxed);
         (pid != 0).then_some(pid)
     }
 
     /// The state the worker last published (`None` if the word is garbage).
     pub fn state(&self) -> Option<WorkerState> {
         // Relaxed: informational, as above.
-        WorkerState::from_word(self.0.live().state.load(std::sync::atomic::Ordering::Relaxed))
+        WorkerState::from_word(
+            self.0
+                .live()
+                .state
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
     }
 
     /// Time since the worker's last heartbeat (`None` before the first).
     pub fn heartbeat_age(&self) -> Option<Duration> {
         // Relaxed: informational, as above.
-        let stamp = self.0.live().heartbeat_ns.load(std::sync::atomic::Ordering::Relaxed);
+        let stamp = self
+            .0
+            .live()
+            .heartbeat_ns
+            .load(std::sync::atomic::Ordering::Relaxed);
         (stamp != 0).then(|| Duration::from_nanos(monotonic_ns().saturating_sub(stamp)))
     }
 }

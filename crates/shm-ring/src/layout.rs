@@ -387,7 +387,10 @@ mod tests {
         cases.push(f);
         for f in cases {
             assert!(
-                matches!(Geometry::from_fixed(&f, size), Err(RingError::Incompatible(_))),
+                matches!(
+                    Geometry::from_fixed(&f, size),
+                    Err(RingError::Incompatible(_))
+                ),
                 "{f:?}"
             );
         }

@@ -30,7 +30,9 @@ mod ring;
 mod time;
 mod worker;
 
-pub use connection::{Closed, Connection, ConnectionOptions, Demux, OutFrame, RequestEvents, Route};
+pub use connection::{
+    Closed, Connection, ConnectionOptions, Demux, OutFrame, RequestEvents, Route,
+};
 pub use doorbell::{Doorbell, Drained};
 pub use error::{Result, RingError};
 #[cfg(target_os = "linux")]

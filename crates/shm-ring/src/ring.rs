@@ -331,7 +331,11 @@ impl Producer {
         fence(Ordering::SeqCst);
         if self.has_room_for(len)? {
             // Relaxed: withdrawing the flag only risks one spurious doorbell.
-            self.ring.control().space_waiting.0.store(0, Ordering::Relaxed);
+            self.ring
+                .control()
+                .space_waiting
+                .0
+                .store(0, Ordering::Relaxed);
             return Ok(true);
         }
         Ok(false)
@@ -450,7 +454,11 @@ impl Consumer {
         self.since_room_check += bytes;
         // Release pairs with the producer's Acquire load of head: our copy
         // of the bytes happens-before the producer overwrites them.
-        self.ring.control().head.0.store(self.head, Ordering::Release);
+        self.ring
+            .control()
+            .head
+            .0
+            .store(self.head, Ordering::Release);
     }
 
     /// Takes the next frame, copying its payload into `buf` (cleared
@@ -545,6 +553,10 @@ impl Consumer {
     /// Withdraws a sleep announcement (after waking up for any reason).
     pub fn cancel_sleep(&self) {
         // Relaxed: a stale 1 only costs the producer one spurious doorbell.
-        self.ring.control().data_waiting.0.store(0, Ordering::Relaxed);
+        self.ring
+            .control()
+            .data_waiting
+            .0
+            .store(0, Ordering::Relaxed);
     }
 }

@@ -44,7 +44,8 @@ impl WorkerEndpoint {
         // Relaxed: informational words for the front-end's status reads.
         live.worker_pid.store(std::process::id(), Ordering::Relaxed);
         live.heartbeat_ns.store(monotonic_ns(), Ordering::Relaxed);
-        live.state.store(WorkerState::Attached as u32, Ordering::Relaxed);
+        live.state
+            .store(WorkerState::Attached as u32, Ordering::Relaxed);
         Ok(Self {
             requests: Consumer::new(mapping.clone(), RingId::Requests),
             events: Producer::new(mapping.clone(), RingId::Events),

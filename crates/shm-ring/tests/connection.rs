@@ -1,0 +1,192 @@
+//! The async front-end side against a worker thread in the same process:
+//! routing by request id, back-pressure, and closing on worker death or a
+//! protocol violation.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use shm_ring::{
+    Backing, Closed, Connection, ConnectionOptions, FrontEnd, OutFrame, RingError, WorkerEndpoint,
+};
+
+fn start(capacity: usize) -> (FrontEnd, WorkerEndpoint) {
+    let (front, fds) =
+        FrontEnd::create(&small_config(capacity, 1024), &Backing::default()).expect("create");
+    let (region, bell) = fds.into_owned();
+    (front, WorkerEndpoint::attach(region, bell).expect("attach"))
+}
+
+async fn next<T>(rx: &mut shm_ring::RequestEvents<T>) -> Option<Result<T, Closed>>
+where
+    T: Send + 'static,
+{
+    tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("event in time")
+}
+
+#[tokio::test]
+async fn events_are_routed_to_the_request_they_name() {
+    let (front, mut worker) = start(8192);
+    let (conn, _control) =
+        Connection::open(front, RawDemux, ConnectionOptions::default()).expect("open");
+    let ids: Vec<u64> = (1..=20).collect();
+    let mut streams: Vec<_> = ids
+        .iter()
+        .map(|&id| conn.register(id).expect("register"))
+        .collect();
+    assert!(
+        conn.register(3).is_err(),
+        "an id in flight cannot be reused"
+    );
+    let producer = std::thread::spawn(move || {
+        // Interleave 50 events per request, the last one flagged.
+        for step in 0..50u64 {
+            for id in 1..=20u64 {
+                let flags = if step == 49 { LAST } else { 0 };
+                worker
+                    .push(1, flags, id, &[&step.to_le_bytes()])
+                    .expect("push");
+            }
+            worker.flush().expect("flush");
+        }
+        worker
+    });
+    for stream in &mut streams {
+        for step in 0..50u64 {
+            let (h, body) = next(stream).await.expect("open").expect("event");
+            assert_eq!(h.request_id, stream.request_id());
+            assert_eq!(body, step.to_le_bytes());
+        }
+        assert!(
+            next(stream).await.is_none(),
+            "the last event ends the stream"
+        );
+    }
+    // The ids are free again once their streams ended.
+    let again = conn.register(3).expect("re-register");
+    drop(again);
+    let worker = producer.join().expect("producer");
+    drop(worker);
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(10), conn.closed())
+            .await
+            .expect("closed"),
+        Closed::WorkerGone
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_writer_waits_for_room_and_keeps_frames_in_order() {
+    let (front, mut worker) = start(4096);
+    let (conn, _control) =
+        Connection::open(front, RawDemux, ConnectionOptions::default()).expect("open");
+    const N: u64 = 2000;
+    let consumer = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        for seq in 0..N {
+            let h = loop {
+                if let Some(h) = worker
+                    .recv_timeout(&mut buf, Duration::from_secs(10))
+                    .expect("recv")
+                {
+                    break h;
+                }
+            };
+            assert_eq!(h.request_id, seq + 1);
+            assert_eq!(buf, payload(seq, 1000));
+            if seq % 500 == 0 {
+                // Let the ring fill up so the writer has to wait for room.
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    });
+    for seq in 0..N {
+        conn.send(OutFrame {
+            kind: 1,
+            flags: 0,
+            request_id: seq + 1,
+            payload: payload(seq, 1000),
+        })
+        .await
+        .expect("send");
+    }
+    tokio::task::spawn_blocking(move || consumer.join().expect("consumer"))
+        .await
+        .expect("join");
+}
+
+#[tokio::test]
+async fn a_frame_the_demux_rejects_closes_the_connection_and_fails_open_requests() {
+    let (front, mut worker) = start(8192);
+    let (conn, _control) =
+        Connection::open(front, RawDemux, ConnectionOptions::default()).expect("open");
+    let mut stream = conn.register(5).expect("register");
+    worker.send(1, 0, 5, b"fine").expect("send");
+    worker.send(99, 0, 5, b"violation").expect("send");
+    let (_, body) = next(&mut stream).await.expect("open").expect("first event");
+    assert_eq!(body, b"fine");
+    match next(&mut stream).await {
+        Some(Err(Closed::Corrupt(why))) => assert!(why.contains("violation"), "{why}"),
+        other => panic!("expected a corrupt close, got {other:?}"),
+    }
+    assert!(next(&mut stream).await.is_none());
+    assert!(matches!(conn.closed().await, Closed::Corrupt(_)));
+    assert!(matches!(conn.register(6), Err(RingError::Closed(_))));
+}
+
+#[tokio::test]
+async fn a_dropped_request_stream_stops_only_its_own_routing() {
+    let (front, mut worker) = start(8192);
+    let (conn, mut control) =
+        Connection::open(front, RawDemux, ConnectionOptions::default()).expect("open");
+    let gone = conn.register(1).expect("register");
+    let mut kept = conn.register(2).expect("register");
+    drop(gone);
+    worker.send(1, 0, 1, b"nobody listens").expect("send");
+    worker.send(1, 0, 0, b"worker-wide").expect("send");
+    worker.send(1, 0, 2, b"for two").expect("send");
+    let (_, body) = next(&mut kept).await.expect("open").expect("event");
+    assert_eq!(body, b"for two");
+    let (_, body) = tokio::time::timeout(Duration::from_secs(10), control.recv())
+        .await
+        .expect("in time")
+        .expect("control event");
+    assert_eq!(body, b"worker-wide");
+    assert!(conn.closed_reason().is_none());
+}
+
+#[tokio::test]
+async fn frames_the_region_cannot_carry_are_refused_before_queueing() {
+    let (front, _worker) = start(8192);
+    let (conn, _control) =
+        Connection::open(front, RawDemux, ConnectionOptions::default()).expect("open");
+    let too_big = OutFrame {
+        kind: 1,
+        flags: 0,
+        request_id: 1,
+        payload: vec![0; 1025],
+    };
+    assert!(matches!(
+        conn.send(too_big).await,
+        Err(RingError::FrameTooLarge { .. })
+    ));
+    let pad = OutFrame {
+        kind: 0,
+        flags: 0,
+        request_id: 1,
+        payload: vec![],
+    };
+    assert!(matches!(conn.send(pad).await, Err(RingError::BadKind(0))));
+}
+
+#[test]
+fn opening_a_connection_outside_a_runtime_is_an_error() {
+    let (front, _worker) = start(8192);
+    assert!(matches!(
+        Connection::open(front, RawDemux, ConnectionOptions::default()),
+        Err(RingError::Config(_))
+    ));
+}
