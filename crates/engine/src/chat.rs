@@ -438,7 +438,8 @@ mod tests {
             &[ChatMessage::new("user", " a,b ")],
             &RenderOptions::default(),
         );
-        assert_eq!(out, "btrue1");
+        // Booleans print as Python does.
+        assert_eq!(out, "bTrue1");
     }
 
     #[test]

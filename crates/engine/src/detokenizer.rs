@@ -103,6 +103,12 @@ impl StreamingDetokenizer {
         self.len() == 0
     }
 
+    /// Ids currently kept as decoding context. It stays a few ids long for
+    /// valid text, which is what makes each step O(1).
+    pub fn window_len(&self) -> usize {
+        self.ids.len()
+    }
+
     fn decode(&self, start: usize, end: usize) -> Result<String, TokenizerError> {
         self.tokenizer
             .decode(&self.ids[start..end], self.skip_special_tokens)

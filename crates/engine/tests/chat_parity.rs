@@ -20,7 +20,11 @@ fn ids(v: &Value) -> Vec<u32> {
 
 fn check_chat(name: &str, tok: &Tokenizer, min_cases: usize) {
     let cases = cases(name, "chat");
-    assert!(cases.len() >= min_cases, "{name}: only {} cases", cases.len());
+    assert!(
+        cases.len() >= min_cases,
+        "{name}: only {} cases",
+        cases.len()
+    );
     for case in cases {
         let label = format!("{name}/{}", case["name"]);
         let messages: Vec<ChatMessage> =
@@ -33,7 +37,11 @@ fn check_chat(name: &str, tok: &Tokenizer, min_cases: usize) {
         let text = tok
             .apply_chat_template(&messages, &options)
             .unwrap_or_else(|e| panic!("{label}: {e}"));
-        assert_eq!(text, case["text"].as_str().expect("text"), "{label}: rendered text");
+        assert_eq!(
+            text,
+            case["text"].as_str().expect("text"),
+            "{label}: rendered text"
+        );
         let got = tok
             .encode_chat(&messages, &options)
             .unwrap_or_else(|e| panic!("{label}: {e}"));
@@ -58,7 +66,11 @@ fn check_encode(name: &str, tok: &Tokenizer, same_as_transformers: bool) {
         let special = tok.encode(text, true).expect("encodes");
         let decoded = tok.decode(&plain, false).expect("decodes");
         for p in prefixes {
-            assert_eq!(plain, ids(&case[format!("{p}ids")]), "{name}: {p}ids of {text:?}");
+            assert_eq!(
+                plain,
+                ids(&case[format!("{p}ids")]),
+                "{name}: {p}ids of {text:?}"
+            );
             let want = ids(&case[format!("{p}ids_with_special")]);
             assert_eq!(special, want, "{name}: {p}ids+special of {text:?}");
             let want = case[format!("{p}decoded")].as_str().expect("decoded");
@@ -129,5 +141,8 @@ fn missing_template_falls_back_to_chatml() {
     let text = LLAMA2
         .apply_chat_template(&[ChatMessage::new("user", "Hi")], &opts)
         .expect("renders");
-    assert_eq!(text, "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
+    assert_eq!(
+        text,
+        "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+    );
 }
