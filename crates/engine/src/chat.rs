@@ -459,6 +459,15 @@ mod tests {
     }
 
     #[test]
+    fn generation_blocks_are_not_supported() {
+        let src = "{% generation %}{{ m }}{% endgeneration %}";
+        assert!(matches!(
+            ChatTemplate::new(src, specials()),
+            Err(TemplateError::Compile(_))
+        ));
+    }
+
+    #[test]
     fn content_parts_are_joined_and_null_is_empty() {
         let msg: ChatMessage = serde_json::from_value(json!({
             "role": "user",

@@ -8,7 +8,9 @@
 //!
 //! Corrupt or truncated input never panics and never makes the reader
 //! allocate more than the file could hold: every length and count is checked
-//! against the bytes left in the file before anything is reserved.
+//! against the bytes left in the file before anything is reserved, and
+//! metadata arrays are capped (4 Mi elements each, 8 Mi in all) so that a
+//! corrupt length inside a multi-gigabyte model cannot cost gigabytes.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -22,6 +24,12 @@ pub const DEFAULT_ALIGNMENT: u64 = 32;
 /// Arrays nested deeper than this are rejected (the format allows nesting,
 /// real files use at most one level).
 const MAX_ARRAY_DEPTH: u32 = 8;
+/// Longest metadata array accepted. Real files' longest arrays are the
+/// vocabulary and merges (a few hundred thousand entries); the cap keeps a
+/// corrupt length in a multi-gigabyte file from costing gigabytes of memory.
+const MAX_ARRAY_LEN: u64 = 1 << 22;
+/// Most array elements accepted over the whole metadata section.
+const MAX_ARRAY_VALUES: u64 = 1 << 23;
 /// ggml tensors have at most four dimensions; a little slack for new ones.
 const MAX_TENSOR_DIMS: u32 = 8;
 
@@ -178,6 +186,7 @@ impl GgufFile {
         let mut r = Reader {
             inner: reader,
             remaining: len,
+            array_values_left: MAX_ARRAY_VALUES,
         };
         let magic = r.u32()?;
         if magic != MAGIC {
@@ -257,6 +266,8 @@ impl GgufFile {
 struct Reader<R> {
     inner: R,
     remaining: u64,
+    /// Array elements that may still be decoded (see [`MAX_ARRAY_VALUES`]).
+    array_values_left: u64,
 }
 
 impl<R: Read> Reader<R> {
@@ -354,6 +365,12 @@ impl<R: Read> Reader<R> {
             10..=12 => 8,
             other => return Err(GgufError::Corrupt(format!("unknown array type {other}"))),
         };
+        if len > MAX_ARRAY_LEN || len > self.array_values_left {
+            return Err(GgufError::Corrupt(format!(
+                "metadata array of {len} values"
+            )));
+        }
+        self.array_values_left -= len;
         let len = self.bounded_count(len, min_size, "array length")?;
         let mut values = Vec::with_capacity(len);
         for _ in 0..len {
@@ -510,6 +527,8 @@ mod tests {
             .u32(8)
             .u64(u64::MAX / 2)
             .0;
+        assert!(matches!(parse(&bytes), Err(GgufError::Corrupt(_))));
+        let bytes = Builder::header(0, 1).str("k").u32(9).u32(0).u64(1000).0;
         assert!(matches!(parse(&bytes), Err(GgufError::Truncated(_))));
         let bytes = Builder::header(u64::MAX, 0).0;
         assert!(matches!(parse(&bytes), Err(GgufError::Truncated(_))));
@@ -537,6 +556,21 @@ mod tests {
         }
         let bytes = deep.u32(0).u64(0).0;
         assert!(matches!(parse(&bytes), Err(GgufError::Corrupt(_))));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn corrupted_bytes_never_panic(
+            flips in proptest::collection::vec((proptest::prelude::any::<usize>(), proptest::prelude::any::<u8>()), 1..8),
+        ) {
+            let mut bytes = sample();
+            for (at, value) in flips {
+                let len = bytes.len();
+                bytes[at % len] = value;
+            }
+            // Either outcome is fine; panicking or aborting on allocation is not.
+            let _ = parse(&bytes);
+        }
     }
 
     #[test]
