@@ -306,3 +306,17 @@ impl Tokenizer {
         self.encode(&text, false)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn tokenizer_and_streams_can_be_shared_across_tasks() {
+        assert_send_sync::<Tokenizer>();
+        assert_send_sync::<crate::stop::TextStream>();
+        assert_send_sync::<crate::detokenizer::StreamingDetokenizer>();
+    }
+}
