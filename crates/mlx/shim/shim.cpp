@@ -455,6 +455,10 @@ int mlxs_matmul(const mlxs_array* a, const mlxs_array* b, mlxs_array** out) {
   MLXS_TRY(*out = wrap(mx::matmul(A(a), A(b))))
 }
 
+int mlxs_addmm(const mlxs_array* c, const mlxs_array* a, const mlxs_array* b, float alpha, float beta, mlxs_array** out) {
+  MLXS_TRY(*out = wrap(mx::addmm(A(c), A(a), A(b), alpha, beta)))
+}
+
 int mlxs_softmax(const mlxs_array* a, int axis, bool precise, mlxs_array** out) {
   MLXS_TRY(*out = wrap(mx::softmax(A(a), std::vector<int>{axis}, precise)))
 }

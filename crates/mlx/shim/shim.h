@@ -122,6 +122,8 @@ int mlxs_tri_mask(const mlxs_array* a, int k, bool upper, mlxs_array** out);
 
 /* Linear algebra, softmax, sorting, scans. */
 int mlxs_matmul(const mlxs_array* a, const mlxs_array* b, mlxs_array** out);
+/* alpha * (a @ b) + beta * c, fused. */
+int mlxs_addmm(const mlxs_array* c, const mlxs_array* a, const mlxs_array* b, float alpha, float beta, mlxs_array** out);
 int mlxs_softmax(const mlxs_array* a, int axis, bool precise, mlxs_array** out);
 int mlxs_sort(const mlxs_array* a, int axis, bool arg, mlxs_array** out);
 int mlxs_argpartition(const mlxs_array* a, int kth, int axis, mlxs_array** out);

@@ -111,6 +111,14 @@ unsafe extern "C" {
     pub(crate) fn mlxs_tri_mask(a: Handle, k: c_int, upper: bool, out: Out) -> c_int;
 
     pub(crate) fn mlxs_matmul(a: Handle, b: Handle, out: Out) -> c_int;
+    pub(crate) fn mlxs_addmm(
+        c: Handle,
+        a: Handle,
+        b: Handle,
+        alpha: f32,
+        beta: f32,
+        out: Out,
+    ) -> c_int;
     pub(crate) fn mlxs_softmax(a: Handle, axis: c_int, precise: bool, out: Out) -> c_int;
     pub(crate) fn mlxs_sort(a: Handle, axis: c_int, arg: bool, out: Out) -> c_int;
     pub(crate) fn mlxs_argpartition(a: Handle, kth: c_int, axis: c_int, out: Out) -> c_int;

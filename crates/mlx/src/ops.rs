@@ -287,6 +287,18 @@ impl Array {
     pub fn matmul(&self, other: &Array) -> Result<Array> {
         call_array!(mlxs_matmul(self.as_ptr(), other.as_ptr()))
     }
+
+    /// `alpha * (self @ other) + beta * c` in one fused kernel (how a
+    /// linear layer with a bias computes).
+    pub fn addmm(&self, other: &Array, c: &Array, alpha: f32, beta: f32) -> Result<Array> {
+        call_array!(mlxs_addmm(
+            c.as_ptr(),
+            self.as_ptr(),
+            other.as_ptr(),
+            alpha,
+            beta
+        ))
+    }
 }
 
 /// Shape manipulation and indexing.

@@ -206,6 +206,21 @@ fn matmul_matches_a_naive_product() {
 }
 
 #[test]
+fn addmm_adds_the_scaled_product_to_a_bias() {
+    let (a, av) = random_array(&[3, 4], 30);
+    let (b, bv) = random_array(&[4, 2], 31);
+    let bias = arr(&[1.0, -2.0], &[2]);
+    let got = f32s(&a.addmm(&b, &bias, 2.0, 0.5).unwrap());
+    let prod = matmul_ref(&av, &bv, 3, 4, 2);
+    let want: Vec<f64> = prod
+        .iter()
+        .enumerate()
+        .map(|(i, p)| 2.0 * p + 0.5 * [1.0, -2.0][i % 2])
+        .collect();
+    assert_close(&got, &want, 1e-6);
+}
+
+#[test]
 fn matmul_batches_and_broadcasts() {
     let (a, av) = random_array(&[2, 4, 6], 3);
     let (b, bv) = random_array(&[6, 5], 4);
