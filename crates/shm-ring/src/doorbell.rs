@@ -95,7 +95,16 @@ impl Doorbell {
                     out.eof = true;
                     return Ok(out);
                 }
-                Ok(n) => out.rings += n,
+                Ok(n) => {
+                    out.rings += n;
+                    // A short read emptied the socket: skip the read that
+                    // would only return EAGAIN (one syscall per wake-up
+                    // saved). A byte arriving now raises a new readiness
+                    // event, so nothing is missed.
+                    if n < buf.len() {
+                        return Ok(out);
+                    }
+                }
                 Err(Errno::EAGAIN) => return Ok(out),
                 Err(Errno::EINTR) => continue,
                 Err(Errno::ECONNRESET) => {
