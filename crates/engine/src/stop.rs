@@ -167,6 +167,12 @@ impl TextStream {
         }
     }
 
+    /// Keeps going past EOS ids (exact token counts for measurements); stop
+    /// strings still apply.
+    pub fn ignore_eos(&mut self) {
+        self.eos_ids.clear();
+    }
+
     /// Feeds one generated id. Once `finish` is set, later ids are ignored.
     pub fn push(&mut self, id: u32) -> Result<StreamStep, TokenizerError> {
         if self.finished.is_some() {

@@ -1,0 +1,143 @@
+//! The key/value cache of one attention layer, as mlx-lm's `KVCache`
+//! (`mlx_lm/models/cache.py`): preallocated in steps of 256 positions,
+//! written in place with `slice_update`, read as the prefix filled so far.
+
+use mlx::{Array, Dtype};
+
+use crate::error::Result;
+
+/// Positions added per growth of the buffers.
+pub const CACHE_STEP: i32 = 256;
+
+/// Keys and values `[batch, kv_heads, positions, head_dim]` of one layer.
+#[derive(Debug, Default, Clone)]
+pub struct KvCache {
+    keys: Option<Array>,
+    values: Option<Array>,
+    offset: i32,
+}
+
+impl KvCache {
+    /// An empty cache.
+    pub fn new() -> KvCache {
+        KvCache::default()
+    }
+
+    /// Positions filled.
+    pub fn offset(&self) -> i32 {
+        self.offset
+    }
+
+    /// Appends `keys`/`values` (`[B, H, L, D]`) and returns everything
+    /// cached so far, including them.
+    pub fn update_and_fetch(&mut self, keys: &Array, values: &Array) -> Result<(Array, Array)> {
+        let shape = keys.shape();
+        let (b, h, l, d) = (shape[0], shape[1], shape[2], shape[3]);
+        let vd = values.dim(-1)?;
+        let prev = self.offset;
+        let grown = match (self.keys.take(), self.values.take()) {
+            (Some(k), Some(v)) if prev + l <= k.dim(2)? => (k, v),
+            old => {
+                let steps = (CACHE_STEP + l - 1) / CACHE_STEP;
+                let new_k = mlx::zeros(&[b, h, steps * CACHE_STEP, d], keys.dtype())?;
+                let new_v = mlx::zeros(&[b, h, steps * CACHE_STEP, vd], values.dtype())?;
+                match old {
+                    (Some(k), Some(v)) => {
+                        // Drop the unused tail before growing, as mlx-lm does.
+                        let (k, v) = if prev % CACHE_STEP != 0 {
+                            (k.slice_axis(2, 0, prev)?, v.slice_axis(2, 0, prev)?)
+                        } else {
+                            (k, v)
+                        };
+                        (
+                            mlx::concatenate(&[&k, &new_k], 2)?,
+                            mlx::concatenate(&[&v, &new_v], 2)?,
+                        )
+                    }
+                    _ => (new_k, new_v),
+                }
+            }
+        };
+        self.offset += l;
+        let k = grown.0.slice_update_axis(keys, 2, prev, self.offset)?;
+        let v = grown.1.slice_update_axis(values, 2, prev, self.offset)?;
+        let out = (
+            k.slice_axis(2, 0, self.offset)?,
+            v.slice_axis(2, 0, self.offset)?,
+        );
+        self.keys = Some(k);
+        self.values = Some(v);
+        Ok(out)
+    }
+
+    /// The arrays to evaluate to materialize the cache.
+    pub fn state(&self) -> Vec<&Array> {
+        self.keys.iter().chain(self.values.iter()).collect()
+    }
+
+    /// Bytes held by the buffers.
+    pub fn nbytes(&self) -> usize {
+        self.state().iter().map(|a| a.nbytes()).sum()
+    }
+
+    /// Forgets every position past `len` (keeps the buffers).
+    pub fn truncate(&mut self, len: i32) {
+        self.offset = self.offset.min(len.max(0));
+    }
+}
+
+/// Bytes one position of KV costs across all layers: the input of memory
+/// admission and of batch limits.
+pub fn bytes_per_position(layers: i32, kv_heads: i32, head_dim: i32, dtype: Dtype) -> usize {
+    2 * (layers * kv_heads * head_dim) as usize * dtype.size()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn filled(l: i32, start: f32) -> Array {
+        let data: Vec<f32> = (0..l * 2).map(|i| start + i as f32).collect();
+        Array::from_slice(&data, &[1, 1, l, 2]).unwrap()
+    }
+
+    #[test]
+    fn appends_across_growth_steps_and_returns_the_filled_prefix() {
+        let mut cache = KvCache::new();
+        let (k, _) = cache
+            .update_and_fetch(&filled(3, 0.0), &filled(3, 100.0))
+            .unwrap();
+        assert_eq!(k.shape(), vec![1, 1, 3, 2]);
+        let (k, v) = cache
+            .update_and_fetch(&filled(300, 6.0), &filled(300, 106.0))
+            .unwrap();
+        assert_eq!(cache.offset(), 303);
+        assert_eq!(k.shape(), vec![1, 1, 303, 2]);
+        let kv = k.to_vec::<f32>().unwrap();
+        let vv = v.to_vec::<f32>().unwrap();
+        assert!(kv.iter().enumerate().all(|(i, x)| *x == i as f32));
+        assert!(vv.iter().enumerate().all(|(i, x)| *x == 100.0 + i as f32));
+        let (k, _) = cache
+            .update_and_fetch(&filled(1, 606.0), &filled(1, 0.0))
+            .unwrap();
+        assert_eq!(k.shape(), vec![1, 1, 304, 2]);
+        assert_eq!(
+            k.slice_axis(2, 303, 304).unwrap().to_vec::<f32>().unwrap(),
+            [606.0, 607.0]
+        );
+    }
+
+    #[test]
+    fn capacity_grows_in_whole_steps() {
+        let mut cache = KvCache::new();
+        cache
+            .update_and_fetch(&filled(10, 0.0), &filled(10, 0.0))
+            .unwrap();
+        assert_eq!(cache.nbytes(), 2 * 256 * 2 * 4);
+        cache
+            .update_and_fetch(&filled(250, 0.0), &filled(250, 0.0))
+            .unwrap();
+        // 10 filled positions kept, plus one new step of 256.
+        assert_eq!(cache.nbytes(), 2 * 266 * 2 * 4);
+    }
+}

@@ -1,0 +1,248 @@
+//! Random-weight models in the shapes of real ones, built in memory, so a
+//! machine can be measured without downloading anything. The tensors go
+//! through the same strict loader as a real checkpoint; their values are
+//! random (packed 4-bit codes, small scales), so the outputs are noise but
+//! the work per token is exactly that of the real model.
+
+use std::collections::HashMap;
+
+use mlx::{Array, Dtype, random};
+use serde_json::json;
+
+use super::{Model, ModelConfig, Weights};
+use crate::error::{EngineError, Result};
+
+/// A model shape.
+#[derive(Debug, Clone, Copy)]
+pub struct Preset {
+    pub name: &'static str,
+    model_type: &'static str,
+    hidden: i32,
+    layers: i32,
+    intermediate: i32,
+    heads: i32,
+    kv_heads: i32,
+    vocab: i32,
+    tied: bool,
+    rope_theta: f32,
+    /// `(group_size, bits)`, or dense.
+    quant: Option<(i32, i32)>,
+    dtype: Dtype,
+}
+
+const fn qwen25(
+    name: &'static str,
+    dims: (i32, i32, i32, i32, i32),
+    vocab: i32,
+    tied: bool,
+) -> Preset {
+    let (hidden, layers, intermediate, heads, kv_heads) = dims;
+    Preset {
+        name,
+        model_type: "qwen2",
+        hidden,
+        layers,
+        intermediate,
+        heads,
+        kv_heads,
+        vocab,
+        tied,
+        rope_theta: 1_000_000.0,
+        quant: Some((64, 4)),
+        dtype: Dtype::Bf16,
+    }
+}
+
+/// The shapes `--synthetic` accepts (Qwen2.5 as published by
+/// mlx-community at 4 bits, group 64, bf16 scales).
+pub const PRESETS: [Preset; 7] = [
+    qwen25("qwen2.5-0.5b-4bit", (896, 24, 4864, 14, 2), 151_936, true),
+    qwen25("qwen2.5-1.5b-4bit", (1536, 28, 8960, 12, 2), 151_936, true),
+    qwen25("qwen2.5-3b-4bit", (2048, 36, 11008, 16, 2), 151_936, true),
+    qwen25("qwen2.5-7b-4bit", (3584, 28, 18944, 28, 4), 152_064, false),
+    qwen25("qwen2.5-14b-4bit", (5120, 48, 13824, 40, 8), 152_064, false),
+    Preset {
+        name: "smollm2-135m-4bit",
+        model_type: "llama",
+        hidden: 576,
+        layers: 30,
+        intermediate: 1536,
+        heads: 9,
+        kv_heads: 3,
+        vocab: 49_152,
+        tied: true,
+        rope_theta: 100_000.0,
+        quant: Some((32, 4)),
+        dtype: Dtype::F16,
+    },
+    Preset {
+        name: "tiny-f32",
+        model_type: "llama",
+        hidden: 64,
+        layers: 2,
+        intermediate: 128,
+        heads: 4,
+        kv_heads: 2,
+        vocab: 256,
+        tied: false,
+        rope_theta: 10_000.0,
+        quant: None,
+        dtype: Dtype::F32,
+    },
+];
+
+impl Preset {
+    /// The preset called `name`.
+    pub fn find(name: &str) -> Result<Preset> {
+        PRESETS
+            .iter()
+            .find(|p| p.name == name)
+            .copied()
+            .ok_or_else(|| {
+                let names: Vec<_> = PRESETS.iter().map(|p| p.name).collect();
+                EngineError::Config(format!(
+                    "unknown synthetic model {name:?} (known: {})",
+                    names.join(", ")
+                ))
+            })
+    }
+
+    fn config(&self) -> Result<ModelConfig> {
+        let mut config = json!({
+            "model_type": self.model_type,
+            "hidden_size": self.hidden,
+            "num_hidden_layers": self.layers,
+            "intermediate_size": self.intermediate,
+            "num_attention_heads": self.heads,
+            "num_key_value_heads": self.kv_heads,
+            "rms_norm_eps": 1e-6,
+            "vocab_size": self.vocab,
+            "rope_theta": self.rope_theta,
+            "tie_word_embeddings": self.tied,
+            "max_position_embeddings": 32768,
+        });
+        if let Some((group_size, bits)) = self.quant {
+            config["quantization"] = json!({"group_size": group_size, "bits": bits});
+        }
+        ModelConfig::from_json(&config.to_string())
+    }
+
+    /// Builds the model with random weights drawn from `seed`.
+    pub fn build(&self, seed: u64) -> Result<Model> {
+        let config = self.config()?;
+        let mut tg = TensorGen {
+            key: random::key(seed)?,
+            preset: *self,
+            tensors: HashMap::new(),
+        };
+        let hd = self.hidden / self.heads;
+        tg.matrix("model.embed_tokens", self.vocab, self.hidden)?;
+        for i in 0..self.layers {
+            let p = |name: &str| format!("model.layers.{i}.{name}");
+            tg.matrix(&p("self_attn.q_proj"), self.heads * hd, self.hidden)?;
+            tg.matrix(&p("self_attn.k_proj"), self.kv_heads * hd, self.hidden)?;
+            tg.matrix(&p("self_attn.v_proj"), self.kv_heads * hd, self.hidden)?;
+            tg.matrix(&p("self_attn.o_proj"), self.hidden, self.heads * hd)?;
+            if self.model_type == "qwen2" {
+                tg.vector(&p("self_attn.q_proj.bias"), self.heads * hd, 0.0)?;
+                tg.vector(&p("self_attn.k_proj.bias"), self.kv_heads * hd, 0.0)?;
+                tg.vector(&p("self_attn.v_proj.bias"), self.kv_heads * hd, 0.0)?;
+            }
+            tg.matrix(&p("mlp.gate_proj"), self.intermediate, self.hidden)?;
+            tg.matrix(&p("mlp.up_proj"), self.intermediate, self.hidden)?;
+            tg.matrix(&p("mlp.down_proj"), self.hidden, self.intermediate)?;
+            tg.vector(&p("input_layernorm.weight"), self.hidden, 1.0)?;
+            tg.vector(&p("post_attention_layernorm.weight"), self.hidden, 1.0)?;
+        }
+        tg.vector("model.norm.weight", self.hidden, 1.0)?;
+        if !self.tied {
+            tg.matrix("lm_head", self.vocab, self.hidden)?;
+        }
+        let tensors: Vec<&Array> = tg.tensors.values().collect();
+        mlx::eval(&tensors)?;
+        Model::from_weights(config, Weights::new(tg.tensors))
+    }
+}
+
+struct TensorGen {
+    key: Array,
+    preset: Preset,
+    tensors: HashMap<String, Array>,
+}
+
+impl TensorGen {
+    fn next_key(&mut self) -> Result<Array> {
+        let keys = random::split(&self.key, 2)?;
+        self.key = keys.slice_axis(0, 0, 1)?.squeeze(0)?;
+        Ok(keys.slice_axis(0, 1, 2)?.squeeze(0)?)
+    }
+
+    fn normal(&mut self, shape: &[i32], scale: f32) -> Result<Array> {
+        let key = self.next_key()?;
+        let x = random::normal(shape, Dtype::F32, Some(&key))?;
+        Ok(x.multiply(&Array::scalar(scale)?)?
+            .astype(self.preset.dtype)?)
+    }
+
+    /// `{name}.weight` `[rows, cols]`, packed with scales and biases when
+    /// the preset is quantized.
+    fn matrix(&mut self, name: &str, rows: i32, cols: i32) -> Result<()> {
+        let Some((group, bits)) = self.preset.quant else {
+            let w = self.normal(&[rows, cols], 0.02)?;
+            self.tensors.insert(format!("{name}.weight"), w);
+            return Ok(());
+        };
+        let key = self.next_key()?;
+        let codes = random::uniform(&[rows, cols * bits / 32], Dtype::F32, Some(&key))?
+            .multiply(&Array::scalar(u32::MAX as f32)?)?
+            .astype(Dtype::U32)?;
+        let groups = cols / group;
+        let scales = self.normal(&[rows, groups], 0.002)?.abs()?;
+        let biases = self.normal(&[rows, groups], 0.01)?;
+        self.tensors.insert(format!("{name}.weight"), codes);
+        self.tensors.insert(format!("{name}.scales"), scales);
+        self.tensors.insert(format!("{name}.biases"), biases);
+        Ok(())
+    }
+
+    fn vector(&mut self, name: &str, len: i32, center: f32) -> Result<()> {
+        let v = self
+            .normal(&[len], 0.01)?
+            .add(&Array::scalar(center)?.astype(self.preset.dtype)?)?;
+        self.tensors.insert(name.to_owned(), v);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tiny_preset_builds_and_runs() {
+        let model = Preset::find("tiny-f32").unwrap().build(0).unwrap();
+        let ids = Array::from_slice(&[1u32, 2, 3], &[1, 3]).unwrap();
+        let logits = model.forward(&ids, &mut model.new_cache()).unwrap();
+        assert_eq!(logits.shape(), vec![1, 3, 256]);
+        assert!(
+            logits
+                .to_vec::<f32>()
+                .unwrap()
+                .iter()
+                .all(|v| v.is_finite())
+        );
+    }
+
+    #[test]
+    fn unknown_presets_list_the_known_ones() {
+        let err = Preset::find("gpt-5").unwrap_err().to_string();
+        assert!(err.contains("qwen2.5-7b-4bit"), "{err}");
+    }
+
+    #[test]
+    fn every_preset_config_is_valid() {
+        for p in PRESETS {
+            p.config().unwrap();
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! The decoder-only transformer shared by the supported families, computed
+//! exactly as mlx-lm's `llama.py`, `qwen2.py` and `qwen3.py` do: pre-norm
+//! blocks of grouped-query attention with RoPE and a SwiGLU MLP, a final
+//! RMSNorm, and an output projection that is its own matrix or the
+//! embedding's transpose. What differs between families (biases, q/k
+//! norms) is a `Family` value chosen by `model_type`; tensors are named as in
+//! the Hugging Face checkpoints (`model.layers.N.self_attn.q_proj.weight`).
+
+use mlx::fast::{AttentionMask, Rope, scaled_dot_product_attention};
+use mlx::{Array, Dtype};
+
+use super::cache::KvCache;
+use super::config::ModelConfig;
+use super::nn::{Linear, Matrix, Mlp, RmsNorm, rope_from_config};
+use super::weights::Weights;
+use crate::error::{EngineError, Result};
+
+/// What one family's layers have beyond the common design.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Family {
+    /// Biases on the q, k and v projections.
+    pub qkv_bias: bool,
+    /// A bias on the output projection.
+    pub o_bias: bool,
+    /// Biases on the MLP projections.
+    pub mlp_bias: bool,
+    /// RMSNorm of each head of q and k before RoPE (Qwen3).
+    pub qk_norm: bool,
+}
+
+struct Attention {
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    o_proj: Linear,
+    q_norm: Option<RmsNorm>,
+    k_norm: Option<RmsNorm>,
+    n_heads: i32,
+    n_kv_heads: i32,
+    scale: f32,
+    rope: Rope,
+}
+
+impl Attention {
+    fn load(w: &mut Weights, prefix: &str, config: &ModelConfig, family: Family) -> Result<Self> {
+        let p = |name: &str| format!("{prefix}.{name}");
+        let norm = |w: &mut Weights, name: &str| -> Result<Option<RmsNorm>> {
+            if family.qk_norm {
+                Ok(Some(RmsNorm::load(w, &p(name), config.rms_norm_eps)?))
+            } else {
+                Ok(None)
+            }
+        };
+        Ok(Attention {
+            q_proj: Linear::load(w, &p("q_proj"), config, family.qkv_bias)?,
+            k_proj: Linear::load(w, &p("k_proj"), config, family.qkv_bias)?,
+            v_proj: Linear::load(w, &p("v_proj"), config, family.qkv_bias)?,
+            o_proj: Linear::load(w, &p("o_proj"), config, family.o_bias)?,
+            q_norm: norm(w, "q_norm")?,
+            k_norm: norm(w, "k_norm")?,
+            n_heads: config.num_attention_heads,
+            n_kv_heads: config.num_kv_heads(),
+            scale: (config.head_dim() as f64).powf(-0.5) as f32,
+            rope: rope_from_config(config)?,
+        })
+    }
+
+    /// Splits `[B, L, H*D]` into heads `[B, H, L, D]`, normalizing each head
+    /// first when the family does.
+    fn heads(x: &Array, b: i32, l: i32, n: i32, norm: Option<&RmsNorm>) -> Result<Array> {
+        let x = x.reshape(&[b, l, n, -1])?;
+        let x = match norm {
+            Some(norm) => norm.forward(&x)?,
+            None => x,
+        };
+        Ok(x.transpose(&[0, 2, 1, 3])?)
+    }
+
+    fn forward(&self, x: &Array, cache: &mut KvCache) -> Result<Array> {
+        let shape = x.shape();
+        let (b, l) = (shape[0], shape[1]);
+        let q = Self::heads(
+            &self.q_proj.forward(x)?,
+            b,
+            l,
+            self.n_heads,
+            self.q_norm.as_ref(),
+        )?;
+        let k = Self::heads(
+            &self.k_proj.forward(x)?,
+            b,
+            l,
+            self.n_kv_heads,
+            self.k_norm.as_ref(),
+        )?;
+        let v = Self::heads(&self.v_proj.forward(x)?, b, l, self.n_kv_heads, None)?;
+        let offset = cache.offset();
+        let q = self.rope.apply(&q, offset)?;
+        let k = self.rope.apply(&k, offset)?;
+        let (k, v) = cache.update_and_fetch(&k, &v)?;
+        // One new position attends to everything cached; several attend
+        // causally, aligned to the end of the cache.
+        let mask = if l > 1 {
+            AttentionMask::Causal
+        } else {
+            AttentionMask::None
+        };
+        let out = scaled_dot_product_attention(&q, &k, &v, self.scale, mask)?;
+        let out = out.transpose(&[0, 2, 1, 3])?.reshape(&[b, l, -1])?;
+        self.o_proj.forward(&out)
+    }
+}
+
+struct Block {
+    self_attn: Attention,
+    mlp: Mlp,
+    input_layernorm: RmsNorm,
+    post_attention_layernorm: RmsNorm,
+}
+
+impl Block {
+    fn load(w: &mut Weights, prefix: &str, config: &ModelConfig, family: Family) -> Result<Self> {
+        let p = |name: &str| format!("{prefix}.{name}");
+        let eps = config.rms_norm_eps;
+        Ok(Block {
+            self_attn: Attention::load(w, &p("self_attn"), config, family)?,
+            mlp: Mlp::load(w, &p("mlp"), config, family.mlp_bias)?,
+            input_layernorm: RmsNorm::load(w, &p("input_layernorm"), eps)?,
+            post_attention_layernorm: RmsNorm::load(w, &p("post_attention_layernorm"), eps)?,
+        })
+    }
+
+    fn forward(&self, x: &Array, cache: &mut KvCache) -> Result<Array> {
+        let h = x.add(
+            &self
+                .self_attn
+                .forward(&self.input_layernorm.forward(x)?, cache)?,
+        )?;
+        let r = self
+            .mlp
+            .forward(&self.post_attention_layernorm.forward(&h)?)?;
+        Ok(h.add(&r)?)
+    }
+}
+
+/// A loaded decoder model.
+pub struct Transformer {
+    embed_tokens: Matrix,
+    layers: Vec<Block>,
+    norm: RmsNorm,
+    /// `None`: tied to the embedding.
+    lm_head: Option<Linear>,
+}
+
+impl Transformer {
+    /// Builds the model from `weights`, taking every tensor it needs; the
+    /// caller checks that none are left over.
+    pub fn load(w: &mut Weights, config: &ModelConfig, family: Family) -> Result<Transformer> {
+        let tied = config.tie_word_embeddings();
+        if tied {
+            w.discard(|name| name.starts_with("lm_head."));
+        }
+        w.discard(|name| name.ends_with("self_attn.rotary_emb.inv_freq"));
+        let embed_tokens = Matrix::load(w, "model.embed_tokens", config)?;
+        let layers = (0..config.num_hidden_layers)
+            .map(|i| Block::load(w, &format!("model.layers.{i}"), config, family))
+            .collect::<Result<Vec<_>>>()?;
+        let norm = RmsNorm::load(w, "model.norm", config.rms_norm_eps)?;
+        let lm_head = if tied {
+            None
+        } else {
+            Some(Linear::load(w, "lm_head", config, false)?)
+        };
+        Ok(Transformer {
+            embed_tokens,
+            layers,
+            norm,
+            lm_head,
+        })
+    }
+
+    /// Number of layers (and of caches `forward` needs).
+    pub fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// The hidden states after the final norm, `[B, L, hidden]`, for token
+    /// ids `[B, L]`, appending the new positions to `caches` (one per layer).
+    pub fn hidden(&self, tokens: &Array, caches: &mut [KvCache]) -> Result<Array> {
+        if caches.len() != self.layers.len() {
+            return Err(EngineError::InvalidRequest(format!(
+                "{} caches for {} layers",
+                caches.len(),
+                self.layers.len()
+            )));
+        }
+        let mut h = self.embed_tokens.rows(tokens)?;
+        for (layer, cache) in self.layers.iter().zip(caches.iter_mut()) {
+            h = layer.forward(&h, cache)?;
+        }
+        self.norm.forward(&h)
+    }
+
+    /// Output logits `[.., vocab]` of hidden states.
+    pub fn logits(&self, hidden: &Array) -> Result<Array> {
+        match &self.lm_head {
+            Some(head) => head.forward(hidden),
+            None => self.embed_tokens.matmul_t(hidden),
+        }
+    }
+
+    /// Logits `[B, L, vocab]` for token ids `[B, L]`.
+    pub fn forward(&self, tokens: &Array, caches: &mut [KvCache]) -> Result<Array> {
+        self.logits(&self.hidden(tokens, caches)?)
+    }
+
+    /// The dtype activations and the KV cache take (that of the norms).
+    pub fn dtype(&self) -> Dtype {
+        self.norm.weight.dtype()
+    }
+}

@@ -1,0 +1,126 @@
+//! `mlxd run`: one prompt through the engine in this process (no server, no
+//! worker), the text streamed to stdout as it is produced and the figures
+//! to stderr. This is the bare-engine baseline the server is measured
+//! against.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+use engine::generate::{GenerateOptions, Generator};
+use engine::{ChatMessage, RenderOptions, Sampler, SamplingParams, TextStream};
+
+use crate::models;
+
+/// Arguments of `mlxd run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Model: a directory, a .gguf file, or org/name in the Hugging Face
+    /// cache. Default: the built-in SmolLM2-135M-Instruct.
+    #[arg(short, long, env = "MLXD_MODEL")]
+    model: Option<String>,
+    /// The prompt (a user message, unless --raw).
+    #[arg(short, long)]
+    prompt: String,
+    /// An optional system message (ignored with --raw).
+    #[arg(long)]
+    system: Option<String>,
+    /// Tokens to generate at most.
+    #[arg(short = 'n', long, default_value_t = 256)]
+    max_tokens: usize,
+    /// Sampling temperature; 0 is greedy.
+    #[arg(long = "temp", default_value_t = 0.0)]
+    temperature: f32,
+    /// Nucleus sampling mass (1 = off).
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f32,
+    /// Keep only the k most likely tokens (0 = off).
+    #[arg(long, default_value_t = 0)]
+    top_k: u32,
+    /// Drop tokens less likely than min-p times the most likely (0 = off).
+    #[arg(long, default_value_t = 0.0)]
+    min_p: f32,
+    /// Penalty on recently seen tokens (1 = off).
+    #[arg(long, default_value_t = 1.0)]
+    repetition_penalty: f32,
+    /// Seed of the random draws (same seed, same output).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Feed the prompt as-is, without the chat template.
+    #[arg(long)]
+    raw: bool,
+    /// Keep generating past end-of-sequence tokens (exact token counts for
+    /// measurements).
+    #[arg(long)]
+    ignore_eos: bool,
+    /// Prompt tokens per prefill chunk.
+    #[arg(long, default_value_t = 2048)]
+    prefill_step: usize,
+}
+
+/// Runs the prompt and prints text and figures.
+pub fn run(args: RunArgs) -> anyhow::Result<()> {
+    let path: PathBuf = models::resolve(args.model.as_deref())?;
+    let loaded =
+        engine::loader::load(&path).with_context(|| format!("loading {}", path.display()))?;
+    let tokenizer = Arc::new(loaded.tokenizer);
+    let prompt = if args.raw {
+        tokenizer.encode_prompt(&args.prompt)?
+    } else {
+        let mut messages = Vec::new();
+        if let Some(system) = &args.system {
+            messages.push(ChatMessage::new("system", system.as_str()));
+        }
+        messages.push(ChatMessage::new("user", args.prompt.as_str()));
+        let options = RenderOptions {
+            add_generation_prompt: true,
+            ..RenderOptions::default()
+        };
+        tokenizer.encode_chat(&messages, &options)?
+    };
+    let params = SamplingParams {
+        temperature: args.temperature,
+        top_p: args.top_p,
+        top_k: args.top_k,
+        min_p: args.min_p,
+        repetition_penalty: args.repetition_penalty,
+        seed: args.seed,
+        ..SamplingParams::default()
+    };
+    let model = &loaded.model;
+    let sampler = Sampler::new(params, model.config.vocab_size as usize, &prompt)?;
+    mlx::memory::reset_peak_memory();
+    let options = GenerateOptions {
+        max_tokens: args.max_tokens,
+        prefill_step: args.prefill_step,
+        ..GenerateOptions::default()
+    };
+    let mut generator = Generator::new(model, &prompt, sampler, options)?;
+    let mut text = TextStream::new(Arc::clone(&tokenizer), Vec::new(), &[]);
+    if args.ignore_eos {
+        text.ignore_eos();
+    }
+    let mut out = std::io::stdout().lock();
+    for token in generator.by_ref() {
+        let step = text.push(token?.token)?;
+        out.write_all(step.text.as_bytes())?;
+        out.flush()?;
+        if step.finish.is_some() {
+            break;
+        }
+    }
+    out.write_all(text.finish()?.as_bytes())?;
+    writeln!(out)?;
+    let stats = generator.stats();
+    eprintln!(
+        "prompt: {} tokens, {:.1} tokens/s | generation: {} tokens, {:.1} tokens/s | peak memory: {:.3} GB",
+        stats.prompt_tokens,
+        stats.prefill_tps(),
+        stats.generated_tokens,
+        stats.decode_tps(),
+        mlx::memory::stats().peak as f64 / 1e9
+    );
+    Ok(())
+}
