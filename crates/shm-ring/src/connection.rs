@@ -516,8 +516,11 @@ struct Writer<E> {
 
 impl<E: Send + 'static> Writer<E> {
     async fn run(mut self, mut rx: mpsc::Receiver<Vec<OutFrame>>) {
-        if let Err(reason) = self.pump(&mut rx).await {
-            self.shared.close(reason);
+        match self.pump(&mut rx).await {
+            // The reader reports a dead worker, after delivering every
+            // frame it published; closing here could drop some of them.
+            Ok(()) | Err(Closed::WorkerGone) => {}
+            Err(reason) => self.shared.close(reason),
         }
     }
 

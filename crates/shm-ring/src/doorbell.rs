@@ -47,9 +47,8 @@ impl Doorbell {
         for fd in [&a, &b] {
             set_cloexec(fd.as_fd(), true)?;
             set_nonblocking(fd.as_fd())?;
-            #[cfg(any(target_os = "macos", target_os = "ios"))]
-            nix::sys::socket::setsockopt(fd, nix::sys::socket::sockopt::NoSigPipe, &true)
-                .map_err(|e| RingError::os("setsockopt(SO_NOSIGPIPE)", e))?;
+            #[cfg(target_vendor = "apple")]
+            set_no_sigpipe(fd.as_fd())?;
         }
         Ok((Self { fd: a }, Self { fd: b }))
     }
@@ -142,6 +141,31 @@ impl Doorbell {
     pub(crate) fn into_fd(self) -> OwnedFd {
         self.fd
     }
+}
+
+/// macOS has no `MSG_NOSIGNAL`: ask the socket itself not to raise SIGPIPE
+/// when the peer is gone (we report `PeerGone` instead).
+#[cfg(target_vendor = "apple")]
+fn set_no_sigpipe(fd: BorrowedFd<'_>) -> Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: `fd` is an open socket; the option value points to a live
+    // c_int whose size is passed alongside.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_NOSIGPIPE,
+            std::ptr::from_ref(&on).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(RingError::os(
+            "setsockopt(SO_NOSIGPIPE)",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
 }
 
 impl AsFd for Doorbell {

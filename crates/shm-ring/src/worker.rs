@@ -149,6 +149,9 @@ impl WorkerEndpoint {
             if self.peer_gone {
                 return Err(RingError::PeerGone);
             }
+            if timeout.is_zero() {
+                return Ok(None);
+            }
             if !self.requests.prepare_sleep()? {
                 continue;
             }

@@ -361,11 +361,15 @@ fn named_regions_are_unlinked_and_memfd_regions_leave_no_name() {
     let p = pair(&small_config(CAP, 1024), &named(prefix));
     let name = p.region.name().expect("named").to_owned();
     assert!(name.len() <= shm_ring::MAX_NAME_LEN);
-    assert_eq!(shm_entries(prefix).len(), 1);
-    let mode = std::fs::metadata(format!("/dev/shm{name}"))
-        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777)
-        .expect("stat");
-    assert_eq!(mode, 0o600);
+    // Linux shows POSIX shared memory under /dev/shm; macOS has no such view.
+    #[cfg(target_os = "linux")]
+    {
+        assert_eq!(shm_entries(prefix).len(), 1);
+        let mode = std::fs::metadata(format!("/dev/shm{name}"))
+            .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777)
+            .expect("stat");
+        assert_eq!(mode, 0o600);
+    }
     drop(p);
     assert!(shm_entries(prefix).is_empty());
     #[cfg(target_os = "linux")]
@@ -375,4 +379,59 @@ fn named_regions_are_unlinked_and_memfd_regions_leave_no_name() {
         assert!(p.region.name().is_none());
         assert_eq!(shm_entries("").len(), all.len());
     }
+}
+
+#[test]
+fn sleeping_sides_never_lose_a_wake_up() {
+    // Both sides sleep before every message, with backstops far longer than
+    // the test may take: a lost wake-up (the race between announcing a sleep
+    // and publishing) would stall a round trip for seconds and fail it.
+    let p = pair(&small_config(CAP, 1024), &Backing::default());
+    let Pair {
+        mut requests,
+        mut events,
+        bell,
+        mut worker,
+        ..
+    } = p;
+    const ROUNDS: u64 = 10_000;
+    let echo = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        for _ in 0..ROUNDS {
+            let h = worker
+                .recv_timeout(&mut buf, Duration::from_secs(30))
+                .expect("recv")
+                .expect("a wake-up was lost on the worker side");
+            worker.send(1, 0, h.request_id, &buf).expect("echo");
+        }
+    });
+    let mut buf = Vec::new();
+    for i in 0..ROUNDS {
+        assert!(
+            requests
+                .try_push(1, 0, i, &[&i.to_le_bytes()])
+                .expect("push")
+        );
+        if requests.wake_needed() {
+            bell.ring().expect("ring");
+        }
+        let start = std::time::Instant::now();
+        let h = loop {
+            if let Some(h) = events.try_pop(&mut buf).expect("pop") {
+                break h;
+            }
+            if !events.prepare_sleep().expect("sleep") {
+                continue;
+            }
+            bell.wait(Duration::from_secs(30)).expect("wait");
+            events.cancel_sleep();
+            assert!(!bell.drain().expect("drain").eof, "worker gone");
+        };
+        assert_eq!(h.request_id, i);
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "round {i} stalled: a wake-up was lost"
+        );
+    }
+    echo.join().expect("echo thread");
 }
