@@ -80,6 +80,8 @@ pub enum Closed {
     Corrupt(String),
     /// An operating-system error on the doorbell.
     Io(String),
+    /// The front-end dropped the connection.
+    Dropped,
 }
 
 impl fmt::Display for Closed {
@@ -88,6 +90,7 @@ impl fmt::Display for Closed {
             Self::WorkerGone => f.write_str("worker exited"),
             Self::Corrupt(why) => write!(f, "worker violated the protocol: {why}"),
             Self::Io(why) => write!(f, "doorbell error: {why}"),
+            Self::Dropped => f.write_str("connection dropped by the front-end"),
         }
     }
 }
@@ -401,6 +404,8 @@ impl<E: Send + 'static> Drop for Connection<E> {
         for task in &self.tasks {
             task.abort();
         }
+        // Streams still held elsewhere end instead of waiting forever.
+        self.shared.close(Closed::Dropped);
     }
 }
 

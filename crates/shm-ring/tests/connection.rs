@@ -41,6 +41,9 @@ async fn events_are_routed_to_the_request_they_name() {
         conn.register(3).is_err(),
         "an id in flight cannot be reused"
     );
+    assert_eq!(conn.status().state(), Some(shm_ring::WorkerState::Attached));
+    assert_eq!(conn.status().worker_pid(), Some(std::process::id()));
+    assert!(conn.status().heartbeat_age().is_some());
     let producer = std::thread::spawn(move || {
         // Interleave 50 events per request, the last one flagged.
         for step in 0..50u64 {
@@ -189,4 +192,18 @@ fn opening_a_connection_outside_a_runtime_is_an_error() {
         Connection::open(front, RawDemux, ConnectionOptions::default()),
         Err(RingError::Config(_))
     ));
+}
+
+#[tokio::test]
+async fn dropping_the_connection_ends_streams_still_held() {
+    let (front, _worker) = start(8192);
+    let (conn, _control) =
+        Connection::open(front, RawDemux, ConnectionOptions::default()).expect("open");
+    let mut stream = conn.register(1).expect("register");
+    drop(conn);
+    assert!(matches!(
+        next(&mut stream).await,
+        Some(Err(Closed::Dropped))
+    ));
+    assert!(next(&mut stream).await.is_none());
 }
