@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::{EngineError, Result};
-use crate::model::{Model, gguf};
+use crate::model::{Model, ModelConfig, Weights, gguf};
 use crate::tokenizer::Tokenizer;
 
 /// The on-disk format of a model.
@@ -49,21 +49,66 @@ pub struct LoadedModel {
     pub format: ModelFormat,
 }
 
-/// Loads the model and tokenizer at `path`.
+/// Loads the model and tokenizer at `path`, reading every weight into
+/// memory before returning (MLX would otherwise read them lazily during the
+/// first request).
 pub fn load(path: &Path) -> Result<LoadedModel> {
+    load_with_progress(path, &mut |_, _| {})
+}
+
+/// Bytes of weights read per progress report.
+const PROGRESS_CHUNK: u64 = 256 << 20;
+
+/// [`load`], calling `progress(bytes_loaded, bytes_total)` as the weights
+/// are read.
+pub fn load_with_progress(
+    path: &Path,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<LoadedModel> {
     let format = ModelFormat::of(path)?;
-    let (model, tokenizer) = match format {
-        ModelFormat::Mlx => (Model::load_dir(path)?, Tokenizer::from_dir(path)?),
+    let (config, weights, tokenizer) = match format {
+        ModelFormat::Mlx => {
+            let config_path = path.join("config.json");
+            let text = std::fs::read_to_string(&config_path)
+                .map_err(|e| EngineError::io(&config_path, e))?;
+            let config = ModelConfig::from_json(&text)?;
+            (config, Weights::load_dir(path)?, Tokenizer::from_dir(path)?)
+        }
         ModelFormat::Gguf => {
             let g = gguf::load(path)?;
             let tokenizer = Tokenizer::from_gguf(&g.file)?;
-            (Model::from_weights(g.config, g.weights)?, tokenizer)
+            (g.config, g.weights, tokenizer)
         }
     };
+    materialize(&weights, progress)?;
+    let model = Model::from_weights(config, weights)?;
     Ok(LoadedModel {
         model,
         tokenizer,
         path: path.to_path_buf(),
         format,
     })
+}
+
+/// Evaluates every tensor, in batches of about [`PROGRESS_CHUNK`] bytes,
+/// reporting the bytes read so far.
+fn materialize(weights: &Weights, progress: &mut dyn FnMut(u64, u64)) -> Result<()> {
+    let total = weights.nbytes() as u64;
+    let mut tensors: Vec<(&str, &mlx::Array)> = weights.iter().collect();
+    tensors.sort_by_key(|(name, _)| *name);
+    let (mut done, mut batch, mut batch_bytes) = (0u64, Vec::new(), 0u64);
+    progress(0, total);
+    for (_, array) in tensors {
+        batch.push(array);
+        batch_bytes += array.nbytes() as u64;
+        if batch_bytes >= PROGRESS_CHUNK {
+            mlx::eval(&batch)?;
+            done += batch_bytes;
+            progress(done, total);
+            (batch, batch_bytes) = (Vec::new(), 0);
+        }
+    }
+    mlx::eval(&batch)?;
+    progress(total, total);
+    Ok(())
 }
