@@ -41,6 +41,13 @@ pub(crate) fn to_api_error(err: &serde_json::Error, param: Option<String>) -> Ap
 }
 
 fn data_error(detail: &str, param: Option<String>) -> ApiError {
+    if let Some(field) = quoted_field(detail, "duplicate field `") {
+        let param = join(param.as_deref(), field);
+        return ApiError::InvalidRequest {
+            message: format!("Duplicate parameter: '{param}'."),
+            param: Some(param),
+        };
+    }
     let Some(param) = param else {
         let message = if detail.starts_with("invalid type") {
             "The request body must be a JSON object".to_owned()
@@ -52,11 +59,8 @@ fn data_error(detail: &str, param: Option<String>) -> ApiError {
             param: None,
         };
     };
-    if let Some(field) = detail
-        .strip_prefix("missing field `")
-        .and_then(|rest| rest.strip_suffix('`'))
-    {
-        let param = format!("{param}.{field}");
+    if let Some(field) = quoted_field(detail, "missing field `") {
+        let param = join(Some(&param), field);
         return ApiError::InvalidRequest {
             message: format!("Missing required parameter: '{param}'."),
             param: Some(param),
@@ -65,6 +69,18 @@ fn data_error(detail: &str, param: Option<String>) -> ApiError {
     ApiError::InvalidRequest {
         message: format!("Invalid '{param}': {}", humanize(detail)),
         param: Some(param),
+    }
+}
+
+/// `field` from "<prefix>field`".
+fn quoted_field<'a>(detail: &'a str, prefix: &str) -> Option<&'a str> {
+    detail.strip_prefix(prefix)?.strip_suffix('`')
+}
+
+fn join(parent: Option<&str>, field: &str) -> String {
+    match parent {
+        Some(parent) => format!("{parent}.{field}"),
+        None => field.to_owned(),
     }
 }
 

@@ -265,6 +265,18 @@ fn body_errors_have_no_param() {
 }
 
 #[test]
+fn duplicate_keys_name_the_parameter() {
+    let body = br#"{"model": "m", "messages": [], "messages": []}"#;
+    let err = api::parse_chat(body).unwrap_err();
+    assert_eq!(err.param(), Some("messages"));
+    let body = br#"{"model": "m", "messages": [{"role": "user", "role": "user", "content": ""}]}"#;
+    assert_eq!(
+        api::parse_chat(body).unwrap_err().param(),
+        Some("messages[0].role")
+    );
+}
+
+#[test]
 fn model_is_required() {
     let body = json!({"messages": [{"role": "user", "content": "hi"}]}).to_string();
     let err = api::parse_chat(body.as_bytes()).unwrap_err();
