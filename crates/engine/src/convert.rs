@@ -26,6 +26,38 @@ pub fn gguf_to_mlx(gguf_path: &Path, out_dir: &Path) -> Result<()> {
         [("format", "mlx")],
     )?;
     write_json(&out_dir.join("config.json"), &model.config_json)?;
+    write_tokenizer_files(&tokenizer, out_dir)
+}
+
+/// Files of a model directory that describe its tokenizer.
+const TOKENIZER_FILES: [&str; 5] = [
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "generation_config.json",
+    "chat_template.jinja",
+];
+
+/// Puts the tokenizer of the model at `source` (a model directory or a
+/// GGUF file) into `out_dir`, as a model directory carries it.
+pub fn copy_tokenizer(source: &Path, out_dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(out_dir).map_err(|e| EngineError::io(out_dir, e))?;
+    if source.is_dir() {
+        for name in TOKENIZER_FILES {
+            let from = source.join(name);
+            if from.exists() {
+                std::fs::copy(&from, out_dir.join(name)).map_err(|e| EngineError::io(&from, e))?;
+            }
+        }
+        return Ok(());
+    }
+    let tokenizer = Tokenizer::from_gguf_path(source)?;
+    write_tokenizer_files(&tokenizer, out_dir)
+}
+
+/// Writes `tokenizer.json`, `tokenizer_config.json` and
+/// `generation_config.json` for `tokenizer`.
+fn write_tokenizer_files(tokenizer: &Tokenizer, out_dir: &Path) -> Result<()> {
     let tokenizer_json = out_dir.join("tokenizer.json");
     tokenizer
         .inner()
@@ -33,7 +65,7 @@ pub fn gguf_to_mlx(gguf_path: &Path, out_dir: &Path) -> Result<()> {
         .map_err(|e| EngineError::Weights(format!("{}: {e}", tokenizer_json.display())))?;
     write_json(
         &out_dir.join("tokenizer_config.json"),
-        &tokenizer_config(&tokenizer),
+        &tokenizer_config(tokenizer),
     )?;
     let mut generation = json!({ "eos_token_id": tokenizer.eos_token_ids() });
     if let Some(bos) = tokenizer.bos_token_id() {

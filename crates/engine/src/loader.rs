@@ -61,10 +61,7 @@ const PROGRESS_CHUNK: u64 = 256 << 20;
 
 /// [`load`], calling `progress(bytes_loaded, bytes_total)` as the weights
 /// are read.
-pub fn load_with_progress(
-    path: &Path,
-    progress: &mut dyn FnMut(u64, u64),
-) -> Result<LoadedModel> {
+pub fn load_with_progress(path: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<LoadedModel> {
     let format = ModelFormat::of(path)?;
     let (config, weights, tokenizer) = match format {
         ModelFormat::Mlx => {

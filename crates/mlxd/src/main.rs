@@ -2,6 +2,7 @@
 
 mod bench;
 mod info;
+mod logging;
 mod models;
 mod run;
 
@@ -27,9 +28,53 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Write a GGUF model out as an MLX checkpoint directory (lossless).
     Convert(ConvertArgs),
+    /// Write a random-weight model of a real shape as an MLX checkpoint, with
+    /// the tokenizer of another model (for benchmarks and tests).
+    Synth(SynthArgs),
     /// Show the MLX version, backend and device, and check that MLX computes
     /// correctly on it (a 4-bit quantized matmul against its dequantized twin).
     Info,
+    /// Serve one model to the supervisor over shared memory (started by
+    /// `mlxd serve`, not by hand).
+    #[command(hide = true)]
+    Worker(WorkerArgs),
+}
+
+/// Arguments of `mlxd synth`.
+#[derive(Debug, Args)]
+struct SynthArgs {
+    /// The shape (`mlxd bench --engine --list` lists them).
+    #[arg(long)]
+    preset: String,
+    /// Vocabulary size, when it must match the tokenizer's.
+    #[arg(long)]
+    vocab: Option<i32>,
+    /// The model whose tokenizer to use (directory or .gguf; default: the
+    /// built-in model).
+    #[arg(long)]
+    tokenizer_from: Option<String>,
+    /// Seed of the random weights.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// The directory to write.
+    out_dir: PathBuf,
+}
+
+/// Arguments of `mlxd worker`.
+#[derive(Debug, Args)]
+struct WorkerArgs {
+    /// The model file or directory.
+    #[arg(long)]
+    model: PathBuf,
+    /// The name requests use for the model.
+    #[arg(long)]
+    model_id: String,
+    /// The protocol version the supervisor speaks.
+    #[arg(long)]
+    protocol_version: u32,
+    /// Context length to serve (default: the model's).
+    #[arg(long)]
+    context_length: Option<u32>,
 }
 
 /// Arguments of `mlxd convert`.
@@ -54,6 +99,7 @@ fn version_line() -> String {
 fn main() -> anyhow::Result<()> {
     let matches = Cli::command().version(version_line()).get_matches();
     let cli = Cli::from_arg_matches(&matches)?;
+    logging::init();
     match cli.command {
         Command::Run(args) => run::run(args),
         Command::Bench(args) => bench::run(args),
@@ -68,6 +114,43 @@ fn main() -> anyhow::Result<()> {
             eprintln!("wrote {}", args.out_dir.display());
             Ok(())
         }
+        Command::Synth(args) => synth(args),
         Command::Info => info::run(),
+        Command::Worker(args) => {
+            // Compiled GPU kernels persist across worker restarts (the first
+            // CUDA compile takes about a minute).
+            if std::env::var_os("MLX_PTX_CACHE_DIR").is_none()
+                && let Some(home) = std::env::var_os("HOME")
+            {
+                let dir = PathBuf::from(home).join(".cache/mlxd/ptx");
+                // SAFETY: set before any other thread of this process exists.
+                unsafe { std::env::set_var("MLX_PTX_CACHE_DIR", dir) };
+            }
+            let config = worker::WorkerConfig {
+                model_path: args.model,
+                model_id: args.model_id,
+                context_length: args.context_length,
+                protocol_version: args.protocol_version,
+            };
+            worker::run(config).map_err(|e| {
+                tracing::error!("{e}");
+                e.into()
+            })
+        }
     }
+}
+
+fn synth(args: SynthArgs) -> anyhow::Result<()> {
+    let mut preset = engine::model::synthetic::Preset::find(&args.preset)?;
+    if let Some(vocab) = args.vocab {
+        preset = preset.with_vocab(vocab);
+    }
+    let tokenizer = models::resolve(args.tokenizer_from.as_deref())?;
+    preset
+        .save(&args.out_dir, args.seed)
+        .with_context(|| format!("writing {}", args.out_dir.display()))?;
+    engine::convert::copy_tokenizer(&tokenizer, &args.out_dir)
+        .with_context(|| format!("copying the tokenizer of {}", tokenizer.display()))?;
+    eprintln!("wrote {}", args.out_dir.display());
+    Ok(())
 }

@@ -93,8 +93,7 @@ pub fn run(config: WorkerConfig) -> Result<(), WorkerError> {
         }
         endpoint.heartbeat();
     };
-    let loaded = match engine::loader::load_with_progress(&config.model_path, &mut send_progress)
-    {
+    let loaded = match engine::loader::load_with_progress(&config.model_path, &mut send_progress) {
         Ok(loaded) => loaded,
         Err(source) => {
             let message = format!("loading {}: {source}", config.model_path.display());
@@ -137,7 +136,9 @@ fn await_hello(endpoint: &mut WorkerEndpoint) -> Result<(), WorkerError> {
         endpoint.heartbeat();
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(WorkerError::Handshake("no Hello from the supervisor".into()));
+            return Err(WorkerError::Handshake(
+                "no Hello from the supervisor".into(),
+            ));
         }
         let Some(header) = endpoint.recv_timeout(&mut buf, left.min(Duration::from_secs(1)))?
         else {

@@ -90,7 +90,11 @@ impl Server {
     }
 
     /// Serves requests until the front-end leaves, `Shutdown`, or SIGTERM.
-    pub fn serve(mut self, endpoint: &mut WorkerEndpoint, stop: &AtomicBool) -> Result<(), WorkerError> {
+    pub fn serve(
+        mut self,
+        endpoint: &mut WorkerEndpoint,
+        stop: &AtomicBool,
+    ) -> Result<(), WorkerError> {
         let mut buf = Vec::new();
         let mut last_stats = Instant::now();
         loop {
@@ -176,7 +180,12 @@ impl Server {
                     engine::EngineError::InvalidRequest(_) => ErrorCode::InvalidRequest,
                     _ => ErrorCode::Internal,
                 };
-                finish(endpoint, id, prompt_len, &Outcome::failed(code, e.to_string()))?;
+                finish(
+                    endpoint,
+                    id,
+                    prompt_len,
+                    &Outcome::failed(code, e.to_string()),
+                )?;
                 return Ok(Control::Continue);
             }
         };
@@ -204,7 +213,12 @@ impl Server {
                 logprob: token.logprobs.as_ref().map(|l| l.logprob),
                 top_logprobs: token.logprobs.map(|l| l.top).unwrap_or_default(),
             };
-            send_event(endpoint, &Event::Tokens(Tokens { entries: vec![entry] }))?;
+            send_event(
+                endpoint,
+                &Event::Tokens(Tokens {
+                    entries: vec![entry],
+                }),
+            )?;
             endpoint.heartbeat();
             if stop_ids.contains(&token.token) {
                 break Outcome::ended(FinishReason::Stop);
@@ -311,16 +325,27 @@ impl Inbox {
                     && id == request_id
                 {
                     *cancelled = true;
-                } else if let Some(pos) = self.queue.iter().position(|s| s.request_id == request_id) {
+                } else if let Some(pos) = self.queue.iter().position(|s| s.request_id == request_id)
+                {
                     let submit = self.queue.remove(pos).expect("position is in range");
                     let outcome = Outcome::ended(FinishReason::Cancelled);
                     finish(endpoint, request_id, submit.prompt.len(), &outcome)?;
                 } else if self.assembler.cancel(request_id) {
-                    finish(endpoint, request_id, 0, &Outcome::ended(FinishReason::Cancelled))?;
+                    finish(
+                        endpoint,
+                        request_id,
+                        0,
+                        &Outcome::ended(FinishReason::Cancelled),
+                    )?;
                 }
             }
             Request::Heartbeat(h) => {
-                send_event(endpoint, &Event::Heartbeat(Heartbeat { monotonic_ns: h.monotonic_ns }))?;
+                send_event(
+                    endpoint,
+                    &Event::Heartbeat(Heartbeat {
+                        monotonic_ns: h.monotonic_ns,
+                    }),
+                )?;
             }
             Request::Shutdown => return Ok(Control::Shutdown),
             Request::Hello(_) => {

@@ -107,7 +107,12 @@ impl Preset {
             })
     }
 
-    fn config(&self) -> Result<ModelConfig> {
+    /// The same shape with another vocabulary size (to match a tokenizer).
+    pub fn with_vocab(self, vocab: i32) -> Preset {
+        Preset { vocab, ..self }
+    }
+
+    fn config_json(&self) -> serde_json::Value {
         let mut config = json!({
             "model_type": self.model_type,
             "hidden_size": self.hidden,
@@ -124,12 +129,37 @@ impl Preset {
         if let Some((group_size, bits)) = self.quant {
             config["quantization"] = json!({"group_size": group_size, "bits": bits});
         }
-        ModelConfig::from_json(&config.to_string())
+        config
+    }
+
+    fn config(&self) -> Result<ModelConfig> {
+        ModelConfig::from_json(&self.config_json().to_string())
     }
 
     /// Builds the model with random weights drawn from `seed`.
     pub fn build(&self, seed: u64) -> Result<Model> {
         let config = self.config()?;
+        Model::from_weights(config, Weights::new(self.tensors(seed)?))
+    }
+
+    /// Writes the model as an MLX checkpoint (`config.json`,
+    /// `model.safetensors`) into `dir`.
+    pub fn save(&self, dir: &std::path::Path, seed: u64) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(|e| EngineError::io(dir, e))?;
+        let tensors = self.tensors(seed)?;
+        mlx::io::save_safetensors(
+            dir.join("model.safetensors"),
+            tensors.iter().map(|(k, v)| (k.as_str(), v)),
+            [("format", "mlx")],
+        )?;
+        let path = dir.join("config.json");
+        let text = serde_json::to_string_pretty(&self.config_json())
+            .map_err(|e| EngineError::Config(e.to_string()))?;
+        std::fs::write(&path, text + "\n").map_err(|e| EngineError::io(&path, e))
+    }
+
+    /// The random tensors, evaluated, under Hugging Face names.
+    fn tensors(&self, seed: u64) -> Result<HashMap<String, Array>> {
         let mut tg = TensorGen {
             key: random::key(seed)?,
             preset: *self,
@@ -160,7 +190,7 @@ impl Preset {
         }
         let tensors: Vec<&Array> = tg.tensors.values().collect();
         mlx::eval(&tensors)?;
-        Model::from_weights(config, Weights::new(tg.tensors))
+        Ok(tg.tensors)
     }
 }
 
@@ -237,6 +267,20 @@ mod tests {
     fn unknown_presets_list_the_known_ones() {
         let err = Preset::find("gpt-5").unwrap_err().to_string();
         assert!(err.contains("qwen2.5-7b-4bit"), "{err}");
+    }
+
+    #[test]
+    fn a_saved_preset_loads_back_through_the_strict_loader() {
+        let dir = tempfile::tempdir().unwrap();
+        let preset = Preset::find("tiny-f32").unwrap().with_vocab(300);
+        preset.save(dir.path(), 3).unwrap();
+        let model = Model::load_dir(dir.path()).unwrap();
+        assert_eq!(model.config.vocab_size, 300);
+        let direct = preset.build(3).unwrap();
+        let ids = Array::from_slice(&[5u32, 7], &[1, 2]).unwrap();
+        let a = model.forward(&ids, &mut model.new_cache()).unwrap();
+        let b = direct.forward(&ids, &mut direct.new_cache()).unwrap();
+        assert_eq!(a.to_vec::<f32>().unwrap(), b.to_vec::<f32>().unwrap());
     }
 
     #[test]

@@ -1,0 +1,206 @@
+//! The supervisor with real `mlxd worker` processes and a tiny model:
+//! generation, a worker killed mid-stream, load failures, two models in two
+//! processes.
+
+// Test helpers panic on failure by design.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use protocol::{FinishReason, SamplingParams};
+use server::supervisor::process::ProcessLauncher;
+use server::supervisor::{
+    Launcher, ModelSpec, Supervisor, SupervisorConfig, SupervisorError, WorkerEvent,
+};
+
+fn supervisor() -> Supervisor {
+    let launcher = ProcessLauncher::new(mlxd_path(), Duration::from_secs(60)).unwrap();
+    Supervisor::start(
+        Arc::new(launcher) as Arc<dyn Launcher>,
+        SupervisorConfig::default(),
+    )
+}
+
+fn spec(id: &str, path: &std::path::Path) -> ModelSpec {
+    ModelSpec {
+        id: id.into(),
+        path: path.to_path_buf(),
+        context_length: Some(512),
+        estimate_bytes: 1 << 20,
+    }
+}
+
+fn params(max_tokens: u32) -> SamplingParams {
+    SamplingParams {
+        temperature: 0.0,
+        max_tokens,
+        ignore_eos: true,
+        ..SamplingParams::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_process_generates_the_requested_tokens() {
+    let sup = supervisor();
+    let lease = sup.acquire(spec("tiny", tiny_model()), None).await.unwrap();
+    assert_eq!(lease.info().context_length, 512);
+    assert_eq!(lease.info().vocab_size, 49_152);
+    let pid = lease.info().pid.unwrap();
+    assert!(process_alive(pid));
+    let mut generation = lease.generate(vec![1, 2, 3], params(12)).await.unwrap();
+    let mut tokens = 0;
+    let done = loop {
+        match generation.next().await.unwrap().unwrap() {
+            WorkerEvent::Token(_) => tokens += 1,
+            WorkerEvent::Done(done) => break done,
+            WorkerEvent::Error { message, .. } => panic!("{message}"),
+        }
+    };
+    assert_eq!(tokens, 12);
+    assert_eq!(done.finish_reason, FinishReason::Length);
+    assert_eq!((done.prompt_tokens, done.completion_tokens), (3, 12));
+    drop(generation);
+    sup.shutdown().await;
+    assert!(!process_alive(pid), "the worker is gone after shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_worker_ends_its_stream_with_the_cause_and_is_replaced() {
+    let sup = supervisor();
+    let lease = sup.acquire(spec("tiny", tiny_model()), None).await.unwrap();
+    let pid = lease.info().pid.unwrap();
+    let mut generation = lease
+        .generate(vec![1, 2, 3], params(100_000))
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        assert!(matches!(
+            generation.next().await,
+            Some(Ok(WorkerEvent::Token(_)))
+        ));
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let killed = Instant::now();
+    let err = loop {
+        match generation.next().await {
+            Some(Ok(WorkerEvent::Token(_))) => continue,
+            Some(Err(gone)) => break gone.0,
+            other => panic!("expected the stream to fail, got {other:?}"),
+        }
+    };
+    assert!(
+        killed.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        killed.elapsed()
+    );
+    assert!(err.contains("SIGKILL"), "{err}");
+    drop(generation);
+    // Reaped: no zombie left.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!process_alive(pid));
+    // The next request gets a fresh worker (after a one-second back-off).
+    let lease = sup.acquire(spec("tiny", tiny_model()), None).await.unwrap();
+    let new_pid = lease.info().pid.unwrap();
+    assert_ne!(new_pid, pid);
+    let mut generation = lease.generate(vec![4, 5], params(2)).await.unwrap();
+    while let Some(event) = generation.next().await {
+        event.unwrap();
+    }
+    drop(generation);
+    sup.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_failures_come_back_with_the_workers_reason() {
+    let sup = supervisor();
+    let dir = tempfile::tempdir().unwrap();
+
+    let missing = dir.path().join("missing");
+    let err = sup
+        .acquire(spec("missing", &missing), None)
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(err, SupervisorError::LoadFailed { .. }), "{err}");
+    assert!(err.to_string().contains("does not exist"), "{err}");
+
+    let unsupported = dir.path().join("gpt2");
+    std::fs::create_dir(&unsupported).unwrap();
+    for f in [
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "model.safetensors",
+    ] {
+        std::fs::copy(tiny_model().join(f), unsupported.join(f)).unwrap();
+    }
+    let config = std::fs::read_to_string(tiny_model().join("config.json")).unwrap();
+    std::fs::write(
+        unsupported.join("config.json"),
+        config.replace("\"llama\"", "\"gpt2\""),
+    )
+    .unwrap();
+    let err = sup
+        .acquire(spec("gpt2", &unsupported), None)
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        err.to_string().contains("\"gpt2\" is not supported"),
+        "{err}"
+    );
+
+    let corrupt = dir.path().join("corrupt");
+    std::fs::create_dir(&corrupt).unwrap();
+    for f in ["tokenizer.json", "tokenizer_config.json", "config.json"] {
+        std::fs::copy(tiny_model().join(f), corrupt.join(f)).unwrap();
+    }
+    std::fs::write(
+        corrupt.join("model.safetensors"),
+        b"\x08\x00\x00\x00\x00\x00\x00\x00{\"a\":1}",
+    )
+    .unwrap();
+    let err = sup
+        .acquire(spec("corrupt", &corrupt), None)
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(err, SupervisorError::LoadFailed { .. }), "{err}");
+
+    // The supervisor still serves a good model.
+    let lease = sup.acquire(spec("tiny", tiny_model()), None).await.unwrap();
+    drop(lease);
+    sup.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_models_run_in_two_processes_and_unload_independently() {
+    let sup = supervisor();
+    let a = sup.acquire(spec("a", tiny_model()), None).await.unwrap();
+    let b = sup.acquire(spec("b", tiny_model()), None).await.unwrap();
+    let (pid_a, pid_b) = (a.info().pid.unwrap(), b.info().pid.unwrap());
+    assert_ne!(pid_a, pid_b);
+    drop(a);
+    assert!(sup.unload("a").await);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while process_alive(pid_a) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!process_alive(pid_a), "model a's worker is gone");
+    let mut generation = b.generate(vec![1], params(3)).await.unwrap();
+    let mut events = 0;
+    while let Some(event) = generation.next().await {
+        event.unwrap();
+        events += 1;
+    }
+    assert_eq!(events, 4, "three tokens and Done from model b");
+    drop(generation);
+    sup.shutdown().await;
+}

@@ -1,0 +1,501 @@
+//! Workers as real processes: `mlxd worker` children connected through a
+//! fresh shared-memory region each, started from a dedicated thread (Linux
+//! ties `PR_SET_PDEATHSIG` to the spawning thread, so it must outlive every
+//! child), in their own process group, with stderr captured line by line.
+//! Stopping is SIGTERM, a grace period, then SIGKILL (as TGI's launcher
+//! does); signals go through the task that owns the `Child`, which has not
+//! reaped it yet, so a signal never reaches a recycled pid.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use nix::sys::signal::Signal;
+use protocol::{
+    Delivery, Event, FrameMeta, Hello, PROTOCOL_VERSION, Request, SamplingParams, Submit,
+};
+use shm_ring::{
+    Backing, Connection, ConnectionOptions, Demux, FrameHeader, FrontEnd, OutFrame, RegionConfig,
+    Route,
+};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::worker::{
+    EventStream, ExitReport, LaunchError, LaunchSpec, Launcher, Worker, WorkerEvent, WorkerGone,
+    WorkerInfo,
+};
+
+/// Stderr lines kept for error messages.
+const STDERR_TAIL: usize = 12;
+
+/// How long a request stream waits for the exit status of a worker whose
+/// connection closed, to name the cause.
+const EXIT_REPORT_WAIT: Duration = Duration::from_millis(500);
+
+/// Starts `program worker ...` processes.
+pub struct ProcessLauncher {
+    program: PathBuf,
+    load_timeout: Duration,
+    spawner: mpsc::UnboundedSender<SpawnJob>,
+}
+
+type SpawnJob = (
+    tokio::process::Command,
+    oneshot::Sender<std::io::Result<tokio::process::Child>>,
+);
+
+impl ProcessLauncher {
+    /// A launcher running `program worker` (normally the current `mlxd`
+    /// executable); a load that takes longer than `load_timeout` fails.
+    pub fn new(program: PathBuf, load_timeout: Duration) -> std::io::Result<ProcessLauncher> {
+        let handle = tokio::runtime::Handle::current();
+        let (tx, mut rx) = mpsc::unbounded_channel::<SpawnJob>();
+        std::thread::Builder::new()
+            .name("mlxd-spawner".into())
+            .spawn(move || {
+                let _runtime = handle.enter();
+                while let Some((mut cmd, reply)) = rx.blocking_recv() {
+                    let _ = reply.send(cmd.spawn());
+                }
+            })?;
+        Ok(ProcessLauncher {
+            program,
+            load_timeout,
+            spawner: tx,
+        })
+    }
+}
+
+impl Launcher for ProcessLauncher {
+    fn launch(&self, spec: LaunchSpec) -> BoxFuture<'static, Result<Arc<dyn Worker>, LaunchError>> {
+        let program = self.program.clone();
+        let spawner = self.spawner.clone();
+        let timeout = self.load_timeout;
+        async move {
+            let worker = start(program, spawner, &spec, timeout).await?;
+            Ok(worker as Arc<dyn Worker>)
+        }
+        .boxed()
+    }
+}
+
+/// Decodes worker events and routes them by request id.
+struct ProtocolDemux;
+
+impl Demux for ProtocolDemux {
+    type Event = Delivery;
+
+    fn demux(
+        &mut self,
+        header: &FrameHeader,
+        payload: &[u8],
+        emit: &mut dyn FnMut(Route<Delivery>),
+    ) -> Result<(), String> {
+        let meta = FrameMeta {
+            kind: header.kind,
+            flags: header.flags,
+            request_id: header.request_id,
+        };
+        let event = Event::decode(meta, payload).map_err(|e| e.to_string())?;
+        event.deliver(|request_id, event, last| {
+            emit(Route {
+                request_id,
+                event,
+                last,
+            })
+        });
+        Ok(())
+    }
+}
+
+/// A live worker process.
+pub struct ProcessWorker {
+    info: WorkerInfo,
+    conn: Connection<Delivery>,
+    signals: mpsc::UnboundedSender<Signal>,
+    exit: watch::Receiver<Option<ExitReport>>,
+    max_frame: usize,
+}
+
+async fn start(
+    program: PathBuf,
+    spawner: mpsc::UnboundedSender<SpawnJob>,
+    spec: &LaunchSpec,
+    timeout: Duration,
+) -> Result<Arc<ProcessWorker>, LaunchError> {
+    let started = Instant::now();
+    let region = RegionConfig {
+        protocol_version: PROTOCOL_VERSION,
+        generation: spec.generation,
+        max_kind: protocol::Kind::MAX,
+        ..RegionConfig::default()
+    };
+    let fail = |what: &str, e: &dyn std::fmt::Display| LaunchError(format!("{what}: {e}"));
+    let (front, child_fds) = FrontEnd::create(&region, &Backing::default())
+        .map_err(|e| fail("creating the shared region", &e))?;
+    let mut cmd = tokio::process::Command::new(&program);
+    cmd.arg("worker")
+        .arg("--model")
+        .arg(&spec.path)
+        .arg("--model-id")
+        .arg(&spec.model_id)
+        .arg("--protocol-version")
+        .arg(PROTOCOL_VERSION.to_string())
+        .env("MLXD_LOG_FORMAT", "text")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    if let Some(ctx) = spec.context_length {
+        cmd.arg("--context-length").arg(ctx.to_string());
+    }
+    child_fds.configure(cmd.as_std_mut());
+    #[cfg(target_os = "linux")]
+    shm_ring::die_with_parent(cmd.as_std_mut());
+    let (reply_tx, reply_rx) = oneshot::channel();
+    spawner
+        .send((cmd, reply_tx))
+        .map_err(|_| LaunchError("the spawner thread is gone".into()))?;
+    let mut child = reply_rx
+        .await
+        .map_err(|_| LaunchError("the spawner thread is gone".into()))?
+        .map_err(|e| fail(&format!("starting {}", program.display()), &e))?;
+    // Our copies of the child's ends must close, or its death never shows
+    // as doorbell EOF.
+    drop(child_fds);
+    let pid = child.id();
+
+    let tail = Arc::new(Mutex::new(VecDeque::with_capacity(STDERR_TAIL)));
+    if let Some(stderr) = child.stderr.take() {
+        tokio::spawn(forward_stderr(
+            stderr,
+            spec.model_id.clone(),
+            Arc::clone(&tail),
+        ));
+    }
+    let (exit_tx, exit) = watch::channel(None);
+    let (signals, signal_rx) = mpsc::unbounded_channel();
+    tokio::spawn(own_child(child, signal_rx, exit_tx, tail));
+
+    let (conn, mut control) = Connection::open(front, ProtocolDemux, ConnectionOptions::default())
+        .map_err(|e| fail("opening the connection", &e))?;
+    let mut hello = Vec::new();
+    let meta = Request::Hello(Hello {
+        protocol_version: PROTOCOL_VERSION,
+        generation: spec.generation,
+    })
+    .encode(&mut hello);
+    let worker = ProcessWorker {
+        info: WorkerInfo {
+            pid,
+            context_length: 0,
+            vocab_size: 0,
+            eos_token_ids: Vec::new(),
+            memory_used_bytes: 0,
+            load_time: Duration::ZERO,
+        },
+        conn,
+        signals,
+        exit,
+        max_frame: region.max_frame,
+    };
+    let loaded = async {
+        worker.send_frame(meta, hello).await?;
+        await_ready(&worker, &mut control, &spec.model_id).await
+    };
+    let info = match tokio::time::timeout(timeout, loaded).await {
+        Ok(Ok(info)) => info,
+        Ok(Err(e)) => {
+            worker.stop(Duration::from_secs(2)).await;
+            return Err(e);
+        }
+        Err(_) => {
+            let report = worker.stop(Duration::from_secs(2)).await;
+            return Err(LaunchError(format!(
+                "loading {} did not finish within {} s ({report})",
+                spec.path.display(),
+                timeout.as_secs()
+            )));
+        }
+    };
+    tokio::spawn(drain_control(control));
+    tracing::info!(
+        model = %spec.model_id,
+        pid = ?pid,
+        load_ms = started.elapsed().as_millis() as u64,
+        "worker ready"
+    );
+    Ok(Arc::new(ProcessWorker {
+        info: WorkerInfo {
+            pid,
+            load_time: started.elapsed(),
+            ..info
+        },
+        ..worker
+    }))
+}
+
+/// Waits for `Ready`, turning a load error or the worker's death into a
+/// `LaunchError` with its reason.
+async fn await_ready(
+    worker: &ProcessWorker,
+    control: &mut mpsc::UnboundedReceiver<Delivery>,
+    model_id: &str,
+) -> Result<WorkerInfo, LaunchError> {
+    loop {
+        tokio::select! {
+            event = control.recv() => match event {
+                Some(Delivery::Ready(r)) => {
+                    return Ok(WorkerInfo {
+                        pid: None,
+                        context_length: r.context_length,
+                        vocab_size: r.vocab_size,
+                        eos_token_ids: r.eos_token_ids,
+                        memory_used_bytes: r.memory_used_bytes,
+                        load_time: Duration::from_micros(r.load_time_us),
+                    });
+                }
+                Some(Delivery::LoadProgress(p)) => {
+                    tracing::debug!(model = %model_id, loaded = p.bytes_loaded, total = p.bytes_total, "loading");
+                }
+                Some(Delivery::Error(e)) => return Err(LaunchError(e.message)),
+                Some(_) => {}
+                None => {
+                    let report = worker.exit_report().await;
+                    return Err(LaunchError(format!("the worker exited while loading: {report}")));
+                }
+            },
+            reason = worker.conn.closed() => {
+                let report = worker.exit_report().await;
+                return Err(LaunchError(format!("the worker exited while loading ({reason}): {report}")));
+            }
+        }
+    }
+}
+
+/// Keeps the control channel flowing after `Ready` (stats, heartbeats,
+/// worker-wide errors are logged).
+async fn drain_control(mut control: mpsc::UnboundedReceiver<Delivery>) {
+    while let Some(event) = control.recv().await {
+        if let Delivery::Error(e) = event {
+            tracing::warn!(code = ?e.code, "worker error: {}", e.message);
+        }
+    }
+}
+
+/// Forwards the worker's stderr to the log and keeps its last lines.
+async fn forward_stderr(
+    stderr: tokio::process::ChildStderr,
+    model: String,
+    tail: Arc<Mutex<VecDeque<String>>>,
+) {
+    let mut lines = BufReader::new(stderr).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        tracing::info!(target: "mlxd::worker", model = %model, "{line}");
+        let mut tail = tail.lock().unwrap_or_else(PoisonError::into_inner);
+        if tail.len() == STDERR_TAIL {
+            tail.pop_front();
+        }
+        tail.push_back(line);
+    }
+}
+
+/// Owns the child: delivers signals while it runs, reaps it, publishes how
+/// it ended.
+async fn own_child(
+    mut child: tokio::process::Child,
+    mut signals: mpsc::UnboundedReceiver<Signal>,
+    exit: watch::Sender<Option<ExitReport>>,
+    tail: Arc<Mutex<VecDeque<String>>>,
+) {
+    let pid = child.id().and_then(|p| i32::try_from(p).ok());
+    let status = loop {
+        tokio::select! {
+            biased;
+            status = child.wait() => break status,
+            Some(signal) = signals.recv() => {
+                // The child has not been reaped (its wait is still pending
+                // above), so the pid is still ours.
+                if let Some(pid) = pid {
+                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal);
+                }
+            }
+        }
+    };
+    let status = match status {
+        Ok(s) => describe_status(s),
+        Err(e) => format!("waiting for the worker failed: {e}"),
+    };
+    // Let the stderr reader catch the last lines.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let stderr_tail = tail
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .iter()
+        .cloned()
+        .collect();
+    let _ = exit.send(Some(ExitReport {
+        status,
+        stderr_tail,
+    }));
+}
+
+fn describe_status(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    if let Some(signal) = status.signal() {
+        let name = Signal::try_from(signal).map_or_else(|_| signal.to_string(), |s| s.to_string());
+        format!("killed by {name}")
+    } else {
+        format!("exit status {}", status.code().unwrap_or(-1))
+    }
+}
+
+impl ProcessWorker {
+    async fn send_frame(&self, meta: FrameMeta, payload: Vec<u8>) -> Result<(), LaunchError> {
+        let frame = OutFrame {
+            kind: meta.kind,
+            flags: meta.flags,
+            request_id: meta.request_id,
+            payload,
+        };
+        self.conn
+            .send(frame)
+            .await
+            .map_err(|e| LaunchError(format!("sending to the worker: {e}")))
+    }
+
+    /// How the worker ended; waits for it to be reaped.
+    async fn exit_report(&self) -> ExitReport {
+        let mut exit = self.exit.clone();
+        match exit.wait_for(Option::is_some).await {
+            Ok(report) => report.clone().unwrap_or_default(),
+            Err(_) => ExitReport {
+                status: "the worker's supervisor task ended".into(),
+                stderr_tail: Vec::new(),
+            },
+        }
+    }
+}
+
+impl Worker for ProcessWorker {
+    fn info(&self) -> &WorkerInfo {
+        &self.info
+    }
+
+    fn submit(
+        &self,
+        request_id: u64,
+        prompt: Vec<u32>,
+        params: SamplingParams,
+    ) -> BoxFuture<'_, Result<EventStream, WorkerGone>> {
+        async move {
+            let events = self
+                .conn
+                .register(request_id)
+                .map_err(|e| WorkerGone(e.to_string()))?;
+            let submit = Submit {
+                request_id,
+                prompt,
+                params,
+            };
+            let frames = submit
+                .encode_frames(self.max_frame)
+                .map_err(|e| WorkerGone(format!("encoding the request: {e}")))?;
+            let frames = frames
+                .into_iter()
+                .map(|f| OutFrame {
+                    kind: f.meta.kind,
+                    flags: f.meta.flags,
+                    request_id: f.meta.request_id,
+                    payload: f.payload,
+                })
+                .collect();
+            if let Err(e) = self.conn.send_all(frames).await {
+                return Err(gone_from(&self.exit, e.to_string()).await);
+            }
+            let exit = self.exit.clone();
+            let stream = futures::stream::unfold(
+                (events, exit, false),
+                |(mut events, exit, ended)| async move {
+                    if ended {
+                        return None;
+                    }
+                    let item = match events.recv().await? {
+                        Ok(Delivery::Token(t)) => Ok(WorkerEvent::Token(t)),
+                        Ok(Delivery::Error(e)) => Ok(WorkerEvent::Error {
+                            code: e.code,
+                            message: e.message,
+                        }),
+                        Ok(Delivery::Done(d)) => Ok(WorkerEvent::Done(d)),
+                        Ok(other) => Err(WorkerGone(format!("unexpected event {other:?}"))),
+                        Err(closed) => Err(gone_from(&exit, closed.to_string()).await),
+                    };
+                    let ended = item.is_err();
+                    Some((item, (events, exit, ended)))
+                },
+            );
+            Ok(Box::pin(stream) as EventStream)
+        }
+        .boxed()
+    }
+
+    fn cancel(&self, request_id: u64) -> BoxFuture<'_, ()> {
+        async move {
+            let mut payload = Vec::new();
+            let meta = Request::Cancel { request_id }.encode(&mut payload);
+            if let Err(e) = self.send_frame(meta, payload).await {
+                tracing::debug!("cancel of request {request_id} not sent: {e}");
+            }
+        }
+        .boxed()
+    }
+
+    fn exited(&self) -> BoxFuture<'static, ExitReport> {
+        let mut exit = self.exit.clone();
+        async move {
+            match exit.wait_for(Option::is_some).await {
+                Ok(report) => report.clone().unwrap_or_default(),
+                Err(_) => ExitReport::default(),
+            }
+        }
+        .boxed()
+    }
+
+    fn stop(&self, grace: Duration) -> BoxFuture<'_, ExitReport> {
+        async move {
+            let _ = self.signals.send(Signal::SIGTERM);
+            match tokio::time::timeout(grace, self.exit_report()).await {
+                Ok(report) => report,
+                Err(_) => {
+                    let _ = self.signals.send(Signal::SIGKILL);
+                    self.exit_report().await
+                }
+            }
+        }
+        .boxed()
+    }
+}
+
+/// The reason a request's stream broke, with the exit report when the
+/// worker is reaped soon enough.
+async fn gone_from(exit: &watch::Receiver<Option<ExitReport>>, reason: String) -> WorkerGone {
+    let mut exit = exit.clone();
+    let report = tokio::time::timeout(EXIT_REPORT_WAIT, async {
+        exit.wait_for(Option::is_some)
+            .await
+            .ok()
+            .and_then(|r| r.clone())
+    })
+    .await;
+    match report {
+        Ok(Some(report)) => WorkerGone(format!("the worker crashed ({report})")),
+        _ => WorkerGone(format!("the worker stopped answering ({reason})")),
+    }
+}

@@ -1,0 +1,112 @@
+//! What the supervisor needs of a worker, as a trait, so that its logic is
+//! tested with an in-memory fake (as Ollama's scheduler swaps its runner
+//! constructor) and runs in production with real processes
+//! ([`super::process`]).
+
+use std::fmt;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::Stream;
+use futures::future::BoxFuture;
+use protocol::{Done, SamplingParams, TokenEntry};
+
+/// How to start a worker for one model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaunchSpec {
+    /// The name requests use.
+    pub model_id: String,
+    /// The model file or directory.
+    pub path: PathBuf,
+    /// Context length to serve, if the configuration limits it.
+    pub context_length: Option<u32>,
+    /// Incarnation counter for this model (1 for the first worker).
+    pub generation: u64,
+}
+
+/// What a worker reported once its model was loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerInfo {
+    pub pid: Option<u32>,
+    pub context_length: u32,
+    pub vocab_size: u32,
+    pub eos_token_ids: Vec<u32>,
+    pub memory_used_bytes: u64,
+    pub load_time: Duration,
+}
+
+/// How a worker went away: exit status and the last lines it wrote to
+/// stderr, for error messages.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ExitReport {
+    /// "exit status 1", "killed by SIGKILL", "protocol violation: ...".
+    pub status: String,
+    /// Its last stderr lines, oldest first.
+    pub stderr_tail: Vec<String>,
+}
+
+impl fmt::Display for ExitReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.status)?;
+        if !self.stderr_tail.is_empty() {
+            write!(f, "; last output: {}", self.stderr_tail.join(" | "))?;
+        }
+        Ok(())
+    }
+}
+
+/// One event of a request's stream.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WorkerEvent {
+    Token(TokenEntry),
+    /// The request failed in the worker (followed by `Done`).
+    Error {
+        code: protocol::ErrorCode,
+        message: String,
+    },
+    /// The request finished; the stream ends after it.
+    Done(Done),
+}
+
+/// The worker died while the request was in flight.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerGone(pub String);
+
+/// A request's events from its worker.
+pub type EventStream = Pin<Box<dyn Stream<Item = Result<WorkerEvent, WorkerGone>> + Send>>;
+
+/// Why a worker could not be started or loaded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct LaunchError(pub String);
+
+/// A running worker with its model loaded.
+pub trait Worker: Send + Sync + 'static {
+    /// What it reported when ready.
+    fn info(&self) -> &WorkerInfo;
+
+    /// Sends a generation request; its events arrive on the stream.
+    fn submit(
+        &self,
+        request_id: u64,
+        prompt: Vec<u32>,
+        params: SamplingParams,
+    ) -> BoxFuture<'_, Result<EventStream, WorkerGone>>;
+
+    /// Asks the worker to stop the request (it answers with `Done`).
+    fn cancel(&self, request_id: u64) -> BoxFuture<'_, ()>;
+
+    /// Resolves when the worker is gone, with how it went.
+    fn exited(&self) -> BoxFuture<'static, ExitReport>;
+
+    /// Stops the worker: SIGTERM, then SIGKILL after `grace`; resolves when
+    /// it is gone and its resources are released.
+    fn stop(&self, grace: Duration) -> BoxFuture<'_, ExitReport>;
+}
+
+/// Starts workers. `launch` resolves once the model is loaded (or failed).
+pub trait Launcher: Send + Sync + 'static {
+    fn launch(&self, spec: LaunchSpec) -> BoxFuture<'static, Result<Arc<dyn Worker>, LaunchError>>;
+}
