@@ -1,10 +1,14 @@
 //! `mlxd`: the daemon's command line.
 
 mod bench;
+mod config;
 mod info;
 mod logging;
+mod ls;
 mod models;
+mod pull;
 mod run;
+mod service;
 
 use std::path::PathBuf;
 
@@ -34,6 +38,18 @@ enum Command {
     /// Show the MLX version, backend and device, and check that MLX computes
     /// correctly on it (a 4-bit quantized matmul against its dequantized twin).
     Info,
+    /// Show the effective configuration and where each value came from.
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
+    /// List the models on disk (Hugging Face cache, models directory,
+    /// aliases).
+    Ls(ls::LsArgs),
+    /// Download a model from the Hugging Face hub into its cache.
+    Pull(pull::PullArgs),
+    /// Install, remove or inspect the background service (launchd on macOS,
+    /// systemd on Linux).
+    #[command(subcommand)]
+    Service(service::ServiceCommand),
     /// Serve one model to the supervisor over shared memory (started by
     /// `mlxd serve`, not by hand).
     #[command(hide = true)]
@@ -116,6 +132,10 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Synth(args) => synth(args),
         Command::Info => info::run(),
+        Command::Config(command) => config::run(command),
+        Command::Ls(args) => ls::run(args),
+        Command::Pull(args) => pull::run(args),
+        Command::Service(command) => service::run(command),
         Command::Worker(args) => {
             // Compiled GPU kernels persist across worker restarts (the first
             // CUDA compile takes about a minute).

