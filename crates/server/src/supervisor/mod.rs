@@ -22,6 +22,8 @@ pub mod process;
 pub mod worker;
 
 #[cfg(test)]
+pub(crate) mod fake;
+#[cfg(test)]
 mod tests;
 
 use std::collections::{HashMap, VecDeque};

@@ -1,152 +1,10 @@
 //! The supervisor's policies against an in-memory fake worker: shared
 //! loads, load failures, crashes, eviction, keep-alive, back-off.
 
-use std::sync::Mutex;
-use std::sync::atomic::AtomicUsize;
+use protocol::SamplingParams;
 
-use futures::FutureExt;
-use futures::future::BoxFuture;
-use protocol::{Done, FinishReason, SamplingParams, TokenEntry};
-use tokio::sync::watch;
-
+use super::fake::{FakeLauncher, Plan};
 use super::*;
-
-/// What the next launch does.
-#[derive(Clone)]
-enum Plan {
-    Load,
-    Fail(&'static str),
-}
-
-#[derive(Default)]
-struct FakeLauncher {
-    launches: AtomicUsize,
-    plans: Mutex<VecDeque<Plan>>,
-    workers: Mutex<Vec<Arc<FakeWorker>>>,
-    load_delay: Duration,
-}
-
-struct FakeWorker {
-    info: WorkerInfo,
-    exit: watch::Sender<Option<ExitReport>>,
-    cancelled: Mutex<Vec<u64>>,
-    submitted: AtomicUsize,
-}
-
-impl FakeWorker {
-    fn crash(&self, status: &str) {
-        let _ = self.exit.send(Some(ExitReport {
-            status: status.into(),
-            stderr_tail: vec!["segfault in kernel".into()],
-        }));
-    }
-
-    fn is_stopped(&self) -> bool {
-        self.exit.borrow().is_some()
-    }
-}
-
-impl Launcher for FakeLauncher {
-    fn launch(&self, spec: LaunchSpec) -> BoxFuture<'static, Result<Arc<dyn Worker>, LaunchError>> {
-        self.launches.fetch_add(1, Ordering::SeqCst);
-        let plan = self.plans.lock().unwrap().pop_front().unwrap_or(Plan::Load);
-        let delay = self.load_delay;
-        let worker = Arc::new(FakeWorker {
-            info: WorkerInfo {
-                pid: Some(spec.generation as u32),
-                context_length: 64,
-                vocab_size: 10,
-                eos_token_ids: vec![0],
-                memory_used_bytes: 1,
-                load_time: delay,
-            },
-            exit: watch::Sender::new(None),
-            cancelled: Mutex::new(Vec::new()),
-            submitted: AtomicUsize::new(0),
-        });
-        self.workers.lock().unwrap().push(Arc::clone(&worker));
-        async move {
-            tokio::time::sleep(delay).await;
-            match plan {
-                Plan::Load => Ok(worker as Arc<dyn Worker>),
-                Plan::Fail(why) => Err(LaunchError(why.into())),
-            }
-        }
-        .boxed()
-    }
-}
-
-impl Worker for FakeWorker {
-    fn info(&self) -> &WorkerInfo {
-        &self.info
-    }
-
-    /// Three tokens then Done; a crash ends the stream with `WorkerGone`.
-    fn submit(
-        &self,
-        request_id: u64,
-        _prompt: Vec<u32>,
-        _params: SamplingParams,
-    ) -> BoxFuture<'_, Result<EventStream, WorkerGone>> {
-        self.submitted.fetch_add(1, Ordering::SeqCst);
-        let exit = self.exit.subscribe();
-        async move {
-            let stream = futures::stream::unfold(0u32, move |i| {
-                let mut exit = exit.clone();
-                async move {
-                    if i > 3 {
-                        return None;
-                    }
-                    tokio::select! {
-                        _ = exit.wait_for(Option::is_some) => {
-                            Some((Err(WorkerGone("crashed".into())), 99))
-                        }
-                        _ = tokio::time::sleep(Duration::from_millis(10)) => {
-                            let event = if i < 3 {
-                                WorkerEvent::Token(TokenEntry { request_id, token_id: i + 1, logprob: None, top_logprobs: vec![] })
-                            } else {
-                                WorkerEvent::Done(Done { request_id, finish_reason: FinishReason::Length, prompt_tokens: 1, completion_tokens: 3, prefill_us: 0, decode_us: 0 })
-                            };
-                            Some((Ok(event), i + 1))
-                        }
-                    }
-                }
-            });
-            Ok(Box::pin(stream) as EventStream)
-        }
-        .boxed()
-    }
-
-    fn cancel(&self, request_id: u64) -> BoxFuture<'_, ()> {
-        self.cancelled.lock().unwrap().push(request_id);
-        async {}.boxed()
-    }
-
-    fn exited(&self) -> BoxFuture<'static, ExitReport> {
-        let mut rx = self.exit.subscribe();
-        async move {
-            rx.wait_for(Option::is_some)
-                .await
-                .map(|r| r.clone().unwrap_or_default())
-                .unwrap_or_default()
-        }
-        .boxed()
-    }
-
-    fn stop(&self, _grace: Duration) -> BoxFuture<'_, ExitReport> {
-        let _ = self.exit.send(Some(ExitReport {
-            status: "exit status 0".into(),
-            stderr_tail: vec![],
-        }));
-        async {
-            ExitReport {
-                status: "exit status 0".into(),
-                stderr_tail: vec![],
-            }
-        }
-        .boxed()
-    }
-}
 
 fn spec(id: &str, bytes: u64) -> ModelSpec {
     ModelSpec {
@@ -258,9 +116,12 @@ async fn idle_models_are_evicted_least_recently_used_first() {
         ..SupervisorConfig::default()
     };
     let sup = start(&launcher, config);
+    // Each release reaches the actor before the clock moves on.
     drop(sup.acquire(spec("a", 1), None).await.unwrap());
+    settle().await;
     tokio::time::advance(Duration::from_secs(1)).await;
     drop(sup.acquire(spec("b", 1), None).await.unwrap());
+    settle().await;
     tokio::time::advance(Duration::from_secs(1)).await;
     drop(sup.acquire(spec("a", 1), None).await.unwrap()); // a is now the most recent
     settle().await;

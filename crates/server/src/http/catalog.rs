@@ -1,0 +1,262 @@
+//! The models the front-end knows: name → path resolution (delegated to a
+//! [`ModelCatalog`] the binary provides from its configuration), and, per
+//! model, what the front-end itself needs without MLX: the tokenizer (chat
+//! template, tokenize, detokenize) and a memory estimate for admission.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use api::ApiError;
+use engine::Tokenizer;
+use tokio::sync::OnceCell;
+
+/// A model the daemon can serve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatalogEntry {
+    pub id: String,
+    pub path: PathBuf,
+    /// `mlx` (a checkpoint directory) or `gguf`.
+    pub format: &'static str,
+    /// Unix seconds (the checkpoint's modification time).
+    pub created: u64,
+}
+
+/// Where models are: implemented by the binary from its configuration
+/// (aliases, models dir, Hugging Face cache, default model).
+pub trait ModelCatalog: Send + Sync + 'static {
+    /// The path of the model `name` names, or `None` when it is unknown.
+    fn resolve(&self, name: &str) -> Option<PathBuf>;
+    /// Every model it can serve, for `GET /v1/models`.
+    fn list(&self) -> Vec<CatalogEntry>;
+    /// The configured context cap of a model, if any.
+    fn context_length(&self, _name: &str) -> Option<u32> {
+        None
+    }
+}
+
+/// A fixed list of models (tests, and `--model` flags).
+pub struct StaticCatalog {
+    entries: Vec<CatalogEntry>,
+    context_length: Option<u32>,
+}
+
+impl StaticCatalog {
+    /// A catalog of `(name, path)` pairs, each served with at most
+    /// `context_length` tokens when given.
+    pub fn new(models: Vec<(String, PathBuf)>, context_length: Option<u32>) -> StaticCatalog {
+        let entries = models
+            .into_iter()
+            .map(|(id, path)| CatalogEntry {
+                format: format_of(&path),
+                created: modified_secs(&path),
+                id,
+                path,
+            })
+            .collect();
+        StaticCatalog {
+            entries,
+            context_length,
+        }
+    }
+}
+
+impl ModelCatalog for StaticCatalog {
+    fn resolve(&self, name: &str) -> Option<PathBuf> {
+        self.entries
+            .iter()
+            .find(|e| e.id == name)
+            .map(|e| e.path.clone())
+    }
+
+    fn list(&self) -> Vec<CatalogEntry> {
+        self.entries.clone()
+    }
+
+    fn context_length(&self, _name: &str) -> Option<u32> {
+        self.context_length
+    }
+}
+
+/// `gguf` for a `.gguf` file, else `mlx`.
+pub fn format_of(path: &Path) -> &'static str {
+    if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+    {
+        "gguf"
+    } else {
+        "mlx"
+    }
+}
+
+/// A path's modification time in Unix seconds (0 when unknown).
+pub fn modified_secs(path: &Path) -> u64 {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs())
+}
+
+/// What the front-end holds for one model.
+pub struct FrontModel {
+    pub id: String,
+    pub path: PathBuf,
+    pub tokenizer: Arc<Tokenizer>,
+    /// Context cap from the configuration.
+    pub context_length: Option<u32>,
+    /// Weights plus KV cache for the context, in bytes.
+    pub estimate_bytes: u64,
+}
+
+type Slot = Arc<OnceCell<Arc<FrontModel>>>;
+
+/// Front-end models by name, each loaded once (concurrent first requests
+/// share the load).
+pub struct FrontModels {
+    catalog: Arc<dyn ModelCatalog>,
+    loaded: Mutex<HashMap<String, Slot>>,
+}
+
+impl FrontModels {
+    pub fn new(catalog: Arc<dyn ModelCatalog>) -> FrontModels {
+        FrontModels {
+            catalog,
+            loaded: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn catalog(&self) -> &dyn ModelCatalog {
+        self.catalog.as_ref()
+    }
+
+    /// The model `name`: 404 when the catalog does not know it, 503 when
+    /// its tokenizer cannot be read.
+    pub async fn get(&self, name: &str) -> Result<Arc<FrontModel>, ApiError> {
+        let Some(path) = self.catalog.resolve(name) else {
+            return Err(ApiError::ModelNotFound {
+                model: name.to_owned(),
+            });
+        };
+        let slot = Arc::clone(
+            self.loaded
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entry(name.to_owned())
+                .or_default(),
+        );
+        let id = name.to_owned();
+        let context_length = self.catalog.context_length(name);
+        let model = slot
+            .get_or_try_init(|| async move {
+                tokio::task::spawn_blocking(move || load(id, path, context_length))
+                    .await
+                    .map_err(|e| ApiError::Internal {
+                        message: format!("loading the tokenizer: {e}"),
+                    })?
+            })
+            .await?;
+        Ok(Arc::clone(model))
+    }
+
+    /// Forgets a model's front-end state (after its files changed).
+    pub fn forget(&self, name: &str) {
+        self.loaded
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(name);
+    }
+}
+
+fn load(
+    id: String,
+    path: PathBuf,
+    context_length: Option<u32>,
+) -> Result<Arc<FrontModel>, ApiError> {
+    let failed = |reason: String| ApiError::ModelLoadFailed {
+        model: id.clone(),
+        reason,
+    };
+    if !path.exists() {
+        return Err(failed(format!("{} does not exist", path.display())));
+    }
+    let tokenizer = if path.is_dir() {
+        Tokenizer::from_dir(&path)
+    } else {
+        Tokenizer::from_gguf_path(&path)
+    }
+    .map_err(|e| failed(format!("reading the tokenizer: {e}")))?;
+    let estimate_bytes = estimate_bytes(&path, context_length).map_err(failed)?;
+    Ok(Arc::new(FrontModel {
+        id: id.clone(),
+        path,
+        tokenizer: Arc::new(tokenizer),
+        context_length,
+        estimate_bytes,
+    }))
+}
+
+/// The shape facts a KV estimate needs.
+struct Shape {
+    layers: u64,
+    kv_heads: u64,
+    head_dim: u64,
+    context: u64,
+    /// Bytes per cached value.
+    value_bytes: u64,
+}
+
+/// Weights (bytes on disk) plus the KV cache for the served context, plus
+/// a tenth for activations and buffers.
+pub fn estimate_bytes(path: &Path, context_cap: Option<u32>) -> Result<u64, String> {
+    let (weights, shape) = if path.is_dir() {
+        let files = engine::model::Weights::files_in(path).map_err(|e| e.to_string())?;
+        let weights = files
+            .iter()
+            .map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0))
+            .sum();
+        (weights, dir_shape(path)?)
+    } else {
+        let weights = std::fs::metadata(path).map_err(|e| e.to_string())?.len();
+        (weights, gguf_shape(path)?)
+    };
+    let context = context_cap.map_or(shape.context, |c| shape.context.min(u64::from(c)));
+    let kv = 2 * shape.layers * shape.kv_heads * shape.head_dim * shape.value_bytes * context;
+    let total = weights.saturating_add(kv);
+    Ok(total.saturating_add(total / 10))
+}
+
+fn dir_shape(path: &Path) -> Result<Shape, String> {
+    let config_path = path.join("config.json");
+    let text = std::fs::read_to_string(&config_path)
+        .map_err(|e| format!("{}: {e}", config_path.display()))?;
+    let config = engine::ModelConfig::from_json(&text).map_err(|e| e.to_string())?;
+    let raw: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+    let value_bytes = match raw.get("torch_dtype").and_then(|v| v.as_str()) {
+        Some("float32") => 4,
+        _ => 2,
+    };
+    Ok(Shape {
+        layers: config.num_hidden_layers as u64,
+        kv_heads: config.num_kv_heads() as u64,
+        head_dim: config.head_dim() as u64,
+        context: config.context_length().map_or(4096, |c| c as u64),
+        value_bytes,
+    })
+}
+
+fn gguf_shape(path: &Path) -> Result<Shape, String> {
+    let file = engine::GgufFile::open(path).map_err(|e| e.to_string())?;
+    let arch = file.architecture().unwrap_or("llama").to_owned();
+    let get = |k: &str| file.get(&format!("{arch}.{k}")).and_then(|v| v.as_u64());
+    let heads = get("attention.head_count").unwrap_or(1).max(1);
+    Ok(Shape {
+        layers: get("block_count").unwrap_or(0),
+        kv_heads: get("attention.head_count_kv").unwrap_or(heads),
+        head_dim: get("attention.key_length")
+            .unwrap_or(get("embedding_length").unwrap_or(0) / heads),
+        context: get("context_length").unwrap_or(4096),
+        value_bytes: 4,
+    })
+}

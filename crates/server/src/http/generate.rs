@@ -1,0 +1,441 @@
+//! From a validated request to choices: render and tokenize the prompts
+//! (in the blocking pool), admit the request to the model's queue, lease
+//! its worker, start one generation per choice, and turn each choice's
+//! worker events into text (streaming detokenizer, EOS, stop strings),
+//! logprobs and a finish reason. Each choice runs in its own task that
+//! sends updates over a bounded channel: when the client goes away the
+//! channel closes, the task drops its generation, and the worker cancels
+//! the sequence at its next step.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use api::response::{FinishReason, TokenLogprob, TopLogprob};
+use api::{ApiError, KeepAlive};
+use api::{GenerationRequest, PromptInput};
+use engine::{ChatMessage, FinishReason as TextFinish, RenderOptions, TextStream, Tokenizer};
+use tokio::sync::mpsc;
+
+use super::AppState;
+use super::catalog::FrontModel;
+use crate::supervisor::{
+    Generation, KeepAlive as SupKeepAlive, ModelSpec, SupervisorError, WorkerEvent,
+};
+
+/// One token's log-probabilities, with token texts.
+#[derive(Debug, Clone)]
+pub struct TokenInfo {
+    pub text: String,
+    pub logprob: f32,
+    pub top: Vec<(String, f32)>,
+}
+
+/// What a choice's task reports.
+#[derive(Debug)]
+pub enum ChoiceUpdate {
+    /// New text (possibly empty when only logprobs advanced).
+    Text {
+        index: u32,
+        text: String,
+        tokens: Vec<TokenInfo>,
+    },
+    /// The choice ended.
+    Finished {
+        index: u32,
+        reason: FinishReason,
+        completion_tokens: u32,
+    },
+    /// The request failed (the stream ends).
+    Failed(ApiError),
+}
+
+/// A request ready to run: its model and its token ids.
+pub struct Prepared {
+    pub model: Arc<FrontModel>,
+    /// Token ids per prompt.
+    pub prompts: Vec<Vec<u32>>,
+    /// The prompts as text (for `echo`).
+    pub prompt_texts: Vec<String>,
+    /// When the request arrived.
+    pub arrived: Instant,
+}
+
+impl Prepared {
+    /// Prompt tokens for usage: each distinct prompt once.
+    pub fn prompt_tokens(&self) -> u32 {
+        self.prompts.iter().map(|p| p.len() as u32).sum()
+    }
+}
+
+/// Resolves the model and tokenizes every prompt.
+pub async fn prepare(state: &AppState, req: &GenerationRequest) -> Result<Prepared, ApiError> {
+    let arrived = Instant::now();
+    let model = state.models.get(&req.model).await?;
+    let tokenizer = Arc::clone(&model.tokenizer);
+    let inputs = req.prompts.clone();
+    let (prompts, prompt_texts) =
+        tokio::task::spawn_blocking(move || tokenize_all(&tokenizer, inputs))
+            .await
+            .map_err(|e| ApiError::Internal {
+                message: format!("tokenizing: {e}"),
+            })??;
+    Ok(Prepared {
+        model,
+        prompts,
+        prompt_texts,
+        arrived,
+    })
+}
+
+fn tokenize_all(
+    tokenizer: &Tokenizer,
+    inputs: Vec<PromptInput>,
+) -> Result<(Vec<Vec<u32>>, Vec<String>), ApiError> {
+    let mut ids = Vec::with_capacity(inputs.len());
+    let mut texts = Vec::with_capacity(inputs.len());
+    for input in inputs {
+        let (prompt, text) = match input {
+            PromptInput::Chat {
+                messages,
+                tools,
+                template_kwargs,
+                ..
+            } => {
+                let messages: Vec<ChatMessage> =
+                    serde_json::from_value(serde_json::Value::Array(messages))
+                        .map_err(|e| ApiError::invalid("messages", e.to_string()))?;
+                let options = RenderOptions {
+                    add_generation_prompt: true,
+                    tools,
+                    kwargs: template_kwargs,
+                };
+                let text = tokenizer
+                    .apply_chat_template(&messages, &options)
+                    .map_err(|e| ApiError::invalid("messages", format!("chat template: {e}")))?;
+                let ids = tokenizer
+                    .encode(&text, false)
+                    .map_err(|e| ApiError::invalid("messages", e.to_string()))?;
+                (ids, text)
+            }
+            PromptInput::Text(text) => {
+                let ids = tokenizer
+                    .encode_prompt(&text)
+                    .map_err(|e| ApiError::invalid("prompt", e.to_string()))?;
+                (ids, text)
+            }
+            PromptInput::Tokens(ids) => {
+                let text = tokenizer
+                    .decode(&ids, false)
+                    .map_err(|e| ApiError::invalid("prompt", e.to_string()))?;
+                (ids, text)
+            }
+        };
+        ids.push(prompt);
+        texts.push(text);
+    }
+    Ok((ids, texts))
+}
+
+/// A model's admitted requests (waiting or running); dropping it leaves.
+pub struct QueueTicket {
+    count: Arc<AtomicUsize>,
+}
+
+impl Drop for QueueTicket {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Admits a request to the model's bounded queue, or refuses with 429.
+pub fn admit(state: &AppState, model: &str) -> Result<QueueTicket, ApiError> {
+    let count = state.queue_counter(model);
+    // AcqRel: the counter alone decides admission; no other data is
+    // published through it.
+    let before = count.fetch_add(1, Ordering::AcqRel);
+    if before >= state.config.queue_depth {
+        count.fetch_sub(1, Ordering::AcqRel);
+        return Err(ApiError::QueueFull {
+            model: model.to_owned(),
+            retry_after_secs: 1,
+        });
+    }
+    Ok(QueueTicket { count })
+}
+
+/// The supervisor's errors as OpenAI errors.
+pub fn supervisor_error(model: &str, e: SupervisorError) -> ApiError {
+    match e {
+        SupervisorError::LoadFailed { reason, .. }
+        | SupervisorError::ModelFailed { reason, .. } => ApiError::ModelLoadFailed {
+            model: model.to_owned(),
+            reason,
+        },
+        SupervisorError::WorkerGone(reason) => ApiError::WorkerCrashed {
+            model: model.to_owned(),
+            reason,
+        },
+        other => ApiError::Unavailable {
+            message: other.to_string(),
+            retry_after_secs: Some(5),
+        },
+    }
+}
+
+pub fn keep_alive(k: KeepAlive) -> SupKeepAlive {
+    match k {
+        KeepAlive::Forever => SupKeepAlive::Forever,
+        KeepAlive::UnloadAfterRequest => SupKeepAlive::For(std::time::Duration::ZERO),
+        KeepAlive::For(d) => SupKeepAlive::For(d),
+    }
+}
+
+/// Leases the worker and starts every choice; returns the channel their
+/// updates arrive on.
+pub async fn start(
+    state: &AppState,
+    req: &GenerationRequest,
+    prepared: &Prepared,
+) -> Result<mpsc::Receiver<ChoiceUpdate>, ApiError> {
+    let model = &prepared.model;
+    let spec = ModelSpec {
+        id: model.id.clone(),
+        path: model.path.clone(),
+        context_length: model.context_length,
+        estimate_bytes: model.estimate_bytes,
+    };
+    let (tx, rx) = mpsc::channel(64);
+    let deadline = tokio::time::Instant::from_std(prepared.arrived + state.config.request_timeout);
+    for (prompt_index, prompt) in prepared.prompts.iter().enumerate() {
+        for sample in 0..req.n {
+            let lease = state
+                .supervisor
+                .acquire(spec.clone(), req.keep_alive.map(keep_alive))
+                .await
+                .map_err(|e| supervisor_error(&model.id, e))?;
+            let context = lease.info().context_length;
+            let prompt_len = prompt.len() as u32;
+            if prompt_len >= context {
+                return Err(ApiError::ContextLengthExceeded {
+                    endpoint: req.endpoint,
+                    max_context: context,
+                    prompt_tokens: prompt_len,
+                    max_tokens: req.max_tokens,
+                });
+            }
+            let room = context - prompt_len;
+            let params = sampling_params(req, sample, req.max_tokens.map_or(room, |m| m.min(room)));
+            let generation = lease
+                .generate(prompt.clone(), params)
+                .await
+                .map_err(|e| supervisor_error(&model.id, e))?;
+            let index = api::stream::choice_index(prompt_index as u32, sample, req.n);
+            let mut text = TextStream::new(Arc::clone(&model.tokenizer), req.stop.clone(), &[]);
+            if req.ignore_eos {
+                text.ignore_eos();
+            }
+            let choice = Choice {
+                index,
+                model: model.id.clone(),
+                text,
+                tokenizer: Arc::clone(&model.tokenizer),
+                logprobs: req.logprobs,
+                completion_tokens: 0,
+                last_token: None,
+                arrived: prepared.arrived,
+                metrics: Arc::clone(&state.metrics),
+            };
+            tokio::spawn(run_choice(generation, choice, tx.clone(), deadline));
+        }
+    }
+    Ok(rx)
+}
+
+fn sampling_params(
+    req: &GenerationRequest,
+    sample: u32,
+    max_tokens: u32,
+) -> protocol::SamplingParams {
+    let s = &req.sampling;
+    protocol::SamplingParams {
+        temperature: s.temperature,
+        top_p: s.top_p,
+        top_k: s.top_k,
+        min_p: s.min_p,
+        repetition_penalty: s.repetition_penalty,
+        presence_penalty: s.presence_penalty,
+        frequency_penalty: s.frequency_penalty,
+        logit_bias: s.logit_bias.clone(),
+        // Each sample of a seeded request gets its own, reproducible seed.
+        seed: s.seed.map(|seed| seed.wrapping_add(u64::from(sample))),
+        max_tokens,
+        logprobs: req.logprobs.is_some(),
+        top_logprobs: req
+            .logprobs
+            .unwrap_or(0)
+            .min(protocol::MAX_TOP_LOGPROBS as u32) as u8,
+        ignore_eos: req.ignore_eos,
+        ..protocol::SamplingParams::default()
+    }
+}
+
+/// One choice's text state.
+struct Choice {
+    index: u32,
+    model: String,
+    text: TextStream,
+    tokenizer: Arc<Tokenizer>,
+    logprobs: Option<u32>,
+    completion_tokens: u32,
+    last_token: Option<Instant>,
+    arrived: Instant,
+    metrics: Arc<super::metrics::Metrics>,
+}
+
+impl Choice {
+    fn token_text(&self, id: u32) -> String {
+        self.tokenizer.decode(&[id], false).unwrap_or_default()
+    }
+
+    /// Turns one worker event into updates; the second value says the
+    /// choice is over.
+    fn on_event(&mut self, event: WorkerEvent) -> (Vec<ChoiceUpdate>, bool) {
+        let index = self.index;
+        match event {
+            WorkerEvent::Token(t) => {
+                let now = Instant::now();
+                match self.last_token {
+                    None => {
+                        self.metrics.observe_ttft(now - self.arrived);
+                    }
+                    Some(last) => self.metrics.observe_token(now - last),
+                }
+                self.last_token = Some(now);
+                self.completion_tokens += 1;
+                let tokens = match (self.logprobs, t.logprob) {
+                    (Some(_), Some(logprob)) => vec![TokenInfo {
+                        text: self.token_text(t.token_id),
+                        logprob,
+                        top: t
+                            .top_logprobs
+                            .iter()
+                            .map(|(id, lp)| (self.token_text(*id), *lp))
+                            .collect(),
+                    }],
+                    _ => Vec::new(),
+                };
+                match self.text.push(t.token_id) {
+                    Ok(step) => {
+                        let mut out = vec![ChoiceUpdate::Text {
+                            index,
+                            text: step.text,
+                            tokens,
+                        }];
+                        let done = match step.finish {
+                            Some(TextFinish::StopString(_)) | Some(TextFinish::Eos(_)) => {
+                                out.push(self.finished(FinishReason::Stop));
+                                true
+                            }
+                            None => false,
+                        };
+                        (out, done)
+                    }
+                    Err(e) => (vec![failure(format!("detokenizing: {e}"))], true),
+                }
+            }
+            WorkerEvent::Error { message, .. } => (vec![failure(message)], true),
+            WorkerEvent::Done(done) => {
+                let reason = match done.finish_reason {
+                    protocol::FinishReason::Length => FinishReason::Length,
+                    _ => FinishReason::Stop,
+                };
+                let tail = self.text.finish().unwrap_or_default();
+                let mut out = Vec::new();
+                if !tail.is_empty() {
+                    out.push(ChoiceUpdate::Text {
+                        index,
+                        text: tail,
+                        tokens: Vec::new(),
+                    });
+                }
+                out.push(self.finished(reason));
+                (out, true)
+            }
+        }
+    }
+
+    fn finished(&self, reason: FinishReason) -> ChoiceUpdate {
+        ChoiceUpdate::Finished {
+            index: self.index,
+            reason,
+            completion_tokens: self.completion_tokens,
+        }
+    }
+}
+
+fn failure(message: String) -> ChoiceUpdate {
+    ChoiceUpdate::Failed(ApiError::Internal { message })
+}
+
+/// Runs one choice until it finishes, fails, times out, or its receiver
+/// goes away (then dropping the generation cancels it in the worker).
+async fn run_choice(
+    mut generation: Generation,
+    mut choice: Choice,
+    tx: mpsc::Sender<ChoiceUpdate>,
+    deadline: tokio::time::Instant,
+) {
+    loop {
+        let event = match tokio::time::timeout_at(deadline, generation.next()).await {
+            Err(_) => {
+                let seconds = (deadline.into_std() - choice.arrived).as_secs();
+                let _ = tx
+                    .send(ChoiceUpdate::Failed(ApiError::Timeout { seconds }))
+                    .await;
+                return;
+            }
+            Ok(None) => return,
+            Ok(Some(Err(gone))) => {
+                let _ = tx
+                    .send(ChoiceUpdate::Failed(ApiError::WorkerCrashed {
+                        model: choice.model.clone(),
+                        reason: gone.0,
+                    }))
+                    .await;
+                return;
+            }
+            Ok(Some(Ok(event))) => event,
+        };
+        let (updates, done) = choice.on_event(event);
+        for update in updates {
+            if tx.send(update).await.is_err() {
+                return;
+            }
+        }
+        if done {
+            return;
+        }
+    }
+}
+
+/// Chat logprobs entries of token infos.
+pub fn chat_logprobs(tokens: &[TokenInfo]) -> Vec<TokenLogprob> {
+    tokens
+        .iter()
+        .map(|t| TokenLogprob {
+            token: t.text.clone(),
+            logprob: t.logprob,
+            bytes: Some(t.text.as_bytes().to_vec()),
+            top_logprobs: t
+                .top
+                .iter()
+                .map(|(text, logprob)| TopLogprob {
+                    token: text.clone(),
+                    logprob: *logprob,
+                    bytes: Some(text.as_bytes().to_vec()),
+                })
+                .collect(),
+        })
+        .collect()
+}

@@ -1,0 +1,236 @@
+//! The HTTP API: OpenAI-compatible routes on the main listener, the admin
+//! API on its own listener, Prometheus metrics, optional bearer keys, CORS,
+//! request ids. Handlers turn requests into `api` types and leave the work
+//! to [`generate`] and the supervisor; every error leaves as OpenAI's JSON
+//! error body with its status.
+
+pub mod admin;
+mod auth;
+pub mod catalog;
+mod generate;
+mod handlers;
+pub mod metrics;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use api::ApiError;
+use axum::Router;
+use axum::http::{HeaderName, HeaderValue, Method, Request, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
+use tower_http::trace::TraceLayer;
+
+use crate::supervisor::Supervisor;
+use catalog::{FrontModels, ModelCatalog};
+
+/// Limits and access settings of the HTTP API.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Bearer keys accepted on the main API (empty: no authentication).
+    pub api_keys: Vec<String>,
+    /// Bearer keys accepted on the admin API (empty: no authentication).
+    pub admin_api_keys: Vec<String>,
+    /// Origins allowed by CORS (empty: none; `*`: any).
+    pub cors_origins: Vec<String>,
+    /// Largest request body.
+    pub max_body_bytes: usize,
+    /// Longest a request may take end to end.
+    pub request_timeout: Duration,
+    /// Requests per model admitted at once (waiting or running).
+    pub queue_depth: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            api_keys: Vec::new(),
+            admin_api_keys: Vec::new(),
+            cors_origins: Vec::new(),
+            max_body_bytes: 16 << 20,
+            request_timeout: Duration::from_secs(600),
+            queue_depth: 64,
+        }
+    }
+}
+
+/// What every handler shares.
+pub struct Shared {
+    pub supervisor: Supervisor,
+    pub models: FrontModels,
+    pub config: HttpConfig,
+    pub metrics: Arc<metrics::Metrics>,
+    queues: Mutex<HashMap<String, Arc<AtomicUsize>>>,
+    started: Instant,
+    draining: AtomicBool,
+    /// The effective configuration, shown by the admin status.
+    config_summary: serde_json::Value,
+}
+
+/// The handlers' state: a cheap handle to [`Shared`].
+#[derive(Clone)]
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+impl AppState {
+    pub fn new(
+        supervisor: Supervisor,
+        catalog: Arc<dyn ModelCatalog>,
+        config: HttpConfig,
+        config_summary: serde_json::Value,
+    ) -> AppState {
+        AppState(Arc::new(Shared {
+            supervisor,
+            models: FrontModels::new(catalog),
+            config,
+            metrics: Arc::new(metrics::Metrics::new()),
+            queues: Mutex::new(HashMap::new()),
+            started: Instant::now(),
+            draining: AtomicBool::new(false),
+            config_summary,
+        }))
+    }
+
+    /// The admission counter of a model's queue.
+    fn queue_counter(&self, model: &str) -> Arc<AtomicUsize> {
+        let mut queues = self.queues.lock().unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(queues.entry(model.to_owned()).or_default())
+    }
+
+    /// Requests admitted over all models.
+    fn queued(&self) -> usize {
+        let queues = self.queues.lock().unwrap_or_else(PoisonError::into_inner);
+        queues.values().map(|c| c.load(Ordering::Acquire)).sum()
+    }
+
+    /// Marks the server as shutting down (`/ready` turns 503).
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+}
+
+/// An `ApiError` as an HTTP response.
+pub struct HttpError(pub ApiError);
+
+impl From<ApiError> for HttpError {
+    fn from(e: ApiError) -> Self {
+        HttpError(e)
+    }
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        let status =
+            StatusCode::from_u16(self.0.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut response = (
+            status,
+            [(header::CONTENT_TYPE, "application/json")],
+            self.0.body_json(),
+        )
+            .into_response();
+        if let Some(secs) = self.0.retry_after()
+            && let Ok(value) = HeaderValue::from_str(&secs.to_string())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        response
+    }
+}
+
+/// Request ids: 128 random bits in hex, unless the client sent one.
+#[derive(Clone, Copy, Default)]
+struct RandomId;
+
+impl MakeRequestId for RandomId {
+    fn make_request_id<B>(&mut self, _request: &Request<B>) -> Option<RequestId> {
+        let id: u128 = rand::random();
+        HeaderValue::from_str(&format!("{id:032x}"))
+            .ok()
+            .map(RequestId::new)
+    }
+}
+
+static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Request ids, a span per request, CORS.
+fn common_layers(router: Router, cors_origins: &[String]) -> Router {
+    let router = router
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
+                let id = req
+                    .headers()
+                    .get(&REQUEST_ID)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("-");
+                tracing::info_span!("request", id = %id, method = %req.method(), path = %req.uri().path())
+            }),
+        )
+        .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), RandomId));
+    if cors_origins.is_empty() {
+        return router;
+    }
+    let origins = if cors_origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(
+            cors_origins
+                .iter()
+                .filter_map(|o| HeaderValue::from_str(o).ok()),
+        )
+    };
+    router.layer(
+        CorsLayer::new()
+            .allow_origin(origins)
+            .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE]),
+    )
+}
+
+/// The main API router.
+pub fn router(state: AppState) -> Router {
+    let keys = Arc::new(state.config.api_keys.clone());
+    let cors = state.config.cors_origins.clone();
+    let router = handlers::routes()
+        .layer(axum::middleware::from_fn_with_state(
+            keys,
+            auth::require_key,
+        ))
+        .merge(handlers::open_routes())
+        .fallback(handlers::unknown_route)
+        .method_not_allowed_fallback(handlers::method_not_allowed)
+        .with_state(state);
+    common_layers(router, &cors)
+}
+
+/// The admin API router.
+pub fn admin_router(state: AppState) -> Router {
+    let keys = Arc::new(state.config.admin_api_keys.clone());
+    let cors = state.config.cors_origins.clone();
+    let router = admin::routes()
+        .layer(axum::middleware::from_fn_with_state(
+            keys,
+            auth::require_key,
+        ))
+        .fallback(handlers::unknown_route)
+        .method_not_allowed_fallback(handlers::method_not_allowed)
+        .with_state(state);
+    common_layers(router, &cors)
+}
