@@ -11,6 +11,7 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh test
 # Real tokenizers, llama.cpp's tokenizer test vectors and Python references.
 scripts/test-data.sh
+command -v systemd-analyze >/dev/null || { apt-get update && apt-get install -y --no-install-recommends systemd; } # service unit tests
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked

