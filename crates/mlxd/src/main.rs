@@ -8,6 +8,7 @@ mod ls;
 mod models;
 mod pull;
 mod run;
+mod serve;
 mod service;
 
 use std::path::PathBuf;
@@ -25,6 +26,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Serve the OpenAI-compatible API (and the admin API), one worker
+    /// process per loaded model.
+    Serve(Box<serve::ServeArgs>),
     /// Generate from one prompt in this process and report the speed (the
     /// bare-engine baseline).
     Run(run::RunArgs),
@@ -115,8 +119,15 @@ fn version_line() -> String {
 fn main() -> anyhow::Result<()> {
     let matches = Cli::command().version(version_line()).get_matches();
     let cli = Cli::from_arg_matches(&matches)?;
-    logging::init();
+    match &cli.command {
+        // The daemon logs as its configuration says; a worker as the
+        // daemon forwards it.
+        Command::Serve(_) => {}
+        Command::Worker(_) => logging::init_worker(),
+        _ => logging::init(None),
+    }
     match cli.command {
+        Command::Serve(args) => serve::run(*args),
         Command::Run(args) => run::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Convert(args) => {
@@ -152,10 +163,13 @@ fn main() -> anyhow::Result<()> {
                 context_length: args.context_length,
                 protocol_version: args.protocol_version,
             };
-            worker::run(config).map_err(|e| {
+            // The supervisor reads the reason from the log line and the
+            // event the worker sent; the exit status says it failed.
+            if let Err(e) = worker::run(config) {
                 tracing::error!("{e}");
-                e.into()
-            })
+                std::process::exit(1);
+            }
+            Ok(())
         }
     }
 }

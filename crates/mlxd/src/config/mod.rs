@@ -26,7 +26,6 @@ use clap::{ArgAction, ArgMatches, Args, CommandFactory, FromArgMatches, Parser};
 use serde::Deserialize;
 
 pub use render::render;
-#[allow(unused_imports, reason = "mlxd serve logs it at start-up")]
 pub use render::summary;
 pub use values::{ByteSize, HumanDuration, KeepAlive, LogFormat, MemoryBudget};
 
@@ -374,10 +373,12 @@ pub struct ModelsConfig {
     pub overrides: BTreeMap<String, ModelOverrides>,
 }
 
-// The per-model accessors are for the daemon's supervisor.
-#[allow(dead_code)]
 impl ModelsConfig {
     /// The overrides of model `name` (empty when it has none).
+    #[allow(
+        dead_code,
+        reason = "per-model sampling defaults are not applied to requests yet"
+    )]
     pub fn overrides_for(&self, name: &str) -> ModelOverrides {
         self.overrides.get(name).cloned().unwrap_or_default()
     }

@@ -250,33 +250,50 @@ async fn await_ready(
     model_id: &str,
 ) -> Result<WorkerInfo, LaunchError> {
     loop {
-        tokio::select! {
-            event = control.recv() => match event {
-                Some(Delivery::Ready(r)) => {
-                    return Ok(WorkerInfo {
-                        pid: None,
-                        context_length: r.context_length,
-                        vocab_size: r.vocab_size,
-                        eos_token_ids: r.eos_token_ids,
-                        memory_used_bytes: r.memory_used_bytes,
-                        load_time: Duration::from_micros(r.load_time_us),
-                    });
-                }
-                Some(Delivery::LoadProgress(p)) => {
-                    tracing::debug!(model = %model_id, loaded = p.bytes_loaded, total = p.bytes_total, "loading");
-                }
-                Some(Delivery::Error(e)) => return Err(LaunchError(e.message)),
-                Some(_) => {}
-                None => {
-                    let report = worker.exit_report().await;
-                    return Err(LaunchError(format!("the worker exited while loading: {report}")));
-                }
-            },
+        let event = tokio::select! {
+            biased;
+            event = control.recv() => event,
             reason = worker.conn.closed() => {
+                // Events the worker published before exiting (its load
+                // error) are still queued: they name the cause best.
+                while let Ok(event) = control.try_recv() {
+                    if let Some(done) = ready_or_error(event, model_id) {
+                        return done;
+                    }
+                }
                 let report = worker.exit_report().await;
                 return Err(LaunchError(format!("the worker exited while loading ({reason}): {report}")));
             }
+        };
+        let Some(event) = event else {
+            let report = worker.exit_report().await;
+            return Err(LaunchError(format!(
+                "the worker exited while loading: {report}"
+            )));
+        };
+        if let Some(done) = ready_or_error(event, model_id) {
+            return done;
         }
+    }
+}
+
+/// The end of a load, if `event` is one: `Ready`, or a worker-wide error.
+fn ready_or_error(event: Delivery, model_id: &str) -> Option<Result<WorkerInfo, LaunchError>> {
+    match event {
+        Delivery::Ready(r) => Some(Ok(WorkerInfo {
+            pid: None,
+            context_length: r.context_length,
+            vocab_size: r.vocab_size,
+            eos_token_ids: r.eos_token_ids,
+            memory_used_bytes: r.memory_used_bytes,
+            load_time: Duration::from_micros(r.load_time_us),
+        })),
+        Delivery::Error(e) => Some(Err(LaunchError(e.message))),
+        Delivery::LoadProgress(p) => {
+            tracing::debug!(model = %model_id, loaded = p.bytes_loaded, total = p.bytes_total, "loading");
+            None
+        }
+        _ => None,
     }
 }
 

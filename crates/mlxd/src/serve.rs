@@ -1,0 +1,295 @@
+//! `mlxd serve`: the daemon. The OpenAI-compatible API on one listener,
+//! the admin API on another, one worker process per loaded model under the
+//! supervisor, and a graceful shutdown on SIGTERM/SIGINT: stop accepting,
+//! let in-flight requests finish, stop the workers (SIGTERM, then SIGKILL).
+//! Settings come from the layered configuration (`config`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use server::http::catalog::{CatalogEntry, ModelCatalog, format_of, modified_secs};
+use server::http::{AppState, HttpConfig, admin_router, router};
+use server::supervisor::process::ProcessLauncher;
+use server::supervisor::{KeepAlive, Launcher, ModelSpec, Supervisor, SupervisorConfig};
+
+use crate::config::{self, Config, ConfigArgs, ModelsConfig};
+use crate::{logging, models};
+
+/// The name the built-in default model is served under.
+pub const DEFAULT_MODEL_NAME: &str = "SmolLM2-135M-Instruct";
+
+/// Arguments of `mlxd serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// A model to serve: a directory, a .gguf file, an alias, or org/name in
+    /// the Hugging Face cache (repeatable; `name=path` sets the name it is
+    /// served under). Default: the configured default, else the built-in
+    /// model. Models in the cache and models dir are served too.
+    #[arg(short, long = "model", env = "MLXD_MODELS", value_delimiter = ',')]
+    models: Vec<String>,
+    /// Longest a model may take to load, in seconds.
+    #[arg(long, env = "MLXD_LOAD_TIMEOUT", default_value_t = 300)]
+    load_timeout: u64,
+    /// Seconds in-flight requests get to finish at shutdown.
+    #[arg(long, env = "MLXD_SHUTDOWN_GRACE", default_value_t = 30)]
+    shutdown_grace: u64,
+}
+
+fn keep_alive(k: config::KeepAlive) -> KeepAlive {
+    match k {
+        config::KeepAlive::Forever => KeepAlive::Forever,
+        config::KeepAlive::Unload => KeepAlive::For(Duration::ZERO),
+        config::KeepAlive::For(d) => KeepAlive::For(d),
+    }
+}
+
+/// The models named on the command line (or the default one), as
+/// `(name, path)`.
+fn served_models(
+    specs: &[String],
+    models: &ModelsConfig,
+) -> anyhow::Result<Vec<(String, PathBuf)>> {
+    if specs.is_empty() {
+        return Ok(vec![match &models.default {
+            Some(name) => (name.clone(), models::resolve_in(models, Some(name))?),
+            None => (DEFAULT_MODEL_NAME.to_owned(), models::default_model()?),
+        }]);
+    }
+    specs
+        .iter()
+        .map(|spec| {
+            let (name, reference) = match spec.split_once('=') {
+                Some((name, reference)) => (Some(name.to_owned()), reference),
+                None => (None, spec.as_str()),
+            };
+            let path = models::resolve_in(models, Some(reference))?;
+            let name = name.unwrap_or_else(|| default_name(reference, &path));
+            Ok((name, path))
+        })
+        .collect()
+}
+
+/// `org/name` and aliases stay as given; a path is named after its file or
+/// folder.
+fn default_name(reference: &str, path: &Path) -> String {
+    if !Path::new(reference).exists() {
+        return reference.to_owned();
+    }
+    let stem = if path.is_dir() {
+        path.file_name()
+    } else {
+        path.file_stem()
+    };
+    stem.map_or_else(
+        || reference.to_owned(),
+        |s| s.to_string_lossy().into_owned(),
+    )
+}
+
+/// What the daemon serves: the models given at start, then whatever the
+/// Hugging Face cache and the models dir hold now (so a `mlxd pull` while
+/// it runs is served without a restart). Requests name models; they never
+/// reach arbitrary filesystem paths.
+struct ConfigCatalog {
+    served: Vec<CatalogEntry>,
+    models: ModelsConfig,
+}
+
+impl ConfigCatalog {
+    fn entries(&self) -> Vec<CatalogEntry> {
+        let mut entries = self.served.clone();
+        for m in models::discover(&self.models) {
+            if !entries.iter().any(|e| e.id == m.name) {
+                entries.push(CatalogEntry {
+                    format: format_of(&m.path),
+                    created: modified_secs(&m.path),
+                    id: m.name,
+                    path: m.path,
+                });
+            }
+        }
+        entries
+    }
+}
+
+impl ModelCatalog for ConfigCatalog {
+    fn resolve(&self, name: &str) -> Option<PathBuf> {
+        if let Some(e) = self.served.iter().find(|e| e.id == name) {
+            return Some(e.path.clone());
+        }
+        self.entries()
+            .into_iter()
+            .find(|e| e.id == name)
+            .map(|e| e.path)
+    }
+
+    fn list(&self) -> Vec<CatalogEntry> {
+        self.entries()
+    }
+
+    fn context_length(&self, name: &str) -> Option<u32> {
+        self.models.context_length_for(name)
+    }
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let (config, provenance) = config::load(&args.config)?;
+    logging::init(Some(&config.log));
+    tracing::info!("{}", config::summary(&config, &provenance));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("mlxd-serve")
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(serve(args, config))
+}
+
+async fn serve(args: ServeArgs, config: Config) -> anyhow::Result<()> {
+    let served = served_models(&args.models, &config.models)?;
+    let program = std::env::current_exe().context("locating the mlxd executable")?;
+    let launcher = ProcessLauncher::new(program, Duration::from_secs(args.load_timeout))?;
+    let supervisor = Supervisor::start(
+        Arc::new(launcher) as Arc<dyn Launcher>,
+        SupervisorConfig {
+            keep_alive: keep_alive(config.models.keep_alive),
+            memory_budget: config.models.memory_budget_bytes,
+            ..SupervisorConfig::default()
+        },
+    );
+    let s = &config.server;
+    let summary = serde_json::json!({
+        "host": s.host,
+        "port": s.port,
+        "admin_port": s.admin.then_some(s.admin_port),
+        "models": served.iter().map(|(n, p)| serde_json::json!({"name": n, "path": p})).collect::<Vec<_>>(),
+        "keep_alive": format!("{:?}", config.models.keep_alive),
+        "memory_budget_bytes": config.models.memory_budget_bytes,
+        "context_length": config.models.context_length,
+        "queue_depth": s.queue_depth,
+        "request_timeout_seconds": s.request_timeout.as_secs(),
+        "api_keys": !s.api_keys.is_empty(),
+    });
+    let catalog = ConfigCatalog {
+        served: served
+            .iter()
+            .map(|(id, path)| CatalogEntry {
+                id: id.clone(),
+                format: format_of(path),
+                created: modified_secs(path),
+                path: path.clone(),
+            })
+            .collect(),
+        models: config.models.clone(),
+    };
+    let http = HttpConfig {
+        api_keys: s.api_keys.clone(),
+        admin_api_keys: s.admin_api_keys.clone(),
+        cors_origins: s.cors_origins.clone(),
+        max_body_bytes: usize::try_from(s.max_body_bytes).unwrap_or(usize::MAX),
+        request_timeout: s.request_timeout,
+        queue_depth: s.queue_depth,
+    };
+    let state = AppState::new(supervisor.clone(), Arc::new(catalog), http, summary);
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let addr = listen_addr(&s.host, s.port)?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listening on {addr}"))?;
+    tracing::info!(%addr, models = ?served.iter().map(|(n, _)| n).collect::<Vec<_>>(), "serving the OpenAI API");
+    let main = tokio::spawn(
+        axum::serve(listener, router(state.clone()))
+            .with_graceful_shutdown(stopped(stop_rx.clone()))
+            .into_future(),
+    );
+    let admin = if s.admin {
+        let addr = listen_addr(&s.host, s.admin_port)?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("listening on {addr} (admin)"))?;
+        tracing::info!(%addr, "serving the admin API");
+        Some(tokio::spawn(
+            axum::serve(listener, admin_router(state.clone()))
+                .with_graceful_shutdown(stopped(stop_rx.clone()))
+                .into_future(),
+        ))
+    } else {
+        None
+    };
+    for name in &config.models.preload {
+        if let Err(e) = preload(&state, name, &config.models).await {
+            tracing::error!(model = %name, "preloading failed: {e}");
+        }
+    }
+    shutdown_signal().await;
+    tracing::info!("shutting down: finishing in-flight requests");
+    state.start_draining();
+    let _ = stop_tx.send(true);
+    let grace = Duration::from_secs(args.shutdown_grace);
+    if tokio::time::timeout(grace, main).await.is_err() {
+        tracing::warn!(
+            "in-flight requests did not finish within {} s",
+            grace.as_secs()
+        );
+    }
+    if let Some(admin) = admin {
+        let _ = tokio::time::timeout(Duration::from_secs(1), admin).await;
+    }
+    supervisor.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn listen_addr(host: &str, port: u16) -> anyhow::Result<SocketAddr> {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let ip: std::net::IpAddr = host
+        .parse()
+        .with_context(|| format!("invalid listen address {host}"))?;
+    Ok(SocketAddr::new(ip, port))
+}
+
+async fn preload(state: &AppState, name: &str, models: &ModelsConfig) -> anyhow::Result<()> {
+    let model = state
+        .models
+        .get(name)
+        .await
+        .map_err(|e| anyhow::anyhow!(e.to_string()))?;
+    let spec = ModelSpec {
+        id: model.id.clone(),
+        path: model.path.clone(),
+        context_length: model.context_length,
+        estimate_bytes: model.estimate_bytes,
+    };
+    let info = state
+        .supervisor
+        .load(spec, Some(keep_alive(models.keep_alive_for(name))))
+        .await?;
+    tracing::info!(model = %name, pid = ?info.pid, "preloaded");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop with SIGKILL");
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
