@@ -15,3 +15,7 @@ command -v systemd-analyze >/dev/null || { apt-get update && apt-get install -y 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
+# The official OpenAI SDK against a real `mlxd serve` and its workers (the
+# debug binary `cargo test` just built).
+MLXD_BIN="${CARGO_TARGET_DIR:-target}/debug/mlxd" \
+  .venv/bin/python -m pytest -q -p no:cacheprovider tests/openai_sdk
