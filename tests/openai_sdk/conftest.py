@@ -26,6 +26,9 @@ import openai
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+# Loopback only: no proxy for the SDK, urllib or curl.
+for _var in ("NO_PROXY", "no_proxy"):
+    os.environ[_var] = "127.0.0.1,localhost"
 DEFAULT_MODEL = "SmolLM2-135M-Instruct"
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 60.0
