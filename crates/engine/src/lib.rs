@@ -27,3 +27,12 @@ pub use model::{KvCache, Model, ModelConfig};
 pub use sampler::{Sampled, SampledToken, Sampler, SamplingParams, TokenLogprobs};
 pub use stop::{FinishReason, StopMatch, StopMatcher, StreamStep, TextStream};
 pub use tokenizer::{SpecialTokens, Tokenizer, TokenizerError};
+
+/// Makes a new stream on the default device this thread's default, as
+/// mlx-lm runs generation on its own `generation_stream`. Call once on the
+/// engine thread before loading and generating.
+pub fn use_dedicated_stream() -> Result<()> {
+    let device = mlx::device::default_device()?;
+    mlx::Stream::new(device.kind)?.set_default()?;
+    Ok(())
+}

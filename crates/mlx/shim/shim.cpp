@@ -568,6 +568,20 @@ int mlxs_sdpa(
   })
 }
 
+int mlxs_swiglu(const mlxs_array* gate, const mlxs_array* up, mlxs_array** out) {
+  MLXS_TRY({
+    // Compiled once (thread-safe static initialization); shapeless, so one
+    // fused kernel serves every shape, as mlx-lm's `swiglu`.
+    static const auto fused = mx::compile(
+        [](const std::vector<mx::array>& in) {
+          const auto& g = in[0];
+          return std::vector<mx::array>{mx::multiply(mx::multiply(g, mx::sigmoid(g)), in[1])};
+        },
+        /* shapeless = */ true);
+    *out = wrap(fused({A(gate), A(up)})[0]);
+  })
+}
+
 int mlxs_random_key(uint64_t seed, mlxs_array** out) {
   MLXS_TRY(*out = wrap(mx::random::key(seed)))
 }

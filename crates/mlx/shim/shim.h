@@ -184,6 +184,10 @@ int mlxs_sdpa(
     const mlxs_array* mask,
     mlxs_array** out);
 
+/* silu(gate) * up as one compiled, shape-independent kernel (mlx-lm's
+ * `swiglu`, built with mx.compile). */
+int mlxs_swiglu(const mlxs_array* gate, const mlxs_array* up, mlxs_array** out);
+
 /* Random numbers (explicit keys). */
 int mlxs_random_key(uint64_t seed, mlxs_array** out);
 int mlxs_random_split(const mlxs_array* key, int num, mlxs_array** out);

@@ -26,6 +26,13 @@ pub fn layer_norm(
     call_array!(mlxs_layer_norm(x.as_ptr(), opt(weight), opt(bias), eps))
 }
 
+/// `silu(gate) * up` (the gated MLP's activation) as one compiled kernel
+/// instead of three element-wise ones: mlx-lm's `swiglu`, built with
+/// `mx.compile` and shape-independent.
+pub fn swiglu(gate: &Array, up: &Array) -> Result<Array> {
+    call_array!(mlxs_swiglu(gate.as_ptr(), up.as_ptr()))
+}
+
 /// Rotary position embedding of the first `dims` features of the last axis
 /// of `x` (shape `[..., seq, head_dim]`), positions starting at an offset.
 #[derive(Debug, Clone)]

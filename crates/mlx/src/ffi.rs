@@ -187,6 +187,7 @@ unsafe extern "C" {
         out: Out,
     ) -> c_int;
 
+    pub(crate) fn mlxs_swiglu(gate: Handle, up: Handle, out: Out) -> c_int;
     pub(crate) fn mlxs_random_key(seed: u64, out: Out) -> c_int;
     pub(crate) fn mlxs_random_split(key: Handle, num: c_int, out: Out) -> c_int;
     pub(crate) fn mlxs_random_categorical(

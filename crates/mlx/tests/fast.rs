@@ -221,3 +221,21 @@ fn attention_rejects_mismatched_head_dims() {
     let k = mlx::zeros(&[1, 2, 3, 4], Dtype::F32).unwrap();
     assert!(scaled_dot_product_attention(&q, &k, &k, 1.0, AttentionMask::None).is_err());
 }
+
+#[test]
+fn swiglu_equals_silu_of_the_gate_times_up() {
+    let (g, gv) = random_array(&[3, 40], 21);
+    let (u, uv) = random_array(&[3, 40], 22);
+    let want: Vec<f64> = gv
+        .iter()
+        .zip(&uv)
+        .map(|(&g, &u)| g as f64 / (1.0 + (-g as f64).exp()) * u as f64)
+        .collect();
+    assert_close(&f32s(&mlx::fast::swiglu(&g, &u).unwrap()), &want, 1e-6);
+    // Shapeless: another shape reuses the compiled kernel.
+    let (g2, _) = random_array(&[2, 5, 7], 23);
+    let out = mlx::fast::swiglu(&g2, &g2).unwrap();
+    assert_eq!(out.shape(), vec![2, 5, 7]);
+    let composed = g2.silu().unwrap().multiply(&g2).unwrap();
+    assert_eq!(f32s(&out), f32s(&composed));
+}

@@ -135,6 +135,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.prompt_tokens == 0 || args.gen_tokens == 0 || args.repeats == 0 {
         bail!("--prompt-tokens, --gen-tokens and --repeats must be positive");
     }
+    engine::use_dedicated_stream()?;
     let (name, model) = match &args.synthetic {
         Some(preset) => (
             format!("{preset} (synthetic)"),

@@ -17,9 +17,17 @@ pub fn run() -> anyhow::Result<()> {
     let start = Instant::now();
     let error = quantized_matmul_error().context("running the smoke computation")?;
     let elapsed = start.elapsed();
+    // GPUs multiply f32 matrices with TF32 (10-bit mantissa) inputs, the
+    // quantized kernel does not: they agree to about 1e-3 there, exactly on
+    // the CPU.
+    let tolerance = if device.kind == mlx::DeviceKind::Cpu {
+        1e-4
+    } else {
+        1e-2
+    };
     ensure!(
-        error < 1e-4,
-        "4-bit quantized matmul differs from its dequantized matmul by {error:e}"
+        error < tolerance,
+        "4-bit quantized matmul differs from its dequantized matmul by {error:e} (tolerance {tolerance:e})"
     );
     let mem = mlx::memory::stats();
     println!(

@@ -62,6 +62,7 @@ pub struct RunArgs {
 
 /// Runs the prompt and prints text and figures.
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
+    engine::use_dedicated_stream()?;
     let path: PathBuf = models::resolve(args.model.as_deref())?;
     let loaded =
         engine::loader::load(&path).with_context(|| format!("loading {}", path.display()))?;
