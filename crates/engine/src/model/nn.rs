@@ -145,9 +145,10 @@ impl Mlp {
     }
 
     pub fn forward(&self, x: &Array) -> Result<Array> {
-        let gate = self.gate_proj.forward(x)?.silu()?;
-        self.down_proj
-            .forward(&gate.multiply(&self.up_proj.forward(x)?)?)
+        // One compiled kernel for silu(gate) * up, as mlx-lm's `swiglu`.
+        let gate = self.gate_proj.forward(x)?;
+        let up = self.up_proj.forward(x)?;
+        self.down_proj.forward(&mlx::fast::swiglu(&gate, &up)?)
     }
 }
 
