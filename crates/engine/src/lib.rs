@@ -36,3 +36,19 @@ pub fn use_dedicated_stream() -> Result<()> {
     mlx::Stream::new(device.kind)?.set_default()?;
     Ok(())
 }
+
+/// On Metal, lets MLX keep up to the GPU's recommended working set wired
+/// (resident), as mlx-lm's `wired_limit` does around generation, so model
+/// weights are not paged out between requests; other backends have no
+/// wired memory and this does nothing. Returns the limit set.
+pub fn wire_working_set() -> Result<Option<usize>> {
+    if mlx::backend() != mlx::Backend::Metal {
+        return Ok(None);
+    }
+    let device = mlx::device::default_device()?;
+    let Some(limit) = device.info_size("max_recommended_working_set_size")? else {
+        return Ok(None);
+    };
+    mlx::memory::set_wired_limit(limit)?;
+    Ok(Some(limit))
+}

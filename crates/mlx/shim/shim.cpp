@@ -640,6 +640,20 @@ int mlxs_device_name(int type, int index, char* out, size_t cap) {
   })
 }
 
+int mlxs_device_info_size(int type, int index, const char* key, size_t* out, bool* found) {
+  MLXS_TRY({
+    *found = false;
+    const auto& info = mx::device_info(to_device(type, index));
+    auto it = info.find(key);
+    if (it != info.end()) {
+      if (const auto* v = std::get_if<size_t>(&it->second)) {
+        *out = *v;
+        *found = true;
+      }
+    }
+  })
+}
+
 int mlxs_default_stream(int type, int* stream_index) {
   MLXS_TRY(*stream_index = mx::default_stream(to_device(type, 0)).index)
 }

@@ -202,6 +202,9 @@ int mlxs_set_default_device(int type, int index);
 int mlxs_device_available(int type, bool* available);
 /* Writes the device's name (NUL-terminated, truncated to cap). */
 int mlxs_device_name(int type, int index, char* out, size_t cap);
+/* A numeric entry of the device's info (e.g. "max_recommended_working_set_size"
+ * on Metal, "total_memory"); *found is false when the backend has none. */
+int mlxs_device_info_size(int type, int index, const char* key, size_t* out, bool* found);
 int mlxs_default_stream(int type, int* stream_index);
 int mlxs_new_stream(int type, int* stream_index);
 int mlxs_set_default_stream(int stream_index, int type);

@@ -54,6 +54,26 @@ impl Device {
         index: 0,
     };
 
+    /// A numeric entry of the device's info (`"total_memory"`,
+    /// `"max_recommended_working_set_size"` on Metal, ...), if the backend
+    /// reports it.
+    pub fn info_size(self, key: &str) -> Result<Option<usize>> {
+        let key = std::ffi::CString::new(key)
+            .map_err(|_| crate::MlxError::InvalidArgument("key contains NUL".into()))?;
+        let (mut value, mut found) = (0usize, false);
+        // SAFETY: `key` is NUL-terminated and both out-pointers are live locals.
+        check(unsafe {
+            ffi::mlxs_device_info_size(
+                self.kind.code(),
+                self.index,
+                key.as_ptr(),
+                &mut value,
+                &mut found,
+            )
+        })?;
+        Ok(found.then_some(value))
+    }
+
     /// The device name MLX reports (e.g. "NVIDIA H100 80GB HBM3", "Apple M4 Max").
     pub fn name(self) -> Result<String> {
         let mut buf = [0 as std::ffi::c_char; 256];

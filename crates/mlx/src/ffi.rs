@@ -227,6 +227,13 @@ unsafe extern "C" {
         out: *mut c_char,
         cap: usize,
     ) -> c_int;
+    pub(crate) fn mlxs_device_info_size(
+        kind: c_int,
+        index: c_int,
+        key: *const c_char,
+        out: *mut usize,
+        found: *mut bool,
+    ) -> c_int;
     pub(crate) fn mlxs_default_stream(kind: c_int, stream: *mut c_int) -> c_int;
     pub(crate) fn mlxs_new_stream(kind: c_int, stream: *mut c_int) -> c_int;
     pub(crate) fn mlxs_set_default_stream(stream: c_int, kind: c_int) -> c_int;

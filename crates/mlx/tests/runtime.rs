@@ -93,3 +93,12 @@ fn a_new_stream_runs_work_and_synchronizes() {
     assert_eq!(f32s(&a), vec![2.0; 4]);
     previous.set_default().unwrap();
 }
+
+#[test]
+fn device_info_reports_numbers_it_has_and_none_for_others() {
+    let device = mlx::device::default_device().unwrap();
+    assert_eq!(device.info_size("no such key").unwrap(), None);
+    if let Some(total) = device.info_size("total_memory").unwrap() {
+        assert!(total > 1 << 20, "{total}");
+    }
+}

@@ -136,6 +136,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         bail!("--prompt-tokens, --gen-tokens and --repeats must be positive");
     }
     engine::use_dedicated_stream()?;
+    engine::wire_working_set()?;
     let (name, model) = match &args.synthetic {
         Some(preset) => (
             format!("{preset} (synthetic)"),

@@ -63,6 +63,7 @@ pub struct RunArgs {
 /// Runs the prompt and prints text and figures.
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
     engine::use_dedicated_stream()?;
+    engine::wire_working_set()?;
     let path: PathBuf = models::resolve(args.model.as_deref())?;
     let loaded =
         engine::loader::load(&path).with_context(|| format!("loading {}", path.display()))?;

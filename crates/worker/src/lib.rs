@@ -83,10 +83,12 @@ pub fn run(config: WorkerConfig) -> Result<(), WorkerError> {
     let mut endpoint = unsafe { WorkerEndpoint::from_env()? };
     await_hello(&mut endpoint)?;
     let started = Instant::now();
-    engine::use_dedicated_stream().map_err(|source| WorkerError::Load {
-        path: config.model_path.clone(),
-        source,
-    })?;
+    engine::use_dedicated_stream()
+        .and_then(|()| engine::wire_working_set())
+        .map_err(|source| WorkerError::Load {
+            path: config.model_path.clone(),
+            source,
+        })?;
     let mut send_progress = |loaded: u64, total: u64| {
         let event = Event::LoadProgress(protocol::LoadProgress {
             bytes_loaded: loaded,

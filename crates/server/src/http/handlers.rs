@@ -205,11 +205,25 @@ async fn respond(state: &AppState, req: GenerationRequest) -> Result<Response, A
             ticket,
         ));
     }
-    let collected = collect(updates, choices as usize).await?;
+    let collected = match collect(updates, choices as usize).await {
+        Ok(c) => c,
+        Err(e) => {
+            let usage = Usage::new(prepared.prompt_tokens(), 0);
+            log_request(&req.model, prepared.arrived, None, &usage, "error");
+            return Err(e);
+        }
+    };
     let usage = Usage::new(prepared.prompt_tokens(), collected.completion_tokens);
     state
         .metrics
         .count_tokens(usage.prompt_tokens, usage.completion_tokens);
+    log_request(
+        &req.model,
+        prepared.arrived,
+        collected.first_token,
+        &usage,
+        "ok",
+    );
     drop(ticket);
     Ok(match req.endpoint {
         Endpoint::Chat => {
@@ -221,12 +235,42 @@ async fn respond(state: &AppState, req: GenerationRequest) -> Result<Response, A
     })
 }
 
+/// The one log line per generation request: model, tokens, time to first
+/// token, speed, outcome.
+fn log_request(
+    model: &str,
+    arrived: std::time::Instant,
+    first: Option<std::time::Instant>,
+    usage: &Usage,
+    outcome: &str,
+) {
+    let total = arrived.elapsed();
+    let ttft_ms = first.map(|f| (f - arrived).as_secs_f64() * 1e3);
+    let decode = first.map(|f| f.elapsed().as_secs_f64()).unwrap_or(0.0);
+    let tps = if decode > 0.0 && usage.completion_tokens > 1 {
+        f64::from(usage.completion_tokens - 1) / decode
+    } else {
+        0.0
+    };
+    tracing::info!(
+        model,
+        prompt_tokens = usage.prompt_tokens,
+        completion_tokens = usage.completion_tokens,
+        ttft_ms = ttft_ms.map(|t| (t * 10.0).round() / 10.0),
+        tokens_per_s = (tps * 10.0).round() / 10.0,
+        total_ms = total.as_millis() as u64,
+        outcome,
+        "generation"
+    );
+}
+
 /// Every choice's result.
 struct Collected {
     texts: Vec<String>,
     tokens: Vec<Vec<(TokenInfo, usize)>>,
     reasons: Vec<FinishReason>,
     completion_tokens: u32,
+    first_token: Option<std::time::Instant>,
 }
 
 /// Reads updates until every choice finished (or one failed).
@@ -239,6 +283,7 @@ async fn collect(
         tokens: vec![Vec::new(); n],
         reasons: vec![FinishReason::Stop; n],
         completion_tokens: 0,
+        first_token: None,
     };
     let mut finished = 0;
     while finished < n {
@@ -464,6 +509,9 @@ struct SseState {
     prompt_tokens: u32,
     completion_tokens: u32,
     done: bool,
+    model: String,
+    arrived: std::time::Instant,
+    first_token: Option<std::time::Instant>,
     _ticket: QueueTicket,
 }
 
@@ -496,6 +544,8 @@ impl SseState {
                 self.pending.extend(self.chunker.finish(index, reason));
             }
             Some(ChoiceUpdate::Failed(e)) => {
+                let usage = Usage::new(self.prompt_tokens, self.completion_tokens);
+                log_request(&self.model, self.arrived, self.first_token, &usage, "error");
                 // After the first byte the status is sent: one error event.
                 self.pending.push_back(e.sse_event());
                 self.pending.push_back(SSE_DONE.to_owned());
@@ -540,6 +590,9 @@ fn stream_response(
         prompt_tokens: prepared.prompt_tokens(),
         completion_tokens: 0,
         done: false,
+        model: prepared.model.id.clone(),
+        arrived: prepared.arrived,
+        first_token: None,
         _ticket: ticket,
     };
     let body = futures::stream::unfold(sse, |mut sse| async move {
