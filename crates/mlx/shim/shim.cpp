@@ -208,6 +208,23 @@ mx::array random_shaped(
   throw std::invalid_argument("unknown distribution");
 }
 
+// Moves loaded arrays and metadata into a new map.
+template <typename Meta>
+mlxs_map* to_map(
+    std::unordered_map<std::string, mx::array>& arrays,
+    std::unordered_map<std::string, Meta>& meta) {
+  auto* m = new mlxs_map();
+  for (auto& [name, arr] : arrays) {
+    m->names.push_back(name);
+    m->arrays.push_back(arr);
+  }
+  for (auto& [key, value] : meta) {
+    m->meta_keys.push_back(key);
+    m->meta_values.emplace_back(value);
+  }
+  return m;
+}
+
 } // namespace
 
 extern "C" {
@@ -709,32 +726,14 @@ void mlxs_clear_cache(void) {
 int mlxs_load_safetensors(const char* path, mlxs_map** out) {
   MLXS_TRY({
     auto [arrays, meta] = mx::load_safetensors(std::string(path));
-    auto* m = new mlxs_map();
-    for (auto& [name, arr] : arrays) {
-      m->names.push_back(name);
-      m->arrays.push_back(arr);
-    }
-    for (auto& [key, value] : meta) {
-      m->meta_keys.push_back(key);
-      m->meta_values.emplace_back(value);
-    }
-    *out = m;
+    *out = to_map(arrays, meta);
   })
 }
 
 int mlxs_load_gguf(const char* path, mlxs_map** out) {
   MLXS_TRY({
     auto [arrays, meta] = mx::load_gguf(std::string(path));
-    auto* m = new mlxs_map();
-    for (auto& [name, arr] : arrays) {
-      m->names.push_back(name);
-      m->arrays.push_back(arr);
-    }
-    for (auto& [key, value] : meta) {
-      m->meta_keys.push_back(key);
-      m->meta_values.push_back(value);
-    }
-    *out = m;
+    *out = to_map(arrays, meta);
   })
 }
 

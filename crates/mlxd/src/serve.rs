@@ -14,7 +14,7 @@ use clap::Args;
 use server::http::catalog::{CatalogEntry, ModelCatalog, format_of, modified_secs};
 use server::http::{AppState, HttpConfig, admin_router, router};
 use server::supervisor::process::ProcessLauncher;
-use server::supervisor::{KeepAlive, Launcher, ModelSpec, Supervisor, SupervisorConfig};
+use server::supervisor::{KeepAlive, Launcher, Supervisor, SupervisorConfig};
 
 use crate::config::{self, Config, ConfigArgs, ModelsConfig};
 use crate::{logging, models};
@@ -264,15 +264,9 @@ async fn preload(state: &AppState, name: &str, models: &ModelsConfig) -> anyhow:
         .get(name)
         .await
         .map_err(|e| anyhow::anyhow!(e.to_string()))?;
-    let spec = ModelSpec {
-        id: model.id.clone(),
-        path: model.path.clone(),
-        context_length: model.context_length,
-        estimate_bytes: model.estimate_bytes,
-    };
     let info = state
         .supervisor
-        .load(spec, Some(keep_alive(models.keep_alive_for(name))))
+        .load(model.spec(), Some(keep_alive(models.keep_alive_for(name))))
         .await?;
     tracing::info!(model = %name, pid = ?info.pid, "preloaded");
     Ok(())

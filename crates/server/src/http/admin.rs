@@ -14,7 +14,7 @@ use serde_json::json;
 
 use super::generate::{keep_alive, supervisor_error};
 use super::{AppState, HttpError};
-use crate::supervisor::{KeepAlive, ModelSpec, ModelStatus};
+use crate::supervisor::{KeepAlive, ModelStatus};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -112,15 +112,9 @@ async fn load(State(state): State<AppState>, body: axum::body::Bytes) -> Respons
             }
         };
         let model = state.models.get(&req.model).await?;
-        let spec = ModelSpec {
-            id: model.id.clone(),
-            path: model.path.clone(),
-            context_length: model.context_length,
-            estimate_bytes: model.estimate_bytes,
-        };
         let info = state
             .supervisor
-            .load(spec, keep.map(keep_alive))
+            .load(model.spec(), keep.map(keep_alive))
             .await
             .map_err(|e| supervisor_error(&req.model, e))?;
         Ok(json!({

@@ -110,6 +110,18 @@ pub struct FrontModel {
     pub estimate_bytes: u64,
 }
 
+impl FrontModel {
+    /// What the supervisor needs to start this model's worker.
+    pub fn spec(&self) -> crate::supervisor::ModelSpec {
+        crate::supervisor::ModelSpec {
+            id: self.id.clone(),
+            path: self.path.clone(),
+            context_length: self.context_length,
+            estimate_bytes: self.estimate_bytes,
+        }
+    }
+}
+
 type Slot = Arc<OnceCell<Arc<FrontModel>>>;
 
 /// Front-end models by name, each loaded once (concurrent first requests

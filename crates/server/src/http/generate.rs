@@ -19,9 +19,7 @@ use tokio::sync::mpsc;
 
 use super::AppState;
 use super::catalog::FrontModel;
-use crate::supervisor::{
-    Generation, KeepAlive as SupKeepAlive, ModelSpec, SupervisorError, WorkerEvent,
-};
+use crate::supervisor::{Generation, KeepAlive as SupKeepAlive, SupervisorError, WorkerEvent};
 
 /// One token's log-probabilities, with token texts.
 #[derive(Debug, Clone)]
@@ -199,12 +197,7 @@ pub async fn start(
     prepared: &Prepared,
 ) -> Result<mpsc::Receiver<ChoiceUpdate>, ApiError> {
     let model = &prepared.model;
-    let spec = ModelSpec {
-        id: model.id.clone(),
-        path: model.path.clone(),
-        context_length: model.context_length,
-        estimate_bytes: model.estimate_bytes,
-    };
+    let spec = model.spec();
     let (tx, rx) = mpsc::channel(64);
     let deadline = tokio::time::Instant::from_std(prepared.arrived + state.config.request_timeout);
     for (prompt_index, prompt) in prepared.prompts.iter().enumerate() {
