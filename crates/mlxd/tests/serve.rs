@@ -594,6 +594,18 @@ fn a_client_that_goes_away_frees_its_sequence() {
         wait_until(TIMEOUT, || d.worker("tiny").unwrap()["in_flight"] == 0),
         "the request is still in flight after the client left"
     );
+    // The worker confirmed the cancel, and at most the step in flight and
+    // the one being read reached the front-end after it was sent.
+    let metrics = d.get("/metrics").body;
+    let value = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing in {metrics}"))
+    };
+    assert_eq!(value("mlxd_cancelled_requests "), 1);
+    let late = value("mlxd_tokens_after_cancel ");
+    assert!(late <= 2, "{late} tokens arrived after the cancel");
     // The worker decodes one sequence at a time: had it kept generating the
     // abandoned one (100 000 tokens), this request would wait behind it.
     let remaining = per_token * 99_000;

@@ -74,7 +74,9 @@ async fn ready(State(state): State<AppState>) -> Response {
 
 async fn metrics(State(state): State<AppState>) -> Response {
     let models = state.supervisor.status().await;
-    let text = state.metrics.render(&models, state.queued());
+    let text = state
+        .metrics
+        .render(&models, state.queued(), state.supervisor.cancel_counts());
     (
         [(
             header::CONTENT_TYPE,

@@ -38,6 +38,8 @@ pub struct Metrics {
     queue_depth: Gauge,
     loaded_models: Gauge,
     restarts: Family<ModelLabels, Gauge>,
+    cancelled: Gauge<u64, AtomicU64>,
+    tokens_after_cancel: Gauge<u64, AtomicU64>,
     memory: Family<ModelLabels, Gauge<u64, AtomicU64>>,
 }
 
@@ -98,6 +100,18 @@ impl Metrics {
             "Worker incarnations after the first",
             restarts.clone(),
         );
+        let cancelled = Gauge::<u64, AtomicU64>::default();
+        registry.register(
+            "cancelled_requests",
+            "Requests cancelled before they finished (client gone, stop string)",
+            cancelled.clone(),
+        );
+        let tokens_after_cancel = Gauge::<u64, AtomicU64>::default();
+        registry.register(
+            "tokens_after_cancel",
+            "Tokens that still arrived from workers after a cancel was sent",
+            tokens_after_cancel.clone(),
+        );
         let memory = Family::<ModelLabels, Gauge<u64, AtomicU64>>::default();
         registry.register(
             "model_memory_bytes",
@@ -114,6 +128,8 @@ impl Metrics {
             queue_depth,
             loaded_models,
             restarts,
+            cancelled,
+            tokens_after_cancel,
             memory,
         }
     }
@@ -141,7 +157,9 @@ impl Metrics {
     }
 
     /// The exposition text, with the supervisor's state as of now.
-    pub fn render(&self, models: &[ModelStatus], queued: usize) -> String {
+    pub fn render(&self, models: &[ModelStatus], queued: usize, cancels: (u64, u64)) -> String {
+        self.cancelled.set(cancels.0);
+        self.tokens_after_cancel.set(cancels.1);
         self.queue_depth.set(queued as i64);
         self.loaded_models
             .set(models.iter().filter(|m| m.state == "ready").count() as i64);

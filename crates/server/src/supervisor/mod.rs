@@ -166,11 +166,21 @@ enum Msg {
     },
 }
 
+/// Counts of requests cancelled before they finished.
+#[derive(Debug, Default)]
+struct CancelCounts {
+    /// Requests the worker confirmed cancelled.
+    cancelled: AtomicU64,
+    /// Tokens that reached the front-end after it sent the cancel.
+    tokens_after_cancel: AtomicU64,
+}
+
 /// The handle the HTTP layer holds.
 #[derive(Clone)]
 pub struct Supervisor {
     tx: mpsc::UnboundedSender<Msg>,
     next_request: Arc<AtomicU64>,
+    cancels: Arc<CancelCounts>,
 }
 
 impl Supervisor {
@@ -180,6 +190,7 @@ impl Supervisor {
         let handle = Supervisor {
             tx,
             next_request: Arc::new(AtomicU64::new(1)),
+            cancels: Arc::new(CancelCounts::default()),
         };
         let actor = Actor {
             launcher,
@@ -256,6 +267,16 @@ impl Supervisor {
         self.ask(|reply| Msg::Shutdown { reply }).await;
     }
 
+    /// Requests cancelled so far, and the tokens that still arrived after
+    /// their cancel was sent (how quickly a cancel takes effect).
+    pub fn cancel_counts(&self) -> (u64, u64) {
+        // Relaxed: independent counters read for reporting.
+        (
+            self.cancels.cancelled.load(Ordering::Relaxed),
+            self.cancels.tokens_after_cancel.load(Ordering::Relaxed),
+        )
+    }
+
     fn request_id(&self) -> u64 {
         // Relaxed: a unique counter, ordering nothing else.
         self.next_request.fetch_add(1, Ordering::Relaxed)
@@ -293,7 +314,8 @@ impl Lease {
             stream,
             request_id,
             finished: false,
-            lease: self,
+            worker: Arc::clone(&self.worker),
+            lease: Some(self),
         })
     }
 }
@@ -313,7 +335,10 @@ pub struct Generation {
     stream: EventStream,
     request_id: u64,
     finished: bool,
-    lease: Lease,
+    worker: Arc<dyn Worker>,
+    /// Held until the request is over (taken by `drop` to follow a
+    /// cancelled request to its end).
+    lease: Option<Lease>,
 }
 
 impl Generation {
@@ -336,20 +361,45 @@ impl Generation {
 
     /// What the worker reported when ready.
     pub fn info(&self) -> &WorkerInfo {
-        self.lease.info()
+        self.worker.info()
     }
 }
 
 impl Drop for Generation {
+    /// Cancels an unfinished request and follows it to its `Done`, counting
+    /// the tokens that still arrive (the lease is held until then, so the
+    /// model is not unloaded under it).
     fn drop(&mut self) {
         if self.finished {
             return;
         }
-        let worker = Arc::clone(&self.lease.worker);
+        let worker = Arc::clone(&self.worker);
         let id = self.request_id;
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move { worker.cancel(id).await });
-        }
+        let mut stream = std::mem::replace(&mut self.stream, Box::pin(futures::stream::empty()));
+        let Some(lease) = self.lease.take() else {
+            return;
+        };
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        rt.spawn(async move {
+            worker.cancel(id).await;
+            let mut late = 0u64;
+            while let Some(event) = stream.next().await {
+                match event {
+                    Ok(WorkerEvent::Token(_)) => late += 1,
+                    Ok(WorkerEvent::Done(_)) | Err(_) => break,
+                    Ok(WorkerEvent::Error { .. }) => {}
+                }
+            }
+            let counts = &lease.supervisor.cancels;
+            // Relaxed: independent counters.
+            counts.cancelled.fetch_add(1, Ordering::Relaxed);
+            counts
+                .tokens_after_cancel
+                .fetch_add(late, Ordering::Relaxed);
+            drop(lease);
+        });
     }
 }
 

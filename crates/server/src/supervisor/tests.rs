@@ -242,6 +242,11 @@ async fn dropping_an_unfinished_generation_cancels_it_in_the_worker() {
     settle().await;
     let worker = Arc::clone(&launcher.workers.lock().unwrap()[0]);
     assert_eq!(*worker.cancelled.lock().unwrap(), vec![id]);
+    // Followed to its Done: the fake ignores the cancel and sends its last
+    // two tokens, which are counted as late.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(sup.cancel_counts(), (1, 2));
+    assert_eq!(sup.status().await[0].in_flight, 0);
 
     // A finished one is not cancelled.
     let lease = sup.acquire(spec("a", 1), None).await.unwrap();
