@@ -380,7 +380,14 @@ async fn run_choice(
     deadline: tokio::time::Instant,
 ) {
     loop {
-        let event = match tokio::time::timeout_at(deadline, generation.next()).await {
+        // A client that left while the request waited for its turn is
+        // noticed here too, not only at its first token.
+        let next = tokio::select! {
+            biased;
+            _ = tx.closed() => return,
+            next = tokio::time::timeout_at(deadline, generation.next()) => next,
+        };
+        let event = match next {
             Err(_) => {
                 let seconds = (deadline.into_std() - choice.arrived).as_secs();
                 let _ = tx

@@ -574,6 +574,21 @@ impl SseState {
     }
 }
 
+impl Drop for SseState {
+    fn drop(&mut self) {
+        if !self.done {
+            let usage = Usage::new(self.prompt_tokens, self.completion_tokens);
+            log_request(
+                &self.model,
+                self.arrived,
+                self.first_token,
+                &usage,
+                "client gone",
+            );
+        }
+    }
+}
+
 fn stream_response(
     state: AppState,
     mut chunker: Box<dyn Chunker>,
