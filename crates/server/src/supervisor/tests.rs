@@ -3,6 +3,8 @@
 
 use protocol::SamplingParams;
 
+use tokio::time::Instant;
+
 use super::fake::{FakeLauncher, Plan};
 use super::*;
 
