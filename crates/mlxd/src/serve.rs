@@ -36,6 +36,11 @@ pub struct ServeArgs {
     /// Longest a model may take to load, in seconds.
     #[arg(long, env = "MLXD_LOAD_TIMEOUT", default_value_t = 300)]
     load_timeout: u64,
+    /// Seconds a worker may go without a heartbeat before it is killed as
+    /// hung (it writes one per decode step and while idle; keep this above
+    /// the slowest 2048-token prefill chunk).
+    #[arg(long, env = "MLXD_HEARTBEAT_TIMEOUT", default_value_t = 120)]
+    heartbeat_timeout: u64,
     /// Seconds in-flight requests get to finish at shutdown.
     #[arg(long, env = "MLXD_SHUTDOWN_GRACE", default_value_t = 30)]
     shutdown_grace: u64,
@@ -154,7 +159,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 async fn serve(args: ServeArgs, config: Config) -> anyhow::Result<()> {
     let served = served_models(&args.models, &config.models)?;
     let program = std::env::current_exe().context("locating the mlxd executable")?;
-    let launcher = ProcessLauncher::new(program, Duration::from_secs(args.load_timeout))?;
+    let launcher = ProcessLauncher::new(program, Duration::from_secs(args.load_timeout))?
+        .with_heartbeat_timeout(Duration::from_secs(args.heartbeat_timeout.max(1)));
     let supervisor = Supervisor::start(
         Arc::new(launcher) as Arc<dyn Launcher>,
         SupervisorConfig {

@@ -204,3 +204,53 @@ async fn two_models_run_in_two_processes_and_unload_independently() {
     drop(generation);
     sup.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_worker_is_killed_by_its_heartbeat_and_replaced() {
+    let launcher = ProcessLauncher::new(mlxd_path(), Duration::from_secs(60))
+        .unwrap()
+        .with_heartbeat_timeout(Duration::from_secs(2));
+    let sup = Supervisor::start(
+        Arc::new(launcher) as Arc<dyn Launcher>,
+        SupervisorConfig::default(),
+    );
+    let lease = sup.acquire(spec("tiny", tiny_model()), None).await.unwrap();
+    let pid = lease.info().pid.unwrap();
+    let mut generation = lease
+        .generate(vec![1, 2, 3], params(100_000))
+        .await
+        .unwrap();
+    assert!(matches!(
+        generation.next().await,
+        Some(Ok(WorkerEvent::Token(_)))
+    ));
+    // Stopped, not dead: no exit, no doorbell EOF; only the heartbeat tells.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGSTOP,
+    )
+    .unwrap();
+    let stopped = Instant::now();
+    let err = loop {
+        match tokio::time::timeout(Duration::from_secs(30), generation.next()).await {
+            Ok(Some(Ok(WorkerEvent::Token(_)))) => continue,
+            Ok(Some(Err(gone))) => break gone.0,
+            other => panic!("expected the stream to fail, got {other:?}"),
+        }
+    };
+    assert!(
+        stopped.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        stopped.elapsed()
+    );
+    assert!(
+        err.contains("hung") && err.contains("no heartbeat"),
+        "{err}"
+    );
+    drop(generation);
+    let lease = sup.acquire(spec("tiny", tiny_model()), None).await.unwrap();
+    assert_ne!(lease.info().pid.unwrap(), pid);
+    drop(lease);
+    sup.shutdown().await;
+    assert!(!process_alive(pid));
+}

@@ -182,6 +182,24 @@ impl Actor {
         }
         slot.unload_when_idle = false;
         slot.last_used = Instant::now();
+        // A worker that died a moment ago, before its exit reached us, gets
+        // no new request: its exit is handled now, as `Exited` would.
+        if let SlotState::Ready(worker) = &slot.state
+            && !worker.is_alive()
+        {
+            let generation = slot.generation;
+            self.exited(
+                &id,
+                generation,
+                ExitReport {
+                    status: "exited".into(),
+                    stderr_tail: Vec::new(),
+                },
+            );
+        }
+        let Some(slot) = self.slots.get_mut(&id) else {
+            return;
+        };
         match &mut slot.state {
             SlotState::Ready(worker) => {
                 let worker = Arc::clone(worker);

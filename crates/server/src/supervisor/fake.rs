@@ -146,6 +146,10 @@ impl Worker for FakeWorker {
         async {}.boxed()
     }
 
+    fn is_alive(&self) -> bool {
+        self.exit.borrow().is_none()
+    }
+
     fn exited(&self) -> BoxFuture<'static, ExitReport> {
         let mut rx = self.exit.subscribe();
         async move {

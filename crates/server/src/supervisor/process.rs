@@ -41,8 +41,15 @@ const EXIT_REPORT_WAIT: Duration = Duration::from_millis(500);
 pub struct ProcessLauncher {
     program: PathBuf,
     load_timeout: Duration,
+    heartbeat_timeout: Duration,
     spawner: mpsc::UnboundedSender<SpawnJob>,
 }
+
+/// How long a ready worker may go without a heartbeat before it is
+/// declared hung and killed. It writes one per decode step and four a
+/// second while idle, but none inside one prefill chunk (2048 tokens), so
+/// the timeout must exceed the slowest chunk on the machine.
+pub const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(120);
 
 type SpawnJob = (
     tokio::process::Command,
@@ -66,8 +73,16 @@ impl ProcessLauncher {
         Ok(ProcessLauncher {
             program,
             load_timeout,
+            heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
             spawner: tx,
         })
+    }
+
+    /// Sets how long a ready worker may go without a heartbeat before it is
+    /// killed as hung.
+    pub fn with_heartbeat_timeout(mut self, timeout: Duration) -> ProcessLauncher {
+        self.heartbeat_timeout = timeout;
+        self
     }
 }
 
@@ -76,8 +91,10 @@ impl Launcher for ProcessLauncher {
         let program = self.program.clone();
         let spawner = self.spawner.clone();
         let timeout = self.load_timeout;
+        let heartbeat_timeout = self.heartbeat_timeout;
         async move {
             let worker = start(program, spawner, &spec, timeout).await?;
+            tokio::spawn(watch_heartbeat(Arc::downgrade(&worker), heartbeat_timeout));
             Ok(worker as Arc<dyn Worker>)
         }
         .boxed()
@@ -120,6 +137,37 @@ pub struct ProcessWorker {
     signals: mpsc::UnboundedSender<Signal>,
     exit: watch::Receiver<Option<ExitReport>>,
     max_frame: usize,
+    /// Why the supervisor killed it, when it did (it hung).
+    killed_because: Arc<Mutex<Option<String>>>,
+}
+
+/// Kills a ready worker whose heartbeat is older than `timeout` (a hung
+/// process: stopped, deadlocked, or stuck in a kernel), so its requests end
+/// and the next one gets a fresh worker. Ends when the worker is gone.
+async fn watch_heartbeat(worker: std::sync::Weak<ProcessWorker>, timeout: Duration) {
+    let period = (timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
+    loop {
+        tokio::time::sleep(period).await;
+        let Some(worker) = worker.upgrade() else {
+            return;
+        };
+        if worker.conn.closed_reason().is_some() {
+            return;
+        }
+        let Some(age) = worker.conn.status().heartbeat_age() else {
+            continue;
+        };
+        if age > timeout {
+            let why = format!("no heartbeat for {} s", age.as_secs());
+            tracing::error!(pid = ?worker.info.pid, "worker hung ({why}); killing it");
+            *worker
+                .killed_because
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(why);
+            let _ = worker.signals.send(Signal::SIGKILL);
+            return;
+        }
+    }
 }
 
 async fn start(
@@ -182,7 +230,14 @@ async fn start(
     }
     let (exit_tx, exit) = watch::channel(None);
     let (signals, signal_rx) = mpsc::unbounded_channel();
-    tokio::spawn(own_child(child, signal_rx, exit_tx, tail));
+    let killed_because = Arc::new(Mutex::new(None));
+    tokio::spawn(own_child(
+        child,
+        signal_rx,
+        exit_tx,
+        tail,
+        Arc::clone(&killed_because),
+    ));
 
     let (conn, mut control) = Connection::open(front, ProtocolDemux, ConnectionOptions::default())
         .map_err(|e| fail("opening the connection", &e))?;
@@ -205,6 +260,7 @@ async fn start(
         signals,
         exit,
         max_frame: region.max_frame,
+        killed_because,
     };
     let loaded = async {
         worker.send_frame(meta, hello).await?;
@@ -331,6 +387,7 @@ async fn own_child(
     mut signals: mpsc::UnboundedReceiver<Signal>,
     exit: watch::Sender<Option<ExitReport>>,
     tail: Arc<Mutex<VecDeque<String>>>,
+    killed_because: Arc<Mutex<Option<String>>>,
 ) {
     let pid = child.id().and_then(|p| i32::try_from(p).ok());
     let status = loop {
@@ -349,6 +406,14 @@ async fn own_child(
     let status = match status {
         Ok(s) => describe_status(s),
         Err(e) => format!("waiting for the worker failed: {e}"),
+    };
+    let status = match killed_because
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take()
+    {
+        Some(why) => format!("{status} by the supervisor: the worker hung, {why}"),
+        None => status,
     };
     // Let the stderr reader catch the last lines.
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -472,6 +537,10 @@ impl Worker for ProcessWorker {
             }
         }
         .boxed()
+    }
+
+    fn is_alive(&self) -> bool {
+        self.conn.closed_reason().is_none() && self.exit.borrow().is_none()
     }
 
     fn exited(&self) -> BoxFuture<'static, ExitReport> {

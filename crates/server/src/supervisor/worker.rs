@@ -98,6 +98,10 @@ pub trait Worker: Send + Sync + 'static {
     /// Asks the worker to stop the request (it answers with `Done`).
     fn cancel(&self, request_id: u64) -> BoxFuture<'_, ()>;
 
+    /// Whether the worker is still there (its exit may not have been
+    /// reported to the supervisor yet).
+    fn is_alive(&self) -> bool;
+
     /// Resolves when the worker is gone, with how it went.
     fn exited(&self) -> BoxFuture<'static, ExitReport>;
 
