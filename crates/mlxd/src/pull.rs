@@ -86,8 +86,12 @@ pub fn run(args: PullArgs) -> anyhow::Result<()> {
     if org.is_empty() || name.is_empty() || name.contains('/') {
         bail!("{} is not a hub repository: expected org/name", args.repo);
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread: the hub client spawns a task per chunk of a file and
+    // records progress only up to the first chunk not yet written. On one
+    // thread the tasks start in order, so the first chunk is always the one
+    // in flight and a broken transfer keeps everything before it; on
+    // several, a later chunk could run (and fail) first and lose the rest.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the download runtime")?;
