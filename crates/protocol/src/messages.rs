@@ -10,7 +10,7 @@ use crate::codec::{Reader, Writer};
 use crate::error::ProtocolError;
 
 /// Version of this protocol, checked in both directions at the handshake.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 /// Most alternatives a token may report (OpenAI's `top_logprobs` limit).
 pub const MAX_TOP_LOGPROBS: usize = 20;
 /// Most `logit_bias` entries in one request.
@@ -308,9 +308,10 @@ pub struct Tokens {
 
 /// Why a request stopped.
 #[repr(u8)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum FinishReason {
     /// EOS or a stop token.
+    #[default]
     Stop = 0,
     /// `max_tokens` or the context length reached.
     Length = 1,
@@ -333,7 +334,7 @@ impl FinishReason {
 }
 
 /// A request finished.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Done {
     /// The request.
     pub request_id: u64,
@@ -347,6 +348,15 @@ pub struct Done {
     pub prefill_us: u64,
     /// Decode time, microseconds.
     pub decode_us: u64,
+    /// Prompt tokens whose keys and values came from the prompt cache.
+    pub cached_tokens: u32,
+    /// When the worker read the request off the ring (`CLOCK_MONOTONIC`
+    /// ns, one clock for both processes; 0: never).
+    pub received_ns: u64,
+    /// When its prefill began (0: never).
+    pub admitted_ns: u64,
+    /// When its first token was written to the ring (0: never).
+    pub first_token_ns: u64,
 }
 
 /// Error classes.
@@ -662,6 +672,10 @@ impl Event {
                 w.u32(d.completion_tokens);
                 w.u64(d.prefill_us);
                 w.u64(d.decode_us);
+                w.u32(d.cached_tokens);
+                w.u64(d.received_ns);
+                w.u64(d.admitted_ns);
+                w.u64(d.first_token_ns);
                 FrameMeta::new(Kind::Done, d.request_id)
             }
             Self::Error(e) => {
@@ -720,6 +734,10 @@ impl Event {
                 completion_tokens: r.u32()?,
                 prefill_us: r.u64()?,
                 decode_us: r.u64()?,
+                cached_tokens: r.u32()?,
+                received_ns: r.u64()?,
+                admitted_ns: r.u64()?,
+                first_token_ns: r.u64()?,
             }),
             Kind::Error => Self::Error(ErrorMsg {
                 request_id: meta.request_id,

@@ -88,9 +88,10 @@ fn event() -> impl Strategy<Value = Event> {
             any::<u32>(),
             any::<u32>(),
             any::<u64>(),
-            any::<u64>()
+            any::<u64>(),
+            (any::<u32>(), any::<u64>(), any::<u64>(), any::<u64>())
         )
-            .prop_map(|(id, fr, p, c, pre, dec)| Event::Done(Done {
+            .prop_map(|(id, fr, p, c, pre, dec, (cached, rx, adm, first))| Event::Done(Done {
                 request_id: id,
                 finish_reason: [
                     FinishReason::Stop,
@@ -102,6 +103,10 @@ fn event() -> impl Strategy<Value = Event> {
                 completion_tokens: c,
                 prefill_us: pre,
                 decode_us: dec,
+                cached_tokens: cached,
+                received_ns: rx,
+                admitted_ns: adm,
+                first_token_ns: first,
             })),
         (any::<u64>(), ".{0,60}").prop_map(|(id, m)| Event::Error(ErrorMsg {
             request_id: id,
@@ -302,6 +307,7 @@ fn out_of_range_fields_are_rejected() {
         completion_tokens: 1,
         prefill_us: 1,
         decode_us: 1,
+        ..Done::default()
     })
     .encode(&mut buf);
     meta.request_id = 0;
@@ -380,6 +386,7 @@ fn a_step_delivers_one_token_to_each_request_and_done_ends_a_stream() {
         completion_tokens: 2,
         prefill_us: 3,
         decode_us: 4,
+        ..Done::default()
     })
     .deliver(|id, _, last| got.push((id, last)));
     assert_eq!(got, vec![(2, true)]);

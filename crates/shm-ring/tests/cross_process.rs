@@ -191,6 +191,7 @@ fn fake_llm(w: &mut WorkerEndpoint, die_after: u64) {
                     completion_tokens: *produced,
                     prefill_us: 1,
                     decode_us: 1,
+                    ..protocol::Done::default()
                 };
                 send(w, Event::Done(done));
                 active.swap_remove(i);

@@ -396,6 +396,7 @@ fn finish(
         completion_tokens: outcome.stats.generated_tokens as u32,
         prefill_us: outcome.stats.prefill.as_micros() as u64,
         decode_us: outcome.stats.decode.as_micros() as u64,
+        ..Done::default()
     };
     send_event(endpoint, &Event::Done(done))?;
     Ok(())

@@ -129,7 +129,7 @@ impl Worker for FakeWorker {
                                 WorkerEvent::Token(TokenEntry { request_id, token_id: script[i as usize], logprob, top_logprobs: vec![] })
                             } else {
                                 let finish_reason = if length { FinishReason::Length } else { FinishReason::Stop };
-                                WorkerEvent::Done(Done { request_id, finish_reason, prompt_tokens, completion_tokens: count, prefill_us: 0, decode_us: 0 })
+                                WorkerEvent::Done(Done { request_id, finish_reason, prompt_tokens, completion_tokens: count, prefill_us: 0, decode_us: 0, ..Done::default() })
                             };
                             Some((Ok(event), i + 1))
                         }
