@@ -571,6 +571,22 @@ int mlxs_rope(
   })
 }
 
+int mlxs_rope_offsets(
+    const mlxs_array* x,
+    int dims,
+    bool traditional,
+    float base,
+    bool has_base,
+    float scale,
+    const mlxs_array* offsets,
+    const mlxs_array* freqs,
+    mlxs_array** out) {
+  MLXS_TRY({
+    std::optional<float> b = has_base ? std::optional<float>(base) : std::nullopt;
+    *out = wrap(mx::fast::rope(A(x), dims, traditional, b, scale, A(offsets), opt(freqs)));
+  })
+}
+
 int mlxs_sdpa(
     const mlxs_array* q,
     const mlxs_array* k,

@@ -174,6 +174,17 @@ int mlxs_rope(
     int offset,
     const mlxs_array* freqs,
     mlxs_array** out);
+/* Per-row offsets: `offsets` is an int32 array [B] for x [B, ..., L, D]. */
+int mlxs_rope_offsets(
+    const mlxs_array* x,
+    int dims,
+    bool traditional,
+    float base,
+    bool has_base,
+    float scale,
+    const mlxs_array* offsets,
+    const mlxs_array* freqs,
+    mlxs_array** out);
 /* mask_mode: "" (none or array mask) or "causal". */
 int mlxs_sdpa(
     const mlxs_array* q,

@@ -69,6 +69,23 @@ impl Rope {
             opt(self.freqs.as_ref()),
         ))
     }
+
+    /// Rotates each row `b` of `x` (`[B, ..., seq, head_dim]`) for
+    /// positions starting at its own `offsets[b]` (`offsets`: int32 `[B]`),
+    /// as for a batch of sequences of different lengths.
+    pub fn apply_rows(&self, x: &Array, offsets: &Array) -> Result<Array> {
+        let has_base = self.freqs.is_none();
+        call_array!(mlxs_rope_offsets(
+            x.as_ptr(),
+            self.dims,
+            self.traditional,
+            self.base,
+            has_base,
+            self.scale,
+            offsets.as_ptr(),
+            opt(self.freqs.as_ref()),
+        ))
+    }
 }
 
 /// The mask of an attention call.

@@ -177,6 +177,17 @@ unsafe extern "C" {
         freqs: Handle,
         out: Out,
     ) -> c_int;
+    pub(crate) fn mlxs_rope_offsets(
+        x: Handle,
+        dims: c_int,
+        traditional: bool,
+        base: f32,
+        has_base: bool,
+        scale: f32,
+        offsets: Handle,
+        freqs: Handle,
+        out: Out,
+    ) -> c_int;
     pub(crate) fn mlxs_sdpa(
         q: Handle,
         k: Handle,

@@ -110,6 +110,33 @@ fn rope_matches_the_rotation_in_both_layouts() {
 }
 
 #[test]
+fn rope_with_per_row_offsets_rotates_each_row_as_alone() {
+    let (heads, seq, hd) = (2, 3, 16);
+    let (x, _) = random_array(&[3, heads, seq, hd], 16);
+    let rope = Rope {
+        dims: hd,
+        traditional: false,
+        base: 10000.0,
+        scale: 1.0,
+        freqs: None,
+    };
+    let offsets = [0, 7, 300];
+    let got = rope
+        .apply_rows(&x, &Array::from_slice(&offsets, &[3]).unwrap())
+        .unwrap();
+    for (b, &offset) in offsets.iter().enumerate() {
+        let b = b as i32;
+        let row = x.slice_axis(0, b, b + 1).unwrap();
+        let want: Vec<f64> = f32s(&rope.apply(&row, offset).unwrap())
+            .into_iter()
+            .map(f64::from)
+            .collect();
+        let got = f32s(&got.slice_axis(0, b, b + 1).unwrap());
+        assert!(rel_error(&got, &want) < 1e-6, "row {b}");
+    }
+}
+
+#[test]
 fn rope_with_explicit_periods_rotates_by_position_over_period() {
     let (seq, hd) = (5usize, 8usize);
     let (x, xv) = random_array(&[1, 1, seq as i32, hd as i32], 17);
