@@ -5,8 +5,10 @@
 //! detokenization and stop sequences. Model side (MLX, worker only): model
 //! families and strict weight loading from MLX checkpoints and GGUF files
 //! (`model`, `loader`), the KV cache, sampling (`sampler`), the decode loop
-//! (`generate`) and GGUF → MLX conversion (`convert`).
+//! of one sequence (`generate`), continuous batching of many (`batch`) with
+//! a prompt cache (`prefix_cache`), and GGUF → MLX conversion (`convert`).
 
+pub mod batch;
 pub mod chat;
 pub mod convert;
 pub mod detokenizer;
@@ -15,6 +17,7 @@ pub mod generate;
 pub mod gguf;
 pub mod loader;
 pub mod model;
+pub mod prefix_cache;
 pub mod sampler;
 pub mod stop;
 pub mod tokenizer;

@@ -23,9 +23,32 @@ impl KvCache {
         KvCache::default()
     }
 
+    /// A cache holding `keys`/`values` (`[1, H, L, D]`) as its first `L`
+    /// positions (a prompt-cache hit). The arrays are shared, never written:
+    /// the first append copies them.
+    pub fn from_prefix(keys: Array, values: Array) -> Result<KvCache> {
+        let offset = keys.dim(2)?;
+        Ok(KvCache {
+            keys: Some(keys),
+            values: Some(values),
+            offset,
+        })
+    }
+
     /// Positions filled.
     pub fn offset(&self) -> i32 {
         self.offset
+    }
+
+    /// The filled prefix of the keys and values, if any was written.
+    pub fn filled(&self) -> Result<Option<(Array, Array)>> {
+        match (&self.keys, &self.values) {
+            (Some(k), Some(v)) if self.offset > 0 => Ok(Some((
+                k.slice_axis(2, 0, self.offset)?,
+                v.slice_axis(2, 0, self.offset)?,
+            ))),
+            _ => Ok(None),
+        }
     }
 
     /// Appends `keys`/`values` (`[B, H, L, D]`) and returns everything

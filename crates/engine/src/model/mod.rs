@@ -2,6 +2,7 @@
 //! safetensors (dense or MLX-quantized), the families by `model_type`, and
 //! the per-layer KV cache.
 
+pub mod batch_cache;
 pub mod cache;
 pub mod config;
 pub mod gguf;
@@ -18,8 +19,10 @@ use std::path::Path;
 
 use mlx::{Array, Dtype};
 
+pub use batch_cache::BatchKvCache;
 pub use cache::KvCache;
 pub use config::ModelConfig;
+pub use transformer::Positions;
 use transformer::{Family, Transformer};
 pub use weights::Weights;
 
@@ -81,6 +84,18 @@ impl Model {
     /// Logits `[B, L, vocab]` for token ids `[B, L]`, appending to `caches`.
     pub fn forward(&self, tokens: &Array, caches: &mut [KvCache]) -> Result<Array> {
         self.transformer.forward(tokens, caches)
+    }
+
+    /// Logits `[B, 1, vocab]` for one new token per row (`[B, 1]`) of a
+    /// batch at positions `at`, appending to the batch's `caches`.
+    pub fn forward_rows(
+        &self,
+        tokens: &Array,
+        caches: &mut [BatchKvCache],
+        at: Positions,
+    ) -> Result<Array> {
+        let hidden = self.transformer.hidden_at(tokens, caches, at)?;
+        self.transformer.logits(&hidden)
     }
 
     /// Runs the layers for `tokens` to fill `caches`, without the output

@@ -9,6 +9,7 @@
 use mlx::fast::{AttentionMask, Rope, scaled_dot_product_attention};
 use mlx::{Array, Dtype};
 
+use super::batch_cache::BatchKvCache;
 use super::cache::KvCache;
 use super::config::ModelConfig;
 use super::nn::{Linear, Matrix, Mlp, RmsNorm, rope_from_config};
@@ -26,6 +27,38 @@ pub struct Family {
     pub mlp_bias: bool,
     /// RMSNorm of each head of q and k before RoPE (Qwen3).
     pub qk_norm: bool,
+}
+
+/// Where a layer's cache appends new positions.
+pub trait LayerCache {
+    /// Appends keys/values `[B, H, L, D]`; returns all cached, them included.
+    fn update_and_fetch(&mut self, keys: &Array, values: &Array) -> Result<(Array, Array)>;
+}
+
+impl LayerCache for KvCache {
+    fn update_and_fetch(&mut self, keys: &Array, values: &Array) -> Result<(Array, Array)> {
+        KvCache::update_and_fetch(self, keys, values)
+    }
+}
+
+impl LayerCache for BatchKvCache {
+    fn update_and_fetch(&mut self, keys: &Array, values: &Array) -> Result<(Array, Array)> {
+        BatchKvCache::update_and_fetch(self, keys, values)
+    }
+}
+
+/// The positions of the new tokens.
+#[derive(Debug, Clone, Copy)]
+pub enum Positions<'a> {
+    /// One sequence, continuing at `offset` (its cache's length).
+    Sequence { offset: i32 },
+    /// A batch of one new token per row: row `b` is at position
+    /// `offsets[b]` (int32 `[B]`) and attends to the cached columns where
+    /// `mask` (bool `[B, 1, 1, columns]`) is true; no mask: all of them.
+    Rows {
+        offsets: &'a Array,
+        mask: Option<&'a Array>,
+    },
 }
 
 struct Attention {
@@ -76,7 +109,7 @@ impl Attention {
         Ok(x.transpose(&[0, 2, 1, 3])?)
     }
 
-    fn forward(&self, x: &Array, cache: &mut KvCache) -> Result<Array> {
+    fn forward(&self, x: &Array, cache: &mut impl LayerCache, at: Positions) -> Result<Array> {
         let shape = x.shape();
         let (b, l) = (shape[0], shape[1]);
         let q = Self::heads(
@@ -94,17 +127,36 @@ impl Attention {
             self.k_norm.as_ref(),
         )?;
         let v = Self::heads(&self.v_proj.forward(x)?, b, l, self.n_kv_heads, None)?;
-        let offset = cache.offset();
-        let q = self.rope.apply(&q, offset)?;
-        let k = self.rope.apply(&k, offset)?;
-        let (k, v) = cache.update_and_fetch(&k, &v)?;
-        // One new position attends to everything cached; several attend
-        // causally, aligned to the end of the cache.
-        let mask = if l > 1 {
-            AttentionMask::Causal
-        } else {
-            AttentionMask::None
+        let (q, k, mask) = match at {
+            Positions::Sequence { offset } => {
+                // One new position attends to everything cached; several
+                // attend causally, aligned to the end of the cache.
+                let mask = if l > 1 {
+                    AttentionMask::Causal
+                } else {
+                    AttentionMask::None
+                };
+                (
+                    self.rope.apply(&q, offset)?,
+                    self.rope.apply(&k, offset)?,
+                    mask,
+                )
+            }
+            Positions::Rows { offsets, mask } => {
+                if l != 1 {
+                    return Err(EngineError::InvalidRequest(format!(
+                        "a batch step takes one token per row, got {l}"
+                    )));
+                }
+                let mask = mask.map_or(AttentionMask::None, AttentionMask::Array);
+                (
+                    self.rope.apply_rows(&q, offsets)?,
+                    self.rope.apply_rows(&k, offsets)?,
+                    mask,
+                )
+            }
         };
+        let (k, v) = cache.update_and_fetch(&k, &v)?;
         let out = scaled_dot_product_attention(&q, &k, &v, self.scale, mask)?;
         let out = out.transpose(&[0, 2, 1, 3])?.reshape(&[b, l, -1])?;
         self.o_proj.forward(&out)
@@ -130,11 +182,11 @@ impl Block {
         })
     }
 
-    fn forward(&self, x: &Array, cache: &mut KvCache) -> Result<Array> {
+    fn forward(&self, x: &Array, cache: &mut impl LayerCache, at: Positions) -> Result<Array> {
         let h = x.add(
             &self
                 .self_attn
-                .forward(&self.input_layernorm.forward(x)?, cache)?,
+                .forward(&self.input_layernorm.forward(x)?, cache, at)?,
         )?;
         let r = self
             .mlp
@@ -187,6 +239,18 @@ impl Transformer {
     /// The hidden states after the final norm, `[B, L, hidden]`, for token
     /// ids `[B, L]`, appending the new positions to `caches` (one per layer).
     pub fn hidden(&self, tokens: &Array, caches: &mut [KvCache]) -> Result<Array> {
+        let offset = caches.first().map_or(0, KvCache::offset);
+        self.hidden_at(tokens, caches, Positions::Sequence { offset })
+    }
+
+    /// The hidden states after the final norm for token ids `[B, L]` at
+    /// positions `at`, appending to `caches` (one per layer).
+    pub fn hidden_at<C: LayerCache>(
+        &self,
+        tokens: &Array,
+        caches: &mut [C],
+        at: Positions,
+    ) -> Result<Array> {
         if caches.len() != self.layers.len() {
             return Err(EngineError::InvalidRequest(format!(
                 "{} caches for {} layers",
@@ -196,7 +260,7 @@ impl Transformer {
         }
         let mut h = self.embed_tokens.rows(tokens)?;
         for (layer, cache) in self.layers.iter().zip(caches.iter_mut()) {
-            h = layer.forward(&h, cache)?;
+            h = layer.forward(&h, cache, at)?;
         }
         self.norm.forward(&h)
     }

@@ -1,0 +1,638 @@
+//! Continuous batching: many sequences decoded together, one token each per
+//! step, joining and leaving between steps.
+//!
+//! Each [`Scheduler::step`] does, in order:
+//! 1. **Build** the next decode step for every running sequence as one
+//!    batch (`[rows, 1]` tokens through the model, each row rotated to its
+//!    own position and masked to its own columns, see [`BatchKvCache`]),
+//!    sample each row with its own sampler, and schedule it with
+//!    `async_eval`. A row's input is its previous, still lazy, token.
+//! 2. **Read** the tokens of the step built last time (the device computes
+//!    the new step meanwhile, as in [`crate::generate`]), and end the rows
+//!    that hit a stop token, their `max_tokens`, or a cancellation.
+//! 3. **Remove** ended rows from the batch at once (their token of the step
+//!    in flight is dropped) and keep their KV in the [`PrefixCache`].
+//! 4. **Prefill** waiting sequences, first come first served, up to a token
+//!    budget per step, each into a cache of its own; a sequence whose
+//!    prompt is in (all but its last token) joins the batch, and its last
+//!    prompt token is its input to the next step. A long prompt is thus
+//!    cut into chunks between decode steps instead of stalling them.
+//!
+//! Admission is FIFO: the oldest waiting sequence is admitted first, and no
+//! later one overtakes it, so a waiting sequence waits at most for the
+//! sequences ahead of it to make room (each bounded by its `max_tokens`).
+//! It is admitted when the batch has a free row and the KV memory of the
+//! batch with it stays within the budget (an empty batch admits anything
+//! the context length allows).
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use mlx::{Array, Dtype};
+
+use crate::error::{EngineError, Result};
+use crate::model::{BatchKvCache, KvCache, Model, Positions};
+use crate::prefix_cache::PrefixCache;
+use crate::sampler::{Sampled, SampledToken, Sampler};
+
+/// Limits of a [`Scheduler`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchConfig {
+    /// Sequences decoded together at most.
+    pub max_batch: usize,
+    /// Bytes the batch's KV cache may take.
+    pub kv_budget: usize,
+    /// Prompt tokens prefilled per step while other sequences decode.
+    pub prefill_chunk: usize,
+    /// Prompt tokens prefilled per step when nothing decodes.
+    pub prefill_step: usize,
+    /// Bytes of KV the prompt cache keeps (0: no prompt cache).
+    pub prefix_cache: usize,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        BatchConfig {
+            max_batch: 32,
+            kv_budget: 4 << 30,
+            prefill_chunk: 512,
+            prefill_step: 2048,
+            prefix_cache: 1 << 30,
+        }
+    }
+}
+
+/// A sequence to generate.
+pub struct SeqRequest {
+    pub id: u64,
+    pub prompt: Vec<u32>,
+    pub sampler: Sampler,
+    /// Tokens to generate at most (at least 1).
+    pub max_tokens: usize,
+    /// Token ids that end the sequence (after being emitted).
+    pub stop_ids: Vec<u32>,
+}
+
+/// Why a sequence ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SeqEnd {
+    /// A stop token.
+    Stop,
+    /// `max_tokens`.
+    Length,
+    Cancelled,
+    Failed(String),
+}
+
+/// The account of a sequence that ended.
+#[derive(Debug, Clone)]
+pub struct SeqReport {
+    pub id: u64,
+    pub end: SeqEnd,
+    pub prompt_tokens: usize,
+    /// Prompt tokens taken from the prompt cache.
+    pub cached_tokens: usize,
+    pub generated: usize,
+    /// When its prefill began (never, if it ended waiting).
+    pub admitted_at: Option<Instant>,
+    pub first_token_at: Option<Instant>,
+    pub last_token_at: Option<Instant>,
+}
+
+/// What a step produced.
+#[derive(Debug, Clone)]
+pub enum SeqEvent {
+    Token { id: u64, token: SampledToken },
+    Done(SeqReport),
+}
+
+/// The batch's KV: one [`BatchKvCache`] per layer and each row's padding.
+struct BatchCache {
+    layers: Vec<BatchKvCache>,
+    left_pad: Vec<i32>,
+    idx: i32,
+}
+
+impl BatchCache {
+    fn new(layers: usize) -> BatchCache {
+        BatchCache {
+            layers: (0..layers).map(|_| BatchKvCache::new()).collect(),
+            left_pad: Vec::new(),
+            idx: 0,
+        }
+    }
+
+    /// Appends a row holding `seq` (one cache per layer).
+    fn push(&mut self, seq: &[KvCache]) -> Result<()> {
+        let len = seq.first().map_or(0, KvCache::offset);
+        if len > self.idx {
+            let shift = len - self.idx;
+            self.left_pad.iter_mut().for_each(|p| *p += shift);
+            self.idx = len;
+        }
+        for (layer, s) in self.layers.iter_mut().zip(seq) {
+            layer.push(s)?;
+        }
+        self.left_pad.push(self.idx - len);
+        Ok(())
+    }
+
+    /// Keeps the rows at `keep` (in order), dropping padding columns no
+    /// kept row needs.
+    fn retain(&mut self, keep: &[usize]) -> Result<()> {
+        let left_pad: Vec<i32> = keep.iter().map(|&i| self.left_pad[i]).collect();
+        let trim = left_pad.iter().copied().min().unwrap_or(self.idx);
+        let rows: Vec<i32> = keep.iter().map(|&i| i as i32).collect();
+        let indices = Array::from_slice(&rows, &[rows.len() as i32])?;
+        for layer in &mut self.layers {
+            layer.retain(&indices, trim)?;
+        }
+        self.left_pad = left_pad.iter().map(|p| p - trim).collect();
+        self.idx = if keep.is_empty() { 0 } else { self.idx - trim };
+        Ok(())
+    }
+
+    /// Positions cached for row `row`.
+    fn row_len(&self, row: usize) -> i32 {
+        self.idx - self.left_pad[row]
+    }
+
+    /// Row `row`'s KV, per layer, copied out of the batch.
+    fn copy_row(&self, row: usize) -> Result<Option<Vec<(Array, Array)>>> {
+        let mut out = Vec::with_capacity(self.layers.len());
+        for layer in &self.layers {
+            match layer.copy_row(row as i32, self.left_pad[row])? {
+                Some(kv) => out.push(kv),
+                None => return Ok(None),
+            }
+        }
+        Ok(Some(out))
+    }
+
+    /// Logits `[rows, vocab]` for one token per row (`tokens`: `[rows]`).
+    fn step(&mut self, model: &Model, tokens: &Array) -> Result<Array> {
+        let rows = self.left_pad.len() as i32;
+        let offsets: Vec<i32> = self.left_pad.iter().map(|p| self.idx - p).collect();
+        let offsets = Array::from_slice(&offsets, &[rows])?;
+        // Row b attends to columns left_pad[b] ..= idx (the new one).
+        let mask = if self.left_pad.iter().any(|&p| p > 0) {
+            let columns = mlx::arange(0.0, f64::from(self.idx + 1), 1.0, Dtype::I32)?
+                .reshape(&[1, 1, 1, -1])?;
+            let pad = Array::from_slice(&self.left_pad, &[rows, 1, 1, 1])?;
+            Some(columns.greater_equal(&pad)?)
+        } else {
+            None
+        };
+        let at = Positions::Rows {
+            offsets: &offsets,
+            mask: mask.as_ref(),
+        };
+        let logits = model.forward_rows(&tokens.reshape(&[rows, 1])?, &mut self.layers, at)?;
+        self.idx += 1;
+        Ok(logits.squeeze(1)?)
+    }
+
+    fn nbytes(&self) -> usize {
+        self.layers.iter().map(BatchKvCache::nbytes).sum()
+    }
+}
+
+/// A sequence whose prompt is being prefilled.
+struct Prefill {
+    req: SeqRequest,
+    caches: Vec<KvCache>,
+    /// Prompt tokens in `caches`.
+    done: usize,
+    cached: usize,
+    admitted_at: Instant,
+}
+
+/// A sequence in the batch (row `i` of the cache is `rows[i]`).
+struct Row {
+    req: SeqRequest,
+    /// Prompt and generated tokens so far.
+    ids: Vec<u32>,
+    /// `[1]` u32: the token the next step feeds (lazy).
+    input: Array,
+    /// Whether `input` is a generated token (the sampler must accept it).
+    input_generated: bool,
+    generated: usize,
+    cached: usize,
+    admitted_at: Instant,
+    first_token_at: Option<Instant>,
+    last_token_at: Option<Instant>,
+    ended: Option<SeqEnd>,
+}
+
+/// A step scheduled and not yet read.
+struct InFlight {
+    ids: Vec<u64>,
+    /// `[rows]` u32.
+    tokens: Array,
+    sampled: Vec<Sampled>,
+}
+
+/// Runs many sequences on one model by continuous batching.
+pub struct Scheduler<'m> {
+    model: &'m Model,
+    config: BatchConfig,
+    waiting: VecDeque<SeqRequest>,
+    prefilling: Option<Prefill>,
+    rows: Vec<Row>,
+    cache: BatchCache,
+    in_flight: Option<InFlight>,
+    prefix: PrefixCache,
+    /// Sequences that ended outside the batch, reported at the next step.
+    cancelled: Vec<SeqReport>,
+    steps: u64,
+}
+
+impl<'m> Scheduler<'m> {
+    pub fn new(model: &'m Model, config: BatchConfig) -> Scheduler<'m> {
+        Scheduler {
+            model,
+            config,
+            waiting: VecDeque::new(),
+            prefilling: None,
+            rows: Vec::new(),
+            cache: BatchCache::new(model.new_cache().len()),
+            in_flight: None,
+            prefix: PrefixCache::new(config.prefix_cache),
+            cancelled: Vec::new(),
+            steps: 0,
+        }
+    }
+
+    /// Queues a sequence (FIFO).
+    pub fn submit(&mut self, req: SeqRequest) -> Result<()> {
+        if req.prompt.is_empty() {
+            return Err(EngineError::InvalidRequest("the prompt is empty".into()));
+        }
+        if req.max_tokens == 0 {
+            return Err(EngineError::InvalidRequest(
+                "max_tokens must be positive".into(),
+            ));
+        }
+        self.waiting.push_back(req);
+        Ok(())
+    }
+
+    /// Ends sequence `id` at the next step (its `Done` says `Cancelled`);
+    /// false if it is not here.
+    pub fn cancel(&mut self, id: u64) -> bool {
+        if let Some(row) = self.rows.iter_mut().find(|r| r.req.id == id) {
+            if row.ended.is_none() {
+                row.ended = Some(SeqEnd::Cancelled);
+            }
+            return true;
+        }
+        if self.prefilling.as_ref().is_some_and(|p| p.req.id == id) {
+            let p = self.prefilling.take().expect("checked above");
+            self.cancelled.push(unstarted(
+                &p.req,
+                SeqEnd::Cancelled,
+                p.cached,
+                Some(p.admitted_at),
+            ));
+            return true;
+        }
+        if let Some(pos) = self.waiting.iter().position(|r| r.id == id) {
+            let req = self.waiting.remove(pos).expect("position is in range");
+            self.cancelled
+                .push(unstarted(&req, SeqEnd::Cancelled, 0, None));
+            return true;
+        }
+        false
+    }
+
+    /// One scheduling step (see the module's description); the tokens
+    /// read and the sequences that ended.
+    pub fn step(&mut self) -> Result<Vec<SeqEvent>> {
+        let mut events: Vec<SeqEvent> = self.cancelled.drain(..).map(SeqEvent::Done).collect();
+        let next = self.build()?;
+        if let Some(flight) = self.in_flight.take() {
+            self.read(flight, &mut events)?;
+        }
+        self.in_flight = next;
+        self.remove_ended(&mut events)?;
+        self.prefill()?;
+        self.steps += 1;
+        if self.steps % 256 == 0 || !self.is_busy() {
+            mlx::memory::clear_cache();
+        }
+        Ok(events)
+    }
+
+    /// Ends every admitted sequence with `why` after an engine failure and
+    /// empties the batch; waiting sequences stay queued.
+    pub fn fail_active(&mut self, why: &str) -> Vec<SeqReport> {
+        let mut out: Vec<SeqReport> = self.cancelled.drain(..).collect();
+        let failed = SeqEnd::Failed(why.to_owned());
+        if let Some(p) = self.prefilling.take() {
+            out.push(unstarted(
+                &p.req,
+                failed.clone(),
+                p.cached,
+                Some(p.admitted_at),
+            ));
+        }
+        for row in self.rows.drain(..) {
+            out.push(row.report(failed.clone()));
+        }
+        self.in_flight = None;
+        self.cache = BatchCache::new(self.cache.layers.len());
+        self.prefix.clear();
+        mlx::memory::clear_cache();
+        out
+    }
+
+    /// Ends every sequence, waiting ones included, with `why`.
+    pub fn fail_all(&mut self, why: &str) -> Vec<SeqReport> {
+        let mut out = self.fail_active(why);
+        let failed = SeqEnd::Failed(why.to_owned());
+        out.extend(
+            self.waiting
+                .drain(..)
+                .map(|r| unstarted(&r, failed.clone(), 0, None)),
+        );
+        out
+    }
+
+    /// Schedules the next decode step of every row.
+    fn build(&mut self) -> Result<Option<InFlight>> {
+        if self.rows.is_empty() {
+            return Ok(None);
+        }
+        for row in &mut self.rows {
+            if row.input_generated {
+                row.req.sampler.accept(&row.input)?;
+            }
+        }
+        let inputs: Vec<&Array> = self.rows.iter().map(|r| &r.input).collect();
+        let tokens = mlx::concatenate(&inputs, 0)?;
+        let logits = self.cache.step(self.model, &tokens)?;
+        let mut sampled = Vec::with_capacity(self.rows.len());
+        for (i, row) in self.rows.iter_mut().enumerate() {
+            let i = i as i32;
+            let s = row.req.sampler.sample(&logits.slice_axis(0, i, i + 1)?)?;
+            row.input = s.token.reshape(&[1])?;
+            row.input_generated = true;
+            sampled.push(s);
+        }
+        let tokens: Vec<&Array> = sampled.iter().map(|s| &s.token).collect();
+        let tokens = mlx::concatenate(&tokens, 0)?;
+        let mut eval = vec![&tokens];
+        for s in &sampled {
+            eval.extend(s.arrays().into_iter().skip(1));
+        }
+        mlx::async_eval(&eval)?;
+        Ok(Some(InFlight {
+            ids: self.rows.iter().map(|r| r.req.id).collect(),
+            tokens,
+            sampled,
+        }))
+    }
+
+    /// Reads a step's tokens and ends the rows they finish.
+    fn read(&mut self, flight: InFlight, events: &mut Vec<SeqEvent>) -> Result<()> {
+        let tokens = flight.tokens.to_vec::<u32>()?;
+        let now = Instant::now();
+        for ((id, &token), sampled) in flight.ids.iter().zip(&tokens).zip(&flight.sampled) {
+            let Some(row) = self.rows.iter_mut().find(|r| r.req.id == *id) else {
+                continue;
+            };
+            if row.ended.is_some() {
+                continue;
+            }
+            let token = if sampled.token_logprob.is_some() {
+                sampled.read()?
+            } else {
+                SampledToken {
+                    token,
+                    logprobs: None,
+                }
+            };
+            row.generated += 1;
+            row.ids.push(token.token);
+            row.first_token_at.get_or_insert(now);
+            row.last_token_at = Some(now);
+            if row.req.stop_ids.contains(&token.token) {
+                row.ended = Some(SeqEnd::Stop);
+            } else if row.generated >= row.req.max_tokens {
+                row.ended = Some(SeqEnd::Length);
+            }
+            events.push(SeqEvent::Token { id: *id, token });
+        }
+        Ok(())
+    }
+
+    /// Takes ended rows out of the batch, keeping their KV for reuse.
+    fn remove_ended(&mut self, events: &mut Vec<SeqEvent>) -> Result<()> {
+        if self.rows.iter().all(|r| r.ended.is_none()) {
+            return Ok(());
+        }
+        let mut keep = Vec::with_capacity(self.rows.len());
+        let mut saved = Vec::new();
+        for (i, row) in self.rows.iter().enumerate() {
+            let Some(end) = &row.ended else {
+                keep.push(i);
+                continue;
+            };
+            if !matches!(end, SeqEnd::Failed(_)) && self.config.prefix_cache > 0 {
+                let len = (self.cache.row_len(i).max(0) as usize).min(row.ids.len());
+                if let Some(layers) = self.cache.copy_row(i)? {
+                    // The copy covers `row_len` positions; keep as many ids.
+                    let layers = if len < self.cache.row_len(i) as usize {
+                        layers
+                            .into_iter()
+                            .map(|(k, v)| -> Result<(Array, Array)> {
+                                let l = len as i32;
+                                Ok((k.slice_axis(2, 0, l)?, v.slice_axis(2, 0, l)?))
+                            })
+                            .collect::<Result<Vec<_>>>()?
+                    } else {
+                        layers
+                    };
+                    saved.push((row.ids[..len].to_vec(), layers));
+                }
+            }
+        }
+        let arrays: Vec<&Array> = saved
+            .iter()
+            .flat_map(|(_, layers)| layers.iter().flat_map(|(k, v)| [k, v]))
+            .collect();
+        if !arrays.is_empty() {
+            mlx::async_eval(&arrays)?;
+        }
+        for (ids, layers) in saved {
+            self.prefix.insert(ids, layers);
+        }
+        self.cache.retain(&keep)?;
+        let rows = std::mem::take(&mut self.rows);
+        for row in rows {
+            match row.ended.clone() {
+                Some(end) => events.push(SeqEvent::Done(row.report(end))),
+                None => self.rows.push(row),
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `req` fits next to the running rows.
+    fn fits(&self, req: &SeqRequest) -> bool {
+        if self.rows.is_empty() {
+            return true;
+        }
+        if self.rows.len() + 1 > self.config.max_batch {
+            return false;
+        }
+        let remaining = |r: &Row| r.req.max_tokens.saturating_sub(r.generated);
+        let longest_left = self
+            .rows
+            .iter()
+            .map(remaining)
+            .chain([req.max_tokens])
+            .max()
+            .unwrap_or(0);
+        let width = (self.cache.idx as usize).max(req.prompt.len()) + longest_left;
+        let need = (self.rows.len() + 1) * width * self.model.kv_bytes_per_position();
+        need <= self.config.kv_budget
+    }
+
+    /// Prefills waiting sequences in FIFO order, up to the step's budget.
+    fn prefill(&mut self) -> Result<()> {
+        let mut budget = if self.rows.is_empty() {
+            self.config.prefill_step
+        } else {
+            self.config.prefill_chunk
+        }
+        .max(1);
+        loop {
+            if self.prefilling.is_none() {
+                let Some(head) = self.waiting.front() else {
+                    return Ok(());
+                };
+                if !self.fits(head) {
+                    return Ok(());
+                }
+                let req = self.waiting.pop_front().expect("checked above");
+                self.prefilling = Some(self.admit(req)?);
+            }
+            let p = self.prefilling.as_mut().expect("set above");
+            let head = &p.req.prompt[..p.req.prompt.len() - 1];
+            let take = (head.len() - p.done).min(budget);
+            if take > 0 {
+                let chunk = &head[p.done..p.done + take];
+                let ids = Array::from_slice(chunk, &[1, chunk.len() as i32])?;
+                self.model.fill_cache(&ids, &mut p.caches)?;
+                let state: Vec<&Array> = p.caches.iter().flat_map(KvCache::state).collect();
+                mlx::eval(&state)?;
+                p.done += take;
+                budget -= take;
+            }
+            if p.done < head.len() {
+                return Ok(());
+            }
+            let p = self.prefilling.take().expect("set above");
+            self.join(p)?;
+            if budget == 0 {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Starts a sequence: its caches, from the prompt cache when it holds a
+    /// prefix of the prompt.
+    fn admit(&mut self, req: SeqRequest) -> Result<Prefill> {
+        let head = &req.prompt[..req.prompt.len() - 1];
+        let admitted_at = Instant::now();
+        let (caches, cached) = match self.prefix.lookup(head)? {
+            Some(hit) => (hit.caches, hit.tokens),
+            None => (self.model.new_cache(), 0),
+        };
+        Ok(Prefill {
+            req,
+            caches,
+            done: cached,
+            cached,
+            admitted_at,
+        })
+    }
+
+    /// Moves a prefilled sequence into the batch.
+    fn join(&mut self, p: Prefill) -> Result<()> {
+        self.cache.push(&p.caches)?;
+        let last = *p.req.prompt.last().expect("prompts are not empty");
+        self.rows.push(Row {
+            ids: p.req.prompt.clone(),
+            input: Array::from_slice(&[last], &[1])?,
+            input_generated: false,
+            generated: 0,
+            cached: p.cached,
+            admitted_at: p.admitted_at,
+            first_token_at: None,
+            last_token_at: None,
+            ended: None,
+            req: p.req,
+        });
+        Ok(())
+    }
+
+    /// Sequences waiting for admission.
+    pub fn waiting(&self) -> usize {
+        self.waiting.len()
+    }
+
+    /// Sequences admitted (prefilling or decoding).
+    pub fn active(&self) -> usize {
+        self.rows.len() + usize::from(self.prefilling.is_some())
+    }
+
+    /// Whether a step has anything to do.
+    pub fn is_busy(&self) -> bool {
+        !self.waiting.is_empty()
+            || self.prefilling.is_some()
+            || !self.rows.is_empty()
+            || self.in_flight.is_some()
+            || !self.cancelled.is_empty()
+    }
+
+    /// Bytes of the batch's KV and of the prompt cache.
+    pub fn kv_bytes(&self) -> (usize, usize) {
+        (self.cache.nbytes(), self.prefix.bytes())
+    }
+}
+
+impl Row {
+    fn report(&self, end: SeqEnd) -> SeqReport {
+        SeqReport {
+            id: self.req.id,
+            end,
+            prompt_tokens: self.req.prompt.len(),
+            cached_tokens: self.cached,
+            generated: self.generated,
+            admitted_at: Some(self.admitted_at),
+            first_token_at: self.first_token_at,
+            last_token_at: self.last_token_at,
+        }
+    }
+}
+
+/// The report of a sequence that ended before generating.
+fn unstarted(
+    req: &SeqRequest,
+    end: SeqEnd,
+    cached: usize,
+    admitted_at: Option<Instant>,
+) -> SeqReport {
+    SeqReport {
+        id: req.id,
+        end,
+        prompt_tokens: req.prompt.len(),
+        cached_tokens: cached,
+        generated: 0,
+        admitted_at,
+        first_token_at: None,
+        last_token_at: None,
+    }
+}

@@ -1,0 +1,210 @@
+//! The key/value cache of one attention layer for a batch of sequences of
+//! different lengths, laid out as mlx-lm's `BatchKVCache` lays it out: one
+//! buffer `[rows, kv_heads, capacity, head_dim]` in which every row ends at
+//! the same write column. A shorter row is padded on the left; the caller
+//! keeps each row's padding and masks it out of attention (so a row attends
+//! to exactly the positions it would attend to alone), and rotates each
+//! row's queries and keys by its own position (`column - padding`).
+//!
+//! One decode step then appends one column for every row with a single
+//! `slice_update`, whatever the rows' lengths. A sequence joins by being
+//! copied in right-aligned (shifting the others right when it is longer
+//! than all of them), and leaves by a gather of the remaining rows, which
+//! also drops the padding columns no row needs any more.
+
+use mlx::{Array, Dtype};
+
+use super::cache::{CACHE_STEP, KvCache};
+use crate::error::{EngineError, Result};
+
+/// Keys and values of one layer for a batch of rows.
+#[derive(Debug, Default, Clone)]
+pub struct BatchKvCache {
+    keys: Option<Array>,
+    values: Option<Array>,
+    rows: i32,
+    /// The write column: every row's last cached position is `idx - 1`.
+    idx: i32,
+}
+
+/// `n` rounded up to whole growth steps, at least one step.
+fn whole_steps(n: i32) -> i32 {
+    (n.max(1) + CACHE_STEP - 1) / CACHE_STEP * CACHE_STEP
+}
+
+/// Zeros `[rows, shape[1], len, shape[3]]` like `like`.
+fn zeros_like_rows(like: &Array, rows: i32, len: i32) -> Result<Array> {
+    let shape = like.shape();
+    Ok(mlx::zeros(&[rows, shape[1], len, shape[3]], like.dtype())?)
+}
+
+impl BatchKvCache {
+    /// An empty cache (no rows).
+    pub fn new() -> BatchKvCache {
+        BatchKvCache::default()
+    }
+
+    /// Rows in the batch.
+    pub fn rows(&self) -> i32 {
+        self.rows
+    }
+
+    /// The write column (the length of the longest row).
+    pub fn idx(&self) -> i32 {
+        self.idx
+    }
+
+    /// Shifts every row right by `d` columns (zeros on the left).
+    fn pad_left(&mut self, d: i32) -> Result<()> {
+        if d <= 0 {
+            return Ok(());
+        }
+        if let (Some(k), Some(v)) = (self.keys.take(), self.values.take()) {
+            let k = k.slice_axis(2, 0, self.idx)?;
+            let v = v.slice_axis(2, 0, self.idx)?;
+            self.keys = Some(mlx::concatenate(
+                &[&zeros_like_rows(&k, self.rows, d)?, &k],
+                2,
+            )?);
+            self.values = Some(mlx::concatenate(
+                &[&zeros_like_rows(&v, self.rows, d)?, &v],
+                2,
+            )?);
+        }
+        self.idx += d;
+        Ok(())
+    }
+
+    /// Adds a row holding `seq`'s positions, right-aligned at the write
+    /// column (after shifting the other rows right if `seq` is longer).
+    /// Returns the new row's left padding.
+    pub fn push(&mut self, seq: &KvCache) -> Result<i32> {
+        let filled = seq.filled()?;
+        let len = seq.offset();
+        self.pad_left(len - self.idx)?;
+        let pad = self.idx - len;
+        let Some((k, v)) = filled else {
+            // Nothing cached: the row is all padding until its first write.
+            if let (Some(keys), Some(values)) = (self.keys.take(), self.values.take()) {
+                let cap = keys.dim(2)?;
+                self.keys = Some(mlx::concatenate(
+                    &[&keys, &zeros_like_rows(&keys, 1, cap)?],
+                    0,
+                )?);
+                self.values = Some(mlx::concatenate(
+                    &[&values, &zeros_like_rows(&values, 1, cap)?],
+                    0,
+                )?);
+            }
+            self.rows += 1;
+            return Ok(pad);
+        };
+        let (keys, values) = match (self.keys.take(), self.values.take()) {
+            (Some(keys), Some(values)) => (keys, values),
+            // No buffers yet (the rows so far are empty): allocate them.
+            _ => {
+                let cap = whole_steps(self.idx + 1);
+                (
+                    zeros_like_rows(&k, self.rows, cap)?,
+                    zeros_like_rows(&v, self.rows, cap)?,
+                )
+            }
+        };
+        let cap = keys.dim(2)?;
+        let row_k = zeros_like_rows(&k, 1, cap)?.slice_update_axis(&k, 2, pad, self.idx)?;
+        let row_v = zeros_like_rows(&v, 1, cap)?.slice_update_axis(&v, 2, pad, self.idx)?;
+        self.keys = Some(mlx::concatenate(&[&keys, &row_k], 0)?);
+        self.values = Some(mlx::concatenate(&[&values, &row_v], 0)?);
+        self.rows += 1;
+        Ok(pad)
+    }
+
+    /// Keeps the rows at `indices` (int32 `[n]`, in that order) and drops
+    /// the first `trim` columns (padding every kept row has).
+    pub fn retain(&mut self, indices: &Array, trim: i32) -> Result<()> {
+        let n = indices.size() as i32;
+        if n == 0 {
+            *self = BatchKvCache::new();
+            return Ok(());
+        }
+        if let (Some(k), Some(v)) = (self.keys.take(), self.values.take()) {
+            let (mut k, mut v) = (k.take(indices, 0)?, v.take(indices, 0)?);
+            if trim > 0 {
+                let cap = k.dim(2)?;
+                k = k.slice_axis(2, trim, cap)?;
+                v = v.slice_axis(2, trim, cap)?;
+            }
+            self.keys = Some(k);
+            self.values = Some(v);
+        }
+        self.rows = n;
+        self.idx -= trim;
+        Ok(())
+    }
+
+    /// Appends `keys`/`values` (`[rows, H, L, D]`) at the write column and
+    /// returns every column so far, including them.
+    pub fn update_and_fetch(&mut self, keys: &Array, values: &Array) -> Result<(Array, Array)> {
+        let l = keys.dim(2)?;
+        if keys.dim(0)? != self.rows {
+            return Err(EngineError::InvalidRequest(format!(
+                "{} rows of keys for a batch of {}",
+                keys.dim(0)?,
+                self.rows
+            )));
+        }
+        let prev = self.idx;
+        let (k, v) = match (self.keys.take(), self.values.take()) {
+            (Some(k), Some(v)) if prev + l <= k.dim(2)? => (k, v),
+            (Some(k), Some(v)) => {
+                let grow = whole_steps(l);
+                let k = k.slice_axis(2, 0, prev)?;
+                let v = v.slice_axis(2, 0, prev)?;
+                (
+                    mlx::concatenate(&[&k, &zeros_like_rows(keys, self.rows, grow)?], 2)?,
+                    mlx::concatenate(&[&v, &zeros_like_rows(values, self.rows, grow)?], 2)?,
+                )
+            }
+            _ => {
+                let cap = whole_steps(prev + l);
+                (
+                    zeros_like_rows(keys, self.rows, cap)?,
+                    zeros_like_rows(values, self.rows, cap)?,
+                )
+            }
+        };
+        self.idx += l;
+        let k = k.slice_update_axis(keys, 2, prev, self.idx)?;
+        let v = v.slice_update_axis(values, 2, prev, self.idx)?;
+        let out = (k.slice_axis(2, 0, self.idx)?, v.slice_axis(2, 0, self.idx)?);
+        self.keys = Some(k);
+        self.values = Some(v);
+        Ok(out)
+    }
+
+    /// Row `row`'s columns `from..idx` as fresh arrays `[1, H, idx - from, D]`
+    /// that share no memory with the batch (`None` when empty).
+    pub fn copy_row(&self, row: i32, from: i32) -> Result<Option<(Array, Array)>> {
+        let (Some(k), Some(v)) = (&self.keys, &self.values) else {
+            return Ok(None);
+        };
+        if from >= self.idx {
+            return Ok(None);
+        }
+        // A gather always writes a new buffer (a slice could be a view).
+        let columns = mlx::arange(f64::from(from), f64::from(self.idx), 1.0, Dtype::I32)?;
+        let k = k.slice_axis(0, row, row + 1)?.take(&columns, 2)?;
+        let v = v.slice_axis(0, row, row + 1)?.take(&columns, 2)?;
+        Ok(Some((k, v)))
+    }
+
+    /// The arrays to evaluate to materialize the cache.
+    pub fn state(&self) -> Vec<&Array> {
+        self.keys.iter().chain(self.values.iter()).collect()
+    }
+
+    /// Bytes held by the buffers.
+    pub fn nbytes(&self) -> usize {
+        self.state().iter().map(|a| a.nbytes()).sum()
+    }
+}

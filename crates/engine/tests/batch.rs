@@ -1,0 +1,292 @@
+//! Continuous batching against the one-sequence decode loop: a sequence's
+//! tokens are the same alone, in a batch, joining a batch mid-flight, and
+//! next to a cancelled neighbour; a prompt-cache hit gives the logits of a
+//! cold prefill.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashMap;
+
+use engine::batch::{BatchConfig, Scheduler, SeqEnd, SeqEvent, SeqReport, SeqRequest};
+use engine::generate::{GenerateOptions, Generator};
+use engine::model::synthetic::Preset;
+use engine::{Model, SampledToken, Sampler, SamplingParams};
+
+fn model() -> Model {
+    Preset::find("tiny-f32").unwrap().build(7).unwrap()
+}
+
+/// Eight prompts of different lengths and contents.
+fn prompts() -> Vec<Vec<u32>> {
+    (0..8u32)
+        .map(|i| {
+            let len = 3 + 7 * i as usize;
+            (0..len as u32)
+                .map(|j| (j * 31 + i * 17 + 5) % 256)
+                .collect()
+        })
+        .collect()
+}
+
+fn sampler(model: &Model, prompt: &[u32], params: &SamplingParams) -> Sampler {
+    Sampler::new(params.clone(), model.config.vocab_size as usize, prompt).unwrap()
+}
+
+fn request(
+    model: &Model,
+    id: u64,
+    prompt: &[u32],
+    params: &SamplingParams,
+    n: usize,
+) -> SeqRequest {
+    SeqRequest {
+        id,
+        prompt: prompt.to_vec(),
+        sampler: sampler(model, prompt, params),
+        max_tokens: n,
+        stop_ids: Vec::new(),
+    }
+}
+
+/// The reference: the one-sequence loop.
+fn alone(model: &Model, prompt: &[u32], params: &SamplingParams, n: usize) -> Vec<SampledToken> {
+    let options = GenerateOptions {
+        max_tokens: n,
+        ..GenerateOptions::default()
+    };
+    Generator::new(model, prompt, sampler(model, prompt, params), options)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+/// Steps until every sequence ended, submitting `later[k]` after step `k`
+/// (and cancelling `cancel_at[k]` after step `k`).
+struct Run {
+    tokens: HashMap<u64, Vec<SampledToken>>,
+    reports: HashMap<u64, SeqReport>,
+}
+
+fn run(
+    scheduler: &mut Scheduler,
+    mut later: HashMap<usize, Vec<SeqRequest>>,
+    cancel_at: &HashMap<usize, u64>,
+) -> Run {
+    let mut out = Run {
+        tokens: HashMap::new(),
+        reports: HashMap::new(),
+    };
+    let mut step = 0;
+    while scheduler.is_busy() || !later.is_empty() {
+        for event in scheduler.step().unwrap() {
+            match event {
+                SeqEvent::Token { id, token } => out.tokens.entry(id).or_default().push(token),
+                SeqEvent::Done(report) => {
+                    out.reports.insert(report.id, report);
+                }
+            }
+        }
+        if let Some(reqs) = later.remove(&step) {
+            for req in reqs {
+                scheduler.submit(req).unwrap();
+            }
+        }
+        if let Some(&id) = cancel_at.get(&step) {
+            assert!(scheduler.cancel(id));
+        }
+        step += 1;
+        assert!(step < 10_000, "the scheduler never finished");
+    }
+    out
+}
+
+fn ids(tokens: &[SampledToken]) -> Vec<u32> {
+    tokens.iter().map(|t| t.token).collect()
+}
+
+#[test]
+fn greedy_outputs_in_a_batch_equal_the_outputs_alone() {
+    let model = model();
+    let params = SamplingParams::greedy();
+    let n = 12;
+    let want: Vec<Vec<u32>> = prompts()
+        .iter()
+        .map(|p| ids(&alone(&model, p, &params, n)))
+        .collect();
+    // Alone through the scheduler.
+    for (i, p) in prompts().iter().enumerate() {
+        let mut s = Scheduler::new(&model, BatchConfig::default());
+        s.submit(request(&model, 1, p, &params, n)).unwrap();
+        let got = run(&mut s, HashMap::new(), &HashMap::new());
+        assert_eq!(ids(&got.tokens[&1]), want[i], "prompt {i} alone");
+    }
+    // All at once, and half of them joining a running batch.
+    let mut s = Scheduler::new(&model, BatchConfig::default());
+    let mut later: HashMap<usize, Vec<SeqRequest>> = HashMap::new();
+    for (i, p) in prompts().iter().enumerate() {
+        let req = request(&model, i as u64, p, &params, n);
+        if i % 2 == 0 {
+            s.submit(req).unwrap();
+        } else {
+            later.entry(3 * i).or_default().push(req);
+        }
+    }
+    let got = run(&mut s, later, &HashMap::new());
+    for (i, want) in want.iter().enumerate() {
+        assert_eq!(
+            &ids(&got.tokens[&(i as u64)]),
+            want,
+            "prompt {i} in a batch"
+        );
+        let report = &got.reports[&(i as u64)];
+        assert_eq!(report.end, SeqEnd::Length);
+        assert_eq!(report.generated, n);
+    }
+}
+
+#[test]
+fn seeded_sampling_in_a_batch_equals_sampling_alone() {
+    let model = model();
+    let n = 10;
+    let params = |seed| SamplingParams {
+        temperature: 0.9,
+        top_p: 0.95,
+        seed: Some(seed),
+        logprobs: true,
+        top_logprobs: 3,
+        ..SamplingParams::default()
+    };
+    let mut s = Scheduler::new(&model, BatchConfig::default());
+    for (i, p) in prompts().iter().enumerate() {
+        s.submit(request(&model, i as u64, p, &params(100 + i as u64), n))
+            .unwrap();
+    }
+    let got = run(&mut s, HashMap::new(), &HashMap::new());
+    for (i, p) in prompts().iter().enumerate() {
+        let want = alone(&model, p, &params(100 + i as u64), n);
+        let batch = &got.tokens[&(i as u64)];
+        assert_eq!(ids(batch), ids(&want), "prompt {i}");
+        for (b, w) in batch.iter().zip(&want) {
+            let (b, w) = (b.logprobs.as_ref().unwrap(), w.logprobs.as_ref().unwrap());
+            assert!((b.logprob - w.logprob).abs() < 1e-4, "{b:?} vs {w:?}");
+        }
+    }
+}
+
+#[test]
+fn a_cancelled_sequence_leaves_without_disturbing_the_others() {
+    let model = model();
+    let params = SamplingParams::greedy();
+    let n = 16;
+    let mut s = Scheduler::new(&model, BatchConfig::default());
+    for (i, p) in prompts().iter().enumerate() {
+        s.submit(request(&model, i as u64, p, &params, n)).unwrap();
+    }
+    let cancel: HashMap<usize, u64> = [(12, 3)].into();
+    let got = run(&mut s, HashMap::new(), &cancel);
+    let cancelled = &got.reports[&3];
+    assert_eq!(cancelled.end, SeqEnd::Cancelled);
+    assert!(cancelled.generated < n, "{cancelled:?}");
+    for (i, p) in prompts().iter().enumerate() {
+        if i == 3 {
+            continue;
+        }
+        assert_eq!(
+            ids(&got.tokens[&(i as u64)]),
+            ids(&alone(&model, p, &params, n))
+        );
+        assert_eq!(got.reports[&(i as u64)].end, SeqEnd::Length);
+    }
+}
+
+#[test]
+fn a_stop_token_ends_only_its_sequence() {
+    let model = model();
+    let params = SamplingParams::greedy();
+    let prompts = prompts();
+    let reference = ids(&alone(&model, &prompts[5], &params, 8));
+    let stop = reference[3];
+    let first = reference.iter().position(|&t| t == stop).unwrap();
+    let mut s = Scheduler::new(&model, BatchConfig::default());
+    let mut req = request(&model, 5, &prompts[5], &params, 8);
+    req.stop_ids = vec![stop];
+    s.submit(req).unwrap();
+    s.submit(request(&model, 6, &prompts[6], &params, 8))
+        .unwrap();
+    let got = run(&mut s, HashMap::new(), &HashMap::new());
+    assert_eq!(ids(&got.tokens[&5]), reference[..=first]);
+    assert_eq!(got.reports[&5].end, SeqEnd::Stop);
+    assert_eq!(got.tokens[&6].len(), 8);
+}
+
+#[test]
+fn a_prompt_cache_hit_gives_the_logits_of_a_cold_prefill() {
+    let model = model();
+    let params = SamplingParams {
+        logprobs: true,
+        top_logprobs: 20,
+        ..SamplingParams::greedy()
+    };
+    let history: Vec<u32> = (0..60u32).map(|i| (i * 13 + 7) % 256).collect();
+    let n = 6;
+    // Turn 1 fills the prompt cache with the history and its answer.
+    let mut s = Scheduler::new(&model, BatchConfig::default());
+    s.submit(request(&model, 1, &history, &params, n)).unwrap();
+    let first = run(&mut s, HashMap::new(), &HashMap::new());
+    let mut turn2 = history.clone();
+    turn2.extend(ids(&first.tokens[&1]));
+    turn2.extend([9, 8, 7, 6, 5]);
+    s.submit(request(&model, 2, &turn2, &params, n)).unwrap();
+    let warm = run(&mut s, HashMap::new(), &HashMap::new());
+    // The history and the answer came from the cache (the answer's last
+    // token was fed to the step built before it was read).
+    assert_eq!(warm.reports[&2].cached_tokens, history.len() + n);
+    let cold = alone(&model, &turn2, &params, n);
+    assert_eq!(ids(&warm.tokens[&2]), ids(&cold));
+    for (w, c) in warm.tokens[&2].iter().zip(&cold) {
+        let (w, c) = (w.logprobs.as_ref().unwrap(), c.logprobs.as_ref().unwrap());
+        for ((wi, wl), (ci, cl)) in w.top.iter().zip(&c.top) {
+            assert_eq!(wi, ci);
+            assert!((wl - cl).abs() < 1e-5, "{wl} vs {cl}");
+        }
+    }
+    // Without the cache: nothing reused, same tokens.
+    let off = BatchConfig {
+        prefix_cache: 0,
+        ..BatchConfig::default()
+    };
+    let mut s = Scheduler::new(&model, off);
+    s.submit(request(&model, 1, &history, &params, n)).unwrap();
+    run(&mut s, HashMap::new(), &HashMap::new());
+    s.submit(request(&model, 2, &turn2, &params, n)).unwrap();
+    let uncached = run(&mut s, HashMap::new(), &HashMap::new());
+    assert_eq!(uncached.reports[&2].cached_tokens, 0);
+    assert_eq!(ids(&uncached.tokens[&2]), ids(&cold));
+}
+
+#[test]
+fn limits_hold_sequences_back_in_arrival_order() {
+    let model = model();
+    let params = SamplingParams::greedy();
+    let config = BatchConfig {
+        max_batch: 3,
+        ..BatchConfig::default()
+    };
+    let mut s = Scheduler::new(&model, config);
+    for (i, p) in prompts().iter().enumerate() {
+        s.submit(request(&model, i as u64, p, &params, 4)).unwrap();
+    }
+    let mut first_token_step = HashMap::new();
+    let mut step = 0;
+    while s.is_busy() {
+        for event in s.step().unwrap() {
+            if let SeqEvent::Token { id, .. } = event {
+                first_token_step.entry(id).or_insert(step);
+            }
+        }
+        assert!(s.active() <= 3);
+        step += 1;
+    }
+    let order: Vec<usize> = (0..8u64).map(|id| first_token_step[&id]).collect();
+    assert!(order.windows(2).all(|w| w[0] <= w[1]), "{order:?}");
+    assert!(order[7] > order[0], "{order:?}");
+}
