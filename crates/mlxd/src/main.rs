@@ -102,6 +102,17 @@ struct WorkerArgs {
     /// Context length to serve (default: the model's).
     #[arg(long)]
     context_length: Option<u32>,
+    /// Sequences decoded together at most (default: 32).
+    #[arg(long)]
+    max_batch: Option<usize>,
+    /// Bytes the batch's KV cache may take (default: a quarter of the
+    /// memory MLX may use, at least one full context).
+    #[arg(long)]
+    kv_memory: Option<usize>,
+    /// Bytes of KV the prompt cache keeps (default: a quarter of the KV
+    /// memory; 0 turns it off).
+    #[arg(long)]
+    prompt_cache_memory: Option<usize>,
 }
 
 /// Arguments of `mlxd convert`.
@@ -172,6 +183,11 @@ fn main() -> anyhow::Result<()> {
                 model_id: args.model_id,
                 context_length: args.context_length,
                 protocol_version: args.protocol_version,
+                batch: worker::BatchLimits {
+                    max_batch: args.max_batch,
+                    kv_memory: args.kv_memory,
+                    prompt_cache_memory: args.prompt_cache_memory,
+                },
             };
             // The supervisor reads the reason from the log line and the
             // event the worker sent; the exit status says it failed.

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use protocol::{ErrorCode, ErrorMsg, Event, PROTOCOL_VERSION, Ready, Request};
 use shm_ring::{RingError, WorkerEndpoint};
 
-pub use serve::Server;
+pub use serve::{BatchLimits, Server};
 
 /// How long a worker waits for `Hello` before giving up.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
@@ -41,6 +41,8 @@ pub struct WorkerConfig {
     pub context_length: Option<u32>,
     /// The protocol version the supervisor speaks.
     pub protocol_version: u32,
+    /// Limits of continuous batching.
+    pub batch: BatchLimits,
 }
 
 /// Why a worker stopped.
@@ -115,7 +117,7 @@ pub fn run(config: WorkerConfig) -> Result<(), WorkerError> {
             });
         }
     };
-    let server = Server::new(loaded, config.context_length);
+    let server = Server::new(loaded, config.context_length, config.batch);
     let ready = Ready {
         protocol_version: PROTOCOL_VERSION,
         model_id: truncate(&config.model_id),

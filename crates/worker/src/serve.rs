@@ -1,12 +1,15 @@
-//! The worker's request loop: a FIFO of submitted requests, run one at a
-//! time through the engine's decode loop, with the request ring polled
-//! between decode steps for cancellations and new work.
+//! The worker's request loop: requests read off the ring go to the engine's
+//! continuous-batching [`Scheduler`]; between its steps the loop reads new
+//! frames without waiting (submissions, cancellations, heartbeats), and
+//! after each step it writes every token of the step in one `Tokens` frame
+//! and a `Done` for each sequence that ended. Idle, it sleeps on the
+//! doorbell between heartbeats.
 
-use std::collections::VecDeque;
+use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
-use engine::generate::{GenerateOptions, GenerationStats, Generator};
+use engine::batch::{BatchConfig, Scheduler, SeqEnd, SeqEvent, SeqReport, SeqRequest};
 use engine::loader::LoadedModel;
 use engine::{Sampler, SamplingParams};
 use protocol::{
@@ -14,6 +17,7 @@ use protocol::{
     SubmitAssembler, TokenEntry, Tokens,
 };
 use shm_ring::WorkerEndpoint;
+use shm_ring::monotonic_ns;
 
 use crate::{WorkerError, send_event, stopping, truncate};
 
@@ -31,32 +35,44 @@ enum Control {
     Shutdown,
 }
 
-/// One loaded model and the requests waiting for it.
+/// Limits of the batch, as the supervisor passes them (`None`: derived
+/// from the model and the memory).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BatchLimits {
+    pub max_batch: Option<usize>,
+    pub kv_memory: Option<usize>,
+    pub prompt_cache_memory: Option<usize>,
+}
+
+/// One loaded model and the requests for it.
 pub struct Server {
     loaded: LoadedModel,
     context_length: u32,
-    inbox: Inbox,
+    batch: BatchConfig,
     /// Requests run so far.
     served: u64,
 }
 
-/// Requests received and not yet started.
-struct Inbox {
-    queue: VecDeque<Submit>,
-    assembler: SubmitAssembler,
+/// What the loop knows of a request the engine holds.
+struct Tracked {
+    received_ns: u64,
+    first_token_ns: u64,
 }
 
-/// How one request ended.
-struct Outcome {
-    reason: FinishReason,
-    stats: GenerationStats,
-    error: Option<(ErrorCode, String)>,
+/// The state of the loop around the scheduler.
+struct Session<'a> {
+    scheduler: Scheduler<'a>,
+    assembler: SubmitAssembler,
+    tracked: HashMap<u64, Tracked>,
+    vocab: usize,
+    eos: &'a [u32],
+    context_length: usize,
 }
 
 impl Server {
     /// A server for `loaded`, limited to `context_length` tokens when given
     /// (never more than the model's own).
-    pub fn new(loaded: LoadedModel, context_length: Option<u32>) -> Server {
+    pub fn new(loaded: LoadedModel, context_length: Option<u32>, limits: BatchLimits) -> Server {
         let native = loaded
             .model
             .config
@@ -64,13 +80,30 @@ impl Server {
             .and_then(|c| u32::try_from(c).ok())
             .unwrap_or(FALLBACK_CONTEXT);
         let context_length = context_length.map_or(native, |c| c.min(native)).max(1);
+        // KV for at least one full context; by default a quarter of the
+        // memory MLX may use, and a quarter of that for the prompt cache.
+        let one_context = context_length as usize * loaded.model.kv_bytes_per_position();
+        let kv_budget = limits
+            .kv_memory
+            .unwrap_or(mlx::memory::memory_limit() / 4)
+            .max(one_context);
+        let defaults = BatchConfig::default();
+        let batch = BatchConfig {
+            max_batch: limits.max_batch.unwrap_or(defaults.max_batch).max(1),
+            kv_budget,
+            prefix_cache: limits.prompt_cache_memory.unwrap_or(kv_budget / 4),
+            ..defaults
+        };
+        tracing::info!(
+            max_batch = batch.max_batch,
+            kv_budget_mb = batch.kv_budget >> 20,
+            prompt_cache_mb = batch.prefix_cache >> 20,
+            "batch limits"
+        );
         Server {
             loaded,
             context_length,
-            inbox: Inbox {
-                queue: VecDeque::new(),
-                assembler: SubmitAssembler::new(context_length as usize),
-            },
+            batch,
             served: 0,
         }
     }
@@ -95,215 +128,70 @@ impl Server {
         endpoint: &mut WorkerEndpoint,
         stop: &AtomicBool,
     ) -> Result<(), WorkerError> {
+        let mut session = Session {
+            scheduler: Scheduler::new(&self.loaded.model, self.batch),
+            assembler: SubmitAssembler::new(self.context_length as usize),
+            tracked: HashMap::new(),
+            vocab: self.loaded.model.config.vocab_size as usize,
+            eos: self.loaded.tokenizer.eos_token_ids(),
+            context_length: self.context_length as usize,
+        };
         let mut buf = Vec::new();
         let mut last_stats = Instant::now();
         loop {
             endpoint.heartbeat();
             if stopping(stop) {
-                return self.shut_down(endpoint, "the worker received SIGTERM");
+                return session.shut_down(endpoint, self.served, "the worker received SIGTERM");
             }
-            if let Some(submit) = self.inbox.queue.pop_front() {
-                if self.run_request(endpoint, submit, stop)? == Control::Shutdown {
-                    return self.shut_down(endpoint, "the supervisor shut the worker down");
-                }
-                self.send_stats(endpoint)?;
-                continue;
-            }
-            if last_stats.elapsed() >= Duration::from_secs(5) {
-                self.send_stats(endpoint)?;
-                last_stats = Instant::now();
-            }
-            match endpoint.recv_timeout(&mut buf, IDLE_TICK) {
-                Ok(Some(header)) => {
-                    let meta = FrameMeta {
-                        kind: header.kind,
-                        flags: header.flags,
-                        request_id: header.request_id,
-                    };
-                    if self.inbox.handle(endpoint, meta, &buf, None)? == Control::Shutdown {
-                        return self.shut_down(endpoint, "the supervisor shut the worker down");
-                    }
-                }
-                Ok(None) => {}
-                Err(shm_ring::RingError::PeerGone) => return Ok(()),
-                Err(e) => return Err(e.into()),
-            }
-        }
-    }
-
-    /// Runs one request to its end, polling for frames between steps.
-    fn run_request(
-        &mut self,
-        endpoint: &mut WorkerEndpoint,
-        submit: Submit,
-        stop: &AtomicBool,
-    ) -> Result<Control, WorkerError> {
-        let id = submit.request_id;
-        let prompt_len = submit.prompt.len();
-        self.served += 1;
-        let max_tokens = match self.budget(&submit) {
-            Ok(max) => max,
-            Err(message) => {
-                let outcome = Outcome::failed(ErrorCode::ContextOverflow, message);
-                finish(endpoint, id, prompt_len, &outcome)?;
-                return Ok(Control::Continue);
-            }
-        };
-        let p = &submit.params;
-        let params = SamplingParams {
-            temperature: p.temperature,
-            top_p: p.top_p,
-            top_k: p.top_k,
-            min_p: p.min_p,
-            repetition_penalty: p.repetition_penalty,
-            repetition_context_size: p.repetition_context_size.max(1) as usize,
-            presence_penalty: p.presence_penalty,
-            frequency_penalty: p.frequency_penalty,
-            logit_bias: p.logit_bias.clone(),
-            seed: p.seed,
-            logprobs: p.logprobs,
-            top_logprobs: u32::from(p.top_logprobs),
-        };
-        let model = &self.loaded.model;
-        let generator = Sampler::new(params, model.config.vocab_size as usize, &submit.prompt)
-            .and_then(|sampler| {
-                let options = GenerateOptions {
-                    max_tokens,
-                    ..GenerateOptions::default()
+            // Busy: take what arrived without waiting; idle: sleep on the
+            // doorbell until a frame or the next heartbeat.
+            let mut wait = !session.scheduler.is_busy();
+            loop {
+                let frame = if wait {
+                    endpoint.recv_timeout(&mut buf, IDLE_TICK)
+                } else {
+                    endpoint.try_recv(&mut buf)
                 };
-                Generator::new(model, &submit.prompt, sampler, options)
-            });
-        let mut generator = match generator {
-            Ok(g) => g,
-            Err(e) => {
-                let code = match e {
-                    engine::EngineError::InvalidRequest(_) => ErrorCode::InvalidRequest,
-                    _ => ErrorCode::Internal,
+                let header = match frame {
+                    Ok(Some(header)) => header,
+                    Ok(None) => break,
+                    Err(shm_ring::RingError::PeerGone) => return Ok(()),
+                    Err(e) => return Err(e.into()),
                 };
-                finish(
-                    endpoint,
-                    id,
-                    prompt_len,
-                    &Outcome::failed(code, e.to_string()),
-                )?;
-                return Ok(Control::Continue);
-            }
-        };
-        let stop_ids: Vec<u32> = if p.ignore_eos {
-            p.stop_token_ids.clone()
-        } else {
-            let mut ids = self.loaded.tokenizer.eos_token_ids().to_vec();
-            ids.extend(&p.stop_token_ids);
-            ids
-        };
-        let mut control = Control::Continue;
-        let mut cancelled = false;
-        let mut buf = Vec::new();
-        let outcome = loop {
-            let Some(token) = generator.next() else {
-                break Outcome::ended(FinishReason::Length);
-            };
-            let token = match token {
-                Ok(t) => t,
-                Err(e) => break Outcome::failed(ErrorCode::Internal, e.to_string()),
-            };
-            let entry = TokenEntry {
-                request_id: id,
-                token_id: token.token,
-                logprob: token.logprobs.as_ref().map(|l| l.logprob),
-                top_logprobs: token.logprobs.map(|l| l.top).unwrap_or_default(),
-            };
-            send_event(
-                endpoint,
-                &Event::Tokens(Tokens {
-                    entries: vec![entry],
-                }),
-            )?;
-            endpoint.heartbeat();
-            if stop_ids.contains(&token.token) {
-                break Outcome::ended(FinishReason::Stop);
-            }
-            // New work and cancellations, without waiting.
-            while let Some(header) = endpoint.try_recv(&mut buf)? {
+                wait = false;
                 let meta = FrameMeta {
                     kind: header.kind,
                     flags: header.flags,
                     request_id: header.request_id,
                 };
-                if self
-                    .inbox
-                    .handle(endpoint, meta, &buf, Some((id, &mut cancelled)))?
-                    == Control::Shutdown
-                {
-                    control = Control::Shutdown;
+                if session.handle(endpoint, meta, &buf, &mut self.served)? == Control::Shutdown {
+                    return session.shut_down(
+                        endpoint,
+                        self.served,
+                        "the supervisor shut the worker down",
+                    );
                 }
             }
             endpoint.check_peer()?;
-            if cancelled {
-                break Outcome::ended(FinishReason::Cancelled);
+            if session.scheduler.is_busy() {
+                session.step(endpoint)?;
             }
-            if control == Control::Shutdown || stopping(stop) {
-                break Outcome::failed(ErrorCode::Internal, "the worker is shutting down".into());
+            if last_stats.elapsed() >= Duration::from_secs(5) {
+                session.send_stats(endpoint)?;
+                last_stats = Instant::now();
             }
-        };
-        let outcome = Outcome {
-            stats: generator.stats(),
-            ..outcome
-        };
-        finish(endpoint, id, prompt_len, &outcome)?;
-        Ok(control)
-    }
-
-    /// Tokens this request may generate: its `max_tokens`, clipped to the
-    /// room the context leaves; an error when the prompt alone fills it.
-    fn budget(&self, submit: &Submit) -> Result<usize, String> {
-        let prompt = submit.prompt.len();
-        let context = self.context_length as usize;
-        if prompt == 0 {
-            return Err("the prompt is empty".into());
         }
-        if prompt >= context {
-            return Err(format!(
-                "the prompt has {prompt} tokens; the context holds {context}"
-            ));
-        }
-        Ok((submit.params.max_tokens as usize).min(context - prompt))
-    }
-
-    fn send_stats(&self, endpoint: &mut WorkerEndpoint) -> Result<(), WorkerError> {
-        let mem = mlx::memory::stats();
-        let stats = Stats {
-            active_memory: mem.active as u64,
-            peak_memory: mem.peak as u64,
-            cache_memory: mem.cache as u64,
-            active_sequences: 0,
-            queue_depth: self.inbox.queue.len() as u32,
-        };
-        send_event(endpoint, &Event::Stats(stats))?;
-        Ok(())
-    }
-
-    /// Ends every held request with an error and marks the worker closing.
-    fn shut_down(mut self, endpoint: &mut WorkerEndpoint, why: &str) -> Result<(), WorkerError> {
-        endpoint.set_closing();
-        tracing::info!(served = self.served, "{why}");
-        for submit in std::mem::take(&mut self.inbox.queue) {
-            let outcome = Outcome::failed(ErrorCode::Internal, why.to_owned());
-            finish(endpoint, submit.request_id, submit.prompt.len(), &outcome)?;
-        }
-        Ok(())
     }
 }
 
-impl Inbox {
-    /// Handles one request frame. `running` is the request being decoded,
-    /// if any: a Cancel for it sets its flag for the decode loop to act on.
+impl Session<'_> {
+    /// Handles one request frame.
     fn handle(
         &mut self,
         endpoint: &mut WorkerEndpoint,
         meta: FrameMeta,
         payload: &[u8],
-        running: Option<(u64, &mut bool)>,
+        served: &mut u64,
     ) -> Result<Control, WorkerError> {
         match Request::decode(meta, payload)? {
             Request::Submit(part) => {
@@ -312,31 +200,22 @@ impl Inbox {
                     | protocol::SubmitPart::Continuation { request_id, .. } => *request_id,
                 };
                 match self.assembler.push(part) {
-                    Ok(Some(submit)) => self.queue.push_back(submit),
+                    Ok(Some(submit)) => {
+                        *served += 1;
+                        self.start(endpoint, submit)?;
+                    }
                     Ok(None) => {}
                     Err(e) => {
-                        let outcome = Outcome::failed(ErrorCode::InvalidRequest, e.to_string());
-                        finish(endpoint, id, 0, &outcome)?;
+                        let report = failed(id, 0, ErrorCode::InvalidRequest, e.to_string());
+                        finish(endpoint, &report, &Tracked::now())?;
                     }
                 }
             }
             Request::Cancel { request_id } => {
-                if let Some((id, cancelled)) = running
-                    && id == request_id
-                {
-                    *cancelled = true;
-                } else if let Some(pos) = self.queue.iter().position(|s| s.request_id == request_id)
-                {
-                    let submit = self.queue.remove(pos).expect("position is in range");
-                    let outcome = Outcome::ended(FinishReason::Cancelled);
-                    finish(endpoint, request_id, submit.prompt.len(), &outcome)?;
-                } else if self.assembler.cancel(request_id) {
-                    finish(
-                        endpoint,
-                        request_id,
-                        0,
-                        &Outcome::ended(FinishReason::Cancelled),
-                    )?;
+                // The scheduler reports the cancellation at its next step.
+                if !self.scheduler.cancel(request_id) && self.assembler.cancel(request_id) {
+                    let report = Report::ended(request_id, 0, FinishReason::Cancelled);
+                    finish(endpoint, &report, &Tracked::now())?;
                 }
             }
             Request::Heartbeat(h) => {
@@ -354,49 +233,281 @@ impl Inbox {
         }
         Ok(Control::Continue)
     }
+
+    /// Hands a complete request to the scheduler, or ends it at once when
+    /// it cannot run.
+    fn start(&mut self, endpoint: &mut WorkerEndpoint, submit: Submit) -> Result<(), WorkerError> {
+        let tracked = Tracked::now();
+        let id = submit.request_id;
+        let prompt_len = submit.prompt.len();
+        let max_tokens = match budget(&submit, self.context_length) {
+            Ok(max) => max,
+            Err(message) => {
+                let report = failed(id, prompt_len, ErrorCode::ContextOverflow, message);
+                return finish(endpoint, &report, &tracked);
+            }
+        };
+        let p = &submit.params;
+        let params = SamplingParams {
+            temperature: p.temperature,
+            top_p: p.top_p,
+            top_k: p.top_k,
+            min_p: p.min_p,
+            repetition_penalty: p.repetition_penalty,
+            repetition_context_size: p.repetition_context_size.max(1) as usize,
+            presence_penalty: p.presence_penalty,
+            frequency_penalty: p.frequency_penalty,
+            logit_bias: p.logit_bias.clone(),
+            seed: p.seed,
+            logprobs: p.logprobs,
+            top_logprobs: u32::from(p.top_logprobs),
+        };
+        let stop_ids: Vec<u32> = if p.ignore_eos {
+            p.stop_token_ids.clone()
+        } else {
+            self.eos.iter().chain(&p.stop_token_ids).copied().collect()
+        };
+        let queued = Sampler::new(params, self.vocab, &submit.prompt).and_then(|sampler| {
+            self.scheduler.submit(SeqRequest {
+                id,
+                prompt: submit.prompt,
+                sampler,
+                max_tokens,
+                stop_ids,
+            })
+        });
+        match queued {
+            Ok(()) => {
+                self.tracked.insert(id, tracked);
+                Ok(())
+            }
+            Err(e) => {
+                let code = match e {
+                    engine::EngineError::InvalidRequest(_) => ErrorCode::InvalidRequest,
+                    _ => ErrorCode::Internal,
+                };
+                finish(
+                    endpoint,
+                    &failed(id, prompt_len, code, e.to_string()),
+                    &tracked,
+                )
+            }
+        }
+    }
+
+    /// One scheduler step: its tokens in one frame, then the ends.
+    fn step(&mut self, endpoint: &mut WorkerEndpoint) -> Result<(), WorkerError> {
+        let events = match self.scheduler.step() {
+            Ok(events) => events,
+            Err(e) => {
+                tracing::error!("engine step failed: {e}");
+                let why = format!("the engine failed: {e}");
+                self.scheduler
+                    .fail_active(&why)
+                    .into_iter()
+                    .map(SeqEvent::Done)
+                    .collect()
+            }
+        };
+        let mut entries = Vec::new();
+        let mut ends = Vec::new();
+        for event in events {
+            match event {
+                SeqEvent::Token { id, token } => {
+                    let logprobs = token.logprobs;
+                    entries.push(TokenEntry {
+                        request_id: id,
+                        token_id: token.token,
+                        logprob: logprobs.as_ref().map(|l| l.logprob),
+                        top_logprobs: logprobs.map(|l| l.top).unwrap_or_default(),
+                    });
+                }
+                SeqEvent::Done(report) => ends.push(report),
+            }
+        }
+        if !entries.is_empty() {
+            let now = monotonic_ns();
+            for entry in &entries {
+                if let Some(t) = self.tracked.get_mut(&entry.request_id)
+                    && t.first_token_ns == 0
+                {
+                    t.first_token_ns = now;
+                }
+            }
+            send_tokens(endpoint, entries)?;
+        }
+        for report in ends {
+            let tracked = self.tracked.remove(&report.id).unwrap_or_else(Tracked::now);
+            finish(endpoint, &Report::from(report), &tracked)?;
+        }
+        endpoint.heartbeat();
+        Ok(())
+    }
+
+    fn send_stats(&self, endpoint: &mut WorkerEndpoint) -> Result<(), WorkerError> {
+        let mem = mlx::memory::stats();
+        let stats = Stats {
+            active_memory: mem.active as u64,
+            peak_memory: mem.peak as u64,
+            cache_memory: mem.cache as u64,
+            active_sequences: self.scheduler.active() as u32,
+            queue_depth: self.scheduler.waiting() as u32,
+        };
+        send_event(endpoint, &Event::Stats(stats))?;
+        Ok(())
+    }
+
+    /// Ends every held request with an error and marks the worker closing.
+    fn shut_down(
+        mut self,
+        endpoint: &mut WorkerEndpoint,
+        served: u64,
+        why: &str,
+    ) -> Result<(), WorkerError> {
+        endpoint.set_closing();
+        tracing::info!(served, "{why}");
+        for report in self.scheduler.fail_all(why) {
+            let tracked = self.tracked.remove(&report.id).unwrap_or_else(Tracked::now);
+            finish(endpoint, &Report::from(report), &tracked)?;
+        }
+        Ok(())
+    }
 }
 
-impl Outcome {
-    fn ended(reason: FinishReason) -> Outcome {
-        Outcome {
-            reason,
-            stats: GenerationStats::default(),
-            error: None,
+impl Tracked {
+    fn now() -> Tracked {
+        Tracked {
+            received_ns: monotonic_ns(),
+            first_token_ns: 0,
         }
     }
+}
 
-    fn failed(code: ErrorCode, message: String) -> Outcome {
-        Outcome {
-            reason: FinishReason::Error,
-            stats: GenerationStats::default(),
-            error: Some((code, message)),
+/// Tokens this request may generate: its `max_tokens`, clipped to the room
+/// the context leaves; an error when the prompt alone fills it.
+fn budget(submit: &Submit, context: usize) -> Result<usize, String> {
+    let prompt = submit.prompt.len();
+    if prompt == 0 {
+        return Err("the prompt is empty".into());
+    }
+    if prompt >= context {
+        return Err(format!(
+            "the prompt has {prompt} tokens; the context holds {context}"
+        ));
+    }
+    Ok((submit.params.max_tokens as usize)
+        .min(context - prompt)
+        .max(1))
+}
+
+/// How a request ended, as the protocol reports it.
+struct Report {
+    id: u64,
+    reason: FinishReason,
+    error: Option<(ErrorCode, String)>,
+    prompt_tokens: usize,
+    cached_tokens: usize,
+    generated: usize,
+    admitted_at: Option<Instant>,
+    first_token_at: Option<Instant>,
+    last_token_at: Option<Instant>,
+}
+
+impl Report {
+    fn ended(id: u64, prompt_tokens: usize, reason: FinishReason) -> Report {
+        Report {
+            id,
+            reason,
+            error: None,
+            prompt_tokens,
+            cached_tokens: 0,
+            generated: 0,
+            admitted_at: None,
+            first_token_at: None,
+            last_token_at: None,
         }
     }
+}
+
+fn failed(id: u64, prompt_tokens: usize, code: ErrorCode, message: String) -> Report {
+    Report {
+        error: Some((code, message)),
+        ..Report::ended(id, prompt_tokens, FinishReason::Error)
+    }
+}
+
+impl From<SeqReport> for Report {
+    fn from(r: SeqReport) -> Report {
+        let (reason, error) = match r.end {
+            SeqEnd::Stop => (FinishReason::Stop, None),
+            SeqEnd::Length => (FinishReason::Length, None),
+            SeqEnd::Cancelled => (FinishReason::Cancelled, None),
+            SeqEnd::Failed(message) => (FinishReason::Error, Some((ErrorCode::Internal, message))),
+        };
+        Report {
+            id: r.id,
+            reason,
+            error,
+            prompt_tokens: r.prompt_tokens,
+            cached_tokens: r.cached_tokens,
+            generated: r.generated,
+            admitted_at: r.admitted_at,
+            first_token_at: r.first_token_at,
+            last_token_at: r.last_token_at,
+        }
+    }
+}
+
+/// `CLOCK_MONOTONIC` ns of an `Instant` in the past (both read that clock).
+fn instant_ns(at: Option<Instant>) -> u64 {
+    at.map_or(0, |at| {
+        monotonic_ns().saturating_sub(at.elapsed().as_nanos() as u64)
+    })
+}
+
+/// Token entries per frame: with 20 alternatives an entry takes under 200
+/// bytes, so a frame stays well within the ring's 64 KiB frame limit.
+const ENTRIES_PER_FRAME: usize = 128;
+
+/// Writes a step's tokens, in as few frames as fit.
+fn send_tokens(endpoint: &mut WorkerEndpoint, entries: Vec<TokenEntry>) -> Result<(), WorkerError> {
+    if entries.len() <= ENTRIES_PER_FRAME {
+        return Ok(send_event(endpoint, &Event::Tokens(Tokens { entries }))?);
+    }
+    for chunk in entries.chunks(ENTRIES_PER_FRAME) {
+        let event = Event::Tokens(Tokens {
+            entries: chunk.to_vec(),
+        });
+        send_event(endpoint, &event)?;
+    }
+    Ok(())
 }
 
 /// Sends the request's error (if any) and its `Done`.
-fn finish(
-    endpoint: &mut WorkerEndpoint,
-    request_id: u64,
-    prompt_len: usize,
-    outcome: &Outcome,
-) -> Result<(), WorkerError> {
-    if let Some((code, message)) = &outcome.error {
+fn finish(endpoint: &mut WorkerEndpoint, r: &Report, tracked: &Tracked) -> Result<(), WorkerError> {
+    if let Some((code, message)) = &r.error {
         let event = Event::Error(ErrorMsg {
-            request_id,
+            request_id: r.id,
             code: *code,
             message: truncate(message),
         });
         send_event(endpoint, &event)?;
     }
+    let span = |a: Option<Instant>, b: Option<Instant>| match (a, b) {
+        (Some(a), Some(b)) => b.saturating_duration_since(a).as_micros() as u64,
+        _ => 0,
+    };
     let done = Done {
-        request_id,
-        finish_reason: outcome.reason,
-        prompt_tokens: prompt_len as u32,
-        completion_tokens: outcome.stats.generated_tokens as u32,
-        prefill_us: outcome.stats.prefill.as_micros() as u64,
-        decode_us: outcome.stats.decode.as_micros() as u64,
-        ..Done::default()
+        request_id: r.id,
+        finish_reason: r.reason,
+        prompt_tokens: r.prompt_tokens as u32,
+        completion_tokens: r.generated as u32,
+        prefill_us: span(r.admitted_at, r.first_token_at),
+        decode_us: span(r.first_token_at, r.last_token_at),
+        cached_tokens: r.cached_tokens as u32,
+        received_ns: tracked.received_ns,
+        admitted_ns: instant_ns(r.admitted_at),
+        first_token_ns: tracked.first_token_ns,
     };
     send_event(endpoint, &Event::Done(done))?;
     Ok(())
