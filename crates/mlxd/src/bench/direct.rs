@@ -2,44 +2,18 @@
 //! process, on a real model or a random-weight one of a real shape
 //! (`--synthetic`), as the median of repeated runs after a warm-up.
 
+use std::time::{Duration, Instant};
+
 use anyhow::{Context, bail};
-use clap::Args;
 use engine::Model;
 use engine::generate::{GenerateOptions, Generator};
-use engine::model::synthetic::{PRESETS, Preset};
+use engine::model::synthetic::Preset;
 use engine::{Sampler, SamplingParams};
 use serde::Serialize;
 
+use super::BenchArgs;
+use super::stats::Summary;
 use crate::models;
-
-/// Arguments of `mlxd bench`.
-#[derive(Debug, Args)]
-pub struct BenchArgs {
-    /// Measure the engine in this process (no server).
-    #[arg(long, required = true)]
-    engine: bool,
-    /// Model: a directory, a .gguf file, or org/name in the Hugging Face cache.
-    #[arg(short, long, conflicts_with = "synthetic")]
-    model: Option<String>,
-    /// A random-weight model of a real shape instead of a file (see --list).
-    #[arg(long)]
-    synthetic: Option<String>,
-    /// List the synthetic shapes and exit.
-    #[arg(long)]
-    list: bool,
-    /// Prompt length in tokens.
-    #[arg(long, default_value_t = 512)]
-    prompt_tokens: usize,
-    /// Tokens generated per run (exactly: end-of-sequence is ignored).
-    #[arg(long, default_value_t = 200)]
-    gen_tokens: usize,
-    /// Measured runs (after one warm-up run).
-    #[arg(long, default_value_t = 5)]
-    repeats: usize,
-    /// Write the results as JSON to this file too.
-    #[arg(long)]
-    json: Option<std::path::PathBuf>,
-}
 
 #[derive(Debug, Serialize)]
 struct Run {
@@ -64,40 +38,38 @@ struct Report {
     peak_memory_bytes: usize,
 }
 
-#[derive(Debug, Serialize)]
-struct Summary {
-    median: f64,
-    mean: f64,
-    stddev: f64,
-    min: f64,
-    max: f64,
+/// One generation as its caller sees it: wall-clock times from the start
+/// of prefill, the same definitions the suite uses for HTTP clients.
+#[derive(Debug, Clone, Copy)]
+pub struct Timed {
+    /// Prompt tokens.
+    pub prompt_tokens: usize,
+    /// Tokens generated.
+    pub tokens: usize,
+    /// From the start to the first token read.
+    pub ttft: Duration,
+    /// From the first token to the last one.
+    pub decode: Duration,
+    /// From the start to the last token.
+    pub total: Duration,
 }
 
-impl Summary {
-    fn of(values: &[f64]) -> Summary {
-        let mut sorted = values.to_vec();
-        sorted.sort_by(f64::total_cmp);
-        let n = sorted.len().max(1) as f64;
-        let mean = sorted.iter().sum::<f64>() / n;
-        let var = sorted.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n;
-        let mid = sorted.len() / 2;
-        let median = match sorted.len() {
-            0 => 0.0,
-            len if len % 2 == 1 => sorted[mid],
-            _ => (sorted[mid - 1] + sorted[mid]) / 2.0,
-        };
-        Summary {
-            median,
-            mean,
-            stddev: var.sqrt(),
-            min: sorted.first().copied().unwrap_or(0.0),
-            max: sorted.last().copied().unwrap_or(0.0),
-        }
+impl Timed {
+    /// Tokens per second after the first.
+    pub fn decode_tps(&self) -> f64 {
+        self.tokens.saturating_sub(1) as f64 / self.decode.as_secs_f64().max(1e-9)
+    }
+
+    /// Tokens per second over the whole generation, prefill included.
+    pub fn end_to_end_tps(&self) -> f64 {
+        self.tokens as f64 / self.total.as_secs_f64().max(1e-9)
     }
 }
 
-/// One generation of exactly `gen` tokens after a `prompt`-token prefill.
-fn measure(model: &Model, prompt: &[u32], tokens: usize) -> anyhow::Result<Run> {
+/// One greedy generation of exactly `tokens` tokens after prefilling
+/// `prompt` (end-of-sequence is not looked at).
+pub fn generate_timed(model: &Model, prompt: &[u32], tokens: usize) -> anyhow::Result<Timed> {
+    let start = Instant::now();
     let sampler = Sampler::new(
         SamplingParams::greedy(),
         model.config.vocab_size as usize,
@@ -109,41 +81,53 @@ fn measure(model: &Model, prompt: &[u32], tokens: usize) -> anyhow::Result<Run> 
     };
     let mut generator = Generator::new(model, prompt, sampler, options)?;
     let mut count = 0;
+    let mut first = None;
     for token in generator.by_ref() {
         token?;
+        first.get_or_insert_with(Instant::now);
         count += 1;
     }
+    let end = Instant::now();
     if count != tokens {
         bail!("generated {count} tokens, expected {tokens}");
     }
-    let stats = generator.stats();
+    let first = first.unwrap_or(end);
+    Ok(Timed {
+        prompt_tokens: prompt.len(),
+        tokens,
+        ttft: first - start,
+        decode: end - first,
+        total: end - start,
+    })
+}
+
+/// One generation of exactly `tokens` tokens after a `prompt`-token prefill.
+fn measure(model: &Model, prompt: &[u32], tokens: usize) -> anyhow::Result<Run> {
+    let timed = generate_timed(model, prompt, tokens)?;
     Ok(Run {
-        prefill_tps: stats.prefill_tps(),
-        decode_tps: stats.decode_tps(),
-        ttft_ms: stats.prefill.as_secs_f64() * 1e3,
+        prefill_tps: timed.prompt_tokens as f64 / timed.ttft.as_secs_f64().max(1e-9),
+        decode_tps: timed.decode_tps(),
+        ttft_ms: timed.ttft.as_secs_f64() * 1e3,
     })
 }
 
 /// Runs the benchmark and prints its table.
-pub fn run(args: BenchArgs) -> anyhow::Result<()> {
-    if args.list {
-        for p in PRESETS {
-            println!("{}", p.name);
-        }
-        return Ok(());
-    }
+pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     if args.prompt_tokens == 0 || args.gen_tokens == 0 || args.repeats == 0 {
         bail!("--prompt-tokens, --gen-tokens and --repeats must be positive");
     }
     engine::use_dedicated_stream()?;
     engine::wire_working_set()?;
-    let (name, model) = match &args.synthetic {
+    if args.synthetic.len() + args.model.len() > 1 {
+        bail!("--engine measures one model: give one -m or one --synthetic");
+    }
+    let (name, model) = match args.synthetic.first() {
         Some(preset) => (
             format!("{preset} (synthetic)"),
             Preset::find(preset)?.build(0)?,
         ),
         None => {
-            let path = models::resolve(args.model.as_deref())?;
+            let path = models::resolve(args.model.first().map(String::as_str))?;
             let loaded = engine::loader::load(&path)
                 .with_context(|| format!("loading {}", path.display()))?;
             (path.display().to_string(), loaded.model)
@@ -222,17 +206,4 @@ fn print_table(r: &Report) {
     }
     println!();
     println!("peak memory: {:.3} GB", r.peak_memory_bytes as f64 / 1e9);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn summaries_take_the_middle_and_spread() {
-        let s = Summary::of(&[3.0, 1.0, 2.0]);
-        assert_eq!((s.median, s.mean, s.min, s.max), (2.0, 2.0, 1.0, 3.0));
-        assert!((s.stddev - (2.0f64 / 3.0).sqrt()).abs() < 1e-12);
-        assert_eq!(Summary::of(&[1.0, 4.0]).median, 2.5);
-    }
 }
