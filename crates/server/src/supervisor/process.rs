@@ -453,6 +453,30 @@ impl ProcessWorker {
             .map_err(|e| LaunchError(format!("sending to the worker: {e}")))
     }
 
+    /// Whether the process has exited though neither the connection's
+    /// reader (doorbell EOF) nor the task that reaps it has noticed yet: a
+    /// request leased in that moment would go to a dead worker. `WNOWAIT`
+    /// leaves the child for that task to reap, so its pid stays ours.
+    #[cfg(target_os = "linux")]
+    fn has_exited(&self) -> bool {
+        use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
+        let Some(pid) = self.info.pid.and_then(|p| i32::try_from(p).ok()) else {
+            return false;
+        };
+        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+        match waitid(Id::Pid(nix::unistd::Pid::from_raw(pid)), flags) {
+            Ok(WaitStatus::StillAlive) => false,
+            // Exited, or reaped already (ECHILD): its report is on its way.
+            Ok(_) | Err(_) => true,
+        }
+    }
+
+    /// Elsewhere the doorbell's EOF is the only sign.
+    #[cfg(not(target_os = "linux"))]
+    fn has_exited(&self) -> bool {
+        false
+    }
+
     /// How the worker ended; waits for it to be reaped.
     async fn exit_report(&self) -> ExitReport {
         let mut exit = self.exit.clone();
@@ -540,7 +564,7 @@ impl Worker for ProcessWorker {
     }
 
     fn is_alive(&self) -> bool {
-        self.conn.closed_reason().is_none() && self.exit.borrow().is_none()
+        self.conn.closed_reason().is_none() && self.exit.borrow().is_none() && !self.has_exited()
     }
 
     fn exited(&self) -> BoxFuture<'static, ExitReport> {
