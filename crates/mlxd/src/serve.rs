@@ -156,11 +156,24 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     runtime.block_on(serve(args, config))
 }
 
+/// The batch limits every worker gets on its command line.
+fn worker_args(models: &config::ModelsConfig) -> Vec<String> {
+    let mut args = vec!["--max-batch".to_string(), models.max_batch.to_string()];
+    if let Some(bytes) = models.kv_memory {
+        args.extend(["--kv-memory".to_string(), bytes.to_string()]);
+    }
+    if let Some(bytes) = models.prompt_cache {
+        args.extend(["--prompt-cache-memory".to_string(), bytes.to_string()]);
+    }
+    args
+}
+
 async fn serve(args: ServeArgs, config: Config) -> anyhow::Result<()> {
     let served = served_models(&args.models, &config.models)?;
     let program = std::env::current_exe().context("locating the mlxd executable")?;
     let launcher = ProcessLauncher::new(program, Duration::from_secs(args.load_timeout))?
-        .with_heartbeat_timeout(Duration::from_secs(args.heartbeat_timeout.max(1)));
+        .with_heartbeat_timeout(Duration::from_secs(args.heartbeat_timeout.max(1)))
+        .with_worker_args(worker_args(&config.models));
     let supervisor = Supervisor::start(
         Arc::new(launcher) as Arc<dyn Launcher>,
         SupervisorConfig {

@@ -131,6 +131,17 @@ pub struct ModelsLayer {
     /// (0.75) (default: by the machine's memory).
     #[arg(long, env = "MLXD_MEMORY_BUDGET", value_name = "SIZE|FRACTION")]
     pub memory_budget: Option<MemoryBudget>,
+    /// Requests a worker decodes together at most (default: 32).
+    #[arg(long, env = "MLXD_MAX_BATCH", value_name = "N")]
+    pub max_batch: Option<usize>,
+    /// KV cache memory of a worker's batch (default: a quarter of the
+    /// memory MLX may use, at least one full context).
+    #[arg(long, env = "MLXD_KV_MEMORY", value_name = "SIZE")]
+    pub kv_memory: Option<ByteSize>,
+    /// KV a worker keeps for reuse by later prompts with the same prefix
+    /// (default: a quarter of the KV memory; 0 turns it off).
+    #[arg(long, env = "MLXD_PROMPT_CACHE", value_name = "SIZE")]
+    pub prompt_cache: Option<ByteSize>,
     /// Names for models: `name = "org/repo"` or a path (file only).
     #[arg(skip)]
     pub aliases: BTreeMap<String, String>,
@@ -373,6 +384,11 @@ pub struct ModelsConfig {
     pub memory_budget: MemoryBudget,
     /// The budget in bytes on this machine.
     pub memory_budget_bytes: u64,
+    pub max_batch: usize,
+    /// `None`: the worker's default.
+    pub kv_memory: Option<u64>,
+    /// `None`: the worker's default.
+    pub prompt_cache: Option<u64>,
     pub aliases: BTreeMap<String, String>,
     pub overrides: BTreeMap<String, ModelOverrides>,
 }
@@ -440,6 +456,9 @@ impl Config {
                 memory_budget: MemoryBudget::Fraction(auto.memory_fraction),
                 memory_budget_bytes: MemoryBudget::Fraction(auto.memory_fraction)
                     .bytes(machine.total_memory),
+                max_batch: 32,
+                kv_memory: None,
+                prompt_cache: None,
                 aliases: BTreeMap::new(),
                 overrides: BTreeMap::new(),
             },
@@ -557,6 +576,9 @@ pub fn load_for(args: &ConfigArgs, machine: Machine) -> anyhow::Result<(Config, 
     pick!(models.keep_alive, same);
     pick!(models.context_length, Some);
     pick!(models.memory_budget, same);
+    pick!(models.max_batch, same);
+    pick!(models.kv_memory, |v: ByteSize| Some(v.0));
+    pick!(models.prompt_cache, |v: ByteSize| Some(v.0));
     pick!(log.level, same);
     pick!(log.format, same);
     let fm = &file.models;
@@ -656,6 +678,12 @@ fn validate(config: &Config, provenance: &Provenance) -> anyhow::Result<()> {
         bail!(
             "invalid configuration: {} must be more than 0",
             whence("server.request_timeout")
+        );
+    }
+    if config.models.max_batch == 0 {
+        bail!(
+            "invalid configuration: {} must be at least 1",
+            whence("models.max_batch")
         );
     }
     if config.models.context_length == Some(0) {

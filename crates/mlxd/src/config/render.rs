@@ -115,6 +115,15 @@ pub fn render(config: &Config, provenance: &Provenance) -> String {
         "",
         super::gib(m.memory_budget_bytes)
     );
+    out.line("models", "max_batch", m.max_batch.to_string());
+    match m.kv_memory {
+        Some(b) => out.line("models", "kv_memory", value(ByteSize(b).to_string())),
+        None => out.commented("models", "kv_memory", "a quarter of the device memory"),
+    }
+    match m.prompt_cache {
+        Some(b) => out.line("models", "prompt_cache", value(ByteSize(b).to_string())),
+        None => out.commented("models", "prompt_cache", "a quarter of kv_memory"),
+    }
 
     if !m.aliases.is_empty() {
         out.header("models.aliases");

@@ -42,6 +42,8 @@ pub struct ProcessLauncher {
     program: PathBuf,
     load_timeout: Duration,
     heartbeat_timeout: Duration,
+    /// Appended to every worker's command line (batch limits).
+    worker_args: Vec<String>,
     spawner: mpsc::UnboundedSender<SpawnJob>,
 }
 
@@ -74,6 +76,7 @@ impl ProcessLauncher {
             program,
             load_timeout,
             heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
+            worker_args: Vec::new(),
             spawner: tx,
         })
     }
@@ -84,6 +87,12 @@ impl ProcessLauncher {
         self.heartbeat_timeout = timeout;
         self
     }
+
+    /// Passes `args` to every worker (after its own arguments).
+    pub fn with_worker_args(mut self, args: Vec<String>) -> ProcessLauncher {
+        self.worker_args = args;
+        self
+    }
 }
 
 impl Launcher for ProcessLauncher {
@@ -92,8 +101,9 @@ impl Launcher for ProcessLauncher {
         let spawner = self.spawner.clone();
         let timeout = self.load_timeout;
         let heartbeat_timeout = self.heartbeat_timeout;
+        let extra = self.worker_args.clone();
         async move {
-            let worker = start(program, spawner, &spec, timeout).await?;
+            let worker = start(program, spawner, &spec, &extra, timeout).await?;
             tokio::spawn(watch_heartbeat(Arc::downgrade(&worker), heartbeat_timeout));
             Ok(worker as Arc<dyn Worker>)
         }
@@ -174,6 +184,7 @@ async fn start(
     program: PathBuf,
     spawner: mpsc::UnboundedSender<SpawnJob>,
     spec: &LaunchSpec,
+    extra: &[String],
     timeout: Duration,
 ) -> Result<Arc<ProcessWorker>, LaunchError> {
     let started = Instant::now();
@@ -204,6 +215,7 @@ async fn start(
     if let Some(ctx) = spec.context_length {
         cmd.arg("--context-length").arg(ctx.to_string());
     }
+    cmd.args(extra);
     child_fds.configure(cmd.as_std_mut());
     #[cfg(target_os = "linux")]
     shm_ring::die_with_parent(cmd.as_std_mut());
