@@ -48,6 +48,8 @@
 //!   server cannot honour are ignored, as are unknown keys.
 
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod json_error;
 pub mod keep_alive;
 mod messages;

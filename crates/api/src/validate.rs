@@ -320,10 +320,14 @@ impl Common {
             })?,
         };
         let repetition_penalty = match self.repetition_penalty {
-            Some(v) if v <= 0.0 => {
+            // Beyond f32's range the penalty would become infinite.
+            Some(v) if v <= 0.0 || v > f64::from(f32::MAX) => {
                 return Err(ApiError::invalid(
                     "repetition_penalty",
-                    format!("repetition_penalty must be greater than 0, got {v}"),
+                    format!(
+                        "repetition_penalty must be greater than 0 and at most {}, got {v}",
+                        f32::MAX
+                    ),
                 ));
             }
             Some(v) => v as f32,

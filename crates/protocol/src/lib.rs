@@ -14,6 +14,8 @@
 
 mod codec;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod messages;
 mod route;
 mod submit;

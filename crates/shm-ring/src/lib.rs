@@ -24,6 +24,8 @@ mod doorbell;
 mod error;
 mod fdutil;
 mod frontend;
+#[doc(hidden)]
+pub mod fuzzing;
 mod layout;
 mod region;
 mod ring;

@@ -120,6 +120,16 @@ impl Mapping {
         (ptr, capacity)
     }
 
+    /// A region over memory the caller mapped (the fuzzing harness maps
+    /// anonymous memory, private to one process).
+    pub(crate) fn from_parts(map: MmapRaw, geometry: Geometry) -> Self {
+        assert!(
+            map.len() >= geometry.region_size(),
+            "the mapping holds the whole region"
+        );
+        Self { map, geometry }
+    }
+
     /// Maps a fresh region and writes its header.
     fn create(fd: BorrowedFd<'_>, geometry: Geometry) -> Result<Self> {
         let map = Self::map(fd, geometry.region_size())?;
