@@ -609,10 +609,11 @@ const PHASES: [Phase; 5] = [
 ];
 const FAULTS: [Signal; 3] = [Signal::SIGKILL, Signal::SIGSEGV, Signal::SIGSTOP];
 
-/// Trial `i`'s phase and signal: every five trials cover each phase, and
-/// three rounds cover every pair.
+/// Trial `i`'s phase and signal: every five trials cover each phase, the
+/// first ten every signal (a worker stopped while loading among them), and
+/// three rounds every pair.
 fn schedule(i: usize) -> (Phase, Signal) {
-    (PHASES[i % 5], FAULTS[(i / 5 + i % 5) % 3])
+    (PHASES[i % 5], FAULTS[(2 * (i / 5) + i % 5) % 3])
 }
 
 /// Sends the fault. An external SIGSEGV is absorbed once by the Rust
@@ -656,7 +657,8 @@ fn run_trial(d: &Daemon, rng: &mut StdRng, phase: Phase, signal: Signal) -> Resu
             if status != 200 {
                 return Err(format!("unload: {status} {body}"));
             }
-            if !wait_until(HANG, || d.holdings().children == 0) {
+            // Reaped, so the next child is the new worker.
+            if !wait_until(HANG, || children(d.pid()).is_empty()) {
                 return Err("the unloaded worker did not exit".into());
             }
             spawn(
@@ -671,13 +673,13 @@ fn run_trial(d: &Daemon, rng: &mut StdRng, phase: Phase, signal: Signal) -> Resu
             );
             let mut pid = None;
             if !wait_until(HANG, || {
-                pid = children(d.pid()).first().map(|c| c.0);
+                pid = children(d.pid()).iter().find(|c| c.1 != 'Z').map(|c| c.0);
                 pid.is_some()
             }) {
                 return Err("no worker started".into());
             }
             // Loading the tiny model takes a few hundred milliseconds.
-            std::thread::sleep(Duration::from_millis(rng.random_range(0..400)));
+            std::thread::sleep(Duration::from_millis(rng.random_range(0..300)));
             pid.unwrap()
         }
         Phase::Idle => d.ready_pid().ok_or("no ready worker")?,
@@ -764,10 +766,14 @@ fn run_trial(d: &Daemon, rng: &mut StdRng, phase: Phase, signal: Signal) -> Resu
         }
     }
     // A stopped worker goes only when the watchdog sees its heartbeat stale.
+    // Gone means reaped by the daemon: a request that arrives while the
+    // kernel still tears the process down (its main thread a zombie, other
+    // threads exiting) is in flight on a dying worker and may fail.
     let limit = Duration::from_secs(HEARTBEAT_TIMEOUT * 3 + 10);
-    if !wait_until(limit, || !process_alive(victim)) {
+    let proc_dir = PathBuf::from(format!("/proc/{victim}"));
+    if !wait_until(limit, || !proc_dir.exists()) {
         return Err(format!(
-            "worker {victim} still alive {limit:?} after {signal}"
+            "worker {victim} not reaped {limit:?} after {signal}"
         ));
     }
     if d.health() != 200 {

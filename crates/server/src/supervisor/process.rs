@@ -99,12 +99,14 @@ impl Launcher for ProcessLauncher {
     fn launch(&self, spec: LaunchSpec) -> BoxFuture<'static, Result<Arc<dyn Worker>, LaunchError>> {
         let program = self.program.clone();
         let spawner = self.spawner.clone();
-        let timeout = self.load_timeout;
-        let heartbeat_timeout = self.heartbeat_timeout;
+        let limits = Limits {
+            load: self.load_timeout,
+            heartbeat: self.heartbeat_timeout,
+        };
         let extra = self.worker_args.clone();
         async move {
-            let worker = start(program, spawner, &spec, &extra, timeout).await?;
-            tokio::spawn(watch_heartbeat(Arc::downgrade(&worker), heartbeat_timeout));
+            let worker = start(program, spawner, &spec, &extra, limits).await?;
+            tokio::spawn(watch_heartbeat(Arc::downgrade(&worker), limits.heartbeat));
             Ok(worker as Arc<dyn Worker>)
         }
         .boxed()
@@ -151,30 +153,30 @@ pub struct ProcessWorker {
     killed_because: Arc<Mutex<Option<String>>>,
 }
 
+/// How long a worker may take.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    /// From spawn to `Ready`.
+    load: Duration,
+    /// Between heartbeats, loading or ready.
+    heartbeat: Duration,
+}
+
+/// How often the heartbeat is looked at, for a `timeout`.
+fn heartbeat_period(timeout: Duration) -> Duration {
+    (timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(5))
+}
+
 /// Kills a ready worker whose heartbeat is older than `timeout` (a hung
 /// process: stopped, deadlocked, or stuck in a kernel), so its requests end
 /// and the next one gets a fresh worker. Ends when the worker is gone.
 async fn watch_heartbeat(worker: std::sync::Weak<ProcessWorker>, timeout: Duration) {
-    let period = (timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
     loop {
-        tokio::time::sleep(period).await;
+        tokio::time::sleep(heartbeat_period(timeout)).await;
         let Some(worker) = worker.upgrade() else {
             return;
         };
-        if worker.conn.closed_reason().is_some() {
-            return;
-        }
-        let Some(age) = worker.conn.status().heartbeat_age() else {
-            continue;
-        };
-        if age > timeout {
-            let why = format!("no heartbeat for {} s", age.as_secs());
-            tracing::error!(pid = ?worker.info.pid, "worker hung ({why}); killing it");
-            *worker
-                .killed_because
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner) = Some(why);
-            let _ = worker.signals.send(Signal::SIGKILL);
+        if worker.conn.closed_reason().is_some() || worker.kill_if_hung(timeout) {
             return;
         }
     }
@@ -185,8 +187,9 @@ async fn start(
     spawner: mpsc::UnboundedSender<SpawnJob>,
     spec: &LaunchSpec,
     extra: &[String],
-    timeout: Duration,
+    limits: Limits,
 ) -> Result<Arc<ProcessWorker>, LaunchError> {
+    let timeout = limits.load;
     let started = Instant::now();
     let region = RegionConfig {
         protocol_version: PROTOCOL_VERSION,
@@ -277,6 +280,23 @@ async fn start(
     let loaded = async {
         worker.send_frame(meta, hello).await?;
         await_ready(&worker, &mut control, &spec.model_id).await
+    };
+    // A worker that stops heart-beating while it loads is killed as a ready
+    // one would be; its exit then ends the load with the reason, at once
+    // rather than at the load timeout.
+    let watched = async {
+        loop {
+            tokio::time::sleep(heartbeat_period(limits.heartbeat)).await;
+            if worker.kill_if_hung(limits.heartbeat) {
+                return std::future::pending().await;
+            }
+        }
+    };
+    let loaded = async {
+        tokio::select! {
+            result = loaded => result,
+            result = watched => result,
+        }
     };
     let info = match tokio::time::timeout(timeout, loaded).await {
         Ok(Ok(info)) => info,
@@ -487,6 +507,26 @@ impl ProcessWorker {
     #[cfg(not(target_os = "linux"))]
     fn has_exited(&self) -> bool {
         false
+    }
+
+    /// Kills the worker if its heartbeat (once it wrote one) is older than
+    /// `timeout`, with the reason kept for its exit report; returns whether
+    /// it did.
+    fn kill_if_hung(&self, timeout: Duration) -> bool {
+        let Some(age) = self.conn.status().heartbeat_age() else {
+            return false;
+        };
+        if age <= timeout {
+            return false;
+        }
+        let why = format!("no heartbeat for {} s", age.as_secs());
+        tracing::error!(pid = ?self.info.pid, "worker hung ({why}); killing it");
+        *self
+            .killed_because
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(why);
+        let _ = self.signals.send(Signal::SIGKILL);
+        true
     }
 
     /// How the worker ended; waits for it to be reaped.
