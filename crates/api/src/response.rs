@@ -51,6 +51,17 @@ pub struct Usage {
     pub prompt_tokens: u32,
     pub completion_tokens: u32,
     pub total_tokens: u32,
+    /// Written only when the worker reported prompt-cache hits, as OpenAI
+    /// writes `prompt_tokens_details` only where it has them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prompt_tokens_details: Option<PromptTokensDetails>,
+}
+
+/// The parts of the prompt count (OpenAI's `usage.prompt_tokens_details`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct PromptTokensDetails {
+    /// Prompt tokens whose keys and values came from the prompt cache.
+    pub cached_tokens: u32,
 }
 
 impl Usage {
@@ -59,7 +70,17 @@ impl Usage {
             prompt_tokens,
             completion_tokens,
             total_tokens: prompt_tokens.saturating_add(completion_tokens),
+            prompt_tokens_details: None,
         }
+    }
+
+    /// The same counts with `cached` prompt tokens from the prompt cache
+    /// (0: none reported, no details written).
+    pub fn with_cached_tokens(mut self, cached: u32) -> Self {
+        self.prompt_tokens_details = (cached > 0).then_some(PromptTokensDetails {
+            cached_tokens: cached,
+        });
+        self
     }
 }
 
@@ -335,5 +356,21 @@ impl ModelList {
             object: "list",
             data,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_writes_cached_tokens_only_when_reported() {
+        let plain = serde_json::to_value(Usage::new(10, 5).with_cached_tokens(0)).unwrap();
+        assert_eq!(
+            plain,
+            serde_json::json!({"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15})
+        );
+        let cached = serde_json::to_value(Usage::new(10, 5).with_cached_tokens(8)).unwrap();
+        assert_eq!(cached["prompt_tokens_details"]["cached_tokens"], 8);
     }
 }

@@ -3,8 +3,15 @@
 //! the peers found on the machine, side by side in one run, with the
 //! daemon's own per-stage timings, a Markdown report, JSON and SVG plots.
 
+mod client;
 mod direct;
+mod plots;
+mod report;
 mod stats;
+mod suite;
+mod systems;
+
+use std::path::PathBuf;
 
 use ::engine::model::synthetic::PRESETS;
 use clap::{ArgGroup, Args};
@@ -44,7 +51,43 @@ pub struct BenchArgs {
     repeats: usize,
     /// --engine: write the results as JSON to this file too.
     #[arg(long)]
-    json: Option<std::path::PathBuf>,
+    json: Option<PathBuf>,
+    /// --suite: generation lengths, comma-separated (default 50,100,200; 8
+    /// with --smoke).
+    #[arg(long, value_delimiter = ',')]
+    tokens: Vec<usize>,
+    /// --suite: measured runs per system and length, after one warm-up
+    /// (default 5; 1 with --smoke).
+    #[arg(long)]
+    runs: Option<usize>,
+    /// --suite: numbers of concurrent streams to measure, comma-separated
+    /// (default none; 1,2 with --smoke).
+    #[arg(long, value_delimiter = ',')]
+    concurrency: Vec<usize>,
+    /// --suite: the directory for report.md, results.json, the plots and
+    /// the servers' logs.
+    #[arg(long, default_value = "bench-suite")]
+    out: PathBuf,
+    /// --suite: a quick check that everything runs (one short run, no
+    /// peers); its figures mean nothing.
+    #[arg(long)]
+    smoke: bool,
+    /// --suite: measure mlxd only, not the peers found on the machine.
+    #[arg(long)]
+    no_peers: bool,
+    /// --suite: the Python that runs mlx_lm.server (default: this source
+    /// tree's .venv).
+    #[arg(long, env = "MLXD_BENCH_PYTHON")]
+    python: Option<PathBuf>,
+    /// --suite: the GGUF file llama-server and Ollama serve (default: the
+    /// model itself when it is a .gguf).
+    #[arg(long)]
+    gguf: Option<PathBuf>,
+    /// --suite: leave the servers' prompt caches on (by default they are
+    /// off, so every system prefills the whole prompt as the bare engine
+    /// does).
+    #[arg(long)]
+    prompt_cache: bool,
 }
 
 /// Runs `mlxd bench`.
@@ -55,5 +98,28 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    direct::run(&args)
+    if !args.suite {
+        return direct::run(&args);
+    }
+    let smoke = args.smoke;
+    let or_smoke = |given: Vec<usize>, normal: &[usize], quick: &[usize]| match given.is_empty() {
+        false => given,
+        true if smoke => quick.to_vec(),
+        true => normal.to_vec(),
+    };
+    let command_line = std::env::args().skip(1).collect::<Vec<_>>().join(" ");
+    suite::run(suite::SuiteOptions {
+        models: args.model,
+        synthetic: args.synthetic,
+        tokens: or_smoke(args.tokens, &[50, 100, 200], &[8]),
+        runs: args.runs.unwrap_or(if smoke { 1 } else { 5 }),
+        concurrency: or_smoke(args.concurrency, &[], &[1, 2]),
+        out: args.out,
+        smoke,
+        peers: !smoke && !args.no_peers,
+        python: args.python,
+        gguf: args.gguf,
+        prompt_cache: args.prompt_cache,
+        command_line: format!("mlxd {command_line}"),
+    })
 }

@@ -1,12 +1,13 @@
 //! The admin API (its own listener; the reference server's surface):
 //! `GET /admin/status`, `POST /admin/load`, `POST /admin/unload`,
-//! `GET /admin/health`.
+//! `GET /admin/health`; and `GET /admin/timings`, the last requests' stage
+//! timelines (see [`super::metrics::Timeline`]) with p50/p99 per stage.
 
 use std::time::Duration;
 
 use api::ApiError;
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
@@ -22,6 +23,7 @@ pub fn routes() -> Router<AppState> {
         .route("/admin/health", get(health))
         .route("/admin/load", post(load))
         .route("/admin/unload", post(unload))
+        .route("/admin/timings", get(timings))
 }
 
 fn keep_alive_json(k: KeepAlive) -> serde_json::Value {
@@ -74,6 +76,45 @@ async fn health(State(state): State<AppState>) -> Response {
         .collect();
     axum::Json(json!({"status": "ok", "ready_workers": ready, "failed_models": failed}))
         .into_response()
+}
+
+/// `GET /admin/timings?last=N&prefix=P`: the last `N` timelines (default:
+/// all kept) of requests whose `x-request-id` starts with `P`.
+#[derive(Deserialize)]
+struct TimingsQuery {
+    last: Option<usize>,
+    prefix: Option<String>,
+}
+
+async fn timings(State(state): State<AppState>, Query(query): Query<TimingsQuery>) -> Response {
+    let timings = &state.metrics.timings;
+    let mut recent = timings.recent(timings.capacity());
+    if let Some(prefix) = &query.prefix {
+        recent.retain(|t| t.request_id.starts_with(prefix.as_str()));
+    }
+    if let Some(last) = query.last {
+        recent.drain(..recent.len().saturating_sub(last));
+    }
+    let stages: serde_json::Map<String, serde_json::Value> = super::metrics::summarize(&recent)
+        .into_iter()
+        .map(|(name, s)| (name.to_owned(), json!(s)))
+        .collect();
+    let requests: Vec<serde_json::Value> = recent
+        .iter()
+        .map(|t| {
+            let mut v = json!(t);
+            v["stages"] = json!(t.stages());
+            v
+        })
+        .collect();
+    axum::Json(json!({
+        "clock": "CLOCK_MONOTONIC ns; 0 = not reached or not reported",
+        "capacity": timings.capacity(),
+        "count": recent.len(),
+        "stages": stages,
+        "requests": requests,
+    }))
+    .into_response()
 }
 
 #[derive(Deserialize)]

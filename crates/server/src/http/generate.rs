@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 
 use super::AppState;
 use super::catalog::FrontModel;
+use super::metrics::{RequestTimeline, now_ns};
 use crate::supervisor::{Generation, KeepAlive as SupKeepAlive, SupervisorError, WorkerEvent};
 
 /// One token's log-probabilities, with token texts.
@@ -195,6 +196,7 @@ pub async fn start(
     state: &AppState,
     req: &GenerationRequest,
     prepared: &Prepared,
+    timeline: &Arc<RequestTimeline>,
 ) -> Result<mpsc::Receiver<ChoiceUpdate>, ApiError> {
     let model = &prepared.model;
     let spec = model.spec();
@@ -219,6 +221,7 @@ pub async fn start(
             }
             let room = context - prompt_len;
             let params = sampling_params(req, sample, req.max_tokens.map_or(room, |m| m.min(room)));
+            timeline.stamp(|t| &mut t.submitted_ns);
             let generation = lease
                 .generate(prompt.clone(), params)
                 .await
@@ -238,6 +241,8 @@ pub async fn start(
                 last_token: None,
                 arrived: prepared.arrived,
                 metrics: Arc::clone(&state.metrics),
+                timeline: Arc::clone(timeline),
+                counts_prompt: sample == 0,
             };
             tokio::spawn(run_choice(generation, choice, tx.clone(), deadline));
         }
@@ -284,6 +289,9 @@ struct Choice {
     last_token: Option<Instant>,
     arrived: Instant,
     metrics: Arc<super::metrics::Metrics>,
+    timeline: Arc<RequestTimeline>,
+    /// The first sample of its prompt: its prompt-cache hits count in usage.
+    counts_prompt: bool,
 }
 
 impl Choice {
@@ -300,6 +308,7 @@ impl Choice {
                 let now = Instant::now();
                 match self.last_token {
                     None => {
+                        self.timeline.stamp(|t| &mut t.first_token_ns);
                         self.metrics.observe_ttft(now - self.arrived);
                     }
                     Some(last) => self.metrics.observe_token(now - last),
@@ -339,6 +348,7 @@ impl Choice {
             }
             WorkerEvent::Error { message, .. } => (vec![failure(message)], true),
             WorkerEvent::Done(done) => {
+                self.record_done(&done);
                 let reason = match done.finish_reason {
                     protocol::FinishReason::Length => FinishReason::Length,
                     _ => FinishReason::Stop,
@@ -356,6 +366,24 @@ impl Choice {
                 (out, true)
             }
         }
+    }
+
+    /// The worker's stamps of the first choice to finish, and every
+    /// prompt's cache hits, into the request's timeline.
+    fn record_done(&self, done: &protocol::Done) {
+        self.timeline.update(|t| {
+            if t.done_ns == 0 {
+                t.done_ns = now_ns();
+                t.worker_received_ns = done.received_ns;
+                t.worker_admitted_ns = done.admitted_ns;
+                t.worker_first_token_ns = done.first_token_ns;
+                t.prefill_us = done.prefill_us;
+                t.decode_us = done.decode_us;
+            }
+            if self.counts_prompt {
+                t.cached_tokens += done.cached_tokens;
+            }
+        });
     }
 
     fn finished(&self, reason: FinishReason) -> ChoiceUpdate {

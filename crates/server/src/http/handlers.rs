@@ -4,6 +4,7 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use api::response::{
@@ -22,6 +23,7 @@ use axum::routing::{get, post};
 use tokio::sync::mpsc;
 
 use super::generate::{self, ChoiceUpdate, Prepared, QueueTicket, TokenInfo};
+use super::metrics::{RequestTimeline, now_ns};
 use super::{AppState, HttpError};
 
 /// Routes behind the API key.
@@ -141,10 +143,18 @@ async fn serve(
     route: &str,
     parse: fn(&[u8]) -> Result<GenerationRequest, ApiError>,
 ) -> Response {
+    let request_id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let timeline = Arc::new(RequestTimeline::start(request_id));
     let result = async {
         let body = json_body(&state, request).await?;
         let req = parse(&body)?;
-        respond(&state, req).await
+        timeline.stamp(|t| &mut t.parsed_ns);
+        respond(&state, req, timeline).await
     }
     .await;
     let response = result.unwrap_or_else(|e| HttpError(e).into_response());
@@ -171,17 +181,32 @@ async fn json_body(state: &AppState, request: Request) -> Result<Bytes, ApiError
         });
     }
     let limit = state.config.max_body_bytes;
-    axum::body::to_bytes(request.into_body(), limit)
+    // A body trickled in slowly would hold its connection forever.
+    let timeout = state.config.read_timeout;
+    tokio::time::timeout(timeout, axum::body::to_bytes(request.into_body(), limit))
         .await
+        .map_err(|_| ApiError::BodyTimeout {
+            seconds: timeout.as_secs(),
+        })?
         .map_err(|_| ApiError::PayloadTooLarge {
             limit_bytes: limit as u64,
         })
 }
 
-async fn respond(state: &AppState, req: GenerationRequest) -> Result<Response, ApiError> {
+async fn respond(
+    state: &AppState,
+    req: GenerationRequest,
+    timeline: Arc<RequestTimeline>,
+) -> Result<Response, ApiError> {
     let prepared = generate::prepare(state, &req).await?;
+    timeline.update(|t| {
+        t.tokenized_ns = now_ns();
+        t.model = prepared.model.id.clone();
+        t.stream = req.stream;
+        t.prompt_tokens = prepared.prompt_tokens();
+    });
     let ticket = generate::admit(state, &prepared.model.id)?;
-    let updates = generate::start(state, &req, &prepared).await?;
+    let updates = generate::start(state, &req, &prepared, &timeline).await?;
     let meta = ResponseMeta {
         id: api::response::response_id(req.endpoint, rand::random()),
         created: unix_now(),
@@ -205,6 +230,7 @@ async fn respond(state: &AppState, req: GenerationRequest) -> Result<Response, A
             choices,
             prepared,
             ticket,
+            timeline,
         ));
     }
     let collected = match collect(updates, choices as usize).await {
@@ -215,7 +241,8 @@ async fn respond(state: &AppState, req: GenerationRequest) -> Result<Response, A
             return Err(e);
         }
     };
-    let usage = Usage::new(prepared.prompt_tokens(), collected.completion_tokens);
+    let usage = Usage::new(prepared.prompt_tokens(), collected.completion_tokens)
+        .with_cached_tokens(timeline.snapshot().cached_tokens);
     state
         .metrics
         .count_tokens(usage.prompt_tokens, usage.completion_tokens);
@@ -227,14 +254,22 @@ async fn respond(state: &AppState, req: GenerationRequest) -> Result<Response, A
         "ok",
     );
     drop(ticket);
-    Ok(match req.endpoint {
+    let completion_tokens = usage.completion_tokens;
+    let response = match req.endpoint {
         Endpoint::Chat => {
             axum::Json(chat_body(meta, collected, usage, req.logprobs.is_some())).into_response()
         }
         Endpoint::Completion => {
             axum::Json(completion_body(meta, collected, usage, &req, &prepared)).into_response()
         }
-    })
+    };
+    timeline.update(|t| {
+        let now = now_ns();
+        (t.first_write_ns, t.finished_ns) = (now, now);
+        t.completion_tokens = completion_tokens;
+    });
+    state.metrics.timings.record(timeline.snapshot());
+    Ok(response)
 }
 
 /// The one log line per generation request: model, tokens, time to first
@@ -515,6 +550,12 @@ struct SseState {
     arrived: std::time::Instant,
     first_token: Option<std::time::Instant>,
     _ticket: QueueTicket,
+    timeline: Arc<RequestTimeline>,
+    /// The first content chunk is in `pending`: stamp it when handed over.
+    first_write_pending: bool,
+    first_write_seen: bool,
+    /// Every choice finished and the usage was sent.
+    succeeded: bool,
 }
 
 impl SseState {
@@ -534,7 +575,15 @@ impl SseState {
                 text,
                 tokens,
             }) => {
-                self.pending.extend(self.chunker.text(index, &text, tokens));
+                let events = self.chunker.text(index, &text, tokens);
+                if self.first_token.is_none() {
+                    self.first_token = Some(std::time::Instant::now());
+                }
+                if !events.is_empty() && !self.first_write_seen {
+                    self.first_write_seen = true;
+                    self.first_write_pending = true;
+                }
+                self.pending.extend(events);
             }
             Some(ChoiceUpdate::Finished {
                 index,
@@ -560,11 +609,13 @@ impl SseState {
                     };
                     self.pending.push_back(e.sse_event());
                 } else {
-                    let usage = Usage::new(self.prompt_tokens, self.completion_tokens);
+                    let usage = Usage::new(self.prompt_tokens, self.completion_tokens)
+                        .with_cached_tokens(self.timeline.snapshot().cached_tokens);
                     self.state
                         .metrics
                         .count_tokens(usage.prompt_tokens, usage.completion_tokens);
                     self.pending.extend(self.chunker.usage(usage));
+                    self.succeeded = true;
                 }
                 self.pending.push_back(SSE_DONE.to_owned());
                 self.done = true;
@@ -596,6 +647,7 @@ fn stream_response(
     choices: u32,
     prepared: Prepared,
     ticket: QueueTicket,
+    timeline: Arc<RequestTimeline>,
 ) -> Response {
     let pending: VecDeque<String> = chunker.start().into();
     let sse = SseState {
@@ -611,13 +663,29 @@ fn stream_response(
         arrived: prepared.arrived,
         first_token: None,
         _ticket: ticket,
+        timeline,
+        first_write_pending: false,
+        first_write_seen: false,
+        succeeded: false,
     };
     let body = futures::stream::unfold(sse, |mut sse| async move {
         loop {
             if let Some(event) = sse.pending.pop_front() {
+                if sse.first_write_pending && sse.pending.is_empty() {
+                    sse.first_write_pending = false;
+                    sse.timeline.stamp(|t| &mut t.first_write_ns);
+                }
                 return Some((Ok::<_, Infallible>(Bytes::from(event)), sse));
             }
             if !sse.advance().await {
+                if sse.succeeded {
+                    let completion_tokens = sse.completion_tokens;
+                    sse.timeline.update(|t| {
+                        t.finished_ns = now_ns();
+                        t.completion_tokens = completion_tokens;
+                    });
+                    sse.state.metrics.timings.record(sse.timeline.snapshot());
+                }
                 return None;
             }
         }
