@@ -44,6 +44,8 @@ struct Plot {
     scatter: bool,
     /// Category names of the x axis (x = 0, 1, ...), when it has them.
     categories: Vec<String>,
+    /// Label the x axis at whole numbers only.
+    integer_x: bool,
 }
 
 fn range(values: impl Iterator<Item = f64> + Clone) -> (f64, f64) {
@@ -61,11 +63,17 @@ impl Plot {
         let root = SVGBackend::new(path, (900, 540)).into_drawing_area();
         root.fill(&WHITE)?;
         let points = || self.series.values().flatten();
-        let (x0, x1) = range(points().map(|p| p.0));
-        let (mut y0, y1) = range(points().map(|p| p.1));
+        let (x0, x1) = if self.categories.is_empty() {
+            range(points().map(|p| p.0))
+        } else {
+            (-0.5, self.categories.len() as f64 - 0.5)
+        };
+        let (mut y0, mut y1) = range(points().map(|p| p.1));
         if y0 > 0.0 && !self.scatter {
             y0 = 0.0;
         }
+        // Room above the data for the legend.
+        y1 += (y1 - y0) * 0.35;
         let mut chart = ChartBuilder::on(&root)
             .caption(&self.title, ("sans-serif", 22))
             .margin(16)
@@ -73,21 +81,30 @@ impl Plot {
             .y_label_area_size(72)
             .build_cartesian_2d(x0..x1, y0..y1)?;
         let categories = self.categories.clone();
+        let integer_x = self.integer_x;
         let mut mesh = chart.configure_mesh();
-        mesh.x_desc(self.x_desc).y_desc(self.y_desc);
+        mesh.x_desc(self.x_desc)
+            .y_desc(self.y_desc)
+            .light_line_style(WHITE.mix(0.0));
         let label = move |x: &f64| {
             let i = x.round();
-            if categories.is_empty() {
-                format!("{x:.0}")
-            } else if (x - i).abs() < 0.01 && i >= 0.0 {
-                categories.get(i as usize).cloned().unwrap_or_default()
-            } else {
+            let whole = (x - i).abs() < 1e-6;
+            if !categories.is_empty() {
+                match (whole, i >= 0.0) {
+                    (true, true) => categories.get(i as usize).cloned().unwrap_or_default(),
+                    _ => String::new(),
+                }
+            } else if whole {
+                format!("{i:.0}")
+            } else if integer_x {
                 String::new()
+            } else {
+                format!("{x:.1}")
             }
         };
         mesh.x_label_formatter(&label);
         if !self.categories.is_empty() {
-            mesh.x_labels(self.categories.len() * 4 + 1);
+            mesh.x_labels(self.categories.len() * 2 + 1);
         }
         mesh.draw()?;
         for (i, (name, points)) in self.series.iter().enumerate() {
@@ -143,6 +160,7 @@ fn tps_vs_size(r: &SuiteReport) -> Option<Plot> {
         series,
         scatter: false,
         categories: Vec::new(),
+        integer_x: false,
     })
 }
 
@@ -174,6 +192,7 @@ fn overhead_vs_tokens(r: &SuiteReport) -> Option<Plot> {
         series,
         scatter: false,
         categories: Vec::new(),
+        integer_x: true,
     })
 }
 
@@ -195,10 +214,14 @@ fn ttft_distribution(r: &SuiteReport) -> Option<Plot> {
                     format!("{system} {}", w.tokens)
                 };
                 categories.push(label);
-                let n = ttfts.len().max(2) as f64;
+                let n = ttfts.len() as f64;
                 for (i, t) in ttfts.into_iter().enumerate() {
                     // Spread the points of one column a little.
-                    let jitter = (i as f64 / (n - 1.0) - 0.5) * 0.3;
+                    let jitter = if n > 1.0 {
+                        (i as f64 / (n - 1.0) - 0.5) * 0.3
+                    } else {
+                        0.0
+                    };
                     series
                         .entry(system.clone())
                         .or_default()
@@ -214,6 +237,7 @@ fn ttft_distribution(r: &SuiteReport) -> Option<Plot> {
         series,
         scatter: true,
         categories,
+        integer_x: true,
     })
 }
 
@@ -246,5 +270,6 @@ fn concurrency(r: &SuiteReport) -> Option<Plot> {
         series,
         scatter: false,
         categories: Vec::new(),
+        integer_x: true,
     })
 }
