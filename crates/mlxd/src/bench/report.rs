@@ -79,8 +79,9 @@ pub fn markdown(r: &SuiteReport, plots: &[String]) -> String {
     let _ = writeln!(md, "- mlxd {}; command: `{}`", r.mlxd_version, r.command);
     let _ = writeln!(
         md,
-        "- {} measured runs per system and length after one warm-up (not counted), interleaved \
-         (direct, mlxd streamed, mlxd whole, each peer, then again); {:.0} s in all{}",
+        "- {} measured runs per system and length, interleaved (direct, mlxd streamed, mlxd \
+         whole, each peer, then again), after one warm-up request per system (not counted); \
+         {:.0} s in all{}",
         r.runs,
         r.duration_s,
         if r.smoke {

@@ -309,9 +309,10 @@ impl ModelRun<'_> {
         ))?;
         let mut systems_seen = vec![("mlxd".to_owned(), "measured".to_owned())];
         let mut peers = self.start_peers(subject, &eos, &mut systems_seen);
+        self.warm_up(&loaded, &mlxd, &mut peers, &mut systems_seen)?;
         let mut workloads = Vec::new();
         for &tokens in &self.opts.tokens {
-            workloads.push(self.workload(&loaded, &mlxd, &mut peers, tokens, &mut systems_seen)?);
+            workloads.push(self.workload(&loaded, &mlxd, &peers, tokens, &mut systems_seen)?);
         }
         let mut concurrency = Vec::new();
         if let (Some(&tokens), false) = (self.opts.tokens.first(), self.opts.concurrency.is_empty())
@@ -457,13 +458,51 @@ impl ModelRun<'_> {
         Ok(dir)
     }
 
-    /// One generation length: a warm-up of every system, then `runs`
-    /// rounds of direct, mlxd streamed, mlxd whole, and each peer streamed.
-    fn workload(
+    /// One request to every system with the shortest workload, not
+    /// recorded (first-use costs: kernels, allocations, caches); a peer
+    /// that fails it is left out.
+    fn warm_up(
         &self,
         loaded: &engine::loader::LoadedModel,
         mlxd: &Server,
         peers: &mut Vec<Peer>,
+        seen: &mut [(String, String)],
+    ) -> anyhow::Result<()> {
+        let tokens = self.opts.tokens.iter().copied().min().unwrap_or(1);
+        let w = workload(tokens);
+        eprintln!("warm-up ({tokens} tokens, every system)");
+        let prompt = chat_prompt(&loaded.tokenizer, w.prompt)?;
+        direct::generate_timed(&loaded.model, &prompt, tokens)?;
+        let id = format!("w-{}", self.index);
+        let request = |target: &Target| {
+            self.rt.block_on(client::chat(
+                self.http,
+                target,
+                w.prompt,
+                tokens,
+                true,
+                &id,
+                Instant::now(),
+            ))
+        };
+        request(&mlxd.target)?;
+        peers.retain(|p| match request(&p.target) {
+            Ok(_) => true,
+            Err(e) => {
+                mark_failed(seen, &p.target.system, &e);
+                false
+            }
+        });
+        Ok(())
+    }
+
+    /// One generation length: `runs` rounds of direct, mlxd streamed, mlxd
+    /// whole, and each peer streamed.
+    fn workload(
+        &self,
+        loaded: &engine::loader::LoadedModel,
+        mlxd: &Server,
+        peers: &[Peer],
         tokens: usize,
         seen: &mut [(String, String)],
     ) -> anyhow::Result<WorkloadReport> {
@@ -486,18 +525,6 @@ impl ModelRun<'_> {
                 Instant::now(),
             ))
         };
-        // Warm-up, not recorded.
-        direct::generate_timed(&loaded.model, &prompt, tokens)?;
-        request(&mlxd.target, true, &format!("w-{m}-{tokens}"))?;
-        peers.retain(
-            |p| match request(&p.target, true, &format!("w-{m}-{tokens}")) {
-                Ok(_) => true,
-                Err(e) => {
-                    mark_failed(seen, &p.target.system, &e);
-                    false
-                }
-            },
-        );
         let mut direct_samples = Vec::new();
         let mut stream = Vec::new();
         let mut whole = Vec::new();
