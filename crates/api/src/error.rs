@@ -59,6 +59,9 @@ pub enum ApiError {
     /// 413: the body is larger than the configured limit.
     #[error("Request body is too large: the limit is {limit_bytes} bytes")]
     PayloadTooLarge { limit_bytes: u64 },
+    /// 408: the body did not arrive within the configured time.
+    #[error("The request body did not arrive within {seconds} s")]
+    BodyTimeout { seconds: u64 },
     /// 415: the body is not declared as JSON.
     #[error("{}", media_type_message(.content_type.as_deref()))]
     UnsupportedMediaType { content_type: Option<String> },
@@ -136,6 +139,7 @@ impl ApiError {
             ModelNotFound { .. } => (404, INVALID, Some("model_not_found")),
             UnknownRoute { .. } => (404, INVALID, None),
             MethodNotAllowed { .. } => (405, INVALID, Some("method_not_allowed")),
+            BodyTimeout { .. } => (408, INVALID, Some("request_timeout")),
             PayloadTooLarge { .. } => (413, INVALID, Some("request_too_large")),
             UnsupportedMediaType { .. } => (415, INVALID, Some("unsupported_media_type")),
             Unprocessable { .. } => (422, INVALID, None),
@@ -256,6 +260,7 @@ mod tests {
         assert_eq!(ApiError::invalid("n", "bad").status(), 400);
         assert_eq!(ApiError::InvalidApiKey.status(), 401);
         assert_eq!(ApiError::Timeout { seconds: 3 }.status(), 504);
+        assert_eq!(ApiError::BodyTimeout { seconds: 3 }.status(), 408);
         let full = ApiError::QueueFull {
             model: "m".into(),
             retry_after_secs: 2,

@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use server::http::catalog::{CatalogEntry, ModelCatalog, format_of, modified_secs};
-use server::http::{AppState, HttpConfig, admin_router, router};
+use server::http::{self, AppState, HttpConfig, admin_router, router};
 use server::supervisor::process::ProcessLauncher;
 use server::supervisor::{KeepAlive, Launcher, Supervisor, SupervisorConfig};
 
@@ -193,6 +193,8 @@ async fn serve(args: ServeArgs, config: Config) -> anyhow::Result<()> {
         "context_length": config.models.context_length,
         "queue_depth": s.queue_depth,
         "request_timeout_seconds": s.request_timeout.as_secs(),
+        "max_connections": s.max_connections,
+        "read_timeout_seconds": s.read_timeout.as_secs(),
         "api_keys": !s.api_keys.is_empty(),
     });
     let catalog = ConfigCatalog {
@@ -214,6 +216,8 @@ async fn serve(args: ServeArgs, config: Config) -> anyhow::Result<()> {
         max_body_bytes: usize::try_from(s.max_body_bytes).unwrap_or(usize::MAX),
         request_timeout: s.request_timeout,
         queue_depth: s.queue_depth,
+        max_connections: s.max_connections,
+        read_timeout: s.read_timeout,
     };
     let state = AppState::new(supervisor.clone(), Arc::new(catalog), http, summary);
 
@@ -226,22 +230,24 @@ async fn serve(args: ServeArgs, config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {addr}"))?;
     tracing::info!(%addr, models = ?served.iter().map(|(n, _)| n).collect::<Vec<_>>(), "serving the OpenAI API");
-    let main = tokio::spawn(
-        axum::serve(listener, router(state.clone()))
-            .with_graceful_shutdown(stopped(stop_rx.clone()))
-            .into_future(),
-    );
+    let main = tokio::spawn(http::serve(
+        listener,
+        router(state.clone()),
+        &state.config,
+        stopped(stop_rx.clone()),
+    ));
     let admin = if s.admin {
         let addr = listen_addr(&s.host, s.admin_port)?;
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("listening on {addr} (admin)"))?;
         tracing::info!(%addr, "serving the admin API");
-        Some(tokio::spawn(
-            axum::serve(listener, admin_router(state.clone()))
-                .with_graceful_shutdown(stopped(stop_rx.clone()))
-                .into_future(),
-        ))
+        Some(tokio::spawn(http::serve(
+            listener,
+            admin_router(state.clone()),
+            &state.config,
+            stopped(stop_rx.clone()),
+        )))
     } else {
         None
     };

@@ -303,12 +303,63 @@ fn create_named(prefix: &str) -> Result<(OwnedFd, CString)> {
 #[cfg(target_os = "linux")]
 fn create_memfd() -> Result<OwnedFd> {
     use nix::sys::memfd::{MFdFlags, memfd_create};
-    memfd_create(c"shm-ring", MFdFlags::MFD_CLOEXEC).map_err(|e| RingError::os("memfd_create", e))
+    let fd = memfd_create(c"shm-ring", MFdFlags::MFD_CLOEXEC)
+        .map_err(|e| RingError::os("memfd_create", e))?;
+    // A memfd starts with mode 0777; reopening it through /proc/<pid>/fd
+    // goes by that mode, so give it the named regions' 0600.
+    nix::sys::stat::fchmod(&fd, Mode::S_IRUSR | Mode::S_IWUSR)
+        .map_err(|e| RingError::os("fchmod", e))?;
+    Ok(fd)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn mode(region: &OwnedRegion) -> u32 {
+        fstat(region.fd()).expect("fstat").st_mode as u32 & 0o777
+    }
+
+    fn geometry() -> Geometry {
+        Geometry::from_config(&crate::RegionConfig {
+            request_capacity: 4096,
+            event_capacity: 4096,
+            max_frame: 1024,
+            ..crate::RegionConfig::default()
+        })
+        .expect("valid")
+    }
+
+    #[test]
+    fn regions_are_readable_and_writable_by_their_owner_only() {
+        let named = OwnedRegion::create(
+            geometry(),
+            &Backing::Named {
+                prefix: "/shmr-mode-".into(),
+            },
+        )
+        .expect("named region");
+        assert_eq!(mode(&named), 0o600);
+        #[cfg(target_os = "linux")]
+        {
+            let memfd = OwnedRegion::create(geometry(), &Backing::Memfd).expect("memfd region");
+            assert_eq!(mode(&memfd), 0o600);
+        }
+    }
+
+    #[test]
+    fn names_carry_80_random_bits_after_the_prefix() {
+        let name = random_name(DEFAULT_PREFIX).expect("valid prefix");
+        let random = name.strip_prefix(DEFAULT_PREFIX).expect("the prefix");
+        assert_eq!(random.len(), RANDOM_HEX);
+        assert!(random.bytes().all(|b| b.is_ascii_hexdigit()), "{name}");
+        // 1000 names, no repeats (a counter or clock would repeat or be
+        // guessable; 80 random bits collide with probability ~2^-61).
+        let names: std::collections::HashSet<String> = (0..1000)
+            .map(|_| random_name(DEFAULT_PREFIX).expect("valid prefix"))
+            .collect();
+        assert_eq!(names.len(), 1000);
+    }
 
     #[test]
     fn random_names_fit_the_macos_limit_and_differ() {

@@ -85,6 +85,15 @@ pub struct ServerLayer {
     /// Requests that may wait per model before new ones get 429.
     #[arg(long, env = "MLXD_QUEUE_DEPTH", value_name = "N")]
     pub queue_depth: Option<usize>,
+    /// Client connections open at once on each listener; further clients
+    /// wait to be accepted until one closes.
+    #[arg(long, env = "MLXD_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// Longest a client may take to send a request's headers (or to start
+    /// its next request on a kept-alive connection), and then its body
+    /// (e.g. "30s").
+    #[arg(long, env = "MLXD_READ_TIMEOUT", value_name = "DURATION")]
+    pub read_timeout: Option<HumanDuration>,
 }
 
 /// The `[models]` table: where models are, which to serve, and for how long.
@@ -368,6 +377,8 @@ pub struct ServerConfig {
     pub max_body_bytes: u64,
     pub request_timeout: Duration,
     pub queue_depth: usize,
+    pub max_connections: usize,
+    pub read_timeout: Duration,
 }
 
 /// `[models]`, resolved.
@@ -445,6 +456,8 @@ impl Config {
                 max_body_bytes: 16 << 20,
                 request_timeout: Duration::from_secs(10 * 60),
                 queue_depth: 64,
+                max_connections: 512,
+                read_timeout: Duration::from_secs(30),
             },
             models: ModelsConfig {
                 dir: home.join(".cache").join("mlxd").join("models"),
@@ -569,6 +582,8 @@ pub fn load_for(args: &ConfigArgs, machine: Machine) -> anyhow::Result<(Config, 
     pick!(server.max_body_bytes, |v: ByteSize| v.0);
     pick!(server.request_timeout, |v: HumanDuration| v.0);
     pick!(server.queue_depth, same);
+    pick!(server.max_connections, same);
+    pick!(server.read_timeout, |v: HumanDuration| v.0);
     pick!(models.dir, same);
     pick!(models.hf_cache, same);
     pick!(models.default, Some);
@@ -672,6 +687,18 @@ fn validate(config: &Config, provenance: &Provenance) -> anyhow::Result<()> {
         bail!(
             "invalid configuration: {} must be at least 1",
             whence("server.queue_depth")
+        );
+    }
+    if s.max_connections == 0 {
+        bail!(
+            "invalid configuration: {} must be at least 1",
+            whence("server.max_connections")
+        );
+    }
+    if s.read_timeout.is_zero() {
+        bail!(
+            "invalid configuration: {} must be more than 0",
+            whence("server.read_timeout")
         );
     }
     if s.request_timeout.is_zero() {

@@ -85,6 +85,12 @@ pub fn render(config: &Config, provenance: &Provenance) -> String {
         value(HumanDuration(s.request_timeout).to_string()),
     );
     out.line("server", "queue_depth", s.queue_depth.to_string());
+    out.line("server", "max_connections", s.max_connections.to_string());
+    out.line(
+        "server",
+        "read_timeout",
+        value(HumanDuration(s.read_timeout).to_string()),
+    );
 
     let m = &config.models;
     out.header("models");

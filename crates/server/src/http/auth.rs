@@ -31,14 +31,69 @@ pub async fn require_key(
     let Some(given) = given else {
         return HttpError(ApiError::MissingApiKey).into_response();
     };
-    // Compare against every key (no early exit) so timing reveals nothing.
-    let mut matched = subtle::Choice::from(0);
-    for key in keys.iter() {
-        matched |= given.as_bytes().ct_eq(key.as_bytes());
-    }
-    if bool::from(matched) {
+    if key_matches(given, &keys, |a, b| a.ct_eq(b)) {
         next.run(request).await
     } else {
         HttpError(ApiError::InvalidApiKey).into_response()
+    }
+}
+
+/// Whether `given` is one of `keys`. Every key is compared, with no early
+/// exit, and each comparison (`eq`: `subtle`'s, in constant time for equal
+/// lengths) looks at every byte, so the time taken says nothing about how
+/// much of a key was right, nor which key matched; only a key's length can
+/// show.
+fn key_matches(
+    given: &str,
+    keys: &[String],
+    mut eq: impl FnMut(&[u8], &[u8]) -> subtle::Choice,
+) -> bool {
+    let mut matched = subtle::Choice::from(0);
+    for key in keys {
+        matched |= eq(given.as_bytes(), key.as_bytes());
+    }
+    bool::from(matched)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn matches(given: &str, keys: &[&str]) -> bool {
+        let keys: Vec<String> = keys.iter().map(|k| (*k).to_owned()).collect();
+        key_matches(given, &keys, |a, b| a.ct_eq(b))
+    }
+
+    #[test]
+    fn only_a_whole_configured_key_matches() {
+        let keys = ["sk-first-0123456789", "sk-second-abcdef"];
+        assert!(matches("sk-first-0123456789", &keys));
+        assert!(matches("sk-second-abcdef", &keys));
+        for wrong in [
+            "",
+            "sk-first-012345678",
+            "sk-first-0123456789x",
+            "SK-FIRST-0123456789",
+            "sk-first-0123456788",
+            "sk-second-abcdefsk-first-0123456789",
+        ] {
+            assert!(!matches(wrong, &keys), "{wrong:?} matched");
+        }
+        assert!(!matches("anything", &[]));
+    }
+
+    #[test]
+    fn every_key_is_compared_even_after_a_match() {
+        let keys: Vec<String> = ["a-key", "b-key", "c-key"].map(String::from).to_vec();
+        let mut compared = Vec::new();
+        let found = key_matches("a-key", &keys, |given, key| {
+            compared.push(key.to_vec());
+            given.ct_eq(key)
+        });
+        assert!(found);
+        assert_eq!(
+            compared,
+            [b"a-key".to_vec(), b"b-key".to_vec(), b"c-key".to_vec()]
+        );
     }
 }

@@ -7,6 +7,7 @@
 pub mod admin;
 mod auth;
 pub mod catalog;
+mod connections;
 mod generate;
 mod handlers;
 pub mod metrics;
@@ -30,6 +31,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::supervisor::Supervisor;
 use catalog::{FrontModels, ModelCatalog};
+pub use connections::serve;
 
 /// Limits and access settings of the HTTP API.
 #[derive(Debug, Clone)]
@@ -46,6 +48,11 @@ pub struct HttpConfig {
     pub request_timeout: Duration,
     /// Requests per model admitted at once (waiting or running).
     pub queue_depth: usize,
+    /// Connections open at once per listener; more wait to be accepted.
+    pub max_connections: usize,
+    /// Longest a client may take to send a request's headers (or to start
+    /// its next request on a kept-alive connection), and then its body.
+    pub read_timeout: Duration,
 }
 
 impl Default for HttpConfig {
@@ -57,6 +64,8 @@ impl Default for HttpConfig {
             max_body_bytes: 16 << 20,
             request_timeout: Duration::from_secs(600),
             queue_depth: 64,
+            max_connections: 512,
+            read_timeout: Duration::from_secs(30),
         }
     }
 }
