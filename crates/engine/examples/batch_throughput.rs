@@ -1,0 +1,275 @@
+//! Continuous batching measured in-process (no IPC, no HTTP): aggregate and
+//! per-stream decode tok/s and time to first token at several numbers of
+//! concurrent streams, and the time to first token of a chat resending a
+//! long history with and without the prompt cache.
+//!
+//! ```text
+//! cargo run --release -p engine --example batch_throughput -- \
+//!     [--synthetic PRESET | --model DIR] [--concurrency 1,4,16,64] \
+//!     [--prompt 128] [--tokens 128] [--history 2000] [--json FILE]
+//! ```
+//!
+//! All streams start together with different prompts of `--prompt` tokens
+//! and generate exactly `--tokens` tokens each (greedy, no stop tokens).
+//! Aggregate tok/s counts every generated token over the time from the
+//! first submission to the last token; per-stream tok/s is each stream's
+//! tokens after its first over its decode time.
+#![allow(clippy::unwrap_used, clippy::print_stdout)]
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use engine::batch::{BatchConfig, Scheduler, SeqEvent, SeqRequest};
+use engine::model::synthetic::Preset;
+use engine::{Model, Sampler, SamplingParams};
+
+struct Args {
+    synthetic: Option<String>,
+    model: Option<PathBuf>,
+    concurrency: Vec<usize>,
+    prompt: usize,
+    tokens: usize,
+    history: usize,
+    json: Option<PathBuf>,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        synthetic: None,
+        model: None,
+        concurrency: vec![1, 4, 16, 64],
+        prompt: 128,
+        tokens: 128,
+        history: 2000,
+        json: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
+        match flag.as_str() {
+            "--synthetic" => a.synthetic = Some(value()),
+            "--model" => a.model = Some(value().into()),
+            "--concurrency" => {
+                a.concurrency = value().split(',').map(|c| c.parse().unwrap()).collect();
+            }
+            "--prompt" => a.prompt = value().parse().unwrap(),
+            "--tokens" => a.tokens = value().parse().unwrap(),
+            "--history" => a.history = value().parse().unwrap(),
+            "--json" => a.json = Some(value().into()),
+            other => panic!("unknown argument {other}"),
+        }
+    }
+    a
+}
+
+/// A prompt of `len` token ids, different for every `seed`.
+fn prompt(len: usize, seed: u64, vocab: usize) -> Vec<u32> {
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..len)
+        .map(|_| {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((x >> 33) % vocab as u64) as u32
+        })
+        .collect()
+}
+
+fn request(model: &Model, id: u64, prompt: Vec<u32>, tokens: usize) -> SeqRequest {
+    let vocab = model.config.vocab_size as usize;
+    SeqRequest {
+        id,
+        sampler: Sampler::new(SamplingParams::greedy(), vocab, &prompt).unwrap(),
+        prompt,
+        max_tokens: tokens,
+        stop_ids: Vec::new(),
+    }
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    let i = ((sorted.len() - 1) as f64 * q).round() as usize;
+    sorted[i]
+}
+
+struct Level {
+    streams: usize,
+    aggregate_tps: f64,
+    per_stream_tps: f64,
+    ttft_p50_ms: f64,
+    ttft_p99_ms: f64,
+}
+
+/// Runs `streams` sequences to their end; the figures of the run.
+fn run_level(
+    model: &Model,
+    config: BatchConfig,
+    prompt_len: usize,
+    tokens: usize,
+    streams: usize,
+) -> Level {
+    let vocab = model.config.vocab_size as usize;
+    let mut s = Scheduler::new(model, config);
+    let start = Instant::now();
+    for id in 0..streams as u64 {
+        s.submit(request(
+            model,
+            id,
+            prompt(prompt_len, id + 1, vocab),
+            tokens,
+        ))
+        .unwrap();
+    }
+    let mut first: HashMap<u64, Instant> = HashMap::new();
+    let mut last: HashMap<u64, Instant> = HashMap::new();
+    let mut generated = 0usize;
+    while s.is_busy() {
+        for event in s.step().unwrap() {
+            if let SeqEvent::Token { id, .. } = event {
+                let now = Instant::now();
+                first.entry(id).or_insert(now);
+                last.insert(id, now);
+                generated += 1;
+            }
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let mut ttft: Vec<f64> = first
+        .values()
+        .map(|t| (*t - start).as_secs_f64() * 1e3)
+        .collect();
+    ttft.sort_by(f64::total_cmp);
+    let per_stream: f64 = first
+        .iter()
+        .map(|(id, f)| (tokens - 1) as f64 / (last[id] - *f).as_secs_f64().max(1e-9))
+        .sum::<f64>()
+        / streams as f64;
+    Level {
+        streams,
+        aggregate_tps: generated as f64 / elapsed,
+        per_stream_tps: per_stream,
+        ttft_p50_ms: percentile(&ttft, 0.5),
+        ttft_p99_ms: percentile(&ttft, 0.99),
+    }
+}
+
+/// Time to first token of turn 2 of a chat whose turn 1 had a history of
+/// `history` tokens.
+fn chat_ttft(model: &Model, config: BatchConfig, history: usize) -> Duration {
+    let vocab = model.config.vocab_size as usize;
+    let mut s = Scheduler::new(model, config);
+    let turn1 = prompt(history, 99, vocab);
+    s.submit(request(model, 1, turn1.clone(), 16)).unwrap();
+    let mut answer = Vec::new();
+    while s.is_busy() {
+        for event in s.step().unwrap() {
+            if let SeqEvent::Token { token, .. } = event {
+                answer.push(token.token);
+            }
+        }
+    }
+    let mut turn2 = turn1;
+    turn2.extend(answer);
+    turn2.extend(prompt(24, 7, vocab));
+    let start = Instant::now();
+    s.submit(request(model, 2, turn2, 1)).unwrap();
+    loop {
+        for event in s.step().unwrap() {
+            if matches!(event, SeqEvent::Token { .. }) {
+                return start.elapsed();
+            }
+        }
+    }
+}
+
+fn main() {
+    let a = args();
+    engine::use_dedicated_stream().unwrap();
+    let (name, model) = match (&a.synthetic, &a.model) {
+        (Some(preset), None) => (
+            preset.clone(),
+            Preset::find(preset).unwrap().build(0).unwrap(),
+        ),
+        (None, Some(dir)) => (
+            dir.display().to_string(),
+            engine::loader::load(dir).unwrap().model,
+        ),
+        _ => panic!("give --synthetic PRESET or --model DIR"),
+    };
+    println!(
+        "{name} on {} ({}), prompts of {} tokens, {} generated each",
+        mlx::device::default_device()
+            .and_then(|d| d.name())
+            .unwrap_or_default(),
+        mlx::backend(),
+        a.prompt,
+        a.tokens
+    );
+    let max = a.concurrency.iter().copied().max().unwrap_or(1);
+    let config = BatchConfig {
+        max_batch: max,
+        kv_budget: usize::MAX,
+        ..BatchConfig::default()
+    };
+    // Warm-up: compile kernels, fill the allocator.
+    run_level(&model, config, a.prompt, 8, 2);
+    println!(
+        "| streams | aggregate tok/s | × 1 stream | per-stream tok/s | TTFT p50 ms | TTFT p99 ms |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|");
+    let mut levels = Vec::new();
+    for &c in &a.concurrency {
+        let level = run_level(&model, config, a.prompt, a.tokens, c);
+        let base = levels
+            .first()
+            .map_or(level.aggregate_tps, |l: &Level| l.aggregate_tps);
+        println!(
+            "| {} | {:.1} | {:.2} | {:.1} | {:.1} | {:.1} |",
+            level.streams,
+            level.aggregate_tps,
+            level.aggregate_tps / base,
+            level.per_stream_tps,
+            level.ttft_p50_ms,
+            level.ttft_p99_ms
+        );
+        levels.push(level);
+    }
+    let cold = chat_ttft(
+        &model,
+        BatchConfig {
+            prefix_cache: 0,
+            ..config
+        },
+        a.history,
+    );
+    let warm = chat_ttft(&model, config, a.history);
+    println!(
+        "\nchat turn 2 after a {}-token history: TTFT {:.1} ms without the prompt cache, \
+         {:.1} ms with it ({:.1}× faster)",
+        a.history,
+        cold.as_secs_f64() * 1e3,
+        warm.as_secs_f64() * 1e3,
+        cold.as_secs_f64() / warm.as_secs_f64()
+    );
+    if let Some(path) = &a.json {
+        let levels: Vec<serde_json::Value> = levels
+            .iter()
+            .map(|l| {
+                serde_json::json!({
+                    "streams": l.streams, "aggregate_tps": l.aggregate_tps,
+                    "per_stream_tps": l.per_stream_tps, "ttft_p50_ms": l.ttft_p50_ms,
+                    "ttft_p99_ms": l.ttft_p99_ms,
+                })
+            })
+            .collect();
+        let doc = serde_json::json!({
+            "model": name, "backend": mlx::backend().to_string(), "prompt": a.prompt,
+            "tokens": a.tokens, "levels": levels, "history": a.history,
+            "chat_ttft_cold_ms": cold.as_secs_f64() * 1e3,
+            "chat_ttft_cached_ms": warm.as_secs_f64() * 1e3,
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&doc).unwrap()).unwrap();
+    }
+}
