@@ -8,6 +8,9 @@
 #   device.sh bench PRESET...    synthetic checkpoints of real shapes, measured
 #                                by mlxd (bench --engine) and by mlx-lm on the
 #                                same files, side by side; JSON into $OUT
+#   device.sh batch PRESET...    continuous batching in-process: tok/s and
+#                                TTFT at 1/4/16/64 streams, prompt-cache TTFT;
+#                                JSON into $OUT
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 base=/tmp/mlxd-gpu
@@ -31,7 +34,7 @@ case "${1:-}" in
     python3 -m pip install --quiet --no-index --no-deps --target "$site" \
       "$base"/mlx_cuda_13-*.whl "$here"/wheels/*.whl
     ln -sfn "$(python3 -c 'import nvidia, os; print(list(nvidia.__path__)[0])')" "$site/nvidia"
-    cp "$here/mlxd" "$base/mlxd"
+    cp "$here/mlxd" "$here/batch_throughput" "$base/"
     cp -r "$here/tok" "$base/tok"
     echo "installed into $site"
     ;;
@@ -63,5 +66,16 @@ print(f"{a['model']}: mlxd decode {a['decode_tps']['median']:.1f} tok/s, prefill
 PY
     done
     ;;
-  *) echo "usage: device.sh install|env|check|bench PRESET..." >&2; exit 2 ;;
+  batch)
+    shift
+    eval "$(env_lines)"
+    out=${OUT:-$base/out}
+    mkdir -p "$out"
+    for preset in "$@"; do
+      "$base/batch_throughput" --synthetic "$preset" --concurrency "${STREAMS:-1,4,16,64}" \
+        --prompt "${PROMPT:-512}" --tokens "${GEN:-200}" --history "${HISTORY:-2000}" \
+        --json "$out/$preset-batch.json"
+    done
+    ;;
+  *) echo "usage: device.sh install|env|check|bench PRESET...|batch PRESET..." >&2; exit 2 ;;
 esac

