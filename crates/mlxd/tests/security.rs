@@ -120,10 +120,8 @@ fn keys_never_reach_the_log_at_debug_level() {
     );
     let auth = [("Authorization", bearer.as_str())];
     d.assert_healthy(&auth);
-    let stream = format!(
-        r#"{{"model":"tiny","messages":[{{"role":"user","content":"Hi"}}],"max_tokens":1,"stream":true}}"#
-    );
-    let reply = post_bytes(d.port, "/v1/chat/completions", &auth, stream.as_bytes());
+    let stream = br#"{"model":"tiny","messages":[{"role":"user","content":"Hi"}],"max_tokens":1,"stream":true}"#;
+    let reply = post_bytes(d.port, "/v1/chat/completions", &auth, stream);
     assert_eq!(reply.status, 200);
     assert_eq!(get(d.port, "/metrics", &auth).status, 200);
     let admin = [("Authorization", admin_bearer.as_str())];
