@@ -151,6 +151,8 @@ pub async fn start_mlxd(
             .arg("--hf-cache")
             .arg(&empty)
             .args(["--log-level", "warn"])
+            // Stopped means stopped: requests in flight are the bench's own.
+            .args(["--shutdown-grace", "1"])
             .arg("--model")
             .arg(format!("{SERVED_NAME}={}", model.display()));
         if !prompt_cache {
