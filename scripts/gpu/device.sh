@@ -74,6 +74,7 @@ PY
     for preset in "$@"; do
       "$base/batch_throughput" --synthetic "$preset" --concurrency "${STREAMS:-1,4,16,64}" \
         --prompt "${PROMPT:-512}" --tokens "${GEN:-200}" --history "${HISTORY:-2000}" \
+        --arrivals "${ARRIVALS:-64}" --every-ms "${EVERY_MS:-50}" \
         --json "$out/$preset-batch.json"
     done
     ;;

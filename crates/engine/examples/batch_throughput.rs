@@ -6,14 +6,17 @@
 //! ```text
 //! cargo run --release -p engine --example batch_throughput -- \
 //!     [--synthetic PRESET | --model DIR] [--concurrency 1,4,16,64] \
-//!     [--prompt 128] [--tokens 128] [--history 2000] [--json FILE]
+//!     [--prompt 128] [--tokens 128] [--history 2000] \
+//!     [--arrivals 64 --every-ms 50] [--json FILE]
 //! ```
 //!
 //! All streams start together with different prompts of `--prompt` tokens
 //! and generate exactly `--tokens` tokens each (greedy, no stop tokens).
 //! Aggregate tok/s counts every generated token over the time from the
 //! first submission to the last token; per-stream tok/s is each stream's
-//! tokens after its first over its decode time.
+//! tokens after its first over its decode time. With `--arrivals N`, N more
+//! requests arrive one every `--every-ms` (a steady stream joining a running
+//! batch) and their time to first token is reported.
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
 use std::collections::HashMap;
@@ -31,6 +34,8 @@ struct Args {
     prompt: usize,
     tokens: usize,
     history: usize,
+    arrivals: usize,
+    every_ms: u64,
     json: Option<PathBuf>,
 }
 
@@ -42,6 +47,8 @@ fn args() -> Args {
         prompt: 128,
         tokens: 128,
         history: 2000,
+        arrivals: 0,
+        every_ms: 50,
         json: None,
     };
     let mut it = std::env::args().skip(1);
@@ -56,6 +63,8 @@ fn args() -> Args {
             "--prompt" => a.prompt = value().parse().unwrap(),
             "--tokens" => a.tokens = value().parse().unwrap(),
             "--history" => a.history = value().parse().unwrap(),
+            "--arrivals" => a.arrivals = value().parse().unwrap(),
+            "--every-ms" => a.every_ms = value().parse().unwrap(),
             "--json" => a.json = Some(value().into()),
             other => panic!("unknown argument {other}"),
         }
@@ -155,6 +164,56 @@ fn run_level(
     }
 }
 
+/// `n` requests arriving one every `every`: TTFT p50/p99 in ms and the
+/// aggregate tok/s.
+fn arrivals(
+    model: &Model,
+    config: BatchConfig,
+    a: &Args,
+    n: usize,
+    every: Duration,
+) -> (f64, f64, f64) {
+    let vocab = model.config.vocab_size as usize;
+    let mut s = Scheduler::new(model, config);
+    let start = Instant::now();
+    let mut submitted_at = HashMap::new();
+    let mut ttft = Vec::new();
+    let mut generated = 0usize;
+    let mut next = 0usize;
+    while next < n || s.is_busy() {
+        while next < n && start.elapsed() >= every * next as u32 {
+            let id = next as u64;
+            s.submit(request(
+                model,
+                id,
+                prompt(a.prompt, 1000 + id, vocab),
+                a.tokens,
+            ))
+            .unwrap();
+            submitted_at.insert(id, Instant::now());
+            next += 1;
+        }
+        if !s.is_busy() {
+            std::thread::sleep(Duration::from_millis(1));
+            continue;
+        }
+        for event in s.step().unwrap() {
+            if let SeqEvent::Token { id, .. } = event {
+                generated += 1;
+                if let Some(at) = submitted_at.remove(&id) {
+                    ttft.push(at.elapsed().as_secs_f64() * 1e3);
+                }
+            }
+        }
+    }
+    ttft.sort_by(f64::total_cmp);
+    (
+        percentile(&ttft, 0.5),
+        percentile(&ttft, 0.99),
+        generated as f64 / start.elapsed().as_secs_f64(),
+    )
+}
+
 /// Time to first token of turn 2 of a chat whose turn 1 had a history of
 /// `history` tokens.
 fn chat_ttft(model: &Model, config: BatchConfig, history: usize) -> Duration {
@@ -236,6 +295,19 @@ fn main() {
         );
         levels.push(level);
     }
+    let arrival = (a.arrivals > 0).then(|| {
+        let every = Duration::from_millis(a.every_ms);
+        let (p50, p99, tps) = arrivals(&model, config, &a, a.arrivals, every);
+        println!(
+            "\n{} requests arriving every {} ms: TTFT p50 {p50:.1} ms, p99 {p99:.1} ms, \
+             {tps:.1} tok/s aggregate",
+            a.arrivals, a.every_ms
+        );
+        serde_json::json!({
+            "requests": a.arrivals, "every_ms": a.every_ms,
+            "ttft_p50_ms": p50, "ttft_p99_ms": p99, "aggregate_tps": tps,
+        })
+    });
     let cold = chat_ttft(
         &model,
         BatchConfig {
@@ -269,6 +341,7 @@ fn main() {
             "tokens": a.tokens, "levels": levels, "history": a.history,
             "chat_ttft_cold_ms": cold.as_secs_f64() * 1e3,
             "chat_ttft_cached_ms": warm.as_secs_f64() * 1e3,
+            "arrivals": arrival,
         });
         std::fs::write(path, serde_json::to_string_pretty(&doc).unwrap()).unwrap();
     }

@@ -309,6 +309,8 @@ impl<'m> Scheduler<'m> {
     /// read and the sequences that ended.
     pub fn step(&mut self) -> Result<Vec<SeqEvent>> {
         let mut events: Vec<SeqEvent> = self.cancelled.drain(..).map(SeqEvent::Done).collect();
+        // Cancelled since the last step: out before computing for them.
+        self.remove_ended(&mut events)?;
         let next = self.build()?;
         if let Some(flight) = self.in_flight.take() {
             self.read(flight, &mut events)?;
