@@ -14,9 +14,9 @@
 # other. Prints each target's executions, coverage and crashes; a crash's
 # input is kept under $FUZZ_WORK/artifacts/<target>/ and the script exits 1.
 #
-# FUZZ_UPDATE_CORPUS=1 adds what the run found that increases coverage to
-# fuzz/corpus/<target>/, minimized with `cargo fuzz cmin` (the seed-* files
-# are always kept).
+# FUZZ_UPDATE_CORPUS=1 adds what the run found that reaches new code to
+# fuzz/corpus/<target>/, minimized with `cargo fuzz cmin` on edge coverage
+# (the seed-* files are always kept).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -67,7 +67,8 @@ for t in "${targets[@]}"; do
     rm -rf "$merged"
     mkdir -p "$merged"
     cp "$root/fuzz/corpus/$t"/* "$found"/* "$merged"/ 2>/dev/null || true
-    "${fuzz[@]}" cmin "${flags[@]}" "$t" "$merged" >"$work/$t.cmin.log" 2>&1
+    # Edges only (no hit counts), a small set that covers them all.
+    "${fuzz[@]}" cmin "${flags[@]}" "$t" "$merged" -- -use_counters=0 -set_cover_merge=1 >"$work/$t.cmin.log" 2>&1
     find "$root/fuzz/corpus/$t" -type f ! -name 'seed-*' -delete
     find "$merged" -type f ! -name 'seed-*' -exec cp {} "$root/fuzz/corpus/$t"/ \;
     echo "   corpus: $(find "$root/fuzz/corpus/$t" -type f | wc -l) files, $(du -sh "$root/fuzz/corpus/$t" | cut -f1)"
