@@ -176,7 +176,7 @@ async fn watch_heartbeat(worker: std::sync::Weak<ProcessWorker>, timeout: Durati
         let Some(worker) = worker.upgrade() else {
             return;
         };
-        if worker.conn.closed_reason().is_some() || worker.kill_if_hung(timeout) {
+        if worker.conn.closed_reason().is_some() || worker.kill_if_hung(timeout, None) {
             return;
         }
     }
@@ -283,11 +283,12 @@ async fn start(
     };
     // A worker that stops heart-beating while it loads is killed as a ready
     // one would be; its exit then ends the load with the reason, at once
-    // rather than at the load timeout.
+    // rather than at the load timeout. Before it attaches (its first
+    // heartbeat) the time since it was started counts.
     let watched = async {
         loop {
             tokio::time::sleep(heartbeat_period(limits.heartbeat)).await;
-            if worker.kill_if_hung(limits.heartbeat) {
+            if worker.kill_if_hung(limits.heartbeat, Some(started.elapsed())) {
                 return std::future::pending().await;
             }
         }
@@ -509,11 +510,11 @@ impl ProcessWorker {
         false
     }
 
-    /// Kills the worker if its heartbeat (once it wrote one) is older than
-    /// `timeout`, with the reason kept for its exit report; returns whether
-    /// it did.
-    fn kill_if_hung(&self, timeout: Duration) -> bool {
-        let Some(age) = self.conn.status().heartbeat_age() else {
+    /// Kills the worker if its heartbeat is older than `timeout` (before its
+    /// first heartbeat: if `unattached_for` is), with the reason kept for
+    /// its exit report; returns whether it did.
+    fn kill_if_hung(&self, timeout: Duration, unattached_for: Option<Duration>) -> bool {
+        let Some(age) = self.conn.status().heartbeat_age().or(unattached_for) else {
             return false;
         };
         if age <= timeout {
