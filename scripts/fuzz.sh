@@ -7,11 +7,11 @@
 #
 #   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]   (default: 60 s, all)
 #
-# Runs on a stable toolchain: without a sanitizer (`-s none`; the harnesses'
-# own assertions and Rust's overflow checks find the bugs) and with
-# RUSTC_BOOTSTRAP=1 for the flags cargo-fuzz passes to rustc. One process
-# per target (libFuzzer's default, -jobs is not used), one target after the
-# other. Prints each target's executions, coverage and crashes; a crash's
+# Runs on a stable toolchain: without a sanitizer (`-s none`, which needs
+# no nightly flag; the harnesses' own assertions, and the overflow checks
+# and debug assertions that `-a` turns on, find the bugs), with libFuzzer's
+# coverage instrumentation as usual. One process per target (libFuzzer's
+# default, -jobs is not used), one target after the other. Prints each target's executions, coverage and crashes; a crash's
 # input is kept under $FUZZ_WORK/artifacts/<target>/ and the script exits 1.
 #
 # FUZZ_UPDATE_CORPUS=1 adds what the run found that reaches new code to
@@ -31,12 +31,11 @@ fi
 if ! command -v cargo-fuzz >/dev/null; then
   cargo install cargo-fuzz --locked --version 0.13.2
 fi
-export RUSTC_BOOTSTRAP=1
 export CARGO_TARGET_DIR=${FUZZ_TARGET_DIR:-$root/target/fuzz}
 work=${FUZZ_WORK:-$root/target/fuzz-work}
 mkdir -p "$work"
 fuzz=(cargo fuzz)
-flags=(-s none -O --fuzz-dir "$root/fuzz")
+flags=(-s none -O -a --fuzz-dir "$root/fuzz")
 
 "${fuzz[@]}" build "${flags[@]}"
 
