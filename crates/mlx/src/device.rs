@@ -135,6 +135,14 @@ impl std::fmt::Display for Backend {
     }
 }
 
+/// Whether dense matrix products with many rows are fast on the CPU: true
+/// when this build links OpenBLAS ahead of the reference BLAS of MLX's
+/// Linux CPU wheel (see the crate's build script), and on macOS
+/// (Accelerate).
+pub fn fast_cpu_gemm() -> bool {
+    cfg!(any(mlx_openblas, target_os = "macos"))
+}
+
 /// The backend that computes on the default GPU, or `Cpu` when there is none.
 pub fn backend() -> Backend {
     if !is_available(DeviceKind::Gpu) {

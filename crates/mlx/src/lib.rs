@@ -44,7 +44,7 @@ pub mod quantized;
 pub mod random;
 
 pub use array::{Array, async_eval, eval};
-pub use device::{Backend, Device, DeviceKind, Stream, backend, version};
+pub use device::{Backend, Device, DeviceKind, Stream, backend, fast_cpu_gemm, version};
 pub use dtype::{Dtype, Element};
 pub use error::{MlxError, Result};
 pub use half::{bf16, f16};

@@ -65,6 +65,34 @@ impl Matrix {
         })
     }
 
+    /// Replaces a quantized matrix by its dequantized `dtype` values (lazy:
+    /// evaluate [`Matrix::arrays`] to materialize them).
+    pub fn densify(&mut self, dtype: Dtype) -> Result<()> {
+        if let Matrix::Quantized(q) = self {
+            *self = Matrix::Dense(q.dequantize()?.astype(dtype)?);
+        }
+        Ok(())
+    }
+
+    /// Bytes the matrix takes dense in `dtype`.
+    pub fn dense_bytes(&self, dtype: Dtype) -> Result<usize> {
+        Ok(match self {
+            Matrix::Dense(w) => w.nbytes(),
+            Matrix::Quantized(q) => {
+                let (rows, packed) = (q.weight.dim(0)? as usize, q.weight.dim(1)? as usize);
+                rows * packed * 32 / q.bits as usize * dtype.size()
+            }
+        })
+    }
+
+    /// The arrays holding the matrix.
+    pub fn arrays(&self) -> Vec<&Array> {
+        match self {
+            Matrix::Dense(w) => vec![w],
+            Matrix::Quantized(q) => vec![&q.weight, &q.scales, &q.biases],
+        }
+    }
+
     /// Bytes of the stored weight (packed, with scales and biases).
     pub fn nbytes(&self) -> usize {
         match self {

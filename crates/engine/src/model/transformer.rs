@@ -231,6 +231,28 @@ impl Transformer {
         })
     }
 
+    /// Every weight matrix (projections, embedding, output head).
+    pub fn matrices_mut(&mut self) -> Vec<&mut Matrix> {
+        let mut out = vec![&mut self.embed_tokens];
+        for layer in &mut self.layers {
+            let a = &mut layer.self_attn;
+            let m = &mut layer.mlp;
+            out.extend([
+                &mut a.q_proj.weight,
+                &mut a.k_proj.weight,
+                &mut a.v_proj.weight,
+                &mut a.o_proj.weight,
+                &mut m.gate_proj.weight,
+                &mut m.up_proj.weight,
+                &mut m.down_proj.weight,
+            ]);
+        }
+        if let Some(head) = &mut self.lm_head {
+            out.push(&mut head.weight);
+        }
+        out
+    }
+
     /// Number of layers (and of caches `forward` needs).
     pub fn num_layers(&self) -> usize {
         self.layers.len()
