@@ -618,14 +618,18 @@ fn schedule(i: usize) -> (Phase, Signal) {
 
 /// Sends the fault. An external SIGSEGV is absorbed once by the Rust
 /// runtime's stack-overflow handler (it restores the default action and
-/// returns, where a real fault would fault again and die), so it is sent
-/// again when the worker survived the first.
+/// returns, where a real fault would fault again and die), and a worker
+/// caught between fork and exec installs that handler afresh, so SIGSEGV
+/// is repeated until the worker is gone, as a real fault would be.
 fn inject(pid: u32, signal: Signal) {
     let target = Pid::from_raw(pid as i32);
     let _ = kill(target, signal);
     if signal == Signal::SIGSEGV {
-        std::thread::sleep(Duration::from_millis(50));
-        if process_alive(pid) {
+        for _ in 0..20 {
+            std::thread::sleep(Duration::from_millis(50));
+            if !process_alive(pid) {
+                break;
+            }
             let _ = kill(target, signal);
         }
     }
