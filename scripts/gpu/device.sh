@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs on the GPU machine, from a folder holding what scripts/gpu/stage.sh
-# laid out in carry-b (and carry-a's part already copied to /tmp/mlxd-gpu).
+# laid out in carry-b (and carry-a's files already copied to /tmp/mlxd-gpu).
 #
 #   device.sh install            join and install the wheels into /tmp/mlxd-gpu/site
 #   device.sh env                print the environment to `eval`
@@ -8,6 +8,9 @@
 #   device.sh bench PRESET...    synthetic checkpoints of real shapes, measured
 #                                by mlxd (bench --engine) and by mlx-lm on the
 #                                same files, side by side; JSON into $OUT
+#   device.sh suite PRESET...    the benchmark suite (engine, mlxd serve over
+#                                HTTP, mlx_lm.server) on synthetic checkpoints;
+#                                report into $OUT/suite
 #   device.sh batch PRESET...    continuous batching in-process: tok/s and
 #                                TTFT at 1/4/16/64 streams, prompt-cache TTFT;
 #                                JSON into $OUT
@@ -34,7 +37,7 @@ case "${1:-}" in
     python3 -m pip install --quiet --no-index --no-deps --target "$site" \
       "$base"/mlx_cuda_13-*.whl "$here"/wheels/*.whl
     ln -sfn "$(python3 -c 'import nvidia, os; print(list(nvidia.__path__)[0])')" "$site/nvidia"
-    cp "$here/mlxd" "$here/batch_throughput" "$base/"
+    cp "$here/mlxd" "$base/mlxd"
     cp -r "$here/tok" "$base/tok"
     echo "installed into $site"
     ;;
@@ -66,6 +69,21 @@ print(f"{a['model']}: mlxd decode {a['decode_tps']['median']:.1f} tok/s, prefill
 PY
     done
     ;;
+  suite)
+    shift
+    eval "$(env_lines)"
+    out=${OUT:-$base/out}
+    mkdir -p "$out" "$base/models"
+    dirs=()
+    for preset in "$@"; do
+      dir=$base/models/$preset
+      [ -f "$dir/config.json" ] || "$base/mlxd" synth --preset "$preset" --tokenizer-from "$base/tok" "$dir"
+      dirs+=("$dir")
+    done
+    models=$(IFS=,; echo "${dirs[*]}")
+    HOME=$base "$base/mlxd" bench --suite -m "$models" --tokens "${TOKENS:-50,100,200}" \
+      --runs "${RUNS:-5}" --concurrency "${STREAMS:-1,4,16,64}" --python python3 --out "$out/suite"
+    ;;
   batch)
     shift
     eval "$(env_lines)"
@@ -78,5 +96,5 @@ PY
         --json "$out/$preset-batch.json"
     done
     ;;
-  *) echo "usage: device.sh install|env|check|bench PRESET...|batch PRESET..." >&2; exit 2 ;;
+  *) echo "usage: device.sh install|env|check|bench|suite|batch PRESET..." >&2; exit 2 ;;
 esac

