@@ -80,8 +80,8 @@ pub fn markdown(r: &SuiteReport, plots: &[String]) -> String {
     let _ = writeln!(
         md,
         "- {} measured runs per system and length, interleaved (direct, mlxd streamed, mlxd \
-         whole, each peer, then again), after one warm-up request per system (not counted); \
-         {:.0} s in all{}",
+         whole, each peer, each round starting one system later), after one warm-up request \
+         per system (not counted); {:.0} s in all{}",
         r.runs,
         r.duration_s,
         if r.smoke {

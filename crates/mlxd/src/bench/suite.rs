@@ -191,9 +191,10 @@ fn subjects(opts: &SuiteOptions, work: &Path) -> anyhow::Result<Vec<Subject>> {
         }
     }
     if out.is_empty() {
+        let path = models::default_model()?;
         out.push(Subject {
             name: crate::serve::DEFAULT_MODEL_NAME.to_owned(),
-            path: models::default_model()?,
+            path: std::fs::canonicalize(&path).unwrap_or(path),
         });
     }
     Ok(out)
@@ -529,23 +530,35 @@ impl ModelRun<'_> {
         let mut stream = Vec::new();
         let mut whole = Vec::new();
         let mut peer_samples: Vec<Vec<Sample>> = vec![Vec::new(); peers.len()];
+        let systems = 3 + peers.len();
         for run in 0..self.opts.runs {
-            let timed = direct::generate_timed(&loaded.model, &prompt, tokens)?;
-            direct_samples.push(direct_sample(&timed, &format!("d-{m}-{tokens}-{run}")));
-            stream.push(request(
-                &mlxd.target,
-                true,
-                &format!("s-{m}-{tokens}-{run}"),
-            )?);
-            whole.push(request(
-                &mlxd.target,
-                false,
-                &format!("n-{m}-{tokens}-{run}"),
-            )?);
-            for (i, peer) in peers.iter().enumerate() {
-                match request(&peer.target, true, &format!("p-{m}-{tokens}-{run}")) {
-                    Ok(s) => peer_samples[i].push(s),
-                    Err(e) => mark_failed(seen, &peer.target.system, &e),
+            // Each round starts with the next system, so none always runs
+            // right after another's request (a peer's process may still be
+            // busy then).
+            for slot in 0..systems {
+                match (run + slot) % systems {
+                    0 => {
+                        let timed = direct::generate_timed(&loaded.model, &prompt, tokens)?;
+                        let id = format!("d-{m}-{tokens}-{run}");
+                        direct_samples.push(direct_sample(&timed, &id));
+                    }
+                    1 => stream.push(request(
+                        &mlxd.target,
+                        true,
+                        &format!("s-{m}-{tokens}-{run}"),
+                    )?),
+                    2 => whole.push(request(
+                        &mlxd.target,
+                        false,
+                        &format!("n-{m}-{tokens}-{run}"),
+                    )?),
+                    k => {
+                        let (i, peer) = (k - 3, &peers[k - 3]);
+                        match request(&peer.target, true, &format!("p-{m}-{tokens}-{run}")) {
+                            Ok(s) => peer_samples[i].push(s),
+                            Err(e) => mark_failed(seen, &peer.target.system, &e),
+                        }
+                    }
                 }
             }
             let last = |v: &Vec<Sample>| v.last().map_or(0.0, |s| s.e2e_tps);
