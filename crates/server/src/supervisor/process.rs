@@ -44,7 +44,15 @@ pub struct ProcessLauncher {
     heartbeat_timeout: Duration,
     /// Appended to every worker's command line (batch limits).
     worker_args: Vec<String>,
-    spawner: mpsc::UnboundedSender<SpawnJob>,
+    spawner: Spawner,
+}
+
+/// The thread that starts workers: its queue, and its thread id (whose
+/// children are the workers).
+#[derive(Clone)]
+struct Spawner {
+    jobs: mpsc::UnboundedSender<SpawnJob>,
+    tid: Arc<std::sync::atomic::AtomicI32>,
 }
 
 /// How long a ready worker may go without a heartbeat before it is
@@ -64,9 +72,17 @@ impl ProcessLauncher {
     pub fn new(program: PathBuf, load_timeout: Duration) -> std::io::Result<ProcessLauncher> {
         let handle = tokio::runtime::Handle::current();
         let (tx, mut rx) = mpsc::unbounded_channel::<SpawnJob>();
+        let tid = Arc::new(std::sync::atomic::AtomicI32::new(0));
+        let spawner_tid = Arc::clone(&tid);
         std::thread::Builder::new()
             .name("mlxd-spawner".into())
             .spawn(move || {
+                #[cfg(target_os = "linux")]
+                // Relaxed: read only to find this thread's children later.
+                spawner_tid.store(
+                    nix::unistd::gettid().as_raw(),
+                    std::sync::atomic::Ordering::Relaxed,
+                );
                 let _runtime = handle.enter();
                 while let Some((mut cmd, reply)) = rx.blocking_recv() {
                     let _ = reply.send(cmd.spawn());
@@ -77,7 +93,7 @@ impl ProcessLauncher {
             load_timeout,
             heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
             worker_args: Vec::new(),
-            spawner: tx,
+            spawner: Spawner { jobs: tx, tid },
         })
     }
 
@@ -184,7 +200,7 @@ async fn watch_heartbeat(worker: std::sync::Weak<ProcessWorker>, timeout: Durati
 
 async fn start(
     program: PathBuf,
-    spawner: mpsc::UnboundedSender<SpawnJob>,
+    spawner: Spawner,
     spec: &LaunchSpec,
     extra: &[String],
     limits: Limits,
@@ -224,10 +240,23 @@ async fn start(
     shm_ring::die_with_parent(cmd.as_std_mut());
     let (reply_tx, reply_rx) = oneshot::channel();
     spawner
+        .jobs
         .send((cmd, reply_tx))
         .map_err(|_| LaunchError("the spawner thread is gone".into()))?;
-    let mut child = reply_rx
-        .await
+    // `spawn` returns once the child has exec'd: a child stopped before
+    // that would hold it, and every later start, for ever. Such a child is
+    // killed when the heartbeat timeout passes; `spawn` then returns.
+    tokio::pin!(reply_rx);
+    let reply = match tokio::time::timeout(limits.heartbeat, &mut reply_rx).await {
+        Ok(reply) => reply,
+        Err(_) => {
+            kill_unexeced_children(&spawner);
+            tokio::time::timeout(limits.load, reply_rx)
+                .await
+                .map_err(|_| LaunchError("starting the worker did not finish".into()))?
+        }
+    };
+    let mut child = reply
         .map_err(|_| LaunchError("the spawner thread is gone".into()))?
         .map_err(|e| fail(&format!("starting {}", program.display()), &e))?;
     // Our copies of the child's ends must close, or its death never shows
@@ -330,6 +359,37 @@ async fn start(
         ..worker
     }))
 }
+
+/// Kills the spawner thread's children that have not exec'd yet (their
+/// command line is still this process's). They are unreaped children of
+/// this process, so their pids cannot have been recycled.
+#[cfg(target_os = "linux")]
+fn kill_unexeced_children(spawner: &Spawner) {
+    // Relaxed: written once when the thread started.
+    let tid = spawner.tid.load(std::sync::atomic::Ordering::Relaxed);
+    let Ok(own) = std::fs::read("/proc/self/cmdline") else {
+        return;
+    };
+    let Ok(children) = std::fs::read_to_string(format!("/proc/self/task/{tid}/children")) else {
+        return;
+    };
+    for pid in children
+        .split_whitespace()
+        .filter_map(|p| p.parse::<i32>().ok())
+    {
+        if std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == own) {
+            tracing::error!(
+                pid,
+                "a worker stopped before it ran its program; killing it"
+            );
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+}
+
+/// Elsewhere such a child is left to the load timeout.
+#[cfg(not(target_os = "linux"))]
+fn kill_unexeced_children(_: &Spawner) {}
 
 /// Waits for `Ready`, turning a load error or the worker's death into a
 /// `LaunchError` with its reason.
