@@ -37,7 +37,7 @@ case "${1:-}" in
     python3 -m pip install --quiet --no-index --no-deps --target "$site" \
       "$base"/mlx_cuda_13-*.whl "$here"/wheels/*.whl
     ln -sfn "$(python3 -c 'import nvidia, os; print(list(nvidia.__path__)[0])')" "$site/nvidia"
-    cp "$here/mlxd" "$base/mlxd"
+    gunzip -c "$here/mlxd.gz" > "$base/mlxd" && chmod +x "$base/mlxd"
     cp -r "$here/tok" "$base/tok"
     echo "installed into $site"
     ;;

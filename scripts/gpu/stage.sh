@@ -10,7 +10,7 @@
 #   3. lays out what travels, in git-ignored folders under .cache/gpu:
 #      carry-a/  first half of the mlx-cuda-13 wheel and the stripped
 #                batch-throughput example
-#      carry-b/  second half, the other wheels, the stripped mlxd binary,
+#      carry-b/  second half, the other wheels, the stripped mlxd binary (gzip),
 #                a tokenizer for synthetic checkpoints, and the scripts.
 # Each folder stays under the transfer limit of one call (64 MiB).
 set -euo pipefail
@@ -40,7 +40,8 @@ split -b 45M "$cuda_wheel" "$root/carry-a/part."
 mv "$root/carry-a/part.ab" "$root/carry-b/"
 ls "$root/carry-a"/part.* "$root/carry-b"/part.* >/dev/null
 cp "$root"/wheels/mlx-"$MLX_VERSION"-*.whl "$root"/wheels/mlx_lm-*.whl "$root/carry-b/wheels/"
-strip -o "$root/carry-b/mlxd" target/cuda/release/mlxd
+strip -o "$root/mlxd" target/cuda/release/mlxd
+gzip -9 -c "$root/mlxd" > "$root/carry-b/mlxd.gz"
 strip -o "$root/carry-a/batch_throughput" target/cuda/release/examples/batch_throughput
 # The tokenizer synthetic checkpoints are written with (SmolLM2's).
 cargo run --release --locked -q -p mlxd -- convert \

@@ -502,13 +502,20 @@ impl<'m> Scheduler<'m> {
     }
 
     /// Prefills waiting sequences in FIFO order, up to the step's budget.
+    ///
+    /// A prompt is cut into pieces of exactly the chunk size (the last one
+    /// shorter), never into what a step's budget happens to leave: prompts
+    /// of one length then go through the same shapes, which the GPU
+    /// backends plan once per shape (attention graphs, kernels). A piece
+    /// that does not fit what is left of the budget waits for the next step.
     fn prefill(&mut self) -> Result<()> {
-        let mut budget = if self.rows.is_empty() {
+        let chunk = if self.rows.is_empty() {
             self.config.prefill_step
         } else {
             self.config.prefill_chunk
         }
         .max(1);
+        let mut spent = 0;
         loop {
             if self.prefilling.is_none() {
                 let Some(head) = self.waiting.front() else {
@@ -522,22 +529,25 @@ impl<'m> Scheduler<'m> {
             }
             let p = self.prefilling.as_mut().expect("set above");
             let head = &p.req.prompt[..p.req.prompt.len() - 1];
-            let take = (head.len() - p.done).min(budget);
+            let take = (head.len() - p.done).min(chunk);
             if take > 0 {
-                let chunk = &head[p.done..p.done + take];
-                let ids = Array::from_slice(chunk, &[1, chunk.len() as i32])?;
+                if spent > 0 && spent + take > chunk {
+                    return Ok(());
+                }
+                let piece = &head[p.done..p.done + take];
+                let ids = Array::from_slice(piece, &[1, piece.len() as i32])?;
                 self.model.fill_cache(&ids, &mut p.caches)?;
                 let state: Vec<&Array> = p.caches.iter().flat_map(KvCache::state).collect();
                 mlx::eval(&state)?;
                 p.done += take;
-                budget -= take;
+                spent += take;
             }
             if p.done < head.len() {
                 return Ok(());
             }
             let p = self.prefilling.take().expect("set above");
             self.join(p)?;
-            if budget == 0 {
+            if spent >= chunk {
                 return Ok(());
             }
         }
