@@ -91,23 +91,25 @@ fn event() -> impl Strategy<Value = Event> {
             any::<u64>(),
             (any::<u32>(), any::<u64>(), any::<u64>(), any::<u64>())
         )
-            .prop_map(|(id, fr, p, c, pre, dec, (cached, rx, adm, first))| Event::Done(Done {
-                request_id: id,
-                finish_reason: [
-                    FinishReason::Stop,
-                    FinishReason::Length,
-                    FinishReason::Cancelled,
-                    FinishReason::Error
-                ][fr as usize],
-                prompt_tokens: p,
-                completion_tokens: c,
-                prefill_us: pre,
-                decode_us: dec,
-                cached_tokens: cached,
-                received_ns: rx,
-                admitted_ns: adm,
-                first_token_ns: first,
-            })),
+            .prop_map(
+                |(id, fr, p, c, pre, dec, (cached, rx, adm, first))| Event::Done(Done {
+                    request_id: id,
+                    finish_reason: [
+                        FinishReason::Stop,
+                        FinishReason::Length,
+                        FinishReason::Cancelled,
+                        FinishReason::Error
+                    ][fr as usize],
+                    prompt_tokens: p,
+                    completion_tokens: c,
+                    prefill_us: pre,
+                    decode_us: dec,
+                    cached_tokens: cached,
+                    received_ns: rx,
+                    admitted_ns: adm,
+                    first_token_ns: first,
+                })
+            ),
         (any::<u64>(), ".{0,60}").prop_map(|(id, m)| Event::Error(ErrorMsg {
             request_id: id,
             code: ErrorCode::OutOfMemory,
