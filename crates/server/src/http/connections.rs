@@ -57,6 +57,12 @@ pub fn serve(
                 },
                 () = &mut shutdown => break,
             };
+            // Every SSE event is a small write: without TCP_NODELAY, Nagle's
+            // algorithm holds one back until the client's delayed ACK (40 ms
+            // on Linux) on a kept-alive connection.
+            if let Err(e) = stream.set_nodelay(true) {
+                tracing::debug!(error = %e, "setting TCP_NODELAY failed");
+            }
             let service = TowerToHyperService::new(app.clone());
             let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
             tokio::spawn(async move {
