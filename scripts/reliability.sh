@@ -77,7 +77,7 @@ admin_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 
 # leaves behind is then what it leaked, not what the cache keeps by design.
 XDG_CONFIG_HOME=$work/empty HF_HUB_CACHE=$work/empty \
   "$mlxd" serve --host 127.0.0.1 --port "$port" --admin-port "$admin_port" \
-  --hf-cache "$work/empty" "${model_args[@]}" --prompt-cache 64MiB \
+  --hf-cache "$work/empty" "${model_args[@]}" --prompt-cache 4MiB \
   >"$out/serve.log" 2>&1 &
 daemon=$!
 for _ in $(seq 300); do
