@@ -21,14 +21,6 @@ impl Drop for Daemon {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn admin(args: &[&str], url: &str) -> String {
     let out = mlxd().args(args).args(["--url", url]).output().unwrap();
     assert!(

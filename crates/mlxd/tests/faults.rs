@@ -33,7 +33,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
 use std::path::PathBuf;
 use std::process::{Child, Stdio};
@@ -359,14 +359,6 @@ fn long_prompt(rng: &mut StdRng, stream: bool) -> Value {
 
 // -------------------------------------------------------------- daemon
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Polls `f` every 10 ms until it holds or `timeout` passes.
 fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
@@ -492,23 +484,8 @@ impl Daemon {
         std::fs::create_dir(&empty).unwrap();
         let log = dir.path().join("serve.log");
         let (port, admin_port) = (free_port(), free_port());
-        let mut cmd = mlxd();
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("MLXD_") {
-                cmd.env_remove(key);
-            }
-        }
-        cmd.env("XDG_CONFIG_HOME", &empty)
-            .env("HF_HUB_CACHE", &empty)
-            .env("RUST_LOG", "info")
-            .args(["serve", "--host", "127.0.0.1", "--port"])
-            .arg(port.to_string())
-            .arg("--admin-port")
-            .arg(admin_port.to_string())
-            .arg("--models-dir")
-            .arg(&empty)
-            .arg("--hf-cache")
-            .arg(&empty)
+        let mut cmd = isolated_serve(&empty, port, admin_port);
+        cmd.env("RUST_LOG", "info")
             .arg("--model")
             .arg(format!("tiny={}", tiny_model().display()))
             .args(["--heartbeat-timeout", &HEARTBEAT_TIMEOUT.to_string()])

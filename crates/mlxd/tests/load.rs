@@ -11,19 +11,11 @@
 
 mod common;
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// `mlxd serve` with the tiny model as `tiny`, killed (with its workers)
 /// when dropped.
@@ -42,23 +34,7 @@ impl Daemon {
             std::fs::create_dir(&empty).unwrap();
             let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
             let (port, admin_port) = (free_port(), free_port());
-            let mut cmd = mlxd();
-            for (key, _) in std::env::vars_os() {
-                if key.to_string_lossy().starts_with("MLXD_") {
-                    cmd.env_remove(key);
-                }
-            }
-            let child = cmd
-                .env("XDG_CONFIG_HOME", &empty)
-                .env("HF_HUB_CACHE", &empty)
-                .args(["serve", "--host", "127.0.0.1", "--port"])
-                .arg(port.to_string())
-                .arg("--admin-port")
-                .arg(admin_port.to_string())
-                .arg("--models-dir")
-                .arg(&empty)
-                .arg("--hf-cache")
-                .arg(&empty)
+            let child = isolated_serve(&empty, port, admin_port)
                 .arg("--model")
                 .arg(format!("tiny={}", tiny_model().display()))
                 .stdin(Stdio::null())

@@ -14,7 +14,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -204,14 +204,6 @@ fn stream(port: u16, path: &str, body: &Value) -> Sse {
 
 // -------------------------------------------------------------- daemon
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Polls `f` every 20 ms until it holds or `timeout` passes.
 fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
@@ -278,23 +270,8 @@ impl Daemon {
         std::fs::create_dir(&empty).unwrap();
         let log = dir.path().join("serve.log");
         let (port, admin_port) = (free_port(), free_port());
-        let mut cmd = mlxd();
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("MLXD_") {
-                cmd.env_remove(key);
-            }
-        }
-        cmd.env("XDG_CONFIG_HOME", &empty)
-            .env("HF_HUB_CACHE", &empty)
-            .args(["serve", "--host", "127.0.0.1", "--port"])
-            .arg(port.to_string())
-            .arg("--admin-port")
-            .arg(admin_port.to_string())
-            .arg("--models-dir")
-            .arg(&empty)
-            .arg("--hf-cache")
-            .arg(&empty)
-            .args(args)
+        let mut cmd = isolated_serve(&empty, port, admin_port);
+        cmd.args(args)
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&log).unwrap())
             .stderr(std::fs::File::options().append(true).open(&log).unwrap());

@@ -41,6 +41,38 @@ pub fn tiny_model() -> &'static Path {
         .1
 }
 
+/// A free TCP port on loopback (free when asked: a daemon that loses a
+/// race for it fails to bind, and its test starts another).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `mlxd serve` cut off from this machine's settings: no `MLXD_*`
+/// variables, no user configuration, `empty` as its models folder and hub
+/// cache, listening on `port` and `admin_port` (on the default host,
+/// loopback). Callers add the models and flags they need.
+pub fn isolated_serve(empty: &Path, port: u16, admin_port: u16) -> Command {
+    let mut cmd = mlxd();
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("MLXD_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.env("XDG_CONFIG_HOME", empty)
+        .env("HF_HUB_CACHE", empty)
+        .args(["serve", "--port", &port.to_string()])
+        .args(["--admin-port", &admin_port.to_string()])
+        .arg("--models-dir")
+        .arg(empty)
+        .arg("--hf-cache")
+        .arg(empty);
+    cmd
+}
+
 /// Whether a process exists (and is not a zombie).
 pub fn process_alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {

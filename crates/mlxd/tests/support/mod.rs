@@ -6,7 +6,7 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -15,18 +15,12 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::Value;
 
-use crate::common::{mlxd, process_alive, tiny_model};
+use crate::common::{isolated_serve, process_alive, tiny_model};
 
 /// Generous: a loaded 2-core machine runs the suites in parallel.
 pub const TIMEOUT: Duration = Duration::from_secs(60);
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use crate::common::free_port;
 
 /// Polls `f` every 20 ms until it holds or `timeout` passes.
 pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
@@ -233,21 +227,8 @@ impl Daemon {
         std::fs::create_dir(&empty).unwrap();
         let log = dir.path().join("serve.log");
         let (port, admin_port) = (free_port(), free_port());
-        let mut cmd = mlxd();
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("MLXD_") {
-                cmd.env_remove(key);
-            }
-        }
-        cmd.env("XDG_CONFIG_HOME", &empty)
-            .env("HF_HUB_CACHE", &empty)
-            .envs(env.iter().copied())
-            .args(["serve", "--port", &port.to_string()])
-            .args(["--admin-port", &admin_port.to_string()])
-            .arg("--models-dir")
-            .arg(&empty)
-            .arg("--hf-cache")
-            .arg(&empty)
+        let mut cmd = isolated_serve(&empty, port, admin_port);
+        cmd.envs(env.iter().copied())
             .arg("--model")
             .arg(format!("tiny={}", tiny_model().display()))
             .args(args)
