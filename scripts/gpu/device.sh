@@ -45,8 +45,9 @@ case "${1:-}" in
   check)
     eval "$(env_lines)"
     "$base/mlxd" --version
-    "$base/mlxd" info
-    "$base/mlxd" info | grep -q "CUDA backend" || { echo "MLX does not report the CUDA backend" >&2; exit 1; }
+    info=$("$base/mlxd" info)
+    echo "$info"
+    grep -q "CUDA backend" <<<"$info" || { echo "MLX does not report the CUDA backend" >&2; exit 1; }
     python3 -c 'import mlx.core as mx; print("python mlx", mx.__version__, mx.default_device(), mx.cuda.is_available())'
     ;;
   bench)
