@@ -247,6 +247,11 @@ impl Session<'_> {
                 return finish(endpoint, &report, &tracked);
             }
         };
+        if max_tokens == 0 {
+            // Nothing to generate (an echo of the prompt alone).
+            let report = Report::ended(id, prompt_len, FinishReason::Length);
+            return finish(endpoint, &report, &tracked);
+        }
         let p = &submit.params;
         let params = SamplingParams {
             temperature: p.temperature,
@@ -395,9 +400,7 @@ fn budget(submit: &Submit, context: usize) -> Result<usize, String> {
             "the prompt has {prompt} tokens; the context holds {context}"
         ));
     }
-    Ok((submit.params.max_tokens as usize)
-        .min(context - prompt)
-        .max(1))
+    Ok((submit.params.max_tokens as usize).min(context - prompt))
 }
 
 /// How a request ended, as the protocol reports it.
