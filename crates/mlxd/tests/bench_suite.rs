@@ -1,5 +1,5 @@
-//! `mlxd bench --suite --smoke` with the tiny model: the suite runs the
-//! engine in-process and `mlxd serve` over HTTP, and writes a Markdown
+//! `mlxd bench --suite --smoke` with the tiny model and the built-in default
+//! model: the suite runs the engine in-process and `mlxd serve` over HTTP, and writes a Markdown
 //! report, JSON with every sample and the daemon's stage timings, and SVG
 //! plots. Only their shape is checked, never a speed.
 
@@ -112,5 +112,35 @@ fn the_smoke_suite_writes_a_report_json_and_plots() {
             "{plot}"
         );
         assert!(report.contains(plot), "{plot} not in the report");
+    }
+}
+
+/// The built-in default model (no `-m`) through the same smoke suite: every
+/// system generates exactly the tokens asked for and the report names it.
+#[test]
+fn the_smoke_suite_runs_the_default_model() {
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().join("suite");
+    let run = mlxd()
+        .args(["bench", "--suite", "--smoke", "--no-peers", "--out"])
+        .arg(&dir)
+        .env_remove("MLXD_CONFIG")
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let report = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    assert!(report.contains("SmolLM2-135M-Instruct"), "{report}");
+    let json: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("results.json")).unwrap()).unwrap();
+    let workload = &json["models"][0]["workloads"][0];
+    for entry in workload["samples"].as_array().unwrap() {
+        for sample in entry[1].as_array().unwrap() {
+            assert_eq!(sample["completion_tokens"], 8, "{entry}");
+        }
     }
 }
