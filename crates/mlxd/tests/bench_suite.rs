@@ -1,7 +1,8 @@
-//! `mlxd bench --suite --smoke` with the tiny model and the built-in default
-//! model: the suite runs the engine in-process and `mlxd serve` over HTTP, and writes a Markdown
-//! report, JSON with every sample and the daemon's stage timings, and SVG
-//! plots. Only their shape is checked, never a speed.
+//! `mlxd bench --suite --smoke` with the tiny model and the built-in
+//! default model: the suite runs the engine in-process and `mlxd serve` over
+//! HTTP, and writes a Markdown report, JSON with every sample and the
+//! daemon's stage timings, and SVG plots. Only their shape is checked, never
+//! a speed.
 
 // Test helpers panic on failure by design.
 #![allow(clippy::unwrap_used)]
