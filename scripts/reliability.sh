@@ -4,7 +4,8 @@
 #      worker while it loads, prefills, decodes, idles, or sits behind a
 #      stalled client, against a release `mlxd serve` with the tiny model
 #      (crates/mlxd/tests/faults.rs);
-#   2. load: 10,000 mixed requests over 64 connections against a release
+#   2. load: 10,000 mixed requests over 64 connections (after as many to
+#      warm up) against a release
 #      `mlxd serve` (crates/loadgen): no error but designed 429s, p50/p99,
 #      and the daemon's and worker's memory back within 5% after a settle
 #      period;
@@ -87,7 +88,7 @@ done
 "$target/release/mlxd-loadgen" \
   --url "http://127.0.0.1:$port" --admin-url "http://127.0.0.1:$admin_port" \
   --model "$model" --requests "$requests" --concurrency "$connections" \
-  --warmup 1000 --settle 10 --max-drift 0.05 --json "$out/load.json" |
+  --warmup "$requests" --settle 10 --max-drift 0.05 --json "$out/load.json" |
   tee "$out/load.txt"
 test "${PIPESTATUS[0]}" -eq 0
 kill "$daemon"
