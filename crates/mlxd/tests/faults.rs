@@ -359,47 +359,6 @@ fn long_prompt(rng: &mut StdRng, stream: bool) -> Value {
 
 // -------------------------------------------------------------- daemon
 
-/// Polls `f` every 10 ms until it holds or `timeout` passes.
-fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if f() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// Children of `pid`, as (pid, state letter).
-fn children(pid: u32) -> Vec<(u32, char)> {
-    let mut found = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return found;
-    };
-    for entry in dir.filter_map(Result::ok) {
-        let Some(child) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
-            continue;
-        };
-        let mut fields = stat.rsplit(')').next().unwrap_or("").split_whitespace();
-        let state = fields.next().and_then(|s| s.chars().next()).unwrap_or('?');
-        let ppid = fields.next().and_then(|p| p.parse::<u32>().ok());
-        if ppid == Some(pid) {
-            found.push((child, state));
-        }
-    }
-    found
-}
-
 /// What the daemon holds: descriptors by kind, ring mappings, children.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Holdings {
@@ -438,7 +397,7 @@ fn holdings(pid: u32) -> Holdings {
         .lines()
         .filter(|l| l.contains("memfd:shm-ring") || l.contains("/dev/shm/"))
         .count();
-    let kids = children(pid);
+    let kids = child_processes(pid);
     Holdings {
         fds,
         ring_mappings,
@@ -558,7 +517,7 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        for (pid, _) in children(self.pid()) {
+        for (pid, _) in child_processes(self.pid()) {
             let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
         }
         let _ = self.child.kill();
@@ -639,7 +598,7 @@ fn run_trial(d: &Daemon, rng: &mut StdRng, phase: Phase, signal: Signal) -> Resu
                 return Err(format!("unload: {status} {body}"));
             }
             // Reaped, so the next child is the new worker.
-            if !wait_until(HANG, || children(d.pid()).is_empty()) {
+            if !wait_until(HANG, || child_processes(d.pid()).is_empty()) {
                 return Err("the unloaded worker did not exit".into());
             }
             spawn(
@@ -654,7 +613,10 @@ fn run_trial(d: &Daemon, rng: &mut StdRng, phase: Phase, signal: Signal) -> Resu
             );
             let mut pid = None;
             if !wait_until(HANG, || {
-                pid = children(d.pid()).iter().find(|c| c.1 != 'Z').map(|c| c.0);
+                pid = child_processes(d.pid())
+                    .iter()
+                    .find(|c| c.1 != 'Z')
+                    .map(|c| c.0);
                 pid.is_some()
             }) {
                 return Err("no worker started".into());

@@ -204,44 +204,6 @@ fn stream(port: u16, path: &str, body: &Value) -> Sse {
 
 // -------------------------------------------------------------- daemon
 
-/// Polls `f` every 20 ms until it holds or `timeout` passes.
-fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if f() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Live children of `pid`.
-fn children(pid: u32) -> Vec<u32> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().filter_map(Result::ok) {
-        let Some(child) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
-            continue;
-        };
-        let mut fields = stat.rsplit(')').next().unwrap_or("").split_whitespace();
-        let state = fields.next();
-        let ppid = fields.next().and_then(|p| p.parse::<u32>().ok());
-        if ppid == Some(pid) && state != Some("Z") {
-            found.push(child);
-        }
-    }
-    found
-}
-
 /// A running `mlxd serve`; dropping it kills it and its workers.
 struct Daemon {
     child: Child,
@@ -386,7 +348,7 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         if self.child.try_wait().ok().flatten().is_none() {
-            let mut pids = children(self.pid());
+            let mut pids = live_children(self.pid());
             pids.extend(self.workers.iter().copied().filter(|p| process_alive(*p)));
             for pid in pids {
                 let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
@@ -637,7 +599,7 @@ fn two_models_run_in_two_processes_and_unload_separately() {
     }
     let (a, b) = (d.worker_pid("a"), d.worker_pid("b"));
     assert_ne!(a, b);
-    let workers = children(d.pid());
+    let workers = live_children(d.pid());
     assert!(workers.contains(&a) && workers.contains(&b), "{workers:?}");
 
     let r = d.admin_post("/admin/unload", json!({"model": "a"}));

@@ -73,6 +73,46 @@ pub fn isolated_serve(empty: &Path, port: u16, admin_port: u16) -> Command {
     cmd
 }
 
+/// Polls `f` every 10 ms until it holds or `timeout` passes.
+pub fn wait_until(timeout: std::time::Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// Child processes of `pid`, zombies included, as (pid, state letter).
+pub fn child_processes(pid: u32) -> Vec<(u32, char)> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|child| {
+            let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).ok()?;
+            let mut fields = stat.rsplit(')').next().unwrap_or("").split_whitespace();
+            let state = fields.next().and_then(|s| s.chars().next()).unwrap_or('?');
+            let ppid = fields.next().and_then(|p| p.parse::<u32>().ok());
+            (ppid == Some(pid)).then_some((child, state))
+        })
+        .collect()
+}
+
+/// Live (not zombie) children of `pid`.
+pub fn live_children(pid: u32) -> Vec<u32> {
+    child_processes(pid)
+        .into_iter()
+        .filter(|&(_, state)| state != 'Z')
+        .map(|(child, _)| child)
+        .collect()
+}
+
 /// Whether a process exists (and is not a zombie).
 pub fn process_alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {

@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -20,21 +20,7 @@ use crate::common::{isolated_serve, process_alive, tiny_model};
 /// Generous: a loaded 2-core machine runs the suites in parallel.
 pub const TIMEOUT: Duration = Duration::from_secs(60);
 
-pub use crate::common::free_port;
-
-/// Polls `f` every 20 ms until it holds or `timeout` passes.
-pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if f() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+pub use crate::common::{free_port, live_children, wait_until};
 
 /// A response read to the end of the connection.
 #[derive(Debug)]
@@ -266,7 +252,7 @@ impl Daemon {
 
     /// The daemon's live child processes: its workers.
     pub fn worker_pids(&self) -> Vec<u32> {
-        children(self.pid())
+        live_children(self.pid())
     }
 
     pub fn exited(&mut self) -> bool {
@@ -308,30 +294,12 @@ impl Daemon {
     }
 }
 
-/// Live children of `pid`.
-pub fn children(pid: u32) -> Vec<u32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.filter_map(Result::ok)
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&child| {
-            std::fs::read_to_string(format!("/proc/{child}/stat")).is_ok_and(|stat| {
-                let mut fields = stat.rsplit(')').next().unwrap_or("").split_whitespace();
-                let state = fields.next();
-                let ppid = fields.next().and_then(|p| p.parse::<u32>().ok());
-                ppid == Some(pid) && state != Some("Z")
-            })
-        })
-        .collect()
-}
-
 impl Drop for Daemon {
     fn drop(&mut self) {
         if self.exited() {
             return;
         }
-        for pid in children(self.pid()) {
+        for pid in live_children(self.pid()) {
             if process_alive(pid) {
                 let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
             }
