@@ -157,11 +157,13 @@ impl BatchCache {
         self.idx - self.left_pad[row]
     }
 
-    /// Row `row`'s KV, per layer, copied out of the batch.
-    fn copy_row(&self, row: usize) -> Result<Option<Vec<(Array, Array)>>> {
+    /// The first `len` cached positions of row `row`, per layer, copied out
+    /// of the batch.
+    fn copy_row(&self, row: usize, len: i32) -> Result<Option<Vec<(Array, Array)>>> {
+        let from = self.left_pad[row];
         let mut out = Vec::with_capacity(self.layers.len());
         for layer in &self.layers {
-            match layer.copy_row(row as i32, self.left_pad[row])? {
+            match layer.copy_row(row as i32, from, from + len)? {
                 Some(kv) => out.push(kv),
                 None => return Ok(None),
             }
@@ -441,20 +443,10 @@ impl<'m> Scheduler<'m> {
                 continue;
             };
             if !matches!(end, SeqEnd::Failed(_)) && self.config.prefix_cache > 0 {
+                // The positions cached: a token read but never fed back (a
+                // row cancelled before its next step) has none.
                 let len = (self.cache.row_len(i).max(0) as usize).min(row.ids.len());
-                if let Some(layers) = self.cache.copy_row(i)? {
-                    // The copy covers `row_len` positions; keep as many ids.
-                    let layers = if len < self.cache.row_len(i) as usize {
-                        layers
-                            .into_iter()
-                            .map(|(k, v)| -> Result<(Array, Array)> {
-                                let l = len as i32;
-                                Ok((k.slice_axis(2, 0, l)?, v.slice_axis(2, 0, l)?))
-                            })
-                            .collect::<Result<Vec<_>>>()?
-                    } else {
-                        layers
-                    };
+                if let Some(layers) = self.cache.copy_row(i, len as i32)? {
                     saved.push((row.ids[..len].to_vec(), layers));
                 }
             }

@@ -182,17 +182,19 @@ impl BatchKvCache {
         Ok(out)
     }
 
-    /// Row `row`'s columns `from..idx` as fresh arrays `[1, H, idx - from, D]`
-    /// that share no memory with the batch (`None` when empty).
-    pub fn copy_row(&self, row: i32, from: i32) -> Result<Option<(Array, Array)>> {
+    /// Row `row`'s columns `from..to` (`to` at most the write column) as
+    /// fresh arrays `[1, H, to - from, D]` that share no memory with the
+    /// batch (`None` when empty).
+    pub fn copy_row(&self, row: i32, from: i32, to: i32) -> Result<Option<(Array, Array)>> {
         let (Some(k), Some(v)) = (&self.keys, &self.values) else {
             return Ok(None);
         };
-        if from >= self.idx {
+        let to = to.min(self.idx);
+        if from >= to {
             return Ok(None);
         }
         // A gather always writes a new buffer (a slice could be a view).
-        let columns = mlx::arange(f64::from(from), f64::from(self.idx), 1.0, Dtype::I32)?;
+        let columns = mlx::arange(f64::from(from), f64::from(to), 1.0, Dtype::I32)?;
         let k = k.slice_axis(0, row, row + 1)?.take(&columns, 2)?;
         let v = v.slice_axis(0, row, row + 1)?.take(&columns, 2)?;
         Ok(Some((k, v)))
