@@ -8,6 +8,8 @@
 #   device.sh bench PRESET...    synthetic checkpoints of real shapes, measured
 #                                by mlxd (bench --engine) and by mlx-lm on the
 #                                same files, side by side; JSON into $OUT
+#                                (TAG names the files, MLXD_ARGS goes to mlxd
+#                                bench, SKIP_MLXLM=1 measures mlxd alone)
 #   device.sh suite PRESET...    the benchmark suite (engine, mlxd serve over
 #                                HTTP, mlx_lm.server) on synthetic checkpoints;
 #                                report into $OUT/suite
@@ -58,15 +60,29 @@ case "${1:-}" in
     for preset in "$@"; do
       dir=$base/models/$preset
       [ -f "$dir/config.json" ] || "$base/mlxd" synth --preset "$preset" --tokenizer-from "$base/tok" "$dir"
+      name=$out/${TAG:+$TAG-}$preset
+      # shellcheck disable=SC2086 # MLXD_ARGS is a list of arguments
       "$base/mlxd" bench --engine -m "$dir" --prompt-tokens "${PROMPT:-512}" --gen-tokens "${GEN:-200}" \
-        --repeats "${REPEATS:-5}" --json "$out/$preset-mlxd.json"
-      python3 "$here/mlx_lm_bench.py" "$dir" "${PROMPT:-512}" "${GEN:-200}" "${REPEATS:-5}" > "$out/$preset-mlxlm.json"
-      python3 - "$out/$preset-mlxd.json" "$out/$preset-mlxlm.json" <<'PY'
+        --repeats "${REPEATS:-5}" --json "$name-mlxd.json" ${MLXD_ARGS:-} > "$name-mlxd.txt" 2>&1
+      reference=$name-mlxlm.json
+      if [ "${SKIP_MLXLM:-0}" = 1 ]; then
+        reference=
+      else
+        python3 "$here/mlx_lm_bench.py" "$dir" "${PROMPT:-512}" "${GEN:-200}" "${REPEATS:-5}" > "$reference"
+      fi
+      python3 - "$name-mlxd.json" "$reference" "${TAG:-}" <<'PY'
 import json, sys
-a, b = (json.load(open(p)) for p in sys.argv[1:3])
-print(f"{a['model']}: mlxd decode {a['decode_tps']['median']:.1f} tok/s, prefill {a['prefill_tps']['median']:.0f} tok/s"
-      f" | mlx-lm decode {b['decode_tps']['median']:.1f} tok/s, prefill {b['prefill_tps']['median']:.0f} tok/s"
-      f" | ratio decode {a['decode_tps']['median'] / b['decode_tps']['median']:.2f}")
+a = json.load(open(sys.argv[1]))
+m = lambda r, k: r[k]["median"]
+line = (f"{sys.argv[3] or '-'} {a['model'].split('/')[-1]}: mlxd decode {m(a, 'decode_tps'):.1f} tok/s"
+        f" prefill {m(a, 'prefill_tps'):.0f}; per step build {m(a, 'build_us'):.0f} us,"
+        f" dispatch {m(a, 'dispatch_us'):.0f} us, wait {m(a, 'wait_us'):.0f} us;"
+        f" {sum(n for _, n in a['step_ops'])} ops")
+if sys.argv[2]:
+    b = json.load(open(sys.argv[2]))
+    line += (f" | mlx-lm decode {m(b, 'decode_tps'):.1f} prefill {m(b, 'prefill_tps'):.0f}"
+             f" | ratio {m(a, 'decode_tps') / m(b, 'decode_tps'):.2f}")
+print(line, flush=True)
 PY
     done
     ;;

@@ -45,6 +45,14 @@ pub struct GenerationStats {
     pub prefill: Duration,
     /// From the first token until the last one was read.
     pub decode: Duration,
+    /// Where the host spent decode: building the steps' graphs...
+    pub host_build: Duration,
+    /// ...handing them to MLX (`async_eval`: encoding and launching the
+    /// kernels)...
+    pub host_dispatch: Duration,
+    /// ...and waiting for the device to finish the token being read. Wait
+    /// near zero means the host, not the device, sets the pace.
+    pub host_wait: Duration,
 }
 
 impl GenerationStats {
@@ -130,14 +138,25 @@ impl<'m> Generator<'m> {
         let Some(current) = self.pending.take() else {
             return Ok(None);
         };
+        let begin = Instant::now();
+        let mut dispatched = begin;
         if self.stats.generated_tokens + 1 < self.options.max_tokens {
             self.sampler.accept(&current.token)?;
             let next = self.step(&current.token.reshape(&[1, 1])?)?;
+            let built = Instant::now();
             mlx::async_eval(&next.arrays())?;
+            dispatched = Instant::now();
             self.pending = Some(next);
+            if self.first_token_at.is_some() {
+                self.stats.host_build += built - begin;
+                self.stats.host_dispatch += dispatched - built;
+            }
         }
         let read = current.read()?;
         let now = Instant::now();
+        if self.first_token_at.is_some() {
+            self.stats.host_wait += now - dispatched;
+        }
         let first = *self.first_token_at.get_or_insert(now);
         self.stats.prefill = first - self.started;
         self.stats.decode = now - first;

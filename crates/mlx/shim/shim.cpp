@@ -8,16 +8,19 @@
 
 #include "shim.h"
 
+#include <algorithm>
 #include <cstring>
 #include <exception>
 #include <numeric>
 #include <optional>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <variant>
 #include <vector>
 
 #include "mlx/mlx.h"
+#include "mlx/primitives.h"
 
 namespace mx = mlx::core;
 
@@ -317,6 +320,40 @@ int mlxs_eval(const mlxs_array* const* arrays, size_t n) {
 
 int mlxs_async_eval(const mlxs_array* const* arrays, size_t n) {
   MLXS_TRY(mx::async_eval(to_vec(arrays, n)))
+}
+
+int mlxs_graph_census(const mlxs_array* const* arrays, size_t n, char* out, size_t cap, size_t* len) {
+  MLXS_TRY({
+    // Every primitive an evaluation of `arrays` would run: arrays that are
+    // not yet computed, reached through their inputs, each primitive once
+    // (siblings share theirs).
+    std::unordered_set<std::uintptr_t> seen;
+    std::unordered_map<std::string, size_t> counts;
+    std::vector<mx::array> stack = to_vec(arrays, n);
+    while (!stack.empty()) {
+      mx::array a = std::move(stack.back());
+      stack.pop_back();
+      if (a.status() != mx::array::Status::unscheduled || !a.has_primitive()) {
+        continue;
+      }
+      if (!seen.insert(a.primitive_id()).second) {
+        continue;
+      }
+      counts[a.primitive().name()]++;
+      for (const auto& input : a.inputs()) {
+        stack.push_back(input);
+      }
+    }
+    std::string text;
+    for (const auto& [name, count] : counts) {
+      text += name;
+      text += '\t';
+      text += std::to_string(count);
+      text += '\n';
+    }
+    *len = text.size();
+    std::memcpy(out, text.data(), std::min(cap, text.size()));
+  })
 }
 
 int mlxs_unary(int op, const mlxs_array* a, mlxs_array** out) {

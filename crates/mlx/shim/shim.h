@@ -60,6 +60,9 @@ int mlxs_array_read(const mlxs_array* a, void* dst, size_t nbytes);
 /* Graph evaluation. */
 int mlxs_eval(const mlxs_array* const* arrays, size_t n);
 int mlxs_async_eval(const mlxs_array* const* arrays, size_t n);
+// The primitives evaluating `arrays` would run, as "name\tcount\n" lines
+// (at most `cap` bytes written; `*len` is the full length).
+int mlxs_graph_census(const mlxs_array* const* arrays, size_t n, char* out, size_t cap, size_t* len);
 
 /* Element-wise operations, selected by code (see ops.rs). */
 int mlxs_unary(int op, const mlxs_array* a, mlxs_array** out);

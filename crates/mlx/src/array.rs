@@ -227,6 +227,43 @@ pub fn eval(arrays: &[&Array]) -> Result<()> {
     check(unsafe { ffi::mlxs_eval(handles.as_ptr(), handles.len()) })
 }
 
+/// The primitives an evaluation of `arrays` would run (those not computed
+/// yet), counted by name, most frequent first: what one step of a model
+/// costs in operations, each a kernel launch or more on a GPU.
+pub fn graph_census(arrays: &[&Array]) -> Result<Vec<(String, usize)>> {
+    let handles: Vec<ffi::Handle> = arrays.iter().map(|a| a.as_ptr()).collect();
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let mut len = 0usize;
+        // SAFETY: `handles` holds live handles borrowed for the call; the
+        // shim writes at most `buf.len()` bytes into `buf` and the full
+        // length into `len`.
+        check(unsafe {
+            ffi::mlxs_graph_census(
+                handles.as_ptr(),
+                handles.len(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                &mut len,
+            )
+        })?;
+        if len > buf.len() {
+            buf.resize(len, 0);
+            continue;
+        }
+        let text = String::from_utf8_lossy(&buf[..len]);
+        let mut counts: Vec<(String, usize)> = text
+            .lines()
+            .filter_map(|line| {
+                let (name, count) = line.split_once('\t')?;
+                Some((name.to_string(), count.parse().ok()?))
+            })
+            .collect();
+        counts.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        return Ok(counts);
+    }
+}
+
 /// Schedules the arrays' evaluation and returns at once; reading them later
 /// waits for it. This overlaps building the next step's graph with the
 /// device computing this one.

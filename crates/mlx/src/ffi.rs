@@ -37,6 +37,13 @@ unsafe extern "C" {
 
     pub(crate) fn mlxs_eval(arrays: *const Handle, n: usize) -> c_int;
     pub(crate) fn mlxs_async_eval(arrays: *const Handle, n: usize) -> c_int;
+    pub(crate) fn mlxs_graph_census(
+        arrays: *const Handle,
+        n: usize,
+        out: *mut c_char,
+        cap: usize,
+        len: *mut usize,
+    ) -> c_int;
 
     pub(crate) fn mlxs_unary(op: c_int, a: Handle, out: Out) -> c_int;
     pub(crate) fn mlxs_binary(op: c_int, a: Handle, b: Handle, out: Out) -> c_int;

@@ -43,7 +43,7 @@ pub mod ops;
 pub mod quantized;
 pub mod random;
 
-pub use array::{Array, async_eval, eval};
+pub use array::{Array, async_eval, eval, graph_census};
 pub use device::{Backend, Device, DeviceKind, Stream, backend, fast_cpu_gemm, version};
 pub use dtype::{Dtype, Element};
 pub use error::{MlxError, Result};

@@ -102,3 +102,17 @@ fn device_info_reports_numbers_it_has_and_none_for_others() {
         assert!(total > 1 << 20, "{total}");
     }
 }
+
+#[test]
+fn the_graph_census_counts_what_is_left_to_compute() {
+    let a = Array::from_slice(&[1.0f32, 2.0], &[2]).unwrap();
+    let b = a.add(&a).unwrap();
+    let c = b.exp().unwrap().add(&b).unwrap();
+    let census = mlx::graph_census(&[&c]).unwrap();
+    assert_eq!(census, vec![("Add".to_string(), 2), ("Exp".to_string(), 1)]);
+    mlx::eval(&[&b]).unwrap();
+    let census = mlx::graph_census(&[&c]).unwrap();
+    assert_eq!(census, vec![("Add".to_string(), 1), ("Exp".to_string(), 1)]);
+    mlx::eval(&[&c]).unwrap();
+    assert!(mlx::graph_census(&[&c]).unwrap().is_empty());
+}

@@ -3,6 +3,8 @@
 //! `RmsNorm`, the SwiGLU `Mlp`, and RoPE set-up from the config
 //! (`mlx_lm/models/rope_utils.py::initialize_rope`).
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use mlx::fast::Rope;
 use mlx::{Array, Dtype, QuantizedWeight};
 
@@ -74,6 +76,69 @@ impl Matrix {
         Ok(())
     }
 
+    /// Output rows.
+    pub fn out_features(&self) -> Result<i32> {
+        Ok(match self {
+            Matrix::Dense(w) => w.dim(0)?,
+            Matrix::Quantized(q) => q.weight.dim(0)?,
+        })
+    }
+
+    /// Whether `self` and `other` are stored the same way (dense of one
+    /// dtype, or quantized with the same parameters), so their rows can
+    /// make one matrix.
+    fn stored_like(&self, other: &Matrix) -> bool {
+        match (self, other) {
+            (Matrix::Dense(a), Matrix::Dense(b)) => a.dtype() == b.dtype() && a.ndim() == 2,
+            (Matrix::Quantized(a), Matrix::Quantized(b)) => {
+                a.bits == b.bits
+                    && a.group_size == b.group_size
+                    && a.weight.dtype() == b.weight.dtype()
+                    && a.scales.dtype() == b.scales.dtype()
+                    && a.biases.dtype() == b.biases.dtype()
+                    && a.weight.ndim() == 2
+            }
+            _ => false,
+        }
+    }
+
+    /// One matrix of `parts`' rows, in order (lazy); the parts must be
+    /// [`stored_like`](Matrix::stored_like) each other.
+    fn concat_rows(parts: &[&Matrix]) -> Result<Matrix> {
+        let dense: Vec<&Array> = parts
+            .iter()
+            .filter_map(|m| match m {
+                Matrix::Dense(w) => Some(w),
+                Matrix::Quantized(_) => None,
+            })
+            .collect();
+        if dense.len() == parts.len() {
+            return Ok(Matrix::Dense(mlx::concatenate(&dense, 0)?));
+        }
+        let quantized: Vec<&QuantizedWeight> = parts
+            .iter()
+            .filter_map(|m| match m {
+                Matrix::Quantized(q) => Some(q),
+                Matrix::Dense(_) => None,
+            })
+            .collect();
+        let Some(first) = quantized.first().filter(|_| quantized.len() == parts.len()) else {
+            return Err(EngineError::Weights(
+                "only matrices stored alike can be concatenated".into(),
+            ));
+        };
+        let cat = |f: fn(&QuantizedWeight) -> &Array| {
+            mlx::concatenate(&quantized.iter().map(|q| f(q)).collect::<Vec<_>>(), 0)
+        };
+        Ok(Matrix::Quantized(QuantizedWeight {
+            weight: cat(|q| &q.weight)?,
+            scales: cat(|q| &q.scales)?,
+            biases: cat(|q| &q.biases)?,
+            group_size: first.group_size,
+            bits: first.bits,
+        }))
+    }
+
     /// Bytes the matrix takes dense in `dtype`.
     pub fn dense_bytes(&self, dtype: Dtype) -> Result<usize> {
         Ok(match self {
@@ -123,6 +188,17 @@ impl Linear {
         })
     }
 
+    /// Whether `self` and `other` can be one layer: matrices stored alike,
+    /// and biases of one dtype on both or on neither.
+    fn stored_like(&self, other: &Linear) -> bool {
+        let biases = match (&self.bias, &other.bias) {
+            (Some(a), Some(b)) => a.dtype() == b.dtype(),
+            (None, None) => true,
+            _ => false,
+        };
+        biases && self.weight.stored_like(&other.weight)
+    }
+
     /// As `mlx.nn.Linear` / `QuantizedLinear`: a dense layer with a bias is
     /// one fused `addmm`, a quantized one adds the bias after the product.
     pub fn forward(&self, x: &Array) -> Result<Array> {
@@ -131,6 +207,95 @@ impl Linear {
             (weight, Some(b)) => weight.matmul_t(x)?.add(b)?,
             (weight, None) => weight.matmul_t(x)?,
         })
+    }
+}
+
+/// Linear layers that read the same input (attention's q, k and v; the
+/// MLP's gate and up), stored as one matrix when they are stored alike, so
+/// a step runs one product where it ran several. On a GPU each product is
+/// a kernel launch and more host work; a decode step at batch 1 is made of
+/// such launches far more than of arithmetic. The parts' rows are
+/// concatenated as they are (quantized rows keep their scales), so every
+/// output is computed from the same numbers as before, and the outputs are
+/// split back into views of the one result.
+#[derive(Debug, Clone)]
+pub struct LinearGroup {
+    /// One layer holding all the parts' rows, or the parts themselves when
+    /// they differ in storage (dtype, quantization, bias or not).
+    layers: Vec<Linear>,
+    /// Output width of each part.
+    widths: Vec<i32>,
+}
+
+/// Whether models loaded from now on fuse their projection groups.
+static FUSE_GROUPS: AtomicBool = AtomicBool::new(true);
+
+/// Turns the fusing of projection groups on or off for models loaded from
+/// now on (on by default; off only to measure what it is worth).
+pub fn set_fused_projections(on: bool) {
+    // Relaxed: a flag read at load, with no other memory to order.
+    FUSE_GROUPS.store(on, Ordering::Relaxed);
+}
+
+impl LinearGroup {
+    /// Fuses `parts` when they are stored alike; the fused matrix is
+    /// evaluated at once so the parts' arrays can be freed.
+    pub fn new(parts: Vec<Linear>) -> Result<LinearGroup> {
+        let widths = parts
+            .iter()
+            .map(|p| p.weight.out_features())
+            .collect::<Result<Vec<_>>>()?;
+        let alike = parts.windows(2).all(|w| w[0].stored_like(&w[1]));
+        if parts.len() < 2 || !alike || !FUSE_GROUPS.load(Ordering::Relaxed) {
+            return Ok(LinearGroup {
+                layers: parts,
+                widths,
+            });
+        }
+        let weight = Matrix::concat_rows(&parts.iter().map(|p| &p.weight).collect::<Vec<_>>())?;
+        let bias = match parts[0].bias {
+            Some(_) => {
+                let biases: Vec<&Array> = parts.iter().filter_map(|p| p.bias.as_ref()).collect();
+                Some(mlx::concatenate(&biases, 0)?)
+            }
+            None => None,
+        };
+        let fused = Linear { weight, bias };
+        let mut arrays = fused.weight.arrays();
+        arrays.extend(fused.bias.iter());
+        mlx::eval(&arrays)?;
+        Ok(LinearGroup {
+            layers: vec![fused],
+            widths,
+        })
+    }
+
+    /// Whether the parts run as one product.
+    pub fn is_fused(&self) -> bool {
+        self.layers.len() == 1 && self.widths.len() > 1
+    }
+
+    /// Each part's output for `x`, in the order the parts were given.
+    pub fn forward(&self, x: &Array) -> Result<Vec<Array>> {
+        if !self.is_fused() {
+            return self.layers.iter().map(|l| l.forward(x)).collect();
+        }
+        let y = self.layers[0].forward(x)?;
+        let axis = y.ndim() as i32 - 1;
+        let mut start = 0;
+        self.widths
+            .iter()
+            .map(|&w| {
+                let part = y.slice_axis(axis, start, start + w)?;
+                start += w;
+                Ok(part)
+            })
+            .collect()
+    }
+
+    /// The weight matrices (one when fused).
+    pub fn matrices_mut(&mut self) -> impl Iterator<Item = &mut Matrix> {
+        self.layers.iter_mut().map(|l| &mut l.weight)
     }
 }
 
@@ -154,28 +319,32 @@ impl RmsNorm {
     }
 }
 
-/// The gated feed-forward block: `down(silu(gate(x)) * up(x))`.
+/// The gated feed-forward block: `down(silu(gate(x)) * up(x))`, with
+/// gate and up as one product when they are stored alike.
 #[derive(Debug, Clone)]
 pub struct Mlp {
-    pub gate_proj: Linear,
-    pub up_proj: Linear,
+    pub gate_up: LinearGroup,
     pub down_proj: Linear,
 }
 
 impl Mlp {
     pub fn load(w: &mut Weights, prefix: &str, config: &ModelConfig, bias: bool) -> Result<Mlp> {
         let p = |name: &str| format!("{prefix}.{name}");
+        let gate = Linear::load(w, &p("gate_proj"), config, bias)?;
+        let up = Linear::load(w, &p("up_proj"), config, bias)?;
         Ok(Mlp {
-            gate_proj: Linear::load(w, &p("gate_proj"), config, bias)?,
-            up_proj: Linear::load(w, &p("up_proj"), config, bias)?,
+            gate_up: LinearGroup::new(vec![gate, up])?,
             down_proj: Linear::load(w, &p("down_proj"), config, bias)?,
         })
     }
 
     pub fn forward(&self, x: &Array) -> Result<Array> {
+        let [gate, up]: [Array; 2] = self
+            .gate_up
+            .forward(x)?
+            .try_into()
+            .map_err(|_| EngineError::Weights("the MLP's gate/up group lost a part".into()))?;
         // One compiled kernel for silu(gate) * up, as mlx-lm's `swiglu`.
-        let gate = self.gate_proj.forward(x)?;
-        let up = self.up_proj.forward(x)?;
         self.down_proj.forward(&mlx::fast::swiglu(&gate, &up)?)
     }
 }
@@ -254,4 +423,88 @@ fn llama3_periods(
         .add(&smooth)?;
     let smooth_freqs = freqs.divide(&denom)?;
     Ok(mlx::where_(&medium, &smooth_freqs, &freqs)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn normal(shape: &[i32], seed: u64) -> Array {
+        let key = mlx::random::key(seed).unwrap();
+        mlx::random::normal(shape, Dtype::F32, Some(&key)).unwrap()
+    }
+
+    fn values(a: &Array) -> Vec<f32> {
+        a.astype(Dtype::F32).unwrap().to_vec::<f32>().unwrap()
+    }
+
+    fn quantized(rows: i32, seed: u64) -> Linear {
+        Linear {
+            weight: Matrix::Quantized(mlx::quantize(&normal(&[rows, 128], seed), 64, 4).unwrap()),
+            bias: Some(normal(&[rows], seed + 100)),
+        }
+    }
+
+    #[test]
+    fn a_fused_group_gives_each_part_its_own_output() {
+        let x = normal(&[2, 3, 128], 9);
+        for parts in [
+            vec![quantized(64, 1), quantized(32, 2), quantized(32, 3)],
+            vec![
+                Linear {
+                    weight: Matrix::Dense(normal(&[48, 128], 4)),
+                    bias: None,
+                },
+                Linear {
+                    weight: Matrix::Dense(normal(&[16, 128], 5)),
+                    bias: None,
+                },
+            ],
+        ] {
+            let want: Vec<Vec<f32>> = parts
+                .iter()
+                .map(|p| values(&p.forward(&x).unwrap()))
+                .collect();
+            let group = LinearGroup::new(parts).unwrap();
+            assert!(group.is_fused());
+            let got = group.forward(&x).unwrap();
+            assert_eq!(got.len(), want.len());
+            for (got, want) in got.iter().zip(&want) {
+                let got = values(got);
+                assert_eq!(got.len(), want.len());
+                let worst = got
+                    .iter()
+                    .zip(want)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0, f32::max);
+                assert!(worst < 1e-4, "largest difference {worst}");
+            }
+        }
+    }
+
+    #[test]
+    fn parts_stored_differently_stay_separate() {
+        let mut dense = quantized(32, 2);
+        dense.weight = Matrix::Dense(normal(&[32, 128], 2));
+        let mut unbiased = quantized(32, 3);
+        unbiased.bias = None;
+        for parts in [
+            vec![quantized(64, 1), dense],
+            vec![quantized(64, 1), unbiased],
+        ] {
+            let want: Vec<Vec<f32>> = parts
+                .iter()
+                .map(|p| values(&p.forward(&normal(&[1, 128], 7)).unwrap()))
+                .collect();
+            let group = LinearGroup::new(parts).unwrap();
+            assert!(!group.is_fused());
+            let got: Vec<Vec<f32>> = group
+                .forward(&normal(&[1, 128], 7))
+                .unwrap()
+                .iter()
+                .map(values)
+                .collect();
+            assert_eq!(got, want);
+        }
+    }
 }

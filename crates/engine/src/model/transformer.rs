@@ -12,7 +12,7 @@ use mlx::{Array, Dtype};
 use super::batch_cache::BatchKvCache;
 use super::cache::KvCache;
 use super::config::ModelConfig;
-use super::nn::{Linear, Matrix, Mlp, RmsNorm, rope_from_config};
+use super::nn::{Linear, LinearGroup, Matrix, Mlp, RmsNorm, rope_from_config};
 use super::weights::Weights;
 use crate::error::{EngineError, Result};
 
@@ -62,9 +62,8 @@ pub enum Positions<'a> {
 }
 
 struct Attention {
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
+    /// q, k and v: one product when they are stored alike.
+    qkv: LinearGroup,
     o_proj: Linear,
     q_norm: Option<RmsNorm>,
     k_norm: Option<RmsNorm>,
@@ -84,10 +83,12 @@ impl Attention {
                 Ok(None)
             }
         };
+        let qkv = ["q_proj", "k_proj", "v_proj"]
+            .iter()
+            .map(|name| Linear::load(w, &p(name), config, family.qkv_bias))
+            .collect::<Result<Vec<_>>>()?;
         Ok(Attention {
-            q_proj: Linear::load(w, &p("q_proj"), config, family.qkv_bias)?,
-            k_proj: Linear::load(w, &p("k_proj"), config, family.qkv_bias)?,
-            v_proj: Linear::load(w, &p("v_proj"), config, family.qkv_bias)?,
+            qkv: LinearGroup::new(qkv)?,
             o_proj: Linear::load(w, &p("o_proj"), config, family.o_bias)?,
             q_norm: norm(w, "q_norm")?,
             k_norm: norm(w, "k_norm")?,
@@ -112,21 +113,13 @@ impl Attention {
     fn forward(&self, x: &Array, cache: &mut impl LayerCache, at: Positions) -> Result<Array> {
         let shape = x.shape();
         let (b, l) = (shape[0], shape[1]);
-        let q = Self::heads(
-            &self.q_proj.forward(x)?,
-            b,
-            l,
-            self.n_heads,
-            self.q_norm.as_ref(),
-        )?;
-        let k = Self::heads(
-            &self.k_proj.forward(x)?,
-            b,
-            l,
-            self.n_kv_heads,
-            self.k_norm.as_ref(),
-        )?;
-        let v = Self::heads(&self.v_proj.forward(x)?, b, l, self.n_kv_heads, None)?;
+        let [q, k, v]: [Array; 3] =
+            self.qkv.forward(x)?.try_into().map_err(|_| {
+                EngineError::Weights("the attention's q/k/v group lost a part".into())
+            })?;
+        let q = Self::heads(&q, b, l, self.n_heads, self.q_norm.as_ref())?;
+        let k = Self::heads(&k, b, l, self.n_kv_heads, self.k_norm.as_ref())?;
+        let v = Self::heads(&v, b, l, self.n_kv_heads, None)?;
         let (q, k, mask) = match at {
             Positions::Sequence { offset } => {
                 // One new position attends to everything cached; several
@@ -237,15 +230,10 @@ impl Transformer {
         for layer in &mut self.layers {
             let a = &mut layer.self_attn;
             let m = &mut layer.mlp;
-            out.extend([
-                &mut a.q_proj.weight,
-                &mut a.k_proj.weight,
-                &mut a.v_proj.weight,
-                &mut a.o_proj.weight,
-                &mut m.gate_proj.weight,
-                &mut m.up_proj.weight,
-                &mut m.down_proj.weight,
-            ]);
+            out.extend(a.qkv.matrices_mut());
+            out.push(&mut a.o_proj.weight);
+            out.extend(m.gate_up.matrices_mut());
+            out.push(&mut m.down_proj.weight);
         }
         if let Some(head) = &mut self.lm_head {
             out.push(&mut head.weight);

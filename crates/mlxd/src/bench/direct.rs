@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use engine::Model;
-use engine::generate::{GenerateOptions, Generator};
+use engine::generate::{GenerateOptions, GenerationStats, Generator};
 use engine::model::synthetic::Preset;
 use engine::{Sampler, SamplingParams};
 use serde::Serialize;
@@ -20,6 +20,11 @@ struct Run {
     prefill_tps: f64,
     decode_tps: f64,
     ttft_ms: f64,
+    /// Per decode step, microseconds the host spent building the graph,
+    /// handing it to MLX, and waiting for the device.
+    build_us: f64,
+    dispatch_us: f64,
+    wait_us: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -31,10 +36,17 @@ struct Report {
     prompt_tokens: usize,
     gen_tokens: usize,
     weight_bytes: usize,
+    /// Whether q/k/v and gate/up ran as one product each.
+    fused_projections: bool,
     runs: Vec<Run>,
     prefill_tps: Summary,
     decode_tps: Summary,
     ttft_ms: Summary,
+    build_us: Summary,
+    dispatch_us: Summary,
+    wait_us: Summary,
+    /// The operations of one decode step (sampling included), by name.
+    step_ops: Vec<(String, usize)>,
     peak_memory_bytes: usize,
 }
 
@@ -52,6 +64,8 @@ pub struct Timed {
     pub decode: Duration,
     /// From the start to the last token.
     pub total: Duration,
+    /// The generator's own counts, with where the host spent decode.
+    pub stats: GenerationStats,
 }
 
 impl Timed {
@@ -98,17 +112,41 @@ pub fn generate_timed(model: &Model, prompt: &[u32], tokens: usize) -> anyhow::R
         ttft: first - start,
         decode: end - first,
         total: end - start,
+        stats: generator.stats(),
     })
 }
 
 /// One generation of exactly `tokens` tokens after a `prompt`-token prefill.
 fn measure(model: &Model, prompt: &[u32], tokens: usize) -> anyhow::Result<Run> {
     let timed = generate_timed(model, prompt, tokens)?;
+    let steps = tokens.saturating_sub(1).max(1) as f64;
+    let per_step = |d: Duration| d.as_secs_f64() * 1e6 / steps;
     Ok(Run {
         prefill_tps: timed.prompt_tokens as f64 / timed.ttft.as_secs_f64().max(1e-9),
         decode_tps: timed.decode_tps(),
         ttft_ms: timed.ttft.as_secs_f64() * 1e3,
+        build_us: per_step(timed.stats.host_build),
+        dispatch_us: per_step(timed.stats.host_dispatch),
+        wait_us: per_step(timed.stats.host_wait),
     })
+}
+
+/// The operations one decode step after `prompt` runs, counted by name.
+fn step_census(model: &Model, prompt: &[u32]) -> anyhow::Result<Vec<(String, usize)>> {
+    let mut cache = model.new_cache();
+    let ids = mlx::Array::from_slice(prompt, &[1, prompt.len() as i32])?;
+    model.fill_cache(&ids, &mut cache)?;
+    let state: Vec<&mlx::Array> = cache.iter().flat_map(|c| c.state()).collect();
+    mlx::eval(&state)?;
+    let mut sampler = Sampler::new(
+        SamplingParams::greedy(),
+        model.config.vocab_size as usize,
+        prompt,
+    )?;
+    let last = mlx::Array::from_slice(&prompt[prompt.len() - 1..], &[1, 1])?;
+    let logits = model.forward(&last, &mut cache)?;
+    let sampled = sampler.sample(&logits.squeeze(1)?)?;
+    Ok(mlx::graph_census(&sampled.arrays())?)
 }
 
 /// Runs the benchmark and prints its table.
@@ -118,6 +156,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     }
     engine::use_dedicated_stream()?;
     engine::wire_working_set()?;
+    engine::model::nn::set_fused_projections(!args.unfused);
     if args.synthetic.len() + args.model.len() > 1 {
         bail!("--engine measures one model: give one -m or one --synthetic");
     }
@@ -140,6 +179,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         .collect();
     eprintln!("warm-up run...");
     measure(&model, &prompt, args.gen_tokens)?;
+    let step_ops = step_census(&model, &prompt)?;
     mlx::memory::reset_peak_memory();
     let mut runs = Vec::with_capacity(args.repeats);
     for i in 0..args.repeats {
@@ -164,9 +204,14 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         prompt_tokens: args.prompt_tokens,
         gen_tokens: args.gen_tokens,
         weight_bytes: model.weight_bytes(),
+        fused_projections: !args.unfused,
         prefill_tps: pick(|r| r.prefill_tps),
         decode_tps: pick(|r| r.decode_tps),
         ttft_ms: pick(|r| r.ttft_ms),
+        build_us: pick(|r| r.build_us),
+        dispatch_us: pick(|r| r.dispatch_us),
+        wait_us: pick(|r| r.wait_us),
+        step_ops,
         peak_memory_bytes: mlx::memory::stats().peak,
         runs,
     };
@@ -198,6 +243,9 @@ fn print_table(r: &Report) {
         ("prefill tok/s", &r.prefill_tps),
         ("decode tok/s", &r.decode_tps),
         ("TTFT ms", &r.ttft_ms),
+        ("decode step: host builds, µs", &r.build_us),
+        ("decode step: host dispatches, µs", &r.dispatch_us),
+        ("decode step: host waits, µs", &r.wait_us),
     ] {
         println!(
             "| {name} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |",
@@ -205,5 +253,13 @@ fn print_table(r: &Report) {
         );
     }
     println!();
+    let ops: usize = r.step_ops.iter().map(|(_, n)| n).sum();
+    let top: Vec<String> = r
+        .step_ops
+        .iter()
+        .take(8)
+        .map(|(name, n)| format!("{name} {n}"))
+        .collect();
+    println!("decode step: {ops} operations ({})", top.join(", "));
     println!("peak memory: {:.3} GB", r.peak_memory_bytes as f64 / 1e9);
 }

@@ -49,6 +49,10 @@ pub struct BenchArgs {
     /// --engine: measured runs (after one warm-up run).
     #[arg(long, default_value_t = 5)]
     repeats: usize,
+    /// --engine: run q/k/v and gate/up as separate products, as loaded
+    /// (to measure what fusing them is worth).
+    #[arg(long)]
+    unfused: bool,
     /// --engine: write the results as JSON to this file too.
     #[arg(long)]
     json: Option<PathBuf>,
