@@ -129,7 +129,11 @@ impl<'m> Generator<'m> {
     fn step(&mut self, input: &Array) -> Result<Sampled> {
         let logits = self.model.forward(input, &mut self.cache)?;
         let len = logits.dim(1)?;
-        let last = logits.slice_axis(1, len - 1, len)?.squeeze(1)?;
+        let last = if len == 1 {
+            logits.squeeze(1)?
+        } else {
+            logits.slice_axis(1, len - 1, len)?.squeeze(1)?
+        };
         self.sampler.sample(&last)
     }
 

@@ -324,9 +324,10 @@ int mlxs_async_eval(const mlxs_array* const* arrays, size_t n) {
 
 int mlxs_graph_census(const mlxs_array* const* arrays, size_t n, char* out, size_t cap, size_t* len) {
   MLXS_TRY({
-    // Every primitive an evaluation of `arrays` would run: arrays that are
-    // not yet computed, reached through their inputs, each primitive once
-    // (siblings share theirs).
+    // Every operation an evaluation of `arrays` would run: arrays not yet
+    // computed, reached through their inputs, each once with its siblings
+    // (the other outputs of the same operation). Arrays, not primitives,
+    // are counted: a compiled function shares one primitive across calls.
     std::unordered_set<std::uintptr_t> seen;
     std::unordered_map<std::string, size_t> counts;
     std::vector<mx::array> stack = to_vec(arrays, n);
@@ -336,8 +337,11 @@ int mlxs_graph_census(const mlxs_array* const* arrays, size_t n, char* out, size
       if (a.status() != mx::array::Status::unscheduled || !a.has_primitive()) {
         continue;
       }
-      if (!seen.insert(a.primitive_id()).second) {
+      if (!seen.insert(a.id()).second) {
         continue;
+      }
+      for (const auto& sibling : a.siblings()) {
+        seen.insert(sibling.id());
       }
       counts[a.primitive().name()]++;
       for (const auto& input : a.inputs()) {

@@ -275,6 +275,15 @@ impl LinearGroup {
         self.layers.len() == 1 && self.widths.len() > 1
     }
 
+    /// The fused product's output for `x` (the parts' outputs side by side
+    /// along the last axis), or `None` when the parts run separately.
+    pub fn forward_joined(&self, x: &Array) -> Result<Option<Array>> {
+        if !self.is_fused() {
+            return Ok(None);
+        }
+        Ok(Some(self.layers[0].forward(x)?))
+    }
+
     /// Each part's output for `x`, in the order the parts were given.
     pub fn forward(&self, x: &Array) -> Result<Vec<Array>> {
         if !self.is_fused() {

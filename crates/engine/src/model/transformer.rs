@@ -61,6 +61,13 @@ pub enum Positions<'a> {
     },
 }
 
+/// The query and key heads of a step, before RoPE.
+enum QueryKeys {
+    /// `[B, Hq + Hkv, L, D]`: the query heads, then the key heads.
+    Joint(Array),
+    Split(Array, Array),
+}
+
 struct Attention {
     /// q, k and v: one product when they are stored alike.
     qkv: LinearGroup,
@@ -99,59 +106,99 @@ impl Attention {
         })
     }
 
-    /// Splits `[B, L, H*D]` into heads `[B, H, L, D]`, normalizing each head
-    /// first when the family does.
-    fn heads(x: &Array, b: i32, l: i32, n: i32, norm: Option<&RmsNorm>) -> Result<Array> {
-        let x = x.reshape(&[b, l, n, -1])?;
-        let x = match norm {
-            Some(norm) => norm.forward(&x)?,
-            None => x,
+    /// `[B, L, H*D]` as heads `[B, H, L, D]`. With one position, the two
+    /// share a memory layout and one reshape does.
+    fn heads(x: &Array, b: i32, l: i32, n: i32) -> Result<Array> {
+        Ok(if l == 1 {
+            x.reshape(&[b, n, 1, -1])?
+        } else {
+            x.reshape(&[b, l, n, -1])?.transpose(&[0, 2, 1, 3])?
+        })
+    }
+
+    /// q, k and v of `x` (`[B, L, hidden]`) as heads `[B, H, L, D]`, q and k
+    /// normalized per head when the family does. A fused projection's
+    /// output is split along the head axis: every head at once, in a few
+    /// views instead of three reshapes and three transposes; without
+    /// per-head norms q and k stay one array, for one RoPE.
+    fn project(&self, x: &Array, b: i32, l: i32) -> Result<(QueryKeys, Array)> {
+        let (hq, hkv) = (self.n_heads, self.n_kv_heads);
+        let (q, k, v) = match self.qkv.forward_joined(x)? {
+            Some(joined) => {
+                let all = Self::heads(&joined, b, l, hq + 2 * hkv)?;
+                let v = all.slice_axis(1, hq + hkv, hq + 2 * hkv)?;
+                if self.q_norm.is_none() && self.k_norm.is_none() {
+                    return Ok((QueryKeys::Joint(all.slice_axis(1, 0, hq + hkv)?), v));
+                }
+                (
+                    all.slice_axis(1, 0, hq)?,
+                    all.slice_axis(1, hq, hq + hkv)?,
+                    v,
+                )
+            }
+            None => {
+                let [q, k, v]: [Array; 3] = self.qkv.forward(x)?.try_into().map_err(|_| {
+                    EngineError::Weights("the attention's q/k/v group lost a part".into())
+                })?;
+                (
+                    Self::heads(&q, b, l, hq)?,
+                    Self::heads(&k, b, l, hkv)?,
+                    Self::heads(&v, b, l, hkv)?,
+                )
+            }
         };
-        Ok(x.transpose(&[0, 2, 1, 3])?)
+        let norm = |x: Array, norm: Option<&RmsNorm>| match norm {
+            Some(norm) => norm.forward(&x),
+            None => Ok(x),
+        };
+        Ok((
+            QueryKeys::Split(
+                norm(q, self.q_norm.as_ref())?,
+                norm(k, self.k_norm.as_ref())?,
+            ),
+            v,
+        ))
     }
 
     fn forward(&self, x: &Array, cache: &mut impl LayerCache, at: Positions) -> Result<Array> {
         let shape = x.shape();
         let (b, l) = (shape[0], shape[1]);
-        let [q, k, v]: [Array; 3] =
-            self.qkv.forward(x)?.try_into().map_err(|_| {
-                EngineError::Weights("the attention's q/k/v group lost a part".into())
-            })?;
-        let q = Self::heads(&q, b, l, self.n_heads, self.q_norm.as_ref())?;
-        let k = Self::heads(&k, b, l, self.n_kv_heads, self.k_norm.as_ref())?;
-        let v = Self::heads(&v, b, l, self.n_kv_heads, None)?;
-        let (q, k, mask) = match at {
-            Positions::Sequence { offset } => {
-                // One new position attends to everything cached; several
-                // attend causally, aligned to the end of the cache.
-                let mask = if l > 1 {
-                    AttentionMask::Causal
-                } else {
-                    AttentionMask::None
-                };
+        let (qk, v) = self.project(x, b, l)?;
+        let mask = match at {
+            // One new position attends to everything cached; several
+            // attend causally, aligned to the end of the cache.
+            Positions::Sequence { .. } if l > 1 => AttentionMask::Causal,
+            Positions::Sequence { .. } => AttentionMask::None,
+            Positions::Rows { .. } if l != 1 => {
+                return Err(EngineError::InvalidRequest(format!(
+                    "a batch step takes one token per row, got {l}"
+                )));
+            }
+            Positions::Rows { mask, .. } => mask.map_or(AttentionMask::None, AttentionMask::Array),
+        };
+        let rope = |x: &Array| match at {
+            Positions::Sequence { offset } => self.rope.apply(x, offset),
+            Positions::Rows { offsets, .. } => self.rope.apply_rows(x, offsets),
+        };
+        let (q, k) = match qk {
+            QueryKeys::Joint(qk) => {
+                let qk = rope(&qk)?;
+                let hq = self.n_heads;
                 (
-                    self.rope.apply(&q, offset)?,
-                    self.rope.apply(&k, offset)?,
-                    mask,
+                    qk.slice_axis(1, 0, hq)?,
+                    qk.slice_axis(1, hq, hq + self.n_kv_heads)?,
                 )
             }
-            Positions::Rows { offsets, mask } => {
-                if l != 1 {
-                    return Err(EngineError::InvalidRequest(format!(
-                        "a batch step takes one token per row, got {l}"
-                    )));
-                }
-                let mask = mask.map_or(AttentionMask::None, AttentionMask::Array);
-                (
-                    self.rope.apply_rows(&q, offsets)?,
-                    self.rope.apply_rows(&k, offsets)?,
-                    mask,
-                )
-            }
+            QueryKeys::Split(q, k) => (rope(&q)?, rope(&k)?),
         };
         let (k, v) = cache.update_and_fetch(&k, &v)?;
         let out = scaled_dot_product_attention(&q, &k, &v, self.scale, mask)?;
-        let out = out.transpose(&[0, 2, 1, 3])?.reshape(&[b, l, -1])?;
+        // Heads back to `[B, L, H*D]` (one reshape for one position).
+        let out = if l == 1 {
+            out.reshape(&[b, 1, -1])?
+        } else {
+            out.transpose(&[0, 2, 1, 3])?.reshape(&[b, l, -1])?
+        };
         self.o_proj.forward(&out)
     }
 }

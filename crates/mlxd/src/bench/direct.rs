@@ -131,11 +131,15 @@ fn measure(model: &Model, prompt: &[u32], tokens: usize) -> anyhow::Result<Run> 
     })
 }
 
-/// The operations one decode step after `prompt` runs, counted by name.
+/// The operations of the first decode step after `prompt` (prefilled but
+/// for its last token, as a generation does), counted by name.
 fn step_census(model: &Model, prompt: &[u32]) -> anyhow::Result<Vec<(String, usize)>> {
     let mut cache = model.new_cache();
-    let ids = mlx::Array::from_slice(prompt, &[1, prompt.len() as i32])?;
-    model.fill_cache(&ids, &mut cache)?;
+    let head = &prompt[..prompt.len() - 1];
+    if !head.is_empty() {
+        let ids = mlx::Array::from_slice(head, &[1, head.len() as i32])?;
+        model.fill_cache(&ids, &mut cache)?;
+    }
     let state: Vec<&mlx::Array> = cache.iter().flat_map(|c| c.state()).collect();
     mlx::eval(&state)?;
     let mut sampler = Sampler::new(
