@@ -13,6 +13,11 @@
 #   device.sh suite PRESET...    the benchmark suite (engine, mlxd serve over
 #                                HTTP, mlx_lm.server) on synthetic checkpoints;
 #                                report into $OUT/suite
+#   device.sh profile PRESET...  GPU time per kernel (Nsight Compute) of a window
+#                                of mlxd's and of mlx-lm's decode on the same
+#                                checkpoint
+#   device.sh coldstart PRESET...  load-to-first-token of `mlxd serve` with an
+#                                empty kernel cache, then with a warm one
 #   device.sh batch PRESET...    continuous batching in-process: tok/s and
 #                                TTFT at 1/4/16/64 streams, prompt-cache TTFT;
 #                                JSON into $OUT
@@ -101,6 +106,59 @@ PY
     HOME=$base "$base/mlxd" bench --suite -m "$models" --tokens "${TOKENS:-50,100,200}" \
       --runs "${RUNS:-5}" --concurrency "${STREAMS:-1,4,16,64}" --python python3 --out "$out/suite"
     ;;
+  profile)
+    # Nsight Compute times each kernel alone (serialized): a window of
+    # KERNELS launches after SKIP, well inside the warm-up run's decode.
+    shift
+    eval "$(env_lines)"
+    out=${OUT:-$base/out}
+    mkdir -p "$out" "$base/models"
+    ncu=$(command -v ncu || ls /usr/local/cuda*/bin/ncu 2>/dev/null | head -1 || true)
+    [ -n "$ncu" ] || { echo "no ncu on this machine" >&2; exit 1; }
+    for preset in "$@"; do
+      dir=$base/models/$preset
+      [ -f "$dir/config.json" ] || "$base/mlxd" synth --preset "$preset" --tokenizer-from "$base/tok" "$dir"
+      for engine in mlxd mlxlm; do
+        if [ "$engine" = mlxd ]; then
+          cmd=("$base/mlxd" bench --engine -m "$dir" --prompt-tokens "${PROMPT:-512}" --gen-tokens "${GEN:-200}" --repeats 1)
+        else
+          cmd=(python3 "$here/mlx_lm_bench.py" "$dir" "${PROMPT:-512}" "${GEN:-200}" 1)
+        fi
+        "$ncu" --metrics gpu__time_duration.sum --csv --graph-profiling node \
+          --launch-skip "${SKIP:-20000}" --launch-count "${KERNELS:-3000}" "${cmd[@]}" \
+          > "$out/$preset-$engine-ncu.csv" 2> "$out/$preset-$engine-ncu.err" || true
+        echo "== $preset $engine: GPU time per kernel over ${KERNELS:-3000} decode kernels"
+        python3 - "$out/$preset-$engine-ncu.csv" <<'PY'
+import csv, collections, sys
+lines = [l for l in open(sys.argv[1]) if l.startswith('"')]
+rows = [r for r in csv.DictReader(lines) if r.get("Metric Name") == "gpu__time_duration.sum"]
+if not rows:
+    sys.exit("no kernel timings (see the .err file)")
+unit = rows[0]["Metric Unit"]
+scale = {"nsecond": 1e-3, "usecond": 1.0, "msecond": 1e3}.get(unit, 1.0)
+time, count = collections.Counter(), collections.Counter()
+for r in rows:
+    name = r["Kernel Name"].split("(")[0].split("<")[0][:70]
+    time[name] += float(r["Metric Value"].replace(",", "")) * scale
+    count[name] += 1
+print(f"total {sum(time.values()) / 1e3:.2f} ms in {len(rows)} kernels")
+for name, t in time.most_common(14):
+    print(f"{t / 1e3:8.2f} ms {count[name]:6d} x {t / count[name]:7.1f} us  {name}")
+PY
+      done
+    done
+    ;;
+  coldstart)
+    shift
+    eval "$(env_lines)"
+    out=${OUT:-$base/out}
+    mkdir -p "$out" "$base/models"
+    for preset in "$@"; do
+      dir=$base/models/$preset
+      [ -f "$dir/config.json" ] || "$base/mlxd" synth --preset "$preset" --tokenizer-from "$base/tok" "$dir"
+      python3 "$here/coldstart.py" "$base/mlxd" "$dir" "${WARM_RUNS:-3}" | tee "$out/$preset-coldstart.json"
+    done
+    ;;
   batch)
     shift
     eval "$(env_lines)"
@@ -113,5 +171,5 @@ PY
         --json "$out/$preset-batch.json"
     done
     ;;
-  *) echo "usage: device.sh install|env|check|bench|suite|batch PRESET..." >&2; exit 2 ;;
+  *) echo "usage: device.sh install|env|check|bench|suite|profile|coldstart|batch PRESET..." >&2; exit 2 ;;
 esac

@@ -172,20 +172,31 @@ impl Matrix {
 pub struct Linear {
     pub weight: Matrix,
     pub bias: Option<Array>,
+    /// The bias as `[1, 1, out]`: added to the `[1, 1, out]` output of a
+    /// one-token step, it needs no broadcast operation.
+    bias_row: Option<Array>,
 }
 
 impl Linear {
+    pub fn new(weight: Matrix, bias: Option<Array>) -> Result<Linear> {
+        let bias_row = bias.as_ref().map(|b| b.reshape(&[1, 1, -1])).transpose()?;
+        Ok(Linear {
+            weight,
+            bias,
+            bias_row,
+        })
+    }
+
     /// Loads `{prefix}.weight` (+ `.scales`/`.biases`) and, when `bias`,
     /// `{prefix}.bias`.
     pub fn load(w: &mut Weights, prefix: &str, config: &ModelConfig, bias: bool) -> Result<Linear> {
-        Ok(Linear {
-            weight: Matrix::load(w, prefix, config)?,
-            bias: if bias {
-                Some(w.take(&format!("{prefix}.bias"))?)
-            } else {
-                None
-            },
-        })
+        let weight = Matrix::load(w, prefix, config)?;
+        let bias = if bias {
+            Some(w.take(&format!("{prefix}.bias"))?)
+        } else {
+            None
+        };
+        Linear::new(weight, bias)
     }
 
     /// Whether `self` and `other` can be one layer: matrices stored alike,
@@ -204,7 +215,13 @@ impl Linear {
     pub fn forward(&self, x: &Array) -> Result<Array> {
         Ok(match (&self.weight, &self.bias) {
             (Matrix::Dense(w), Some(b)) => x.addmm(&w.t()?, b, 1.0, 1.0)?,
-            (weight, Some(b)) => weight.matmul_t(x)?.add(b)?,
+            (weight, Some(b)) => {
+                let y = weight.matmul_t(x)?;
+                match &self.bias_row {
+                    Some(row) if y.shape()[..y.ndim().saturating_sub(1)] == [1, 1] => y.add(row)?,
+                    _ => y.add(b)?,
+                }
+            }
             (weight, None) => weight.matmul_t(x)?,
         })
     }
@@ -260,7 +277,7 @@ impl LinearGroup {
             }
             None => None,
         };
-        let fused = Linear { weight, bias };
+        let fused = Linear::new(weight, bias)?;
         let mut arrays = fused.weight.arrays();
         arrays.extend(fused.bias.iter());
         mlx::eval(&arrays)?;
@@ -448,45 +465,51 @@ mod tests {
     }
 
     fn quantized(rows: i32, seed: u64) -> Linear {
-        Linear {
-            weight: Matrix::Quantized(mlx::quantize(&normal(&[rows, 128], seed), 64, 4).unwrap()),
-            bias: Some(normal(&[rows], seed + 100)),
-        }
+        Linear::new(
+            Matrix::Quantized(mlx::quantize(&normal(&[rows, 128], seed), 64, 4).unwrap()),
+            Some(normal(&[rows], seed + 100)),
+        )
+        .unwrap()
     }
 
     #[test]
     fn a_fused_group_gives_each_part_its_own_output() {
-        let x = normal(&[2, 3, 128], 9);
-        for parts in [
-            vec![quantized(64, 1), quantized(32, 2), quantized(32, 3)],
-            vec![
-                Linear {
-                    weight: Matrix::Dense(normal(&[48, 128], 4)),
-                    bias: None,
-                },
-                Linear {
-                    weight: Matrix::Dense(normal(&[16, 128], 5)),
-                    bias: None,
-                },
-            ],
-        ] {
-            let want: Vec<Vec<f32>> = parts
-                .iter()
-                .map(|p| values(&p.forward(&x).unwrap()))
-                .collect();
-            let group = LinearGroup::new(parts).unwrap();
-            assert!(group.is_fused());
-            let got = group.forward(&x).unwrap();
-            assert_eq!(got.len(), want.len());
-            for (got, want) in got.iter().zip(&want) {
-                let got = values(got);
+        // x Wᵀ + b from the dequantized weights, broadcasting the bias.
+        let reference = |p: &Linear, x: &Array| {
+            let w = match &p.weight {
+                Matrix::Dense(w) => w.clone(),
+                Matrix::Quantized(q) => q.dequantize().unwrap(),
+            };
+            let y = x.matmul(&w.t().unwrap()).unwrap();
+            values(&match &p.bias {
+                Some(b) => y.add(b).unwrap(),
+                None => y,
+            })
+        };
+        let dense = |rows, seed| Linear::new(Matrix::Dense(normal(&[rows, 128], seed)), None);
+        // Several positions, and the one of a decode step (its own bias path).
+        for shape in [[2, 3, 128], [1, 1, 128]] {
+            let x = normal(&shape, 9);
+            for parts in [
+                vec![quantized(64, 1), quantized(32, 2), quantized(32, 3)],
+                vec![dense(48, 4).unwrap(), dense(16, 5).unwrap()],
+            ] {
+                let want: Vec<Vec<f32>> = parts.iter().map(|p| reference(p, &x)).collect();
+                let group = LinearGroup::new(parts).unwrap();
+                assert!(group.is_fused());
+                let got = group.forward(&x).unwrap();
                 assert_eq!(got.len(), want.len());
-                let worst = got
-                    .iter()
-                    .zip(want)
-                    .map(|(a, b)| (a - b).abs())
-                    .fold(0.0, f32::max);
-                assert!(worst < 1e-4, "largest difference {worst}");
+                for (got, want) in got.iter().zip(&want) {
+                    assert_eq!(got.shape()[..2], shape[..2]);
+                    let got = values(got);
+                    assert_eq!(got.len(), want.len());
+                    let worst = got
+                        .iter()
+                        .zip(want)
+                        .map(|(a, b)| (a - b).abs())
+                        .fold(0.0, f32::max);
+                    assert!(worst < 1e-3, "largest difference {worst}");
+                }
             }
         }
     }
@@ -495,8 +518,7 @@ mod tests {
     fn parts_stored_differently_stay_separate() {
         let mut dense = quantized(32, 2);
         dense.weight = Matrix::Dense(normal(&[32, 128], 2));
-        let mut unbiased = quantized(32, 3);
-        unbiased.bias = None;
+        let unbiased = Linear::new(quantized(32, 3).weight, None).unwrap();
         for parts in [
             vec![quantized(64, 1), dense],
             vec![quantized(64, 1), unbiased],
