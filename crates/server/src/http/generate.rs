@@ -73,18 +73,53 @@ pub async fn prepare(state: &AppState, req: &GenerationRequest) -> Result<Prepar
     let model = state.models.get(&req.model).await?;
     let tokenizer = Arc::clone(&model.tokenizer);
     let inputs = req.prompts.clone();
-    let (prompts, prompt_texts) =
+    // A short prompt is tokenized here, in tens of microseconds; handing it
+    // to the blocking pool costs more (a thread wake-up, often a new thread
+    // whose tokenizer state is cold). Long ones go there so they never stall
+    // this runtime thread.
+    let (prompts, prompt_texts) = if inputs.iter().map(input_bytes).sum::<usize>() <= INLINE_BYTES {
+        tokenize_all(&tokenizer, inputs)?
+    } else {
         tokio::task::spawn_blocking(move || tokenize_all(&tokenizer, inputs))
             .await
             .map_err(|e| ApiError::Internal {
                 message: format!("tokenizing: {e}"),
-            })??;
+            })??
+    };
     Ok(Prepared {
         model,
         prompts,
         prompt_texts,
         arrived,
     })
+}
+
+/// Prompt text (or token ids, as bytes) up to which tokenizing runs on the
+/// request's own task: well under a millisecond of work.
+const INLINE_BYTES: usize = 4096;
+
+/// About how many bytes of text tokenizing `input` reads (or writes, for
+/// token ids decoded to text).
+fn input_bytes(input: &PromptInput) -> usize {
+    fn text_in(v: &serde_json::Value) -> usize {
+        match v {
+            serde_json::Value::String(s) => s.len(),
+            serde_json::Value::Array(items) => items.iter().map(text_in).sum(),
+            serde_json::Value::Object(map) => map.iter().map(|(k, v)| k.len() + text_in(v)).sum(),
+            _ => 8,
+        }
+    }
+    match input {
+        PromptInput::Chat {
+            messages, tools, ..
+        } => messages
+            .iter()
+            .chain(tools.iter().flatten())
+            .map(text_in)
+            .sum(),
+        PromptInput::Text(text) => text.len(),
+        PromptInput::Tokens(ids) => ids.len() * 4,
+    }
 }
 
 fn tokenize_all(
@@ -466,4 +501,29 @@ pub fn chat_logprobs(tokens: &[TokenInfo]) -> Vec<TokenLogprob> {
                 .collect(),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prompt_size_counts_the_text_a_tokenizer_reads() {
+        let chat = PromptInput::Chat {
+            messages: vec![serde_json::json!({"role": "user", "content": "x".repeat(5000)})],
+            tools: None,
+            tool_choice: None,
+            template_kwargs: serde_json::Map::new(),
+        };
+        assert!(input_bytes(&chat) > INLINE_BYTES);
+        let short = PromptInput::Chat {
+            messages: vec![serde_json::json!({"role": "user", "content": "Hello"})],
+            tools: Some(vec![serde_json::json!({"name": "f".repeat(5000)})]),
+            tool_choice: None,
+            template_kwargs: serde_json::Map::new(),
+        };
+        assert!(input_bytes(&short) > INLINE_BYTES, "tools count too");
+        assert_eq!(input_bytes(&PromptInput::Text("abc".into())), 3);
+        assert_eq!(input_bytes(&PromptInput::Tokens(vec![1, 2])), 8);
+    }
 }
