@@ -101,23 +101,28 @@ pub fn run(config: WorkerConfig) -> Result<(), WorkerError> {
         }
         endpoint.heartbeat();
     };
-    let loaded = match engine::loader::load_with_progress(&config.model_path, &mut send_progress) {
-        Ok(loaded) => loaded,
-        Err(source) => {
-            let message = format!("loading {}: {source}", config.model_path.display());
-            let event = Event::Error(ErrorMsg {
-                request_id: 0,
-                code: ErrorCode::LoadFailed,
-                message: truncate(&message),
-            });
-            send_event(&mut endpoint, &event)?;
-            return Err(WorkerError::Load {
-                path: config.model_path,
-                source,
-            });
+    // A model that cannot load (or run its warm-up) is reported to the
+    // supervisor before the worker exits.
+    let fail = |endpoint: &mut WorkerEndpoint, path: PathBuf, doing: &str, source| {
+        let message = format!("{doing} {}: {source}", path.display());
+        let event = Event::Error(ErrorMsg {
+            request_id: 0,
+            code: ErrorCode::LoadFailed,
+            message: truncate(&message),
+        });
+        match send_event(endpoint, &event) {
+            Ok(()) => WorkerError::Load { path, source },
+            Err(e) => e.into(),
         }
     };
+    let loaded = match engine::loader::load_with_progress(&config.model_path, &mut send_progress) {
+        Ok(loaded) => loaded,
+        Err(source) => return Err(fail(&mut endpoint, config.model_path, "loading", source)),
+    };
     let server = Server::new(loaded, config.context_length, config.batch);
+    if let Err(source) = server.warm_up(&mut || endpoint.heartbeat()) {
+        return Err(fail(&mut endpoint, config.model_path, "warming up", source));
+    }
     let ready = Ready {
         protocol_version: PROTOCOL_VERSION,
         model_id: truncate(&config.model_id),

@@ -108,6 +108,56 @@ impl Server {
         }
     }
 
+    /// Runs a few short sequences through the batch path once, greedy and
+    /// sampled, two rows of different lengths, so the GPU kernels they need
+    /// are compiled before the first request instead of stalling it (MLX's
+    /// CUDA backend compiles kernels on first use: seconds each without the
+    /// on-disk cache). Only on CUDA; calls `alive` between steps.
+    pub fn warm_up(&self, alive: &mut dyn FnMut()) -> Result<(), engine::EngineError> {
+        if mlx::backend() != mlx::Backend::Cuda {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let model = &self.loaded.model;
+        let vocab = model.config.vocab_size as usize;
+        let config = BatchConfig {
+            prefix_cache: 0,
+            ..self.batch
+        };
+        let mut scheduler = Scheduler::new(model, config);
+        let sampled = SamplingParams {
+            temperature: 0.7,
+            top_p: 0.9,
+            seed: Some(0),
+            ..SamplingParams::default()
+        };
+        for (id, (len, params)) in [(9, SamplingParams::greedy()), (5, sampled)]
+            .into_iter()
+            .enumerate()
+        {
+            let prompt: Vec<u32> = (1..=len).map(|t| t % vocab as u32).collect();
+            let sampler = Sampler::new(params, vocab, &prompt)?;
+            scheduler.submit(SeqRequest {
+                id: id as u64,
+                prompt,
+                sampler,
+                max_tokens: 4,
+                stop_ids: Vec::new(),
+            })?;
+        }
+        while scheduler.is_busy() {
+            scheduler.step()?;
+            alive();
+        }
+        drop(scheduler);
+        mlx::memory::clear_cache();
+        tracing::info!(
+            ms = started.elapsed().as_millis() as u64,
+            "kernels warmed up"
+        );
+        Ok(())
+    }
+
     pub fn context_length(&self) -> u32 {
         self.context_length
     }

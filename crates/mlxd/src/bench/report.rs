@@ -227,7 +227,10 @@ fn model_section(md: &mut String, m: &ModelReport) {
     }
 
     if !m.concurrency.is_empty() {
-        let _ = writeln!(md, "\n### Concurrent streams\n");
+        let _ = writeln!(
+            md,
+            "\n### Concurrent streams\n\nEach system first runs one unmeasured round at the widest level.\n"
+        );
         let _ = writeln!(
             md,
             "| system | streams | tokens each | aggregate tok/s | per-stream decode tok/s (median) | TTFT p50 ms | TTFT p99 ms | wall s |\n|---|---:|---:|---:|---:|---:|---:|---:|"

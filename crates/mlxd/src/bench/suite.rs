@@ -322,7 +322,22 @@ impl ModelRun<'_> {
             let targets: Vec<Target> = std::iter::once(mlxd.target.clone())
                 .chain(peers.iter().map(|p| p.target.clone()))
                 .collect();
+            let widest = self.opts.concurrency.iter().copied().max().unwrap_or(1);
             for target in &targets {
+                // One unmeasured round at the widest level first: a batch
+                // path's first use may compile kernels or grow buffers.
+                eprintln!("{}: warm-up, {widest} concurrent streams", target.system);
+                let warm_up = self.rt.block_on(client::concurrent(
+                    self.http,
+                    target,
+                    prompt,
+                    tokens,
+                    widest,
+                    &format!("cw-{m}"),
+                ));
+                if let Err(e) = warm_up {
+                    eprintln!("{}: concurrency warm-up failed: {e:#}", target.system);
+                }
                 for &level in &self.opts.concurrency {
                     eprintln!(
                         "{}: {level} concurrent streams of {tokens} tokens",
