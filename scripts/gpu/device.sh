@@ -37,6 +37,21 @@ env_lines() {
   echo "export MLX_PTX_CACHE_DIR=$base/ptx"
 }
 
+# The environment, and $out for results.
+prepare() {
+  eval "$(env_lines)"
+  out=${OUT:-$base/out}
+  mkdir -p "$out"
+}
+
+# The synthetic checkpoint of a preset, written on first use.
+model_dir() {
+  local dir=$base/models/$1
+  mkdir -p "$base/models"
+  [ -f "$dir/config.json" ] || "$base/mlxd" synth --preset "$1" --tokenizer-from "$base/tok" "$dir" >&2
+  echo "$dir"
+}
+
 case "${1:-}" in
   install)
     mkdir -p "$base"
@@ -59,12 +74,9 @@ case "${1:-}" in
     ;;
   bench)
     shift
-    eval "$(env_lines)"
-    out=${OUT:-$base/out}
-    mkdir -p "$out" "$base/models"
+    prepare
     for preset in "$@"; do
-      dir=$base/models/$preset
-      [ -f "$dir/config.json" ] || "$base/mlxd" synth --preset "$preset" --tokenizer-from "$base/tok" "$dir"
+      dir=$(model_dir "$preset")
       name=$out/${TAG:+$TAG-}$preset
       # shellcheck disable=SC2086 # MLXD_ARGS is a list of arguments
       "$base/mlxd" bench --engine -m "$dir" --prompt-tokens "${PROMPT:-512}" --gen-tokens "${GEN:-200}" \
@@ -93,13 +105,10 @@ PY
     ;;
   suite)
     shift
-    eval "$(env_lines)"
-    out=${OUT:-$base/out}
-    mkdir -p "$out" "$base/models"
+    prepare
     dirs=()
     for preset in "$@"; do
-      dir=$base/models/$preset
-      [ -f "$dir/config.json" ] || "$base/mlxd" synth --preset "$preset" --tokenizer-from "$base/tok" "$dir"
+      dir=$(model_dir "$preset")
       dirs+=("$dir")
     done
     models=$(IFS=,; echo "${dirs[*]}")
@@ -110,14 +119,11 @@ PY
     # Nsight Compute times each kernel alone (serialized): a window of
     # KERNELS launches after SKIP, well inside the warm-up run's decode.
     shift
-    eval "$(env_lines)"
-    out=${OUT:-$base/out}
-    mkdir -p "$out" "$base/models"
+    prepare
     ncu=$(command -v ncu || ls /usr/local/cuda*/bin/ncu 2>/dev/null | head -1 || true)
     [ -n "$ncu" ] || { echo "no ncu on this machine" >&2; exit 1; }
     for preset in "$@"; do
-      dir=$base/models/$preset
-      [ -f "$dir/config.json" ] || "$base/mlxd" synth --preset "$preset" --tokenizer-from "$base/tok" "$dir"
+      dir=$(model_dir "$preset")
       for engine in mlxd mlxlm; do
         if [ "$engine" = mlxd ]; then
           cmd=("$base/mlxd" bench --engine -m "$dir" --prompt-tokens "${PROMPT:-512}" --gen-tokens "${GEN:-200}" --repeats 1)
@@ -150,20 +156,15 @@ PY
     ;;
   coldstart)
     shift
-    eval "$(env_lines)"
-    out=${OUT:-$base/out}
-    mkdir -p "$out" "$base/models"
+    prepare
     for preset in "$@"; do
-      dir=$base/models/$preset
-      [ -f "$dir/config.json" ] || "$base/mlxd" synth --preset "$preset" --tokenizer-from "$base/tok" "$dir"
+      dir=$(model_dir "$preset")
       python3 "$here/coldstart.py" "$base/mlxd" "$dir" "${WARM_RUNS:-3}" | tee "$out/$preset-coldstart.json"
     done
     ;;
   batch)
     shift
-    eval "$(env_lines)"
-    out=${OUT:-$base/out}
-    mkdir -p "$out"
+    prepare
     for preset in "$@"; do
       "$base/batch_throughput" --synthetic "$preset" --concurrency "${STREAMS:-1,4,16,64}" \
         --prompt "${PROMPT:-512}" --tokens "${GEN:-200}" --history "${HISTORY:-2000}" \
