@@ -23,11 +23,7 @@ impl Drop for Daemon {
 
 fn admin(args: &[&str], url: &str) -> String {
     let out = mlxd().args(args).args(["--url", url]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     String::from_utf8(out.stdout).unwrap()
 }
 

@@ -23,12 +23,7 @@ fn the_smoke_suite_writes_a_report_json_and_plots() {
         .arg(&dir)
         .output()
         .unwrap();
-    assert!(
-        run.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&run.stdout),
-        String::from_utf8_lossy(&run.stderr)
-    );
+    assert_success(&run);
 
     let report = std::fs::read_to_string(dir.join("report.md")).unwrap();
     for heading in [
@@ -128,12 +123,7 @@ fn the_smoke_suite_runs_the_default_model() {
         .env_remove("MLXD_CONFIG")
         .output()
         .unwrap();
-    assert!(
-        run.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&run.stdout),
-        String::from_utf8_lossy(&run.stderr)
-    );
+    assert_success(&run);
     let report = std::fs::read_to_string(dir.join("report.md")).unwrap();
     assert!(report.contains("SmolLM2-135M-Instruct"), "{report}");
     let json: Value =

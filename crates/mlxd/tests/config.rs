@@ -21,12 +21,7 @@ fn isolated(home: &Path) -> Command {
 }
 
 fn stdout(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "status {}: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(out);
     String::from_utf8(out.stdout.clone()).unwrap()
 }
 

@@ -320,11 +320,7 @@ fn an_interrupted_pull_resumes_and_the_model_runs_by_name() {
     // Pulling again downloads nothing.
     let before = chunk_requests(&hub).len();
     let out = pull(&endpoint, cache.path());
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out);
     assert_eq!(chunk_requests(&hub).len(), before);
 
     // `mlxd ls` lists it; `mlxd run` serves it by name.
@@ -350,11 +346,7 @@ fn an_interrupted_pull_resumes_and_the_model_runs_by_name() {
         .env_remove("MLXD_MODEL")
         .output()
         .unwrap();
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    common::assert_success(&run);
 }
 
 #[test]

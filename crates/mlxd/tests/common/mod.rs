@@ -3,7 +3,7 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 /// `mlxd` without any library path (its rpath must suffice).
@@ -12,6 +12,18 @@ pub fn mlxd() -> Command {
     cmd.env_remove("LD_LIBRARY_PATH")
         .env_remove("DYLD_LIBRARY_PATH");
     cmd
+}
+
+/// Fails the test, showing the command's status and output, unless it
+/// exited with success.
+pub fn assert_success(out: &Output) {
+    assert!(
+        out.status.success(),
+        "status {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 pub fn mlxd_path() -> PathBuf {
