@@ -236,7 +236,13 @@ async fn a_crash_mid_stream_ends_with_one_error_event_and_done() {
         loop {
             tokio::time::sleep(Duration::from_millis(50)).await;
             let workers = launcher.workers.lock().unwrap();
-            if let Some(worker) = workers.first() {
+            // Mid-stream: once the request has reached the worker (a crash
+            // before that is a different case: the request goes to a new
+            // worker).
+            if let Some(worker) = workers
+                .first()
+                .filter(|w| w.submitted.load(Ordering::SeqCst) > 0)
+            {
                 worker.crash("killed by SIGKILL");
                 return;
             }
