@@ -30,6 +30,8 @@ fn main() {
     println!("cargo:rerun-if-env-changed=MLX_DIR");
     println!("cargo:rerun-if-changed=shim/shim.cpp");
     println!("cargo:rerun-if-changed=shim/shim.h");
+    println!("cargo:rerun-if-changed=shim/qmv.cpp");
+    println!("cargo:rerun-if-changed=shim/qmv.h");
     println!("cargo:rerun-if-changed=rpath.rs");
 
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
@@ -65,6 +67,7 @@ fn main() {
         .cpp(true)
         .std("c++20")
         .file("shim/shim.cpp")
+        .file("shim/qmv.cpp")
         .include(&include)
         .include("shim")
         .warnings(false)

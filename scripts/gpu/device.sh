@@ -4,7 +4,8 @@
 #
 #   device.sh install            join and install the wheels into /tmp/mlxd-gpu/site
 #   device.sh env                print the environment to `eval`
-#   device.sh check              mlxd info: MLX must report the CUDA backend
+#   device.sh check              mlxd info: MLX must report the CUDA backend;
+#                                the project's CUDA kernels against MLX's
 #   device.sh bench PRESET...    synthetic checkpoints of real shapes, measured
 #                                by mlxd (bench --engine) and by mlx-lm on the
 #                                same files, side by side; JSON into $OUT
@@ -70,6 +71,7 @@ case "${1:-}" in
     info=$("$base/mlxd" info)
     echo "$info"
     grep -q "CUDA backend" <<<"$info" || { echo "MLX does not report the CUDA backend" >&2; exit 1; }
+    "$base/qmv_test" --test-threads 1
     python3 -c 'import mlx.core as mx; print("python mlx", mx.__version__, mx.default_device(), mx.cuda.is_available())'
     ;;
   bench)

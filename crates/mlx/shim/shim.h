@@ -159,6 +159,26 @@ int mlxs_quantized_matmul(
     int bits,
     mlxs_array** out);
 
+/* The project's CUDA kernel for 4-bit `x @ W.T` with at most 8 rows of x,
+ * used by mlxs_quantized_matmul where it applies (see qmv.cpp). `enabled`
+ * defaults to true; `available`: the running MLX has the CUDA backend. */
+int mlxs_set_custom_qmv(bool enabled);
+/* The same kernel with what follows the product fused in (`epilogue`: 0
+ * nothing, 1 + bias row `extra` [N], 2 + residual `extra` (the output's
+ * shape), 3 silu(first half) * second half of the rows). `*out` is null
+ * where the kernel does not apply. */
+int mlxs_custom_qmv(
+    const mlxs_array* x,
+    const mlxs_array* wq,
+    const mlxs_array* scales,
+    const mlxs_array* biases,
+    int group_size,
+    int bits,
+    int epilogue,
+    const mlxs_array* extra,
+    mlxs_array** out);
+int mlxs_custom_qmv_available(bool* available);
+
 /* Fused kernels (mlx::core::fast). `weight`, `freqs`, `mask` may be null. */
 int mlxs_rms_norm(const mlxs_array* x, const mlxs_array* weight, float eps, mlxs_array** out);
 int mlxs_layer_norm(

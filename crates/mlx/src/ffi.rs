@@ -164,6 +164,19 @@ unsafe extern "C" {
         bits: c_int,
         out: Out,
     ) -> c_int;
+    pub(crate) fn mlxs_set_custom_qmv(enabled: bool) -> c_int;
+    pub(crate) fn mlxs_custom_qmv(
+        x: Handle,
+        wq: Handle,
+        scales: Handle,
+        biases: Handle,
+        group_size: c_int,
+        bits: c_int,
+        epilogue: c_int,
+        extra: Handle,
+        out: Out,
+    ) -> c_int;
+    pub(crate) fn mlxs_custom_qmv_available(available: *mut bool) -> c_int;
 
     pub(crate) fn mlxs_rms_norm(x: Handle, weight: Handle, eps: f32, out: Out) -> c_int;
     pub(crate) fn mlxs_layer_norm(

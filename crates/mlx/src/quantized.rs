@@ -22,6 +22,22 @@ pub struct QuantizedWeight {
     pub bits: i32,
 }
 
+/// What [`QuantizedWeight::matmul_then`] does with `x @ W.T` in the same
+/// kernel.
+#[derive(Debug, Clone, Copy)]
+pub enum Epilogue<'a> {
+    /// Nothing.
+    None,
+    /// Adds a bias row `[out]` (a linear layer's bias).
+    AddRow(&'a Array),
+    /// Adds an array of the output's shape (a residual connection).
+    Add(&'a Array),
+    /// `silu(gate) * up`, where the matrix's first half of rows is the gate
+    /// projection and the second half the up projection; the output is half
+    /// as wide.
+    Swiglu,
+}
+
 /// Quantizes `w` along its last axis.
 pub fn quantize(w: &Array, group_size: i32, bits: i32) -> Result<QuantizedWeight> {
     let mut q = std::ptr::null_mut();
@@ -54,6 +70,10 @@ impl QuantizedWeight {
 
     /// `x @ W.T` when `transpose` (the layout of a linear layer's weight
     /// `[out, in]`), else `x @ W`, without materializing `W`.
+    ///
+    /// On the CUDA backend, 4-bit `x @ W.T` with at most 8 rows of `x` (a
+    /// decode step) runs the project's own kernel unless
+    /// [`set_custom_qmv`] turned it off; see `shim/qmv.cpp`.
     pub fn matmul(&self, x: &Array, transpose: bool) -> Result<Array> {
         call_array!(mlxs_quantized_matmul(
             x.as_ptr(),
@@ -64,6 +84,40 @@ impl QuantizedWeight {
             self.group_size,
             self.bits,
         ))
+    }
+
+    /// `x @ W.T` followed by `then`, as one kernel, where the project's CUDA
+    /// kernel applies (see [`QuantizedWeight::matmul`]); `None` where it
+    /// does not, and the caller composes MLX's operations instead.
+    pub fn matmul_then(&self, x: &Array, then: Epilogue<'_>) -> Result<Option<Array>> {
+        let (code, extra) = match then {
+            Epilogue::None => (0, std::ptr::null()),
+            Epilogue::AddRow(bias) => (1, bias.as_ptr()),
+            Epilogue::Add(residual) => (2, residual.as_ptr()),
+            Epilogue::Swiglu => (3, std::ptr::null()),
+        };
+        let mut out = std::ptr::null_mut();
+        // SAFETY: every handle is live for the call (`extra` is null or
+        // borrowed from `then`); on success the shim writes a new, owned
+        // handle or null to `out`.
+        let rc = unsafe {
+            ffi::mlxs_custom_qmv(
+                x.as_ptr(),
+                self.weight.as_ptr(),
+                self.scales.as_ptr(),
+                self.biases.as_ptr(),
+                self.group_size,
+                self.bits,
+                code,
+                extra,
+                &mut out,
+            )
+        };
+        crate::error::check(rc)?;
+        if out.is_null() {
+            return Ok(None);
+        }
+        Array::from_owned(out).map(Some)
     }
 
     /// Rows of the dequantized matrix at `indices` (an embedding lookup),
@@ -78,4 +132,20 @@ impl QuantizedWeight {
         };
         rows.dequantize()
     }
+}
+
+/// Whether 4-bit products with a few rows of activations use the project's
+/// CUDA kernel where it applies (the default) or MLX's own. Affects graphs
+/// built afterwards, on every thread.
+pub fn set_custom_qmv(enabled: bool) -> Result<()> {
+    // SAFETY: plain value in, status out.
+    crate::error::check(unsafe { ffi::mlxs_set_custom_qmv(enabled) })
+}
+
+/// Whether the running MLX has the CUDA backend the project's kernel needs.
+pub fn custom_qmv_available() -> Result<bool> {
+    let mut available = false;
+    // SAFETY: `available` is a live bool the shim writes once.
+    crate::error::check(unsafe { ffi::mlxs_custom_qmv_available(&mut available) })?;
+    Ok(available)
 }

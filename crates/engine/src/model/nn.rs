@@ -53,6 +53,16 @@ impl Matrix {
         })
     }
 
+    /// `x Wᵀ` and `then` as one kernel where the matrix is quantized and the
+    /// project's CUDA kernel applies (a decode step on an NVIDIA GPU);
+    /// `None` elsewhere.
+    pub fn matmul_t_then(&self, x: &Array, then: mlx::Epilogue<'_>) -> Result<Option<Array>> {
+        Ok(match self {
+            Matrix::Dense(_) => None,
+            Matrix::Quantized(q) => q.matmul_then(x, then)?,
+        })
+    }
+
     /// Rows of `W` at `ids` (any shape), giving `[..ids, in]`.
     pub fn rows(&self, ids: &Array) -> Result<Array> {
         Ok(match self {
@@ -216,6 +226,9 @@ impl Linear {
         Ok(match (&self.weight, &self.bias) {
             (Matrix::Dense(w), Some(b)) => x.addmm(&w.t()?, b, 1.0, 1.0)?,
             (weight, Some(b)) => {
+                if let Some(y) = weight.matmul_t_then(x, mlx::Epilogue::AddRow(b))? {
+                    return Ok(y);
+                }
                 let y = weight.matmul_t(x)?;
                 match &self.bias_row {
                     Some(row) if y.shape()[..y.ndim().saturating_sub(1)] == [1, 1] => y.add(row)?,
@@ -224,6 +237,18 @@ impl Linear {
             }
             (weight, None) => weight.matmul_t(x)?,
         })
+    }
+
+    /// `forward(x) + residual`, in the product's kernel where it can be.
+    pub fn forward_add(&self, x: &Array, residual: &Array) -> Result<Array> {
+        if self.bias.is_none()
+            && let Some(y) = self
+                .weight
+                .matmul_t_then(x, mlx::Epilogue::Add(residual))?
+        {
+            return Ok(y);
+        }
+        Ok(residual.add(&self.forward(x)?)?)
     }
 }
 
@@ -319,6 +344,21 @@ impl LinearGroup {
             .collect()
     }
 
+    /// `silu(gate) * up` for a fused, bias-free gate/up pair of equal
+    /// widths, as one kernel where the project's CUDA kernel applies.
+    pub fn swiglu(&self, x: &Array) -> Result<Option<Array>> {
+        match &self.layers[..] {
+            [fused] if self.is_fused()
+                && fused.bias.is_none()
+                && self.widths.len() == 2
+                && self.widths[0] == self.widths[1] =>
+            {
+                fused.weight.matmul_t_then(x, mlx::Epilogue::Swiglu)
+            }
+            _ => Ok(None),
+        }
+    }
+
     /// The weight matrices (one when fused).
     pub fn matrices_mut(&mut self) -> impl Iterator<Item = &mut Matrix> {
         self.layers.iter_mut().map(|l| &mut l.weight)
@@ -364,14 +404,28 @@ impl Mlp {
         })
     }
 
+    /// `forward(x) + residual`, with the activation and the residual in the
+    /// products' kernels where they can be.
+    pub fn forward_add(&self, x: &Array, residual: &Array) -> Result<Array> {
+        match self.gate_up.swiglu(x)? {
+            Some(act) => self.down_proj.forward_add(&act, residual),
+            None => self.down_proj.forward_add(&self.activation(x)?, residual),
+        }
+    }
+
     pub fn forward(&self, x: &Array) -> Result<Array> {
+        self.down_proj.forward(&self.activation(x)?)
+    }
+
+    /// `silu(gate(x)) * up(x)`.
+    fn activation(&self, x: &Array) -> Result<Array> {
         let [gate, up]: [Array; 2] = self
             .gate_up
             .forward(x)?
             .try_into()
             .map_err(|_| EngineError::Weights("the MLP's gate/up group lost a part".into()))?;
         // One compiled kernel for silu(gate) * up, as mlx-lm's `swiglu`.
-        self.down_proj.forward(&mlx::fast::swiglu(&gate, &up)?)
+        Ok(mlx::fast::swiglu(&gate, &up)?)
     }
 }
 

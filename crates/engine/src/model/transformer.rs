@@ -160,7 +160,14 @@ impl Attention {
         ))
     }
 
-    fn forward(&self, x: &Array, cache: &mut impl LayerCache, at: Positions) -> Result<Array> {
+    /// `residual` plus the attention of `x`.
+    fn forward_add(
+        &self,
+        x: &Array,
+        residual: &Array,
+        cache: &mut impl LayerCache,
+        at: Positions,
+    ) -> Result<Array> {
         let shape = x.shape();
         let (b, l) = (shape[0], shape[1]);
         let (qk, v) = self.project(x, b, l)?;
@@ -199,7 +206,7 @@ impl Attention {
         } else {
             out.transpose(&[0, 2, 1, 3])?.reshape(&[b, l, -1])?
         };
-        self.o_proj.forward(&out)
+        self.o_proj.forward_add(&out, residual)
     }
 }
 
@@ -223,15 +230,11 @@ impl Block {
     }
 
     fn forward(&self, x: &Array, cache: &mut impl LayerCache, at: Positions) -> Result<Array> {
-        let h = x.add(
-            &self
-                .self_attn
-                .forward(&self.input_layernorm.forward(x)?, cache, at)?,
-        )?;
-        let r = self
-            .mlp
-            .forward(&self.post_attention_layernorm.forward(&h)?)?;
-        Ok(h.add(&r)?)
+        let h = self
+            .self_attn
+            .forward_add(&self.input_layernorm.forward(x)?, x, cache, at)?;
+        self.mlp
+            .forward_add(&self.post_attention_layernorm.forward(&h)?, &h)
     }
 }
 

@@ -38,6 +38,8 @@ struct Report {
     weight_bytes: usize,
     /// Whether q/k/v and gate/up ran as one product each.
     fused_projections: bool,
+    /// Whether 4-bit decode products ran the project's CUDA kernel.
+    custom_qmv: bool,
     runs: Vec<Run>,
     prefill_tps: Summary,
     decode_tps: Summary,
@@ -161,6 +163,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     engine::use_dedicated_stream()?;
     engine::wire_working_set()?;
     engine::model::nn::set_fused_projections(!args.unfused);
+    mlx::set_custom_qmv(!args.mlx_qmv)?;
     if args.synthetic.len() + args.model.len() > 1 {
         bail!("--engine measures one model: give one -m or one --synthetic");
     }
@@ -209,6 +212,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         gen_tokens: args.gen_tokens,
         weight_bytes: model.weight_bytes(),
         fused_projections: !args.unfused,
+        custom_qmv: mlx::custom_qmv_available()? && !args.mlx_qmv,
         prefill_tps: pick(|r| r.prefill_tps),
         decode_tps: pick(|r| r.decode_tps),
         ttft_ms: pick(|r| r.ttft_ms),
@@ -239,6 +243,11 @@ fn print_table(r: &Report) {
         r.prompt_tokens,
         r.gen_tokens,
         r.runs.len()
+    );
+    println!(
+        "kernels: {} projections, {} 4-bit decode products",
+        if r.fused_projections { "fused" } else { "separate" },
+        if r.custom_qmv { "project's CUDA" } else { "MLX's" }
     );
     println!();
     println!("| metric | median | mean | stddev | min | max |");

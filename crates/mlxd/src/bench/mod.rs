@@ -53,6 +53,10 @@ pub struct BenchArgs {
     /// (to measure what fusing them is worth).
     #[arg(long)]
     unfused: bool,
+    /// --engine: run 4-bit decode products with MLX's kernel instead of the
+    /// project's CUDA kernel (to measure what the latter is worth).
+    #[arg(long)]
+    mlx_qmv: bool,
     /// --engine: write the results as JSON to this file too.
     #[arg(long)]
     json: Option<PathBuf>,

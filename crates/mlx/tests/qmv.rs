@@ -1,0 +1,144 @@
+//! The project's CUDA kernel for 4-bit `x @ W.T` with a few rows of `x`
+//! (`shim/qmv.cpp`) against MLX's own quantized product, on the same
+//! inputs. Where MLX has no CUDA backend, the product must be MLX's.
+//!
+//! One test function: the kernel switch is process-wide.
+
+// Test helpers panic on failure by design.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::*;
+use mlx::{Array, Dtype, Epilogue, QuantizedWeight, graph_census, quantize};
+
+/// `q.matmul(x)` with the project's kernel allowed or not, and whether the
+/// graph ran it.
+fn product(q: &QuantizedWeight, x: &Array, custom: bool) -> (Vec<f32>, bool) {
+    mlx::set_custom_qmv(custom).unwrap();
+    let out = q.matmul(x, true).unwrap();
+    let census = graph_census(&[&out]).unwrap();
+    let ran_custom = census.iter().any(|(name, _)| name == "CustomKernel");
+    let ran_mlx = census.iter().any(|(name, _)| name == "QuantizedMatmul");
+    assert!(ran_custom != ran_mlx, "census {census:?}");
+    (f32s(&out.astype(Dtype::F32).unwrap()), ran_custom)
+}
+
+struct Case {
+    k: i32,
+    n: i32,
+    group: i32,
+    rows: &'static [i32],
+}
+
+/// Shapes that reach every branch of the kernel: one thread per 32 inputs
+/// or several, one warp or many, 1, 2 or 4 outputs per block, an odd
+/// number of outputs, and more than 8 rows (MLX's product).
+const CASES: [Case; 6] = [
+    Case { k: 896, n: 1152, group: 64, rows: &[1, 3, 8, 9] },
+    Case { k: 2048, n: 4096, group: 64, rows: &[1, 2] },
+    Case { k: 9728, n: 2048, group: 128, rows: &[1, 4] },
+    Case { k: 512, n: 1001, group: 32, rows: &[1, 5] },
+    Case { k: 3584, n: 3584, group: 64, rows: &[1] },
+    Case { k: 64, n: 96, group: 64, rows: &[2] },
+];
+
+#[test]
+fn the_custom_4bit_product_matches_mlx_and_runs_only_on_cuda() {
+    let cuda = mlx::custom_qmv_available().unwrap();
+    assert_eq!(cuda, mlx::backend() == mlx::Backend::Cuda);
+    // Off the GPU the weights stay small: only the choice is checked there.
+    let cases: &[Case] = if cuda { &CASES } else { &CASES[3..] };
+    for (i, case) in cases.iter().enumerate() {
+        let (w, _) = random_array(&[case.n, case.k], 10 + i as u64);
+        for (dtype, tol) in [(Dtype::F32, 1e-5), (Dtype::Bf16, 2e-2), (Dtype::F16, 2e-3)] {
+            let q = quantize(&w.astype(dtype).unwrap(), case.group, 4).unwrap();
+            mlx::eval(&[&q.weight, &q.scales, &q.biases]).unwrap();
+            for &rows in case.rows {
+                let (x, _) = random_array(&[rows, 1, case.k], 50 + rows as u64);
+                let x = x.astype(dtype).unwrap();
+                let what = format!("k {} n {} group {} rows {rows} {dtype:?}", case.k, case.n, case.group);
+                let (mine, ran_custom) = product(&q, &x, true);
+                let (theirs, ran_mlx_custom) = product(&q, &x, false);
+                assert!(!ran_mlx_custom, "{what}: the switch did not turn the kernel off");
+                assert_eq!(ran_custom, cuda && rows <= 8, "{what}: kernel choice");
+                let theirs: Vec<f64> = theirs.iter().map(|v| *v as f64).collect();
+                let err = rel_error(&mine, &theirs);
+                assert!(err < tol, "{what}: relative error {err:e}");
+            }
+        }
+    }
+    // An activation row that starts off the 16-byte grid (a view one element
+    // into a wider row) takes the kernel's unaligned loads, or a copy.
+    let (w, _) = random_array(&[256, 512], 3);
+    let q = quantize(&w.astype(Dtype::Bf16).unwrap(), 64, 4).unwrap();
+    mlx::eval(&[&q.weight, &q.scales, &q.biases]).unwrap();
+    let (wide, _) = random_array(&[1, 513], 4);
+    let x = wide.astype(Dtype::Bf16).unwrap().slice(&[0, 1], &[1, 513], &[1, 1]).unwrap();
+    mlx::eval(&[&x]).unwrap();
+    let (mine, _) = product(&q, &x, true);
+    let (theirs, _) = product(&q, &x, false);
+    let theirs: Vec<f64> = theirs.iter().map(|v| *v as f64).collect();
+    let err = rel_error(&mine, &theirs);
+    assert!(err < 2e-2, "unaligned row: relative error {err:e}");
+    mlx::set_custom_qmv(true).unwrap();
+    epilogues_match_the_composed_operations(cuda);
+}
+
+fn assert_matches(what: &str, mine: &Array, theirs: &Array, tol: f64) {
+    assert_eq!(mine.shape(), theirs.shape(), "{what}: shape");
+    let mine = f32s(&mine.astype(Dtype::F32).unwrap());
+    let theirs: Vec<f64> = f32s(&theirs.astype(Dtype::F32).unwrap())
+        .iter()
+        .map(|v| *v as f64)
+        .collect();
+    let err = rel_error(&mine, &theirs);
+    assert!(err < tol, "{what}: relative error {err:e}");
+}
+
+/// The bias, residual and SwiGLU fused after the product against MLX's
+/// product followed by the same operations; no fusion off CUDA.
+fn epilogues_match_the_composed_operations(cuda: bool) {
+    let (k, n) = (1024, 1536);
+    for (dtype, tol) in [(Dtype::F32, 1e-5), (Dtype::Bf16, 2e-2)] {
+        let (w, _) = random_array(&[n, k], 21);
+        let q = quantize(&w.astype(dtype).unwrap(), 64, 4).unwrap();
+        mlx::eval(&[&q.weight, &q.scales, &q.biases]).unwrap();
+        for rows in [1, 3] {
+            let what = |e: &str| format!("{e}, rows {rows}, {dtype:?}");
+            let x = random_array(&[rows, 1, k], 22).0.astype(dtype).unwrap();
+            let bias = random_array(&[n], 23).0.astype(dtype).unwrap();
+            let residual = random_array(&[rows, 1, n], 24).0.astype(dtype).unwrap();
+            let plain = q.matmul(&x, true).unwrap();
+            let fused = [
+                (Epilogue::AddRow(&bias), plain.add(&bias).unwrap(), "bias"),
+                (Epilogue::Add(&residual), residual.add(&plain).unwrap(), "residual"),
+                (
+                    Epilogue::Swiglu,
+                    mlx::fast::swiglu(
+                        &plain.slice_axis(2, 0, n / 2).unwrap(),
+                        &plain.slice_axis(2, n / 2, n).unwrap(),
+                    )
+                    .unwrap(),
+                    "swiglu",
+                ),
+            ];
+            for (epilogue, theirs, name) in fused {
+                match q.matmul_then(&x, epilogue).unwrap() {
+                    Some(mine) => {
+                        assert!(cuda, "{}: fused without CUDA", what(name));
+                        assert_matches(&what(name), &mine, &theirs, tol);
+                    }
+                    None => assert!(!cuda, "{}: not fused on CUDA", what(name)),
+                }
+            }
+        }
+    }
+    // A bias of another dtype than the activations is left to MLX.
+    let (w, _) = random_array(&[64, 64], 25);
+    let q = quantize(&w, 64, 4).unwrap();
+    mlx::eval(&[&q.weight, &q.scales, &q.biases]).unwrap();
+    let x = random_array(&[1, 64], 26).0;
+    let bias = random_array(&[64], 27).0.astype(Dtype::Bf16).unwrap();
+    assert!(q.matmul_then(&x, Epilogue::AddRow(&bias)).unwrap().is_none());
+}
