@@ -25,6 +25,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <bit>
 #include <cstdint>
 #include <cstdio>
 #include <string>
@@ -120,12 +121,16 @@ __device__ __forceinline__ float silu(float v) { return v / (1.0f + __expf(-v));
 // group, THREADS per block (a multiple of 32), EPI what follows the product
 // (0 nothing, 1 add a bias row `extra[n]`, 2 add a residual `extra[m, n]`,
 // 3 SwiGLU: the weight's first N/2 rows are the gate's and the rest the
-// up projection's, and the output is silu(gate) * up, N/2 wide).
+// up projection's, and the output is silu(gate) * up, N/2 wide), NORM
+// whether x is first RMS-normalized with weight `norm` and epsilon the float
+// of bits EPS_BITS (x * g is multiplied with the weights, and the block's
+// sums by 1 / rms(x) at the end: every block sees all of x).
 // Block b computes output columns [b * NR, b * NR + NR) for every row of x;
 // its threads split each weight row's 16-byte chunks and sum at the end.
 constexpr const char* kBody = R"(
   using namespace mlxs_qmv;
   (void)extra;
+  (void)norm;
   constexpr int CHUNKS = K / 32;
   constexpr int GROUPS = K / GS;
   constexpr int WARPS = THREADS / 32;
@@ -136,9 +141,11 @@ constexpr const char* kBody = R"(
   const uint4* chunks = reinterpret_cast<const uint4*>(w);
   const bool aligned = (reinterpret_cast<size_t>(x) & 15) == 0;
 
-  float acc[M][ROWS];
+  const bool norm_aligned = (reinterpret_cast<size_t>(norm) & 15) == 0;
+  float acc[M][ROWS], squares[M];
 #pragma unroll
   for (int m = 0; m < M; ++m) {
+    squares[m] = 0.0f;
 #pragma unroll
     for (int r = 0; r < ROWS; ++r) acc[m][r] = 0.0f;
   }
@@ -154,7 +161,8 @@ constexpr const char* kBody = R"(
       scale[r] = to_float(scales[row * GROUPS + g]);
       bias[r] = to_float(biases[row * GROUPS + g]);
     }
-    // dot: x times (128 + q); sum: x.
+    // dot: x times (128 + q); sum: x; (with NORM x is x * g, and squares
+    // sums the squares of x itself).
     float dot[M][ROWS], sum[M];
 #pragma unroll
     for (int m = 0; m < M; ++m) {
@@ -168,6 +176,15 @@ constexpr const char* kBody = R"(
 #pragma unroll
       for (int m = 0; m < M; ++m) {
         load8(x + static_cast<size_t>(m) * K + c * 32 + i * 8, xv[m], aligned);
+        if constexpr (NORM) {
+          float g[8];
+          load8(norm + c * 32 + i * 8, g, norm_aligned);
+#pragma unroll
+          for (int j = 0; j < 8; ++j) {
+            squares[m] = fmaf(xv[m][j], xv[m][j], squares[m]);
+            xv[m][j] *= g[j];
+          }
+        }
         sum[m] += ((xv[m][0] + xv[m][1]) + (xv[m][2] + xv[m][3])) +
             ((xv[m][4] + xv[m][5]) + (xv[m][6] + xv[m][7]));
       }
@@ -192,31 +209,41 @@ constexpr const char* kBody = R"(
     }
   }
 
-  __shared__ float partial[WARPS][M * ROWS];
+  // Per warp: M * ROWS sums, then M sums of squares.
+  __shared__ float partial[WARPS][M * (ROWS + 1)];
 #pragma unroll
   for (int m = 0; m < M; ++m) {
 #pragma unroll
-    for (int r = 0; r < ROWS; ++r) {
-      float v = acc[m][r];
+    for (int r = 0; r <= ROWS; ++r) {
+      if (r == ROWS && !NORM) break;
+      float v = r < ROWS ? acc[m][r] : squares[m];
 #pragma unroll
       for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-      if ((tid & 31) == 0) partial[tid / 32][m * ROWS + r] = v;
+      if ((tid & 31) == 0) partial[tid / 32][m * (ROWS + 1) + r] = v;
     }
   }
   __syncthreads();
   if (tid < M * NR) {
     const int m = tid / NR, r = tid % NR;
-    float v = 0.0f;
+    float v = 0.0f, up = 0.0f, scale = 1.0f;
 #pragma unroll
-    for (int k = 0; k < WARPS; ++k) v += partial[k][m * ROWS + r];
+    for (int k = 0; k < WARPS; ++k) {
+      v += partial[k][m * (ROWS + 1) + r];
+      if constexpr (EPI == 3) up += partial[k][m * (ROWS + 1) + NR + r];
+    }
+    if constexpr (NORM) {
+      float squares_total = 0.0f;
+#pragma unroll
+      for (int k = 0; k < WARPS; ++k) squares_total += partial[k][m * (ROWS + 1) + ROWS];
+      scale = rsqrtf(squares_total / K + __int_as_float(EPS_BITS));
+      v *= scale;
+      up *= scale;
+    }
     if constexpr (EPI == 1) {
       v += to_float(extra[n0 + r]);
     } else if constexpr (EPI == 2) {
       v += to_float(extra[static_cast<size_t>(m) * OUT_N + n0 + r]);
     } else if constexpr (EPI == 3) {
-      float up = 0.0f;
-#pragma unroll
-      for (int k = 0; k < WARPS; ++k) up += partial[k][m * ROWS + NR + r];
       v = silu(v) * up;
     }
     store(out + static_cast<size_t>(m) * OUT_N + n0 + r, v);
@@ -244,17 +271,31 @@ std::string kernel_name(const char* kind) {
 }
 
 // MLX builds the kernel's text on every call and compiles it once per set
-// of constants. Two signatures: with the epilogue's `extra` input and
-// without (where `extra` is declared null, for the branches that never run).
-const mx::fast::CustomKernelFunction& kernel(bool with_extra) {
-  static const mx::fast::CustomKernelFunction plain = mx::fast::cuda_kernel(
-      kernel_name(""), {"x", "w", "scales", "biases"}, {"out"},
-      std::string("  const float* extra = nullptr;\n") + kBody, kHeader,
-      /* ensure_row_contiguous */ true, /* shared_memory */ 0);
-  static const mx::fast::CustomKernelFunction extra = mx::fast::cuda_kernel(
-      kernel_name("_extra"), {"x", "w", "scales", "biases", "extra"}, {"out"}, kBody, kHeader,
-      /* ensure_row_contiguous */ true, /* shared_memory */ 0);
-  return with_extra ? extra : plain;
+// of constants. Four signatures: with or without the RMS norm's weight and
+// the epilogue's `extra` input (one left out is declared null, for the
+// branches that never run).
+const mx::fast::CustomKernelFunction& kernel(bool with_norm, bool with_extra) {
+  auto make = [](bool norm, bool extra) {
+    std::vector<std::string> inputs = {"x", "w", "scales", "biases"};
+    std::string body;
+    if (norm) {
+      inputs.push_back("norm");
+    } else {
+      body += "  const float* norm = nullptr;\n";
+    }
+    if (extra) {
+      inputs.push_back("extra");
+    } else {
+      body += "  const float* extra = nullptr;\n";
+    }
+    body += kBody;
+    return mx::fast::cuda_kernel(
+        kernel_name(norm ? (extra ? "_ne" : "_n") : (extra ? "_e" : "")), inputs, {"out"}, body,
+        kHeader, /* ensure_row_contiguous */ true, /* shared_memory */ 0);
+  };
+  static const mx::fast::CustomKernelFunction kernels[2][2] = {
+      {make(false, false), make(false, true)}, {make(true, false), make(true, true)}};
+  return kernels[with_norm][with_extra];
 }
 
 bool is_float(mx::Dtype dtype) {
@@ -301,6 +342,8 @@ std::optional<mx::array> custom_qmv(
     const mx::array& biases,
     int group_size,
     int bits,
+    const mx::array* norm,
+    float eps,
     Epilogue epilogue,
     const mx::array* extra) {
   if (!enabled.load(std::memory_order_relaxed) || bits != 4 ||
@@ -330,6 +373,13 @@ std::optional<mx::array> custom_qmv(
   mx::Shape shape = x.shape();
   shape.back() = out_n;
   std::vector<mx::array> inputs = {x, w, scales, biases};
+  if (norm != nullptr) {
+    if (norm->dtype() != dtype || norm->shape() != mx::Shape{k}) {
+      return std::nullopt;
+    }
+    inputs.push_back(*norm);
+  }
+  bool extra_used = false;
   switch (epilogue) {
     case Epilogue::none:
       break;
@@ -338,12 +388,14 @@ std::optional<mx::array> custom_qmv(
         return std::nullopt;
       }
       inputs.push_back(*extra);
+      extra_used = true;
       break;
     case Epilogue::residual:
       if (extra == nullptr || extra->dtype() != dtype || extra->shape() != shape) {
         return std::nullopt;
       }
       inputs.push_back(*extra);
+      extra_used = true;
       break;
     case Epilogue::swiglu:
       if (n % 2 != 0) {
@@ -354,7 +406,7 @@ std::optional<mx::array> custom_qmv(
   const int nr = columns_per_block(out_n, epilogue == Epilogue::swiglu ? 2 * rows : rows);
   const int chunks = k / 32;
   const int threads = std::min(kMaxThreads, (chunks + 31) / 32 * 32);
-  auto outs = kernel(inputs.size() == 5)(
+  auto outs = kernel(norm != nullptr, extra_used)(
       inputs,
       {shape},
       {dtype},
@@ -366,7 +418,9 @@ std::optional<mx::array> custom_qmv(
        {"N", n},
        {"GS", group_size},
        {"THREADS", threads},
-       {"EPI", static_cast<int>(epilogue)}},
+       {"EPI", static_cast<int>(epilogue)},
+       {"NORM", norm != nullptr},
+       {"EPS_BITS", norm != nullptr ? std::bit_cast<int>(eps) : 0}},
       std::nullopt,
       false,
       {});

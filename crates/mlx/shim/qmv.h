@@ -21,7 +21,8 @@ enum class Epilogue {
   swiglu = 3,
 };
 
-// `x @ W.T`, then `epilogue`, with the project's kernel when it applies (the CUDA backend,
+// `x @ W.T` (of `rms_norm(x, norm, eps)` when `norm` is given), then
+// `epilogue`, with the project's kernel when it applies (the CUDA backend,
 // 4-bit affine weights, at most 8 rows of activations, shapes and layout it
 // handles), else nullopt and the caller uses MLX's own product.
 std::optional<mlx::core::array> custom_qmv(
@@ -31,6 +32,8 @@ std::optional<mlx::core::array> custom_qmv(
     const mlx::core::array& biases,
     int group_size,
     int bits,
+    const mlx::core::array* norm = nullptr,
+    float eps = 0.0f,
     Epilogue epilogue = Epilogue::none,
     const mlx::core::array* extra = nullptr);
 

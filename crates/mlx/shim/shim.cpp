@@ -597,6 +597,8 @@ int mlxs_custom_qmv(
     const mlxs_array* biases,
     int group_size,
     int bits,
+    const mlxs_array* norm,
+    float eps,
     int epilogue,
     const mlxs_array* extra,
     mlxs_array** out) {
@@ -606,7 +608,7 @@ int mlxs_custom_qmv(
     }
     auto product = mlxs::custom_qmv(
         A(x), A(wq), A(scales), A(biases), group_size, bits,
-        static_cast<mlxs::Epilogue>(epilogue), extra == nullptr ? nullptr : &extra->inner);
+        norm == nullptr ? nullptr : &norm->inner, eps, static_cast<mlxs::Epilogue>(epilogue), extra == nullptr ? nullptr : &extra->inner);
     *out = product ? wrap(std::move(*product)) : nullptr;
   })
 }

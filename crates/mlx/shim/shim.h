@@ -163,7 +163,8 @@ int mlxs_quantized_matmul(
  * used by mlxs_quantized_matmul where it applies (see qmv.cpp). `enabled`
  * defaults to true; `available`: the running MLX has the CUDA backend. */
 int mlxs_set_custom_qmv(bool enabled);
-/* The same kernel with what follows the product fused in (`epilogue`: 0
+/* The same kernel with the RMS norm before the product (`norm` the norm's
+ * weight [K], or null for none) and what follows it fused in (`epilogue`: 0
  * nothing, 1 + bias row `extra` [N], 2 + residual `extra` (the output's
  * shape), 3 silu(first half) * second half of the rows). `*out` is null
  * where the kernel does not apply. */
@@ -174,6 +175,8 @@ int mlxs_custom_qmv(
     const mlxs_array* biases,
     int group_size,
     int bits,
+    const mlxs_array* norm,
+    float eps,
     int epilogue,
     const mlxs_array* extra,
     mlxs_array** out);

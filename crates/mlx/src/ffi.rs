@@ -172,6 +172,8 @@ unsafe extern "C" {
         biases: Handle,
         group_size: c_int,
         bits: c_int,
+        norm: Handle,
+        eps: f32,
         epilogue: c_int,
         extra: Handle,
         out: Out,

@@ -90,6 +90,19 @@ impl QuantizedWeight {
     /// kernel applies (see [`QuantizedWeight::matmul`]); `None` where it
     /// does not, and the caller composes MLX's operations instead.
     pub fn matmul_then(&self, x: &Array, then: Epilogue<'_>) -> Result<Option<Array>> {
+        self.normed_matmul_then(x, None, then)
+    }
+
+    /// As [`QuantizedWeight::matmul_then`] of `rms_norm(x, weight, eps)`
+    /// when `norm` is `Some((weight, eps))`, the norm computed in the same
+    /// kernel (without rounding its output to the activation type).
+    pub fn normed_matmul_then(
+        &self,
+        x: &Array,
+        norm: Option<(&Array, f32)>,
+        then: Epilogue<'_>,
+    ) -> Result<Option<Array>> {
+        let (norm, eps) = norm.map_or((std::ptr::null(), 0.0), |(w, eps)| (w.as_ptr(), eps));
         let (code, extra) = match then {
             Epilogue::None => (0, std::ptr::null()),
             Epilogue::AddRow(bias) => (1, bias.as_ptr()),
@@ -97,8 +110,8 @@ impl QuantizedWeight {
             Epilogue::Swiglu => (3, std::ptr::null()),
         };
         let mut out = std::ptr::null_mut();
-        // SAFETY: every handle is live for the call (`extra` is null or
-        // borrowed from `then`); on success the shim writes a new, owned
+        // SAFETY: every handle is live for the call (`norm` and `extra` are
+        // null or borrowed from the arguments); on success the shim writes a new, owned
         // handle or null to `out`.
         let rc = unsafe {
             ffi::mlxs_custom_qmv(
@@ -108,6 +121,8 @@ impl QuantizedWeight {
                 self.biases.as_ptr(),
                 self.group_size,
                 self.bits,
+                norm,
+                eps,
                 code,
                 extra,
                 &mut out,

@@ -53,13 +53,20 @@ impl Matrix {
         })
     }
 
-    /// `x Wᵀ` and `then` as one kernel where the matrix is quantized and the
-    /// project's CUDA kernel applies (a decode step on an NVIDIA GPU);
-    /// `None` elsewhere.
-    pub fn matmul_t_then(&self, x: &Array, then: mlx::Epilogue<'_>) -> Result<Option<Array>> {
+    /// `x Wᵀ` (of `norm(x)` when given) and `then` as one kernel where the
+    /// matrix is quantized and the project's CUDA kernel applies (a decode
+    /// step on an NVIDIA GPU); `None` elsewhere.
+    pub fn matmul_t_then(
+        &self,
+        x: &Array,
+        norm: Option<&RmsNorm>,
+        then: mlx::Epilogue<'_>,
+    ) -> Result<Option<Array>> {
         Ok(match self {
             Matrix::Dense(_) => None,
-            Matrix::Quantized(q) => q.matmul_then(x, then)?,
+            Matrix::Quantized(q) => {
+                q.normed_matmul_then(x, norm.map(|n| (&n.weight, n.eps)), then)?
+            }
         })
     }
 
@@ -226,7 +233,7 @@ impl Linear {
         Ok(match (&self.weight, &self.bias) {
             (Matrix::Dense(w), Some(b)) => x.addmm(&w.t()?, b, 1.0, 1.0)?,
             (weight, Some(b)) => {
-                if let Some(y) = weight.matmul_t_then(x, mlx::Epilogue::AddRow(b))? {
+                if let Some(y) = weight.matmul_t_then(x, None, mlx::Epilogue::AddRow(b))? {
                     return Ok(y);
                 }
                 let y = weight.matmul_t(x)?;
@@ -244,11 +251,23 @@ impl Linear {
         if self.bias.is_none()
             && let Some(y) = self
                 .weight
-                .matmul_t_then(x, mlx::Epilogue::Add(residual))?
+                .matmul_t_then(x, None, mlx::Epilogue::Add(residual))?
         {
             return Ok(y);
         }
         Ok(residual.add(&self.forward(x)?)?)
+    }
+
+    /// `forward(norm(x))`, the norm in the product's kernel where it can be.
+    pub fn forward_normed(&self, x: &Array, norm: &RmsNorm) -> Result<Array> {
+        let then = match &self.bias {
+            Some(b) => mlx::Epilogue::AddRow(b),
+            None => mlx::Epilogue::None,
+        };
+        if let Some(y) = self.weight.matmul_t_then(x, Some(norm), then)? {
+            return Ok(y);
+        }
+        self.forward(&norm.forward(x)?)
     }
 }
 
@@ -317,13 +336,13 @@ impl LinearGroup {
         self.layers.len() == 1 && self.widths.len() > 1
     }
 
-    /// The fused product's output for `x` (the parts' outputs side by side
-    /// along the last axis), or `None` when the parts run separately.
-    pub fn forward_joined(&self, x: &Array) -> Result<Option<Array>> {
+    /// The fused product's output for `norm(x)` (the parts' outputs side by
+    /// side along the last axis), or `None` when the parts run separately.
+    pub fn forward_joined_normed(&self, x: &Array, norm: &RmsNorm) -> Result<Option<Array>> {
         if !self.is_fused() {
             return Ok(None);
         }
-        Ok(Some(self.layers[0].forward(x)?))
+        Ok(Some(self.layers[0].forward_normed(x, norm)?))
     }
 
     /// Each part's output for `x`, in the order the parts were given.
@@ -344,16 +363,19 @@ impl LinearGroup {
             .collect()
     }
 
-    /// `silu(gate) * up` for a fused, bias-free gate/up pair of equal
-    /// widths, as one kernel where the project's CUDA kernel applies.
-    pub fn swiglu(&self, x: &Array) -> Result<Option<Array>> {
+    /// `silu(gate) * up` of `norm(x)` for a fused, bias-free gate/up pair of
+    /// equal widths, as one kernel where the project's CUDA kernel applies.
+    pub fn swiglu_normed(&self, x: &Array, norm: &RmsNorm) -> Result<Option<Array>> {
         match &self.layers[..] {
-            [fused] if self.is_fused()
-                && fused.bias.is_none()
-                && self.widths.len() == 2
-                && self.widths[0] == self.widths[1] =>
+            [fused]
+                if self.is_fused()
+                    && fused.bias.is_none()
+                    && self.widths.len() == 2
+                    && self.widths[0] == self.widths[1] =>
             {
-                fused.weight.matmul_t_then(x, mlx::Epilogue::Swiglu)
+                fused
+                    .weight
+                    .matmul_t_then(x, Some(norm), mlx::Epilogue::Swiglu)
             }
             _ => Ok(None),
         }
@@ -404,13 +426,14 @@ impl Mlp {
         })
     }
 
-    /// `forward(x) + residual`, with the activation and the residual in the
-    /// products' kernels where they can be.
-    pub fn forward_add(&self, x: &Array, residual: &Array) -> Result<Array> {
-        match self.gate_up.swiglu(x)? {
-            Some(act) => self.down_proj.forward_add(&act, residual),
-            None => self.down_proj.forward_add(&self.activation(x)?, residual),
-        }
+    /// `forward(norm(x)) + residual`, with the norm, the activation and the
+    /// residual in the products' kernels where they can be.
+    pub fn forward_normed_add(&self, x: &Array, norm: &RmsNorm, residual: &Array) -> Result<Array> {
+        let act = match self.gate_up.swiglu_normed(x, norm)? {
+            Some(act) => act,
+            None => self.activation(&norm.forward(x)?)?,
+        };
+        self.down_proj.forward_add(&act, residual)
     }
 
     pub fn forward(&self, x: &Array) -> Result<Array> {

@@ -121,9 +121,9 @@ impl Attention {
     /// output is split along the head axis: every head at once, in a few
     /// views instead of three reshapes and three transposes; without
     /// per-head norms q and k stay one array, for one RoPE.
-    fn project(&self, x: &Array, b: i32, l: i32) -> Result<(QueryKeys, Array)> {
+    fn project(&self, x: &Array, norm: &RmsNorm, b: i32, l: i32) -> Result<(QueryKeys, Array)> {
         let (hq, hkv) = (self.n_heads, self.n_kv_heads);
-        let (q, k, v) = match self.qkv.forward_joined(x)? {
+        let (q, k, v) = match self.qkv.forward_joined_normed(x, norm)? {
             Some(joined) => {
                 let all = Self::heads(&joined, b, l, hq + 2 * hkv)?;
                 let v = all.slice_axis(1, hq + hkv, hq + 2 * hkv)?;
@@ -137,7 +137,8 @@ impl Attention {
                 )
             }
             None => {
-                let [q, k, v]: [Array; 3] = self.qkv.forward(x)?.try_into().map_err(|_| {
+                let x = norm.forward(x)?;
+                let [q, k, v]: [Array; 3] = self.qkv.forward(&x)?.try_into().map_err(|_| {
                     EngineError::Weights("the attention's q/k/v group lost a part".into())
                 })?;
                 (
@@ -160,17 +161,18 @@ impl Attention {
         ))
     }
 
-    /// `residual` plus the attention of `x`.
+    /// `residual` plus the attention of `norm(x)`.
     fn forward_add(
         &self,
         x: &Array,
+        norm: &RmsNorm,
         residual: &Array,
         cache: &mut impl LayerCache,
         at: Positions,
     ) -> Result<Array> {
         let shape = x.shape();
         let (b, l) = (shape[0], shape[1]);
-        let (qk, v) = self.project(x, b, l)?;
+        let (qk, v) = self.project(x, norm, b, l)?;
         let mask = match at {
             // One new position attends to everything cached; several
             // attend causally, aligned to the end of the cache.
@@ -232,9 +234,9 @@ impl Block {
     fn forward(&self, x: &Array, cache: &mut impl LayerCache, at: Positions) -> Result<Array> {
         let h = self
             .self_attn
-            .forward_add(&self.input_layernorm.forward(x)?, x, cache, at)?;
+            .forward_add(x, &self.input_layernorm, x, cache, at)?;
         self.mlp
-            .forward_add(&self.post_attention_layernorm.forward(&h)?, &h)
+            .forward_normed_add(&h, &self.post_attention_layernorm, &h)
     }
 }
 

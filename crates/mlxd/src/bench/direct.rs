@@ -47,6 +47,9 @@ struct Report {
     build_us: Summary,
     dispatch_us: Summary,
     wait_us: Summary,
+    /// The first greedy tokens after the prompt: equal across kernel
+    /// choices (`--mlx-qmv`, `--unfused`) unless they change the numbers.
+    greedy_tokens: Vec<u32>,
     /// The operations of one decode step (sampling included), by name.
     step_ops: Vec<(String, usize)>,
     peak_memory_bytes: usize,
@@ -133,6 +136,22 @@ fn measure(model: &Model, prompt: &[u32], tokens: usize) -> anyhow::Result<Run> 
     })
 }
 
+/// The first `n` greedy token ids after `prompt`.
+fn greedy_ids(model: &Model, prompt: &[u32], n: usize) -> anyhow::Result<Vec<u32>> {
+    let sampler = Sampler::new(
+        SamplingParams::greedy(),
+        model.config.vocab_size as usize,
+        prompt,
+    )?;
+    let options = GenerateOptions {
+        max_tokens: n,
+        ..GenerateOptions::default()
+    };
+    Generator::new(model, prompt, sampler, options)?
+        .map(|token| Ok(token?.token))
+        .collect()
+}
+
 /// The operations of the first decode step after `prompt` (prefilled but
 /// for its last token, as a generation does), counted by name.
 fn step_census(model: &Model, prompt: &[u32]) -> anyhow::Result<Vec<(String, usize)>> {
@@ -187,6 +206,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     eprintln!("warm-up run...");
     measure(&model, &prompt, args.gen_tokens)?;
     let step_ops = step_census(&model, &prompt)?;
+    let greedy_tokens = greedy_ids(&model, &prompt, 32)?;
     mlx::memory::reset_peak_memory();
     let mut runs = Vec::with_capacity(args.repeats);
     for i in 0..args.repeats {
@@ -219,6 +239,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         build_us: pick(|r| r.build_us),
         dispatch_us: pick(|r| r.dispatch_us),
         wait_us: pick(|r| r.wait_us),
+        greedy_tokens,
         step_ops,
         peak_memory_bytes: mlx::memory::stats().peak,
         runs,
@@ -246,8 +267,16 @@ fn print_table(r: &Report) {
     );
     println!(
         "kernels: {} projections, {} 4-bit decode products",
-        if r.fused_projections { "fused" } else { "separate" },
-        if r.custom_qmv { "project's CUDA" } else { "MLX's" }
+        if r.fused_projections {
+            "fused"
+        } else {
+            "separate"
+        },
+        if r.custom_qmv {
+            "project's CUDA"
+        } else {
+            "MLX's"
+        }
     );
     println!();
     println!("| metric | median | mean | stddev | min | max |");
