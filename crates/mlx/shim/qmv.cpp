@@ -27,10 +27,15 @@
 #include <atomic>
 #include <bit>
 #include <cstdint>
+#include <compare>
 #include <cstdio>
+#include <functional>
+#include <map>
+#include <mutex>
 #include <string>
 #include <vector>
 
+#include "mlx/compile.h"
 #include "mlx/fast.h"
 
 #if __has_include("mlx/backend/cuda/cuda.h")
@@ -319,6 +324,72 @@ int columns_per_block(int n, int rows) {
   return n % 2 == 0 && n >= 1024 && rows <= 4 ? 2 : 1;
 }
 
+// What a launch is specialized for besides its inputs' shapes and dtypes.
+struct Variant {
+  int group_size;
+  int epilogue;
+  bool norm;
+  int eps_bits;
+
+  auto operator<=>(const Variant&) const = default;
+};
+
+// The kernel on inputs already checked: x, w, scales, biases, then the
+// norm's weight and the epilogue's extra input where the variant has them.
+std::vector<mx::array> launch(const Variant& v, const std::vector<mx::array>& inputs) {
+  const mx::array& x = inputs[0];
+  const int k = x.shape(-1);
+  const int n = inputs[1].shape(0);
+  const int rows = static_cast<int>(x.size() / static_cast<size_t>(k));
+  const auto epilogue = static_cast<Epilogue>(v.epilogue);
+  const int out_n = epilogue == Epilogue::swiglu ? n / 2 : n;
+  mx::Shape shape = x.shape();
+  shape.back() = out_n;
+  const int nr = columns_per_block(out_n, epilogue == Epilogue::swiglu ? 2 * rows : rows);
+  const int chunks = k / 32;
+  const int threads = std::min(kMaxThreads, (chunks + 31) / 32 * 32);
+  const bool extra = epilogue == Epilogue::bias || epilogue == Epilogue::residual;
+  return kernel(v.norm, extra)(
+      inputs,
+      {shape},
+      {x.dtype()},
+      {out_n / nr * threads, 1, 1},
+      {threads, 1, 1},
+      {{"M", rows},
+       {"NR", nr},
+       {"K", k},
+       {"N", n},
+       {"GS", v.group_size},
+       {"THREADS", threads},
+       {"EPI", v.epilogue},
+       {"NORM", v.norm},
+       {"EPS_BITS", v.eps_bits}},
+      std::nullopt,
+      false,
+      {});
+}
+
+// `launch` through mx::compile, one compiled function per variant: MLX
+// builds a custom kernel's text and primitive on every direct call (a few
+// microseconds, on every product of every step), while a compiled function
+// traced once per input shape replays the traced graph, sharing its
+// primitive.
+const std::function<std::vector<mx::array>(const std::vector<mx::array>&)>& compiled_launch(
+    const Variant& v) {
+  using Function = std::function<std::vector<mx::array>(const std::vector<mx::array>&)>;
+  static std::mutex mutex;
+  static std::map<Variant, Function> functions;
+  std::lock_guard<std::mutex> lock(mutex);
+  auto it = functions.find(v);
+  if (it == functions.end()) {
+    it = functions
+             .emplace(
+                 v, mx::compile([v](const std::vector<mx::array>& in) { return launch(v, in); }))
+             .first;
+  }
+  return it->second;
+}
+
 } // namespace
 
 bool custom_qmv_available() {
@@ -368,7 +439,6 @@ std::optional<mx::array> custom_qmv(
       !dense_and_aligned(biases)) {
     return std::nullopt;
   }
-  const int rows = static_cast<int>(m);
   const int out_n = epilogue == Epilogue::swiglu ? n / 2 : n;
   mx::Shape shape = x.shape();
   shape.back() = out_n;
@@ -379,7 +449,6 @@ std::optional<mx::array> custom_qmv(
     }
     inputs.push_back(*norm);
   }
-  bool extra_used = false;
   switch (epilogue) {
     case Epilogue::none:
       break;
@@ -388,14 +457,12 @@ std::optional<mx::array> custom_qmv(
         return std::nullopt;
       }
       inputs.push_back(*extra);
-      extra_used = true;
       break;
     case Epilogue::residual:
       if (extra == nullptr || extra->dtype() != dtype || extra->shape() != shape) {
         return std::nullopt;
       }
       inputs.push_back(*extra);
-      extra_used = true;
       break;
     case Epilogue::swiglu:
       if (n % 2 != 0) {
@@ -403,28 +470,8 @@ std::optional<mx::array> custom_qmv(
       }
       break;
   }
-  const int nr = columns_per_block(out_n, epilogue == Epilogue::swiglu ? 2 * rows : rows);
-  const int chunks = k / 32;
-  const int threads = std::min(kMaxThreads, (chunks + 31) / 32 * 32);
-  auto outs = kernel(norm != nullptr, extra_used)(
-      inputs,
-      {shape},
-      {dtype},
-      {out_n / nr * threads, 1, 1},
-      {threads, 1, 1},
-      {{"M", rows},
-       {"NR", nr},
-       {"K", k},
-       {"N", n},
-       {"GS", group_size},
-       {"THREADS", threads},
-       {"EPI", static_cast<int>(epilogue)},
-       {"NORM", norm != nullptr},
-       {"EPS_BITS", norm != nullptr ? std::bit_cast<int>(eps) : 0}},
-      std::nullopt,
-      false,
-      {});
-  return std::move(outs[0]);
+  return compiled_launch({group_size, static_cast<int>(epilogue), norm != nullptr,
+                          norm != nullptr ? std::bit_cast<int>(eps) : 0})(inputs)[0];
 }
 
 } // namespace mlxs

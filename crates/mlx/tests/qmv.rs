@@ -33,12 +33,11 @@ fn dense_reference(q: &QuantizedWeight, x: &Array) -> Vec<f64> {
         ..q.clone()
     };
     let w = exact.dequantize().unwrap();
-    let out = x
-        .astype(Dtype::F32)
-        .unwrap()
-        .matmul(&w.t().unwrap())
-        .unwrap();
-    f32s(&out).iter().map(|v| *v as f64).collect()
+    let (n, k) = (w.shape()[0] as usize, w.shape()[1] as usize);
+    let wt = f32s(&w.t().unwrap().contiguous().unwrap());
+    let xs = f32s(&x.astype(Dtype::F32).unwrap());
+    // In f64 on the host: a GPU's f32 matmul may round through TF32.
+    matmul_ref(&xs, &wt, xs.len() / k, k, n)
 }
 
 /// `q.matmul(x)` with the project's kernel against the reference, where
