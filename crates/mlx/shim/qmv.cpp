@@ -121,8 +121,7 @@ __device__ __forceinline__ float silu(float v) { return v / (1.0f + __expf(-v));
 } // namespace mlxs_qmv
 )";
 
-// The kernel's body. Constants (set per shape): M activation rows at most
-// (1, 2, 4 or 8; x may have fewer, read from its shape), NR
+// The kernel's body. Constants (set per shape): M activation rows, NR
 // output columns per block, K inputs, N weight rows, GS the quantization
 // group, THREADS per block (a multiple of 32), EPI what follows the product
 // (0 nothing, 1 add a bias row `extra[n]`, 2 add a residual `extra[m, n]`,
@@ -148,9 +147,6 @@ constexpr const char* kBody = R"(
   const bool aligned = (reinterpret_cast<size_t>(x) & 15) == 0;
 
   const bool norm_aligned = (reinterpret_cast<size_t>(norm) & 15) == 0;
-  // x's rows: up to M (the kernel serves every count up to M).
-  int rows = 1;
-  for (int d = 0; d + 1 < x_ndim; ++d) rows *= x_shape[d];
   float acc[M][ROWS], squares[M];
 #pragma unroll
   for (int m = 0; m < M; ++m) {
@@ -184,12 +180,7 @@ constexpr const char* kBody = R"(
       float xv[M][8];
 #pragma unroll
       for (int m = 0; m < M; ++m) {
-        if (m < rows) {
-          load8(x + static_cast<size_t>(m) * K + c * 32 + i * 8, xv[m], aligned);
-        } else {
-#pragma unroll
-          for (int j = 0; j < 8; ++j) xv[m][j] = 0.0f;
-        }
+        load8(x + static_cast<size_t>(m) * K + c * 32 + i * 8, xv[m], aligned);
         if constexpr (NORM) {
           float g[8];
           load8(norm + c * 32 + i * 8, g, norm_aligned);
@@ -237,7 +228,7 @@ constexpr const char* kBody = R"(
     }
   }
   __syncthreads();
-  if (tid < rows * NR) {
+  if (tid < M * NR) {
     const int m = tid / NR, r = tid % NR;
     float v = 0.0f, up = 0.0f, scale = 1.0f;
 #pragma unroll
@@ -349,10 +340,7 @@ std::vector<mx::array> launch(const Variant& v, const std::vector<mx::array>& in
   const mx::array& x = inputs[0];
   const int k = x.shape(-1);
   const int n = inputs[1].shape(0);
-  // Kernels are compiled for 1, 2, 4 or 8 rows and serve any count up to
-  // that: fewer variants to compile before the first request.
-  const int actual = static_cast<int>(x.size() / static_cast<size_t>(k));
-  const int rows = actual <= 1 ? 1 : actual <= 2 ? 2 : actual <= 4 ? 4 : 8;
+  const int rows = static_cast<int>(x.size() / static_cast<size_t>(k));
   const auto epilogue = static_cast<Epilogue>(v.epilogue);
   const int out_n = epilogue == Epilogue::swiglu ? n / 2 : n;
   mx::Shape shape = x.shape();

@@ -113,8 +113,8 @@ impl Server {
     /// they need are compiled before the first request instead of stalling
     /// it (MLX's CUDA backend compiles kernels on first use: seconds each
     /// without the on-disk cache). The batch passes through every size from
-    /// 1 to 8 rows: the 4-bit decode kernel is compiled for 1, 2, 4 and 8.
-    /// Only on CUDA; calls `alive` between steps.
+    /// 1 to 8 rows: the 4-bit decode kernel is compiled per row count. Only
+    /// on CUDA; calls `alive` between steps.
     pub fn warm_up(&self, alive: &mut dyn FnMut()) -> Result<(), engine::EngineError> {
         if mlx::backend() != mlx::Backend::Cuda {
             return Ok(());
