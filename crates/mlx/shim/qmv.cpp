@@ -1,4 +1,4 @@
-// A 4-bit affine quantized matrix times one to eight rows of activations
+// A 4-bit affine quantized matrix times a row of activations
 // (`x @ W.T`), the product that dominates a decode step, as a CUDA kernel
 // run through MLX's custom kernel primitive (`fast::cuda_kernel`, compiled
 // with NVRTC on first use and cached on disk with MLX's other kernels).
@@ -255,7 +255,11 @@ constexpr const char* kBody = R"(
   }
 )";
 
-constexpr int kMaxRows = 8;
+// One row of activations: the single-sequence decode step. The kernel is
+// written for up to 8, but every row count is a kernel variant for NVRTC to
+// compile (seconds each, before the first request on a machine whose kernel
+// cache is empty); batched steps keep MLX's product.
+constexpr int kMaxRows = 1;
 constexpr int kMaxThreads = 256;
 
 std::atomic<bool> enabled{true};

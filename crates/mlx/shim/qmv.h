@@ -23,7 +23,7 @@ enum class Epilogue {
 
 // `x @ W.T` (of `rms_norm(x, norm, eps)` when `norm` is given), then
 // `epilogue`, with the project's kernel when it applies (the CUDA backend,
-// 4-bit affine weights, at most 8 rows of activations, shapes and layout it
+// 4-bit affine weights, one row of activations, shapes and layout it
 // handles), else nullopt and the caller uses MLX's own product.
 std::optional<mlx::core::array> custom_qmv(
     const mlx::core::array& x,

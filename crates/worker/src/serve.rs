@@ -109,12 +109,10 @@ impl Server {
     }
 
     /// Runs a few short sequences through the batch path once, greedy and
-    /// sampled, of different prompt and output lengths, so the GPU kernels
-    /// they need are compiled before the first request instead of stalling
-    /// it (MLX's CUDA backend compiles kernels on first use: seconds each
-    /// without the on-disk cache). The batch passes through every size from
-    /// 1 to 8 rows: the 4-bit decode kernel is compiled per row count. Only
-    /// on CUDA; calls `alive` between steps.
+    /// sampled, two rows of different lengths, so the GPU kernels they need
+    /// are compiled before the first request instead of stalling it (MLX's
+    /// CUDA backend compiles kernels on first use: seconds each without the
+    /// on-disk cache). Only on CUDA; calls `alive` between steps.
     pub fn warm_up(&self, alive: &mut dyn FnMut()) -> Result<(), engine::EngineError> {
         if mlx::backend() != mlx::Backend::Cuda {
             return Ok(());
@@ -133,22 +131,17 @@ impl Server {
             seed: Some(0),
             ..SamplingParams::default()
         };
-        let rows = config.max_batch.clamp(1, 8);
-        for id in 0..rows {
-            let params = if id % 2 == 0 {
-                SamplingParams::greedy()
-            } else {
-                sampled.clone()
-            };
-            let prompt: Vec<u32> = (1..=5 + id as u32).map(|t| t % vocab as u32).collect();
+        for (id, (len, params)) in [(9, SamplingParams::greedy()), (5, sampled)]
+            .into_iter()
+            .enumerate()
+        {
+            let prompt: Vec<u32> = (1..=len).map(|t| t % vocab as u32).collect();
             let sampler = Sampler::new(params, vocab, &prompt)?;
-            // Each sequence one token longer than the last: once all are in,
-            // the batch shrinks by one row per step.
             scheduler.submit(SeqRequest {
                 id: id as u64,
                 prompt,
                 sampler,
-                max_tokens: 2 + id,
+                max_tokens: 4,
                 stop_ids: Vec::new(),
             })?;
         }
