@@ -143,7 +143,7 @@ rows = [r for r in csv.DictReader(lines) if r.get("Metric Name") == "gpu__time_d
 if not rows:
     sys.exit("no kernel timings (see the .err file)")
 unit = rows[0]["Metric Unit"]
-scale = {"nsecond": 1e-3, "usecond": 1.0, "msecond": 1e3}.get(unit, 1.0)
+scale = {"nsecond": 1e-3, "ns": 1e-3, "usecond": 1.0, "us": 1.0, "msecond": 1e3, "ms": 1e3}[unit]
 time, count = collections.Counter(), collections.Counter()
 for r in rows:
     name = r["Kernel Name"].split("(")[0].split("<")[0][:70]
