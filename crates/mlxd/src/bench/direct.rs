@@ -89,16 +89,7 @@ impl Timed {
 /// `prompt` (end-of-sequence is not looked at).
 pub fn generate_timed(model: &Model, prompt: &[u32], tokens: usize) -> anyhow::Result<Timed> {
     let start = Instant::now();
-    let sampler = Sampler::new(
-        SamplingParams::greedy(),
-        model.config.vocab_size as usize,
-        prompt,
-    )?;
-    let options = GenerateOptions {
-        max_tokens: tokens,
-        ..GenerateOptions::default()
-    };
-    let mut generator = Generator::new(model, prompt, sampler, options)?;
+    let mut generator = greedy(model, prompt, tokens)?;
     let mut count = 0;
     let mut first = None;
     for token in generator.by_ref() {
@@ -136,18 +127,23 @@ fn measure(model: &Model, prompt: &[u32], tokens: usize) -> anyhow::Result<Run> 
     })
 }
 
-/// The first `n` greedy token ids after `prompt`.
-fn greedy_ids(model: &Model, prompt: &[u32], n: usize) -> anyhow::Result<Vec<u32>> {
+/// A greedy generation of at most `tokens` tokens after `prompt`.
+fn greedy<'m>(model: &'m Model, prompt: &[u32], tokens: usize) -> anyhow::Result<Generator<'m>> {
     let sampler = Sampler::new(
         SamplingParams::greedy(),
         model.config.vocab_size as usize,
         prompt,
     )?;
     let options = GenerateOptions {
-        max_tokens: n,
+        max_tokens: tokens,
         ..GenerateOptions::default()
     };
-    Generator::new(model, prompt, sampler, options)?
+    Ok(Generator::new(model, prompt, sampler, options)?)
+}
+
+/// The first `n` greedy token ids after `prompt`.
+fn greedy_ids(model: &Model, prompt: &[u32], n: usize) -> anyhow::Result<Vec<u32>> {
+    greedy(model, prompt, n)?
         .map(|token| Ok(token?.token))
         .collect()
 }
