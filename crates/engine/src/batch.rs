@@ -174,6 +174,15 @@ impl BatchCache {
     /// Logits `[rows, vocab]` for one token per row (`tokens`: `[rows]`).
     fn step(&mut self, model: &Model, tokens: &Array) -> Result<Array> {
         let rows = self.left_pad.len() as i32;
+        if self.left_pad == [0] {
+            // One row without padding is one sequence: the single-sequence
+            // step's graph (a scalar RoPE offset, no offsets array to copy
+            // to the device each step).
+            let at = Positions::Sequence { offset: self.idx };
+            let logits = model.forward_rows(&tokens.reshape(&[1, 1])?, &mut self.layers, at)?;
+            self.idx += 1;
+            return Ok(logits.squeeze(1)?);
+        }
         let offsets: Vec<i32> = self.left_pad.iter().map(|p| self.idx - p).collect();
         let offsets = Array::from_slice(&offsets, &[rows])?;
         // Row b attends to columns left_pad[b] ..= idx (the new one).
