@@ -1,14 +1,9 @@
 //! The built binary runs without any library path set (its rpath finds
 //! libmlx) and its commands print what they promise.
 
-use std::process::Command;
+mod common;
 
-fn mlxd() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mlxd"));
-    cmd.env_remove("LD_LIBRARY_PATH")
-        .env_remove("DYLD_LIBRARY_PATH");
-    cmd
-}
+use common::mlxd;
 
 #[test]
 fn version_names_the_mlx_version_and_backend() {
