@@ -436,10 +436,6 @@ impl Mlp {
         self.down_proj.forward_add(&act, residual)
     }
 
-    pub fn forward(&self, x: &Array) -> Result<Array> {
-        self.down_proj.forward(&self.activation(x)?)
-    }
-
     /// `silu(gate(x)) * up(x)`.
     fn activation(&self, x: &Array) -> Result<Array> {
         let [gate, up]: [Array; 2] = self
