@@ -135,3 +135,28 @@ pub fn process_alive(pid: u32) -> bool {
         Err(_) => false,
     }
 }
+
+/// Writes an HTTP/1.1 request for `path` on the daemon at `port` to
+/// `stream` (`Connection: close`; a POST carries `body` as JSON).
+pub fn write_request(
+    stream: &std::net::TcpStream,
+    port: u16,
+    method: &str,
+    path: &str,
+    body: Option<&serde_json::Value>,
+) -> std::io::Result<()> {
+    use std::io::Write;
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let mut head =
+        format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
+    if method == "POST" {
+        head.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    head.push_str("\r\n");
+    let mut stream = stream;
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(body.as_bytes())
+}

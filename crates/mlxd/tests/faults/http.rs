@@ -2,7 +2,7 @@
 //! read piece by piece as it arrives (chunked or up to EOF), optionally
 //! over a socket with a small receive buffer.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Read};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
 use std::time::Duration;
@@ -92,18 +92,7 @@ pub fn send(
     let stream = connect(port, rcvbuf)?;
     stream.set_read_timeout(Some(HANG))?;
     stream.set_write_timeout(Some(HANG))?;
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let mut head =
-        format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
-    if method == "POST" {
-        head.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            body.len()
-        ));
-    }
-    head.push_str("\r\n");
-    (&stream).write_all(head.as_bytes())?;
-    (&stream).write_all(body.as_bytes())?;
+    crate::common::write_request(&stream, port, method, path, body)?;
     let mut reader = BufReader::new(stream);
     let mut line = String::new();
     reader.read_line(&mut line)?;
