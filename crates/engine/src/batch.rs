@@ -174,29 +174,28 @@ impl BatchCache {
     /// Logits `[rows, vocab]` for one token per row (`tokens`: `[rows]`).
     fn step(&mut self, model: &Model, tokens: &Array) -> Result<Array> {
         let rows = self.left_pad.len() as i32;
-        if self.left_pad == [0] {
+        let (offsets, mask);
+        let at = if self.left_pad == [0] {
             // One row without padding is one sequence: the single-sequence
             // step's graph (a scalar RoPE offset, no offsets array to copy
             // to the device each step).
-            let at = Positions::Sequence { offset: self.idx };
-            let logits = model.forward_rows(&tokens.reshape(&[1, 1])?, &mut self.layers, at)?;
-            self.idx += 1;
-            return Ok(logits.squeeze(1)?);
-        }
-        let offsets: Vec<i32> = self.left_pad.iter().map(|p| self.idx - p).collect();
-        let offsets = Array::from_slice(&offsets, &[rows])?;
-        // Row b attends to columns left_pad[b] ..= idx (the new one).
-        let mask = if self.left_pad.iter().any(|&p| p > 0) {
-            let columns = mlx::arange(0.0, f64::from(self.idx + 1), 1.0, Dtype::I32)?
-                .reshape(&[1, 1, 1, -1])?;
-            let pad = Array::from_slice(&self.left_pad, &[rows, 1, 1, 1])?;
-            Some(columns.greater_equal(&pad)?)
+            Positions::Sequence { offset: self.idx }
         } else {
-            None
-        };
-        let at = Positions::Rows {
-            offsets: &offsets,
-            mask: mask.as_ref(),
+            let per_row: Vec<i32> = self.left_pad.iter().map(|p| self.idx - p).collect();
+            offsets = Array::from_slice(&per_row, &[rows])?;
+            // Row b attends to columns left_pad[b] ..= idx (the new one).
+            mask = if self.left_pad.iter().any(|&p| p > 0) {
+                let columns = mlx::arange(0.0, f64::from(self.idx + 1), 1.0, Dtype::I32)?
+                    .reshape(&[1, 1, 1, -1])?;
+                let pad = Array::from_slice(&self.left_pad, &[rows, 1, 1, 1])?;
+                Some(columns.greater_equal(&pad)?)
+            } else {
+                None
+            };
+            Positions::Rows {
+                offsets: &offsets,
+                mask: mask.as_ref(),
+            }
         };
         let logits = model.forward_rows(&tokens.reshape(&[rows, 1])?, &mut self.layers, at)?;
         self.idx += 1;
