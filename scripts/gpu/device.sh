@@ -97,6 +97,10 @@ line = (f"{sys.argv[3] or '-'} {a['model'].split('/')[-1]}: mlxd decode {m(a, 'd
         f" prefill {m(a, 'prefill_tps'):.0f}; per step build {m(a, 'build_us'):.0f} us,"
         f" dispatch {m(a, 'dispatch_us'):.0f} us, wait {m(a, 'wait_us'):.0f} us;"
         f" {sum(n for _, n in a['step_ops'])} ops")
+if "scheduler" in a:
+    s = a["scheduler"]
+    line += (f" | scheduler decode {m(s, 'decode_tps'):.1f}, TTFT {m(s, 'ttft_ms'):.1f} ms"
+             f" (generator {m(a, 'ttft_ms'):.1f}); scheduler/generator decode {s['decode_ratio']:.3f}")
 if sys.argv[2]:
     b = json.load(open(sys.argv[2]))
     line += (f" | mlx-lm decode {m(b, 'decode_tps'):.1f} prefill {m(b, 'prefill_tps'):.0f}"

@@ -26,7 +26,7 @@
 //! the context length allows).
 
 use std::collections::VecDeque;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mlx::{Array, Dtype};
 
@@ -106,6 +106,20 @@ pub enum SeqEvent {
     Done(SeqReport),
 }
 
+/// Where the host spent the decode steps so far, as
+/// [`crate::generate::GenerationStats`] splits a single sequence's.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct HostTimes {
+    /// Decode steps scheduled.
+    pub steps: u64,
+    /// Building the steps' graphs...
+    pub build: Duration,
+    /// ...handing them to MLX (`async_eval`)...
+    pub dispatch: Duration,
+    /// ...and waiting for the tokens of the step before.
+    pub wait: Duration,
+}
+
 /// The batch's KV: one [`BatchKvCache`] per layer and each row's padding.
 struct BatchCache {
     layers: Vec<BatchKvCache>,
@@ -123,7 +137,7 @@ impl BatchCache {
     }
 
     /// Appends a row holding `seq` (one cache per layer).
-    fn push(&mut self, seq: &[KvCache]) -> Result<()> {
+    fn push(&mut self, seq: Vec<KvCache>) -> Result<()> {
         let len = seq.first().map_or(0, KvCache::offset);
         if len > self.idx {
             let shift = len - self.idx;
@@ -255,6 +269,7 @@ pub struct Scheduler<'m> {
     /// Sequences that ended outside the batch, reported at the next step.
     cancelled: Vec<SeqReport>,
     steps: u64,
+    host: HostTimes,
 }
 
 impl<'m> Scheduler<'m> {
@@ -270,6 +285,7 @@ impl<'m> Scheduler<'m> {
             prefix: PrefixCache::new(config.prefix_cache),
             cancelled: Vec::new(),
             steps: 0,
+            host: HostTimes::default(),
         }
     }
 
@@ -371,33 +387,55 @@ impl<'m> Scheduler<'m> {
     }
 
     /// Schedules the next decode step of every row.
+    ///
+    /// A batch of one row feeds and samples its arrays as they are, without
+    /// the concatenations and the slice a batch needs: its step is then the
+    /// single-sequence generator's graph (see [`BatchCache::step`]).
     fn build(&mut self) -> Result<Option<InFlight>> {
         if self.rows.is_empty() {
             return Ok(None);
         }
+        let begin = Instant::now();
         for row in &mut self.rows {
             if row.input_generated {
                 row.req.sampler.accept(&row.input)?;
             }
         }
-        let inputs: Vec<&Array> = self.rows.iter().map(|r| &r.input).collect();
-        let tokens = mlx::concatenate(&inputs, 0)?;
+        let single = self.rows.len() == 1;
+        let tokens = if single {
+            self.rows[0].input.clone()
+        } else {
+            let inputs: Vec<&Array> = self.rows.iter().map(|r| &r.input).collect();
+            mlx::concatenate(&inputs, 0)?
+        };
         let logits = self.cache.step(self.model, &tokens)?;
         let mut sampled = Vec::with_capacity(self.rows.len());
         for (i, row) in self.rows.iter_mut().enumerate() {
-            let i = i as i32;
-            let s = row.req.sampler.sample(&logits.slice_axis(0, i, i + 1)?)?;
-            row.input = s.token.reshape(&[1])?;
+            let s = if single {
+                row.req.sampler.sample(&logits)?
+            } else {
+                let i = i as i32;
+                row.req.sampler.sample(&logits.slice_axis(0, i, i + 1)?)?
+            };
+            row.input = s.token.clone();
             row.input_generated = true;
             sampled.push(s);
         }
-        let tokens: Vec<&Array> = sampled.iter().map(|s| &s.token).collect();
-        let tokens = mlx::concatenate(&tokens, 0)?;
+        let tokens = if single {
+            sampled[0].token.clone()
+        } else {
+            let tokens: Vec<&Array> = sampled.iter().map(|s| &s.token).collect();
+            mlx::concatenate(&tokens, 0)?
+        };
         let mut eval = vec![&tokens];
         for s in &sampled {
             eval.extend(s.arrays().into_iter().skip(1));
         }
+        let built = Instant::now();
         mlx::async_eval(&eval)?;
+        self.host.steps += 1;
+        self.host.build += built - begin;
+        self.host.dispatch += built.elapsed();
         Ok(Some(InFlight {
             ids: self.rows.iter().map(|r| r.req.id).collect(),
             tokens,
@@ -407,8 +445,10 @@ impl<'m> Scheduler<'m> {
 
     /// Reads a step's tokens and ends the rows they finish.
     fn read(&mut self, flight: InFlight, events: &mut Vec<SeqEvent>) -> Result<()> {
+        let begin = Instant::now();
         let tokens = flight.tokens.to_vec::<u32>()?;
         let now = Instant::now();
+        self.host.wait += now - begin;
         for ((id, &token), sampled) in flight.ids.iter().zip(&tokens).zip(&flight.sampled) {
             let Some(row) = self.rows.iter_mut().find(|r| r.req.id == *id) else {
                 continue;
@@ -573,7 +613,7 @@ impl<'m> Scheduler<'m> {
 
     /// Moves a prefilled sequence into the batch.
     fn join(&mut self, p: Prefill) -> Result<()> {
-        self.cache.push(&p.caches)?;
+        self.cache.push(p.caches)?;
         let last = *p.req.prompt.last().expect("prompts are not empty");
         self.rows.push(Row {
             ids: p.req.prompt.clone(),
@@ -607,6 +647,11 @@ impl<'m> Scheduler<'m> {
             || !self.rows.is_empty()
             || self.in_flight.is_some()
             || !self.cancelled.is_empty()
+    }
+
+    /// Where the host spent the decode steps so far.
+    pub fn host_times(&self) -> HostTimes {
+        self.host
     }
 
     /// Bytes of the batch's KV and of the prompt cache.

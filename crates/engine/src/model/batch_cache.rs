@@ -78,9 +78,22 @@ impl BatchKvCache {
     /// Adds a row holding `seq`'s positions, right-aligned at the write
     /// column (after shifting the other rows right if `seq` is longer).
     /// Returns the new row's left padding.
-    pub fn push(&mut self, seq: &KvCache) -> Result<i32> {
+    ///
+    /// The first row of an empty batch takes `seq`'s buffers as they are
+    /// (same layout, one row, no padding): no copy, and its steps write in
+    /// place as the single-sequence cache's do.
+    pub fn push(&mut self, seq: KvCache) -> Result<i32> {
         let filled = seq.filled()?;
         let len = seq.offset();
+        if self.rows == 0 && self.idx == 0 && self.keys.is_none() {
+            if let Some((keys, values, offset)) = seq.into_buffers() {
+                self.keys = Some(keys);
+                self.values = Some(values);
+                self.rows = 1;
+                self.idx = offset;
+                return Ok(0);
+            }
+        }
         self.pad_left(len - self.idx)?;
         let pad = self.idx - len;
         let Some((k, v)) = filled else {

@@ -93,6 +93,16 @@ impl KvCache {
         Ok(out)
     }
 
+    /// The buffers (`[1, H, capacity, D]`, the first `offset` positions
+    /// filled) and the offset, handed over whole; `None` when nothing was
+    /// written.
+    pub fn into_buffers(self) -> Option<(Array, Array, i32)> {
+        match (self.keys, self.values) {
+            (Some(k), Some(v)) if self.offset > 0 => Some((k, v, self.offset)),
+            _ => None,
+        }
+    }
+
     /// The arrays to evaluate to materialize the cache.
     pub fn state(&self) -> Vec<&Array> {
         self.keys.iter().chain(self.values.iter()).collect()

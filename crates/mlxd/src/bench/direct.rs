@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use engine::Model;
+use engine::batch::{BatchConfig, Scheduler, SeqEnd, SeqEvent, SeqRequest};
 use engine::generate::{GenerateOptions, GenerationStats, Generator};
 use engine::model::synthetic::Preset;
 use engine::{Sampler, SamplingParams};
@@ -41,18 +42,54 @@ struct Report {
     /// Whether 4-bit decode products ran the project's CUDA kernel.
     custom_qmv: bool,
     runs: Vec<Run>,
-    prefill_tps: Summary,
-    decode_tps: Summary,
-    ttft_ms: Summary,
-    build_us: Summary,
-    dispatch_us: Summary,
-    wait_us: Summary,
+    /// The single-sequence generator's runs, summarized.
+    #[serde(flatten)]
+    generator: Summaries,
+    /// With `--scheduler`: the same runs through the continuous-batching
+    /// scheduler with one sequence, each right after the generator's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scheduler: Option<PathReport>,
     /// The first greedy tokens after the prompt: equal across kernel
     /// choices (`--mlx-qmv`, `--unfused`) unless they change the numbers.
     greedy_tokens: Vec<u32>,
     /// The operations of one decode step (sampling included), by name.
     step_ops: Vec<(String, usize)>,
     peak_memory_bytes: usize,
+}
+
+/// Medians and spreads of a set of runs.
+#[derive(Debug, Serialize)]
+struct Summaries {
+    prefill_tps: Summary,
+    decode_tps: Summary,
+    ttft_ms: Summary,
+    build_us: Summary,
+    dispatch_us: Summary,
+    wait_us: Summary,
+}
+
+impl Summaries {
+    fn of(runs: &[Run]) -> Summaries {
+        let pick = |f: fn(&Run) -> f64| Summary::of(&runs.iter().map(f).collect::<Vec<_>>());
+        Summaries {
+            prefill_tps: pick(|r| r.prefill_tps),
+            decode_tps: pick(|r| r.decode_tps),
+            ttft_ms: pick(|r| r.ttft_ms),
+            build_us: pick(|r| r.build_us),
+            dispatch_us: pick(|r| r.dispatch_us),
+            wait_us: pick(|r| r.wait_us),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct PathReport {
+    runs: Vec<Run>,
+    #[serde(flatten)]
+    summaries: Summaries,
+    /// Medians of the per-run ratios scheduler / generator.
+    decode_ratio: f64,
+    ttft_ratio: f64,
 }
 
 /// One generation as its caller sees it: wall-clock times from the start
@@ -112,9 +149,77 @@ pub fn generate_timed(model: &Model, prompt: &[u32], tokens: usize) -> anyhow::R
     })
 }
 
-/// One generation of exactly `tokens` tokens after a `prompt`-token prefill.
-fn measure(model: &Model, prompt: &[u32], tokens: usize) -> anyhow::Result<Run> {
-    let timed = generate_timed(model, prompt, tokens)?;
+/// [`generate_timed`] through the continuous-batching scheduler with one
+/// sequence, as a worker runs a lone request (the prompt cache off: every
+/// run prefills the whole prompt).
+pub fn schedule_timed(model: &Model, prompt: &[u32], tokens: usize) -> anyhow::Result<Timed> {
+    let start = Instant::now();
+    let config = BatchConfig {
+        prefix_cache: 0,
+        ..BatchConfig::default()
+    };
+    let mut scheduler = Scheduler::new(model, config);
+    let sampler = Sampler::new(
+        SamplingParams::greedy(),
+        model.config.vocab_size as usize,
+        prompt,
+    )?;
+    scheduler.submit(SeqRequest {
+        id: 0,
+        prompt: prompt.to_vec(),
+        sampler,
+        max_tokens: tokens,
+        stop_ids: Vec::new(),
+    })?;
+    let mut count = 0;
+    let mut first = None;
+    while scheduler.is_busy() {
+        for event in scheduler.step()? {
+            match event {
+                SeqEvent::Token { .. } => {
+                    first.get_or_insert_with(Instant::now);
+                    count += 1;
+                }
+                SeqEvent::Done(report) => {
+                    if let SeqEnd::Failed(why) = report.end {
+                        bail!("the scheduler failed: {why}");
+                    }
+                }
+            }
+        }
+    }
+    let end = Instant::now();
+    if count != tokens {
+        bail!("scheduled {count} tokens, expected {tokens}");
+    }
+    let first = first.unwrap_or(end);
+    let host = scheduler.host_times();
+    Ok(Timed {
+        prompt_tokens: prompt.len(),
+        tokens,
+        ttft: first - start,
+        decode: end - first,
+        total: end - start,
+        stats: GenerationStats {
+            prompt_tokens: prompt.len(),
+            generated_tokens: tokens,
+            prefill: first - start,
+            decode: end - first,
+            host_build: host.build,
+            host_dispatch: host.dispatch,
+            host_wait: host.wait,
+        },
+    })
+}
+
+/// One generation of exactly `tokens` tokens after a `prompt`-token
+/// prefill, by the generator or (`scheduled`) the scheduler.
+fn measure(model: &Model, prompt: &[u32], tokens: usize, scheduled: bool) -> anyhow::Result<Run> {
+    let timed = if scheduled {
+        schedule_timed(model, prompt, tokens)?
+    } else {
+        generate_timed(model, prompt, tokens)?
+    };
     let steps = tokens.saturating_sub(1).max(1) as f64;
     let per_step = |d: Duration| d.as_secs_f64() * 1e6 / steps;
     Ok(Run {
@@ -200,13 +305,17 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         .map(|i| ((i.wrapping_mul(2_654_435_761) >> 7) % u64::from(vocab)) as u32)
         .collect();
     eprintln!("warm-up run...");
-    measure(&model, &prompt, args.gen_tokens)?;
+    measure(&model, &prompt, args.gen_tokens, false)?;
+    if args.scheduler {
+        measure(&model, &prompt, args.gen_tokens, true)?;
+    }
     let step_ops = step_census(&model, &prompt)?;
     let greedy_tokens = greedy_ids(&model, &prompt, 32)?;
     mlx::memory::reset_peak_memory();
     let mut runs = Vec::with_capacity(args.repeats);
+    let mut scheduled = Vec::new();
     for i in 0..args.repeats {
-        let run = measure(&model, &prompt, args.gen_tokens)?;
+        let run = measure(&model, &prompt, args.gen_tokens, false)?;
         eprintln!(
             "run {}/{}: prefill {:.1} tok/s, decode {:.1} tok/s, TTFT {:.1} ms",
             i + 1,
@@ -215,9 +324,32 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             run.decode_tps,
             run.ttft_ms
         );
+        if args.scheduler {
+            let s = measure(&model, &prompt, args.gen_tokens, true)?;
+            eprintln!(
+                "  scheduler: prefill {:.1} tok/s, decode {:.1} tok/s, TTFT {:.1} ms",
+                s.prefill_tps, s.decode_tps, s.ttft_ms
+            );
+            scheduled.push(s);
+        }
         runs.push(run);
     }
-    let pick = |f: fn(&Run) -> f64| Summary::of(&runs.iter().map(f).collect::<Vec<_>>());
+    let scheduler = (!scheduled.is_empty()).then(|| {
+        let ratio = |f: fn(&Run) -> f64| {
+            let r: Vec<f64> = scheduled
+                .iter()
+                .zip(&runs)
+                .map(|(s, g)| f(s) / f(g))
+                .collect();
+            Summary::of(&r).median
+        };
+        PathReport {
+            decode_ratio: ratio(|r| r.decode_tps),
+            ttft_ratio: ratio(|r| r.ttft_ms),
+            summaries: Summaries::of(&scheduled),
+            runs: scheduled,
+        }
+    });
     let device = mlx::device::default_device()?;
     let report = Report {
         model: name,
@@ -229,12 +361,8 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         weight_bytes: model.weight_bytes(),
         fused_projections: !args.unfused,
         custom_qmv: mlx::custom_qmv_available()? && !args.mlx_qmv,
-        prefill_tps: pick(|r| r.prefill_tps),
-        decode_tps: pick(|r| r.decode_tps),
-        ttft_ms: pick(|r| r.ttft_ms),
-        build_us: pick(|r| r.build_us),
-        dispatch_us: pick(|r| r.dispatch_us),
-        wait_us: pick(|r| r.wait_us),
+        generator: Summaries::of(&runs),
+        scheduler,
         greedy_tokens,
         step_ops,
         peak_memory_bytes: mlx::memory::stats().peak,
@@ -246,6 +374,24 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
+}
+
+fn print_summaries(prefix: &str, s: &Summaries) {
+    println!("| {prefix}metric | median | mean | stddev | min | max |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for (name, s) in [
+        ("prefill tok/s", &s.prefill_tps),
+        ("decode tok/s", &s.decode_tps),
+        ("TTFT ms", &s.ttft_ms),
+        ("decode step: host builds, µs", &s.build_us),
+        ("decode step: host dispatches, µs", &s.dispatch_us),
+        ("decode step: host waits, µs", &s.wait_us),
+    ] {
+        println!(
+            "| {name} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |",
+            s.median, s.mean, s.stddev, s.min, s.max
+        );
+    }
 }
 
 fn print_table(r: &Report) {
@@ -275,19 +421,14 @@ fn print_table(r: &Report) {
         }
     );
     println!();
-    println!("| metric | median | mean | stddev | min | max |");
-    println!("|---|---:|---:|---:|---:|---:|");
-    for (name, s) in [
-        ("prefill tok/s", &r.prefill_tps),
-        ("decode tok/s", &r.decode_tps),
-        ("TTFT ms", &r.ttft_ms),
-        ("decode step: host builds, µs", &r.build_us),
-        ("decode step: host dispatches, µs", &r.dispatch_us),
-        ("decode step: host waits, µs", &r.wait_us),
-    ] {
+    print_summaries("", &r.generator);
+    if let Some(s) = &r.scheduler {
+        println!();
+        print_summaries("scheduler, one sequence: ", &s.summaries);
+        println!();
         println!(
-            "| {name} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |",
-            s.median, s.mean, s.stddev, s.min, s.max
+            "scheduler / generator, median of the runs' ratios: decode {:.3}, TTFT {:.3}",
+            s.decode_ratio, s.ttft_ratio
         );
     }
     println!();

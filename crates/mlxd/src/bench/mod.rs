@@ -57,6 +57,11 @@ pub struct BenchArgs {
     /// project's CUDA kernel (to measure what the latter is worth).
     #[arg(long)]
     mlx_qmv: bool,
+    /// --engine: also run every repeat through the continuous-batching
+    /// scheduler with one sequence (the worker's path), right after the
+    /// single-sequence generator, and report both.
+    #[arg(long)]
+    scheduler: bool,
     /// --engine: write the results as JSON to this file too.
     #[arg(long)]
     json: Option<PathBuf>,

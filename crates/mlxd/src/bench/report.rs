@@ -80,7 +80,7 @@ pub fn markdown(r: &SuiteReport, plots: &[String]) -> String {
     let _ = writeln!(
         md,
         "- {} measured runs per system and length, interleaved (direct, mlxd streamed, mlxd \
-         whole, each peer, each round starting one system later), after one warm-up request \
+         whole, direct scheduler, each peer, each round starting one system later), after one warm-up request \
          per system (not counted); {:.0} s in all{}",
         r.runs,
         r.duration_s,
@@ -105,7 +105,9 @@ pub fn markdown(r: &SuiteReport, plots: &[String]) -> String {
     );
     let _ = writeln!(
         md,
-        "- direct = the engine in the bench's own process (no HTTP, no IPC); end-to-end tok/s = \
+        "- direct = the engine in the bench's own process (no HTTP, no IPC); direct scheduler = \
+         the same through the continuous-batching scheduler with one sequence (the worker's \
+         engine path, in the bench's process); end-to-end tok/s = \
          generated tokens / request time (prefill included); decode tok/s = tokens after the \
          first / time from the first to the last content chunk; TTFT = request sent to first \
          content chunk. Overhead % = tok/s lost against direct (medians); added TTFT = mlxd's \

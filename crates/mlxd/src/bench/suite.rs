@@ -489,6 +489,7 @@ impl ModelRun<'_> {
         eprintln!("warm-up ({tokens} tokens, every system)");
         let prompt = chat_prompt(&loaded.tokenizer, w.prompt)?;
         direct::generate_timed(&loaded.model, &prompt, tokens)?;
+        direct::schedule_timed(&loaded.model, &prompt, tokens)?;
         let id = format!("w-{}", self.index);
         let request = |target: &Target| {
             self.rt.block_on(client::chat(
@@ -513,7 +514,7 @@ impl ModelRun<'_> {
     }
 
     /// One generation length: `runs` rounds of direct, mlxd streamed, mlxd
-    /// whole, and each peer streamed.
+    /// whole, the scheduler in-process, and each peer streamed.
     fn workload(
         &self,
         loaded: &engine::loader::LoadedModel,
@@ -542,10 +543,11 @@ impl ModelRun<'_> {
             ))
         };
         let mut direct_samples = Vec::new();
+        let mut scheduled = Vec::new();
         let mut stream = Vec::new();
         let mut whole = Vec::new();
         let mut peer_samples: Vec<Vec<Sample>> = vec![Vec::new(); peers.len()];
-        let systems = 3 + peers.len();
+        let systems = 4 + peers.len();
         for run in 0..self.opts.runs {
             // Each round starts with the next system, so none always runs
             // right after another's request (a peer's process may still be
@@ -567,8 +569,13 @@ impl ModelRun<'_> {
                         false,
                         &format!("n-{m}-{tokens}-{run}"),
                     )?),
+                    3 => {
+                        let timed = direct::schedule_timed(&loaded.model, &prompt, tokens)?;
+                        let id = format!("b-{m}-{tokens}-{run}");
+                        scheduled.push(direct_sample(&timed, &id));
+                    }
                     k => {
-                        let (i, peer) = (k - 3, &peers[k - 3]);
+                        let (i, peer) = (k - 4, &peers[k - 4]);
                         match request(&peer.target, true, &format!("p-{m}-{tokens}-{run}")) {
                             Ok(s) => peer_samples[i].push(s),
                             Err(e) => mark_failed(seen, &peer.target.system, &e),
@@ -590,6 +597,7 @@ impl ModelRun<'_> {
             ("direct".to_owned(), direct_samples),
             ("mlxd stream".to_owned(), stream),
             ("mlxd".to_owned(), whole),
+            (SCHEDULER.to_owned(), scheduled),
         ];
         for (peer, s) in peers.iter().zip(peer_samples) {
             if !s.is_empty() {
@@ -606,6 +614,12 @@ impl ModelRun<'_> {
         })
     }
 }
+
+/// The system name of the engine's continuous-batching scheduler run
+/// in-process with one sequence: the worker's engine path without the
+/// worker, which splits mlxd's overhead into the scheduler's and the
+/// serving's (HTTP, ring, process).
+pub const SCHEDULER: &str = "direct scheduler";
 
 fn mark_failed(seen: &mut [(String, String)], system: &str, e: &anyhow::Error) {
     eprintln!("{system}: {e:#}");
