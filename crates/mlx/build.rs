@@ -32,6 +32,8 @@ fn main() {
     println!("cargo:rerun-if-changed=shim/shim.h");
     println!("cargo:rerun-if-changed=shim/qmv.cpp");
     println!("cargo:rerun-if-changed=shim/qmv.h");
+    println!("cargo:rerun-if-changed=shim/cuda_jit.cpp");
+    println!("cargo:rerun-if-changed=shim/cuda_jit.h");
     println!("cargo:rerun-if-changed=rpath.rs");
 
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
@@ -68,6 +70,7 @@ fn main() {
         .std("c++20")
         .file("shim/shim.cpp")
         .file("shim/qmv.cpp")
+        .file("shim/cuda_jit.cpp")
         .include(&include)
         .include("shim")
         .warnings(false)

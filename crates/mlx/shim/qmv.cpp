@@ -1,7 +1,7 @@
 // A 4-bit affine quantized matrix times a row of activations
 // (`x @ W.T`), the product that dominates a decode step, as a CUDA kernel
-// run through MLX's custom kernel primitive (`fast::cuda_kernel`, compiled
-// with NVRTC on first use and cached on disk with MLX's other kernels).
+// run through MLX's custom kernel primitive (compiled with NVRTC on first
+// use and kept on disk, see cuda_jit.cpp).
 //
 // Why: MLX's own kernel for this shape reads the weights at about a quarter
 // of the GPU's memory bandwidth, and a decode step of a 7B model is mostly
@@ -23,6 +23,8 @@
 
 #include "qmv.h"
 
+#include "cuda_jit.h"
+
 #include <algorithm>
 #include <atomic>
 #include <bit>
@@ -30,8 +32,10 @@
 #include <compare>
 #include <cstdio>
 #include <functional>
+#include <iostream>
 #include <map>
 #include <mutex>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -49,16 +53,42 @@ namespace mlxs {
 
 namespace {
 
+// Compiled without CUDA's headers (NVRTC alone, whatever CUDA toolkit the
+// machine has or lacks): the 16-bit float types are their bits, converted
+// with bit operations (bfloat16) or the PTX conversion instructions (half).
 constexpr const char* kHeader = R"(
 namespace mlxs_qmv {
 
+struct bf16 { unsigned short bits; };
+struct f16 { unsigned short bits; };
+
 __device__ __forceinline__ float to_float(float v) { return v; }
-__device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
-__device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
+__device__ __forceinline__ float to_float(bf16 v) {
+  return __uint_as_float(static_cast<unsigned int>(v.bits) << 16);
+}
+__device__ __forceinline__ float half_bits_to_float(unsigned short h) {
+  float f;
+  asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
+  return f;
+}
+__device__ __forceinline__ float to_float(f16 v) { return half_bits_to_float(v.bits); }
 
 __device__ __forceinline__ void store(float* p, float v) { *p = v; }
-__device__ __forceinline__ void store(__half* p, float v) { *p = __float2half(v); }
-__device__ __forceinline__ void store(__nv_bfloat16* p, float v) { *p = __float2bfloat16(v); }
+// Rounded to nearest even, as __float2bfloat16 rounds; NaN stays NaN.
+__device__ __forceinline__ void store(bf16* p, float v) {
+  unsigned int u = __float_as_uint(v);
+  if ((u & 0x7fffffffu) > 0x7f800000u) {
+    p->bits = static_cast<unsigned short>((u >> 16) | 0x40u);
+    return;
+  }
+  u += 0x7fffu + ((u >> 16) & 1u);
+  p->bits = static_cast<unsigned short>(u >> 16);
+}
+__device__ __forceinline__ void store(f16* p, float v) {
+  unsigned short h;
+  asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(v));
+  p->bits = h;
+}
 
 // Eight consecutive values from p; `aligned`: p is 16-byte aligned.
 __device__ __forceinline__ void load8(const float* p, float* v, bool aligned) {
@@ -73,39 +103,38 @@ __device__ __forceinline__ void load8(const float* p, float* v, bool aligned) {
 }
 
 // A bfloat16 is the high half of the float of the same value.
-__device__ __forceinline__ void load8(const __nv_bfloat16* p, float* v, bool aligned) {
+__device__ __forceinline__ void load8(const bf16* p, float* v, bool aligned) {
   if (aligned) {
     const uint4 u = *reinterpret_cast<const uint4*>(p);
-    const uint32_t words[4] = {u.x, u.y, u.z, u.w};
+    const unsigned int words[4] = {u.x, u.y, u.z, u.w};
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
       v[2 * i] = __uint_as_float(words[i] << 16);
       v[2 * i + 1] = __uint_as_float(words[i] & 0xffff0000u);
     }
   } else {
-    for (int i = 0; i < 8; ++i) v[i] = __bfloat162float(p[i]);
+    for (int i = 0; i < 8; ++i) v[i] = to_float(p[i]);
   }
 }
 
-__device__ __forceinline__ void load8(const __half* p, float* v, bool aligned) {
+__device__ __forceinline__ void load8(const f16* p, float* v, bool aligned) {
   if (aligned) {
     const uint4 u = *reinterpret_cast<const uint4*>(p);
-    const __half2* h = reinterpret_cast<const __half2*>(&u);
+    const unsigned int words[4] = {u.x, u.y, u.z, u.w};
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
-      const float2 f = __half22float2(h[i]);
-      v[2 * i] = f.x;
-      v[2 * i + 1] = f.y;
+      v[2 * i] = half_bits_to_float(static_cast<unsigned short>(words[i] & 0xffffu));
+      v[2 * i + 1] = half_bits_to_float(static_cast<unsigned short>(words[i] >> 16));
     }
   } else {
-    for (int i = 0; i < 8; ++i) v[i] = __half2float(p[i]);
+    for (int i = 0; i < 8; ++i) v[i] = to_float(p[i]);
   }
 }
 
 // The eight 4-bit values of `u` (value i in bits 4i..4i+3), each as the
 // float 128 + q: the nibble is moved to bits 16..19 under the exponent of
 // 2^7, where those bits are worth 1 each.
-__device__ __forceinline__ void unpack8(uint32_t u, float* v) {
+__device__ __forceinline__ void unpack8(unsigned int u, float* v) {
   v[0] = __uint_as_float(((u << 16) & 0xf0000u) | 0x43000000u);
   v[1] = __uint_as_float(((u << 12) & 0xf0000u) | 0x43000000u);
   v[2] = __uint_as_float(((u << 8) & 0xf0000u) | 0x43000000u);
@@ -144,9 +173,9 @@ constexpr const char* kBody = R"(
   const int tid = threadIdx.x;
   const int n0 = blockIdx.x * NR;
   const uint4* chunks = reinterpret_cast<const uint4*>(w);
-  const bool aligned = (reinterpret_cast<size_t>(x) & 15) == 0;
+  const bool aligned = (reinterpret_cast<unsigned long long>(x) & 15) == 0;
 
-  const bool norm_aligned = (reinterpret_cast<size_t>(norm) & 15) == 0;
+  const bool norm_aligned = (reinterpret_cast<unsigned long long>(norm) & 15) == 0;
   float acc[M][ROWS], squares[M];
 #pragma unroll
   for (int m = 0; m < M; ++m) {
@@ -161,7 +190,7 @@ constexpr const char* kBody = R"(
     const int g = (c * 32) / GS;
 #pragma unroll
     for (int r = 0; r < ROWS; ++r) {
-      const size_t row = EPI == 3 && r >= NR ? OUT_N + n0 + r - NR : n0 + r;
+      const unsigned long long row = EPI == 3 && r >= NR ? OUT_N + n0 + r - NR : n0 + r;
       q[r] = chunks[row * CHUNKS + c];
       scale[r] = to_float(scales[row * GROUPS + g]);
       bias[r] = to_float(biases[row * GROUPS + g]);
@@ -180,7 +209,7 @@ constexpr const char* kBody = R"(
       float xv[M][8];
 #pragma unroll
       for (int m = 0; m < M; ++m) {
-        load8(x + static_cast<size_t>(m) * K + c * 32 + i * 8, xv[m], aligned);
+        load8(x + static_cast<unsigned long long>(m) * K + c * 32 + i * 8, xv[m], aligned);
         if constexpr (NORM) {
           float g[8];
           load8(norm + c * 32 + i * 8, g, norm_aligned);
@@ -195,7 +224,7 @@ constexpr const char* kBody = R"(
       }
 #pragma unroll
       for (int r = 0; r < ROWS; ++r) {
-        const uint32_t u = i == 0 ? q[r].x : i == 1 ? q[r].y : i == 2 ? q[r].z : q[r].w;
+        const unsigned int u = i == 0 ? q[r].x : i == 1 ? q[r].y : i == 2 ? q[r].z : q[r].w;
         float v[8];
         unpack8(u, v);
 #pragma unroll
@@ -247,65 +276,22 @@ constexpr const char* kBody = R"(
     if constexpr (EPI == 1) {
       v += to_float(extra[n0 + r]);
     } else if constexpr (EPI == 2) {
-      v += to_float(extra[static_cast<size_t>(m) * OUT_N + n0 + r]);
+      v += to_float(extra[static_cast<unsigned long long>(m) * OUT_N + n0 + r]);
     } else if constexpr (EPI == 3) {
       v = silu(v) * up;
     }
-    store(out + static_cast<size_t>(m) * OUT_N + n0 + r, v);
+    store(out + static_cast<unsigned long long>(m) * OUT_N + n0 + r, v);
   }
 )";
 
-// One row of activations: the single-sequence decode step. The kernel is
-// written for up to 8, but every row count is a kernel variant for NVRTC to
-// compile (seconds each, before the first request on a machine whose kernel
-// cache is empty); batched steps keep MLX's product.
-constexpr int kMaxRows = 1;
+// Up to 8 rows of activations: a decode step of up to 8 sequences. Every
+// row count is a kernel variant of its own (a fraction of a second to
+// compile, once per machine); larger batches read each weight few enough
+// times per row that MLX's product serves them.
+constexpr int kMaxRows = 8;
 constexpr int kMaxThreads = 256;
 
 std::atomic<bool> enabled{true};
-
-// The kernel's name carries a hash of its text: MLX caches compiled kernels
-// on disk by name, and a changed kernel must not load an old binary.
-std::string kernel_name(const char* kind) {
-  uint64_t hash = 0xcbf29ce484222325ull;
-  for (const char* text : {kHeader, kBody}) {
-    for (const char* p = text; *p != '\0'; ++p) {
-      hash = (hash ^ static_cast<unsigned char>(*p)) * 0x100000001b3ull;
-    }
-  }
-  char name[48];
-  std::snprintf(
-      name, sizeof name, "mlxs_qmv%s_%016llx", kind, static_cast<unsigned long long>(hash));
-  return name;
-}
-
-// MLX builds the kernel's text on every call and compiles it once per set
-// of constants. Four signatures: with or without the RMS norm's weight and
-// the epilogue's `extra` input (one left out is declared null, for the
-// branches that never run).
-const mx::fast::CustomKernelFunction& kernel(bool with_norm, bool with_extra) {
-  auto make = [](bool norm, bool extra) {
-    std::vector<std::string> inputs = {"x", "w", "scales", "biases"};
-    std::string body;
-    if (norm) {
-      inputs.push_back("norm");
-    } else {
-      body += "  const float* norm = nullptr;\n";
-    }
-    if (extra) {
-      inputs.push_back("extra");
-    } else {
-      body += "  const float* extra = nullptr;\n";
-    }
-    body += kBody;
-    return mx::fast::cuda_kernel(
-        kernel_name(norm ? (extra ? "_ne" : "_n") : (extra ? "_e" : "")), inputs, {"out"}, body,
-        kHeader, /* ensure_row_contiguous */ true, /* shared_memory */ 0);
-  };
-  static const mx::fast::CustomKernelFunction kernels[2][2] = {
-      {make(false, false), make(false, true)}, {make(true, false), make(true, true)}};
-  return kernels[with_norm][with_extra];
-}
 
 bool is_float(mx::Dtype dtype) {
   return dtype == mx::float32 || dtype == mx::float16 || dtype == mx::bfloat16;
@@ -338,46 +324,135 @@ struct Variant {
   auto operator<=>(const Variant&) const = default;
 };
 
-// The kernel on inputs already checked: x, w, scales, biases, then the
-// norm's weight and the epilogue's extra input where the variant has them.
-std::vector<mx::array> launch(const Variant& v, const std::vector<mx::array>& inputs) {
-  const mx::array& x = inputs[0];
-  const int k = x.shape(-1);
-  const int n = inputs[1].shape(0);
-  const int rows = static_cast<int>(x.size() / static_cast<size_t>(k));
-  const auto epilogue = static_cast<Epilogue>(v.epilogue);
-  const int out_n = epilogue == Epilogue::swiglu ? n / 2 : n;
-  mx::Shape shape = x.shape();
-  shape.back() = out_n;
-  const int nr = columns_per_block(out_n, epilogue == Epilogue::swiglu ? 2 * rows : rows);
-  const int chunks = k / 32;
-  const int threads = std::min(kMaxThreads, (chunks + 31) / 32 * 32);
-  const bool extra = epilogue == Epilogue::bias || epilogue == Epilogue::residual;
-  return kernel(v.norm, extra)(
-      inputs,
-      {shape},
-      {x.dtype()},
-      {out_n / nr * threads, 1, 1},
-      {threads, 1, 1},
-      {{"M", rows},
-       {"NR", nr},
-       {"K", k},
-       {"N", n},
-       {"GS", v.group_size},
-       {"THREADS", threads},
-       {"EPI", v.epilogue},
-       {"NORM", v.norm},
-       {"EPS_BITS", v.eps_bits}},
-      std::nullopt,
-      false,
-      {});
+// 0 float32, 1 bfloat16, 2 float16 (the kernel's activation types).
+int dtype_index(mx::Dtype dtype) {
+  return dtype == mx::float32 ? 0 : dtype == mx::bfloat16 ? 1 : 2;
 }
 
-// `launch` through mx::compile, one compiled function per variant: MLX
-// builds a custom kernel's text and primitive on every direct call (a few
-// microseconds, on every product of every step), while a compiled function
-// traced once per input shape replays the traced graph, sharing its
-// primitive.
+// Everything a compiled kernel is specialized for.
+struct Spec {
+  Variant variant;
+  int dtype;
+  int rows;
+  int k;
+  int n;
+
+  auto operator<=>(const Spec&) const = default;
+
+  static Spec of(const Variant& v, const std::vector<mx::array>& inputs) {
+    const mx::array& x = inputs[0];
+    const int k = x.shape(-1);
+    return {v, dtype_index(x.dtype()), static_cast<int>(x.size() / static_cast<size_t>(k)), k,
+            inputs[1].shape(0)};
+  }
+
+  bool swiglu() const { return variant.epilogue == static_cast<int>(Epilogue::swiglu); }
+  bool extra() const {
+    return variant.epilogue == static_cast<int>(Epilogue::bias) ||
+        variant.epilogue == static_cast<int>(Epilogue::residual);
+  }
+  int out_n() const { return swiglu() ? n / 2 : n; }
+  int columns_per_block() const {
+    return mlxs::columns_per_block(out_n(), swiglu() ? 2 * rows : rows);
+  }
+  int threads() const { return std::min(kMaxThreads, (k / 32 + 31) / 32 * 32); }
+
+  // The kernel's whole source: the helpers, the entry point (named by the
+  // compiler's MLXS_ENTRY) with the inputs the variant has, its constants
+  // and the body.
+  std::string source() const {
+    static const char* const types[] = {"float", "mlxs_qmv::bf16", "mlxs_qmv::f16"};
+    std::string text = kHeader;
+    text += "using T = " + std::string(types[dtype]) + ";\n\n";
+    text += "extern \"C\" __global__ void __launch_bounds__(" + std::to_string(threads()) +
+        ") MLXS_ENTRY(\n    const T* x, const unsigned int* w, const T* scales, const T* biases,\n";
+    std::string missing;
+    if (variant.norm) {
+      text += "    const T* norm,\n";
+    } else {
+      missing += "  const T* norm = nullptr;\n";
+    }
+    if (extra()) {
+      text += "    const T* extra,\n";
+    } else {
+      missing += "  const T* extra = nullptr;\n";
+    }
+    text += "    T* out) {\n" + missing;
+    const std::pair<const char*, int> constants[] = {
+        {"M", rows},
+        {"NR", columns_per_block()},
+        {"K", k},
+        {"N", n},
+        {"GS", variant.group_size},
+        {"THREADS", threads()},
+        {"EPI", variant.epilogue},
+        {"NORM", variant.norm},
+        {"EPS_BITS", variant.eps_bits}};
+    for (const auto& [name, value] : constants) {
+      text += "  constexpr int " + std::string(name) + " = " + std::to_string(value) + ";\n";
+    }
+    text += kBody;
+    text += "}\n";
+    return text;
+  }
+};
+
+// The compiled kernel of `spec`, compiled (or read from disk) on first use;
+// null when it cannot be, which is reported once and leaves the product to
+// MLX.
+std::shared_ptr<const CompiledKernel> compiled_kernel(const Spec& spec) {
+  static std::mutex mutex;
+  static std::map<Spec, std::shared_ptr<const CompiledKernel>> kernels;
+  std::lock_guard<std::mutex> lock(mutex);
+  auto it = kernels.find(spec);
+  if (it == kernels.end()) {
+    std::shared_ptr<const CompiledKernel> kernel;
+    try {
+      kernel = compile_cuda_kernel(spec.source(), "mlxs_qmv");
+    } catch (const std::exception& e) {
+      static std::once_flag reported;
+      std::call_once(reported, [&] {
+        std::cerr << "mlxd: the 4-bit decode kernel is not available, MLX's product runs "
+                     "instead: "
+                  << e.what() << std::endl;
+      });
+    }
+    it = kernels.emplace(spec, std::move(kernel)).first;
+  }
+  return it->second;
+}
+
+// The kernel on inputs already checked, its binary already compiled: x, w,
+// scales, biases, then the norm's weight and the epilogue's extra input
+// where the variant has them.
+std::vector<mx::array> launch(const Variant& v, const std::vector<mx::array>& inputs) {
+  const Spec spec = Spec::of(v, inputs);
+  const auto kernel = compiled_kernel(spec);
+  if (!kernel) {
+    throw std::runtime_error("the 4-bit decode kernel was launched without its binary");
+  }
+  mx::Shape shape = inputs[0].shape();
+  shape.back() = spec.out_n();
+  const int threads = spec.threads();
+  return mx::fast::precompiled_cuda_kernel(
+      kernel->name,
+      kernel->binary,
+      inputs,
+      {shape},
+      {inputs[0].dtype()},
+      {},
+      {spec.out_n() / spec.columns_per_block() * threads, 1, 1},
+      {threads, 1, 1},
+      /* shared_memory */ 0,
+      std::nullopt,
+      /* ensure_row_contiguous */ true);
+}
+
+// `launch` through mx::compile, one compiled function per variant: building
+// a custom kernel's primitive (its binary included) on every call would
+// cost microseconds on every product of every step, while a compiled
+// function traced once per input shape replays the traced graph, sharing
+// its primitive.
 const std::function<std::vector<mx::array>(const std::vector<mx::array>&)>& compiled_launch(
     const Variant& v) {
   using Function = std::function<std::vector<mx::array>(const std::vector<mx::array>&)>;
@@ -474,8 +549,12 @@ std::optional<mx::array> custom_qmv(
       }
       break;
   }
-  return compiled_launch({group_size, static_cast<int>(epilogue), norm != nullptr,
-                          norm != nullptr ? std::bit_cast<int>(eps) : 0})(inputs)[0];
+  const Variant variant{group_size, static_cast<int>(epilogue), norm != nullptr,
+                        norm != nullptr ? std::bit_cast<int>(eps) : 0};
+  if (!compiled_kernel(Spec::of(variant, inputs))) {
+    return std::nullopt;
+  }
+  return compiled_launch(variant)(inputs)[0];
 }
 
 } // namespace mlxs

@@ -1,6 +1,6 @@
 // The project's own CUDA kernel for a 4-bit affine quantized matrix times a
 // few activation rows (`x @ W.T`, decode steps), run through MLX's custom
-// kernel primitive. See qmv.cpp.
+// kernel primitive, compiled by cuda_jit.cpp. See qmv.cpp.
 #pragma once
 
 #include <optional>
@@ -23,7 +23,7 @@ enum class Epilogue {
 
 // `x @ W.T` (of `rms_norm(x, norm, eps)` when `norm` is given), then
 // `epilogue`, with the project's kernel when it applies (the CUDA backend,
-// 4-bit affine weights, one row of activations, shapes and layout it
+// 4-bit affine weights, 1 to 8 rows of activations, shapes and layout it
 // handles), else nullopt and the caller uses MLX's own product.
 std::optional<mlx::core::array> custom_qmv(
     const mlx::core::array& x,

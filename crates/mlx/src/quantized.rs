@@ -71,8 +71,8 @@ impl QuantizedWeight {
     /// `x @ W.T` when `transpose` (the layout of a linear layer's weight
     /// `[out, in]`), else `x @ W`, without materializing `W`.
     ///
-    /// On the CUDA backend, 4-bit `x @ W.T` with one row of `x` (a
-    /// single-sequence decode step) runs the project's own kernel unless
+    /// On the CUDA backend, 4-bit `x @ W.T` with 1 to 8 rows of `x` (a
+    /// decode step of up to 8 sequences) runs the project's own kernel unless
     /// [`set_custom_qmv`] turned it off; see `shim/qmv.cpp`.
     pub fn matmul(&self, x: &Array, transpose: bool) -> Result<Array> {
         call_array!(mlxs_quantized_matmul(

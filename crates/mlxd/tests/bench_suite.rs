@@ -50,7 +50,10 @@ fn the_smoke_suite_writes_a_report_json_and_plots() {
         .iter()
         .map(|s| s[0].as_str().unwrap())
         .collect();
-    assert_eq!(systems, ["direct", "mlxd stream", "mlxd", "direct scheduler"]);
+    assert_eq!(
+        systems,
+        ["direct", "mlxd stream", "mlxd", "direct scheduler"]
+    );
     for entry in workload["samples"].as_array().unwrap() {
         let samples = entry[1].as_array().unwrap();
         assert_eq!(samples.len(), 1, "{entry}");
