@@ -20,6 +20,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <map>
 #include <mutex>
 #include <stdexcept>
@@ -208,36 +209,53 @@ std::string nvrtc_compile(const std::string& source, const std::string& name,
 std::shared_ptr<const CompiledKernel> compile_cuda_kernel(
     const std::string& source,
     const std::string& entry) {
+  using Result = std::shared_future<std::shared_ptr<const CompiledKernel>>;
   static std::mutex mutex;
-  static std::map<std::pair<std::string, std::string>, std::shared_ptr<const CompiledKernel>>
-      compiled;
-  std::lock_guard<std::mutex> lock(mutex);
-  auto key = std::make_pair(entry, source);
-  if (auto it = compiled.find(key); it != compiled.end()) {
-    return it->second;
-  }
-  static const std::string arch = architecture();
-  int major = 0, minor = 0;
-  check(nvrtc().version(&major, &minor), "nvrtcVersion");
-  const std::string tag = arch + " nvrtc " + std::to_string(major) + "." + std::to_string(minor);
-  char hash[17];
-  std::snprintf(hash, sizeof hash, "%016llx",
-                static_cast<unsigned long long>(fnv1a(tag, fnv1a(source))));
-  auto kernel = std::make_shared<CompiledKernel>();
-  kernel->name = entry + "_" + hash;
-  const fs::path dir = cache_dir();
-  const fs::path file = dir.empty() ? fs::path() : dir / (kernel->name + ".cubin");
-  if (!file.empty()) {
-    kernel->binary = read_file(file);
-  }
-  if (kernel->binary.empty()) {
-    kernel->binary = nvrtc_compile(source, kernel->name, arch);
-    if (!file.empty()) {
-      write_file(file, kernel->binary);
+  static std::map<std::pair<std::string, std::string>, Result> compiled;
+  // The first caller of a source compiles it, outside the lock (callers
+  // compile different kernels in parallel); later ones wait for its result.
+  std::promise<std::shared_ptr<const CompiledKernel>> promise;
+  Result result;
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    auto [it, first] = compiled.try_emplace(std::make_pair(entry, source));
+    if (!first) {
+      result = it->second;
+    } else {
+      it->second = promise.get_future().share();
     }
   }
-  compiled.emplace(std::move(key), kernel);
-  return kernel;
+  if (result.valid()) {
+    return result.get();
+  }
+  try {
+    static const std::string arch = architecture();
+    int major = 0, minor = 0;
+    check(nvrtc().version(&major, &minor), "nvrtcVersion");
+    const std::string tag =
+        arch + " nvrtc " + std::to_string(major) + "." + std::to_string(minor);
+    char hash[17];
+    std::snprintf(hash, sizeof hash, "%016llx",
+                  static_cast<unsigned long long>(fnv1a(tag, fnv1a(source))));
+    auto kernel = std::make_shared<CompiledKernel>();
+    kernel->name = entry + "_" + hash;
+    const fs::path dir = cache_dir();
+    const fs::path file = dir.empty() ? fs::path() : dir / (kernel->name + ".cubin");
+    if (!file.empty()) {
+      kernel->binary = read_file(file);
+    }
+    if (kernel->binary.empty()) {
+      kernel->binary = nvrtc_compile(source, kernel->name, arch);
+      if (!file.empty()) {
+        write_file(file, kernel->binary);
+      }
+    }
+    promise.set_value(kernel);
+    return kernel;
+  } catch (...) {
+    promise.set_exception(std::current_exception());
+    throw;
+  }
 }
 
 } // namespace mlxs

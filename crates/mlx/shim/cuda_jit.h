@@ -18,7 +18,8 @@ struct CompiledKernel {
 };
 
 // `source` (an `extern "C" __global__` function named `entry`) compiled
-// for the GPU MLX runs on, from the disk cache when it is there. Throws
+// for the GPU MLX runs on, from the disk cache when it is there; callers on
+// several threads compile different sources in parallel. Throws
 // std::runtime_error when NVRTC or the CUDA driver is missing, or the
 // source does not compile (with NVRTC's log).
 std::shared_ptr<const CompiledKernel> compile_cuda_kernel(

@@ -32,10 +32,10 @@
 #include <compare>
 #include <cstdio>
 #include <functional>
+#include <future>
 #include <iostream>
 #include <map>
 #include <mutex>
-#include <set>
 #include <string>
 #include <vector>
 
@@ -397,18 +397,33 @@ struct Spec {
   }
 };
 
-// The compiled kernel of `spec`, compiled (or read from disk) on first use;
-// null when it cannot be, which is reported once and leaves the product to
-// MLX.
+// The compiled kernel of `spec`; null when it cannot be had, which is
+// reported once and leaves the product to MLX. The first time a product
+// shape is seen, its variants for every row count are compiled (or read
+// from disk) at once, in parallel: a batch that grows later then finds its
+// kernel ready instead of waiting for the compiler in the middle of a step.
 std::shared_ptr<const CompiledKernel> compiled_kernel(const Spec& spec) {
   static std::mutex mutex;
   static std::map<Spec, std::shared_ptr<const CompiledKernel>> kernels;
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    if (auto it = kernels.find(spec); it != kernels.end()) {
+      return it->second;
+    }
+  }
+  std::vector<std::pair<Spec, std::future<std::shared_ptr<const CompiledKernel>>>> pending;
+  for (int rows = 1; rows <= kMaxRows; ++rows) {
+    Spec each = spec;
+    each.rows = rows;
+    pending.emplace_back(each, std::async(std::launch::async, [each] {
+                           return compile_cuda_kernel(each.source(), "mlxs_qmv");
+                         }));
+  }
   std::lock_guard<std::mutex> lock(mutex);
-  auto it = kernels.find(spec);
-  if (it == kernels.end()) {
+  for (auto& [each, result] : pending) {
     std::shared_ptr<const CompiledKernel> kernel;
     try {
-      kernel = compile_cuda_kernel(spec.source(), "mlxs_qmv");
+      kernel = result.get();
     } catch (const std::exception& e) {
       static std::once_flag reported;
       std::call_once(reported, [&] {
@@ -417,9 +432,9 @@ std::shared_ptr<const CompiledKernel> compiled_kernel(const Spec& spec) {
                   << e.what() << std::endl;
       });
     }
-    it = kernels.emplace(spec, std::move(kernel)).first;
+    kernels.emplace(each, std::move(kernel));
   }
-  return it->second;
+  return kernels.at(spec);
 }
 
 // The kernel on inputs already checked, its binary already compiled: x, w,
