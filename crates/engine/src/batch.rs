@@ -110,7 +110,7 @@ pub enum SeqEvent {
 /// [`crate::generate::GenerationStats`] splits a single sequence's.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct HostTimes {
-    /// Decode steps scheduled.
+    /// Decode steps built and dispatched.
     pub steps: u64,
     /// Building the steps' graphs...
     pub build: Duration,
@@ -391,8 +391,19 @@ impl<'m> Scheduler<'m> {
     /// A batch of one row feeds and samples its arrays as they are, without
     /// the concatenations and the slice a batch needs: its step is then the
     /// single-sequence generator's graph (see [`BatchCache::step`]).
+    ///
+    /// No step is built when every row's token in flight is its last (its
+    /// `max_tokens`): nothing would read it, and building and dispatching a
+    /// step costs as much host time as any other, before that last token is
+    /// read. (A stop token is only known once read, so a row may still
+    /// compute one token too many, as the generator does.)
     fn build(&mut self) -> Result<Option<InFlight>> {
-        if self.rows.is_empty() {
+        let in_flight = self.in_flight.as_ref().map_or(&[][..], |f| &f.ids[..]);
+        let needs_step = |r: &Row| {
+            let pending = usize::from(in_flight.contains(&r.req.id));
+            r.generated + pending < r.req.max_tokens
+        };
+        if !self.rows.iter().any(needs_step) {
             return Ok(None);
         }
         let begin = Instant::now();

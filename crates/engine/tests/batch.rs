@@ -104,6 +104,45 @@ fn ids(tokens: &[SampledToken]) -> Vec<u32> {
 }
 
 #[test]
+fn no_step_is_computed_past_the_last_token() {
+    let model = model();
+    let prompts = prompts();
+    let mut s = Scheduler::new(&model, BatchConfig::default());
+    s.submit(request(
+        &model,
+        1,
+        &prompts[2],
+        &SamplingParams::greedy(),
+        5,
+    ))
+    .unwrap();
+    let alone = run(&mut s, HashMap::new(), &HashMap::new());
+    assert_eq!(alone.tokens[&1].len(), 5);
+    assert_eq!(s.host_times().steps, 5, "one decode step per token");
+    // Two rows ending at different lengths: steps until the longer one's
+    // last token, none after.
+    let mut s = Scheduler::new(&model, BatchConfig::default());
+    for (id, n) in [(1, 3), (2, 7)] {
+        s.submit(request(
+            &model,
+            id,
+            &prompts[id as usize],
+            &SamplingParams::greedy(),
+            n,
+        ))
+        .unwrap();
+    }
+    let both = run(&mut s, HashMap::new(), &HashMap::new());
+    assert_eq!((both.tokens[&1].len(), both.tokens[&2].len()), (3, 7));
+    let steps = s.host_times().steps;
+    assert!(
+        steps <= 8,
+        "{steps} steps for 7 tokens (the rows join one step apart at most)"
+    );
+    assert!(!s.is_busy());
+}
+
+#[test]
 fn greedy_outputs_in_a_batch_equal_the_outputs_alone() {
     let model = model();
     let params = SamplingParams::greedy();
@@ -237,9 +276,10 @@ fn a_prompt_cache_hit_gives_the_logits_of_a_cold_prefill() {
     turn2.extend([9, 8, 7, 6, 5]);
     s.submit(request(&model, 2, &turn2, &params, n)).unwrap();
     let warm = run(&mut s, HashMap::new(), &HashMap::new());
-    // The history and the answer came from the cache (the answer's last
-    // token was fed to the step built before it was read).
-    assert_eq!(warm.reports[&2].cached_tokens, history.len() + n);
+    // The history and the answer came from the cache, but for the answer's
+    // last token: no step is built past a sequence's last token, so its
+    // keys and values were never computed.
+    assert_eq!(warm.reports[&2].cached_tokens, history.len() + n - 1);
     let cold = alone(&model, &turn2, &params, n);
     assert_eq!(ids(&warm.tokens[&2]), ids(&cold));
     for (w, c) in warm.tokens[&2].iter().zip(&cold) {
