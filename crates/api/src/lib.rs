@@ -70,4 +70,6 @@ pub use stream::{
     ChatCompletionChunk, ChatDelta, ChatStream, ChunkChoice, CompletionStream, SSE_DONE,
     ToolCallDelta, choice_index, sse_data,
 };
-pub use validate::{GenerationRequest, PromptInput, Sampling, parse_chat, parse_completion};
+pub use validate::{
+    GenerationRequest, ModelDefaults, Omitted, PromptInput, Sampling, parse_chat, parse_completion,
+};

@@ -96,6 +96,31 @@ impl Default for Sampling {
     }
 }
 
+/// The parameters a request may leave to the model's configured defaults,
+/// and whether it left each out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Omitted {
+    pub temperature: bool,
+    pub top_p: bool,
+    pub top_k: bool,
+    pub min_p: bool,
+    pub repetition_penalty: bool,
+    pub max_tokens: bool,
+}
+
+/// A model's own request defaults (the daemon's per-model configuration):
+/// each one set replaces OpenAI's default for requests to that model that
+/// leave the parameter out. Values are in the ranges validation accepts.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ModelDefaults {
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    pub top_k: Option<u32>,
+    pub min_p: Option<f32>,
+    pub repetition_penalty: Option<f32>,
+    pub max_tokens: Option<u32>,
+}
+
 /// A validated request, engine-neutral; the server maps it onto the engine
 /// and the worker protocol.
 #[derive(Debug, Clone, PartialEq)]
@@ -124,9 +149,34 @@ pub struct GenerationRequest {
     pub keep_alive: Option<KeepAlive>,
     /// Generate exactly `max_tokens`, ignoring end-of-sequence tokens.
     pub ignore_eos: bool,
+    /// What the request left out (and so holds OpenAI's default).
+    pub omitted: Omitted,
 }
 
 impl GenerationRequest {
+    /// Replaces OpenAI's defaults with `defaults` where the request left a
+    /// parameter out; what it sent stays.
+    pub fn apply_defaults(&mut self, defaults: &ModelDefaults) {
+        fn fill<T: Copy>(omitted: bool, slot: &mut T, default: Option<T>) {
+            if let (true, Some(v)) = (omitted, default) {
+                *slot = v;
+            }
+        }
+        let (o, s) = (self.omitted, &mut self.sampling);
+        fill(o.temperature, &mut s.temperature, defaults.temperature);
+        fill(o.top_p, &mut s.top_p, defaults.top_p);
+        fill(o.top_k, &mut s.top_k, defaults.top_k);
+        fill(o.min_p, &mut s.min_p, defaults.min_p);
+        fill(
+            o.repetition_penalty,
+            &mut s.repetition_penalty,
+            defaults.repetition_penalty,
+        );
+        if o.max_tokens && defaults.max_tokens.is_some() {
+            self.max_tokens = defaults.max_tokens;
+        }
+    }
+
     /// How many choices the response has: prompts × `n`.
     pub fn choice_count(&self) -> usize {
         self.prompts.len() * self.n as usize
@@ -177,6 +227,10 @@ pub fn parse_chat(body: &[u8]) -> Result<GenerationRequest, ApiError> {
         _ => None,
     };
     let stream = req.stream.unwrap_or(false);
+    let omitted = Omitted {
+        max_tokens: max_tokens.is_none(),
+        ..common.omitted()
+    };
     Ok(GenerationRequest {
         endpoint: Endpoint::Chat,
         model,
@@ -197,6 +251,7 @@ pub fn parse_chat(body: &[u8]) -> Result<GenerationRequest, ApiError> {
         user: req.user,
         keep_alive: req.keep_alive,
         ignore_eos: req.ignore_eos.unwrap_or(false),
+        omitted,
     })
 }
 
@@ -238,6 +293,10 @@ pub fn parse_completion(body: &[u8]) -> Result<GenerationRequest, ApiError> {
         seed: req.seed,
     };
     let stream = req.stream.unwrap_or(false);
+    let omitted = Omitted {
+        max_tokens: req.max_tokens.is_none(),
+        ..common.omitted()
+    };
     Ok(GenerationRequest {
         endpoint: Endpoint::Completion,
         model,
@@ -256,6 +315,7 @@ pub fn parse_completion(body: &[u8]) -> Result<GenerationRequest, ApiError> {
         user: req.user,
         keep_alive: req.keep_alive,
         ignore_eos: req.ignore_eos.unwrap_or(false),
+        omitted,
     })
 }
 
@@ -308,6 +368,20 @@ struct Common {
 }
 
 impl Common {
+    /// The defaultable sampling parameters left out (`max_tokens` is the
+    /// endpoint's to say).
+    fn omitted(&self) -> Omitted {
+        Omitted {
+            temperature: self.temperature.is_none(),
+            top_p: self.top_p.is_none(),
+            // -1 is an explicit "off", as 0 is.
+            top_k: self.top_k.is_none(),
+            min_p: self.min_p.is_none(),
+            repetition_penalty: self.repetition_penalty.is_none(),
+            max_tokens: false,
+        }
+    }
+
     fn sampling(self) -> Result<Sampling, ApiError> {
         let d = Sampling::default();
         let top_k = match self.top_k {

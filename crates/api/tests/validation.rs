@@ -675,3 +675,60 @@ fn completion_defaults_and_options() {
         6
     );
 }
+
+#[test]
+fn a_models_defaults_fill_only_what_the_request_left_out() {
+    let defaults = api::ModelDefaults {
+        temperature: Some(0.2),
+        top_p: Some(0.8),
+        top_k: Some(40),
+        min_p: Some(0.05),
+        repetition_penalty: Some(1.1),
+        max_tokens: Some(64),
+    };
+    // Nothing sent: every default applies, on both endpoints.
+    for mut req in [chat(json!({})).unwrap(), completion(json!({})).unwrap()] {
+        req.apply_defaults(&defaults);
+        let s = &req.sampling;
+        assert_eq!(
+            (
+                s.temperature,
+                s.top_p,
+                s.top_k,
+                s.min_p,
+                s.repetition_penalty
+            ),
+            (0.2, 0.8, 40, 0.05, 1.1)
+        );
+        assert_eq!(req.max_tokens, Some(64));
+    }
+    // Sent, even as OpenAI's own default or as "off": the request's value.
+    let mut req = chat(json!({
+        "temperature": 1.0, "top_p": 1.0, "top_k": -1, "min_p": 0.0,
+        "repetition_penalty": 1.0, "max_tokens": 5
+    }))
+    .unwrap();
+    req.apply_defaults(&defaults);
+    let s = &req.sampling;
+    assert_eq!(
+        (
+            s.temperature,
+            s.top_p,
+            s.top_k,
+            s.min_p,
+            s.repetition_penalty
+        ),
+        (1.0, 1.0, 0, 0.0, 1.0)
+    );
+    assert_eq!(req.max_tokens, Some(5));
+    let mut req = completion(json!({"max_tokens": 3})).unwrap();
+    req.apply_defaults(&defaults);
+    assert_eq!(req.max_tokens, Some(3));
+    // No defaults: OpenAI's stay (chat unlimited, completions 16).
+    let mut req = chat(json!({})).unwrap();
+    req.apply_defaults(&api::ModelDefaults::default());
+    assert_eq!((req.sampling, req.max_tokens), (Sampling::default(), None));
+    let mut req = completion(json!({})).unwrap();
+    req.apply_defaults(&api::ModelDefaults::default());
+    assert_eq!(req.max_tokens, Some(16));
+}

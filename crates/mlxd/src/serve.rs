@@ -141,6 +141,18 @@ impl ModelCatalog for ConfigCatalog {
     fn context_length(&self, name: &str) -> Option<u32> {
         self.models.context_length_for(name)
     }
+
+    fn defaults(&self, name: &str) -> api::ModelDefaults {
+        let o = self.models.overrides_for(name);
+        api::ModelDefaults {
+            temperature: o.temperature,
+            top_p: o.top_p,
+            top_k: o.top_k,
+            min_p: o.min_p,
+            repetition_penalty: o.repetition_penalty,
+            max_tokens: o.max_tokens,
+        }
+    }
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.

@@ -406,10 +406,6 @@ pub struct ModelsConfig {
 
 impl ModelsConfig {
     /// The overrides of model `name` (empty when it has none).
-    #[allow(
-        dead_code,
-        reason = "per-model sampling defaults are not applied to requests yet"
-    )]
     pub fn overrides_for(&self, name: &str) -> ModelOverrides {
         self.overrides.get(name).cloned().unwrap_or_default()
     }

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use api::ApiError;
+use api::{ApiError, ModelDefaults};
 use engine::Tokenizer;
 use tokio::sync::OnceCell;
 
@@ -33,12 +33,17 @@ pub trait ModelCatalog: Send + Sync + 'static {
     fn context_length(&self, _name: &str) -> Option<u32> {
         None
     }
+    /// The configured request defaults of a model (none by default).
+    fn defaults(&self, _name: &str) -> ModelDefaults {
+        ModelDefaults::default()
+    }
 }
 
 /// A fixed list of models (tests, and `--model` flags).
 pub struct StaticCatalog {
     entries: Vec<CatalogEntry>,
     context_length: Option<u32>,
+    defaults: ModelDefaults,
 }
 
 impl StaticCatalog {
@@ -57,7 +62,13 @@ impl StaticCatalog {
         StaticCatalog {
             entries,
             context_length,
+            defaults: ModelDefaults::default(),
         }
+    }
+
+    /// The same, every model with request defaults `defaults`.
+    pub fn with_defaults(self, defaults: ModelDefaults) -> StaticCatalog {
+        StaticCatalog { defaults, ..self }
     }
 }
 
@@ -75,6 +86,10 @@ impl ModelCatalog for StaticCatalog {
 
     fn context_length(&self, _name: &str) -> Option<u32> {
         self.context_length
+    }
+
+    fn defaults(&self, _name: &str) -> ModelDefaults {
+        self.defaults.clone()
     }
 }
 

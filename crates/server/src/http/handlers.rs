@@ -152,7 +152,8 @@ async fn serve(
     let timeline = Arc::new(RequestTimeline::start(request_id));
     let result = async {
         let body = json_body(&state, request).await?;
-        let req = parse(&body)?;
+        let mut req = parse(&body)?;
+        req.apply_defaults(&state.models.catalog().defaults(&req.model));
         timeline.stamp(|t| &mut t.parsed_ns);
         respond(&state, req, timeline).await
     }

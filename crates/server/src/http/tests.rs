@@ -35,6 +35,13 @@ struct Harness {
 }
 
 fn harness(config: HttpConfig) -> Harness {
+    harness_with(
+        config,
+        StaticCatalog::new(vec![("smol".into(), gguf())], None),
+    )
+}
+
+fn harness_with(config: HttpConfig, catalog: StaticCatalog) -> Harness {
     let launcher = Arc::new(FakeLauncher::default());
     let tokenizer = engine::Tokenizer::from_gguf_path(gguf()).unwrap();
     let script = tokenizer
@@ -45,7 +52,7 @@ fn harness(config: HttpConfig) -> Harness {
         Arc::clone(&launcher) as Arc<dyn Launcher>,
         SupervisorConfig::default(),
     );
-    let catalog = Arc::new(StaticCatalog::new(vec![("smol".into(), gguf())], None));
+    let catalog = Arc::new(catalog);
     let state = AppState::new(
         supervisor,
         catalog,
@@ -126,6 +133,42 @@ async fn a_chat_completion_returns_the_text_and_real_usage() {
     insta::assert_json_snapshot!("chat_completion", v, {
         ".id" => "[id]", ".created" => "[created]", ".usage.prompt_tokens" => "[prompt_tokens]"
     });
+}
+
+#[tokio::test]
+async fn a_models_configured_defaults_reach_the_worker_where_the_request_is_silent() {
+    let defaults = api::ModelDefaults {
+        temperature: Some(0.25),
+        top_p: Some(0.5),
+        top_k: Some(7),
+        min_p: Some(0.125),
+        repetition_penalty: Some(1.5),
+        max_tokens: Some(3),
+    };
+    let catalog = StaticCatalog::new(vec![("smol".into(), gguf())], None).with_defaults(defaults);
+    let h = harness_with(HttpConfig::default(), catalog);
+    for extra in [
+        serde_json::json!({}),
+        serde_json::json!({"temperature": 0.0, "top_k": 0, "max_tokens": 2}),
+    ] {
+        let (status, _, body) = call(&h, post("/v1/chat/completions", chat_body(extra))).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let worker = Arc::clone(&h.launcher.workers.lock().unwrap()[0]);
+    let params = worker.params.lock().unwrap().clone();
+    let seen = |p: &protocol::SamplingParams| {
+        (
+            p.temperature,
+            p.top_p,
+            p.top_k,
+            p.min_p,
+            p.repetition_penalty,
+            p.max_tokens,
+        )
+    };
+    assert_eq!(seen(&params[0]), (0.25, 0.5, 7, 0.125, 1.5, 3));
+    // What the request sent wins, the rest still comes from the model.
+    assert_eq!(seen(&params[1]), (0.0, 0.5, 0, 0.125, 1.5, 2));
 }
 
 #[tokio::test]

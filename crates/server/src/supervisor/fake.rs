@@ -38,6 +38,8 @@ pub struct FakeWorker {
     exit: watch::Sender<Option<ExitReport>>,
     pub cancelled: Mutex<Vec<u64>>,
     pub submitted: AtomicUsize,
+    /// The sampling parameters of every submission, in order.
+    pub params: Mutex<Vec<SamplingParams>>,
     script: Vec<u32>,
 }
 
@@ -71,6 +73,7 @@ impl Launcher for FakeLauncher {
             exit: watch::Sender::new(None),
             cancelled: Mutex::new(Vec::new()),
             submitted: AtomicUsize::new(0),
+            params: Mutex::new(Vec::new()),
             script: self
                 .script
                 .lock()
@@ -104,6 +107,7 @@ impl Worker for FakeWorker {
         params: SamplingParams,
     ) -> BoxFuture<'_, Result<EventStream, WorkerGone>> {
         self.submitted.fetch_add(1, Ordering::SeqCst);
+        self.params.lock().unwrap().push(params.clone());
         let exit = self.exit.subscribe();
         let params_logprobs = params.logprobs;
         async move {
