@@ -577,6 +577,35 @@ fn a_model_idle_past_its_keep_alive_is_unloaded_and_reloads_on_demand() {
 }
 
 #[test]
+fn a_models_configured_max_tokens_applies_when_a_request_sets_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("mlxd.toml");
+    std::fs::write(&config, "[models.overrides.tiny]\nmax_tokens = 3\n").unwrap();
+    let mut args = model_arg("tiny", tiny_model()).to_vec();
+    args.extend(["--config".into(), config.display().to_string()]);
+    let d = Daemon::start(&args);
+    let chat = |max_tokens: Option<u32>| {
+        let mut body = short_chat("tiny");
+        match max_tokens {
+            Some(n) => body["max_tokens"] = json!(n),
+            None => drop(body.as_object_mut().unwrap().remove("max_tokens")),
+        }
+        let r = d.post("/v1/chat/completions", body);
+        assert_eq!(r.status, 200, "{}", r.body);
+        let v = r.json();
+        (
+            v["usage"]["completion_tokens"].as_u64().unwrap(),
+            v["choices"][0]["finish_reason"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        )
+    };
+    assert_eq!(chat(None), (3, "length".to_owned()));
+    assert_eq!(chat(Some(5)), (5, "length".to_owned()));
+}
+
+#[test]
 fn two_models_run_in_two_processes_and_unload_separately() {
     let tiny = tiny_model();
     let mut args = model_arg("a", tiny).to_vec();
