@@ -676,6 +676,19 @@ fn completion_defaults_and_options() {
     );
 }
 
+/// The parameters a model's defaults may fill, as a request ends up with.
+fn defaultable(req: &GenerationRequest) -> (f32, f32, u32, f32, f32, Option<u32>) {
+    let s = &req.sampling;
+    (
+        s.temperature,
+        s.top_p,
+        s.top_k,
+        s.min_p,
+        s.repetition_penalty,
+        req.max_tokens,
+    )
+}
+
 #[test]
 fn a_models_defaults_fill_only_what_the_request_left_out() {
     let defaults = api::ModelDefaults {
@@ -689,18 +702,7 @@ fn a_models_defaults_fill_only_what_the_request_left_out() {
     // Nothing sent: every default applies, on both endpoints.
     for mut req in [chat(json!({})).unwrap(), completion(json!({})).unwrap()] {
         req.apply_defaults(&defaults);
-        let s = &req.sampling;
-        assert_eq!(
-            (
-                s.temperature,
-                s.top_p,
-                s.top_k,
-                s.min_p,
-                s.repetition_penalty
-            ),
-            (0.2, 0.8, 40, 0.05, 1.1)
-        );
-        assert_eq!(req.max_tokens, Some(64));
+        assert_eq!(defaultable(&req), (0.2, 0.8, 40, 0.05, 1.1, Some(64)));
     }
     // Sent, even as OpenAI's own default or as "off": the request's value.
     let mut req = chat(json!({
@@ -709,18 +711,7 @@ fn a_models_defaults_fill_only_what_the_request_left_out() {
     }))
     .unwrap();
     req.apply_defaults(&defaults);
-    let s = &req.sampling;
-    assert_eq!(
-        (
-            s.temperature,
-            s.top_p,
-            s.top_k,
-            s.min_p,
-            s.repetition_penalty
-        ),
-        (1.0, 1.0, 0, 0.0, 1.0)
-    );
-    assert_eq!(req.max_tokens, Some(5));
+    assert_eq!(defaultable(&req), (1.0, 1.0, 0, 0.0, 1.0, Some(5)));
     let mut req = completion(json!({"max_tokens": 3})).unwrap();
     req.apply_defaults(&defaults);
     assert_eq!(req.max_tokens, Some(3));

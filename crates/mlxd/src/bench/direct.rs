@@ -111,6 +111,25 @@ pub struct Timed {
 }
 
 impl Timed {
+    /// A generation of `tokens` after `prompt_tokens` that started at
+    /// `start`, read its first token at `first` and its last at `end`.
+    fn new(
+        prompt_tokens: usize,
+        tokens: usize,
+        (start, first, end): (Instant, Option<Instant>, Instant),
+        stats: GenerationStats,
+    ) -> Timed {
+        let first = first.unwrap_or(end);
+        Timed {
+            prompt_tokens,
+            tokens,
+            ttft: first - start,
+            decode: end - first,
+            total: end - start,
+            stats,
+        }
+    }
+
     /// Tokens per second after the first.
     pub fn decode_tps(&self) -> f64 {
         self.tokens.saturating_sub(1) as f64 / self.decode.as_secs_f64().max(1e-9)
@@ -138,15 +157,12 @@ pub fn generate_timed(model: &Model, prompt: &[u32], tokens: usize) -> anyhow::R
     if count != tokens {
         bail!("generated {count} tokens, expected {tokens}");
     }
-    let first = first.unwrap_or(end);
-    Ok(Timed {
-        prompt_tokens: prompt.len(),
+    Ok(Timed::new(
+        prompt.len(),
         tokens,
-        ttft: first - start,
-        decode: end - first,
-        total: end - start,
-        stats: generator.stats(),
-    })
+        (start, first, end),
+        generator.stats(),
+    ))
 }
 
 /// [`generate_timed`] through the continuous-batching scheduler with one
@@ -192,24 +208,16 @@ pub fn schedule_timed(model: &Model, prompt: &[u32], tokens: usize) -> anyhow::R
     if count != tokens {
         bail!("scheduled {count} tokens, expected {tokens}");
     }
-    let first = first.unwrap_or(end);
     let host = scheduler.host_times();
-    Ok(Timed {
+    let stats = GenerationStats {
         prompt_tokens: prompt.len(),
-        tokens,
-        ttft: first - start,
-        decode: end - first,
-        total: end - start,
-        stats: GenerationStats {
-            prompt_tokens: prompt.len(),
-            generated_tokens: tokens,
-            prefill: first - start,
-            decode: end - first,
-            host_build: host.build,
-            host_dispatch: host.dispatch,
-            host_wait: host.wait,
-        },
-    })
+        generated_tokens: tokens,
+        host_build: host.build,
+        host_dispatch: host.dispatch,
+        host_wait: host.wait,
+        ..GenerationStats::default()
+    };
+    Ok(Timed::new(prompt.len(), tokens, (start, first, end), stats))
 }
 
 /// One generation of exactly `tokens` tokens after a `prompt`-token
