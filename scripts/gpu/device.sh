@@ -13,7 +13,8 @@
 #                                bench, SKIP_MLXLM=1 measures mlxd alone)
 #   device.sh suite PRESET...    the benchmark suite (engine, mlxd serve over
 #                                HTTP, mlx_lm.server) on synthetic checkpoints;
-#                                report into $OUT/suite
+#                                report.md and results.json into $OUT (the
+#                                plots and logs stay in /tmp/mlxd-gpu/suite)
 #   device.sh profile PRESET...  GPU time per kernel (Nsight Compute) of a window
 #                                of mlxd's and of mlx-lm's decode on the same
 #                                checkpoint
@@ -118,8 +119,11 @@ PY
       dirs+=("$dir")
     done
     models=$(IFS=,; echo "${dirs[*]}")
+    # Only a few files come back from the machine: the report and the data.
+    rm -rf "$base/suite"
     HOME=$base "$base/mlxd" bench --suite -m "$models" --tokens "${TOKENS:-50,100,200}" \
-      --runs "${RUNS:-5}" --concurrency "${STREAMS:-1,4,16,64}" --python python3 --out "$out/suite"
+      --runs "${RUNS:-5}" --concurrency "${STREAMS:-1,4,16,64}" --python python3 --out "$base/suite"
+    cp "$base/suite/report.md" "$base/suite/results.json" "$out/"
     ;;
   profile)
     # Nsight Compute times each kernel alone (serialized): a window of
