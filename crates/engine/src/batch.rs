@@ -4,7 +4,8 @@
 //! Each [`Scheduler::step`] does, in order:
 //! 1. **Build** the next decode step for every running sequence as one
 //!    batch (`[rows, 1]` tokens through the model, each row rotated to its
-//!    own position and masked to its own columns, see [`BatchKvCache`]),
+//!    own position and masked to its own columns, see
+//!    [`crate::model::BatchKvCache`]),
 //!    sample each row with its own sampler, and schedule it with
 //!    `async_eval`. A row's input is its previous, still lazy, token.
 //! 2. **Read** the tokens of the step built last time (the device computes
@@ -13,10 +14,13 @@
 //! 3. **Remove** ended rows from the batch at once (their token of the step
 //!    in flight is dropped) and keep their KV in the [`PrefixCache`].
 //! 4. **Prefill** waiting sequences, first come first served, up to a token
-//!    budget per step, each into a cache of its own; a sequence whose
-//!    prompt is in (all but its last token) joins the batch, and its last
-//!    prompt token is its input to the next step. A long prompt is thus
-//!    cut into chunks between decode steps instead of stalling them.
+//!    budget per step. Short prompts arriving together (none in the prompt
+//!    cache) are prefilled together in one pass, left-padded to the longest
+//!    and masked, and join the batch as a block; any other prompt goes
+//!    alone into a cache of its own, a long one cut into chunks between
+//!    decode steps instead of stalling them. A sequence whose prompt is in
+//!    (all but its last token) joins the batch, and its last prompt token
+//!    is its input to the next step.
 //!
 //! Admission is FIFO: the oldest waiting sequence is admitted first, and no
 //! later one overtakes it, so a waiting sequence waits at most for the
@@ -31,7 +35,7 @@ use std::time::{Duration, Instant};
 use mlx::{Array, Dtype};
 
 use crate::error::{EngineError, Result};
-use crate::model::{BatchKvCache, KvCache, Model, Positions};
+use crate::model::{BatchCache, KvCache, Model, Positions};
 use crate::prefix_cache::PrefixCache;
 use crate::sampler::{Sampled, SampledToken, Sampler};
 
@@ -120,107 +124,6 @@ pub struct HostTimes {
     pub wait: Duration,
 }
 
-/// The batch's KV: one [`BatchKvCache`] per layer and each row's padding.
-struct BatchCache {
-    layers: Vec<BatchKvCache>,
-    left_pad: Vec<i32>,
-    idx: i32,
-}
-
-impl BatchCache {
-    fn new(layers: usize) -> BatchCache {
-        BatchCache {
-            layers: (0..layers).map(|_| BatchKvCache::new()).collect(),
-            left_pad: Vec::new(),
-            idx: 0,
-        }
-    }
-
-    /// Appends a row holding `seq` (one cache per layer).
-    fn push(&mut self, seq: Vec<KvCache>) -> Result<()> {
-        let len = seq.first().map_or(0, KvCache::offset);
-        if len > self.idx {
-            let shift = len - self.idx;
-            self.left_pad.iter_mut().for_each(|p| *p += shift);
-            self.idx = len;
-        }
-        for (layer, s) in self.layers.iter_mut().zip(seq) {
-            layer.push(s)?;
-        }
-        self.left_pad.push(self.idx - len);
-        Ok(())
-    }
-
-    /// Keeps the rows at `keep` (in order), dropping padding columns no
-    /// kept row needs.
-    fn retain(&mut self, keep: &[usize]) -> Result<()> {
-        let left_pad: Vec<i32> = keep.iter().map(|&i| self.left_pad[i]).collect();
-        let trim = left_pad.iter().copied().min().unwrap_or(self.idx);
-        let rows: Vec<i32> = keep.iter().map(|&i| i as i32).collect();
-        let indices = Array::from_slice(&rows, &[rows.len() as i32])?;
-        for layer in &mut self.layers {
-            layer.retain(&indices, trim)?;
-        }
-        self.left_pad = left_pad.iter().map(|p| p - trim).collect();
-        self.idx = if keep.is_empty() { 0 } else { self.idx - trim };
-        Ok(())
-    }
-
-    /// Positions cached for row `row`.
-    fn row_len(&self, row: usize) -> i32 {
-        self.idx - self.left_pad[row]
-    }
-
-    /// The first `len` cached positions of row `row`, per layer, copied out
-    /// of the batch.
-    fn copy_row(&self, row: usize, len: i32) -> Result<Option<Vec<(Array, Array)>>> {
-        let from = self.left_pad[row];
-        let mut out = Vec::with_capacity(self.layers.len());
-        for layer in &self.layers {
-            match layer.copy_row(row as i32, from, from + len)? {
-                Some(kv) => out.push(kv),
-                None => return Ok(None),
-            }
-        }
-        Ok(Some(out))
-    }
-
-    /// Logits `[rows, vocab]` for one token per row (`tokens`: `[rows]`).
-    fn step(&mut self, model: &Model, tokens: &Array) -> Result<Array> {
-        let rows = self.left_pad.len() as i32;
-        let (offsets, mask);
-        let at = if self.left_pad == [0] {
-            // One row without padding is one sequence: the single-sequence
-            // step's graph (a scalar RoPE offset, no offsets array to copy
-            // to the device each step).
-            Positions::Sequence { offset: self.idx }
-        } else {
-            let per_row: Vec<i32> = self.left_pad.iter().map(|p| self.idx - p).collect();
-            offsets = Array::from_slice(&per_row, &[rows])?;
-            // Row b attends to columns left_pad[b] ..= idx (the new one).
-            mask = if self.left_pad.iter().any(|&p| p > 0) {
-                let columns = mlx::arange(0.0, f64::from(self.idx + 1), 1.0, Dtype::I32)?
-                    .reshape(&[1, 1, 1, -1])?;
-                let pad = Array::from_slice(&self.left_pad, &[rows, 1, 1, 1])?;
-                Some(columns.greater_equal(&pad)?)
-            } else {
-                None
-            };
-            Positions::Rows {
-                offsets: &offsets,
-                mask: mask.as_ref(),
-            }
-        };
-        let logits = model.forward_rows(&tokens.reshape(&[rows, 1])?, &mut self.layers, at)?;
-        self.idx += 1;
-        Ok(logits.squeeze(1)?)
-    }
-
-    fn nbytes(&self) -> usize {
-        self.layers.iter().map(BatchKvCache::nbytes).sum()
-    }
-}
-
 /// A sequence whose prompt is being prefilled.
 struct Prefill {
     req: SeqRequest,
@@ -270,6 +173,7 @@ pub struct Scheduler<'m> {
     cancelled: Vec<SeqReport>,
     steps: u64,
     host: HostTimes,
+    prefill_passes: u64,
 }
 
 impl<'m> Scheduler<'m> {
@@ -286,6 +190,7 @@ impl<'m> Scheduler<'m> {
             cancelled: Vec::new(),
             steps: 0,
             host: HostTimes::default(),
+            prefill_passes: 0,
         }
     }
 
@@ -368,7 +273,7 @@ impl<'m> Scheduler<'m> {
             out.push(row.report(failed.clone()));
         }
         self.in_flight = None;
-        self.cache = BatchCache::new(self.cache.layers.len());
+        self.cache = BatchCache::new(self.cache.layer_count());
         self.prefix.clear();
         mlx::memory::clear_cache();
         out
@@ -531,12 +436,14 @@ impl<'m> Scheduler<'m> {
         Ok(())
     }
 
-    /// Whether `req` fits next to the running rows.
-    fn fits(&self, req: &SeqRequest) -> bool {
-        if self.rows.is_empty() {
+    /// Whether `req` fits next to the running rows and `group` (sequences
+    /// admitted to be prefilled together before it).
+    fn fits(&self, group: &[Prefill], req: &SeqRequest) -> bool {
+        let rows = self.rows.len() + group.len();
+        if rows == 0 {
             return true;
         }
-        if self.rows.len() + 1 > self.config.max_batch {
+        if rows + 1 > self.config.max_batch {
             return false;
         }
         let remaining = |r: &Row| r.req.max_tokens.saturating_sub(r.generated);
@@ -544,11 +451,18 @@ impl<'m> Scheduler<'m> {
             .rows
             .iter()
             .map(remaining)
+            .chain(group.iter().map(|p| p.req.max_tokens))
             .chain([req.max_tokens])
             .max()
             .unwrap_or(0);
-        let width = (self.cache.idx as usize).max(req.prompt.len()) + longest_left;
-        let need = (self.rows.len() + 1) * width * self.model.kv_bytes_per_position();
+        let longest_prompt = group
+            .iter()
+            .map(|p| p.req.prompt.len())
+            .chain([req.prompt.len()])
+            .max()
+            .unwrap_or(0);
+        let width = (self.cache.idx() as usize).max(longest_prompt) + longest_left;
+        let need = (rows + 1) * width * self.model.kv_bytes_per_position();
         need <= self.config.kv_budget
     }
 
@@ -569,14 +483,26 @@ impl<'m> Scheduler<'m> {
         let mut spent = 0;
         loop {
             if self.prefilling.is_none() {
-                let Some(head) = self.waiting.front() else {
-                    return Ok(());
-                };
-                if !self.fits(head) {
-                    return Ok(());
+                let mut group = self.admit_together(chunk - spent)?;
+                if group.len() > 1 {
+                    spent += self.prefill_together(group)?;
+                    if spent >= chunk {
+                        return Ok(());
+                    }
+                    continue;
                 }
-                let req = self.waiting.pop_front().expect("checked above");
-                self.prefilling = Some(self.admit(req)?);
+                if let Some(one) = group.pop() {
+                    self.prefilling = Some(one);
+                } else {
+                    let Some(head) = self.waiting.front() else {
+                        return Ok(());
+                    };
+                    if !self.fits(&[], head) {
+                        return Ok(());
+                    }
+                    let req = self.waiting.pop_front().expect("checked above");
+                    self.prefilling = Some(self.admit(req)?);
+                }
             }
             let p = self.prefilling.as_mut().expect("set above");
             let head = &p.req.prompt[..p.req.prompt.len() - 1];
@@ -604,6 +530,80 @@ impl<'m> Scheduler<'m> {
         }
     }
 
+    /// Admits the waiting sequences at the head of the queue that can be
+    /// prefilled together: each fits, its prompt is in no prompt-cache
+    /// entry, and the group padded to its longest prompt stays within
+    /// `budget` tokens. Stops at the first that cannot join.
+    fn admit_together(&mut self, budget: usize) -> Result<Vec<Prefill>> {
+        let mut group: Vec<Prefill> = Vec::new();
+        let mut longest = 0;
+        while let Some(head) = self.waiting.front() {
+            let len = head.prompt.len() - 1;
+            let padded = longest.max(len) * (group.len() + 1);
+            if len == 0
+                || padded > budget
+                || !self.fits(&group, head)
+                || self.prefix.covers(&head.prompt[..len])
+            {
+                break;
+            }
+            let req = self.waiting.pop_front().expect("checked above");
+            group.push(self.admit(req)?);
+            longest = longest.max(len);
+        }
+        Ok(group)
+    }
+
+    /// Prefills `group` (admitted by `admit_together`) in one pass, its
+    /// prompts left-padded to the longest, and moves it into the batch.
+    /// Returns the tokens the pass computed (padding included).
+    fn prefill_together(&mut self, group: Vec<Prefill>) -> Result<usize> {
+        let rows = group.len() as i32;
+        let heads: Vec<&[u32]> = group
+            .iter()
+            .map(|p| &p.req.prompt[..p.req.prompt.len() - 1])
+            .collect();
+        let len = heads.iter().map(|h| h.len()).max().unwrap_or(0) as i32;
+        let pads: Vec<i32> = heads.iter().map(|h| len - h.len() as i32).collect();
+        let mut ids = Vec::with_capacity((rows * len) as usize);
+        for (head, &pad) in heads.iter().zip(&pads) {
+            ids.extend(std::iter::repeat_n(0, pad as usize));
+            ids.extend_from_slice(head);
+        }
+        let ids = Array::from_slice(&ids, &[rows, len])?;
+        // Row b's first column is position -pad_b, so its prompt starts at
+        // 0. Query i attends to the columns up to i that are not padding; a
+        // padding query to itself only (a query with nothing to attend to
+        // would be NaN, and its NaN keys would reach the other queries).
+        let starts: Vec<i32> = pads.iter().map(|p| -p).collect();
+        let offsets = Array::from_slice(&starts, &[rows])?;
+        let columns = mlx::arange(0.0, f64::from(len), 1.0, Dtype::I32)?;
+        let (key, query) = (
+            columns.reshape(&[1, 1, 1, len])?,
+            columns.reshape(&[1, 1, len, 1])?,
+        );
+        let pad = Array::from_slice(&pads, &[rows, 1, 1, 1])?;
+        let mask = key
+            .less_equal(&query)?
+            .logical_and(&key.greater_equal(&pad)?.logical_or(&key.equal(&query)?)?)?;
+        let mut cache = BatchCache::empty_rows(self.cache.layer_count(), pads, len);
+        self.model.fill_rows(
+            &ids,
+            cache.layers_mut(),
+            Positions::Rows {
+                offsets: &offsets,
+                mask: Some(&mask),
+            },
+        )?;
+        mlx::eval(&cache.state())?;
+        self.prefill_passes += 1;
+        self.cache.extend(cache)?;
+        for p in group {
+            self.add_row(p)?;
+        }
+        Ok((rows * len) as usize)
+    }
+
     /// Starts a sequence: its caches, from the prompt cache when it holds a
     /// prefix of the prompt.
     fn admit(&mut self, req: SeqRequest) -> Result<Prefill> {
@@ -623,8 +623,14 @@ impl<'m> Scheduler<'m> {
     }
 
     /// Moves a prefilled sequence into the batch.
-    fn join(&mut self, p: Prefill) -> Result<()> {
-        self.cache.push(p.caches)?;
+    fn join(&mut self, mut p: Prefill) -> Result<()> {
+        self.cache.push(std::mem::take(&mut p.caches))?;
+        self.prefill_passes += u64::from(p.done > p.cached);
+        self.add_row(p)
+    }
+
+    /// A row for `p`, whose KV the batch cache holds.
+    fn add_row(&mut self, p: Prefill) -> Result<()> {
         let last = *p.req.prompt.last().expect("prompts are not empty");
         self.rows.push(Row {
             ids: p.req.prompt.clone(),
@@ -663,6 +669,12 @@ impl<'m> Scheduler<'m> {
     /// Where the host spent the decode steps so far.
     pub fn host_times(&self) -> HostTimes {
         self.host
+    }
+
+    /// Prefills run so far that computed any prompt token (a group
+    /// prefilled together is one, a long prompt's chunks one in all).
+    pub fn prefill_passes(&self) -> u64 {
+        self.prefill_passes
     }
 
     /// Bytes of the batch's KV and of the prompt cache.

@@ -70,6 +70,13 @@ impl PrefixCache {
         self.entries.is_empty()
     }
 
+    /// Whether a lookup of `ids` would hit (nothing is touched).
+    pub fn covers(&self, ids: &[u32]) -> bool {
+        self.entries
+            .iter()
+            .any(|e| common_prefix(&e.ids, ids) >= MIN_REUSE)
+    }
+
     /// The longest cached prefix of `ids` (at least `MIN_REUSE` tokens),
     /// as fresh caches holding it.
     pub fn lookup(&mut self, ids: &[u32]) -> Result<Option<Hit>> {

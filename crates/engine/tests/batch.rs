@@ -180,6 +180,30 @@ fn greedy_outputs_in_a_batch_equal_the_outputs_alone() {
         assert_eq!(report.end, SeqEnd::Length);
         assert_eq!(report.generated, n);
     }
+    // The four submitted together were prefilled in one pass (left-padded
+    // from 2 to 44 prompt tokens), the four joining later one by one.
+    assert_eq!(s.prefill_passes(), 5);
+    // All eight together, and with a budget that splits them in two
+    // groups (8 × 51 padded tokens do not fit in 256).
+    for (step, passes) in [(2048, 1), (256, 3)] {
+        let config = BatchConfig {
+            prefill_step: step,
+            ..BatchConfig::default()
+        };
+        let mut s = Scheduler::new(&model, config);
+        for (i, p) in prompts().iter().enumerate() {
+            s.submit(request(&model, i as u64, p, &params, n)).unwrap();
+        }
+        let got = run(&mut s, HashMap::new(), &HashMap::new());
+        for (i, want) in want.iter().enumerate() {
+            assert_eq!(
+                &ids(&got.tokens[&(i as u64)]),
+                want,
+                "prompt {i}, budget {step}"
+            );
+        }
+        assert_eq!(s.prefill_passes(), passes, "budget {step}");
+    }
 }
 
 #[test]

@@ -108,11 +108,12 @@ impl Server {
         }
     }
 
-    /// Runs a few short sequences through the batch path once, greedy and
-    /// sampled, two rows of different lengths, so the GPU kernels they need
-    /// are compiled before the first request instead of stalling it (MLX's
-    /// CUDA backend compiles kernels on first use: seconds each without the
-    /// on-disk cache). Only on CUDA; calls `alive` between steps.
+    /// Runs a few short sequences through the batch path once, so the GPU
+    /// kernels requests need are compiled before the first request instead
+    /// of stalling it (MLX's CUDA backend compiles kernels on first use:
+    /// seconds each without the on-disk cache): a greedy one prefilled
+    /// alone, then two sampled ones of different lengths prefilled together
+    /// while it decodes. Only on CUDA; calls `alive` between steps.
     pub fn warm_up(&self, alive: &mut dyn FnMut()) -> Result<(), engine::EngineError> {
         if mlx::backend() != mlx::Backend::Cuda {
             return Ok(());
@@ -131,10 +132,12 @@ impl Server {
             seed: Some(0),
             ..SamplingParams::default()
         };
-        for (id, (len, params)) in [(9, SamplingParams::greedy()), (5, sampled)]
-            .into_iter()
-            .enumerate()
-        {
+        let sequences = [
+            (9, SamplingParams::greedy()),
+            (5, sampled.clone()),
+            (7, sampled),
+        ];
+        for (id, (len, params)) in sequences.into_iter().enumerate() {
             let prompt: Vec<u32> = (1..=len).map(|t| t % vocab as u32).collect();
             let sampler = Sampler::new(params, vocab, &prompt)?;
             scheduler.submit(SeqRequest {
@@ -144,6 +147,10 @@ impl Server {
                 max_tokens: 4,
                 stop_ids: Vec::new(),
             })?;
+            if id == 0 {
+                scheduler.step()?;
+                alive();
+            }
         }
         while scheduler.is_busy() {
             scheduler.step()?;

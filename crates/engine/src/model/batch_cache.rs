@@ -10,11 +10,18 @@
 //! `slice_update`, whatever the rows' lengths. A sequence joins by being
 //! copied in right-aligned (shifting the others right when it is longer
 //! than all of them), and leaves by a gather of the remaining rows, which
-//! also drops the padding columns no row needs any more.
+//! also drops the padding columns no row needs any more. Sequences
+//! prefilled together (left-padded to the longest) join as a batch of their
+//! own, right-aligned with the running one.
+//!
+//! [`BatchCache`] holds one such cache per layer with each row's padding,
+//! and runs a decode step of the whole batch.
 
 use mlx::{Array, Dtype};
 
+use super::Model;
 use super::cache::{CACHE_STEP, KvCache};
+use super::transformer::Positions;
 use crate::error::{EngineError, Result};
 
 /// Keys and values of one layer for a batch of rows.
@@ -42,6 +49,49 @@ impl BatchKvCache {
     /// An empty cache (no rows).
     pub fn new() -> BatchKvCache {
         BatchKvCache::default()
+    }
+
+    /// A cache of `rows` rows with nothing cached yet (a batch prefilled
+    /// together).
+    pub fn with_rows(rows: i32) -> BatchKvCache {
+        BatchKvCache {
+            rows,
+            ..BatchKvCache::default()
+        }
+    }
+
+    /// Appends `other`'s rows after this cache's: both shifted right to
+    /// the longer one's write column first (zeros on the left).
+    pub fn extend(&mut self, mut other: BatchKvCache) -> Result<()> {
+        if other.rows == 0 {
+            return Ok(());
+        }
+        if self.rows == 0 {
+            *self = other;
+            return Ok(());
+        }
+        let idx = self.idx.max(other.idx);
+        self.pad_left(idx - self.idx)?;
+        other.pad_left(idx - other.idx)?;
+        // Up to the write column (capacities may differ); a side without
+        // buffers has nothing but zeros there.
+        let filled = |a: &Option<Array>, rows: i32, like: &Array| -> Result<Array> {
+            match a {
+                Some(a) => Ok(a.slice_axis(2, 0, idx)?),
+                None => zeros_like_rows(like, rows, idx),
+            }
+        };
+        let joined = |a: &Option<Array>, b: &Option<Array>| -> Result<Option<Array>> {
+            let Some(like) = a.as_ref().or(b.as_ref()) else {
+                return Ok(None);
+            };
+            let (a, b) = (filled(a, self.rows, like)?, filled(b, other.rows, like)?);
+            Ok(Some(mlx::concatenate(&[&a, &b], 0)?))
+        };
+        self.keys = joined(&self.keys, &other.keys)?;
+        self.values = joined(&self.values, &other.values)?;
+        self.rows += other.rows;
+        Ok(())
     }
 
     /// Rows in the batch.
@@ -221,5 +271,153 @@ impl BatchKvCache {
     /// Bytes held by the buffers.
     pub fn nbytes(&self) -> usize {
         self.state().iter().map(|a| a.nbytes()).sum()
+    }
+}
+
+/// The batch's KV: one [`BatchKvCache`] per layer and each row's padding.
+pub struct BatchCache {
+    layers: Vec<BatchKvCache>,
+    left_pad: Vec<i32>,
+    idx: i32,
+}
+
+impl BatchCache {
+    /// An empty batch of a model of `layers` layers.
+    pub fn new(layers: usize) -> BatchCache {
+        BatchCache {
+            layers: (0..layers).map(|_| BatchKvCache::new()).collect(),
+            left_pad: Vec::new(),
+            idx: 0,
+        }
+    }
+
+    /// `left_pad.len()` rows with nothing cached, to be filled together up
+    /// to column `idx`, each starting after its padding.
+    pub fn empty_rows(layers: usize, left_pad: Vec<i32>, idx: i32) -> BatchCache {
+        let rows = left_pad.len() as i32;
+        BatchCache {
+            layers: (0..layers).map(|_| BatchKvCache::with_rows(rows)).collect(),
+            left_pad,
+            idx,
+        }
+    }
+
+    /// Layers of the model.
+    pub fn layer_count(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// The write column: the longest row's length.
+    pub fn idx(&self) -> i32 {
+        self.idx
+    }
+
+    /// The per-layer caches (to run the model on).
+    pub fn layers_mut(&mut self) -> &mut [BatchKvCache] {
+        &mut self.layers
+    }
+
+    /// The arrays to evaluate to materialize the cache.
+    pub fn state(&self) -> Vec<&Array> {
+        self.layers.iter().flat_map(BatchKvCache::state).collect()
+    }
+
+    /// Appends a row holding `seq` (one cache per layer).
+    pub fn push(&mut self, seq: Vec<KvCache>) -> Result<()> {
+        let len = seq.first().map_or(0, KvCache::offset);
+        if len > self.idx {
+            let shift = len - self.idx;
+            self.left_pad.iter_mut().for_each(|p| *p += shift);
+            self.idx = len;
+        }
+        for (layer, s) in self.layers.iter_mut().zip(seq) {
+            layer.push(s)?;
+        }
+        self.left_pad.push(self.idx - len);
+        Ok(())
+    }
+
+    /// Appends `other`'s rows (a batch prefilled together), right-aligned
+    /// with these at the longer one's write column.
+    pub fn extend(&mut self, other: BatchCache) -> Result<()> {
+        let idx = self.idx.max(other.idx);
+        let (shift, other_shift) = (idx - self.idx, idx - other.idx);
+        for (layer, theirs) in self.layers.iter_mut().zip(other.layers) {
+            layer.extend(theirs)?;
+        }
+        self.left_pad.iter_mut().for_each(|p| *p += shift);
+        self.left_pad
+            .extend(other.left_pad.iter().map(|p| p + other_shift));
+        self.idx = idx;
+        Ok(())
+    }
+
+    /// Keeps the rows at `keep` (in order), dropping padding columns no
+    /// kept row needs.
+    pub fn retain(&mut self, keep: &[usize]) -> Result<()> {
+        let left_pad: Vec<i32> = keep.iter().map(|&i| self.left_pad[i]).collect();
+        let trim = left_pad.iter().copied().min().unwrap_or(self.idx);
+        let rows: Vec<i32> = keep.iter().map(|&i| i as i32).collect();
+        let indices = Array::from_slice(&rows, &[rows.len() as i32])?;
+        for layer in &mut self.layers {
+            layer.retain(&indices, trim)?;
+        }
+        self.left_pad = left_pad.iter().map(|p| p - trim).collect();
+        self.idx = if keep.is_empty() { 0 } else { self.idx - trim };
+        Ok(())
+    }
+
+    /// Positions cached for row `row`.
+    pub fn row_len(&self, row: usize) -> i32 {
+        self.idx - self.left_pad[row]
+    }
+
+    /// The first `len` cached positions of row `row`, per layer, copied out
+    /// of the batch.
+    pub fn copy_row(&self, row: usize, len: i32) -> Result<Option<Vec<(Array, Array)>>> {
+        let from = self.left_pad[row];
+        let mut out = Vec::with_capacity(self.layers.len());
+        for layer in &self.layers {
+            match layer.copy_row(row as i32, from, from + len)? {
+                Some(kv) => out.push(kv),
+                None => return Ok(None),
+            }
+        }
+        Ok(Some(out))
+    }
+
+    /// Logits `[rows, vocab]` for one token per row (`tokens`: `[rows]`).
+    pub fn step(&mut self, model: &Model, tokens: &Array) -> Result<Array> {
+        let rows = self.left_pad.len() as i32;
+        let (offsets, mask);
+        let at = if self.left_pad == [0] {
+            // One row without padding is one sequence: the single-sequence
+            // step's graph (a scalar RoPE offset, no offsets array to copy
+            // to the device each step).
+            Positions::Sequence { offset: self.idx }
+        } else {
+            let per_row: Vec<i32> = self.left_pad.iter().map(|p| self.idx - p).collect();
+            offsets = Array::from_slice(&per_row, &[rows])?;
+            // Row b attends to columns left_pad[b] ..= idx (the new one).
+            mask = if self.left_pad.iter().any(|&p| p > 0) {
+                let columns = mlx::arange(0.0, f64::from(self.idx + 1), 1.0, Dtype::I32)?
+                    .reshape(&[1, 1, 1, -1])?;
+                let pad = Array::from_slice(&self.left_pad, &[rows, 1, 1, 1])?;
+                Some(columns.greater_equal(&pad)?)
+            } else {
+                None
+            };
+            Positions::Rows {
+                offsets: &offsets,
+                mask: mask.as_ref(),
+            }
+        };
+        let logits = model.forward_rows(&tokens.reshape(&[rows, 1])?, &mut self.layers, at)?;
+        self.idx += 1;
+        Ok(logits.squeeze(1)?)
+    }
+
+    pub fn nbytes(&self) -> usize {
+        self.layers.iter().map(BatchKvCache::nbytes).sum()
     }
 }

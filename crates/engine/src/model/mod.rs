@@ -19,7 +19,7 @@ use std::path::Path;
 
 use mlx::{Array, Dtype};
 
-pub use batch_cache::BatchKvCache;
+pub use batch_cache::{BatchCache, BatchKvCache};
 pub use cache::KvCache;
 pub use config::ModelConfig;
 pub use transformer::Positions;
@@ -140,6 +140,19 @@ impl Model {
     ) -> Result<Array> {
         let hidden = self.transformer.hidden_at(tokens, caches, at)?;
         self.transformer.logits(&hidden)
+    }
+
+    /// Runs the layers for rows of tokens `[B, L]` at positions `at` to
+    /// fill a batch's `caches`, without the output projection (prompts
+    /// prefilled together).
+    pub fn fill_rows(
+        &self,
+        tokens: &Array,
+        caches: &mut [BatchKvCache],
+        at: Positions,
+    ) -> Result<()> {
+        self.transformer.hidden_at(tokens, caches, at)?;
+        Ok(())
     }
 
     /// Runs the layers for `tokens` to fill `caches`, without the output

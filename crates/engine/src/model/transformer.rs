@@ -52,9 +52,10 @@ impl LayerCache for BatchKvCache {
 pub enum Positions<'a> {
     /// One sequence, continuing at `offset` (its cache's length).
     Sequence { offset: i32 },
-    /// A batch of one new token per row: row `b` is at position
-    /// `offsets[b]` (int32 `[B]`) and attends to the cached columns where
-    /// `mask` (bool `[B, 1, 1, columns]`) is true; no mask: all of them.
+    /// A batch of rows: row `b`'s first new token is at position
+    /// `offsets[b]` (int32 `[B]`), and it attends to the columns where
+    /// `mask` (bool, `[B, 1, new tokens, columns]`, broadcast) is true; no
+    /// mask (one new token per row only): all of them.
     Rows {
         offsets: &'a Array,
         mask: Option<&'a Array>,
@@ -178,9 +179,9 @@ impl Attention {
             // attend causally, aligned to the end of the cache.
             Positions::Sequence { .. } if l > 1 => AttentionMask::Causal,
             Positions::Sequence { .. } => AttentionMask::None,
-            Positions::Rows { .. } if l != 1 => {
+            Positions::Rows { mask: None, .. } if l != 1 => {
                 return Err(EngineError::InvalidRequest(format!(
-                    "a batch step takes one token per row, got {l}"
+                    "a batch step of {l} tokens per row needs its mask"
                 )));
             }
             Positions::Rows { mask, .. } => mask.map_or(AttentionMask::None, AttentionMask::Array),
