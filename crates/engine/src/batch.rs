@@ -483,7 +483,7 @@ impl<'m> Scheduler<'m> {
         let mut spent = 0;
         loop {
             if self.prefilling.is_none() {
-                let mut group = self.admit_together(chunk - spent)?;
+                let mut group = self.admit_next(chunk - spent)?;
                 if group.len() > 1 {
                     spent += self.prefill_together(group)?;
                     if spent >= chunk {
@@ -491,18 +491,10 @@ impl<'m> Scheduler<'m> {
                     }
                     continue;
                 }
-                if let Some(one) = group.pop() {
-                    self.prefilling = Some(one);
-                } else {
-                    let Some(head) = self.waiting.front() else {
-                        return Ok(());
-                    };
-                    if !self.fits(&[], head) {
-                        return Ok(());
-                    }
-                    let req = self.waiting.pop_front().expect("checked above");
-                    self.prefilling = Some(self.admit(req)?);
-                }
+                let Some(one) = group.pop() else {
+                    return Ok(());
+                };
+                self.prefilling = Some(one);
             }
             let p = self.prefilling.as_mut().expect("set above");
             let head = &p.req.prompt[..p.req.prompt.len() - 1];
@@ -530,31 +522,36 @@ impl<'m> Scheduler<'m> {
         }
     }
 
-    /// Admits the waiting sequences at the head of the queue that can be
-    /// prefilled together: each fits, its prompt is in no prompt-cache
-    /// entry, and the group padded to its longest prompt stays within
-    /// `budget` tokens. Stops at the first that cannot join.
-    fn admit_together(&mut self, budget: usize) -> Result<Vec<Prefill>> {
+    /// Admits waiting sequences from the head of the queue, each only if it
+    /// fits: the head alone, or with those behind it when they can all be
+    /// prefilled together (each prompt in no prompt-cache entry, and the
+    /// group padded to its longest prompt within `budget` tokens). Stops at
+    /// the first that cannot join; empty when the head does not fit.
+    fn admit_next(&mut self, budget: usize) -> Result<Vec<Prefill>> {
         let mut group: Vec<Prefill> = Vec::new();
         let mut longest = 0;
         while let Some(head) = self.waiting.front() {
+            if !self.fits(&group, head) {
+                break;
+            }
             let len = head.prompt.len() - 1;
-            let padded = longest.max(len) * (group.len() + 1);
-            if len == 0
-                || padded > budget
-                || !self.fits(&group, head)
-                || self.prefix.covers(&head.prompt[..len])
-            {
+            let together = len > 0
+                && longest.max(len) * (group.len() + 1) <= budget
+                && !self.prefix.covers(&head.prompt[..len]);
+            if !together && !group.is_empty() {
                 break;
             }
             let req = self.waiting.pop_front().expect("checked above");
             group.push(self.admit(req)?);
+            if !together {
+                break;
+            }
             longest = longest.max(len);
         }
         Ok(group)
     }
 
-    /// Prefills `group` (admitted by `admit_together`) in one pass, its
+    /// Prefills `group` (admitted by `admit_next`) in one pass, its
     /// prompts left-padded to the longest, and moves it into the batch.
     /// Returns the tokens the pass computed (padding included).
     fn prefill_together(&mut self, group: Vec<Prefill>) -> Result<usize> {

@@ -159,7 +159,7 @@ int mlxs_quantized_matmul(
     int bits,
     mlxs_array** out);
 
-/* The project's CUDA kernel for 4-bit `x @ W.T` with one row of x,
+/* The project's CUDA kernel for 4-bit `x @ W.T` with 1 to 8 rows of x,
  * used by mlxs_quantized_matmul where it applies (see qmv.cpp). `enabled`
  * defaults to true; `available`: the running MLX has the CUDA backend. */
 int mlxs_set_custom_qmv(bool enabled);

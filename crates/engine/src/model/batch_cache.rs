@@ -133,17 +133,18 @@ impl BatchKvCache {
     /// (same layout, one row, no padding): no copy, and its steps write in
     /// place as the single-sequence cache's do.
     pub fn push(&mut self, seq: KvCache) -> Result<i32> {
-        let filled = seq.filled()?;
-        let len = seq.offset();
         if self.rows == 0 && self.idx == 0 && self.keys.is_none() {
+            // Nothing cached: a row of padding until its first write.
             if let Some((keys, values, offset)) = seq.into_buffers() {
                 self.keys = Some(keys);
                 self.values = Some(values);
-                self.rows = 1;
                 self.idx = offset;
-                return Ok(0);
             }
+            self.rows = 1;
+            return Ok(0);
         }
+        let len = seq.offset();
+        let filled = seq.filled()?;
         self.pad_left(len - self.idx)?;
         let pad = self.idx - len;
         let Some((k, v)) = filled else {

@@ -175,15 +175,10 @@ pub fn schedule_timed(model: &Model, prompt: &[u32], tokens: usize) -> anyhow::R
         ..BatchConfig::default()
     };
     let mut scheduler = Scheduler::new(model, config);
-    let sampler = Sampler::new(
-        SamplingParams::greedy(),
-        model.config.vocab_size as usize,
-        prompt,
-    )?;
     scheduler.submit(SeqRequest {
         id: 0,
         prompt: prompt.to_vec(),
-        sampler,
+        sampler: greedy_sampler(model, prompt)?,
         max_tokens: tokens,
         stop_ids: Vec::new(),
     })?;
@@ -242,16 +237,25 @@ fn measure(model: &Model, prompt: &[u32], tokens: usize, scheduled: bool) -> any
 
 /// A greedy generation of at most `tokens` tokens after `prompt`.
 fn greedy<'m>(model: &'m Model, prompt: &[u32], tokens: usize) -> anyhow::Result<Generator<'m>> {
-    let sampler = Sampler::new(
-        SamplingParams::greedy(),
-        model.config.vocab_size as usize,
-        prompt,
-    )?;
     let options = GenerateOptions {
         max_tokens: tokens,
         ..GenerateOptions::default()
     };
-    Ok(Generator::new(model, prompt, sampler, options)?)
+    Ok(Generator::new(
+        model,
+        prompt,
+        greedy_sampler(model, prompt)?,
+        options,
+    )?)
+}
+
+/// Greedy sampling after `prompt`.
+fn greedy_sampler(model: &Model, prompt: &[u32]) -> anyhow::Result<Sampler> {
+    Ok(Sampler::new(
+        SamplingParams::greedy(),
+        model.config.vocab_size as usize,
+        prompt,
+    )?)
 }
 
 /// The first `n` greedy token ids after `prompt`.
@@ -272,11 +276,7 @@ fn step_census(model: &Model, prompt: &[u32]) -> anyhow::Result<Vec<(String, usi
     }
     let state: Vec<&mlx::Array> = cache.iter().flat_map(|c| c.state()).collect();
     mlx::eval(&state)?;
-    let mut sampler = Sampler::new(
-        SamplingParams::greedy(),
-        model.config.vocab_size as usize,
-        prompt,
-    )?;
+    let mut sampler = greedy_sampler(model, prompt)?;
     let last = mlx::Array::from_slice(&prompt[prompt.len() - 1..], &[1, 1])?;
     let logits = model.forward(&last, &mut cache)?;
     let sampled = sampler.sample(&logits.squeeze(1)?)?;
