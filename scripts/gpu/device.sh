@@ -14,7 +14,10 @@
 #   device.sh suite PRESET...    the benchmark suite (engine, mlxd serve over
 #                                HTTP, mlx_lm.server) on synthetic checkpoints;
 #                                report.md and results.json into $OUT (the
-#                                plots and logs stay in /tmp/mlxd-gpu/suite)
+#                                plots and logs stay in /tmp/mlxd-gpu/suite;
+#                                SUITE_ARGS goes to mlxd bench, e.g.
+#                                --no-peers; with MLXD_LOG=info,worker=debug
+#                                the workers' busy stretches are summarized)
 #   device.sh profile PRESET...  GPU time per kernel (Nsight Compute) of a window
 #                                of mlxd's and of mlx-lm's decode on the same
 #                                checkpoint
@@ -97,7 +100,8 @@ m = lambda r, k: r[k]["median"]
 line = (f"{sys.argv[3] or '-'} {a['model'].split('/')[-1]}: mlxd decode {m(a, 'decode_tps'):.1f} tok/s"
         f" prefill {m(a, 'prefill_tps'):.0f}; per step build {m(a, 'build_us'):.0f} us,"
         f" dispatch {m(a, 'dispatch_us'):.0f} us, wait {m(a, 'wait_us'):.0f} us;"
-        f" {sum(n for _, n in a['step_ops'])} ops")
+        f" {sum(n for _, n in a['step_ops'])} ops; TTFT {m(a, 'ttft_ms'):.1f} ms,"
+        f" new lengths {m(a, 'fresh_ttft_ms'):.1f} ms")
 if "scheduler" in a:
     s = a["scheduler"]
     line += (f" | scheduler decode {m(s, 'decode_tps'):.1f}, TTFT {m(s, 'ttft_ms'):.1f} ms"
@@ -105,6 +109,7 @@ if "scheduler" in a:
 if sys.argv[2]:
     b = json.load(open(sys.argv[2]))
     line += (f" | mlx-lm decode {m(b, 'decode_tps'):.1f} prefill {m(b, 'prefill_tps'):.0f}"
+             f" TTFT {m(b, 'ttft_ms'):.1f} ms, new lengths {m(b, 'fresh_ttft_ms'):.1f} ms"
              f" | ratio {m(a, 'decode_tps') / m(b, 'decode_tps'):.2f}")
 print(line, flush=True)
 PY
@@ -121,9 +126,12 @@ PY
     models=$(IFS=,; echo "${dirs[*]}")
     # Only a few files come back from the machine: the report and the data.
     rm -rf "$base/suite"
+    # shellcheck disable=SC2086 # SUITE_ARGS is a list of arguments
     HOME=$base "$base/mlxd" bench --suite -m "$models" --tokens "${TOKENS:-50,100,200}" \
-      --runs "${RUNS:-5}" --concurrency "${STREAMS:-1,4,16,64}" --python python3 --out "$base/suite"
+      --runs "${RUNS:-5}" --concurrency "${STREAMS:-1,4,16,64}" --python python3 --out "$base/suite" \
+      ${SUITE_ARGS:-}
     cp "$base/suite/report.md" "$base/suite/results.json" "$out/"
+    python3 "$here/stretches.py" "$base"/suite/logs/mlxd-*.log | tee "$out/stretches.txt"
     ;;
   profile)
     # Nsight Compute times each kernel alone (serialized): a window of

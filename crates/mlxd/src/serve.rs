@@ -185,7 +185,8 @@ async fn serve(args: ServeArgs, config: Config) -> anyhow::Result<()> {
     let program = std::env::current_exe().context("locating the mlxd executable")?;
     let launcher = ProcessLauncher::new(program, Duration::from_secs(args.load_timeout))?
         .with_heartbeat_timeout(Duration::from_secs(args.heartbeat_timeout.max(1)))
-        .with_worker_args(worker_args(&config.models));
+        .with_worker_args(worker_args(&config.models))
+        .with_worker_log(config.log.level.clone());
     let supervisor = Supervisor::start(
         Arc::new(launcher) as Arc<dyn Launcher>,
         SupervisorConfig {

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
-use engine::batch::{BatchConfig, Scheduler, SeqEnd, SeqEvent, SeqReport, SeqRequest};
+use engine::batch::{BatchConfig, HostTimes, Scheduler, SeqEnd, SeqEvent, SeqReport, SeqRequest};
 use engine::loader::LoadedModel;
 use engine::{Sampler, SamplingParams};
 use protocol::{
@@ -67,6 +67,26 @@ struct Session<'a> {
     vocab: usize,
     eos: &'a [u32],
     context_length: usize,
+    /// Since the scheduler last became busy.
+    stretch: Option<Stretch>,
+}
+
+/// A stretch of steps without an idle moment, for the debug log: where the
+/// host spent it, split between the scheduler's steps and the loop around
+/// them (frames read, tokens written).
+struct Stretch {
+    started: Instant,
+    host: HostTimes,
+    steps: u64,
+    /// When the last step returned.
+    last_step_end: Instant,
+    /// Time in the loop between steps (from one step's return to the
+    /// next one's call)...
+    between: Duration,
+    /// ...of which writing the steps' tokens and ends.
+    write: Duration,
+    /// The longest step (a stall: a kernel compiled, a long prefill).
+    slowest: Duration,
 }
 
 impl Server {
@@ -192,6 +212,7 @@ impl Server {
             vocab: self.loaded.model.config.vocab_size as usize,
             eos: self.loaded.tokenizer.eos_token_ids(),
             context_length: self.context_length as usize,
+            stretch: None,
         };
         let mut buf = Vec::new();
         let mut last_stats = Instant::now();
@@ -359,7 +380,23 @@ impl Session<'_> {
 
     /// One scheduler step: its tokens in one frame, then the ends.
     fn step(&mut self, endpoint: &mut WorkerEndpoint) -> Result<(), WorkerError> {
-        let events = match self.scheduler.step() {
+        let started = Instant::now();
+        let stretch = self.stretch.get_or_insert_with(|| Stretch {
+            started,
+            host: self.scheduler.host_times(),
+            steps: 0,
+            last_step_end: started,
+            between: Duration::ZERO,
+            write: Duration::ZERO,
+            slowest: Duration::ZERO,
+        });
+        stretch.between += started - stretch.last_step_end;
+        let stepped = self.scheduler.step();
+        let stepped_at = Instant::now();
+        stretch.last_step_end = stepped_at;
+        stretch.slowest = stretch.slowest.max(stepped_at - started);
+        stretch.steps += 1;
+        let events = match stepped {
             Ok(events) => events,
             Err(e) => {
                 tracing::error!("engine step failed: {e}");
@@ -403,6 +440,14 @@ impl Session<'_> {
             finish(endpoint, &Report::from(report), &tracked)?;
         }
         endpoint.heartbeat();
+        if let Some(stretch) = &mut self.stretch {
+            stretch.write += stepped_at.elapsed();
+        }
+        if !self.scheduler.is_busy()
+            && let Some(stretch) = self.stretch.take()
+        {
+            stretch.log(self.scheduler.host_times());
+        }
         Ok(())
     }
 
@@ -433,6 +478,27 @@ impl Session<'_> {
             finish(endpoint, &Report::from(report), &tracked)?;
         }
         Ok(())
+    }
+}
+
+impl Stretch {
+    /// Logs the stretch at debug level, per step, given the scheduler's
+    /// host times at its end.
+    fn log(&self, host: HostTimes) {
+        let steps = self.steps.max(1) as f64;
+        let decode_steps = (host.steps - self.host.steps).max(1) as f64;
+        let per = |d: Duration, n: f64| (d.as_secs_f64() * 1e6 / n).round() as u64;
+        tracing::debug!(
+            steps = self.steps,
+            ms = self.started.elapsed().as_millis() as u64,
+            build_us = per(host.build - self.host.build, decode_steps),
+            dispatch_us = per(host.dispatch - self.host.dispatch, decode_steps),
+            wait_us = per(host.wait - self.host.wait, decode_steps),
+            between_steps_us = per(self.between, steps),
+            write_us = per(self.write, steps),
+            slowest_step_us = self.slowest.as_micros() as u64,
+            "busy stretch"
+        );
     }
 }
 

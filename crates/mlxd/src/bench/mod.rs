@@ -101,6 +101,11 @@ pub struct BenchArgs {
     /// does).
     #[arg(long)]
     prompt_cache: bool,
+    /// --suite: the log filter of the `mlxd serve` measured (its workers
+    /// get it too), e.g. `warn,worker=debug,mlxd::worker=debug` to log
+    /// where each worker's busy stretches spent their host time.
+    #[arg(long, default_value = "warn", value_name = "FILTER")]
+    mlxd_log: String,
 }
 
 /// Runs `mlxd bench`.
@@ -133,6 +138,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         python: args.python,
         gguf: args.gguf,
         prompt_cache: args.prompt_cache,
+        mlxd_log: args.mlxd_log,
         command_line: format!("mlxd {command_line}"),
     })
 }

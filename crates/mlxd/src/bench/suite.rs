@@ -36,6 +36,8 @@ pub struct SuiteOptions {
     /// Leave the servers' prompt caches on (off by default: every system
     /// then prefills the whole prompt, as the bare engine does).
     pub prompt_cache: bool,
+    /// The log filter of the `mlxd serve` measured.
+    pub mlxd_log: String,
     pub command_line: String,
 }
 
@@ -307,6 +309,7 @@ impl ModelRun<'_> {
             self.work,
             &self.logs.join(format!("mlxd-{m}.log")),
             self.opts.prompt_cache,
+            &self.opts.mlxd_log,
         ))?;
         let mut systems_seen = vec![("mlxd".to_owned(), "measured".to_owned())];
         let mut peers = self.start_peers(subject, &eos, &mut systems_seen);

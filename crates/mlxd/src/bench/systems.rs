@@ -119,13 +119,14 @@ const SERVED_NAME: &str = "bench";
 /// `mlxd serve` with `model` and nothing else (an empty configuration, models
 /// dir and hub cache), its worker loaded and kept; without its prompt cache
 /// unless `prompt_cache`, so that it prefills every prompt as the bare
-/// engine does.
+/// engine does; logging with `log_filter`.
 pub async fn start_mlxd(
     http: &reqwest::Client,
     model: &Path,
     work: &Path,
     log: &Path,
     prompt_cache: bool,
+    log_filter: &str,
 ) -> anyhow::Result<Server> {
     let empty = work.join("empty");
     std::fs::create_dir_all(&empty)?;
@@ -150,7 +151,7 @@ pub async fn start_mlxd(
             .arg(&empty)
             .arg("--hf-cache")
             .arg(&empty)
-            .args(["--log-level", "warn"])
+            .args(["--log-level", log_filter])
             // Stopped means stopped: requests in flight are the bench's own.
             .args(["--shutdown-grace", "1"])
             .arg("--model")

@@ -44,6 +44,9 @@ pub struct ProcessLauncher {
     heartbeat_timeout: Duration,
     /// Appended to every worker's command line (batch limits).
     worker_args: Vec<String>,
+    /// The workers' log filter (`MLXD_LOG`); else they inherit this
+    /// process's environment.
+    worker_log: Option<String>,
     spawner: Spawner,
 }
 
@@ -93,6 +96,7 @@ impl ProcessLauncher {
             load_timeout,
             heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
             worker_args: Vec::new(),
+            worker_log: None,
             spawner: Spawner { jobs: tx, tid },
         })
     }
@@ -109,6 +113,14 @@ impl ProcessLauncher {
         self.worker_args = args;
         self
     }
+
+    /// Gives every worker the log filter `filter` (the daemon's own, so a
+    /// debug daemon gets debug workers). Their lines are forwarded to this
+    /// process's log at the level they were written at.
+    pub fn with_worker_log(mut self, filter: String) -> ProcessLauncher {
+        self.worker_log = Some(filter);
+        self
+    }
 }
 
 impl Launcher for ProcessLauncher {
@@ -120,8 +132,9 @@ impl Launcher for ProcessLauncher {
             heartbeat: self.heartbeat_timeout,
         };
         let extra = self.worker_args.clone();
+        let log = self.worker_log.clone();
         async move {
-            let worker = start(program, spawner, &spec, &extra, limits).await?;
+            let worker = start(program, spawner, &spec, &extra, log, limits).await?;
             tokio::spawn(watch_heartbeat(Arc::downgrade(&worker), limits.heartbeat));
             Ok(worker as Arc<dyn Worker>)
         }
@@ -203,6 +216,7 @@ async fn start(
     spawner: Spawner,
     spec: &LaunchSpec,
     extra: &[String],
+    log: Option<String>,
     limits: Limits,
 ) -> Result<Arc<ProcessWorker>, LaunchError> {
     let timeout = limits.load;
@@ -235,6 +249,9 @@ async fn start(
         cmd.arg("--context-length").arg(ctx.to_string());
     }
     cmd.args(extra);
+    if let Some(filter) = log {
+        cmd.env("MLXD_LOG", filter);
+    }
     child_fds.configure(cmd.as_std_mut());
     #[cfg(target_os = "linux")]
     shm_ring::die_with_parent(cmd.as_std_mut());
@@ -464,13 +481,44 @@ async fn forward_stderr(
 ) {
     let mut lines = BufReader::new(stderr).lines();
     while let Ok(Some(line)) = lines.next_line().await {
-        tracing::info!(target: "mlxd::worker", model = %model, "{line}");
+        forward_line(&model, &line);
         let mut tail = tail.lock().unwrap_or_else(PoisonError::into_inner);
         if tail.len() == STDERR_TAIL {
             tail.pop_front();
         }
         tail.push_back(line);
     }
+}
+
+/// Logs one line of a worker's stderr at the level the worker wrote it at,
+/// under the target `mlxd::worker`.
+fn forward_line(model: &str, line: &str) {
+    let (level, message) = split_level(line);
+    // The level of an event is static: one call per level.
+    match level {
+        tracing::Level::ERROR => tracing::error!(target: "mlxd::worker", model, "{message}"),
+        tracing::Level::WARN => tracing::warn!(target: "mlxd::worker", model, "{message}"),
+        tracing::Level::INFO => tracing::info!(target: "mlxd::worker", model, "{message}"),
+        tracing::Level::DEBUG => tracing::debug!(target: "mlxd::worker", model, "{message}"),
+        tracing::Level::TRACE => tracing::trace!(target: "mlxd::worker", model, "{message}"),
+    }
+}
+
+/// The level a worker's log line starts with, and the rest of it; a line
+/// without one (a panic, a library writing to stderr) is a warning, whole.
+fn split_level(line: &str) -> (tracing::Level, &str) {
+    let level = |word: &str| match word {
+        "ERROR" => Some(tracing::Level::ERROR),
+        "WARN" => Some(tracing::Level::WARN),
+        "INFO" => Some(tracing::Level::INFO),
+        "DEBUG" => Some(tracing::Level::DEBUG),
+        "TRACE" => Some(tracing::Level::TRACE),
+        _ => None,
+    };
+    line.trim_start()
+        .split_once(' ')
+        .and_then(|(word, rest)| Some((level(word)?, rest.trim_start())))
+        .unwrap_or((tracing::Level::WARN, line))
 }
 
 /// Owns the child: delivers signals while it runs, reaps it, publishes how
@@ -720,5 +768,34 @@ async fn gone_from(exit: &watch::Receiver<Option<ExitReport>>, reason: String) -
     match report {
         Ok(Some(report)) => WorkerGone(format!("the worker crashed ({report})")),
         _ => WorkerGone(format!("the worker stopped answering ({reason})")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_level;
+    use tracing::Level;
+
+    #[test]
+    fn a_worker_line_keeps_its_level_and_anything_else_is_a_warning() {
+        assert_eq!(
+            split_level(" INFO ready model=m"),
+            (Level::INFO, "ready model=m")
+        );
+        assert_eq!(
+            split_level("DEBUG busy stretch steps=3"),
+            (Level::DEBUG, "busy stretch steps=3")
+        );
+        assert_eq!(
+            split_level("ERROR engine step failed"),
+            (Level::ERROR, "engine step failed")
+        );
+        let panic = "thread 'main' panicked at src/lib.rs:1:1:";
+        assert_eq!(split_level(panic), (Level::WARN, panic));
+        assert_eq!(
+            split_level("1 kernel failed"),
+            (Level::WARN, "1 kernel failed")
+        );
+        assert_eq!(split_level("INFO"), (Level::WARN, "INFO"));
     }
 }
