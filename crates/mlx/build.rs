@@ -34,6 +34,8 @@ fn main() {
     println!("cargo:rerun-if-changed=shim/qmv.h");
     println!("cargo:rerun-if-changed=shim/cuda_jit.cpp");
     println!("cargo:rerun-if-changed=shim/cuda_jit.h");
+    println!("cargo:rerun-if-changed=shim/attention.cpp");
+    println!("cargo:rerun-if-changed=shim/attention.h");
     println!("cargo:rerun-if-changed=rpath.rs");
 
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
@@ -71,6 +73,7 @@ fn main() {
         .file("shim/shim.cpp")
         .file("shim/qmv.cpp")
         .file("shim/cuda_jit.cpp")
+        .file("shim/attention.cpp")
         .include(&include)
         .include("shim")
         .warnings(false)

@@ -7,6 +7,7 @@
 // node, never its data.
 
 #include "shim.h"
+#include "attention.h"
 #include "qmv.h"
 
 #include <algorithm>
@@ -675,8 +676,27 @@ int mlxs_sdpa(
     const mlxs_array* mask,
     mlxs_array** out) {
   MLXS_TRY({
-    *out = wrap(mx::fast::scaled_dot_product_attention(
-        A(q), A(k), A(v), scale, mask_mode ? mask_mode : "", opt(mask)));
+    const std::string mode = mask_mode ? mask_mode : "";
+    if (mlxs::compose_attention(A(q), A(k))) {
+      *out = wrap(mlxs::attention_composed(A(q), A(k), A(v), scale, mode == "causal", opt(mask)));
+    } else {
+      *out = wrap(mx::fast::scaled_dot_product_attention(A(q), A(k), A(v), scale, mode, opt(mask)));
+    }
+  })
+}
+
+int mlxs_sdpa_composed(
+    const mlxs_array* q,
+    const mlxs_array* k,
+    const mlxs_array* v,
+    float scale,
+    const char* mask_mode,
+    const mlxs_array* mask,
+    int64_t max_scores,
+    mlxs_array** out) {
+  MLXS_TRY({
+    const bool causal = mask_mode && std::strcmp(mask_mode, "causal") == 0;
+    *out = wrap(mlxs::attention_composed(A(q), A(k), A(v), scale, causal, opt(mask), max_scores));
   })
 }
 

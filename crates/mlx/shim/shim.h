@@ -211,7 +211,9 @@ int mlxs_rope_offsets(
     const mlxs_array* offsets,
     const mlxs_array* freqs,
     mlxs_array** out);
-/* mask_mode: "" (none or array mask) or "causal". */
+/* mask_mode: "" (none or array mask) or "causal". On the CUDA backend,
+ * several queries at once are computed as mlxs_sdpa_composed does (see
+ * attention.cpp), one query by MLX's fused kernel. */
 int mlxs_sdpa(
     const mlxs_array* q,
     const mlxs_array* k,
@@ -219,6 +221,17 @@ int mlxs_sdpa(
     float scale,
     const char* mask_mode,
     const mlxs_array* mask,
+    mlxs_array** out);
+/* The same product from matmul and softmax, on every backend, in blocks of
+ * queries whose scores hold at most max_scores elements (0: 2^27). */
+int mlxs_sdpa_composed(
+    const mlxs_array* q,
+    const mlxs_array* k,
+    const mlxs_array* v,
+    float scale,
+    const char* mask_mode,
+    const mlxs_array* mask,
+    int64_t max_scores,
     mlxs_array** out);
 
 /* silu(gate) * up as one compiled, shape-independent kernel (mlx-lm's

@@ -103,6 +103,11 @@ pub enum AttentionMask<'a> {
 
 /// `softmax(q @ kᵀ * scale + mask) @ v` with `q: [B, Hq, L, D]` and
 /// `k, v: [B, Hkv, S, D]`; `Hq` a multiple of `Hkv` (grouped-query attention).
+///
+/// MLX's fused kernel, except on the CUDA backend for several queries (a
+/// prefill): there it is [`attention_composed`], because the fused kernel's
+/// cuDNN plan is built anew for every new combination of lengths (50-75 ms
+/// on an H100, inside the request that brings it).
 pub fn scaled_dot_product_attention(
     q: &Array,
     k: &Array,
@@ -110,11 +115,7 @@ pub fn scaled_dot_product_attention(
     scale: f32,
     mask: AttentionMask<'_>,
 ) -> Result<Array> {
-    let (mode, arr): (&CStr, Option<&Array>) = match mask {
-        AttentionMask::None => (c"", None),
-        AttentionMask::Causal => (c"causal", None),
-        AttentionMask::Array(a) => (c"", Some(a)),
-    };
+    let (mode, arr) = mask.parts();
     call_array!(mlxs_sdpa(
         q.as_ptr(),
         k.as_ptr(),
@@ -123,4 +124,41 @@ pub fn scaled_dot_product_attention(
         mode.as_ptr(),
         opt(arr),
     ))
+}
+
+/// [`scaled_dot_product_attention`] from matmul and softmax on every
+/// backend: the queries grouped by the key head they share (keys and values
+/// are never repeated), masked scores at the type's lowest value, a precise
+/// softmax; taken in blocks of queries whose scores hold at most
+/// `max_scores` elements (`None`: 2^27).
+pub fn attention_composed(
+    q: &Array,
+    k: &Array,
+    v: &Array,
+    scale: f32,
+    mask: AttentionMask<'_>,
+    max_scores: Option<usize>,
+) -> Result<Array> {
+    let (mode, arr) = mask.parts();
+    let max_scores = max_scores.map_or(0, |n| i64::try_from(n.max(1)).unwrap_or(i64::MAX));
+    call_array!(mlxs_sdpa_composed(
+        q.as_ptr(),
+        k.as_ptr(),
+        v.as_ptr(),
+        scale,
+        mode.as_ptr(),
+        opt(arr),
+        max_scores,
+    ))
+}
+
+impl<'a> AttentionMask<'a> {
+    /// The shim's mask mode and mask array.
+    fn parts(self) -> (&'static CStr, Option<&'a Array>) {
+        match self {
+            AttentionMask::None => (c"", None),
+            AttentionMask::Causal => (c"causal", None),
+            AttentionMask::Array(a) => (c"", Some(a)),
+        }
+    }
 }

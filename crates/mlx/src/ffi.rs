@@ -219,6 +219,16 @@ unsafe extern "C" {
         mask: Handle,
         out: Out,
     ) -> c_int;
+    pub(crate) fn mlxs_sdpa_composed(
+        q: Handle,
+        k: Handle,
+        v: Handle,
+        scale: f32,
+        mask_mode: *const c_char,
+        mask: Handle,
+        max_scores: i64,
+        out: Out,
+    ) -> c_int;
 
     pub(crate) fn mlxs_swiglu(gate: Handle, up: Handle, out: Out) -> c_int;
     pub(crate) fn mlxs_random_key(seed: u64, out: Out) -> c_int;

@@ -6,7 +6,9 @@
 mod common;
 
 use common::*;
-use mlx::fast::{AttentionMask, Rope, layer_norm, rms_norm, scaled_dot_product_attention};
+use mlx::fast::{
+    AttentionMask, Rope, attention_composed, layer_norm, rms_norm, scaled_dot_product_attention,
+};
 use mlx::{Array, Dtype};
 
 #[test]
@@ -194,6 +196,38 @@ fn sdpa_ref(
     out
 }
 
+type Attention = fn(&Array, &Array, &Array, f32, AttentionMask<'_>) -> mlx::Result<Array>;
+
+fn composed(
+    q: &Array,
+    k: &Array,
+    v: &Array,
+    scale: f32,
+    mask: AttentionMask<'_>,
+) -> mlx::Result<Array> {
+    attention_composed(q, k, v, scale, mask, None)
+}
+
+/// Composed in blocks of two queries at most (the tests' 5 queries: 2, 2, 1).
+fn composed_in_blocks(
+    q: &Array,
+    k: &Array,
+    v: &Array,
+    scale: f32,
+    mask: AttentionMask<'_>,
+) -> mlx::Result<Array> {
+    let per_query: i32 = q.shape()[..2].iter().product::<i32>() * k.shape()[2];
+    attention_composed(q, k, v, scale, mask, Some(2 * per_query as usize + 1))
+}
+
+/// MLX's fused attention (as the backend picks it) and the composed one,
+/// whole and in blocks of queries.
+const ATTENTIONS: [(&str, Attention); 3] = [
+    ("fused", scaled_dot_product_attention),
+    ("composed", composed),
+    ("composed in blocks", composed_in_blocks),
+];
+
 #[test]
 fn attention_matches_softmax_qk_v_with_grouped_heads_and_masks() {
     let (hq, hkv, l, s, d) = (4usize, 2usize, 5usize, 9usize, 16usize);
@@ -202,51 +236,83 @@ fn attention_matches_softmax_qk_v_with_grouped_heads_and_masks() {
     let (v, vv) = random_array(&[1, hkv as i32, s as i32, d as i32], 20);
     let scale = 1.0 / (d as f64).sqrt();
     let dims = (hq, hkv, l, s, d);
-
-    let none = scaled_dot_product_attention(&q, &k, &v, scale as f32, AttentionMask::None).unwrap();
-    assert_eq!(none.shape(), vec![1, hq as i32, l as i32, d as i32]);
-    assert_close(
-        &f32s(&none),
-        &sdpa_ref(&qv, &kv, &vv, dims, scale, None),
-        1e-5,
-    );
-
     // Causal, aligned to the end: query i sees keys 0..=i + (s - l).
     let causal: Vec<bool> = (0..l)
         .flat_map(|i| (0..s).map(move |j| j <= i + (s - l)))
         .collect();
-    let got =
-        scaled_dot_product_attention(&q, &k, &v, scale as f32, AttentionMask::Causal).unwrap();
-    assert_close(
-        &f32s(&got),
-        &sdpa_ref(&qv, &kv, &vv, dims, scale, Some(&causal)),
-        1e-5,
-    );
-
     // An explicit boolean mask, and the same as an additive mask.
     let pattern: Vec<bool> = (0..l * s).map(|x| x % 3 != 1).collect();
     let bool_mask = Array::from_slice(&pattern, &[l as i32, s as i32]).unwrap();
-    let want = sdpa_ref(&qv, &kv, &vv, dims, scale, Some(&pattern));
-    let got =
-        scaled_dot_product_attention(&q, &k, &v, scale as f32, AttentionMask::Array(&bool_mask))
-            .unwrap();
-    assert_close(&f32s(&got), &want, 1e-5);
     let additive: Vec<f32> = pattern
         .iter()
         .map(|&b| if b { 0.0 } else { f32::NEG_INFINITY })
         .collect();
     let add_mask = Array::from_slice(&additive, &[l as i32, s as i32]).unwrap();
-    let got =
-        scaled_dot_product_attention(&q, &k, &v, scale as f32, AttentionMask::Array(&add_mask))
-            .unwrap();
-    assert_close(&f32s(&got), &want, 1e-5);
+
+    for (name, attend) in ATTENTIONS {
+        let check = |mask: AttentionMask<'_>, want: Option<&[bool]>| {
+            let got = attend(&q, &k, &v, scale as f32, mask).unwrap();
+            assert_eq!(
+                got.shape(),
+                vec![1, hq as i32, l as i32, d as i32],
+                "{name}"
+            );
+            let want = sdpa_ref(&qv, &kv, &vv, dims, scale, want);
+            assert_close(&f32s(&got), &want, 1e-5);
+        };
+        check(AttentionMask::None, None);
+        check(AttentionMask::Causal, Some(&causal));
+        check(AttentionMask::Array(&bool_mask), Some(&pattern));
+        check(AttentionMask::Array(&add_mask), Some(&pattern));
+    }
+}
+
+#[test]
+fn composed_attention_equals_the_fused_kernel_over_rows_and_per_head_masks() {
+    // Two rows of a batch, each with its own [1, L, S] mask (as prompts
+    // prefilled together), and a mask per query head.
+    let (b, hq, hkv, l, s, d) = (2i32, 6i32, 2i32, 5i32, 7i32, 8i32);
+    let (q, _) = random_array(&[b, hq, l, d], 21);
+    let (k, _) = random_array(&[b, hkv, s, d], 22);
+    let (v, _) = random_array(&[b, hkv, s, d], 23);
+    let rows: Vec<bool> = (0..b * l * s).map(|x| x % 5 != 2 && x % 7 != 3).collect();
+    let per_row = Array::from_slice(&rows, &[b, 1, l, s]).unwrap();
+    let heads: Vec<bool> = (0..hq * l * s).map(|x| x % 4 != 1).collect();
+    let per_head = Array::from_slice(&heads, &[1, hq, l, s]).unwrap();
+    for mask in [
+        AttentionMask::Array(&per_row),
+        AttentionMask::Array(&per_head),
+        AttentionMask::Causal,
+    ] {
+        let fused = scaled_dot_product_attention(&q, &k, &v, 0.3, mask).unwrap();
+        let want: Vec<f64> = f32s(&fused).iter().map(|&x| x as f64).collect();
+        for (name, attend) in &ATTENTIONS[1..] {
+            let got = attend(&q, &k, &v, 0.3, mask).unwrap();
+            assert_eq!(got.shape(), fused.shape(), "{name}");
+            assert_close(&f32s(&got), &want, 1e-5);
+        }
+    }
 }
 
 #[test]
 fn attention_rejects_mismatched_head_dims() {
     let q = mlx::zeros(&[1, 2, 3, 8], Dtype::F32).unwrap();
     let k = mlx::zeros(&[1, 2, 3, 4], Dtype::F32).unwrap();
-    assert!(scaled_dot_product_attention(&q, &k, &k, 1.0, AttentionMask::None).is_err());
+    for (name, attend) in ATTENTIONS {
+        assert!(
+            attend(&q, &k, &k, 1.0, AttentionMask::None).is_err(),
+            "{name}"
+        );
+    }
+    // Query heads that are not a multiple of the key heads.
+    let q = mlx::zeros(&[1, 3, 3, 8], Dtype::F32).unwrap();
+    let k = mlx::zeros(&[1, 2, 3, 8], Dtype::F32).unwrap();
+    for (name, attend) in ATTENTIONS {
+        assert!(
+            attend(&q, &k, &k, 1.0, AttentionMask::None).is_err(),
+            "{name}"
+        );
+    }
 }
 
 #[test]

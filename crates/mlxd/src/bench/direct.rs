@@ -49,6 +49,12 @@ struct Report {
     /// scheduler with one sequence, each right after the generator's.
     #[serde(skip_serializing_if = "Option::is_none")]
     scheduler: Option<PathReport>,
+    /// Time to the first token of prompts of lengths not seen before
+    /// (one token shorter each, from the prompt's length less one), as a
+    /// server sees them: what a per-shape cost (a kernel plan built or
+    /// compiled for new lengths) adds to a request, against `ttft_ms`
+    /// which repeats one prompt.
+    fresh_ttft_ms: Summary,
     /// The first greedy tokens after the prompt: equal across kernel
     /// choices (`--mlx-qmv`, `--unfused`) unless they change the numbers.
     greedy_tokens: Vec<u32>,
@@ -342,6 +348,12 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         }
         runs.push(run);
     }
+    let fresh: Vec<f64> = (1..=args.repeats.min(args.prompt_tokens - 1))
+        .map(|shorter| {
+            let timed = generate_timed(&model, &prompt[..args.prompt_tokens - shorter], 1)?;
+            Ok(timed.ttft.as_secs_f64() * 1e3)
+        })
+        .collect::<anyhow::Result<_>>()?;
     let scheduler = (!scheduled.is_empty()).then(|| {
         let ratio = |f: fn(&Run) -> f64| {
             let r: Vec<f64> = scheduled
@@ -371,6 +383,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         custom_qmv: mlx::custom_qmv_available()? && !args.mlx_qmv,
         generator: Summaries::of(&runs),
         scheduler,
+        fresh_ttft_ms: Summary::of(&fresh),
         greedy_tokens,
         step_ops,
         peak_memory_bytes: mlx::memory::stats().peak,
@@ -439,6 +452,11 @@ fn print_table(r: &Report) {
             s.decode_ratio, s.ttft_ratio
         );
     }
+    let fresh = &r.fresh_ttft_ms;
+    println!(
+        "TTFT of prompts of new lengths: median {:.1} ms (min {:.1}, max {:.1}) over {} prompts",
+        fresh.median, fresh.min, fresh.max, fresh.n
+    );
     println!();
     let ops: usize = r.step_ops.iter().map(|(_, n)| n).sum();
     let top: Vec<String> = r

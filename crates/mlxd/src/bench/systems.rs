@@ -54,8 +54,10 @@ pub fn which(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// Starts `cmd` with its output in `log`, tied to this process's life.
+/// Starts `cmd` with its output in `log`, tied to this process's life, in
+/// the environment the user gave this process.
 fn spawn(mut cmd: Command, log: &Path) -> anyhow::Result<Child> {
+    crate::user_environment(&mut cmd);
     let out = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
     cmd.stdin(Stdio::null())
         .stdout(out.try_clone()?)
