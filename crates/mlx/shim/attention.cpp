@@ -12,16 +12,12 @@
 // its keys in one block, so no block needs another's softmax statistics.
 
 #include "attention.h"
+#include "cuda_jit.h"
 
 #include <algorithm>
 #include <cstdint>
 #include <stdexcept>
 #include <vector>
-
-#if __has_include("mlx/backend/cuda/cuda.h")
-#include "mlx/backend/cuda/cuda.h"
-#define MLXS_HAVE_CUDA_HEADER 1
-#endif
 
 namespace mx = mlx::core;
 
@@ -32,15 +28,6 @@ namespace {
 // Score elements (batch x query heads x queries x keys) held at once: 2^27
 // (256 MiB in 16 bits, as much again for the probabilities).
 constexpr int64_t kMaxScores = int64_t{1} << 27;
-
-bool cuda_backend() {
-#ifdef MLXS_HAVE_CUDA_HEADER
-  static const bool available = mx::cu::is_available();
-  return available && mx::default_device().type == mx::Device::gpu;
-#else
-  return false;
-#endif
-}
 
 // `mask` ([.., L, S], up to 4 dimensions, broadcast over [B, Hq, L, S])
 // laid out over the grouped scores [B, Hkv, Hq / Hkv, L, S].
@@ -95,7 +82,8 @@ mx::array attend(
 } // namespace
 
 bool compose_attention(const mx::array& q, const mx::array& /* k */) {
-  return q.ndim() == 4 && q.shape(2) > 1 && cuda_backend();
+  return q.ndim() == 4 && q.shape(2) > 1 && cuda_available() &&
+      mx::default_device().type == mx::Device::gpu;
 }
 
 mx::array attention_composed(

@@ -28,10 +28,24 @@
 
 #include "mlx/mlx.h"
 
+#if __has_include("mlx/backend/cuda/cuda.h")
+#include "mlx/backend/cuda/cuda.h"
+#define MLXS_HAVE_CUDA_HEADER 1
+#endif
+
 namespace mx = mlx::core;
 namespace fs = std::filesystem;
 
 namespace mlxs {
+
+bool cuda_available() {
+#ifdef MLXS_HAVE_CUDA_HEADER
+  static const bool available = mx::cu::is_available();
+  return available;
+#else
+  return false;
+#endif
+}
 
 namespace {
 

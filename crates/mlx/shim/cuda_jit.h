@@ -8,6 +8,9 @@
 
 namespace mlxs {
 
+// Whether the running MLX has the CUDA backend (and a GPU for it).
+bool cuda_available();
+
 // A kernel compiled for the current GPU.
 struct CompiledKernel {
   // The name of its `extern "C"` entry point, unique to its source, the

@@ -42,11 +42,6 @@
 #include "mlx/compile.h"
 #include "mlx/fast.h"
 
-#if __has_include("mlx/backend/cuda/cuda.h")
-#include "mlx/backend/cuda/cuda.h"
-#define MLXS_HAVE_CUDA_HEADER 1
-#endif
-
 namespace mx = mlx::core;
 
 namespace mlxs {
@@ -487,12 +482,7 @@ const std::function<std::vector<mx::array>(const std::vector<mx::array>&)>& comp
 } // namespace
 
 bool custom_qmv_available() {
-#ifdef MLXS_HAVE_CUDA_HEADER
-  static const bool available = mx::cu::is_available();
-  return available;
-#else
-  return false;
-#endif
+  return cuda_available();
 }
 
 void set_custom_qmv_enabled(bool on) {
