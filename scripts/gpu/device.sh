@@ -184,7 +184,8 @@ PY
     shift
     prepare
     for preset in "$@"; do
-      "$base/batch_throughput" --synthetic "$preset" --concurrency "${STREAMS:-1,4,16,64}" \
+      # As mlxd runs the engine (it sets this for itself; the example does not).
+      MLX_CUDA_USE_CUDNN_SDPA=${MLX_CUDA_USE_CUDNN_SDPA:-0} "$base/batch_throughput" --synthetic "$preset" --concurrency "${STREAMS:-1,4,16,64}" \
         --prompt "${PROMPT:-512}" --tokens "${GEN:-200}" --history "${HISTORY:-2000}" \
         --arrivals "${ARRIVALS:-64}" --every-ms "${EVERY_MS:-50}" \
         --json "$out/$preset-batch.json"
