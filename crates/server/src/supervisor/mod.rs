@@ -21,6 +21,7 @@
 mod actor;
 pub mod process;
 pub mod worker;
+mod worker_log;
 
 #[cfg(test)]
 pub(crate) mod fake;
