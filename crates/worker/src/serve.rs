@@ -67,7 +67,7 @@ struct Session<'a> {
     vocab: usize,
     eos: &'a [u32],
     context_length: usize,
-    /// Since the scheduler last became busy.
+    /// Since the scheduler last became busy (with debug logging on).
     stretch: Option<Stretch>,
 }
 
@@ -381,21 +381,15 @@ impl Session<'_> {
     /// One scheduler step: its tokens in one frame, then the ends.
     fn step(&mut self, endpoint: &mut WorkerEndpoint) -> Result<(), WorkerError> {
         let started = Instant::now();
-        let stretch = self.stretch.get_or_insert_with(|| Stretch {
-            started,
-            host: self.scheduler.host_times(),
-            steps: 0,
-            last_step_end: started,
-            between: Duration::ZERO,
-            write: Duration::ZERO,
-            slowest: Duration::ZERO,
-        });
-        stretch.between += started - stretch.last_step_end;
+        // Only kept when it will be logged.
+        if self.stretch.is_none() && tracing::enabled!(tracing::Level::DEBUG) {
+            self.stretch = Some(Stretch::new(started, self.scheduler.host_times()));
+        }
         let stepped = self.scheduler.step();
         let stepped_at = Instant::now();
-        stretch.last_step_end = stepped_at;
-        stretch.slowest = stretch.slowest.max(stepped_at - started);
-        stretch.steps += 1;
+        if let Some(stretch) = &mut self.stretch {
+            stretch.stepped(started, stepped_at);
+        }
         let events = match stepped {
             Ok(events) => events,
             Err(e) => {
@@ -482,6 +476,28 @@ impl Session<'_> {
 }
 
 impl Stretch {
+    /// A stretch whose first step starts at `started`, the scheduler's host
+    /// times being `host`.
+    fn new(started: Instant, host: HostTimes) -> Stretch {
+        Stretch {
+            started,
+            host,
+            steps: 0,
+            last_step_end: started,
+            between: Duration::ZERO,
+            write: Duration::ZERO,
+            slowest: Duration::ZERO,
+        }
+    }
+
+    /// Counts a scheduler step that ran from `started` to `ended`.
+    fn stepped(&mut self, started: Instant, ended: Instant) {
+        self.between += started - self.last_step_end;
+        self.last_step_end = ended;
+        self.slowest = self.slowest.max(ended - started);
+        self.steps += 1;
+    }
+
     /// Logs the stretch at debug level, per step, given the scheduler's
     /// host times at its end.
     fn log(&self, host: HostTimes) {
