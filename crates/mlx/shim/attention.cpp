@@ -81,7 +81,7 @@ mx::array attend(
 
 } // namespace
 
-bool compose_attention(const mx::array& q, const mx::array& /* k */) {
+bool compose_attention(const mx::array& q) {
   return q.ndim() == 4 && q.shape(2) > 1 && cuda_available() &&
       mx::default_device().type == mx::Device::gpu;
 }

@@ -27,6 +27,6 @@ mlx::core::array attention_composed(
 
 // Whether the shim's attention composes the product rather than run MLX's
 // fused kernel: on the CUDA backend, for more than one query.
-bool compose_attention(const mlx::core::array& q, const mlx::core::array& k);
+bool compose_attention(const mlx::core::array& q);
 
 } // namespace mlxs

@@ -677,7 +677,7 @@ int mlxs_sdpa(
     mlxs_array** out) {
   MLXS_TRY({
     const std::string mode = mask_mode ? mask_mode : "";
-    if (mlxs::compose_attention(A(q), A(k))) {
+    if (mlxs::compose_attention(A(q))) {
       *out = wrap(mlxs::attention_composed(A(q), A(k), A(v), scale, mode == "causal", opt(mask)));
     } else {
       *out = wrap(mx::fast::scaled_dot_product_attention(A(q), A(k), A(v), scale, mode, opt(mask)));
@@ -695,8 +695,8 @@ int mlxs_sdpa_composed(
     int64_t max_scores,
     mlxs_array** out) {
   MLXS_TRY({
-    const bool causal = mask_mode && std::strcmp(mask_mode, "causal") == 0;
-    *out = wrap(mlxs::attention_composed(A(q), A(k), A(v), scale, causal, opt(mask), max_scores));
+    const std::string mode = mask_mode ? mask_mode : "";
+    *out = wrap(mlxs::attention_composed(A(q), A(k), A(v), scale, mode == "causal", opt(mask), max_scores));
   })
 }
 
