@@ -33,6 +33,7 @@ fn the_smoke_suite_writes_a_report_json_and_plots() {
         "### Concurrent streams",
         "### Where mlxd's time goes",
         "### Targets",
+        "### Host time per decode step, in-process",
     ] {
         assert!(report.contains(heading), "{heading:?} missing:\n{report}");
     }
@@ -59,6 +60,14 @@ fn the_smoke_suite_writes_a_report_json_and_plots() {
         assert_eq!(samples.len(), 1, "{entry}");
         // Exactly the tokens asked for, end-of-sequence or not.
         assert_eq!(samples[0]["completion_tokens"], 8, "{entry}");
+    }
+    // The in-process engines' host time per decode step, one run each.
+    let host = workload["host_steps"].as_array().unwrap();
+    let host_systems: Vec<&str> = host.iter().map(|h| h["system"].as_str().unwrap()).collect();
+    assert_eq!(host_systems, ["direct", "direct scheduler"]);
+    for h in host {
+        assert_eq!(h["dispatch_us"]["n"], 1, "{h}");
+        assert!(h["dispatch_us"]["median"].as_f64().unwrap() > 0.0, "{h}");
     }
     let stream = &workload["samples"][1][1][0];
     assert!(stream["ttft_ms"].as_f64().unwrap() > 0.0, "{stream}");

@@ -145,6 +145,26 @@ impl Timed {
     pub fn end_to_end_tps(&self) -> f64 {
         self.tokens as f64 / self.total.as_secs_f64().max(1e-9)
     }
+
+    /// The host's time per decode step, in µs: building the graph,
+    /// dispatching it, waiting for the token.
+    pub fn host_per_step_us(&self) -> HostStep {
+        let steps = self.tokens.saturating_sub(1).max(1) as f64;
+        let per_step = |d: Duration| d.as_secs_f64() * 1e6 / steps;
+        HostStep {
+            build: per_step(self.stats.host_build),
+            dispatch: per_step(self.stats.host_dispatch),
+            wait: per_step(self.stats.host_wait),
+        }
+    }
+}
+
+/// Where the host spent one decode step, in µs.
+#[derive(Debug, Clone, Copy)]
+pub struct HostStep {
+    pub build: f64,
+    pub dispatch: f64,
+    pub wait: f64,
 }
 
 /// One greedy generation of exactly `tokens` tokens after prefilling
@@ -229,15 +249,14 @@ fn measure(model: &Model, prompt: &[u32], tokens: usize, scheduled: bool) -> any
     } else {
         generate_timed(model, prompt, tokens)?
     };
-    let steps = tokens.saturating_sub(1).max(1) as f64;
-    let per_step = |d: Duration| d.as_secs_f64() * 1e6 / steps;
+    let host = timed.host_per_step_us();
     Ok(Run {
         prefill_tps: timed.prompt_tokens as f64 / timed.ttft.as_secs_f64().max(1e-9),
         decode_tps: timed.decode_tps(),
         ttft_ms: timed.ttft.as_secs_f64() * 1e3,
-        build_us: per_step(timed.stats.host_build),
-        dispatch_us: per_step(timed.stats.host_dispatch),
-        wait_us: per_step(timed.stats.host_wait),
+        build_us: host.build,
+        dispatch_us: host.dispatch,
+        wait_us: host.wait,
     })
 }
 

@@ -125,6 +125,36 @@ pub fn markdown(r: &SuiteReport, plots: &[String]) -> String {
     md
 }
 
+/// The in-process engines' host time per decode step, to set beside the
+/// worker's own (its "busy stretch" debug lines).
+fn host_section(md: &mut String, m: &ModelReport) {
+    if m.workloads.iter().all(|w| w.host_steps.is_empty()) {
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "\n### Host time per decode step, in-process (median µs)\n\n\
+         The worker logs the same at debug level (`busy stretch`; \
+         `--mlxd-log warn,worker=debug,mlxd::worker=debug`).\n"
+    );
+    let _ = writeln!(
+        md,
+        "| tokens | system | build | dispatch | wait | step |\n|---:|---|---:|---:|---:|---:|"
+    );
+    for w in &m.workloads {
+        for h in &w.host_steps {
+            let (b, d, wait) = (h.build_us.median, h.dispatch_us.median, h.wait_us.median);
+            let _ = writeln!(
+                md,
+                "| {} | {} | {b:.0} | {d:.0} | {wait:.0} | {:.0} |",
+                w.tokens,
+                h.system,
+                b + d + wait
+            );
+        }
+    }
+}
+
 fn model_section(md: &mut String, m: &ModelReport) {
     let _ = writeln!(
         md,
@@ -227,6 +257,8 @@ fn model_section(md: &mut String, m: &ModelReport) {
             );
         }
     }
+
+    host_section(md, m);
 
     if !m.concurrency.is_empty() {
         let _ = writeln!(

@@ -111,6 +111,32 @@ pub struct WorkloadReport {
     pub prompt_tokens: usize,
     pub summaries: Vec<SystemSummary>,
     pub samples: Vec<(String, Vec<Sample>)>,
+    /// The in-process engines' host time per decode step (the worker logs
+    /// its own at debug level: "busy stretch").
+    pub host_steps: Vec<HostSteps>,
+}
+
+/// Where an in-process engine's host spent its decode steps over the runs
+/// of one workload, in µs per step.
+#[derive(Debug, Serialize)]
+pub struct HostSteps {
+    pub system: String,
+    pub build_us: Summary,
+    pub dispatch_us: Summary,
+    pub wait_us: Summary,
+}
+
+impl HostSteps {
+    fn of(system: &str, steps: &[direct::HostStep]) -> HostSteps {
+        let of =
+            |f: fn(&direct::HostStep) -> f64| Summary::of(&steps.iter().map(f).collect::<Vec<_>>());
+        HostSteps {
+            system: system.to_owned(),
+            build_us: of(|s| s.build),
+            dispatch_us: of(|s| s.dispatch),
+            wait_us: of(|s| s.wait),
+        }
+    }
 }
 
 /// One system's figures for one workload.
@@ -547,6 +573,7 @@ impl ModelRun<'_> {
         };
         let mut direct_samples = Vec::new();
         let mut scheduled = Vec::new();
+        let (mut direct_host, mut scheduled_host) = (Vec::new(), Vec::new());
         let mut stream = Vec::new();
         let mut whole = Vec::new();
         let mut peer_samples: Vec<Vec<Sample>> = vec![Vec::new(); peers.len()];
@@ -561,6 +588,7 @@ impl ModelRun<'_> {
                         let timed = direct::generate_timed(&loaded.model, &prompt, tokens)?;
                         let id = format!("d-{m}-{tokens}-{run}");
                         direct_samples.push(direct_sample(&timed, &id));
+                        direct_host.push(timed.host_per_step_us());
                     }
                     1 => stream.push(request(
                         &mlxd.target,
@@ -576,6 +604,7 @@ impl ModelRun<'_> {
                         let timed = direct::schedule_timed(&loaded.model, &prompt, tokens)?;
                         let id = format!("b-{m}-{tokens}-{run}");
                         scheduled.push(direct_sample(&timed, &id));
+                        scheduled_host.push(timed.host_per_step_us());
                     }
                     k => {
                         let (i, peer) = (k - 4, &peers[k - 4]);
@@ -614,6 +643,10 @@ impl ModelRun<'_> {
             prompt_tokens: prompt.len(),
             summaries,
             samples,
+            host_steps: vec![
+                HostSteps::of("direct", &direct_host),
+                HostSteps::of(SCHEDULER, &scheduled_host),
+            ],
         })
     }
 }
