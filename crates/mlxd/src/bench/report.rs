@@ -128,9 +128,6 @@ pub fn markdown(r: &SuiteReport, plots: &[String]) -> String {
 /// The in-process engines' host time per decode step, to set beside the
 /// worker's own (its "busy stretch" debug lines).
 fn host_section(md: &mut String, m: &ModelReport) {
-    if m.workloads.iter().all(|w| w.host_steps.is_empty()) {
-        return;
-    }
     let _ = writeln!(
         md,
         "\n### Host time per decode step, in-process (median µs)\n\n\

@@ -26,6 +26,23 @@ pub fn assert_success(out: &Output) {
     );
 }
 
+/// A file or directory of the data `scripts/test-data.sh` installs
+/// (`$MLXD_TEST_DATA`, else `<workspace root>/.cache/test-data`); panics
+/// when it is missing: these tests never skip.
+pub fn test_data(rel: &str) -> PathBuf {
+    let data = std::env::var_os("MLXD_TEST_DATA").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.cache/test-data"),
+        PathBuf::from,
+    );
+    let path = data.join(rel);
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/test-data.sh",
+        path.display()
+    );
+    path
+}
+
 pub fn mlxd_path() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_mlxd"))
 }
