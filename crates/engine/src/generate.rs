@@ -53,6 +53,9 @@ pub struct GenerationStats {
     /// ...and waiting for the device to finish the token being read. Wait
     /// near zero means the host, not the device, sets the pace.
     pub host_wait: Duration,
+    /// Decode steps those times cover: every step after the first token's
+    /// (each built and dispatched, then waited for).
+    pub host_steps: usize,
 }
 
 impl GenerationStats {
@@ -151,10 +154,9 @@ impl<'m> Generator<'m> {
             mlx::async_eval(&next.arrays())?;
             dispatched = Instant::now();
             self.pending = Some(next);
-            if self.first_token_at.is_some() {
-                self.stats.host_build += built - begin;
-                self.stats.host_dispatch += dispatched - built;
-            }
+            self.stats.host_build += built - begin;
+            self.stats.host_dispatch += dispatched - built;
+            self.stats.host_steps += 1;
         }
         let read = current.read()?;
         let now = Instant::now();

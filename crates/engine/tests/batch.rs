@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use engine::batch::{BatchConfig, Scheduler, SeqEnd, SeqEvent, SeqReport, SeqRequest};
 use engine::generate::{GenerateOptions, Generator};
@@ -119,6 +120,24 @@ fn no_step_is_computed_past_the_last_token() {
     let alone = run(&mut s, HashMap::new(), &HashMap::new());
     assert_eq!(alone.tokens[&1].len(), 5);
     assert_eq!(s.host_times().steps, 5, "one decode step per token");
+    // The generator's host times cover the steps after the first token's,
+    // one per token that follows it.
+    let options = GenerateOptions {
+        max_tokens: 5,
+        ..GenerateOptions::default()
+    };
+    let params = SamplingParams::greedy();
+    let mut generator = Generator::new(
+        &model,
+        &prompts[2],
+        sampler(&model, &prompts[2], &params),
+        options,
+    )
+    .unwrap();
+    assert_eq!(generator.by_ref().map(Result::unwrap).count(), 5);
+    let stats = generator.stats();
+    assert_eq!(stats.host_steps, 4);
+    assert!(stats.host_build > Duration::ZERO && stats.host_dispatch > Duration::ZERO);
     // Two rows ending at different lengths: steps until the longer one's
     // last token, none after.
     let mut s = Scheduler::new(&model, BatchConfig::default());

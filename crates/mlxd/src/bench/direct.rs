@@ -149,7 +149,7 @@ impl Timed {
     /// The host's time per decode step, in µs: building the graph,
     /// dispatching it, waiting for the token.
     pub fn host_per_step_us(&self) -> HostStep {
-        let steps = self.tokens.saturating_sub(1).max(1) as f64;
+        let steps = self.stats.host_steps.max(1) as f64;
         let per_step = |d: Duration| d.as_secs_f64() * 1e6 / steps;
         HostStep {
             build: per_step(self.stats.host_build),
@@ -236,6 +236,7 @@ pub fn schedule_timed(model: &Model, prompt: &[u32], tokens: usize) -> anyhow::R
         host_build: host.build,
         host_dispatch: host.dispatch,
         host_wait: host.wait,
+        host_steps: host.steps as usize,
         ..GenerationStats::default()
     };
     Ok(Timed::new(prompt.len(), tokens, (start, first, end), stats))
