@@ -208,21 +208,41 @@ pub struct ModelEntry {
 /// (directories with config.json and .gguf files, up to `org/name` depth),
 /// and aliases whose target resolves. Sorted by name, aliases last.
 pub fn discover(models: &ModelsConfig) -> Vec<ModelEntry> {
+    locate(models)
+        .into_iter()
+        .filter_map(|(name, path)| describe(name, &path))
+        .collect()
+}
+
+/// [`discover`]'s names and paths, in its order, found from directory
+/// listings alone: no model file is opened, so resolving a request's model
+/// name costs a few directory reads however large the models are (GGUF
+/// metadata runs to megabytes).
+pub fn locate(models: &ModelsConfig) -> Vec<(String, PathBuf)> {
     let mut found = Vec::new();
     discover_hub(&models.hf_cache, &mut found);
     discover_dir(&models.dir, &models.dir, 0, &mut found);
-    found.sort_by(|a, b| a.name.cmp(&b.name));
+    found.sort_by(|a, b| a.0.cmp(&b.0));
     for (alias, target) in &models.aliases {
         if let Ok(path) = resolve_in(models, Some(target))
-            && let Some(entry) = describe(alias.clone(), &path)
+            && is_model(&path)
         {
-            found.push(entry);
+            found.push((alias.clone(), path));
         }
     }
     found
 }
 
-fn discover_hub(hub: &Path, found: &mut Vec<ModelEntry>) {
+/// A directory with config.json, or a .gguf file: what [`describe`] takes.
+fn is_model(path: &Path) -> bool {
+    if path.is_dir() {
+        path.join("config.json").is_file()
+    } else {
+        is_gguf(path)
+    }
+}
+
+fn discover_hub(hub: &Path, found: &mut Vec<(String, PathBuf)>) {
     let Ok(entries) = std::fs::read_dir(hub) else {
         return;
     };
@@ -239,7 +259,7 @@ fn discover_hub(hub: &Path, found: &mut Vec<ModelEntry>) {
         };
         let repo = format!("{org}/{name}");
         if snapshot.join("config.json").is_file() {
-            found.extend(describe(repo, &snapshot));
+            found.push((repo, snapshot));
             continue;
         }
         let ggufs = gguf_files(&snapshot);
@@ -253,12 +273,12 @@ fn discover_hub(hub: &Path, found: &mut Vec<ModelEntry>) {
                     file.file_name().unwrap_or_default().to_string_lossy()
                 )
             };
-            found.extend(describe(name, &file));
+            found.push((name, file));
         }
     }
 }
 
-fn discover_dir(root: &Path, dir: &Path, depth: usize, found: &mut Vec<ModelEntry>) {
+fn discover_dir(root: &Path, dir: &Path, depth: usize, found: &mut Vec<(String, PathBuf)>) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
@@ -271,13 +291,13 @@ fn discover_dir(root: &Path, dir: &Path, depth: usize, found: &mut Vec<ModelEntr
             .into_owned();
         if path.is_dir() {
             if path.join("config.json").is_file() {
-                found.extend(describe(name, &path));
+                found.push((name, path));
             } else if depth < 1 {
                 discover_dir(root, &path, depth + 1, found);
             }
         } else if is_gguf(&path) {
             let name = name.strip_suffix(".gguf").unwrap_or(&name).to_string();
-            found.extend(describe(name, &path));
+            found.push((name, path));
         }
     }
 }
@@ -533,5 +553,27 @@ mod tests {
         assert!(found[0].size_bytes >= 1000);
         assert_eq!(found[1].quantization, "bf16");
         assert_eq!(found[2].path, found[0].path);
+        let located: Vec<(String, PathBuf)> = found
+            .iter()
+            .map(|e| (e.name.clone(), e.path.clone()))
+            .collect();
+        assert_eq!(locate(&models), located);
+    }
+
+    #[test]
+    fn locating_models_opens_no_model_file() {
+        let root = tempfile::tempdir().unwrap();
+        let models = models_config(root.path());
+        std::fs::create_dir_all(&models.dir).unwrap();
+        // Reading a FIFO blocks until a writer comes: describing this model
+        // (its GGUF header) would never return.
+        let fifo = models.dir.join("pipe.gguf");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(locate(&models)).unwrap());
+        let found = rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("locate returned without reading the model");
+        assert_eq!(found, [("pipe".to_string(), fifo)]);
     }
 }

@@ -128,10 +128,12 @@ impl ModelCatalog for ConfigCatalog {
         if let Some(e) = self.served.iter().find(|e| e.id == name) {
             return Some(e.path.clone());
         }
-        self.entries()
+        // Per request: names and paths only (`entries` reads every model's
+        // metadata for the listing).
+        models::locate(&self.models)
             .into_iter()
-            .find(|e| e.id == name)
-            .map(|e| e.path)
+            .find(|(id, _)| id == name)
+            .map(|(_, path)| path)
     }
 
     fn list(&self) -> Vec<CatalogEntry> {
