@@ -26,6 +26,9 @@
 #   device.sh batch PRESET...    continuous batching in-process: tok/s and
 #                                TTFT at 1/4/16/64 streams, prompt-cache TTFT;
 #                                JSON into $OUT
+#   device.sh machine            the GPU's memory bandwidth (the decode floor)
+#                                and the ring's latencies on this host (the
+#                                transport benchmark, --quick); into $OUT
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 base=/tmp/mlxd-gpu
@@ -196,5 +199,10 @@ PY
         --json "$out/$preset-batch.json"
     done
     ;;
-  *) echo "usage: device.sh install|env|check|bench|suite|profile|coldstart|batch PRESET..." >&2; exit 2 ;;
+  machine)
+    prepare
+    python3 "$here/bandwidth.py" | tee "$out/bandwidth.txt"
+    "$base/transport" --quick --json "$out/transport.json" | tee "$out/transport.txt"
+    ;;
+  *) echo "usage: device.sh install|env|check|bench|suite|profile|coldstart|batch|machine PRESET..." >&2; exit 2 ;;
 esac

