@@ -17,7 +17,10 @@
 #                                plots and logs stay in /tmp/mlxd-gpu/suite;
 #                                SUITE_ARGS goes to mlxd bench, e.g.
 #                                --no-peers; with MLXD_LOG=info,worker=debug
-#                                the workers' busy stretches are summarized)
+#                                the workers' busy stretches are summarized;
+#                                PIN_WORKER=CPUS PIN_REST=CPUS run the workers
+#                                on CPUS of their own, everything else on the
+#                                rest, through taskset)
 #   device.sh profile PRESET...  GPU time per kernel (Nsight Compute) of a window
 #                                of mlxd's and of mlx-lm's decode on the same
 #                                checkpoint
@@ -134,10 +137,22 @@ PY
     models=$(IFS=,; echo "${dirs[*]}")
     # Only a few files come back from the machine: the report and the data.
     rm -rf "$base/suite"
+    # Whether the worker's host work slows when the front-end and the
+    # bench's client share its cores: the workers on PIN_WORKER alone (each
+    # re-pinned, every thread, as it appears), everything else on PIN_REST.
+    pin=() pinner=
+    if [ -n "${PIN_WORKER:-}" ]; then
+      pin=(taskset -c "${PIN_REST:?PIN_REST: the CPUs for everything but the workers}")
+      (while sleep 0.2; do
+        for p in $(pgrep -f "$base/mlxd worker"); do taskset -a -cp "$PIN_WORKER" "$p" >/dev/null 2>&1 || true; done
+      done) &
+      pinner=$!
+    fi
     # shellcheck disable=SC2086 # SUITE_ARGS is a list of arguments
-    HOME=$base "$base/mlxd" bench --suite -m "$models" --tokens "${TOKENS:-50,100,200}" \
+    HOME=$base "${pin[@]}" "$base/mlxd" bench --suite -m "$models" --tokens "${TOKENS:-50,100,200}" \
       --runs "${RUNS:-5}" --concurrency "${STREAMS:-1,4,16,64}" --python python3 --out "$base/suite" \
       ${SUITE_ARGS:-}
+    [ -z "$pinner" ] || kill "$pinner"
     cp "$base/suite/report.md" "$base/suite/results.json" "$out/"
     python3 "$here/stretches.py" "$base"/suite/logs/mlxd-*.log | tee "$out/stretches.txt"
     ;;
@@ -202,6 +217,8 @@ PY
   machine)
     prepare
     python3 "$here/bandwidth.py" | tee "$out/bandwidth.txt"
+    # Which CPUs share a core (for PIN_WORKER).
+    lscpu --extended=CPU,CORE,SOCKET,NODE | tee "$out/cpus.txt"
     "$base/transport" --quick --json "$out/transport.json" | tee "$out/transport.txt"
     ;;
   *) echo "usage: device.sh install|env|check|bench|suite|profile|coldstart|batch|machine PRESET..." >&2; exit 2 ;;
