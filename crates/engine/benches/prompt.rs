@@ -9,21 +9,17 @@
 //!   work), as a server sees it.
 //!
 //! Prints a table (medians and p90 in µs). `--quick` takes fewer samples.
-//! Needs `scripts/test-data.sh tokenizers`.
+//! Needs the test data (`scripts/test-data.sh`).
 
-use std::path::PathBuf;
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::time::{Duration, Instant};
 
-use engine::{ChatMessage, RenderOptions, Tokenizer};
+use engine::{ChatMessage, RenderOptions};
 
 const MESSAGES: &str =
     r#"[{"role":"user","content":"What is the capital of France? Answer in one sentence."}]"#;
-
-fn data_dir() -> PathBuf {
-    std::env::var_os("MLXD_TEST_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.cache/test-data"))
-}
 
 /// Median and p90 of `samples`, in µs.
 fn quantiles(mut samples: Vec<Duration>) -> (f64, f64) {
@@ -55,14 +51,11 @@ fn main() {
         "{:<10} {:<6} {:>6} {:>14} {:>14} {:>14}",
         "tokenizer", "caches", "ids", "template p50", "tokenize p50", "both p90"
     );
-    for name in ["qwen3", "llama3", "llama2"] {
-        let dir = data_dir().join("npm").join(name);
-        let tokenizer = Tokenizer::from_dir(&dir).unwrap_or_else(|e| {
-            panic!(
-                "{}: {e} (run scripts/test-data.sh tokenizers)",
-                dir.display()
-            )
-        });
+    for (name, tokenizer) in [
+        ("qwen3", &*common::QWEN3),
+        ("llama3", &*common::LLAMA3),
+        ("llama2", &*common::LLAMA2),
+    ] {
         let once = || {
             let start = Instant::now();
             let text = tokenizer

@@ -323,10 +323,10 @@ fn gguf_files(dir: &Path) -> Vec<PathBuf> {
 
 /// The entry for the model at `path`, if it is one.
 fn describe(name: String, path: &Path) -> Option<ModelEntry> {
+    if !is_model(path) {
+        return None;
+    }
     if path.is_dir() {
-        if !path.join("config.json").is_file() {
-            return None;
-        }
         let size_bytes = std::fs::read_dir(path)
             .map(|entries| {
                 entries
@@ -346,16 +346,13 @@ fn describe(name: String, path: &Path) -> Option<ModelEntry> {
             size_bytes,
         });
     }
-    if is_gguf(path) {
-        return Some(ModelEntry {
-            name,
-            path: path.to_path_buf(),
-            format: ModelFormat::Gguf,
-            quantization: gguf_quantization(path),
-            size_bytes: std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
-        });
-    }
-    None
+    Some(ModelEntry {
+        name,
+        path: path.to_path_buf(),
+        format: ModelFormat::Gguf,
+        quantization: gguf_quantization(path),
+        size_bytes: std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
+    })
 }
 
 /// `4-bit g64` from config.json's `quantization` (MLX) or
