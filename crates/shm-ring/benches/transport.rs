@@ -11,6 +11,13 @@
 //!   measured from just before publish to its arrival on the request's
 //!   channel in a sleeping tokio front-end (`Connection` + demux), vs. a
 //!   tokio socket reader task forwarding to an mpsc channel.
+//! * `request`: the daemon's path for one request after the transport sat
+//!   idle (1 ms, then 100 ms): a request task sends a frame through
+//!   `Connection` (its writer task), the worker thread waits in
+//!   `recv_timeout` as the worker's loop does and answers with one frame,
+//!   which the reader task routes to the request's channel. Timed in both
+//!   legs (to the worker's read, from the worker's write) and whole, on a
+//!   runtime with as many threads as the daemon's.
 //! * `throughput`: 64-byte frames streamed worker → front-end, one wake-up
 //!   check per frame, as fast as the front-end drains them (raw consumer,
 //!   and through `Connection` to a request channel), vs. one `write` per
@@ -344,6 +351,116 @@ fn token_shm(n: usize, gap: Duration) -> Vec<u64> {
     })
 }
 
+/// Stamps of one answered request: when the worker read it and when it
+/// wrote its answer.
+struct AnswerDemux;
+
+impl Demux for AnswerDemux {
+    type Event = (u64, u64);
+
+    fn demux(
+        &mut self,
+        header: &FrameHeader,
+        payload: &[u8],
+        emit: &mut dyn FnMut(Route<(u64, u64)>),
+    ) -> Result<(), String> {
+        let stamp = |at: usize| {
+            payload
+                .get(at..at + 8)
+                .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+                .ok_or("short frame")
+        };
+        emit(Route {
+            request_id: header.request_id,
+            event: (stamp(0)?, stamp(8)?),
+            last: true,
+        });
+        Ok(())
+    }
+}
+
+/// One request's three spans (ns): to the worker, back, whole.
+type Legs = (u64, u64, u64);
+
+/// `n` requests through `Connection` to a worker thread that answers each
+/// one, `idle` apart; see the module's `request`.
+fn request_shm(n: usize, idle: Duration) -> Vec<Legs> {
+    let (front, fds) = FrontEnd::create(&config(), &Backing::default()).expect("create");
+    let (region, bell) = fds.into_owned();
+    let mut worker = WorkerEndpoint::attach(region, bell).expect("attach");
+    let worker_loop = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        loop {
+            // The worker loop's idle wait: a heartbeat tick.
+            let h = match worker.recv_timeout(&mut buf, Duration::from_millis(250)) {
+                Ok(Some(h)) => h,
+                Ok(None) => continue,
+                Err(_) => return,
+            };
+            let read = monotonic_ns();
+            if h.kind == QUIT {
+                return;
+            }
+            let written = monotonic_ns();
+            worker
+                .send(
+                    1,
+                    0,
+                    h.request_id,
+                    &[read, written].map(u64::to_le_bytes).concat(),
+                )
+                .expect("answer");
+        }
+    });
+    // The daemon's runtime: a thread per CPU.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let legs = rt.block_on(async move {
+        let (conn, _control) =
+            Connection::open(front, AnswerDemux, ConnectionOptions::default()).expect("open");
+        let conn = std::sync::Arc::new(conn);
+        let mut legs = Vec::with_capacity(n);
+        for i in 0..n + n / 10 {
+            tokio::time::sleep(idle).await;
+            let conn = conn.clone();
+            // Each request on a task of its own, as a handler is.
+            let request = tokio::spawn(async move {
+                let id = i as u64 + 1;
+                let mut events = conn.register(id).expect("register");
+                let sent = monotonic_ns();
+                conn.send(shm_ring::OutFrame {
+                    kind: 1,
+                    flags: 0,
+                    request_id: id,
+                    payload: vec![7; PAYLOAD],
+                })
+                .await
+                .expect("send");
+                let (read, written) = events.recv().await.expect("answer").expect("open");
+                let back = monotonic_ns();
+                (read - sent, back - written, back - sent)
+            });
+            let got = request.await.expect("request task");
+            if i >= n / 10 {
+                legs.push(got);
+            }
+        }
+        conn.send(shm_ring::OutFrame {
+            kind: QUIT,
+            flags: 0,
+            request_id: 0,
+            payload: Vec::new(),
+        })
+        .await
+        .expect("send");
+        legs
+    });
+    worker_loop.join().expect("worker thread");
+    legs
+}
+
 fn token_socket(n: usize, gap: Duration) -> Vec<u64> {
     let (a, mut b) = UnixStream::pair().expect("pair");
     let rt = runtime();
@@ -542,6 +659,41 @@ fn main() {
             "unix socket",
             token_socket(20_000 / scale, gap),
         ));
+    }
+    // (idle, requests, requests with --quick)
+    for (idle, count, quick, rows_of) in [
+        (
+            Duration::from_millis(1),
+            3_000,
+            300,
+            [
+                "request after 1 ms idle: to the worker",
+                "request after 1 ms idle: back",
+                "request after 1 ms idle: round trip",
+            ],
+        ),
+        (
+            Duration::from_millis(100),
+            60,
+            20,
+            [
+                "request after 100 ms idle: to the worker",
+                "request after 100 ms idle: back",
+                "request after 100 ms idle: round trip",
+            ],
+        ),
+    ] {
+        if want("request") {
+            let legs = request_shm(if args.quick { quick } else { count }, idle);
+            let pick = |f: fn(&Legs) -> u64| legs.iter().map(f).collect::<Vec<_>>();
+            for (scenario, leg) in
+                rows_of
+                    .into_iter()
+                    .zip([pick(|l| l.0) as Vec<u64>, pick(|l| l.1), pick(|l| l.2)])
+            {
+                rows.push(latency_row(scenario, "shm ring (Connection)", leg));
+            }
+        }
     }
     let frames = 5_000_000 / scale as u64;
     for (name, transport, f) in [
