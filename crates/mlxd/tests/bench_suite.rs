@@ -76,6 +76,17 @@ fn the_smoke_suite_writes_a_report_json_and_plots() {
         summaries[1]["e2e_overhead_pct"].is_number(),
         "{summaries:?}"
     );
+    // Each round's mlxd against the same round's direct; none for direct.
+    assert!(summaries[0]["e2e_ratio"].is_null(), "{summaries:?}");
+    let ratio = &summaries[2]["e2e_ratio"];
+    assert_eq!(ratio["n"], 1, "{summaries:?}");
+    let expected = samples_of(workload, "mlxd")["e2e_tps"].as_f64().unwrap()
+        / samples_of(workload, "direct")["e2e_tps"].as_f64().unwrap();
+    assert!(
+        (ratio["median"].as_f64().unwrap() - expected).abs() < 1e-9,
+        "{ratio} against {expected}"
+    );
+    assert!(report.contains("mlxd / direct, round by round"), "{report}");
 
     let levels: Vec<u64> = model["concurrency"]
         .as_array()
@@ -146,4 +157,15 @@ fn the_smoke_suite_runs_the_default_model() {
             assert_eq!(sample["completion_tokens"], 8, "{entry}");
         }
     }
+}
+
+/// The first sample of `system` in a workload of results.json.
+fn samples_of<'a>(workload: &'a Value, system: &str) -> &'a Value {
+    let entry = workload["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s[0] == system)
+        .unwrap();
+    &entry[1][0]
 }

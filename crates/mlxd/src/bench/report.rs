@@ -48,6 +48,11 @@ fn spread(s: &Summary, digits: usize) -> String {
     )
 }
 
+/// A round-by-round ratio: its median ± the median's standard error.
+fn with_error(ratio: &Summary) -> String {
+    format!("{:.3} ± {:.3}", ratio.median, ratio.median_error())
+}
+
 fn find<'a>(w: &'a WorkloadReport, system: &str) -> Option<&'a SystemSummary> {
     w.summaries.iter().find(|s| s.system == system)
 }
@@ -165,8 +170,10 @@ fn model_section(md: &mut String, m: &ModelReport) {
     let star = |s: &SystemSummary| if s.exact_tokens { "" } else { "*" };
 
     let _ = writeln!(md, "### End to end (tok/s, median)\n");
-    let mut head = "| tokens | workload | prompt | direct | mlxd | overhead |".to_owned();
-    let mut rule = "|---:|---|---:|---:|---:|---:|".to_owned();
+    let mut head =
+        "| tokens | workload | prompt | direct | mlxd | overhead | mlxd / direct, round by round |"
+            .to_owned();
+    let mut rule = "|---:|---|---:|---:|---:|---:|---:|".to_owned();
     for p in &peers {
         let _ = write!(head, " {p} | vs direct |");
         rule.push_str("---:|---:|");
@@ -177,13 +184,15 @@ fn model_section(md: &mut String, m: &ModelReport) {
         let mlxd = find(w, "mlxd");
         let _ = write!(
             md,
-            "| {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} |",
             w.tokens,
             w.workload.name,
             w.prompt_tokens,
             opt(direct.map(|s| s.e2e_tps.median), 2),
             opt(mlxd.map(|s| s.e2e_tps.median), 2),
-            opt(mlxd.and_then(|s| s.e2e_overhead_pct), 2) + " %"
+            opt(mlxd.and_then(|s| s.e2e_overhead_pct), 2) + " %",
+            mlxd.and_then(|s| s.e2e_ratio)
+                .map_or_else(|| "–".to_owned(), |r| with_error(&r))
         );
         for p in &peers {
             let s = find(w, p);
@@ -330,6 +339,24 @@ fn targets(md: &mut String, m: &ModelReport) {
                 "- tok/s overhead at {} tokens (end to end): {pct:.2} % (target ≤ {target} %): {}",
                 w.tokens,
                 verdict(pct <= target)
+            );
+        }
+        if let Some(ratio) = find(w, "mlxd").and_then(|s| s.e2e_ratio) {
+            // Within the error of the target counts as neither met nor short.
+            let floor = 1.0 - target / 100.0;
+            let verdict = if ratio.median >= floor {
+                "met"
+            } else if ratio.median + ratio.median_error() >= floor {
+                "within the error"
+            } else {
+                "**short**"
+            };
+            let _ = writeln!(
+                md,
+                "- tok/s at {} tokens against direct in the same round (end to end): {} over {} rounds (target ≥ {floor:.2}): {verdict}",
+                w.tokens,
+                with_error(&ratio),
+                ratio.n
             );
         }
         if let Some(pct) = find(w, "mlxd stream").and_then(|s| s.decode_overhead_pct) {

@@ -37,6 +37,12 @@ impl Summary {
         }
     }
 
+    /// The standard error of the median, for values spread about normally
+    /// (√(π/2) σ/√n).
+    pub fn median_error(&self) -> f64 {
+        1.2533 * self.stddev / (self.n.max(1) as f64).sqrt()
+    }
+
     /// The summary of the values that exist; `None` when none does.
     pub fn of_some(values: impl IntoIterator<Item = Option<f64>>) -> Option<Summary> {
         let present: Vec<f64> = values.into_iter().flatten().collect();
@@ -67,6 +73,8 @@ mod tests {
         assert_eq!(Summary::of(&[1.0, 4.0]).median, 2.5);
         assert_eq!(Summary::of_some([None, Some(2.0)]).map(|s| s.n), Some(1));
         assert_eq!(Summary::of_some([None]), None);
+        let even = Summary::of(&[1.0, 3.0, 1.0, 3.0]);
+        assert!((even.median_error() - 1.2533 / 2.0).abs() < 1e-12);
     }
 
     #[test]

@@ -153,6 +153,10 @@ pub struct SystemSummary {
     pub e2e_overhead_pct: Option<f64>,
     pub decode_overhead_pct: Option<f64>,
     pub added_ttft_ms: Option<f64>,
+    /// Against the bare engine round by round: this system's end-to-end
+    /// tok/s over direct's in the same round (when every round has both),
+    /// which cancels the machine's drift between rounds.
+    pub e2e_ratio: Option<Summary>,
 }
 
 #[derive(Debug, Serialize)]
@@ -702,11 +706,13 @@ fn summarize(samples: &[(String, Vec<Sample>)], tokens: usize) -> Vec<SystemSumm
         e2e_overhead_pct: None,
         decode_overhead_pct: None,
         added_ttft_ms: None,
+        e2e_ratio: None,
     };
-    let base = samples
+    let direct = samples
         .iter()
         .find(|(name, _)| name == "direct")
-        .map(|(_, s)| of(s));
+        .map(|(_, s)| s.as_slice());
+    let base = direct.map(of);
     samples
         .iter()
         .map(|(name, s)| {
@@ -723,6 +729,14 @@ fn summarize(samples: &[(String, Vec<Sample>)], tokens: usize) -> Vec<SystemSumm
                     .ttft_ms
                     .zip(base.ttft_ms)
                     .map(|(a, b)| a.median - b.median);
+                summary.e2e_ratio = direct.filter(|d| d.len() == s.len()).map(|d| {
+                    let ratios: Vec<f64> = s
+                        .iter()
+                        .zip(d)
+                        .map(|(a, b)| a.e2e_tps / b.e2e_tps)
+                        .collect();
+                    Summary::of(&ratios)
+                });
             }
             summary
         })
