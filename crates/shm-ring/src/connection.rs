@@ -1,6 +1,8 @@
-//! The front-end's async side: one writer task fed by an in-process mpsc,
-//! one reader task routing events by request id to per-request channels,
-//! and a "worker died" signal.
+//! The front-end's async side: requests written into the ring by the
+//! sending task itself when nothing is queued ahead of them (no task hop on
+//! a request's path), otherwise by one writer task fed by an in-process
+//! mpsc, which waits for room; one reader task routing events by request id
+//! to per-request channels; and a "worker died" signal.
 //!
 //! The reader drains the event ring, hands each frame to a [`Demux`] (the
 //! application protocol decides which request(s) a frame is for: one token
@@ -138,6 +140,18 @@ struct Shared<E> {
     /// waiting for room in the request ring.
     room: Notify,
     region: Mutex<OwnedRegion>,
+    requests: Mutex<Outgoing>,
+}
+
+/// The request ring's producing side, shared by senders and the writer
+/// task. The lock is held for a frame's copy at most, never across an
+/// `.await`.
+struct Outgoing {
+    producer: Producer,
+    /// Batches handed to the writer task and not yet all written. While
+    /// any is, senders queue behind them instead of writing, so that a
+    /// request's frames never overtake each other.
+    queued: usize,
 }
 
 impl<E> Shared<E> {
@@ -149,6 +163,52 @@ impl<E> Shared<E> {
 
     fn closed_reason(&self) -> Option<Closed> {
         self.closed.borrow().clone()
+    }
+
+    fn outgoing(&self) -> MutexGuard<'_, Outgoing> {
+        // A panic under the lock leaves at worst a frame unpublished (the
+        // ring's indices move only on commit), so keep going with it.
+        self.requests.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Writes as many of `frames` as fit into the request ring now, when no
+    /// batch is queued ahead of them, and wakes the worker if it sleeps;
+    /// what is left (all, a tail or nothing) goes to the writer task
+    /// through `slot`, counted as queued under the same lock.
+    fn write_now(
+        &self,
+        mut frames: Vec<OutFrame>,
+        bell: &Doorbell,
+        slot: mpsc::Permit<'_, Vec<OutFrame>>,
+    ) -> std::result::Result<(), Closed> {
+        let mut out = self.outgoing();
+        if out.queued == 0 {
+            let mut written = 0;
+            for frame in &frames {
+                let parts = [frame.payload.as_slice()];
+                if !out
+                    .producer
+                    .try_push(frame.kind, frame.flags, frame.request_id, &parts)?
+                {
+                    break;
+                }
+                written += 1;
+            }
+            if written > 0 && out.producer.wake_needed() {
+                match bell.ring() {
+                    // The reader reports a dead worker, after delivering
+                    // every frame it published.
+                    Ok(()) | Err(RingError::PeerGone) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            frames.drain(..written);
+        }
+        if !frames.is_empty() {
+            out.queued += 1;
+            slot.send(frames);
+        }
+        Ok(())
     }
 
     /// Closes the connection once: tells every open request why.
@@ -174,6 +234,7 @@ impl<E> Shared<E> {
 /// The front-end's handle on one worker's transport.
 pub struct Connection<E: Send + 'static> {
     shared: Arc<Shared<E>>,
+    bell: Arc<AsyncFd<Doorbell>>,
     outgoing: mpsc::Sender<Vec<OutFrame>>,
     status: WorkerStatus,
     geometry: Geometry,
@@ -250,6 +311,10 @@ impl<E: Send + 'static> Connection<E> {
             closed: watch::Sender::new(None),
             room: Notify::new(),
             region: Mutex::new(region),
+            requests: Mutex::new(Outgoing {
+                producer: requests,
+                queued: 0,
+            }),
         });
         let (control_tx, control_rx) = mpsc::unbounded_channel();
         let (out_tx, out_rx) = mpsc::channel(options.queue_depth.max(1));
@@ -263,8 +328,7 @@ impl<E: Send + 'static> Connection<E> {
             unlinked: false,
         };
         let writer = Writer {
-            requests,
-            bell,
+            bell: bell.clone(),
             shared: shared.clone(),
             backstop: options.backstop,
         };
@@ -272,6 +336,7 @@ impl<E: Send + 'static> Connection<E> {
         Ok((
             Self {
                 shared,
+                bell,
                 outgoing: out_tx,
                 status,
                 geometry,
@@ -326,13 +391,17 @@ impl<E: Send + 'static> Connection<E> {
         Ok(())
     }
 
-    /// Queues one frame for the writer task.
+    /// Sends one frame (see [`Connection::send_all`]).
     pub async fn send(&self, frame: OutFrame) -> Result<()> {
         self.send_all(vec![frame]).await
     }
 
-    /// Queues frames that must stay together in this order (e.g. the chunks
-    /// of one long prompt).
+    /// Sends frames that must arrive in this order (e.g. the chunks of one
+    /// long prompt; other callers' frames may come between them): written
+    /// into the ring now when nothing is queued ahead of them and they fit,
+    /// else (what does not fit) queued for the writer task, which waits for
+    /// room. Frames of one caller arrive in the order sent. Cancelling the
+    /// future sends nothing or everything.
     pub async fn send_all(&self, frames: Vec<OutFrame>) -> Result<()> {
         for frame in &frames {
             self.check(frame)?;
@@ -340,13 +409,22 @@ impl<E: Send + 'static> Connection<E> {
         if let Some(reason) = self.shared.closed_reason() {
             return Err(RingError::Closed(reason.to_string()));
         }
-        self.outgoing.send(frames).await.map_err(|_| {
+        // A place in the writer's queue first: once some frames are in the
+        // ring the rest must follow, so nothing after this may wait (and
+        // be cancelled).
+        let slot = self.outgoing.reserve().await.map_err(|_| {
             RingError::Closed(
                 self.shared
                     .closed_reason()
                     .map_or_else(|| "writer stopped".to_owned(), |r| r.to_string()),
             )
-        })
+        })?;
+        self.shared
+            .write_now(frames, self.bell.get_ref(), slot)
+            .map_err(|reason| {
+                self.shared.close(reason.clone());
+                RingError::Closed(reason.to_string())
+            })
     }
 
     /// Why the connection closed, if it has.
@@ -513,7 +591,6 @@ impl<D: Demux> Reader<D> {
 }
 
 struct Writer<E> {
-    requests: Producer,
     bell: Arc<AsyncFd<Doorbell>>,
     shared: Arc<Shared<E>>,
     backstop: Duration,
@@ -540,18 +617,20 @@ impl<E: Send + 'static> Writer<E> {
             while let Ok(batch) = rx.try_recv() {
                 self.write(batch, &mut closed).await?;
             }
-            self.wake_worker()?;
+            self.wake_worker(&self.shared.outgoing())?;
         }
         Ok(())
     }
 
-    fn wake_worker(&self) -> std::result::Result<(), Closed> {
-        if self.requests.wake_needed() {
+    fn wake_worker(&self, out: &Outgoing) -> std::result::Result<(), Closed> {
+        if out.producer.wake_needed() {
             self.bell.get_ref().ring()?;
         }
         Ok(())
     }
 
+    /// Writes one queued batch, waiting for room as needed; then senders
+    /// may write directly again (once no other batch is queued).
     async fn write(
         &mut self,
         batch: Vec<OutFrame>,
@@ -562,17 +641,21 @@ impl<E: Send + 'static> Writer<E> {
                 if let Some(reason) = closed.borrow().clone() {
                     return Err(reason);
                 }
-                let parts = [frame.payload.as_slice()];
-                if self
-                    .requests
-                    .try_push(frame.kind, frame.flags, frame.request_id, &parts)?
                 {
-                    break;
-                }
-                // Full: let the worker see what is there, then wait for room.
-                self.wake_worker()?;
-                if self.requests.prepare_wait_for_room(frame.payload.len())? {
-                    continue;
+                    let mut out = self.shared.outgoing();
+                    let parts = [frame.payload.as_slice()];
+                    if out
+                        .producer
+                        .try_push(frame.kind, frame.flags, frame.request_id, &parts)?
+                    {
+                        break;
+                    }
+                    // Full: let the worker see what is there, then wait for
+                    // room (the lock is released before waiting).
+                    self.wake_worker(&out)?;
+                    if out.producer.prepare_wait_for_room(frame.payload.len())? {
+                        continue;
+                    }
                 }
                 tokio::select! {
                     () = self.shared.room.notified() => {}
@@ -581,6 +664,7 @@ impl<E: Send + 'static> Writer<E> {
                 }
             }
         }
+        self.shared.outgoing().queued -= 1;
         Ok(())
     }
 }
