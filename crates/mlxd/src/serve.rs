@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use server::http::catalog::{CatalogEntry, ModelCatalog, format_of, modified_secs};
+use server::http::catalog::{CatalogEntry, KvMemory, ModelCatalog, format_of, modified_secs};
 use server::http::{self, AppState, HttpConfig, admin_router, router};
 use server::supervisor::process::ProcessLauncher;
 use server::supervisor::{KeepAlive, Launcher, Supervisor, SupervisorConfig};
@@ -144,6 +144,13 @@ impl ModelCatalog for ConfigCatalog {
         self.models.context_length_for(name)
     }
 
+    fn kv_memory(&self, _name: &str) -> Option<KvMemory> {
+        Some(KvMemory {
+            batch: self.models.worker_kv_memory(),
+            prompt_cache: self.models.worker_prompt_cache(),
+        })
+    }
+
     fn defaults(&self, name: &str) -> api::ModelDefaults {
         let o = self.models.overrides_for(name);
         api::ModelDefaults {
@@ -170,16 +177,18 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     runtime.block_on(serve(args, config))
 }
 
-/// The batch limits every worker gets on its command line.
+/// The batch limits every worker gets on its command line: the KV memory
+/// the catalog's estimates count (`ConfigCatalog::kv_memory`), always given,
+/// so that admission and the worker agree.
 fn worker_args(models: &config::ModelsConfig) -> Vec<String> {
-    let mut args = vec!["--max-batch".to_string(), models.max_batch.to_string()];
-    if let Some(bytes) = models.kv_memory {
-        args.extend(["--kv-memory".to_string(), bytes.to_string()]);
-    }
-    if let Some(bytes) = models.prompt_cache {
-        args.extend(["--prompt-cache-memory".to_string(), bytes.to_string()]);
-    }
-    args
+    [
+        ("--max-batch", models.max_batch as u64),
+        ("--kv-memory", models.worker_kv_memory()),
+        ("--prompt-cache-memory", models.worker_prompt_cache()),
+    ]
+    .into_iter()
+    .flat_map(|(flag, value)| [flag.to_string(), value.to_string()])
+    .collect()
 }
 
 async fn serve(args: ServeArgs, config: Config) -> anyhow::Result<()> {

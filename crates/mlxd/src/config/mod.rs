@@ -426,6 +426,19 @@ impl ModelsConfig {
             .and_then(|o| o.context_length)
             .or(self.context_length)
     }
+
+    /// KV cache bytes each worker's batch may hold: `kv_memory`, else a
+    /// quarter of the memory budget. Every worker is started with it, and
+    /// admission counts it (a worker still keeps room for one full context).
+    pub fn worker_kv_memory(&self) -> u64 {
+        self.kv_memory.unwrap_or(self.memory_budget_bytes / 4)
+    }
+
+    /// Bytes of KV each worker's prompt cache keeps: `prompt_cache`, else a
+    /// quarter of [`ModelsConfig::worker_kv_memory`].
+    pub fn worker_prompt_cache(&self) -> u64 {
+        self.prompt_cache.unwrap_or(self.worker_kv_memory() / 4)
+    }
 }
 
 /// `[log]`, resolved.

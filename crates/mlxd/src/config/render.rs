@@ -124,7 +124,7 @@ pub fn render(config: &Config, provenance: &Provenance) -> String {
     out.line("models", "max_batch", m.max_batch.to_string());
     match m.kv_memory {
         Some(b) => out.line("models", "kv_memory", value(ByteSize(b).to_string())),
-        None => out.commented("models", "kv_memory", "a quarter of the device memory"),
+        None => out.commented("models", "kv_memory", "a quarter of memory_budget"),
     }
     match m.prompt_cache {
         Some(b) => out.line("models", "prompt_cache", value(ByteSize(b).to_string())),

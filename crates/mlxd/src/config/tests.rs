@@ -67,6 +67,19 @@ fn file_values_replace_auto_ones() {
 }
 
 #[test]
+fn workers_kv_memory_comes_from_the_memory_budget_unless_set() {
+    let (_dir, args) = file_args("[models]\nmemory_budget = \"20GiB\"\n");
+    let (config, _) = load_for(&args, machine(128)).unwrap();
+    assert_eq!(config.models.worker_kv_memory(), 5 * GIB);
+    assert_eq!(config.models.worker_prompt_cache(), 5 * GIB / 4);
+    let (_dir, args) =
+        file_args("[models]\nmemory_budget = \"20GiB\"\nkv_memory = \"2GiB\"\nprompt_cache = 0\n");
+    let (config, _) = load_for(&args, machine(128)).unwrap();
+    assert_eq!(config.models.worker_kv_memory(), 2 * GIB);
+    assert_eq!(config.models.worker_prompt_cache(), 0);
+}
+
+#[test]
 fn errors_name_the_key_and_line() {
     let (_dir, args) = file_args("[server]\nhost = \"::1\"\nport = \"high\"\n");
     let err = load_for(&args, machine(32)).unwrap_err().to_string();

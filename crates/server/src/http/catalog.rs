@@ -37,6 +37,18 @@ pub trait ModelCatalog: Send + Sync + 'static {
     fn defaults(&self, _name: &str) -> ModelDefaults {
         ModelDefaults::default()
     }
+    /// The KV memory the model's worker is given, which its memory estimate
+    /// counts; `None`: one full context (the least a worker keeps).
+    fn kv_memory(&self, _name: &str) -> Option<KvMemory> {
+        None
+    }
+}
+
+/// KV cache bytes a worker may hold: its batch's and its prompt cache's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvMemory {
+    pub batch: u64,
+    pub prompt_cache: u64,
 }
 
 /// A fixed list of models (tests, and `--model` flags).
@@ -121,7 +133,7 @@ pub struct FrontModel {
     pub tokenizer: Arc<Tokenizer>,
     /// Context cap from the configuration.
     pub context_length: Option<u32>,
-    /// Weights plus KV cache for the context, in bytes.
+    /// Weights plus the KV cache its worker may hold, in bytes.
     pub estimate_bytes: u64,
 }
 
@@ -175,9 +187,10 @@ impl FrontModels {
         );
         let id = name.to_owned();
         let context_length = self.catalog.context_length(name);
+        let kv = self.catalog.kv_memory(name);
         let model = slot
             .get_or_try_init(|| async move {
-                tokio::task::spawn_blocking(move || load(id, path, context_length))
+                tokio::task::spawn_blocking(move || load(id, path, context_length, kv))
                     .await
                     .map_err(|e| ApiError::Internal {
                         message: format!("loading the tokenizer: {e}"),
@@ -200,6 +213,7 @@ fn load(
     id: String,
     path: PathBuf,
     context_length: Option<u32>,
+    kv: Option<KvMemory>,
 ) -> Result<Arc<FrontModel>, ApiError> {
     let failed = |reason: String| ApiError::ModelLoadFailed {
         model: id.clone(),
@@ -214,7 +228,7 @@ fn load(
         Tokenizer::from_gguf_path(&path)
     }
     .map_err(|e| failed(format!("reading the tokenizer: {e}")))?;
-    let estimate_bytes = estimate_bytes(&path, context_length).map_err(failed)?;
+    let estimate_bytes = estimate_bytes(&path, context_length, kv).map_err(failed)?;
     Ok(Arc::new(FrontModel {
         id: id.clone(),
         path,
@@ -234,9 +248,15 @@ struct Shape {
     value_bytes: u64,
 }
 
-/// Weights (bytes on disk) plus the KV cache for the served context, plus
-/// a tenth for activations and buffers.
-pub fn estimate_bytes(path: &Path, context_cap: Option<u32>) -> Result<u64, String> {
+/// Weights (bytes on disk) plus the KV cache the worker may hold (its
+/// batch's budget, at least one full served context, and its prompt cache;
+/// one context when `kv` is `None`), plus a tenth for activations and
+/// buffers.
+pub fn estimate_bytes(
+    path: &Path,
+    context_cap: Option<u32>,
+    kv: Option<KvMemory>,
+) -> Result<u64, String> {
     let (weights, shape) = if path.is_dir() {
         let files = engine::model::Weights::files_in(path).map_err(|e| e.to_string())?;
         let weights = files
@@ -249,7 +269,11 @@ pub fn estimate_bytes(path: &Path, context_cap: Option<u32>) -> Result<u64, Stri
         (weights, gguf_shape(path)?)
     };
     let context = context_cap.map_or(shape.context, |c| shape.context.min(u64::from(c)));
-    let kv = 2 * shape.layers * shape.kv_heads * shape.head_dim * shape.value_bytes * context;
+    let one_context =
+        2 * shape.layers * shape.kv_heads * shape.head_dim * shape.value_bytes * context;
+    let kv = kv.map_or(one_context, |kv| {
+        kv.batch.max(one_context).saturating_add(kv.prompt_cache)
+    });
     let total = weights.saturating_add(kv);
     Ok(total.saturating_add(total / 10))
 }
@@ -286,4 +310,56 @@ fn gguf_shape(path: &Path) -> Result<Shape, String> {
         context: get("context_length").unwrap_or(4096),
         value_bytes: 4,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A model directory of `weights` bytes: 2 layers, 2 KV heads of 64,
+    /// a 1,000-token context and bf16 values, so one context of KV is
+    /// 2 · 2 · 2 · 64 · 2 · 1000 = 1,024,000 bytes.
+    fn model_dir(weights: usize) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = serde_json::json!({
+            "model_type": "llama",
+            "hidden_size": 256,
+            "intermediate_size": 512,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "head_dim": 64,
+            "vocab_size": 1000,
+            "max_position_embeddings": 1000,
+            "rms_norm_eps": 1e-5,
+            "torch_dtype": "bfloat16",
+        });
+        std::fs::write(dir.path().join("config.json"), config.to_string()).expect("config");
+        std::fs::write(dir.path().join("model.safetensors"), vec![0u8; weights]).expect("weights");
+        dir
+    }
+
+    const ONE_CONTEXT: u64 = 1_024_000;
+
+    #[test]
+    fn the_estimate_counts_the_kv_the_worker_is_given() {
+        let dir = model_dir(500_000);
+        let with = |kv| estimate_bytes(dir.path(), None, kv).expect("estimate");
+        let tenth_more = |bytes: u64| bytes + bytes / 10;
+        assert_eq!(with(None), tenth_more(500_000 + ONE_CONTEXT));
+        let kv = KvMemory {
+            batch: 8 << 20,
+            prompt_cache: 2 << 20,
+        };
+        assert_eq!(with(Some(kv)), tenth_more(500_000 + (10 << 20)));
+        // A budget under one context: the worker keeps one context anyway.
+        let small = KvMemory {
+            batch: 1000,
+            prompt_cache: 0,
+        };
+        assert_eq!(with(Some(small)), tenth_more(500_000 + ONE_CONTEXT));
+        // A context cap shrinks the one-context floor with it.
+        let capped = estimate_bytes(dir.path(), Some(500), Some(small)).expect("estimate");
+        assert_eq!(capped, tenth_more(500_000 + ONE_CONTEXT / 2));
+    }
 }
