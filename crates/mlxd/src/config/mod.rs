@@ -143,8 +143,8 @@ pub struct ModelsLayer {
     /// Requests a worker decodes together at most (default: 32).
     #[arg(long, env = "MLXD_MAX_BATCH", value_name = "N")]
     pub max_batch: Option<usize>,
-    /// KV cache memory of a worker's batch (default: a quarter of the
-    /// memory MLX may use, at least one full context).
+    /// KV cache memory of a worker's batch, counted against the memory
+    /// budget (default: a quarter of the budget, at least one full context).
     #[arg(long, env = "MLXD_KV_MEMORY", value_name = "SIZE")]
     pub kv_memory: Option<ByteSize>,
     /// KV a worker keeps for reuse by later prompts with the same prefix
