@@ -13,7 +13,8 @@
 //!   tokio socket reader task forwarding to an mpsc channel.
 //! * `request`: the daemon's path for one request after the transport sat
 //!   idle (1 ms, then 100 ms): a request task sends a frame through
-//!   `Connection` (its writer task), the worker thread waits in
+//!   `Connection` (written by that task when nothing is queued ahead, as
+//!   here), the worker thread waits in
 //!   `recv_timeout` as the worker's loop does and answers with one frame,
 //!   which the reader task routes to the request's channel. Timed in both
 //!   legs (to the worker's read, from the worker's write) and whole, on a
@@ -689,7 +690,7 @@ fn main() {
             for (scenario, leg) in
                 rows_of
                     .into_iter()
-                    .zip([pick(|l| l.0) as Vec<u64>, pick(|l| l.1), pick(|l| l.2)])
+                    .zip([pick(|l| l.0), pick(|l| l.1), pick(|l| l.2)])
             {
                 rows.push(latency_row(scenario, "shm ring (Connection)", leg));
             }

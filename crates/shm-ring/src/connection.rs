@@ -154,6 +154,15 @@ struct Outgoing {
     queued: usize,
 }
 
+impl Outgoing {
+    /// Publishes `frame`, or returns `false` when the ring has no room now.
+    fn try_write(&mut self, frame: &OutFrame) -> Result<bool> {
+        let parts = [frame.payload.as_slice()];
+        self.producer
+            .try_push(frame.kind, frame.flags, frame.request_id, &parts)
+    }
+}
+
 impl<E> Shared<E> {
     fn routes(&self) -> MutexGuard<'_, HashMap<u64, RouteTx<E>>> {
         // A panic while holding the lock cannot leave the map inconsistent
@@ -185,11 +194,7 @@ impl<E> Shared<E> {
         if out.queued == 0 {
             let mut written = 0;
             for frame in &frames {
-                let parts = [frame.payload.as_slice()];
-                if !out
-                    .producer
-                    .try_push(frame.kind, frame.flags, frame.request_id, &parts)?
-                {
+                if !out.try_write(frame)? {
                     break;
                 }
                 written += 1;
@@ -643,11 +648,7 @@ impl<E: Send + 'static> Writer<E> {
                 }
                 {
                     let mut out = self.shared.outgoing();
-                    let parts = [frame.payload.as_slice()];
-                    if out
-                        .producer
-                        .try_push(frame.kind, frame.flags, frame.request_id, &parts)?
-                    {
+                    if out.try_write(&frame)? {
                         break;
                     }
                     // Full: let the worker see what is there, then wait for
