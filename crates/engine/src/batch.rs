@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 use mlx::{Array, Dtype};
 
 use crate::error::{EngineError, Result};
-use crate::model::{BatchCache, KvCache, Model, Positions};
+use crate::model::{BatchCache, Cache, Model, Positions};
 use crate::prefix_cache::PrefixCache;
 use crate::sampler::{Sampled, SampledToken, Sampler};
 
@@ -127,7 +127,7 @@ pub struct HostTimes {
 /// A sequence whose prompt is being prefilled.
 struct Prefill {
     req: SeqRequest,
-    caches: Vec<KvCache>,
+    caches: Vec<Cache>,
     /// Prompt tokens in `caches`.
     done: usize,
     cached: usize,
@@ -184,9 +184,9 @@ impl<'m> Scheduler<'m> {
             waiting: VecDeque::new(),
             prefilling: None,
             rows: Vec::new(),
-            cache: BatchCache::new(model.new_cache().len()),
+            cache: BatchCache::new(model.cache_kinds()),
             in_flight: None,
-            prefix: PrefixCache::new(config.prefix_cache),
+            prefix: PrefixCache::new(config.prefix_cache, model.trimmable()),
             cancelled: Vec::new(),
             steps: 0,
             host: HostTimes::default(),
@@ -273,7 +273,7 @@ impl<'m> Scheduler<'m> {
             out.push(row.report(failed.clone()));
         }
         self.in_flight = None;
-        self.cache = BatchCache::new(self.cache.layer_count());
+        self.cache = BatchCache::new(self.model.cache_kinds());
         self.prefix.clear();
         mlx::memory::clear_cache();
         out
@@ -417,7 +417,7 @@ impl<'m> Scheduler<'m> {
         }
         let arrays: Vec<&Array> = saved
             .iter()
-            .flat_map(|(_, layers)| layers.iter().flat_map(|(k, v)| [k, v]))
+            .flat_map(|(_, layers)| layers.iter().flat_map(|l| l.arrays()))
             .collect();
         if !arrays.is_empty() {
             mlx::async_eval(&arrays)?;
@@ -506,7 +506,7 @@ impl<'m> Scheduler<'m> {
                 let piece = &head[p.done..p.done + take];
                 let ids = Array::from_slice(piece, &[1, piece.len() as i32])?;
                 self.model.fill_cache(&ids, &mut p.caches)?;
-                let state: Vec<&Array> = p.caches.iter().flat_map(KvCache::state).collect();
+                let state: Vec<&Array> = p.caches.iter().flat_map(Cache::state).collect();
                 mlx::eval(&state)?;
                 p.done += take;
                 spent += take;
@@ -583,13 +583,18 @@ impl<'m> Scheduler<'m> {
         let mask = key
             .less_equal(&query)?
             .logical_and(&key.greater_equal(&pad)?.logical_or(&key.equal(&query)?)?)?;
-        let mut cache = BatchCache::empty_rows(self.cache.layer_count(), pads, len);
+        // The tokens that are not padding, for recurrent layers to fold in.
+        let valid = columns
+            .reshape(&[1, len])?
+            .greater_equal(&pad.reshape(&[rows, 1])?)?;
+        let mut cache = BatchCache::empty_rows(self.model.cache_kinds(), pads, len);
         self.model.fill_rows(
             &ids,
             cache.layers_mut(),
             Positions::Rows {
                 offsets: &offsets,
                 mask: Some(&mask),
+                valid: Some(&valid),
             },
         )?;
         mlx::eval(&cache.state())?;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use mlx::Array;
 
 use crate::error::{EngineError, Result};
-use crate::model::{KvCache, Model};
+use crate::model::{Cache, Model};
 use crate::sampler::{Sampled, SampledToken, Sampler};
 
 /// How a generation runs.
@@ -74,7 +74,7 @@ impl GenerationStats {
 /// earlier on EOS or a stop sequence by dropping it).
 pub struct Generator<'m> {
     model: &'m Model,
-    cache: Vec<KvCache>,
+    cache: Vec<Cache>,
     sampler: Sampler,
     pending: Option<Sampled>,
     options: GenerateOptions,
@@ -116,7 +116,7 @@ impl<'m> Generator<'m> {
         };
         for chunk in head.chunks(options.prefill_step) {
             model.fill_cache(&row(chunk)?, &mut generator.cache)?;
-            let state: Vec<&Array> = generator.cache.iter().flat_map(KvCache::state).collect();
+            let state: Vec<&Array> = generator.cache.iter().flat_map(Cache::state).collect();
             mlx::eval(&state)?;
             mlx::memory::clear_cache();
         }
@@ -180,7 +180,7 @@ impl<'m> Generator<'m> {
 
     /// Positions in the KV cache (prompt plus tokens fed back).
     pub fn cached_positions(&self) -> i32 {
-        self.cache.first().map_or(0, KvCache::offset)
+        self.cache.first().map_or(0, Cache::offset)
     }
 }
 

@@ -26,7 +26,7 @@ pub use chat::{ChatMessage, ChatTemplate, MessageContent, RenderOptions, Templat
 pub use detokenizer::StreamingDetokenizer;
 pub use error::{EngineError, Result};
 pub use gguf::{GgufError, GgufFile, GgufValue, TensorInfo};
-pub use model::{KvCache, Model, ModelConfig};
+pub use model::{Cache, KvCache, Model, ModelConfig};
 pub use sampler::{Sampled, SampledToken, Sampler, SamplingParams, TokenLogprobs};
 pub use stop::{FinishReason, StopMatch, StopMatcher, StreamStep, TextStream};
 pub use tokenizer::{SpecialTokens, Tokenizer, TokenizerError};

@@ -8,26 +8,35 @@
 //! A hit is exact: keys and values of a position depend only on the tokens
 //! up to it, so the reused positions hold what a cold prefill would compute
 //! (up to float rounding from a different chunking of the same arithmetic).
-
-use mlx::Array;
+//!
+//! A model with recurrent (linear-attention) layers keeps, for those
+//! layers, a snapshot of the state at the end of each entry: a state
+//! cannot be cut back to an earlier position, so such a cache reuses an
+//! entry only when the prompt starts with the entry's whole sequence (an
+//! exact-boundary hit: a follow-up turn of a chat resending its history
+//! and the answer), and an entry a newer one extends stays (it is the only
+//! one serving prompts that branch off at its end).
 
 use crate::error::Result;
-use crate::model::KvCache;
+use crate::model::{Cache, LayerSnapshot};
 
 /// Reused prefixes shorter than this are not worth a lookup's copies.
 const MIN_REUSE: usize = 16;
 
 struct Entry {
     ids: Vec<u32>,
-    /// Per layer, keys and values `[1, H, ids.len(), D]`.
-    layers: Vec<(Array, Array)>,
+    /// Per layer, its cache of `ids` (KV `[1, H, ids.len(), D]` or the
+    /// recurrent state at the end).
+    layers: Vec<LayerSnapshot>,
     bytes: usize,
     last_used: u64,
 }
 
-/// A memory-bounded LRU map from token sequences to their KV.
+/// A memory-bounded LRU map from token sequences to their caches.
 pub struct PrefixCache {
     entries: Vec<Entry>,
+    /// Whether every layer's cache can serve a prefix of its entry.
+    trimmable: bool,
     budget: usize,
     used: usize,
     clock: u64,
@@ -37,7 +46,7 @@ pub struct PrefixCache {
 pub struct Hit {
     /// Prompt tokens whose KV is already in `caches`.
     pub tokens: usize,
-    pub caches: Vec<KvCache>,
+    pub caches: Vec<Cache>,
 }
 
 /// Length of the longest common prefix.
@@ -46,10 +55,13 @@ fn common_prefix(a: &[u32], b: &[u32]) -> usize {
 }
 
 impl PrefixCache {
-    /// A cache of at most `budget` bytes (0 disables it).
-    pub fn new(budget: usize) -> PrefixCache {
+    /// A cache of at most `budget` bytes (0 disables it) for a model whose
+    /// caches are all KV (`trimmable`: an entry serves any prefix of
+    /// itself) or not (an entry serves only prompts it is a prefix of).
+    pub fn new(budget: usize, trimmable: bool) -> PrefixCache {
         PrefixCache {
             entries: Vec::new(),
+            trimmable,
             budget,
             used: 0,
             clock: 0,
@@ -70,11 +82,18 @@ impl PrefixCache {
         self.entries.is_empty()
     }
 
+    /// The prefix of `ids` entry `e` can serve (0: none).
+    fn reusable(&self, e: &Entry, ids: &[u32]) -> usize {
+        let n = common_prefix(&e.ids, ids);
+        if n < MIN_REUSE || (!self.trimmable && n != e.ids.len()) {
+            return 0;
+        }
+        n
+    }
+
     /// Whether a lookup of `ids` would hit (nothing is touched).
     pub fn covers(&self, ids: &[u32]) -> bool {
-        self.entries
-            .iter()
-            .any(|e| common_prefix(&e.ids, ids) >= MIN_REUSE)
+        self.entries.iter().any(|e| self.reusable(e, ids) > 0)
     }
 
     /// The longest cached prefix of `ids` (at least `MIN_REUSE` tokens),
@@ -83,44 +102,51 @@ impl PrefixCache {
         self.clock += 1;
         let best = self
             .entries
-            .iter_mut()
-            .map(|e| (common_prefix(&e.ids, ids), e))
-            .filter(|(n, _)| *n >= MIN_REUSE)
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (self.reusable(e, ids), i))
+            .filter(|(n, _)| *n > 0)
             .max_by_key(|(n, _)| *n);
-        let Some((tokens, entry)) = best else {
+        let Some((tokens, at)) = best else {
             return Ok(None);
         };
+        let entry = &mut self.entries[at];
         entry.last_used = self.clock;
-        let len = tokens as i32;
+        let (len, total) = (tokens as i32, entry.ids.len() as i32);
         let caches = entry
             .layers
             .iter()
-            .map(|(k, v)| KvCache::from_prefix(k.slice_axis(2, 0, len)?, v.slice_axis(2, 0, len)?))
+            .map(|l| l.to_cache(len, total))
             .collect::<Result<Vec<_>>>()?;
         Ok(Some(Hit { tokens, caches }))
     }
 
-    /// Keeps `layers` (per layer `[1, H, ids.len(), D]`, sharing no memory
-    /// with anything that will be written) as the KV of `ids`.
-    pub fn insert(&mut self, ids: Vec<u32>, layers: Vec<(Array, Array)>) {
-        let bytes: usize = layers.iter().map(|(k, v)| k.nbytes() + v.nbytes()).sum();
+    /// Keeps `layers` (per layer, sharing no memory with anything that
+    /// will be written) as the caches of `ids`.
+    pub fn insert(&mut self, ids: Vec<u32>, layers: Vec<LayerSnapshot>) {
+        let bytes: usize = layers.iter().map(LayerSnapshot::nbytes).sum();
         if ids.len() < MIN_REUSE || bytes > self.budget {
             return;
         }
-        // Already covered by a longer (or equal) entry: refresh it instead.
+        // Already covered by a longer (or equal) entry: refresh it instead
+        // (with recurrent layers only an equal one serves the same prompts).
         self.clock += 1;
-        if let Some(e) = self
-            .entries
-            .iter_mut()
-            .find(|e| e.ids.len() >= ids.len() && e.ids[..ids.len()] == ids[..])
-        {
+        let trimmable = self.trimmable;
+        if let Some(e) = self.entries.iter_mut().find(|e| {
+            let longer = if trimmable {
+                e.ids.len() >= ids.len()
+            } else {
+                e.ids.len() == ids.len()
+            };
+            longer && e.ids[..ids.len()] == ids[..]
+        }) {
             e.last_used = self.clock;
             return;
         }
-        // Entries this one extends serve nothing it doesn't.
+        // Entries this one extends serve nothing it doesn't (with KV only).
         let mut freed = 0;
         self.entries.retain(|e| {
-            let covered = e.ids.len() <= ids.len() && ids[..e.ids.len()] == e.ids[..];
+            let covered = trimmable && e.ids.len() <= ids.len() && ids[..e.ids.len()] == e.ids[..];
             if covered {
                 freed += e.bytes;
             }
@@ -158,11 +184,21 @@ impl PrefixCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mlx::Array;
 
-    fn layer(len: usize, fill: f32) -> Vec<(Array, Array)> {
+    fn layer(len: usize, fill: f32) -> Vec<LayerSnapshot> {
         let data = vec![fill; len * 2];
         let a = Array::from_slice(&data, &[1, 1, len as i32, 2]).unwrap();
-        vec![(a.clone(), a)]
+        vec![LayerSnapshot::Kv(a.clone(), a)]
+    }
+
+    /// A KV layer and a recurrent layer (whose size does not grow).
+    fn hybrid(len: usize, fill: f32) -> Vec<LayerSnapshot> {
+        let mut layers = layer(len, fill);
+        let conv = Array::from_slice(&[fill; 6], &[1, 3, 2]).unwrap();
+        let state = Array::from_slice(&[fill; 8], &[1, 2, 2, 2]).unwrap();
+        layers.push(LayerSnapshot::Recurrent(conv, state));
+        layers
     }
 
     fn ids(range: std::ops::Range<u32>) -> Vec<u32> {
@@ -171,7 +207,7 @@ mod tests {
 
     #[test]
     fn the_longest_common_prefix_is_reused() {
-        let mut cache = PrefixCache::new(1 << 20);
+        let mut cache = PrefixCache::new(1 << 20, true);
         cache.insert(ids(0..40), layer(40, 1.0));
         cache.insert(ids(100..160), layer(60, 2.0));
         let mut prompt = ids(0..30);
@@ -179,7 +215,10 @@ mod tests {
         let hit = cache.lookup(&prompt).unwrap().unwrap();
         assert_eq!(hit.tokens, 30);
         assert_eq!(hit.caches[0].offset(), 30);
-        let (k, _) = hit.caches[0].filled().unwrap().unwrap();
+        let Cache::Kv(kv) = &hit.caches[0] else {
+            panic!("a KV layer's hit is a KV cache");
+        };
+        let (k, _) = kv.filled().unwrap().unwrap();
         assert!(k.to_vec::<f32>().unwrap().iter().all(|&x| x == 1.0));
         // Too short a match is a miss.
         assert!(cache.lookup(&ids(100..110)).unwrap().is_none());
@@ -189,7 +228,7 @@ mod tests {
     #[test]
     fn an_extended_sequence_replaces_its_prefix_and_lru_bounds_bytes() {
         // Each position: 2 arrays x 2 floats x 4 bytes = 16 bytes.
-        let mut cache = PrefixCache::new(16 * 100);
+        let mut cache = PrefixCache::new(16 * 100, true);
         cache.insert(ids(0..40), layer(40, 1.0));
         cache.insert(ids(0..60), layer(60, 1.0));
         assert_eq!(cache.len(), 1);
@@ -207,5 +246,28 @@ mod tests {
         // Larger than the whole budget: not kept.
         cache.insert(ids(5000..5200), layer(200, 1.0));
         assert!(cache.lookup(&ids(5000..5200)).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_recurrent_state_is_reused_only_at_its_entry_boundary() {
+        let mut cache = PrefixCache::new(1 << 20, false);
+        cache.insert(ids(0..40), hybrid(40, 1.0));
+        // A prompt continuing the whole entry: a hit of all 40 positions.
+        let hit = cache.lookup(&ids(0..50)).unwrap().unwrap();
+        assert_eq!(hit.tokens, 40);
+        assert_eq!(hit.caches.len(), 2);
+        assert!(hit.caches.iter().all(|c| c.offset() == 40));
+        // Branching off inside the entry: the state cannot be cut back.
+        let mut branch = ids(0..30);
+        branch.extend(500..520);
+        assert!(!cache.covers(&branch));
+        assert!(cache.lookup(&branch).unwrap().is_none());
+        // An extension keeps the shorter entry: both boundaries serve.
+        cache.insert(ids(0..60), hybrid(60, 2.0));
+        assert_eq!(cache.len(), 2);
+        assert_eq!(cache.lookup(&ids(0..45)).unwrap().unwrap().tokens, 40);
+        assert_eq!(cache.lookup(&ids(0..70)).unwrap().unwrap().tokens, 60);
+        // A snapshot of 40 positions does not make a cache of 30.
+        assert!(hybrid(40, 1.0)[1].to_cache(30, 40).is_err());
     }
 }

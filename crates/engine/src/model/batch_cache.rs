@@ -14,14 +14,19 @@
 //! prefilled together (left-padded to the longest) join as a batch of their
 //! own, right-aligned with the running one.
 //!
-//! [`BatchCache`] holds one such cache per layer with each row's padding,
-//! and runs a decode step of the whole batch.
+//! A linear-attention layer's [`RecurrentCache`] has no columns: its rows
+//! join and leave along the batch axis only, and left padding never
+//! reaches it (the layer skips padded tokens, see `Positions::Rows`).
+//!
+//! [`BatchCache`] holds one cache per layer, of the layer's kind
+//! ([`BatchLayerCache`]), with each row's padding, and runs a decode step
+//! of the whole batch.
 
 use mlx::{Array, Dtype};
 
 use super::Model;
-use super::cache::{CACHE_STEP, KvCache};
-use super::transformer::Positions;
+use super::base::{CacheKind, LayerCache, Positions};
+use super::cache::{CACHE_STEP, Cache, KvCache, LayerSnapshot, RecurrentCache};
 use crate::error::{EngineError, Result};
 
 /// Keys and values of one layer for a batch of rows.
@@ -275,37 +280,93 @@ impl BatchKvCache {
     }
 }
 
-/// The batch's KV: one [`BatchKvCache`] per layer and each row's padding.
+/// One layer's cache for a batch of rows.
+#[derive(Debug, Clone)]
+pub enum BatchLayerCache {
+    Kv(BatchKvCache),
+    Recurrent(RecurrentCache),
+}
+
+impl BatchLayerCache {
+    /// An empty cache of `kind` for `rows` rows.
+    pub fn new(kind: CacheKind, rows: i32) -> BatchLayerCache {
+        match kind.recurrent_shape() {
+            None => BatchLayerCache::Kv(BatchKvCache::with_rows(rows)),
+            Some(shape) => BatchLayerCache::Recurrent(RecurrentCache::with_shape(shape, rows)),
+        }
+    }
+
+    /// The arrays to evaluate to materialize the cache.
+    pub fn state(&self) -> Vec<&Array> {
+        match self {
+            BatchLayerCache::Kv(c) => c.state(),
+            BatchLayerCache::Recurrent(c) => c.state(),
+        }
+    }
+
+    /// Bytes held.
+    pub fn nbytes(&self) -> usize {
+        match self {
+            BatchLayerCache::Kv(c) => c.nbytes(),
+            BatchLayerCache::Recurrent(c) => c.nbytes(),
+        }
+    }
+}
+
+/// A layer given a cache of the other kind.
+fn mismatch() -> EngineError {
+    EngineError::InvalidRequest("a layer was given a cache of another kind".into())
+}
+
+impl LayerCache for BatchLayerCache {
+    fn update_and_fetch(&mut self, keys: &Array, values: &Array) -> Result<(Array, Array)> {
+        match self {
+            BatchLayerCache::Kv(c) => c.update_and_fetch(keys, values),
+            BatchLayerCache::Recurrent(_) => Err(mismatch()),
+        }
+    }
+
+    fn recurrent(&mut self) -> Result<&mut RecurrentCache> {
+        match self {
+            BatchLayerCache::Recurrent(c) => Ok(c),
+            BatchLayerCache::Kv(_) => Err(mismatch()),
+        }
+    }
+}
+
+/// The batch's caches: one per layer of the layer's kind, and each row's
+/// padding in the KV layers.
 pub struct BatchCache {
-    layers: Vec<BatchKvCache>,
+    layers: Vec<BatchLayerCache>,
+    kinds: Vec<CacheKind>,
     left_pad: Vec<i32>,
     idx: i32,
 }
 
 impl BatchCache {
-    /// An empty batch of a model of `layers` layers.
-    pub fn new(layers: usize) -> BatchCache {
-        BatchCache {
-            layers: (0..layers).map(|_| BatchKvCache::new()).collect(),
-            left_pad: Vec::new(),
-            idx: 0,
-        }
+    /// An empty batch of a model whose layers have caches of `kinds`.
+    pub fn new(kinds: &[CacheKind]) -> BatchCache {
+        BatchCache::empty_rows(kinds, Vec::new(), 0)
     }
 
     /// `left_pad.len()` rows with nothing cached, to be filled together up
     /// to column `idx`, each starting after its padding.
-    pub fn empty_rows(layers: usize, left_pad: Vec<i32>, idx: i32) -> BatchCache {
+    pub fn empty_rows(kinds: &[CacheKind], left_pad: Vec<i32>, idx: i32) -> BatchCache {
         let rows = left_pad.len() as i32;
         BatchCache {
-            layers: (0..layers).map(|_| BatchKvCache::with_rows(rows)).collect(),
+            layers: kinds
+                .iter()
+                .map(|&k| BatchLayerCache::new(k, rows))
+                .collect(),
+            kinds: kinds.to_vec(),
             left_pad,
             idx,
         }
     }
 
-    /// Layers of the model.
-    pub fn layer_count(&self) -> usize {
-        self.layers.len()
+    /// The cache kind of each layer.
+    pub fn kinds(&self) -> &[CacheKind] {
+        &self.kinds
     }
 
     /// The write column: the longest row's length.
@@ -314,25 +375,41 @@ impl BatchCache {
     }
 
     /// The per-layer caches (to run the model on).
-    pub fn layers_mut(&mut self) -> &mut [BatchKvCache] {
+    pub fn layers_mut(&mut self) -> &mut [BatchLayerCache] {
         &mut self.layers
     }
 
     /// The arrays to evaluate to materialize the cache.
     pub fn state(&self) -> Vec<&Array> {
-        self.layers.iter().flat_map(BatchKvCache::state).collect()
+        self.layers
+            .iter()
+            .flat_map(BatchLayerCache::state)
+            .collect()
     }
 
     /// Appends a row holding `seq` (one cache per layer).
-    pub fn push(&mut self, seq: Vec<KvCache>) -> Result<()> {
-        let len = seq.first().map_or(0, KvCache::offset);
+    pub fn push(&mut self, seq: Vec<Cache>) -> Result<()> {
+        if seq.len() != self.layers.len() {
+            return Err(EngineError::InvalidRequest(format!(
+                "{} caches for {} layers",
+                seq.len(),
+                self.layers.len()
+            )));
+        }
+        let len = seq.first().map_or(0, Cache::offset);
         if len > self.idx {
             let shift = len - self.idx;
             self.left_pad.iter_mut().for_each(|p| *p += shift);
             self.idx = len;
         }
         for (layer, s) in self.layers.iter_mut().zip(seq) {
-            layer.push(s)?;
+            match (layer, s) {
+                (BatchLayerCache::Kv(b), Cache::Kv(s)) => {
+                    b.push(s)?;
+                }
+                (BatchLayerCache::Recurrent(b), Cache::Recurrent(s)) => b.extend(s)?,
+                _ => return Err(mismatch()),
+            }
         }
         self.left_pad.push(self.idx - len);
         Ok(())
@@ -344,7 +421,11 @@ impl BatchCache {
         let idx = self.idx.max(other.idx);
         let (shift, other_shift) = (idx - self.idx, idx - other.idx);
         for (layer, theirs) in self.layers.iter_mut().zip(other.layers) {
-            layer.extend(theirs)?;
+            match (layer, theirs) {
+                (BatchLayerCache::Kv(a), BatchLayerCache::Kv(b)) => a.extend(b)?,
+                (BatchLayerCache::Recurrent(a), BatchLayerCache::Recurrent(b)) => a.extend(b)?,
+                _ => return Err(mismatch()),
+            }
         }
         self.left_pad.iter_mut().for_each(|p| *p += shift);
         self.left_pad
@@ -361,7 +442,10 @@ impl BatchCache {
         let rows: Vec<i32> = keep.iter().map(|&i| i as i32).collect();
         let indices = Array::from_slice(&rows, &[rows.len() as i32])?;
         for layer in &mut self.layers {
-            layer.retain(&indices, trim)?;
+            match layer {
+                BatchLayerCache::Kv(c) => c.retain(&indices, trim)?,
+                BatchLayerCache::Recurrent(c) => c.retain(&indices)?,
+            }
         }
         self.left_pad = left_pad.iter().map(|p| p - trim).collect();
         self.idx = if keep.is_empty() { 0 } else { self.idx - trim };
@@ -373,14 +457,25 @@ impl BatchCache {
         self.idx - self.left_pad[row]
     }
 
-    /// The first `len` cached positions of row `row`, per layer, copied out
-    /// of the batch.
-    pub fn copy_row(&self, row: usize, len: i32) -> Result<Option<Vec<(Array, Array)>>> {
+    /// Row `row`'s cache of its first `len` positions, per layer, copied
+    /// out of the batch; `None` when nothing is cached, or when a
+    /// recurrent layer's state covers more than `len` positions (it cannot
+    /// be cut back).
+    pub fn copy_row(&self, row: usize, len: i32) -> Result<Option<Vec<LayerSnapshot>>> {
         let from = self.left_pad[row];
         let mut out = Vec::with_capacity(self.layers.len());
         for layer in &self.layers {
-            match layer.copy_row(row as i32, from, from + len)? {
-                Some(kv) => out.push(kv),
+            let snapshot = match layer {
+                BatchLayerCache::Kv(c) => c
+                    .copy_row(row as i32, from, from + len)?
+                    .map(|(k, v)| LayerSnapshot::Kv(k, v)),
+                BatchLayerCache::Recurrent(_) if len != self.row_len(row) => None,
+                BatchLayerCache::Recurrent(c) => c
+                    .copy_row(row as i32)?
+                    .map(|(conv, state)| LayerSnapshot::Recurrent(conv, state)),
+            };
+            match snapshot {
+                Some(s) => out.push(s),
                 None => return Ok(None),
             }
         }
@@ -411,6 +506,7 @@ impl BatchCache {
             Positions::Rows {
                 offsets: &offsets,
                 mask: mask.as_ref(),
+                valid: None,
             }
         };
         let logits = model.forward_rows(&tokens.reshape(&[rows, 1])?, &mut self.layers, at)?;
@@ -419,6 +515,6 @@ impl BatchCache {
     }
 
     pub fn nbytes(&self) -> usize {
-        self.layers.iter().map(BatchKvCache::nbytes).sum()
+        self.layers.iter().map(BatchLayerCache::nbytes).sum()
     }
 }

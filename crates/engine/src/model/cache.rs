@@ -1,10 +1,121 @@
-//! The key/value cache of one attention layer, as mlx-lm's `KVCache`
-//! (`mlx_lm/models/cache.py`): preallocated in steps of 256 positions,
-//! written in place with `slice_update`, read as the prefix filled so far.
+//! The caches of one sequence, one per layer, of the kind the layer needs
+//! ([`Cache`]): the key/value cache of an attention layer, as mlx-lm's
+//! `KVCache` (`mlx_lm/models/cache.py`: preallocated in steps of 256
+//! positions, written in place with `slice_update`, read as the prefix
+//! filled so far), or the fixed-size state of a linear-attention layer
+//! ([`RecurrentCache`]).
 
 use mlx::{Array, Dtype};
 
-use crate::error::Result;
+use super::base::{CacheKind, LayerCache};
+pub use super::recurrent_cache::RecurrentCache;
+use crate::error::{EngineError, Result};
+
+/// One layer's cache for one sequence.
+#[derive(Debug, Clone)]
+pub enum Cache {
+    Kv(KvCache),
+    Recurrent(RecurrentCache),
+}
+
+impl Cache {
+    /// An empty cache of `kind`.
+    pub fn new(kind: CacheKind) -> Cache {
+        match kind.recurrent_shape() {
+            None => Cache::Kv(KvCache::new()),
+            Some(shape) => Cache::Recurrent(RecurrentCache::with_shape(shape, 1)),
+        }
+    }
+
+    /// Positions cached.
+    pub fn offset(&self) -> i32 {
+        match self {
+            Cache::Kv(c) => c.offset(),
+            Cache::Recurrent(c) => c.offset(),
+        }
+    }
+
+    /// The arrays to evaluate to materialize the cache.
+    pub fn state(&self) -> Vec<&Array> {
+        match self {
+            Cache::Kv(c) => c.state(),
+            Cache::Recurrent(c) => c.state(),
+        }
+    }
+
+    /// Bytes held.
+    pub fn nbytes(&self) -> usize {
+        match self {
+            Cache::Kv(c) => c.nbytes(),
+            Cache::Recurrent(c) => c.nbytes(),
+        }
+    }
+}
+
+/// What the prompt cache keeps of one layer of a sequence, sharing no
+/// memory with anything that will be written.
+#[derive(Debug, Clone)]
+pub enum LayerSnapshot {
+    /// Keys and values `[1, H, positions, D]`: any prefix of them is the
+    /// cache of that prefix.
+    Kv(Array, Array),
+    /// The convolution inputs and the state at the sequence's end: the
+    /// cache of exactly that many positions, no fewer.
+    Recurrent(Array, Array),
+}
+
+impl LayerSnapshot {
+    /// Bytes held.
+    pub fn nbytes(&self) -> usize {
+        match self {
+            LayerSnapshot::Kv(a, b) | LayerSnapshot::Recurrent(a, b) => a.nbytes() + b.nbytes(),
+        }
+    }
+
+    /// The arrays held.
+    pub fn arrays(&self) -> [&Array; 2] {
+        match self {
+            LayerSnapshot::Kv(a, b) | LayerSnapshot::Recurrent(a, b) => [a, b],
+        }
+    }
+
+    /// A cache of the first `len` positions of a snapshot of `total`; a
+    /// recurrent state only of all of them.
+    pub fn to_cache(&self, len: i32, total: i32) -> Result<Cache> {
+        match self {
+            LayerSnapshot::Kv(k, v) => Ok(Cache::Kv(KvCache::from_prefix(
+                k.slice_axis(2, 0, len)?,
+                v.slice_axis(2, 0, len)?,
+            )?)),
+            LayerSnapshot::Recurrent(_, _) if len != total => Err(EngineError::InvalidRequest(
+                format!("a recurrent state of {total} positions cannot serve {len}"),
+            )),
+            LayerSnapshot::Recurrent(conv, state) => Ok(Cache::Recurrent(
+                RecurrentCache::from_snapshot(conv.clone(), state.clone(), total)?,
+            )),
+        }
+    }
+}
+
+impl LayerCache for Cache {
+    fn update_and_fetch(&mut self, keys: &Array, values: &Array) -> Result<(Array, Array)> {
+        match self {
+            Cache::Kv(c) => c.update_and_fetch(keys, values),
+            Cache::Recurrent(_) => Err(EngineError::InvalidRequest(
+                "an attention layer was given a recurrent cache".into(),
+            )),
+        }
+    }
+
+    fn recurrent(&mut self) -> Result<&mut RecurrentCache> {
+        match self {
+            Cache::Recurrent(c) => Ok(c),
+            Cache::Kv(_) => Err(EngineError::InvalidRequest(
+                "a linear-attention layer was given a KV cache".into(),
+            )),
+        }
+    }
+}
 
 /// Positions added per growth of the buffers.
 pub const CACHE_STEP: i32 = 256;
@@ -119,8 +230,8 @@ impl KvCache {
     }
 }
 
-/// Bytes one position of KV costs across all layers: the input of memory
-/// admission and of batch limits.
+/// Bytes one position of KV costs across `layers` attention layers: the
+/// input of memory admission and of batch limits.
 pub fn bytes_per_position(layers: i32, kv_heads: i32, head_dim: i32, dtype: Dtype) -> usize {
     2 * (layers * kv_heads * head_dim) as usize * dtype.size()
 }

@@ -1,19 +1,39 @@
-//! `config.json` of a model in the Hugging Face / mlx-community layout, as
-//! mlx-lm's `ModelArgs` read it (`mlx_lm/models/{llama,qwen2,qwen3}.py`),
-//! including the defaults mlx-lm applies when a key is absent.
+//! `config.json` of a model in the Hugging Face / mlx-community layout: the
+//! settings every family shares ([`ModelConfig`]: vocabulary, layers,
+//! heads, EOS, context length, quantization), read as mlx-lm's `ModelArgs`
+//! read them, with the config's JSON kept for the family's own arguments
+//! (`mlx_lm/models/base.py::BaseModelArgs.from_dict`). A multimodal-style
+//! config nests the language model's settings under `text_config`; they are
+//! read from there, with the top level's quantization and EOS.
 
 use std::collections::HashMap;
 
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 
 use crate::error::{EngineError, Result};
 
-/// The architecture settings every supported family shares.
+/// Keys a nested `text_config` takes from the top level when it lacks them.
+const INHERITED: [&str; 5] = [
+    "quantization",
+    "quantization_config",
+    "eos_token_id",
+    "tie_word_embeddings",
+    "max_position_embeddings",
+];
+
+/// The architecture settings every family shares.
 #[derive(Debug, Clone, Deserialize)]
 pub struct ModelConfig {
+    /// The top-level `model_type` (the registry's key).
+    #[serde(default)]
     pub model_type: String,
+    /// `text_config.model_type` of a nested config.
+    #[serde(skip)]
+    pub text_model_type: Option<String>,
     pub hidden_size: i32,
     pub num_hidden_layers: i32,
+    #[serde(default)]
     pub intermediate_size: i32,
     pub num_attention_heads: i32,
     /// Defaults to `num_attention_heads` (no grouped-query attention).
@@ -24,24 +44,11 @@ pub struct ModelConfig {
     pub head_dim: Option<i32>,
     pub rms_norm_eps: f32,
     pub vocab_size: i32,
-    /// mlx-lm's per-family default applies when absent (see `rope_theta()`).
-    #[serde(default)]
-    rope_theta: Option<f32>,
-    #[serde(default)]
-    pub rope_traditional: bool,
-    #[serde(default)]
-    pub rope_scaling: Option<RopeScaling>,
-    /// Absent means tied for llama and qwen2 (mlx-lm's defaults).
+    /// Absent means the family's default (see [`ModelConfig::tie_word_embeddings`]).
     #[serde(default)]
     tie_word_embeddings: Option<bool>,
     #[serde(default)]
     pub max_position_embeddings: Option<i32>,
-    /// Biases on q/k/v/o (llama family option).
-    #[serde(default)]
-    pub attention_bias: bool,
-    /// Biases on the MLP projections (llama family option).
-    #[serde(default)]
-    pub mlp_bias: bool,
     /// MLX quantization of the stored weights.
     #[serde(default)]
     pub quantization: Option<QuantizationConfig>,
@@ -49,12 +56,13 @@ pub struct ModelConfig {
     /// this one when `quantization` is absent.
     #[serde(default)]
     quantization_config: Option<QuantizationConfig>,
-    /// Attention kind per layer (`full_attention` / `sliding_attention`).
-    #[serde(default)]
-    pub layer_types: Option<Vec<String>>,
     /// End-of-sequence ids (one id or a list).
     #[serde(default)]
     pub eos_token_id: Option<EosIds>,
+    /// The language model's config as JSON (the `text_config` of a nested
+    /// one), for the family's own arguments.
+    #[serde(skip)]
+    pub raw: serde_json::Value,
 }
 
 /// One EOS id or several.
@@ -71,33 +79,6 @@ impl EosIds {
             EosIds::One(id) => vec![*id],
             EosIds::Many(ids) => ids.clone(),
         }
-    }
-}
-
-/// `rope_scaling`: the rescaling of rotary frequencies for long contexts.
-#[derive(Debug, Clone, Deserialize)]
-pub struct RopeScaling {
-    #[serde(default, rename = "type")]
-    kind: Option<String>,
-    #[serde(default)]
-    rope_type: Option<String>,
-    #[serde(default)]
-    pub factor: Option<f32>,
-    #[serde(default)]
-    pub low_freq_factor: Option<f32>,
-    #[serde(default)]
-    pub high_freq_factor: Option<f32>,
-    #[serde(default)]
-    pub original_max_position_embeddings: Option<f32>,
-}
-
-impl RopeScaling {
-    /// `type`, else `rope_type`, else "default" (mlx-lm's order).
-    pub fn kind(&self) -> &str {
-        self.kind
-            .as_deref()
-            .or(self.rope_type.as_deref())
-            .unwrap_or("default")
     }
 }
 
@@ -142,8 +123,36 @@ impl QuantizationConfig {
 impl ModelConfig {
     /// Parses `config.json` text and checks it.
     pub fn from_json(text: &str) -> Result<ModelConfig> {
-        let mut config: ModelConfig =
+        let top: serde_json::Value =
             serde_json::from_str(text).map_err(|e| EngineError::Config(e.to_string()))?;
+        let model_type = top
+            .get("model_type")
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| EngineError::Config("model_type is missing".into()))?
+            .to_owned();
+        let (raw, text_model_type) = match top.get("text_config") {
+            Some(serde_json::Value::Object(nested)) => {
+                let mut nested = nested.clone();
+                for key in INHERITED {
+                    if let Some(v) = top.get(key)
+                        && !nested.contains_key(key)
+                    {
+                        nested.insert(key.to_owned(), v.clone());
+                    }
+                }
+                let text_type = nested
+                    .get("model_type")
+                    .and_then(|v| v.as_str())
+                    .map(str::to_owned);
+                (serde_json::Value::Object(nested), text_type)
+            }
+            _ => (top, None),
+        };
+        let mut config: ModelConfig =
+            serde_json::from_value(raw.clone()).map_err(|e| EngineError::Config(e.to_string()))?;
+        config.model_type = model_type;
+        config.text_model_type = text_model_type;
+        config.raw = raw;
         if config.quantization.is_none() {
             config.quantization = config.quantization_config.take();
         }
@@ -151,11 +160,17 @@ impl ModelConfig {
         Ok(config)
     }
 
+    /// The family's own arguments, parsed from the (text) config's JSON
+    /// with the defaults its type gives.
+    pub fn args<T: DeserializeOwned>(&self) -> Result<T> {
+        serde_json::from_value(self.raw.clone())
+            .map_err(|e| EngineError::Config(format!("{}: {e}", self.model_type)))
+    }
+
     fn validate(&self) -> Result<()> {
         let positive = [
             ("hidden_size", self.hidden_size),
             ("num_hidden_layers", self.num_hidden_layers),
-            ("intermediate_size", self.intermediate_size),
             ("num_attention_heads", self.num_attention_heads),
             ("num_key_value_heads", self.num_kv_heads()),
             ("head_dim", self.head_dim()),
@@ -178,7 +193,7 @@ impl ModelConfig {
             && mode != "affine"
         {
             return Err(EngineError::Config(format!(
-                "quantization mode {mode:?} is not supported (only affine)"
+                "quantization.mode {mode:?} is not supported (only affine)"
             )));
         }
         Ok(())
@@ -193,24 +208,16 @@ impl ModelConfig {
             .unwrap_or(self.hidden_size / self.num_attention_heads.max(1))
     }
 
-    /// `rope_theta`, else mlx-lm's default for the family.
-    pub fn rope_theta(&self) -> f32 {
-        self.rope_theta.unwrap_or(match self.model_type.as_str() {
-            "qwen2" | "qwen3" => 1_000_000.0,
-            _ => 10_000.0,
-        })
+    /// Whether the output projection reuses the embedding matrix, `default`
+    /// (the family's) when the config does not say.
+    pub fn tie_word_embeddings_or(&self, default: bool) -> bool {
+        self.tie_word_embeddings.unwrap_or(default)
     }
 
-    /// Whether the output projection reuses the embedding matrix.
+    /// Whether the output projection reuses the embedding matrix (absent:
+    /// tied, the default of the Llama and Qwen2 families).
     pub fn tie_word_embeddings(&self) -> bool {
-        self.tie_word_embeddings.unwrap_or(true)
-    }
-
-    /// Whether some layers use sliding-window attention.
-    pub fn has_sliding_window_layers(&self) -> bool {
-        self.layer_types
-            .as_ref()
-            .is_some_and(|t| t.iter().any(|k| k == "sliding_attention"))
+        self.tie_word_embeddings_or(true)
     }
 
     /// The context length the model was trained for, if the config says.
@@ -237,9 +244,7 @@ mod tests {
         let c = ModelConfig::from_json(QWEN).unwrap();
         assert_eq!(c.head_dim(), 16);
         assert_eq!(c.num_kv_heads(), 2);
-        assert_eq!(c.rope_theta(), 1_000_000.0);
         assert!(c.tie_word_embeddings());
-        assert!(!c.rope_traditional);
     }
 
     #[test]
@@ -270,11 +275,27 @@ mod tests {
     }
 
     #[test]
-    fn rope_scaling_reads_type_or_rope_type() {
-        let s: RopeScaling =
-            serde_json::from_str(r#"{"rope_type": "llama3", "factor": 8.0}"#).unwrap();
-        assert_eq!(s.kind(), "llama3");
-        let s: RopeScaling = serde_json::from_str(r#"{"type": "linear", "factor": 2.0}"#).unwrap();
-        assert_eq!(s.kind(), "linear");
+    fn a_nested_text_config_is_read_with_the_top_level_quantization() {
+        let nested = r#"{
+            "model_type": "qwen3_5", "eos_token_id": 7,
+            "quantization": {"group_size": 64, "bits": 4},
+            "text_config": {"model_type": "qwen3_5_text", "hidden_size": 64,
+                "num_hidden_layers": 2, "intermediate_size": 128,
+                "num_attention_heads": 4, "rms_norm_eps": 1e-6, "vocab_size": 100}
+        }"#;
+        let c = ModelConfig::from_json(nested).unwrap();
+        assert_eq!(c.model_type, "qwen3_5");
+        assert_eq!(c.text_model_type.as_deref(), Some("qwen3_5_text"));
+        assert_eq!(c.hidden_size, 64);
+        assert_eq!(c.quantization.unwrap().bits, 4);
+        assert_eq!(c.eos_token_id.unwrap().to_vec(), [7]);
+        assert_eq!(c.raw["model_type"], "qwen3_5_text");
+    }
+
+    #[test]
+    fn a_missing_model_type_is_named() {
+        let bad = QWEN.replace("\"model_type\": \"qwen2\",", "");
+        let err = ModelConfig::from_json(&bad).unwrap_err().to_string();
+        assert!(err.contains("model_type"), "{err}");
     }
 }

@@ -4,21 +4,80 @@
 //! rescaled (`rope_scaling` linear or `llama3`). Sliding-window layers
 //! (`layer_types`) are not supported and are refused at load.
 
+use serde::Deserialize;
+
+use super::attention::AttentionSpec;
+use super::base::LanguageModel;
 use super::config::ModelConfig;
-use super::transformer::Family;
+use super::registry::Family;
+use super::rope::RopeArgs;
+use super::transformer::{DecoderSpec, Transformer};
+use super::weights::Weights;
 use crate::error::{EngineError, Result};
 
-/// The `Family` of a `llama` config.
-pub fn family(config: &ModelConfig) -> Result<Family> {
-    if config.has_sliding_window_layers() {
-        return Err(EngineError::Config(
-            "llama models with sliding-window layers are not supported".into(),
-        ));
+/// The `llama` family.
+pub struct Llama;
+
+/// `llama.py`'s `ModelArgs` beyond the common config.
+#[derive(Debug, Clone, Deserialize)]
+pub struct LlamaArgs {
+    #[serde(flatten)]
+    pub rope: RopeArgs,
+    #[serde(default)]
+    pub attention_bias: bool,
+    #[serde(default)]
+    pub mlp_bias: bool,
+    /// Attention kind per layer (`full_attention` / `sliding_attention`).
+    #[serde(default)]
+    pub layer_types: Option<Vec<String>>,
+}
+
+/// Drops what mlx-lm's Llama-style `sanitize` drops: the rotary
+/// `inv_freq` buffers some checkpoints carry (the tied head's `lm_head.*`
+/// are dropped where the head is built).
+pub fn sanitize_rotary(weights: &mut Weights) {
+    weights.discard(|name| name.ends_with("self_attn.rotary_emb.inv_freq"));
+}
+
+impl Llama {
+    /// The standard decoder of Llama's shape from `args`.
+    pub fn decoder(args: &LlamaArgs, config: &ModelConfig) -> Result<DecoderSpec> {
+        if args
+            .layer_types
+            .as_ref()
+            .is_some_and(|t| t.iter().any(|k| k == "sliding_attention"))
+        {
+            return Err(EngineError::Config(
+                "llama models with sliding-window layers (layer_types) are not supported".into(),
+            ));
+        }
+        Ok(DecoderSpec {
+            attention: AttentionSpec {
+                qkv_bias: args.attention_bias,
+                o_bias: args.attention_bias,
+                ..AttentionSpec::plain(config, args.rope.rope(config.head_dim(), 10_000.0)?)
+            },
+            mlp_bias: args.mlp_bias,
+            tied: config.tie_word_embeddings_or(true),
+        })
     }
-    Ok(Family {
-        qkv_bias: config.attention_bias,
-        o_bias: config.attention_bias,
-        mlp_bias: config.mlp_bias,
-        qk_norm: false,
-    })
+}
+
+impl Family for Llama {
+    const MODEL_TYPES: &'static [&'static str] = &["llama"];
+    type Args = LlamaArgs;
+
+    fn sanitize(_: &LlamaArgs, _: &ModelConfig, weights: &mut Weights) -> Result<()> {
+        sanitize_rotary(weights);
+        Ok(())
+    }
+
+    fn build(
+        args: LlamaArgs,
+        config: &ModelConfig,
+        weights: &mut Weights,
+    ) -> Result<Box<dyn LanguageModel>> {
+        let spec = Llama::decoder(&args, config)?;
+        Ok(Box::new(Transformer::load(weights, config, &spec)?))
+    }
 }

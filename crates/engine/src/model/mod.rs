@@ -1,16 +1,27 @@
-//! Model definitions and loading: `config.json`, strict weight loading from
-//! safetensors (dense or MLX-quantized), the families by `model_type`, and
-//! the per-layer KV cache.
+//! The model layer: `config.json`, strict weight loading from safetensors
+//! (dense or MLX-quantized), the registry of families by `model_type`
+//! (one file per family, built from the shared blocks: attention, MLP,
+//! norms, RoPE, embedding and head, linear attention), and the per-layer
+//! caches of the kind each layer needs (KV, recurrent state), behind one
+//! [`Model`] the scheduler, the generator and the prompt cache use without
+//! knowing the family or the cache kinds.
 
+pub mod attention;
+pub mod base;
 pub mod batch_cache;
 pub mod cache;
 pub mod config;
+pub mod embedding;
 pub mod gguf;
 mod llama;
 mod mistral;
+pub mod mlp;
 pub mod nn;
 mod qwen2;
 mod qwen3;
+pub mod recurrent_cache;
+pub mod registry;
+pub mod rope;
 pub mod synthetic;
 pub mod transformer;
 pub mod weights;
@@ -19,30 +30,14 @@ use std::path::Path;
 
 use mlx::{Array, Dtype};
 
-pub use batch_cache::{BatchCache, BatchKvCache};
-pub use cache::KvCache;
+pub use base::{CacheKind, Caches, LanguageModel, LayerCache, LayerCaches, Positions};
+pub use batch_cache::{BatchCache, BatchKvCache, BatchLayerCache};
+pub use cache::{Cache, KvCache, LayerSnapshot, RecurrentCache};
 pub use config::ModelConfig;
-pub use transformer::Positions;
-use transformer::{Family, Transformer};
+pub use registry::supported_model_types;
 pub use weights::Weights;
 
 use crate::error::{EngineError, Result};
-
-/// The `model_type`s this engine runs.
-pub const SUPPORTED_MODEL_TYPES: [&str; 4] = ["llama", "mistral", "qwen2", "qwen3"];
-
-fn family_of(config: &ModelConfig) -> Result<Family> {
-    match config.model_type.as_str() {
-        "llama" => llama::family(config),
-        "mistral" => mistral::family(config),
-        "qwen2" => qwen2::family(config),
-        "qwen3" => qwen3::family(config),
-        other => Err(EngineError::Config(format!(
-            "model_type {other:?} is not supported (supported: {})",
-            SUPPORTED_MODEL_TYPES.join(", ")
-        ))),
-    }
-}
 
 /// Dense weights a model may take on the CPU backend at most: dequantized
 /// once at load, up to this much (and an eighth of the memory MLX may use).
@@ -60,7 +55,7 @@ const CPU_DENSE_MAX: usize = 4 << 30;
 /// `[B, 576] x [576, 1536]` 4-bit product: B = 64 is 25× faster dense.)
 /// The products are the same up to float summation order. GPU backends
 /// keep their quantized kernels, which read each weight once per batch.
-fn densify_for_cpu(t: &mut Transformer) -> Result<Option<usize>> {
+fn densify_for_cpu(t: &mut dyn LanguageModel) -> Result<Option<usize>> {
     if mlx::backend() != mlx::Backend::Cpu || !mlx::fast_cpu_gemm() || t.dtype() != Dtype::F32 {
         return Ok(None);
     }
@@ -84,10 +79,11 @@ fn densify_for_cpu(t: &mut Transformer) -> Result<Option<usize>> {
     Ok(Some(dense))
 }
 
-/// A model ready to run: its config and its layers.
+/// A model ready to run: its config, its layers and the cache kind of each.
 pub struct Model {
     pub config: ModelConfig,
-    transformer: Transformer,
+    model: Box<dyn LanguageModel>,
+    kinds: Vec<CacheKind>,
     weight_bytes: usize,
 }
 
@@ -95,17 +91,19 @@ impl Model {
     /// Builds a model from its config and tensors, strictly: every tensor the
     /// architecture needs must be there, and nothing else.
     pub fn from_weights(config: ModelConfig, mut weights: Weights) -> Result<Model> {
-        let family = family_of(&config)?;
+        let family = registry::find(&config)?;
         let weight_bytes = weights.nbytes();
-        let mut transformer = Transformer::load(&mut weights, &config, family)?;
+        let mut model = family.load(&config, &mut weights)?;
         weights.finish()?;
-        let weight_bytes = match densify_for_cpu(&mut transformer)? {
+        let weight_bytes = match densify_for_cpu(model.as_mut())? {
             Some(dense) => dense,
             None => weight_bytes,
         };
+        let kinds = model.cache_kinds();
         Ok(Model {
             config,
-            transformer,
+            model,
+            kinds,
             weight_bytes,
         })
     }
@@ -118,16 +116,35 @@ impl Model {
         Model::from_weights(config, Weights::load_dir(dir)?)
     }
 
+    /// The cache kind of each layer.
+    pub fn cache_kinds(&self) -> &[CacheKind] {
+        &self.kinds
+    }
+
+    /// Whether every layer's cache can be cut back to an earlier position
+    /// (KV only): a prompt-cache entry then serves any prefix of itself.
+    pub fn trimmable(&self) -> bool {
+        self.kinds.iter().all(|k| *k == CacheKind::Kv)
+    }
+
     /// Fresh caches, one per layer.
-    pub fn new_cache(&self) -> Vec<KvCache> {
-        (0..self.transformer.num_layers())
-            .map(|_| KvCache::new())
-            .collect()
+    pub fn new_cache(&self) -> Vec<Cache> {
+        self.kinds.iter().map(|&k| Cache::new(k)).collect()
     }
 
     /// Logits `[B, L, vocab]` for token ids `[B, L]`, appending to `caches`.
-    pub fn forward(&self, tokens: &Array, caches: &mut [KvCache]) -> Result<Array> {
-        self.transformer.forward(tokens, caches)
+    pub fn forward(&self, tokens: &Array, caches: &mut [Cache]) -> Result<Array> {
+        let hidden = self.hidden(tokens, caches)?;
+        self.model.logits(&hidden)
+    }
+
+    fn hidden(&self, tokens: &Array, caches: &mut [Cache]) -> Result<Array> {
+        let offset = caches.first().map_or(0, Cache::offset);
+        self.model.hidden(
+            tokens,
+            &mut LayerCaches(caches),
+            Positions::Sequence { offset },
+        )
     }
 
     /// Logits `[B, 1, vocab]` for one new token per row (`[B, 1]`) of a
@@ -135,11 +152,11 @@ impl Model {
     pub fn forward_rows(
         &self,
         tokens: &Array,
-        caches: &mut [BatchKvCache],
+        caches: &mut [BatchLayerCache],
         at: Positions,
     ) -> Result<Array> {
-        let hidden = self.transformer.hidden_at(tokens, caches, at)?;
-        self.transformer.logits(&hidden)
+        let hidden = self.model.hidden(tokens, &mut LayerCaches(caches), at)?;
+        self.model.logits(&hidden)
     }
 
     /// Runs the layers for rows of tokens `[B, L]` at positions `at` to
@@ -148,17 +165,17 @@ impl Model {
     pub fn fill_rows(
         &self,
         tokens: &Array,
-        caches: &mut [BatchKvCache],
+        caches: &mut [BatchLayerCache],
         at: Positions,
     ) -> Result<()> {
-        self.transformer.hidden_at(tokens, caches, at)?;
+        self.model.hidden(tokens, &mut LayerCaches(caches), at)?;
         Ok(())
     }
 
     /// Runs the layers for `tokens` to fill `caches`, without the output
     /// projection (prefill of all but the last prompt token).
-    pub fn fill_cache(&self, tokens: &Array, caches: &mut [KvCache]) -> Result<()> {
-        self.transformer.hidden(tokens, caches)?;
+    pub fn fill_cache(&self, tokens: &Array, caches: &mut [Cache]) -> Result<()> {
+        self.hidden(tokens, caches)?;
         Ok(())
     }
 
@@ -169,16 +186,24 @@ impl Model {
 
     /// The dtype of activations and the KV cache.
     pub fn dtype(&self) -> Dtype {
-        self.transformer.dtype()
+        self.model.dtype()
     }
 
-    /// Bytes one cached position costs across all layers.
+    /// Bytes one cached position costs across the attention layers (the
+    /// recurrent layers' state does not grow with the sequence).
     pub fn kv_bytes_per_position(&self) -> usize {
+        let kv_layers = self.kinds.iter().filter(|k| **k == CacheKind::Kv).count();
         cache::bytes_per_position(
-            self.config.num_hidden_layers,
+            kv_layers as i32,
             self.config.num_kv_heads(),
             self.config.head_dim(),
             self.dtype(),
         )
+    }
+
+    /// Bytes of recurrent state one sequence holds whatever its length
+    /// (0 for a model of attention layers only).
+    pub fn state_bytes_per_row(&self) -> usize {
+        self.kinds.iter().map(|k| k.state_bytes(self.dtype())).sum()
     }
 }

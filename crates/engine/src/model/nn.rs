@@ -1,11 +1,9 @@
-//! The layers decoder models are made of, as mlx-lm's `mlx.nn` versions
-//! compute them: `Linear` and `Embedding` (dense or affine-quantized),
-//! `RmsNorm`, the SwiGLU `Mlp`, and RoPE set-up from the config
-//! (`mlx_lm/models/rope_utils.py::initialize_rope`).
+//! The basic layers models are made of, as mlx's `mlx.nn` versions compute
+//! them: weight matrices and `Linear` (dense or affine-quantized, with the
+//! fused [`LinearGroup`] of projections that read one input) and `RmsNorm`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use mlx::fast::Rope;
 use mlx::{Array, Dtype, QuantizedWeight};
 
 use super::config::{ModelConfig, QuantParams};
@@ -405,123 +403,6 @@ impl RmsNorm {
     pub fn forward(&self, x: &Array) -> Result<Array> {
         Ok(mlx::fast::rms_norm(x, Some(&self.weight), self.eps)?)
     }
-}
-
-/// The gated feed-forward block: `down(silu(gate(x)) * up(x))`, with
-/// gate and up as one product when they are stored alike.
-#[derive(Debug, Clone)]
-pub struct Mlp {
-    pub gate_up: LinearGroup,
-    pub down_proj: Linear,
-}
-
-impl Mlp {
-    pub fn load(w: &mut Weights, prefix: &str, config: &ModelConfig, bias: bool) -> Result<Mlp> {
-        let p = |name: &str| format!("{prefix}.{name}");
-        let gate = Linear::load(w, &p("gate_proj"), config, bias)?;
-        let up = Linear::load(w, &p("up_proj"), config, bias)?;
-        Ok(Mlp {
-            gate_up: LinearGroup::new(vec![gate, up])?,
-            down_proj: Linear::load(w, &p("down_proj"), config, bias)?,
-        })
-    }
-
-    /// `forward(norm(x)) + residual`, with the norm, the activation and the
-    /// residual in the products' kernels where they can be.
-    pub fn forward_normed_add(&self, x: &Array, norm: &RmsNorm, residual: &Array) -> Result<Array> {
-        let act = match self.gate_up.swiglu_normed(x, norm)? {
-            Some(act) => act,
-            None => self.activation(&norm.forward(x)?)?,
-        };
-        self.down_proj.forward_add(&act, residual)
-    }
-
-    /// `silu(gate(x)) * up(x)`.
-    fn activation(&self, x: &Array) -> Result<Array> {
-        let [gate, up]: [Array; 2] = self
-            .gate_up
-            .forward(x)?
-            .try_into()
-            .map_err(|_| EngineError::Weights("the MLP's gate/up group lost a part".into()))?;
-        // One compiled kernel for silu(gate) * up, as mlx-lm's `swiglu`.
-        Ok(mlx::fast::swiglu(&gate, &up)?)
-    }
-}
-
-/// The rotary embedding a config asks for: plain, linearly scaled, or
-/// Llama 3's frequency rescaling.
-pub fn rope_from_config(config: &ModelConfig) -> Result<Rope> {
-    let dims = config.head_dim();
-    let base = config.rope_theta();
-    let traditional = config.rope_traditional;
-    let plain = |scale: f32| Rope {
-        dims,
-        traditional,
-        base,
-        scale,
-        freqs: None,
-    };
-    let Some(scaling) = &config.rope_scaling else {
-        return Ok(plain(1.0));
-    };
-    let factor = || {
-        scaling
-            .factor
-            .ok_or_else(|| EngineError::Config("rope_scaling needs a factor".into()))
-    };
-    match scaling.kind() {
-        "default" => Ok(plain(1.0)),
-        "linear" => Ok(plain(1.0 / factor()?)),
-        "llama3" => Ok(Rope {
-            dims,
-            traditional,
-            base,
-            scale: 1.0,
-            freqs: Some(llama3_periods(dims, base, factor()?, scaling)?),
-        }),
-        other => Err(EngineError::Config(format!(
-            "rope_scaling type {other:?} is not supported (default, linear, llama3)"
-        ))),
-    }
-}
-
-/// Llama 3's per-pair rotation periods, computed with MLX ops in the order
-/// mlx-lm's `Llama3RoPE` uses, so the values match it bit for bit.
-fn llama3_periods(
-    dims: i32,
-    base: f32,
-    factor: f32,
-    s: &super::config::RopeScaling,
-) -> Result<Array> {
-    let low = s.low_freq_factor.unwrap_or(1.0);
-    let high = s.high_freq_factor.unwrap_or(4.0);
-    let old_ctx = s.original_max_position_embeddings.unwrap_or(8192.0);
-    let scalar = |v: f32| Array::scalar(v);
-    let exponents =
-        mlx::arange(0.0, dims as f64, 2.0, Dtype::F32)?.divide(&scalar(dims as f32)?)?;
-    let freqs = scalar(base)?.power(&exponents)?;
-    let wavelens = freqs.multiply(&scalar(2.0 * std::f32::consts::PI)?)?;
-    let low_wavelen = scalar(old_ctx / low)?;
-    let high_wavelen = scalar(old_ctx / high)?;
-    let freqs = mlx::where_(
-        &wavelens.greater(&low_wavelen)?,
-        &freqs.multiply(&scalar(factor)?)?,
-        &freqs,
-    )?;
-    let medium = wavelens
-        .greater(&high_wavelen)?
-        .logical_and(&wavelens.less(&low_wavelen)?)?;
-    let smooth = scalar(old_ctx)?
-        .divide(&wavelens)?
-        .subtract(&scalar(low)?)?
-        .divide(&scalar(high - low)?)?;
-    let one = scalar(1.0)?;
-    let denom = one
-        .subtract(&smooth)?
-        .divide(&scalar(factor)?)?
-        .add(&smooth)?;
-    let smooth_freqs = freqs.divide(&denom)?;
-    Ok(mlx::where_(&medium, &smooth_freqs, &freqs)?)
 }
 
 #[cfg(test)]

@@ -3,21 +3,55 @@
 //! (`self_attn.q_norm`, `self_attn.k_norm`, over `head_dim`) before RoPE;
 //! `head_dim` is explicit in the config.
 
+use serde::Deserialize;
+
+use super::attention::AttentionSpec;
+use super::base::LanguageModel;
 use super::config::ModelConfig;
-use super::transformer::Family;
+use super::llama::sanitize_rotary;
+use super::registry::Family;
+use super::rope::RopeArgs;
+use super::transformer::{DecoderSpec, Transformer};
+use super::weights::Weights;
 use crate::error::{EngineError, Result};
 
-/// The `Family` of a `qwen3` config.
-pub fn family(config: &ModelConfig) -> Result<Family> {
-    if config.head_dim.is_none() {
-        return Err(EngineError::Config(
-            "qwen3 configs must give head_dim".into(),
-        ));
+/// The `qwen3` family.
+pub struct Qwen3;
+
+/// `qwen3.py`'s `ModelArgs` beyond the common config.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Qwen3Args {
+    #[serde(flatten)]
+    pub rope: RopeArgs,
+}
+
+impl Family for Qwen3 {
+    const MODEL_TYPES: &'static [&'static str] = &["qwen3"];
+    type Args = Qwen3Args;
+
+    fn sanitize(_: &Qwen3Args, _: &ModelConfig, weights: &mut Weights) -> Result<()> {
+        sanitize_rotary(weights);
+        Ok(())
     }
-    Ok(Family {
-        qkv_bias: false,
-        o_bias: false,
-        mlp_bias: false,
-        qk_norm: true,
-    })
+
+    fn build(
+        args: Qwen3Args,
+        config: &ModelConfig,
+        weights: &mut Weights,
+    ) -> Result<Box<dyn LanguageModel>> {
+        if config.head_dim.is_none() {
+            return Err(EngineError::Config(
+                "qwen3 configs must give head_dim".into(),
+            ));
+        }
+        let spec = DecoderSpec {
+            attention: AttentionSpec {
+                qk_norm: Some(config.rms_norm_eps),
+                ..AttentionSpec::plain(config, args.rope.rope(config.head_dim(), 1_000_000.0)?)
+            },
+            mlp_bias: false,
+            tied: config.tie_word_embeddings_or(true),
+        };
+        Ok(Box::new(Transformer::load(weights, config, &spec)?))
+    }
 }

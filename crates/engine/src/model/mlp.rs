@@ -1,0 +1,59 @@
+//! The gated feed-forward block (SwiGLU), as mlx-lm's `MLP` classes in
+//! `llama.py` / `qwen3.py` compute it: `down(silu(gate(x)) * up(x))`, with
+//! gate and up as one product when they are stored alike, and the norm
+//! before it and the residual after it in the products' kernels where the
+//! backend has them.
+
+use super::config::ModelConfig;
+use super::nn::{Linear, LinearGroup, Matrix, RmsNorm};
+use super::weights::Weights;
+use crate::error::{EngineError, Result};
+use mlx::Array;
+
+/// The gated feed-forward block: `down(silu(gate(x)) * up(x))`, with
+/// gate and up as one product when they are stored alike.
+#[derive(Debug, Clone)]
+pub struct Mlp {
+    pub gate_up: LinearGroup,
+    pub down_proj: Linear,
+}
+
+impl Mlp {
+    pub fn load(w: &mut Weights, prefix: &str, config: &ModelConfig, bias: bool) -> Result<Mlp> {
+        let p = |name: &str| format!("{prefix}.{name}");
+        let gate = Linear::load(w, &p("gate_proj"), config, bias)?;
+        let up = Linear::load(w, &p("up_proj"), config, bias)?;
+        Ok(Mlp {
+            gate_up: LinearGroup::new(vec![gate, up])?,
+            down_proj: Linear::load(w, &p("down_proj"), config, bias)?,
+        })
+    }
+
+    /// `forward(norm(x)) + residual`, with the norm, the activation and the
+    /// residual in the products' kernels where they can be.
+    pub fn forward_normed_add(&self, x: &Array, norm: &RmsNorm, residual: &Array) -> Result<Array> {
+        let act = match self.gate_up.swiglu_normed(x, norm)? {
+            Some(act) => act,
+            None => self.activation(&norm.forward(x)?)?,
+        };
+        self.down_proj.forward_add(&act, residual)
+    }
+
+    /// The weight matrices.
+    pub fn matrices_mut(&mut self) -> Vec<&mut Matrix> {
+        let mut out: Vec<&mut Matrix> = self.gate_up.matrices_mut().collect();
+        out.push(&mut self.down_proj.weight);
+        out
+    }
+
+    /// `silu(gate(x)) * up(x)`.
+    fn activation(&self, x: &Array) -> Result<Array> {
+        let [gate, up]: [Array; 2] = self
+            .gate_up
+            .forward(x)?
+            .try_into()
+            .map_err(|_| EngineError::Weights("the MLP's gate/up group lost a part".into()))?;
+        // One compiled kernel for silu(gate) * up, as mlx-lm's `swiglu`.
+        Ok(mlx::fast::swiglu(&gate, &up)?)
+    }
+}

@@ -1,0 +1,106 @@
+//! The registry of model families: `config.json`'s `model_type` (or, for
+//! a multimodal-style config, its `text_config.model_type`) to the
+//! [`Family`] that parses the family's arguments, renames or drops
+//! checkpoint tensors (`sanitize`) and builds the model, as mlx-lm's
+//! `get_model_classes` (`mlx_lm/utils.py`) maps a `model_type` to a module
+//! of `mlx_lm/models/`.
+//!
+//! Adding a family is one file under `model/` implementing [`Family`] and
+//! one line in [`FAMILIES`].
+
+use serde::de::DeserializeOwned;
+
+use super::base::LanguageModel;
+use super::config::ModelConfig;
+use super::weights::Weights;
+use super::{llama, mistral, qwen2, qwen3};
+use crate::error::{EngineError, Result};
+
+/// A family of models, as one file of mlx-lm's `mlx_lm/models/`.
+pub trait Family {
+    /// The `model_type`s it loads.
+    const MODEL_TYPES: &'static [&'static str];
+
+    /// Its arguments (mlx-lm's `ModelArgs`, with its defaults), parsed with
+    /// serde from the (text) config's JSON.
+    type Args: DeserializeOwned;
+
+    /// Renames and drops checkpoint tensors as mlx-lm's `sanitize` does,
+    /// before the model takes them.
+    fn sanitize(args: &Self::Args, config: &ModelConfig, weights: &mut Weights) -> Result<()>;
+
+    /// Builds the model, taking every tensor it needs from `weights` (what
+    /// is left over is an error the caller reports).
+    fn build(
+        args: Self::Args,
+        config: &ModelConfig,
+        weights: &mut Weights,
+    ) -> Result<Box<dyn LanguageModel>>;
+}
+
+/// A registered family.
+pub struct Entry {
+    pub model_types: &'static [&'static str],
+    load: fn(&ModelConfig, &mut Weights) -> Result<Box<dyn LanguageModel>>,
+}
+
+impl Entry {
+    /// Parses the family's arguments, sanitizes `weights` and builds.
+    pub fn load(
+        &self,
+        config: &ModelConfig,
+        weights: &mut Weights,
+    ) -> Result<Box<dyn LanguageModel>> {
+        (self.load)(config, weights)
+    }
+}
+
+fn load<F: Family>(config: &ModelConfig, weights: &mut Weights) -> Result<Box<dyn LanguageModel>> {
+    let args: F::Args = config.args()?;
+    F::sanitize(&args, config, weights)?;
+    F::build(args, config, weights)
+}
+
+/// The registry entry of family `F`.
+pub const fn entry<F: Family>() -> Entry {
+    Entry {
+        model_types: F::MODEL_TYPES,
+        load: load::<F>,
+    }
+}
+
+/// Every family this engine runs.
+pub const FAMILIES: &[Entry] = &[
+    entry::<llama::Llama>(),
+    entry::<mistral::Mistral>(),
+    entry::<qwen2::Qwen2>(),
+    entry::<qwen3::Qwen3>(),
+];
+
+/// The `model_type`s this engine runs.
+pub fn supported_model_types() -> Vec<&'static str> {
+    FAMILIES
+        .iter()
+        .flat_map(|f| f.model_types.iter().copied())
+        .collect()
+}
+
+/// The family of a config: by `model_type`, else by
+/// `text_config.model_type`.
+pub fn find(config: &ModelConfig) -> Result<&'static Entry> {
+    let by = |t: &str| FAMILIES.iter().find(|f| f.model_types.contains(&t));
+    by(&config.model_type)
+        .or_else(|| config.text_model_type.as_deref().and_then(by))
+        .ok_or_else(|| {
+            let nested = config
+                .text_model_type
+                .as_ref()
+                .map(|t| format!(" (text_config.model_type {t:?})"))
+                .unwrap_or_default();
+            EngineError::Config(format!(
+                "model_type {:?}{nested} is not supported (supported: {})",
+                config.model_type,
+                supported_model_types().join(", ")
+            ))
+        })
+}

@@ -1,0 +1,207 @@
+//! Rotary position embeddings as a config asks for them, behind one
+//! constructor as mlx-lm's `initialize_rope`
+//! (`mlx_lm/models/rope_utils.py`): plain, linearly scaled, or Llama 3's
+//! frequency rescaling, over all of a head or its first `dims` dimensions
+//! (partial rotary). The config keys are read the way mlx-lm reads them:
+//! `rope_theta` and `rope_scaling` at the top, or nested in transformers
+//! 5's `rope_parameters`.
+
+use mlx::fast::Rope;
+use mlx::{Array, Dtype};
+use serde::Deserialize;
+
+use crate::error::{EngineError, Result};
+
+/// `rope_scaling`: the rescaling of rotary frequencies for long contexts.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct RopeScaling {
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
+    #[serde(default)]
+    rope_type: Option<String>,
+    #[serde(default)]
+    pub factor: Option<f32>,
+    #[serde(default)]
+    pub low_freq_factor: Option<f32>,
+    #[serde(default)]
+    pub high_freq_factor: Option<f32>,
+    #[serde(default)]
+    pub original_max_position_embeddings: Option<f32>,
+    /// `rope_parameters` carry θ and the partial factor beside the scaling.
+    #[serde(default)]
+    pub rope_theta: Option<f32>,
+    #[serde(default)]
+    pub partial_rotary_factor: Option<f32>,
+}
+
+impl RopeScaling {
+    /// `type`, else `rope_type`, else "default" (mlx-lm's order).
+    pub fn kind(&self) -> &str {
+        self.kind
+            .as_deref()
+            .or(self.rope_type.as_deref())
+            .unwrap_or("default")
+    }
+}
+
+/// The rotary keys of a config, flattened into a family's arguments.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct RopeArgs {
+    #[serde(default)]
+    pub rope_theta: Option<f32>,
+    #[serde(default)]
+    pub rope_traditional: bool,
+    #[serde(default)]
+    pub rope_scaling: Option<RopeScaling>,
+    #[serde(default)]
+    pub rope_parameters: Option<RopeScaling>,
+    #[serde(default)]
+    pub partial_rotary_factor: Option<f32>,
+}
+
+impl RopeArgs {
+    /// θ: `rope_theta`, else `rope_parameters.rope_theta`, else the
+    /// family's default.
+    pub fn theta(&self, default: f32) -> f32 {
+        self.rope_theta
+            .or(self.rope_parameters.as_ref().and_then(|p| p.rope_theta))
+            .unwrap_or(default)
+    }
+
+    /// The scaling: `rope_scaling`, else `rope_parameters` (mlx-lm's
+    /// `__post_init__` of transformers 5 configs).
+    pub fn scaling(&self) -> Option<&RopeScaling> {
+        self.rope_scaling.as_ref().or(self.rope_parameters.as_ref())
+    }
+
+    /// The fraction of each head that rotates: `partial_rotary_factor`,
+    /// else the one in `rope_parameters`, else `default`.
+    pub fn partial_factor(&self, default: f32) -> f32 {
+        self.partial_rotary_factor
+            .or(self
+                .rope_parameters
+                .as_ref()
+                .and_then(|p| p.partial_rotary_factor))
+            .unwrap_or(default)
+    }
+
+    /// The rotary embedding of `dims` dimensions per head with θ defaulting
+    /// to `default_theta`.
+    pub fn rope(&self, dims: i32, default_theta: f32) -> Result<Rope> {
+        initialize_rope(
+            dims,
+            self.theta(default_theta),
+            self.rope_traditional,
+            self.scaling(),
+        )
+    }
+}
+
+/// mlx-lm's `initialize_rope`: the rotary embedding of `dims` dimensions
+/// with base `base`, rescaled as `scaling` says.
+pub fn initialize_rope(
+    dims: i32,
+    base: f32,
+    traditional: bool,
+    scaling: Option<&RopeScaling>,
+) -> Result<Rope> {
+    let plain = |scale: f32| Rope {
+        dims,
+        traditional,
+        base,
+        scale,
+        freqs: None,
+    };
+    let Some(scaling) = scaling else {
+        return Ok(plain(1.0));
+    };
+    let factor = || {
+        scaling
+            .factor
+            .ok_or_else(|| EngineError::Config("rope_scaling.factor is missing".into()))
+    };
+    match scaling.kind() {
+        "default" => Ok(plain(1.0)),
+        "linear" => Ok(plain(1.0 / factor()?)),
+        "llama3" => Ok(Rope {
+            dims,
+            traditional,
+            base,
+            scale: 1.0,
+            freqs: Some(llama3_periods(dims, base, factor()?, scaling)?),
+        }),
+        other => Err(EngineError::Config(format!(
+            "rope_scaling type {other:?} is not supported (default, linear, llama3)"
+        ))),
+    }
+}
+
+/// Llama 3's per-pair rotation periods, computed with MLX ops in the order
+/// mlx-lm's `Llama3RoPE` uses, so the values match it bit for bit.
+fn llama3_periods(dims: i32, base: f32, factor: f32, s: &RopeScaling) -> Result<Array> {
+    let low = s.low_freq_factor.unwrap_or(1.0);
+    let high = s.high_freq_factor.unwrap_or(4.0);
+    let old_ctx = s.original_max_position_embeddings.unwrap_or(8192.0);
+    let scalar = |v: f32| Array::scalar(v);
+    let exponents =
+        mlx::arange(0.0, dims as f64, 2.0, Dtype::F32)?.divide(&scalar(dims as f32)?)?;
+    let freqs = scalar(base)?.power(&exponents)?;
+    let wavelens = freqs.multiply(&scalar(2.0 * std::f32::consts::PI)?)?;
+    let low_wavelen = scalar(old_ctx / low)?;
+    let high_wavelen = scalar(old_ctx / high)?;
+    let freqs = mlx::where_(
+        &wavelens.greater(&low_wavelen)?,
+        &freqs.multiply(&scalar(factor)?)?,
+        &freqs,
+    )?;
+    let medium = wavelens
+        .greater(&high_wavelen)?
+        .logical_and(&wavelens.less(&low_wavelen)?)?;
+    let smooth = scalar(old_ctx)?
+        .divide(&wavelens)?
+        .subtract(&scalar(low)?)?
+        .divide(&scalar(high - low)?)?;
+    let one = scalar(1.0)?;
+    let denom = one
+        .subtract(&smooth)?
+        .divide(&scalar(factor)?)?
+        .add(&smooth)?;
+    let smooth_freqs = freqs.divide(&denom)?;
+    Ok(mlx::where_(&medium, &smooth_freqs, &freqs)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rope_scaling_reads_type_or_rope_type() {
+        let s: RopeScaling =
+            serde_json::from_str(r#"{"rope_type": "llama3", "factor": 8.0}"#).unwrap();
+        assert_eq!(s.kind(), "llama3");
+        let s: RopeScaling = serde_json::from_str(r#"{"type": "linear", "factor": 2.0}"#).unwrap();
+        assert_eq!(s.kind(), "linear");
+    }
+
+    #[test]
+    fn theta_and_scaling_may_come_from_rope_parameters() {
+        let args: RopeArgs = serde_json::from_str(
+            r#"{"rope_parameters": {"rope_type": "default", "rope_theta": 5000.0,
+                "partial_rotary_factor": 0.25}}"#,
+        )
+        .unwrap();
+        assert_eq!(args.theta(10_000.0), 5000.0);
+        assert_eq!(args.partial_factor(1.0), 0.25);
+        let rope = args.rope(16, 10_000.0).unwrap();
+        assert_eq!((rope.dims, rope.base, rope.scale), (16, 5000.0, 1.0));
+        let args: RopeArgs = serde_json::from_str("{}").unwrap();
+        assert_eq!(args.theta(1e6), 1e6);
+    }
+
+    #[test]
+    fn an_unknown_scaling_is_refused_by_name() {
+        let s: RopeScaling = serde_json::from_str(r#"{"type": "yarn", "factor": 4.0}"#).unwrap();
+        let err = initialize_rope(8, 1e4, false, Some(&s)).unwrap_err();
+        assert!(err.to_string().contains("yarn"), "{err}");
+    }
+}
