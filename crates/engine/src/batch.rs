@@ -25,8 +25,9 @@
 //! Admission is FIFO: the oldest waiting sequence is admitted first, and no
 //! later one overtakes it, so a waiting sequence waits at most for the
 //! sequences ahead of it to make room (each bounded by its `max_tokens`).
-//! It is admitted when the batch has a free row and the KV memory of the
-//! batch with it stays within the budget (an empty batch admits anything
+//! It is admitted when the batch has a free row and the cache memory of the
+//! batch with it (KV per position of the attention layers, and the fixed
+//! recurrent state of linear-attention layers per row) stays within the budget (an empty batch admits anything
 //! the context length allows).
 
 use std::collections::VecDeque;
@@ -462,7 +463,8 @@ impl<'m> Scheduler<'m> {
             .max()
             .unwrap_or(0);
         let width = (self.cache.idx() as usize).max(longest_prompt) + longest_left;
-        let need = (rows + 1) * width * self.model.kv_bytes_per_position();
+        let per_row = width * self.model.kv_bytes_per_position() + self.model.state_bytes_per_row();
+        let need = (rows + 1) * per_row;
         need <= self.config.kv_budget
     }
 

@@ -17,11 +17,19 @@ pub struct TokenIo {
 }
 
 impl TokenIo {
-    /// Loads `{prefix}.embed_tokens` and, unless `tied`, `lm_head` (a tied
-    /// checkpoint's `lm_head.*` are dropped, as mlx-lm's `sanitize` does).
-    pub fn load(w: &mut Weights, config: &ModelConfig, prefix: &str, tied: bool) -> Result<Self> {
+    /// Loads `{prefix}.embed_tokens` and, unless `tied`, the head `head`
+    /// (`lm_head`; a tied checkpoint's head tensors are dropped, as
+    /// mlx-lm's `sanitize` does).
+    pub fn load(
+        w: &mut Weights,
+        config: &ModelConfig,
+        prefix: &str,
+        head: &str,
+        tied: bool,
+    ) -> Result<Self> {
         if tied {
-            w.discard(|name| name.starts_with("lm_head."));
+            let dotted = format!("{head}.");
+            w.discard(|name| name.starts_with(&dotted));
         }
         let name = format!("{prefix}.embed_tokens");
         let embed_tokens = Matrix::load(w, &name, config)?;
@@ -35,7 +43,7 @@ impl TokenIo {
         let lm_head = if tied {
             None
         } else {
-            Some(Linear::load(w, "lm_head", config, false)?)
+            Some(Linear::load(w, head, config, false)?)
         };
         Ok(TokenIo {
             embed_tokens,

@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use super::base::LanguageModel;
 use super::config::ModelConfig;
 use super::weights::Weights;
-use super::{llama, mistral, qwen2, qwen3};
+use super::{llama, mistral, qwen2, qwen3, qwen3_5, qwen3_next};
 use crate::error::{EngineError, Result};
 
 /// A family of models, as one file of mlx-lm's `mlx_lm/models/`.
@@ -75,6 +75,8 @@ pub const FAMILIES: &[Entry] = &[
     entry::<mistral::Mistral>(),
     entry::<qwen2::Qwen2>(),
     entry::<qwen3::Qwen3>(),
+    entry::<qwen3_next::Qwen3Next>(),
+    entry::<qwen3_5::Qwen3_5>(),
 ];
 
 /// The `model_type`s this engine runs.

@@ -77,7 +77,7 @@ impl Transformer {
     /// Builds the model from `weights`, taking every tensor it needs; the
     /// caller checks that none are left over.
     pub fn load(w: &mut Weights, config: &ModelConfig, spec: &DecoderSpec) -> Result<Transformer> {
-        let io = TokenIo::load(w, config, "model", spec.tied)?;
+        let io = TokenIo::load(w, config, "model", "lm_head", spec.tied)?;
         let layers = (0..config.num_hidden_layers)
             .map(|i| Block::load(w, &format!("model.layers.{i}"), config, spec))
             .collect::<Result<Vec<_>>>()?;

@@ -104,6 +104,64 @@ impl Weights {
         self.tensors.retain(|name, _| !matches(name));
     }
 
+    /// Renames tensors: `rename` gives a tensor's new name, or `None` to
+    /// keep it (mlx-lm's key rewriting in `sanitize`).
+    pub fn rename(&mut self, rename: impl Fn(&str) -> Option<String>) -> Result<()> {
+        let names: Vec<String> = self.tensors.keys().cloned().collect();
+        for name in names {
+            if let Some(to) = rename(&name)
+                && to != name
+            {
+                let array = self.tensors.remove(&name).ok_or_else(|| {
+                    EngineError::Weights(format!("tensor {name} vanished while renaming"))
+                })?;
+                if self.tensors.insert(to.clone(), array).is_some() {
+                    return Err(EngineError::Weights(format!(
+                        "tensor {name} renamed to {to}, which exists"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Replaces tensors: `f` gives a tensor's new value, or `None` to keep
+    /// it (mlx-lm's value rewriting in `sanitize`).
+    pub fn map(&mut self, f: impl Fn(&str, &Array) -> Result<Option<Array>>) -> Result<()> {
+        for (name, array) in self.tensors.iter_mut() {
+            if let Some(new) = f(name, array)? {
+                *array = new;
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops the tensors a checkpoint carries for parts the engine does
+    /// not run (`what`: e.g. "multi-token prediction"), logging how many.
+    pub fn skip(&mut self, what: &str, matches: impl Fn(&str) -> bool) {
+        let before = self.tensors.len();
+        self.discard(matches);
+        let skipped = before - self.tensors.len();
+        if skipped > 0 {
+            tracing::info!(
+                tensors = skipped,
+                "skipping the checkpoint's {what} tensors"
+            );
+        }
+    }
+
+    /// Takes a tensor that must exist with shape `shape`.
+    pub fn take_shaped(&mut self, name: &str, shape: &[i32]) -> Result<Array> {
+        let array = self.take(name)?;
+        if array.shape() != shape {
+            return Err(EngineError::Weights(format!(
+                "tensor {name} has shape {:?}, expected {shape:?}",
+                array.shape()
+            )));
+        }
+        Ok(array)
+    }
+
     /// Succeeds when every tensor was taken; else names the leftovers.
     pub fn finish(self) -> Result<()> {
         if self.tensors.is_empty() {

@@ -62,12 +62,70 @@ VARIANTS = {
     "qwen3_q8_g32_tied": ("qwen3", {"tie_word_embeddings": True, "head_dim": 32, "rope_theta": 1e6}, (32, 8)),
 }
 
+# Gated DeltaNet hybrids (dense): linear-attention layers with every
+# full_attention_interval-th layer full attention; two key heads shared by
+# four value heads; partial rotary.
+HYBRID = {
+    "num_hidden_layers": 4,
+    "head_dim": 16,
+    "linear_num_value_heads": 4,
+    "linear_num_key_heads": 2,
+    "linear_key_head_dim": 16,
+    "linear_value_head_dim": 16,
+    "linear_conv_kernel_dim": 4,
+}
+QWEN3_NEXT_DENSE = {
+    **HYBRID,
+    "rope_theta": 10000.0,
+    "partial_rotary_factor": 0.5,
+    "num_experts": 0,
+    "num_experts_per_tok": 0,
+    "decoder_sparse_step": 1,
+    "shared_expert_intermediate_size": 0,
+    "mlp_only_layers": [],
+    "moe_intermediate_size": 0,
+}
+QWEN3_5_ROPE = {"rope_parameters": {"type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5}}
+VARIANTS.update(
+    {
+        "qwen3_next_f32_interval2": (
+            "qwen3_next",
+            {**QWEN3_NEXT_DENSE, "full_attention_interval": 2, "tie_word_embeddings": False},
+            None,
+        ),
+        "qwen3_next_q4_g64_interval3": (
+            "qwen3_next",
+            {**QWEN3_NEXT_DENSE, "num_hidden_layers": 3, "full_attention_interval": 3,
+             "tie_word_embeddings": True},
+            (64, 4),
+        ),
+        # Nested under text_config, as Qwen3.5 checkpoints are.
+        "qwen3_5_f32_interval4_nested": (
+            "qwen3_5",
+            {**HYBRID, **QWEN3_5_ROPE, "full_attention_interval": 4,
+             "tie_word_embeddings": False, "nest": True},
+            None,
+        ),
+        # rope_parameters absent: mlx-lm's defaults (theta 1e5, a quarter rotates).
+        "qwen3_5_q4_g32_interval2": (
+            "qwen3_5",
+            {**HYBRID, "full_attention_interval": 2, "tie_word_embeddings": True},
+            (32, 4),
+        ),
+    }
+)
+
 
 def build(model_type, extra, seed):
     module = importlib.import_module(
         f"mlx_lm.models.{'llama' if model_type == 'mistral' else model_type}"
     )
-    config = {"model_type": model_type, **BASE, **extra}
+    extra = dict(extra)
+    if extra.pop("nest", False):
+        text = {"model_type": f"{model_type}_text", **BASE, **extra}
+        config = {"model_type": model_type, "text_config": text}
+    else:
+        config = {"model_type": model_type, **BASE, **extra}
     args = module.ModelArgs.from_dict(config)
     model = module.Model(args)
     # Random values everywhere (norms near 1) so every tensor matters.
