@@ -1,0 +1,250 @@
+//! The Gated DeltaNet hybrids (Qwen3-Next, Qwen3.5) in continuous batching,
+//! on the tiny checkpoints mlx-lm writes (`tests/data/mlx_lm_reference.py`):
+//! a sequence's tokens are the same alone, prefilled together with others
+//! (left-padded: the padding must not reach the recurrent state), joining a
+//! running batch, and prefilled in chunks; a prompt-cache hit at the end of
+//! a cached sequence gives the logits of a cold prefill, and a prompt that
+//! branches off inside one is a miss; memory is counted per kind of cache.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use engine::batch::{BatchConfig, Scheduler, SeqEvent, SeqReport, SeqRequest};
+use engine::generate::{GenerateOptions, Generator};
+use engine::model::CacheKind;
+use engine::{Model, SampledToken, Sampler, SamplingParams};
+
+/// The reference checkpoints, written once per test run.
+fn reference_dir() -> &'static Path {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let python = std::env::var_os("MLXD_PYTHON")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join("../../.venv/bin/python"));
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new(python)
+            .arg(root.join("tests/data/mlx_lm_reference.py"))
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        dir
+    })
+    .path()
+}
+
+const HYBRIDS: [&str; 3] = [
+    "qwen3_next_f32_interval2",
+    "qwen3_5_f32_interval4_nested",
+    "qwen3_5_q4_g32_interval2",
+];
+
+fn load(name: &str) -> Model {
+    Model::load_dir(&reference_dir().join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+/// Eight prompts of 3 to 52 tokens, and one past two chunks of the rule.
+fn prompts() -> Vec<Vec<u32>> {
+    let mut out: Vec<Vec<u32>> = (0..8u32)
+        .map(|i| {
+            let len = 3 + 7 * i;
+            (0..len).map(|j| (j * 31 + i * 17 + 5) % 256).collect()
+        })
+        .collect();
+    out.push((0..150u32).map(|j| (j * 7 + 3) % 256).collect());
+    out
+}
+
+fn request(
+    model: &Model,
+    id: u64,
+    prompt: &[u32],
+    params: &SamplingParams,
+    n: usize,
+) -> SeqRequest {
+    let vocab = model.config.vocab_size as usize;
+    SeqRequest {
+        id,
+        prompt: prompt.to_vec(),
+        sampler: Sampler::new(params.clone(), vocab, prompt).unwrap(),
+        max_tokens: n,
+        stop_ids: Vec::new(),
+    }
+}
+
+fn alone(model: &Model, prompt: &[u32], params: &SamplingParams, n: usize) -> Vec<SampledToken> {
+    let options = GenerateOptions {
+        max_tokens: n,
+        ..GenerateOptions::default()
+    };
+    let vocab = model.config.vocab_size as usize;
+    let sampler = Sampler::new(params.clone(), vocab, prompt).unwrap();
+    Generator::new(model, prompt, sampler, options)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+struct Run {
+    tokens: HashMap<u64, Vec<SampledToken>>,
+    reports: HashMap<u64, SeqReport>,
+}
+
+/// Steps until every sequence ended, submitting `later[k]` after step `k`.
+fn run(s: &mut Scheduler, mut later: HashMap<usize, Vec<SeqRequest>>) -> Run {
+    let mut out = Run {
+        tokens: HashMap::new(),
+        reports: HashMap::new(),
+    };
+    let mut step = 0;
+    while s.is_busy() || !later.is_empty() {
+        for event in s.step().unwrap() {
+            match event {
+                SeqEvent::Token { id, token } => out.tokens.entry(id).or_default().push(token),
+                SeqEvent::Done(r) => {
+                    out.reports.insert(r.id, r);
+                }
+            }
+        }
+        for req in later.remove(&step).unwrap_or_default() {
+            s.submit(req).unwrap();
+        }
+        step += 1;
+        assert!(step < 10_000, "the scheduler never finished");
+    }
+    out
+}
+
+fn ids(tokens: &[SampledToken]) -> Vec<u32> {
+    tokens.iter().map(|t| t.token).collect()
+}
+
+#[test]
+fn greedy_outputs_in_a_batch_equal_the_outputs_alone() {
+    let params = SamplingParams::greedy();
+    let n = 10;
+    for name in HYBRIDS {
+        let model = load(name);
+        let want: Vec<Vec<u32>> = prompts()
+            .iter()
+            .map(|p| ids(&alone(&model, p, &params, n)))
+            .collect();
+        // Together (one left-padded pass for the short ones), with half of
+        // them joining the running batch later; then with prefill pieces of
+        // 32 tokens, so the long prompt is cut while others decode.
+        for chunk in [512, 32] {
+            let config = BatchConfig {
+                prefill_chunk: chunk,
+                ..BatchConfig::default()
+            };
+            let mut s = Scheduler::new(&model, config);
+            let mut later: HashMap<usize, Vec<SeqRequest>> = HashMap::new();
+            for (i, p) in prompts().iter().enumerate() {
+                let req = request(&model, i as u64, p, &params, n);
+                if i % 2 == 0 {
+                    s.submit(req).unwrap();
+                } else {
+                    later.entry(2 * i).or_default().push(req);
+                }
+            }
+            let got = run(&mut s, later);
+            for (i, want) in want.iter().enumerate() {
+                assert_eq!(
+                    &ids(&got.tokens[&(i as u64)]),
+                    want,
+                    "{name}: prompt {i}, chunk {chunk}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_prompt_cache_hit_at_a_sequence_end_gives_the_logits_of_a_cold_prefill() {
+    let params = SamplingParams {
+        logprobs: true,
+        top_logprobs: 20,
+        ..SamplingParams::greedy()
+    };
+    let history: Vec<u32> = (0..90u32).map(|i| (i * 13 + 7) % 256).collect();
+    let n = 6;
+    for name in HYBRIDS {
+        let model = load(name);
+        assert!(!model.trimmable());
+        let mut s = Scheduler::new(&model, BatchConfig::default());
+        s.submit(request(&model, 1, &history, &params, n)).unwrap();
+        let first = run(&mut s, HashMap::new());
+        // The next turn resends the history and the answer: the state at
+        // the cached sequence's end is reused.
+        let mut turn2 = history.clone();
+        turn2.extend(ids(&first.tokens[&1]));
+        turn2.extend([9, 8, 7, 6, 5]);
+        s.submit(request(&model, 2, &turn2, &params, n)).unwrap();
+        let warm = run(&mut s, HashMap::new());
+        assert_eq!(
+            warm.reports[&2].cached_tokens,
+            history.len() + n - 1,
+            "{name}"
+        );
+        let cold = alone(&model, &turn2, &params, n);
+        assert_eq!(ids(&warm.tokens[&2]), ids(&cold), "{name}");
+        for (w, c) in warm.tokens[&2].iter().zip(&cold) {
+            let (w, c) = (w.logprobs.as_ref().unwrap(), c.logprobs.as_ref().unwrap());
+            for ((wi, wl), (ci, cl)) in w.top.iter().zip(&c.top) {
+                assert_eq!(wi, ci, "{name}");
+                assert!((wl - cl).abs() < 1e-4, "{name}: {wl} vs {cl}");
+            }
+        }
+        // A prompt sharing only part of the history cannot use the state.
+        let mut branch = history[..50].to_vec();
+        branch.extend([1, 2, 3]);
+        s.submit(request(&model, 3, &branch, &params, n)).unwrap();
+        let miss = run(&mut s, HashMap::new());
+        assert_eq!(miss.reports[&3].cached_tokens, 0, "{name}");
+        assert_eq!(
+            ids(&miss.tokens[&3]),
+            ids(&alone(&model, &branch, &params, n)),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn memory_is_counted_per_kind_of_cache() {
+    // Four layers, full attention every second: two KV layers of 2 heads
+    // of 16 (f32), two recurrent states of a 3 x 128 convolution window and
+    // 4 heads of 16 x 16.
+    let model = load("qwen3_next_f32_interval2");
+    let kinds = model.cache_kinds();
+    assert_eq!(kinds.len(), 4);
+    assert_eq!(kinds.iter().filter(|k| **k == CacheKind::Kv).count(), 2);
+    assert_eq!(model.kv_bytes_per_position(), 2 * 2 * 2 * 16 * 4);
+    assert_eq!(model.state_bytes_per_row(), 2 * (3 * 128 + 4 * 16 * 16) * 4);
+    // What a sequence's caches hold after its prompt: KV per position in
+    // the attention layers (in whole steps of 256), the state in the rest.
+    let mut caches = model.new_cache();
+    let prompt = mlx::Array::from_slice(&prompts()[8], &[1, 150]).unwrap();
+    model.fill_cache(&prompt, &mut caches).unwrap();
+    let state: usize = caches
+        .iter()
+        .filter(|c| matches!(c, engine::Cache::Recurrent(_)))
+        .map(engine::Cache::nbytes)
+        .sum();
+    assert_eq!(state, model.state_bytes_per_row());
+    let kv: usize = caches
+        .iter()
+        .filter(|c| matches!(c, engine::Cache::Kv(_)))
+        .map(engine::Cache::nbytes)
+        .sum();
+    assert_eq!(kv, 256 * model.kv_bytes_per_position());
+    // A dense model has no recurrent state.
+    assert_eq!(load("qwen3_f32_untied").state_bytes_per_row(), 0);
+}
