@@ -4,7 +4,10 @@
 //! (left-padded: the padding must not reach the recurrent state), joining a
 //! running batch, and prefilled in chunks; a prompt-cache hit at the end of
 //! a cached sequence gives the logits of a cold prefill, and a prompt that
-//! branches off inside one is a miss; memory is counted per kind of cache.
+//! branches off inside one is a miss; memory is counted per kind of cache;
+//! a Hugging Face layout loads as mlx-lm's, unused multi-token-prediction
+//! and vision tensors are skipped, and a bad checkpoint fails naming the
+//! tensor or key.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashMap;
@@ -247,4 +250,136 @@ fn memory_is_counted_per_kind_of_cache() {
     assert_eq!(kv, 256 * model.kv_bytes_per_position());
     // A dense model has no recurrent state.
     assert_eq!(load("qwen3_f32_untied").state_bytes_per_row(), 0);
+}
+
+/// The tensors and config of a reference checkpoint, to edit and save.
+struct Checkpoint {
+    config: serde_json::Value,
+    arrays: HashMap<String, mlx::Array>,
+}
+
+impl Checkpoint {
+    fn read(name: &str) -> Checkpoint {
+        let src = reference_dir().join(name);
+        let text = std::fs::read_to_string(src.join("config.json")).unwrap();
+        Checkpoint {
+            config: serde_json::from_str(&text).unwrap(),
+            arrays: mlx::io::load_safetensors(src.join("model.safetensors"))
+                .unwrap()
+                .arrays,
+        }
+    }
+
+    /// The load's outcome, from a directory of its own.
+    fn load(&self) -> Result<Model, String> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("config.json"), self.config.to_string()).unwrap();
+        mlx::io::save_safetensors(
+            dir.path().join("model.safetensors"),
+            self.arrays.iter().map(|(k, v)| (k.as_str(), v)),
+            [("format", "mlx")],
+        )
+        .unwrap();
+        Model::load_dir(dir.path()).map_err(|e| e.to_string())
+    }
+}
+
+fn logits(model: &Model) -> Vec<f32> {
+    let ids: Vec<u32> = (0..70u32).map(|i| (i * 11 + 2) % 256).collect();
+    let tokens = mlx::Array::from_slice(&ids, &[1, 70]).unwrap();
+    let mut caches = model.new_cache();
+    model
+        .forward(&tokens, &mut caches)
+        .unwrap()
+        .to_vec()
+        .unwrap()
+}
+
+#[test]
+fn a_hugging_face_layout_with_unused_tensors_loads_as_mlx_lm_writes_it() {
+    let name = "qwen3_5_f32_interval4_nested";
+    let want = logits(&load(name));
+    let mut ckpt = Checkpoint::read(name);
+    // As a Hugging Face checkpoint stores them: the decoder under
+    // model.language_model, the kernel [C, 1, K], norms as offsets from 1.
+    let norms = [
+        "input_layernorm.weight",
+        "post_attention_layernorm.weight",
+        "model.norm.weight",
+        "q_norm.weight",
+        "k_norm.weight",
+    ];
+    let one = mlx::Array::scalar(1.0f32).unwrap();
+    ckpt.arrays = ckpt
+        .arrays
+        .drain()
+        .map(|(k, v)| {
+            let v = if k.contains("conv1d.weight") {
+                v.swapaxes(1, 2).unwrap()
+            } else if norms.iter().any(|n| k.ends_with(n)) {
+                v.subtract(&one).unwrap()
+            } else {
+                v
+            };
+            let k = match k.strip_prefix("language_model.model") {
+                Some(rest) => format!("model.language_model{rest}"),
+                None => k.replace("language_model.", ""),
+            };
+            (k, v)
+        })
+        .collect();
+    // Multi-token prediction and vision tensors the engine does not run.
+    let extra = mlx::zeros(&[4, 4], mlx::Dtype::F32).unwrap();
+    for key in [
+        "mtp.fc.weight",
+        "model.visual.blocks.0.attn.qkv.weight",
+        "vision_tower.x",
+    ] {
+        ckpt.arrays.insert(key.into(), extra.clone());
+    }
+    let model = ckpt.load().unwrap();
+    let got = logits(&model);
+    let worst = got
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(worst < 1e-5, "logits differ by {worst}");
+}
+
+#[test]
+fn a_bad_hybrid_checkpoint_fails_naming_the_tensor_or_key() {
+    let name = "qwen3_5_f32_interval4_nested";
+    let layer0 = "language_model.model.layers.0.linear_attn";
+    let expect = |ckpt: &Checkpoint, what: &str| {
+        let err = ckpt.load().err().unwrap();
+        assert!(err.contains(what), "{err:?} does not name {what:?}");
+    };
+    let mut ckpt = Checkpoint::read(name);
+    ckpt.arrays.remove(&format!("{layer0}.in_proj_z.weight"));
+    expect(&ckpt, &format!("missing tensor {layer0}.in_proj_z.weight"));
+
+    let mut ckpt = Checkpoint::read(name);
+    let wrong = mlx::zeros(&[5], mlx::Dtype::F32).unwrap();
+    ckpt.arrays.insert(format!("{layer0}.A_log"), wrong);
+    expect(
+        &ckpt,
+        &format!("tensor {layer0}.A_log has shape [5], expected [4]"),
+    );
+
+    let mut ckpt = Checkpoint::read(name);
+    ckpt.config["text_config"]["num_experts"] = 4.into();
+    expect(&ckpt, "num_experts");
+
+    let mut ckpt = Checkpoint::read("qwen3_5_q4_g32_interval2");
+    ckpt.config["quantization"]["mode"] = "mxfp4".into();
+    expect(&ckpt, "quantization.mode \"mxfp4\"");
+
+    let mut ckpt = Checkpoint::read(name);
+    ckpt.config["model_type"] = "qwen9".into();
+    ckpt.config["text_config"]["model_type"] = "qwen9_text".into();
+    expect(
+        &ckpt,
+        "model_type \"qwen9\" (text_config.model_type \"qwen9_text\")",
+    );
 }
