@@ -367,6 +367,16 @@ fn a_bad_hybrid_checkpoint_fails_naming_the_tensor_or_key() {
         &format!("tensor {layer0}.A_log has shape [5], expected [4]"),
     );
 
+    // A shared block's tensor of the wrong shape, before anything runs.
+    let mut ckpt = Checkpoint::read(name);
+    let up = "language_model.model.layers.1.mlp.up_proj";
+    let wrong = mlx::zeros(&[96, 64], mlx::Dtype::F32).unwrap();
+    ckpt.arrays.insert(format!("{up}.weight"), wrong);
+    expect(
+        &ckpt,
+        &format!("tensor {up}.weight has shape [96, 64], expected [128, 64]"),
+    );
+
     let mut ckpt = Checkpoint::read(name);
     ckpt.config["text_config"]["num_experts"] = 4.into();
     expect(&ckpt, "num_experts");

@@ -100,9 +100,10 @@ impl Server {
             .and_then(|c| u32::try_from(c).ok())
             .unwrap_or(FALLBACK_CONTEXT);
         let context_length = context_length.map_or(native, |c| c.min(native)).max(1);
-        // KV for at least one full context; by default a quarter of the
+        // KV (and recurrent state) for at least one full context; by default a quarter of the
         // memory MLX may use, and a quarter of that for the prompt cache.
-        let one_context = context_length as usize * loaded.model.kv_bytes_per_position();
+        let one_context = context_length as usize * loaded.model.kv_bytes_per_position()
+            + loaded.model.state_bytes_per_row();
         let kv_budget = limits
             .kv_memory
             .unwrap_or(mlx::memory::memory_limit() / 4)

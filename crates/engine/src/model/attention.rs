@@ -82,27 +82,25 @@ impl Attention {
         let p = |name: &str| format!("{prefix}.{name}");
         let norm = |w: &mut Weights, name: &str| -> Result<Option<RmsNorm>> {
             match spec.qk_norm {
-                Some(eps) => Ok(Some(RmsNorm::load(w, &p(name), eps)?)),
+                Some(eps) => Ok(Some(RmsNorm::load_shaped(w, &p(name), eps, spec.head_dim)?)),
                 None => Ok(None),
             }
         };
-        let qkv = ["q_proj", "k_proj", "v_proj"]
-            .iter()
-            .map(|name| Linear::load(w, &p(name), config, spec.qkv_bias))
-            .collect::<Result<Vec<_>>>()?;
+        let hidden = config.hidden_size;
         let q_width = spec.n_heads * spec.head_dim * if spec.output_gate { 2 } else { 1 };
         let kv_width = spec.n_kv_heads * spec.head_dim;
-        for (part, want) in qkv.iter().zip([q_width, kv_width, kv_width]) {
-            let got = part.weight.out_features()?;
-            if got != want {
-                return Err(EngineError::Weights(format!(
-                    "{prefix}: a q/k/v projection has {got} outputs, expected {want}"
-                )));
-            }
-        }
+        let qkv = [
+            ("q_proj", q_width),
+            ("k_proj", kv_width),
+            ("v_proj", kv_width),
+        ]
+        .iter()
+        .map(|&(name, out)| Linear::load_shaped(w, &p(name), config, spec.qkv_bias, [out, hidden]))
+        .collect::<Result<Vec<_>>>()?;
+        let o_shape = [hidden, spec.n_heads * spec.head_dim];
         Ok(Attention {
             qkv: LinearGroup::new(qkv)?,
-            o_proj: Linear::load(w, &p("o_proj"), config, spec.o_bias)?,
+            o_proj: Linear::load_shaped(w, &p("o_proj"), config, spec.o_bias, o_shape)?,
             q_norm: norm(w, "q_norm")?,
             k_norm: norm(w, "k_norm")?,
             n_heads: spec.n_heads,

@@ -7,7 +7,7 @@ use mlx::Array;
 use super::config::ModelConfig;
 use super::nn::{Linear, Matrix};
 use super::weights::Weights;
-use crate::error::{EngineError, Result};
+use crate::error::Result;
 
 /// Token ids in, logits out.
 pub struct TokenIo {
@@ -33,17 +33,12 @@ impl TokenIo {
         }
         let name = format!("{prefix}.embed_tokens");
         let embed_tokens = Matrix::load(w, &name, config)?;
-        if embed_tokens.out_features()? != config.vocab_size {
-            return Err(EngineError::Weights(format!(
-                "{name} has {} rows, vocab_size is {}",
-                embed_tokens.out_features()?,
-                config.vocab_size
-            )));
-        }
+        let shape = [config.vocab_size, config.hidden_size];
+        embed_tokens.check_shape(&name, shape[0], shape[1])?;
         let lm_head = if tied {
             None
         } else {
-            Some(Linear::load(w, head, config, false)?)
+            Some(Linear::load_shaped(w, head, config, false, shape)?)
         };
         Ok(TokenIo {
             embed_tokens,

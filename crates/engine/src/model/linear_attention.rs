@@ -109,16 +109,15 @@ impl GatedDeltaNet {
             ],
         };
         let mut layers = Vec::with_capacity(parts.len());
+        let hidden = config.hidden_size;
         for &(name, width) in parts {
-            let layer = Linear::load(w, &p(name), config, false)?;
-            let got = layer.weight.out_features()?;
-            if got != width {
-                return Err(EngineError::Weights(format!(
-                    "{} has {got} outputs, expected {width}",
-                    p(name)
-                )));
-            }
-            layers.push(layer);
+            layers.push(Linear::load_shaped(
+                w,
+                &p(name),
+                config,
+                false,
+                [width, hidden],
+            )?);
         }
         let (conv_dim, kernel) = (spec.conv_dim(), spec.conv_kernel);
         let conv = w
@@ -135,7 +134,7 @@ impl GatedDeltaNet {
                 weight: w.take_shaped(&p("norm.weight"), &[spec.head_v_dim])?,
                 eps: spec.eps,
             },
-            out_proj: Linear::load(w, &p("out_proj"), config, false)?,
+            out_proj: Linear::load_shaped(w, &p("out_proj"), config, false, [hidden, vd])?,
         })
     }
 

@@ -19,13 +19,27 @@ pub struct Mlp {
 }
 
 impl Mlp {
+    /// Loads `{prefix}.{gate,up,down}_proj` of `config`'s sizes.
     pub fn load(w: &mut Weights, prefix: &str, config: &ModelConfig, bias: bool) -> Result<Mlp> {
+        Mlp::load_sized(w, prefix, config, bias, config.intermediate_size)
+    }
+
+    /// Loads an MLP of `hidden` intermediate features (a shared expert's
+    /// may differ from the config's `intermediate_size`).
+    pub fn load_sized(
+        w: &mut Weights,
+        prefix: &str,
+        config: &ModelConfig,
+        bias: bool,
+        hidden: i32,
+    ) -> Result<Mlp> {
         let p = |name: &str| format!("{prefix}.{name}");
-        let gate = Linear::load(w, &p("gate_proj"), config, bias)?;
-        let up = Linear::load(w, &p("up_proj"), config, bias)?;
+        let dim = config.hidden_size;
+        let gate = Linear::load_shaped(w, &p("gate_proj"), config, bias, [hidden, dim])?;
+        let up = Linear::load_shaped(w, &p("up_proj"), config, bias, [hidden, dim])?;
         Ok(Mlp {
             gate_up: LinearGroup::new(vec![gate, up])?,
-            down_proj: Linear::load(w, &p("down_proj"), config, bias)?,
+            down_proj: Linear::load_shaped(w, &p("down_proj"), config, bias, [dim, hidden])?,
         })
     }
 

@@ -38,7 +38,7 @@ pub use base::{CacheKind, Caches, LanguageModel, LayerCache, LayerCaches, Positi
 pub use batch_cache::{BatchCache, BatchKvCache, BatchLayerCache};
 pub use cache::{Cache, KvCache, LayerSnapshot, RecurrentCache};
 pub use config::ModelConfig;
-pub use registry::supported_model_types;
+pub use registry::{cache_kinds, supported_model_types};
 pub use weights::Weights;
 
 use crate::error::{EngineError, Result};
@@ -99,6 +99,12 @@ impl Model {
         let weight_bytes = weights.nbytes();
         let mut model = family.load(&config, &mut weights)?;
         weights.finish()?;
+        if model.cache_kinds() != family.cache_kinds(&config)? {
+            return Err(EngineError::Config(format!(
+                "{}: the layers built differ from the layers the config declares",
+                config.model_type
+            )));
+        }
         let weight_bytes = match densify_for_cpu(model.as_mut())? {
             Some(dense) => dense,
             None => weight_bytes,

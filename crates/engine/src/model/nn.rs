@@ -91,6 +91,28 @@ impl Matrix {
         Ok(())
     }
 
+    /// Checks that the matrix is `[out, inp]` (packed along `inp` when
+    /// quantized), naming `prefix` when it is not.
+    pub fn check_shape(&self, prefix: &str, out: i32, inp: i32) -> Result<()> {
+        let (name, got, want) = match self {
+            Matrix::Dense(w) => ("weight", w.shape(), vec![out, inp]),
+            Matrix::Quantized(q) => {
+                let packed = inp * q.bits / 32;
+                if q.weight.shape() != [out, packed] {
+                    ("weight", q.weight.shape(), vec![out, packed])
+                } else {
+                    ("scales", q.scales.shape(), vec![out, inp / q.group_size])
+                }
+            }
+        };
+        if got != want {
+            return Err(EngineError::Weights(format!(
+                "tensor {prefix}.{name} has shape {got:?}, expected {want:?} (a [{out}, {inp}] layer)"
+            )));
+        }
+        Ok(())
+    }
+
     /// Output rows.
     pub fn out_features(&self) -> Result<i32> {
         Ok(match self {
@@ -212,6 +234,28 @@ impl Linear {
             None
         };
         Linear::new(weight, bias)
+    }
+
+    /// Loads as [`Linear::load`] a layer that must map `inp` features to
+    /// `out`; a tensor of another shape is an error naming it.
+    pub fn load_shaped(
+        w: &mut Weights,
+        prefix: &str,
+        config: &ModelConfig,
+        bias: bool,
+        [out, inp]: [i32; 2],
+    ) -> Result<Linear> {
+        let layer = Linear::load(w, prefix, config, bias)?;
+        layer.weight.check_shape(prefix, out, inp)?;
+        if let Some(b) = &layer.bias
+            && b.shape() != [out]
+        {
+            return Err(EngineError::Weights(format!(
+                "tensor {prefix}.bias has shape {:?}, expected [{out}]",
+                b.shape()
+            )));
+        }
+        Ok(layer)
     }
 
     /// Whether `self` and `other` can be one layer: matrices stored alike,
@@ -396,6 +440,14 @@ impl RmsNorm {
     pub fn load(w: &mut Weights, prefix: &str, eps: f32) -> Result<RmsNorm> {
         Ok(RmsNorm {
             weight: w.take(&format!("{prefix}.weight"))?,
+            eps,
+        })
+    }
+
+    /// Loads a norm over `dims` features.
+    pub fn load_shaped(w: &mut Weights, prefix: &str, eps: f32, dims: i32) -> Result<RmsNorm> {
+        Ok(RmsNorm {
+            weight: w.take_shaped(&format!("{prefix}.weight"), &[dims])?,
             eps,
         })
     }

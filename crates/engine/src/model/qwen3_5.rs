@@ -14,7 +14,7 @@
 
 use serde::Deserialize;
 
-use super::base::LanguageModel;
+use super::base::{CacheKind, LanguageModel};
 use super::config::ModelConfig;
 use super::linear_attention::Projections;
 use super::qwen3_next::{Hybrid, HybridArgs, HybridLayout, sanitize_hybrid};
@@ -50,6 +50,10 @@ impl Family for Qwen3_5 {
             }
         })?;
         sanitize_hybrid(weights)
+    }
+
+    fn cache_kinds(args: &Qwen3_5Args, config: &ModelConfig) -> Result<Vec<CacheKind>> {
+        args.hybrid.cache_kinds(config)
     }
 
     fn build(

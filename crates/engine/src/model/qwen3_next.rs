@@ -45,6 +45,47 @@ pub struct HybridArgs {
     pub num_experts: i32,
 }
 
+impl HybridArgs {
+    /// Whether layer `i` is linear attention (all but every
+    /// `full_attention_interval`-th).
+    fn is_linear(&self, i: i32) -> bool {
+        (i + 1) % self.full_attention_interval != 0
+    }
+
+    /// The shape of the linear-attention layers.
+    fn linear_spec(&self, config: &ModelConfig, projections: Projections) -> GatedDeltaSpec {
+        GatedDeltaSpec {
+            num_k_heads: self.linear_num_key_heads,
+            num_v_heads: self.linear_num_value_heads,
+            head_k_dim: self.linear_key_head_dim,
+            head_v_dim: self.linear_value_head_dim,
+            conv_kernel: self.linear_conv_kernel_dim,
+            eps: config.rms_norm_eps,
+            projections,
+        }
+    }
+
+    /// The cache of each layer.
+    pub fn cache_kinds(&self, config: &ModelConfig) -> Result<Vec<CacheKind>> {
+        if self.full_attention_interval <= 0 {
+            return Err(EngineError::Config(format!(
+                "full_attention_interval is {}, must be positive",
+                self.full_attention_interval
+            )));
+        }
+        let linear = self.linear_spec(config, Projections::Split).cache_kind();
+        Ok((0..config.num_hidden_layers)
+            .map(|i| {
+                if self.is_linear(i) {
+                    linear
+                } else {
+                    CacheKind::Kv
+                }
+            })
+            .collect())
+    }
+}
+
 fn default_conv_kernel() -> i32 {
     4
 }
@@ -131,12 +172,7 @@ impl Hybrid {
                 config.model_type, args.num_experts
             )));
         }
-        if args.full_attention_interval <= 0 {
-            return Err(EngineError::Config(format!(
-                "full_attention_interval is {}, must be positive",
-                args.full_attention_interval
-            )));
-        }
+        let kinds = args.cache_kinds(config)?;
         let head_dim = config.head_dim();
         let rope = if layout.rope_parameters_only {
             // Qwen3.5 reads θ, the fraction and the scaling from
@@ -165,38 +201,31 @@ impl Hybrid {
             output_gate: true,
             ..AttentionSpec::plain(config, rope)
         };
-        let linear = GatedDeltaSpec {
-            num_k_heads: args.linear_num_key_heads,
-            num_v_heads: args.linear_num_value_heads,
-            head_k_dim: args.linear_key_head_dim,
-            head_v_dim: args.linear_value_head_dim,
-            conv_kernel: args.linear_conv_kernel_dim,
-            eps: config.rms_norm_eps,
-            projections: layout.projections,
-        };
+        let linear = args.linear_spec(config, layout.projections);
         let tied = config.tie_word_embeddings_or(false);
         let io = TokenIo::load(w, config, layout.root, layout.head, tied)?;
-        let eps = config.rms_norm_eps;
+        let (eps, dim) = (config.rms_norm_eps, config.hidden_size);
         let mut layers = Vec::new();
-        let mut kinds = Vec::new();
         for i in 0..config.num_hidden_layers {
             let p = |name: &str| format!("{}.layers.{i}.{name}", layout.root);
-            let (mixer, kind) = if (i + 1) % args.full_attention_interval != 0 {
-                let gdn = GatedDeltaNet::load(w, &p("linear_attn"), config, linear)?;
-                (Mixer::Linear(gdn), linear.cache_kind())
+            let mixer = if args.is_linear(i) {
+                Mixer::Linear(GatedDeltaNet::load(w, &p("linear_attn"), config, linear)?)
             } else {
-                let attn = Attention::load(w, &p("self_attn"), config, &attention)?;
-                (Mixer::Full(attn), CacheKind::Kv)
+                Mixer::Full(Attention::load(w, &p("self_attn"), config, &attention)?)
             };
-            kinds.push(kind);
             layers.push(Layer {
                 mixer,
                 mlp: Mlp::load(w, &p("mlp"), config, false)?,
-                input_layernorm: RmsNorm::load(w, &p("input_layernorm"), eps)?,
-                post_attention_layernorm: RmsNorm::load(w, &p("post_attention_layernorm"), eps)?,
+                input_layernorm: RmsNorm::load_shaped(w, &p("input_layernorm"), eps, dim)?,
+                post_attention_layernorm: RmsNorm::load_shaped(
+                    w,
+                    &p("post_attention_layernorm"),
+                    eps,
+                    dim,
+                )?,
             });
         }
-        let norm = RmsNorm::load(w, &format!("{}.norm", layout.root), eps)?;
+        let norm = RmsNorm::load_shaped(w, &format!("{}.norm", layout.root), eps, dim)?;
         Ok(Hybrid {
             io,
             layers,
@@ -262,6 +291,10 @@ impl Family for Qwen3Next {
 
     fn sanitize(_: &HybridArgs, _: &ModelConfig, weights: &mut Weights) -> Result<()> {
         sanitize_hybrid(weights)
+    }
+
+    fn cache_kinds(args: &HybridArgs, config: &ModelConfig) -> Result<Vec<CacheKind>> {
+        args.cache_kinds(config)
     }
 
     fn build(

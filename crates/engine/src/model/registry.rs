@@ -10,7 +10,7 @@
 
 use serde::de::DeserializeOwned;
 
-use super::base::LanguageModel;
+use super::base::{CacheKind, LanguageModel};
 use super::config::ModelConfig;
 use super::weights::Weights;
 use super::{llama, mistral, qwen2, qwen3, qwen3_5, qwen3_next};
@@ -29,6 +29,17 @@ pub trait Family {
     /// before the model takes them.
     fn sanitize(args: &Self::Args, config: &ModelConfig, weights: &mut Weights) -> Result<()>;
 
+    /// The cache each layer needs, from the config alone (for memory
+    /// estimates before a load); every layer attention unless the family
+    /// says otherwise. The built model's `cache_kinds` must agree.
+    fn cache_kinds(args: &Self::Args, config: &ModelConfig) -> Result<Vec<CacheKind>> {
+        let _ = args;
+        Ok(vec![
+            CacheKind::Kv;
+            config.num_hidden_layers.max(0) as usize
+        ])
+    }
+
     /// Builds the model, taking every tensor it needs from `weights` (what
     /// is left over is an error the caller reports).
     fn build(
@@ -42,6 +53,7 @@ pub trait Family {
 pub struct Entry {
     pub model_types: &'static [&'static str],
     load: fn(&ModelConfig, &mut Weights) -> Result<Box<dyn LanguageModel>>,
+    kinds: fn(&ModelConfig) -> Result<Vec<CacheKind>>,
 }
 
 impl Entry {
@@ -53,6 +65,15 @@ impl Entry {
     ) -> Result<Box<dyn LanguageModel>> {
         (self.load)(config, weights)
     }
+
+    /// The cache kind of each layer of a model of `config`.
+    pub fn cache_kinds(&self, config: &ModelConfig) -> Result<Vec<CacheKind>> {
+        (self.kinds)(config)
+    }
+}
+
+fn kinds<F: Family>(config: &ModelConfig) -> Result<Vec<CacheKind>> {
+    F::cache_kinds(&config.args()?, config)
 }
 
 fn load<F: Family>(config: &ModelConfig, weights: &mut Weights) -> Result<Box<dyn LanguageModel>> {
@@ -66,6 +87,7 @@ pub const fn entry<F: Family>() -> Entry {
     Entry {
         model_types: F::MODEL_TYPES,
         load: load::<F>,
+        kinds: kinds::<F>,
     }
 }
 
@@ -105,4 +127,11 @@ pub fn find(config: &ModelConfig) -> Result<&'static Entry> {
                 supported_model_types().join(", ")
             ))
         })
+}
+
+/// The cache kind of each layer of the model `config` describes, without
+/// loading it (what memory estimates count: KV per position for the
+/// attention layers, a fixed state for the others).
+pub fn cache_kinds(config: &ModelConfig) -> Result<Vec<CacheKind>> {
+    find(config)?.cache_kinds(config)
 }

@@ -43,12 +43,17 @@ impl Block {
         spec: &DecoderSpec,
     ) -> Result<Self> {
         let p = |name: &str| format!("{prefix}.{name}");
-        let eps = config.rms_norm_eps;
+        let (eps, dim) = (config.rms_norm_eps, config.hidden_size);
         Ok(Block {
             self_attn: Attention::load(w, &p("self_attn"), config, &spec.attention)?,
             mlp: Mlp::load(w, &p("mlp"), config, spec.mlp_bias)?,
-            input_layernorm: RmsNorm::load(w, &p("input_layernorm"), eps)?,
-            post_attention_layernorm: RmsNorm::load(w, &p("post_attention_layernorm"), eps)?,
+            input_layernorm: RmsNorm::load_shaped(w, &p("input_layernorm"), eps, dim)?,
+            post_attention_layernorm: RmsNorm::load_shaped(
+                w,
+                &p("post_attention_layernorm"),
+                eps,
+                dim,
+            )?,
         })
     }
 
@@ -81,7 +86,7 @@ impl Transformer {
         let layers = (0..config.num_hidden_layers)
             .map(|i| Block::load(w, &format!("model.layers.{i}"), config, spec))
             .collect::<Result<Vec<_>>>()?;
-        let norm = RmsNorm::load(w, "model.norm", config.rms_norm_eps)?;
+        let norm = RmsNorm::load_shaped(w, "model.norm", config.rms_norm_eps, config.hidden_size)?;
         Ok(Transformer { io, layers, norm })
     }
 }

@@ -240,7 +240,11 @@ fn load(
 
 /// The shape facts a KV estimate needs.
 struct Shape {
+    /// Layers that keep KV (attention layers).
     layers: u64,
+    /// Bytes of fixed recurrent state a sequence holds (linear-attention
+    /// layers), whatever its length.
+    state_bytes: u64,
     kv_heads: u64,
     head_dim: u64,
     context: u64,
@@ -270,7 +274,8 @@ pub fn estimate_bytes(
     };
     let context = context_cap.map_or(shape.context, |c| shape.context.min(u64::from(c)));
     let one_context =
-        2 * shape.layers * shape.kv_heads * shape.head_dim * shape.value_bytes * context;
+        2 * shape.layers * shape.kv_heads * shape.head_dim * shape.value_bytes * context
+            + shape.state_bytes;
     let kv = kv.map_or(one_context, |kv| {
         kv.batch.max(one_context).saturating_add(kv.prompt_cache)
     });
@@ -288,8 +293,24 @@ fn dir_shape(path: &Path) -> Result<Shape, String> {
         Some("float32") => 4,
         _ => 2,
     };
+    // A model_type the engine does not run: every layer counted as
+    // attention (the worker's load reports the type).
+    let kinds = engine::model::cache_kinds(&config).unwrap_or_else(|_| {
+        vec![engine::model::CacheKind::Kv; config.num_hidden_layers.max(0) as usize]
+    });
+    let layers = kinds
+        .iter()
+        .filter(|k| **k == engine::model::CacheKind::Kv)
+        .count() as u64;
+    let dtype = if value_bytes == 4 {
+        mlx::Dtype::F32
+    } else {
+        mlx::Dtype::Bf16
+    };
+    let state_bytes = kinds.iter().map(|k| k.state_bytes(dtype) as u64).sum();
     Ok(Shape {
-        layers: config.num_hidden_layers as u64,
+        layers,
+        state_bytes,
         kv_heads: config.num_kv_heads() as u64,
         head_dim: config.head_dim() as u64,
         context: config.context_length().map_or(4096, |c| c as u64),
@@ -304,6 +325,7 @@ fn gguf_shape(path: &Path) -> Result<Shape, String> {
     let heads = get("attention.head_count").unwrap_or(1).max(1);
     Ok(Shape {
         layers: get("block_count").unwrap_or(0),
+        state_bytes: 0,
         kv_heads: get("attention.head_count_kv").unwrap_or(heads),
         head_dim: get("attention.key_length")
             .unwrap_or(get("embedding_length").unwrap_or(0) / heads),
@@ -361,5 +383,39 @@ mod tests {
         // A context cap shrinks the one-context floor with it.
         let capped = estimate_bytes(dir.path(), Some(500), Some(small)).expect("estimate");
         assert_eq!(capped, tenth_more(500_000 + ONE_CONTEXT / 2));
+    }
+
+    #[test]
+    fn a_hybrid_model_counts_kv_for_its_attention_layers_and_a_fixed_state() {
+        // Four layers, full attention every fourth: one KV layer (2 heads
+        // of 64, bf16, 1,000 positions) and three recurrent states of a
+        // 3 x 128 bf16 convolution window and 2 x 16 x 16 f32 values.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = serde_json::json!({
+            "model_type": "qwen3_next",
+            "hidden_size": 256,
+            "intermediate_size": 512,
+            "num_hidden_layers": 4,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "head_dim": 64,
+            "vocab_size": 1000,
+            "max_position_embeddings": 1000,
+            "rms_norm_eps": 1e-5,
+            "torch_dtype": "bfloat16",
+            "linear_num_value_heads": 2,
+            "linear_num_key_heads": 2,
+            "linear_key_head_dim": 16,
+            "linear_value_head_dim": 64,
+            "full_attention_interval": 4,
+        });
+        std::fs::write(dir.path().join("config.json"), config.to_string()).expect("config");
+        std::fs::write(dir.path().join("model.safetensors"), vec![0u8; 1000]).expect("weights");
+        let kv = 2 * 2 * 64 * 2 * 1000;
+        let conv = 3 * (2 * 2 * 16 + 2 * 64) * 2;
+        let state = 2 * 64 * 16 * 4;
+        let want = 1000 + kv + 3 * (conv + state);
+        let got = estimate_bytes(dir.path(), None, None).expect("estimate");
+        assert_eq!(got, want + want / 10);
     }
 }
