@@ -12,7 +12,9 @@
 //!    the new step meanwhile, as in [`crate::generate`]), and end the rows
 //!    that hit a stop token, their `max_tokens`, or a cancellation.
 //! 3. **Remove** ended rows from the batch at once (their token of the step
-//!    in flight is dropped) and keep their KV in the [`PrefixCache`].
+//!    in flight is dropped) and keep their caches in the [`PrefixCache`]
+//!    (for a model with recurrent layers, the prompts are kept too, when
+//!    their prefill ends: see [`PrefixCache`]).
 //! 4. **Prefill** waiting sequences, first come first served, up to a token
 //!    budget per step. Short prompts arriving together (none in the prompt
 //!    cache) are prefilled together in one pass, left-padded to the longest
@@ -36,7 +38,7 @@ use std::time::{Duration, Instant};
 use mlx::{Array, Dtype};
 
 use crate::error::{EngineError, Result};
-use crate::model::{BatchCache, Cache, Model, Positions};
+use crate::model::{BatchCache, Cache, LayerSnapshot, Model, Positions};
 use crate::prefix_cache::PrefixCache;
 use crate::sampler::{Sampled, SampledToken, Sampler};
 
@@ -601,6 +603,13 @@ impl<'m> Scheduler<'m> {
         )?;
         mlx::eval(&cache.state())?;
         self.prefill_passes += 1;
+        if self.keeps_prompts() {
+            for (i, head) in heads.iter().enumerate() {
+                if let Some(layers) = cache.copy_row(i, head.len() as i32)? {
+                    self.keep_prompt(head, layers)?;
+                }
+            }
+        }
         self.cache.extend(cache)?;
         for p in group {
             self.add_row(p)?;
@@ -626,8 +635,35 @@ impl<'m> Scheduler<'m> {
         })
     }
 
+    /// Whether prompts are kept in the prompt cache when their prefill
+    /// ends, beside the sequences when they end: for a model with recurrent
+    /// layers, whose state at a prompt's end no sequence entry can give
+    /// back (a resent prompt, a regenerated answer).
+    fn keeps_prompts(&self) -> bool {
+        self.config.prefix_cache > 0 && !self.model.trimmable()
+    }
+
+    /// Keeps the caches of the prompt head `ids` in the prompt cache.
+    fn keep_prompt(&mut self, ids: &[u32], layers: Vec<LayerSnapshot>) -> Result<()> {
+        let arrays: Vec<&Array> = layers.iter().flat_map(LayerSnapshot::arrays).collect();
+        mlx::async_eval(&arrays)?;
+        self.prefix.insert(ids.to_vec(), layers);
+        Ok(())
+    }
+
     /// Moves a prefilled sequence into the batch.
     fn join(&mut self, mut p: Prefill) -> Result<()> {
+        if self.keeps_prompts() && p.done > p.cached {
+            let layers: Option<Vec<LayerSnapshot>> = p
+                .caches
+                .iter()
+                .map(Cache::snapshot)
+                .collect::<Result<_>>()?;
+            if let Some(layers) = layers {
+                let head = p.req.prompt[..p.done].to_vec();
+                self.keep_prompt(&head, layers)?;
+            }
+        }
         self.cache.push(std::mem::take(&mut p.caches))?;
         self.prefill_passes += u64::from(p.done > p.cached);
         self.add_row(p)

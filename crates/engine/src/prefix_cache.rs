@@ -13,9 +13,12 @@
 //! layers, a snapshot of the state at the end of each entry: a state
 //! cannot be cut back to an earlier position, so such a cache reuses an
 //! entry only when the prompt starts with the entry's whole sequence (an
-//! exact-boundary hit: a follow-up turn of a chat resending its history
-//! and the answer), and an entry a newer one extends stays (it is the only
-//! one serving prompts that branch off at its end).
+//! exact-boundary hit), and an entry a newer one extends stays (it is the
+//! only one serving prompts that branch off at its end). The scheduler
+//! keeps such a model's prompts when their prefill ends as well as its
+//! sequences when they end: a prompt sent again (a retry, a regenerated
+//! answer) hits the first, the next turn of a chat resending its history
+//! and the answer the second.
 
 use crate::error::Result;
 use crate::model::{Cache, LayerSnapshot};

@@ -206,6 +206,12 @@ fn a_prompt_cache_hit_at_a_sequence_end_gives_the_logits_of_a_cold_prefill() {
                 assert!((wl - cl).abs() < 1e-4, "{name}: {wl} vs {cl}");
             }
         }
+        // The history sent again (a regenerated answer) hits the entry kept
+        // at its prompt's end, whole but for its last token.
+        s.submit(request(&model, 4, &history, &params, n)).unwrap();
+        let again = run(&mut s, HashMap::new());
+        assert_eq!(again.reports[&4].cached_tokens, history.len() - 1, "{name}");
+        assert_eq!(ids(&again.tokens[&4]), ids(&first.tokens[&1]), "{name}");
         // A prompt sharing only part of the history cannot use the state.
         let mut branch = history[..50].to_vec();
         branch.extend([1, 2, 3]);
@@ -217,6 +223,26 @@ fn a_prompt_cache_hit_at_a_sequence_end_gives_the_logits_of_a_cold_prefill() {
             ids(&alone(&model, &branch, &params, n)),
             "{name}"
         );
+    }
+}
+
+#[test]
+fn prompts_prefilled_together_are_kept_at_their_end() {
+    let params = SamplingParams::greedy();
+    let model = load("qwen3_next_f32_interval2");
+    let prompts = &prompts()[3..8];
+    let mut s = Scheduler::new(&model, BatchConfig::default());
+    for (i, p) in prompts.iter().enumerate() {
+        s.submit(request(&model, i as u64, p, &params, 4)).unwrap();
+    }
+    let first = run(&mut s, HashMap::new());
+    assert_eq!(s.prefill_passes(), 1, "one left-padded pass");
+    for (i, p) in prompts.iter().enumerate() {
+        let id = 10 + i as u64;
+        s.submit(request(&model, id, p, &params, 4)).unwrap();
+        let again = run(&mut s, HashMap::new());
+        assert_eq!(again.reports[&id].cached_tokens, p.len() - 1, "prompt {i}");
+        assert_eq!(ids(&again.tokens[&id]), ids(&first.tokens[&(i as u64)]));
     }
 }
 

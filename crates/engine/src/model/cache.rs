@@ -50,6 +50,24 @@ impl Cache {
             Cache::Recurrent(c) => c.nbytes(),
         }
     }
+
+    /// What the prompt cache keeps of this cache: copies that share no
+    /// memory with it (`None` when nothing was written).
+    pub fn snapshot(&self) -> Result<Option<LayerSnapshot>> {
+        Ok(match self {
+            Cache::Kv(c) => match c.filled()? {
+                Some((k, v)) => {
+                    // A gather always writes a new buffer (a slice is a view).
+                    let at = mlx::arange(0.0, f64::from(c.offset()), 1.0, Dtype::I32)?;
+                    Some(LayerSnapshot::Kv(k.take(&at, 2)?, v.take(&at, 2)?))
+                }
+                None => None,
+            },
+            Cache::Recurrent(c) => c
+                .copy_row(0)?
+                .map(|(conv, state)| LayerSnapshot::Recurrent(conv, state)),
+        })
+    }
 }
 
 /// What the prompt cache keeps of one layer of a sequence, sharing no
