@@ -937,4 +937,48 @@ mlxs_array* mlxs_map_meta_array(const mlxs_map* m, size_t i) {
   return a ? wrap(*a) : nullptr;
 }
 
+
+// ---- Gathered products (Mixture-of-Experts) ----
+
+int mlxs_gather_mm(
+    const mlxs_array* a,
+    const mlxs_array* b,
+    const mlxs_array* lhs_indices,
+    const mlxs_array* rhs_indices,
+    bool sorted_indices,
+    mlxs_array** out) {
+  MLXS_TRY({
+    *out = wrap(mx::gather_mm(A(a), A(b), opt(lhs_indices), opt(rhs_indices), sorted_indices));
+  })
+}
+
+int mlxs_gather_qmm(
+    const mlxs_array* x,
+    const mlxs_array* wq,
+    const mlxs_array* scales,
+    const mlxs_array* biases,
+    const mlxs_array* lhs_indices,
+    const mlxs_array* rhs_indices,
+    bool transpose,
+    int group_size,
+    int bits,
+    bool sorted_indices,
+    mlxs_array** out) {
+  MLXS_TRY({
+    *out = wrap(mx::gather_qmm(
+        A(x),
+        A(wq),
+        A(scales),
+        opt(biases),
+        opt(lhs_indices),
+        opt(rhs_indices),
+        transpose,
+        group_size,
+        bits,
+        "affine",
+        std::nullopt,
+        sorted_indices));
+  })
+}
+
 } // extern "C"

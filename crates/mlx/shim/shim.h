@@ -298,6 +298,34 @@ size_t mlxs_map_meta_str_len(const mlxs_map* m, size_t i);
 /* For kind 1: a new handle to the array. */
 mlxs_array* mlxs_map_meta_array(const mlxs_map* m, size_t i);
 
+/* ---- Gathered products (Mixture-of-Experts) ----
+ * Matrix products whose operands are picked per output batch element from a
+ * stack of matrices: out[i] = a[lhs[i]] @ b[rhs[i]], the index arrays
+ * broadcast against each other and against the batch dimensions of `a` and
+ * `b` (null: the identity over that operand's batch). `sorted_indices` says
+ * the rhs indices are in ascending order, which lets MLX group the rows of
+ * one matrix. */
+int mlxs_gather_mm(
+    const mlxs_array* a,
+    const mlxs_array* b,
+    const mlxs_array* lhs_indices,
+    const mlxs_array* rhs_indices,
+    bool sorted_indices,
+    mlxs_array** out);
+/* The same with `w` affine-quantized (`x @ w[i].T` when `transpose`). */
+int mlxs_gather_qmm(
+    const mlxs_array* x,
+    const mlxs_array* wq,
+    const mlxs_array* scales,
+    const mlxs_array* biases,
+    const mlxs_array* lhs_indices,
+    const mlxs_array* rhs_indices,
+    bool transpose,
+    int group_size,
+    int bits,
+    bool sorted_indices,
+    mlxs_array** out);
+
 #ifdef __cplusplus
 }
 #endif

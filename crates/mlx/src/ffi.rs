@@ -318,4 +318,27 @@ unsafe extern "C" {
     ) -> *const u8;
     pub(crate) fn mlxs_map_meta_str_len(m: *const mlxs_map, i: usize) -> usize;
     pub(crate) fn mlxs_map_meta_array(m: *const mlxs_map, i: usize) -> *mut mlxs_array;
+
+    // ---- Gathered products (Mixture-of-Experts) ----
+    pub(crate) fn mlxs_gather_mm(
+        a: Handle,
+        b: Handle,
+        lhs_indices: Handle,
+        rhs_indices: Handle,
+        sorted_indices: bool,
+        out: Out,
+    ) -> c_int;
+    pub(crate) fn mlxs_gather_qmm(
+        x: Handle,
+        wq: Handle,
+        scales: Handle,
+        biases: Handle,
+        lhs_indices: Handle,
+        rhs_indices: Handle,
+        transpose: bool,
+        group_size: c_int,
+        bits: c_int,
+        sorted_indices: bool,
+        out: Out,
+    ) -> c_int;
 }

@@ -48,5 +48,5 @@ pub use device::{Backend, Device, DeviceKind, Stream, backend, fast_cpu_gemm, ve
 pub use dtype::{Dtype, Element};
 pub use error::{MlxError, Result};
 pub use half::{bf16, f16};
-pub use ops::{arange, concatenate, full, ones, stack, where_, zeros};
+pub use ops::{Gather, arange, concatenate, full, gather_mm, ones, stack, where_, zeros};
 pub use quantized::{Epilogue, QuantizedWeight, custom_qmv_available, quantize, set_custom_qmv};

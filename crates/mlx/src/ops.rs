@@ -543,3 +543,44 @@ pub fn ones(shape: &[i32], dtype: Dtype) -> Result<Array> {
 pub fn arange(start: f64, stop: f64, step: f64, dtype: Dtype) -> Result<Array> {
     call_array!(mlxs_arange(start, stop, step, dtype as i32))
 }
+
+// ---- Gathered products (Mixture-of-Experts) ----
+
+/// Which matrices of a stack each output batch element of a gathered
+/// product multiplies: `out[i] = a[lhs[i]] @ b[rhs[i]]`, where the index
+/// arrays broadcast against each other and against the operands' batch
+/// dimensions. An absent index array is the identity over that operand's
+/// batch (the operand broadcasts as in `matmul`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Gather<'a> {
+    /// Indices into the batch of the left operand (flattened).
+    pub lhs: Option<&'a Array>,
+    /// Indices into the batch of the right operand (flattened): the expert
+    /// of each row in a Mixture-of-Experts layer.
+    pub rhs: Option<&'a Array>,
+    /// The `rhs` indices are in ascending order, so MLX may multiply the
+    /// rows that share a matrix together (mlx-lm sorts a prefill's rows by
+    /// expert for this).
+    pub sorted: bool,
+}
+
+impl Gather<'_> {
+    pub(crate) fn handles(&self) -> (ffi::Handle, ffi::Handle) {
+        let h = |a: Option<&Array>| a.map_or(std::ptr::null(), Array::as_ptr);
+        (h(self.lhs), h(self.rhs))
+    }
+}
+
+/// The gathered matrix product `a[lhs] @ b[rhs]` (MLX's `gather_mm`):
+/// `a` is `[..., M, K]`, `b` is `[..., K, N]`; the result has the shape of
+/// the broadcast indices followed by `[M, N]`.
+pub fn gather_mm(a: &Array, b: &Array, gather: Gather<'_>) -> Result<Array> {
+    let (lhs, rhs) = gather.handles();
+    call_array!(mlxs_gather_mm(
+        a.as_ptr(),
+        b.as_ptr(),
+        lhs,
+        rhs,
+        gather.sorted
+    ))
+}

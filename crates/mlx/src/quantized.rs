@@ -164,3 +164,33 @@ pub fn custom_qmv_available() -> Result<bool> {
     crate::error::check(unsafe { ffi::mlxs_custom_qmv_available(&mut available) })?;
     Ok(available)
 }
+
+// ---- Gathered products (Mixture-of-Experts) ----
+
+impl QuantizedWeight {
+    /// The gathered product with a stack of quantized matrices (MLX's
+    /// `gather_qmm`): `x[lhs] @ W[rhs].T` when `transpose` (`W` stacked as
+    /// `[E, out, in]`, a Mixture-of-Experts layer's experts), else
+    /// `x[lhs] @ W[rhs]`, without dequantizing `W`. See [`crate::ops::Gather`]
+    /// for the indices.
+    pub fn gather_matmul(
+        &self,
+        x: &Array,
+        gather: crate::ops::Gather<'_>,
+        transpose: bool,
+    ) -> Result<Array> {
+        let (lhs, rhs) = gather.handles();
+        call_array!(mlxs_gather_qmm(
+            x.as_ptr(),
+            self.weight.as_ptr(),
+            self.scales.as_ptr(),
+            self.biases.as_ptr(),
+            lhs,
+            rhs,
+            transpose,
+            self.group_size,
+            self.bits,
+            gather.sorted,
+        ))
+    }
+}
