@@ -60,6 +60,11 @@ impl Mlp {
         out
     }
 
+    /// `down(silu(gate(x)) * up(x))`.
+    pub fn forward(&self, x: &Array) -> Result<Array> {
+        self.down_proj.forward(&self.activation(x)?)
+    }
+
     /// `silu(gate(x)) * up(x)`.
     fn activation(&self, x: &Array) -> Result<Array> {
         let [gate, up]: [Array; 2] = self

@@ -98,6 +98,12 @@ impl Weights {
         self.tensors.remove(name)
     }
 
+    /// Adds a tensor (one a family's sanitizing derived from others, such
+    /// as experts stacked into one array), replacing one of the same name.
+    pub fn insert(&mut self, name: String, array: Array) {
+        self.tensors.insert(name, array);
+    }
+
     /// Drops every tensor whose name matches (for tensors a checkpoint may
     /// carry that the model does not use, like rotary `inv_freq`).
     pub fn discard(&mut self, matches: impl Fn(&str) -> bool) {
