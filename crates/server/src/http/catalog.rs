@@ -418,4 +418,52 @@ mod tests {
         let got = estimate_bytes(dir.path(), None, None).expect("estimate");
         assert_eq!(got, want + want / 10);
     }
+
+    #[test]
+    fn a_mixture_of_experts_counts_every_expert_as_resident() {
+        // A Qwen3-MoE checkpoint in two shards, the experts in the second:
+        // all experts are loaded whatever a token is routed to, so every
+        // shard the index lists counts, and the KV cache is that of the
+        // attention layers alone (the experts hold none).
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = serde_json::json!({
+            "model_type": "qwen3_moe",
+            "hidden_size": 256,
+            "intermediate_size": 512,
+            "moe_intermediate_size": 128,
+            "num_experts": 60,
+            "num_experts_per_tok": 4,
+            "decoder_sparse_step": 1,
+            "mlp_only_layers": [],
+            "norm_topk_prob": true,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "head_dim": 64,
+            "vocab_size": 1000,
+            "max_position_embeddings": 1000,
+            "rms_norm_eps": 1e-6,
+            "torch_dtype": "bfloat16",
+        });
+        std::fs::write(dir.path().join("config.json"), config.to_string()).expect("config");
+        let index = serde_json::json!({"weight_map": {
+            "model.embed_tokens.weight": "model-00001-of-00002.safetensors",
+            "model.layers.0.mlp.switch_mlp.up_proj.weight": "model-00002-of-00002.safetensors",
+        }});
+        std::fs::write(
+            dir.path().join("model.safetensors.index.json"),
+            index.to_string(),
+        )
+        .expect("index");
+        let shards = [
+            ("model-00001-of-00002.safetensors", 300_000),
+            ("model-00002-of-00002.safetensors", 6_000_000),
+        ];
+        for (name, bytes) in shards {
+            std::fs::write(dir.path().join(name), vec![0u8; bytes]).expect("shard");
+        }
+        let estimate = estimate_bytes(dir.path(), None, None).expect("estimate");
+        let total = 6_300_000 + ONE_CONTEXT;
+        assert_eq!(estimate, total + total / 10);
+    }
 }
