@@ -1,8 +1,12 @@
 //! The engine against mlx-lm on tiny random checkpoints that mlx-lm itself
 //! writes (`tests/data/mlx_lm_reference.py`): every family, f32 and 4/8-bit
 //! quantized (with a per-layer override), tied and untied embeddings, Llama 3
-//! RoPE scaling, and the Gated DeltaNet hybrids (several full-attention
-//! intervals, a `text_config`-nested config). Same weights, same libmlx: logits of a 64-token prompt
+//! RoPE scaling, the Gated DeltaNet hybrids (several full-attention
+//! intervals, a `text_config`-nested config), and the Mixture-of-Experts
+//! families (`qwen3_moe`, `mixtral`: 3 to 7 experts, top-k 1 to 3,
+//! `norm_topk_prob` on and off, dense layers by `decoder_sparse_step` and
+//! `mlp_only_layers`, 4-bit experts beside an 8-bit router, one tensor per
+//! expert as Hugging Face stores them). Same weights, same libmlx: logits of a 64-token prompt
 //! within 1e-4 relative, 48 greedy tokens identical, and cached
 //! (incremental) decoding equal to the full-sequence forward pass.
 
@@ -85,8 +89,9 @@ fn rel_error(got: &[f32], want: &[f32]) -> f32 {
 #[test]
 fn logits_match_mlx_lm_for_every_family_and_quantization() {
     let variants = variants();
-    // The nine dense variants and four Gated DeltaNet hybrids at least.
-    assert!(variants.len() >= 13, "{variants:?}");
+    // The nine dense variants, four Gated DeltaNet hybrids and eight
+    // Mixture-of-Experts variants at least.
+    assert!(variants.len() >= 21, "{variants:?}");
     for name in variants {
         let dir = reference_dir().join(&name);
         let model = Model::load_dir(&dir).unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -213,4 +218,22 @@ fn an_unsupported_model_type_is_refused_by_name() {
     .unwrap();
     let err = Model::load_dir(dir.path()).err().unwrap().to_string();
     assert!(err.contains("\"gpt2\" is not supported"), "{err}");
+}
+
+#[test]
+fn a_missing_expert_is_an_error_naming_its_tensor() {
+    let src = reference_dir().join("qwen3_moe_f32_e5_k1_step2_hf");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(src.join("config.json"), dir.path().join("config.json")).unwrap();
+    let mut weights = mlx::io::load_safetensors(src.join("model.safetensors")).unwrap();
+    let name = "model.layers.1.mlp.experts.3.up_proj.weight";
+    weights.arrays.remove(name).unwrap();
+    mlx::io::save_safetensors(
+        dir.path().join("model.safetensors"),
+        weights.arrays.iter().map(|(k, v)| (k.as_str(), v)),
+        [("format", "mlx")],
+    )
+    .unwrap();
+    let err = Model::load_dir(dir.path()).err().unwrap().to_string();
+    assert!(err.contains(&format!("missing tensor {name}")), "{err}");
 }

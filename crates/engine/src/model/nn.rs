@@ -180,10 +180,9 @@ impl Matrix {
     pub fn dense_bytes(&self, dtype: Dtype) -> Result<usize> {
         Ok(match self {
             Matrix::Dense(w) => w.nbytes(),
-            Matrix::Quantized(q) => {
-                let (rows, packed) = (q.weight.dim(0)? as usize, q.weight.dim(1)? as usize);
-                rows * packed * 32 / q.bits as usize * dtype.size()
-            }
+            // Every packed u32 holds 32 / bits weights (of one matrix or
+            // of a stack of them, such as a Mixture-of-Experts layer's).
+            Matrix::Quantized(q) => q.weight.size() * 32 / q.bits as usize * dtype.size(),
         })
     }
 

@@ -395,6 +395,34 @@ mod tests {
     }
 
     #[test]
+    fn densified_stacks_count_and_compute_as_the_quantized_ones() {
+        // What the CPU backend does with a quantized f32 model at load.
+        let stacks = stacks();
+        let mut w = weights(&stacks, [true; 3]);
+        let mut glu = SwitchGlu::load(&mut w, "experts", &config(), E, DIM, HIDDEN).unwrap();
+        let x = normal(&[1, 4, DIM], 12);
+        let inds = Array::from_slice(&[0u32, 4, 1, 2, 3, 0, 2, 1], &[1, 4, 2]).unwrap();
+        let want = glu.forward(&x, &inds).unwrap().to_vec::<f32>().unwrap();
+        let bytes: usize = glu
+            .matrices_mut()
+            .iter()
+            .map(|m| m.dense_bytes(Dtype::F32).unwrap())
+            .sum();
+        assert_eq!(bytes, 3 * (E * HIDDEN * DIM) as usize * 4);
+        for m in glu.matrices_mut() {
+            m.densify(Dtype::F32).unwrap();
+            assert!(matches!(m, Matrix::Dense(_)));
+        }
+        let got = glu.forward(&x, &inds).unwrap().to_vec::<f32>().unwrap();
+        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let worst = got
+            .iter()
+            .zip(&want)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(worst / scale < 1e-5, "{worst} of {scale}");
+    }
+
+    #[test]
     fn a_stack_of_the_wrong_shape_is_refused_by_name() {
         let stacks = stacks();
         let mut w = weights(&stacks, [false; 3]);

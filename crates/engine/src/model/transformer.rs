@@ -1,9 +1,11 @@
 //! The standard decoder-only transformer, computed as mlx-lm's `llama.py`,
 //! `qwen2.py` and `qwen3.py` compute it: pre-norm blocks of attention
 //! ([`Attention`], in the variant an [`AttentionSpec`] gives) and a
-//! SwiGLU [`Mlp`], a final RMSNorm, and the [`TokenIo`] embedding and
-//! head. A family whose layers are of this shape builds it from its
-//! arguments (see `llama.rs`); tensors are named as in the Hugging Face
+//! SwiGLU [`Mlp`] (or, in the layers a Mixture-of-Experts family makes
+//! sparse, a [`FeedForward::Sparse`] block: see [`Transformer::load_with`]),
+//! a final RMSNorm, and the [`TokenIo`] embedding and head. A family whose
+//! layers are of this shape builds it from its arguments (see `llama.rs`,
+//! `qwen3_moe.rs`); tensors are named as in the Hugging Face
 //! checkpoints (`model.layers.N.self_attn.q_proj.weight`).
 
 use mlx::{Array, Dtype};
@@ -13,6 +15,7 @@ use super::base::{CacheKind, Caches, LanguageModel, Positions, check_caches};
 use super::config::ModelConfig;
 use super::embedding::TokenIo;
 use super::mlp::Mlp;
+use super::moe::FeedForward;
 use super::nn::{Matrix, RmsNorm};
 use super::weights::Weights;
 use crate::error::Result;
@@ -27,10 +30,14 @@ pub struct DecoderSpec {
     pub tied: bool,
 }
 
+/// Builds layer `i`'s feed-forward block from the tensors under the
+/// layer's prefix (`model.layers.{i}`).
+pub type FeedForwardLoader<'a> = dyn Fn(&mut Weights, i32, &str) -> Result<FeedForward> + 'a;
+
 /// A pre-norm block: attention, then the MLP, each added to the residual.
 struct Block {
     self_attn: Attention,
-    mlp: Mlp,
+    mlp: FeedForward,
     input_layernorm: RmsNorm,
     post_attention_layernorm: RmsNorm,
 }
@@ -41,12 +48,13 @@ impl Block {
         prefix: &str,
         config: &ModelConfig,
         spec: &DecoderSpec,
+        (layer, mlp): (i32, &FeedForwardLoader),
     ) -> Result<Self> {
         let p = |name: &str| format!("{prefix}.{name}");
         let (eps, dim) = (config.rms_norm_eps, config.hidden_size);
         Ok(Block {
             self_attn: Attention::load(w, &p("self_attn"), config, &spec.attention)?,
-            mlp: Mlp::load(w, &p("mlp"), config, spec.mlp_bias)?,
+            mlp: mlp(w, layer, prefix)?,
             input_layernorm: RmsNorm::load_shaped(w, &p("input_layernorm"), eps, dim)?,
             post_attention_layernorm: RmsNorm::load_shaped(
                 w,
@@ -82,9 +90,23 @@ impl Transformer {
     /// Builds the model from `weights`, taking every tensor it needs; the
     /// caller checks that none are left over.
     pub fn load(w: &mut Weights, config: &ModelConfig, spec: &DecoderSpec) -> Result<Transformer> {
+        Transformer::load_with(w, config, spec, &|w, _, prefix| {
+            let mlp = Mlp::load(w, &format!("{prefix}.mlp"), config, spec.mlp_bias)?;
+            Ok(FeedForward::Dense(mlp))
+        })
+    }
+
+    /// As [`Transformer::load`], with each layer's feed-forward block built
+    /// by `mlp` (a Mixture-of-Experts family's sparse or dense blocks).
+    pub fn load_with(
+        w: &mut Weights,
+        config: &ModelConfig,
+        spec: &DecoderSpec,
+        mlp: &FeedForwardLoader,
+    ) -> Result<Transformer> {
         let io = TokenIo::load(w, config, "model", "lm_head", spec.tied)?;
         let layers = (0..config.num_hidden_layers)
-            .map(|i| Block::load(w, &format!("model.layers.{i}"), config, spec))
+            .map(|i| Block::load(w, &format!("model.layers.{i}"), config, spec, (i, mlp)))
             .collect::<Result<Vec<_>>>()?;
         let norm = RmsNorm::load_shaped(w, "model.norm", config.rms_norm_eps, config.hidden_size)?;
         Ok(Transformer { io, layers, norm })

@@ -18,7 +18,7 @@ from pathlib import Path
 import mlx.core as mx
 from mlx.utils import tree_flatten, tree_unflatten
 from mlx_lm.generate import generate_step
-from mlx_lm.utils import quantize_model, save_config, save_model
+from mlx_lm.utils import load_model, quantize_model, save_config, save_model
 
 VOCAB = 256
 PROMPT_LEN = 64
@@ -115,6 +115,101 @@ VARIANTS.update(
     }
 )
 
+# Mixture-of-Experts: expert counts that are not powers of two, top-k 1, 2
+# and 3, norm_topk_prob on and off, dense layers by decoder_sparse_step and
+# by mlp_only_layers, 4-bit experts beside an 8-bit router (the families'
+# per-layer override), and checkpoints with one tensor per expert (the
+# Hugging Face layout, stacked by the loader's sanitize).
+QWEN3_MOE = {
+    "head_dim": 16,
+    "rope_theta": 1e6,
+    "tie_word_embeddings": False,
+    "moe_intermediate_size": 32,
+    "decoder_sparse_step": 1,
+    "mlp_only_layers": [],
+}
+VARIANTS.update({
+    "qwen3_moe_f32_e6_k3_norm": (
+        "qwen3_moe",
+        {**QWEN3_MOE, "num_experts": 6, "num_experts_per_tok": 3, "norm_topk_prob": True},
+        None,
+    ),
+    "qwen3_moe_f32_e5_k1_step2_hf": (
+        "qwen3_moe",
+        {**QWEN3_MOE, "num_experts": 5, "num_experts_per_tok": 1, "norm_topk_prob": False,
+         "decoder_sparse_step": 2, "num_hidden_layers": 3},
+        None,
+    ),
+    "qwen3_moe_f32_e7_k2_mlp_only": (
+        "qwen3_moe",
+        {**QWEN3_MOE, "num_experts": 7, "num_experts_per_tok": 2, "norm_topk_prob": False,
+         "mlp_only_layers": [1], "num_hidden_layers": 3, "tie_word_embeddings": True},
+        None,
+    ),
+    "qwen3_moe_q4_g64_gate8": (
+        "qwen3_moe",
+        {**QWEN3_MOE, "num_experts": 6, "num_experts_per_tok": 2, "norm_topk_prob": True,
+         "moe_intermediate_size": 64},
+        (64, 4),
+    ),
+    "mixtral_f32_e5_k2": ("mixtral", {"num_local_experts": 5, "num_experts_per_tok": 2}, None),
+    "mixtral_f32_e6_k3_tied_hf": (
+        "mixtral",
+        {"num_local_experts": 6, "num_experts_per_tok": 3, "tie_word_embeddings": True},
+        None,
+    ),
+    "mixtral_f32_e3_k1": (
+        "mixtral", {"num_local_experts": 3, "num_experts_per_tok": 1, "rope_theta": 1e4}, None
+    ),
+    "mixtral_q4_g32_gate8_hf": ("mixtral", {"num_local_experts": 6, "num_experts_per_tok": 2}, (32, 4)),
+})
+
+# Variants quantized with a predicate of their own (else the family's
+# `quant_predicate`: qwen3_moe keeps its router at 8 bits).
+QUANT_PREDICATES = {
+    "mixtral_q4_g32_gate8_hf": lambda path, module: (
+        {"group_size": 64, "bits": 8} if path.endswith("block_sparse_moe.gate") else True
+    ),
+}
+
+# Per-expert tensor names of the Hugging Face layout, by family:
+# (stacked block, per-expert prefix, [(stacked name, per-expert name)]).
+EXPERT_LAYOUT = {
+    "qwen3_moe": ("mlp.switch_mlp", "mlp.experts", [(n, n) for n in ("gate_proj", "up_proj", "down_proj")]),
+    "mixtral": (
+        "block_sparse_moe.switch_mlp",
+        "block_sparse_moe.experts",
+        [("gate_proj", "w1"), ("down_proj", "w2"), ("up_proj", "w3")],
+    ),
+}
+
+
+def unstack_experts(path, model_type, model):
+    """Rewrites a saved checkpoint with one tensor per expert, as Hugging Face
+    checkpoints store them, and checks that mlx-lm loads it back unchanged."""
+    stacked, each, names = EXPERT_LAYOUT[model_type]
+    out = {}
+    for key, value in mx.load(str(path / "model.safetensors")).items():
+        for name, expert_name in names:
+            marker = f".{stacked}.{name}."
+            if marker in key:
+                layer, part = key.split(marker)
+                for e in range(value.shape[0]):
+                    out[f"{layer}.{each}.{e}.{expert_name}.{part}"] = value[e]
+                break
+        else:
+            out[key] = value
+    mx.save_safetensors(str(path / "model.safetensors"), out, metadata={"format": "mlx"})
+    index = path / "model.safetensors.index.json"
+    if index.exists():
+        data = json.loads(index.read_text())
+        data["weight_map"] = {k: "model.safetensors" for k in sorted(out)}
+        index.write_text(json.dumps(data, indent=4))
+    want = dict(tree_flatten(model.parameters()))
+    got = dict(tree_flatten(load_model(path)[0].parameters()))
+    assert sorted(want) == sorted(got)
+    assert all(mx.array_equal(want[k], got[k]).item() for k in want)
+
 
 def build(model_type, extra, seed):
     module = importlib.import_module(
@@ -157,13 +252,17 @@ def main(out: Path):
         model, config = build(model_type, extra, seed)
         if quant is not None:
             group, bits = quant
-            predicate = mixed_predicate if name.endswith("mixed") else None
+            predicate = QUANT_PREDICATES.get(name) or (
+                mixed_predicate if name.endswith("mixed") else None
+            )
             model, config = quantize_model(
                 model, config, group, bits, quant_predicate=predicate
             )
         path = out / name
         save_model(path, model)
         save_config(config, path / "config.json")
+        if name.endswith("_hf"):
+            unstack_experts(path, model_type, model)
         logits = model(prompt[None])
         mx.save_safetensors(str(path / "reference.safetensors"), {"logits": logits})
         greedy = [

@@ -1,0 +1,132 @@
+//! Qwen3-MoE (Qwen3-30B-A3B, Qwen3-Coder): mlx-lm's
+//! `mlx_lm/models/qwen3_moe.py`. Qwen3's attention (no biases, an RMSNorm
+//! of each q and k head before RoPE, explicit `head_dim`) with a sparse
+//! [`SparseMoe`] feed-forward block in every `decoder_sparse_step`-th layer
+//! not listed in `mlp_only_layers`, a dense SwiGLU MLP in the others. The
+//! router (`mlp.gate`) takes the softmax of its logits, routes each token
+//! to its `num_experts_per_tok` most probable experts and weights them by
+//! those probabilities, renormalized to sum to one when `norm_topk_prob`.
+//! Hugging Face checkpoints store each expert apart
+//! (`mlp.experts.N.{gate,up,down}_proj`); `sanitize` stacks them into
+//! `mlp.switch_mlp.*` as mlx-lm does. mlx-community's quantized
+//! checkpoints keep the router at 8 bits beside 4-bit experts through the
+//! config's per-layer overrides.
+
+use mlx::fast::Rope;
+use serde::Deserialize;
+
+use super::attention::AttentionSpec;
+use super::base::LanguageModel;
+use super::config::ModelConfig;
+use super::llama::sanitize_rotary;
+use super::mlp::Mlp;
+use super::moe::{FeedForward, MoeSpec, Routing, Shared, SparseMoe, is_sparse_layer};
+use super::registry::Family;
+use super::switch_layers::stack_experts;
+use super::transformer::{DecoderSpec, Transformer};
+use super::weights::Weights;
+use crate::error::{EngineError, Result};
+
+/// The `qwen3_moe` family.
+pub struct Qwen3Moe;
+
+/// `qwen3_moe.py`'s `ModelArgs` beyond the common config.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Qwen3MoeArgs {
+    pub num_experts: i32,
+    pub num_experts_per_tok: i32,
+    pub decoder_sparse_step: i32,
+    pub mlp_only_layers: Vec<i32>,
+    pub moe_intermediate_size: i32,
+    pub norm_topk_prob: bool,
+    /// mlx-lm's `nn.RoPE(head_dim, base=rope_theta)`: no scaling.
+    #[serde(default)]
+    pub rope_theta: Option<f32>,
+}
+
+impl Qwen3MoeArgs {
+    fn moe(&self) -> MoeSpec {
+        MoeSpec {
+            num_experts: self.num_experts,
+            top_k: self.num_experts_per_tok,
+            expert_hidden: self.moe_intermediate_size,
+            routing: Routing::SoftmaxTopK {
+                norm_topk_prob: self.norm_topk_prob,
+            },
+            shared_expert: Shared::None,
+        }
+    }
+
+    fn is_sparse(&self, layer: i32) -> bool {
+        is_sparse_layer(
+            layer,
+            self.num_experts,
+            self.decoder_sparse_step,
+            &self.mlp_only_layers,
+        )
+    }
+}
+
+impl Family for Qwen3Moe {
+    const MODEL_TYPES: &'static [&'static str] = &["qwen3_moe"];
+    type Args = Qwen3MoeArgs;
+
+    fn sanitize(args: &Qwen3MoeArgs, config: &ModelConfig, weights: &mut Weights) -> Result<()> {
+        sanitize_rotary(weights);
+        let names = ["gate_proj", "up_proj", "down_proj"].map(|n| (n, n));
+        for layer in 0..config.num_hidden_layers {
+            let prefix = format!("model.layers.{layer}.mlp");
+            stack_experts(
+                weights,
+                &format!("{prefix}.experts"),
+                &format!("{prefix}.switch_mlp"),
+                &names,
+                args.num_experts,
+            )?;
+        }
+        Ok(())
+    }
+
+    fn build(
+        args: Qwen3MoeArgs,
+        config: &ModelConfig,
+        weights: &mut Weights,
+    ) -> Result<Box<dyn LanguageModel>> {
+        if config.head_dim.is_none() {
+            return Err(EngineError::Config(
+                "qwen3_moe configs must give head_dim".into(),
+            ));
+        }
+        if args.decoder_sparse_step < 1 {
+            return Err(EngineError::Config(format!(
+                "decoder_sparse_step is {}, must be at least 1",
+                args.decoder_sparse_step
+            )));
+        }
+        let rope = Rope {
+            dims: config.head_dim(),
+            traditional: false,
+            base: args.rope_theta.unwrap_or(1_000_000.0),
+            scale: 1.0,
+            freqs: None,
+        };
+        let spec = DecoderSpec {
+            attention: AttentionSpec {
+                qk_norm: Some(config.rms_norm_eps),
+                ..AttentionSpec::plain(config, rope)
+            },
+            mlp_bias: false,
+            tied: config.tie_word_embeddings_or(false),
+        };
+        let moe = args.moe();
+        let model = Transformer::load_with(weights, config, &spec, &|w, layer, prefix| {
+            let prefix = format!("{prefix}.mlp");
+            Ok(if args.is_sparse(layer) {
+                FeedForward::Sparse(Box::new(SparseMoe::load(w, &prefix, config, &moe)?))
+            } else {
+                FeedForward::Dense(Mlp::load(w, &prefix, config, false)?)
+            })
+        })?;
+        Ok(Box::new(model))
+    }
+}
