@@ -6,7 +6,8 @@
 //! families (`qwen3_moe`, `mixtral`: 3 to 7 experts, top-k 1 to 3,
 //! `norm_topk_prob` on and off, dense layers by `decoder_sparse_step` and
 //! `mlp_only_layers`, 4-bit experts beside an 8-bit router, one tensor per
-//! expert as Hugging Face stores them). Same weights, same libmlx: logits of a 64-token prompt
+//! expert as Hugging Face stores them; Qwen3-Next's and Qwen3.5-MoE's
+//! sparse layers with their gated shared expert). Same weights, same libmlx: logits of a 64-token prompt
 //! within 1e-4 relative, 48 greedy tokens identical, and cached
 //! (incremental) decoding equal to the full-sequence forward pass.
 
@@ -89,9 +90,9 @@ fn rel_error(got: &[f32], want: &[f32]) -> f32 {
 #[test]
 fn logits_match_mlx_lm_for_every_family_and_quantization() {
     let variants = variants();
-    // The nine dense variants, four Gated DeltaNet hybrids and eight
-    // Mixture-of-Experts variants at least.
-    assert!(variants.len() >= 21, "{variants:?}");
+    // The nine dense variants, four Gated DeltaNet hybrids, eight
+    // Mixture-of-Experts variants and four hybrids with experts at least.
+    assert!(variants.len() >= 25, "{variants:?}");
     for name in variants {
         let dir = reference_dir().join(&name);
         let model = Model::load_dir(&dir).unwrap_or_else(|e| panic!("{name}: {e}"));

@@ -1,4 +1,5 @@
-//! Mixture-of-Experts models (Qwen3-MoE, Mixtral) in continuous batching,
+//! Mixture-of-Experts models (Qwen3-MoE, Mixtral, and the hybrids
+//! Qwen3-Next and Qwen3.5-MoE with experts) in continuous batching,
 //! on the tiny checkpoints mlx-lm writes (`tests/data/mlx_lm_reference.py`):
 //! a sequence's tokens are the same alone, prefilled together with others
 //! (left-padded: padding rows are routed too, and must not change what the
@@ -41,12 +42,17 @@ fn reference_dir() -> &'static Path {
     .path()
 }
 
+/// Attention-only models with experts.
 const MOES: [&str; 4] = [
     "qwen3_moe_f32_e6_k3_norm",
     "qwen3_moe_q4_g64_gate8",
     "mixtral_f32_e5_k2",
     "mixtral_q4_g32_gate8_hf",
 ];
+
+/// Gated DeltaNet hybrids with experts (`tests/hybrid.rs` checks their
+/// prompt cache, which reuses recurrent state only at an entry's end).
+const HYBRID_MOES: [&str; 2] = ["qwen3_next_moe_f32_e6_k2_step2", "qwen3_5_moe_q4_g32_e6_k1"];
 
 fn load(name: &str) -> Model {
     Model::load_dir(&reference_dir().join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
@@ -133,7 +139,7 @@ fn ids(tokens: &[SampledToken]) -> Vec<u32> {
 fn greedy_outputs_in_a_batch_equal_the_outputs_alone() {
     let params = SamplingParams::greedy();
     let n = 10;
-    for name in MOES {
+    for name in MOES.into_iter().chain(HYBRID_MOES) {
         let model = load(name);
         let want: Vec<Vec<u32>> = prompts()
             .iter()

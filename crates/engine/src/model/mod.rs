@@ -24,6 +24,7 @@ pub mod nn;
 mod qwen2;
 mod qwen3;
 mod qwen3_5;
+mod qwen3_5_moe;
 mod qwen3_moe;
 mod qwen3_next;
 pub mod recurrent_cache;

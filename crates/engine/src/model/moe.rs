@@ -137,7 +137,7 @@ impl SparseMoe {
         } = *spec;
         if !(1..=num_experts).contains(&top_k) {
             return Err(EngineError::Config(format!(
-                "{top_k} experts per token of {num_experts}"
+                "num_experts_per_tok is {top_k}, must be 1 to num_experts ({num_experts})"
             )));
         }
         if let Routing::Sigmoid(s) = &spec.routing

@@ -7,10 +7,10 @@
 //! layout; a Hugging Face checkpoint's `model.language_model.` is renamed
 //! to it), and the vision tower's and multi-token prediction's tensors are
 //! skipped with a log line. RoPE θ and the rotating fraction of each head
-//! come from `rope_parameters` (defaults 100,000 and 0.25).
-//!
-//! Mixture-of-Experts checkpoints (`qwen3_5_moe`, or `num_experts > 0`)
-//! are refused at load.
+//! come from `rope_parameters` (defaults 100,000 and 0.25). With
+//! `num_experts > 0` every layer's MLP is a sparse Mixture-of-Experts block
+//! with a gated shared expert (`norm_topk_prob` by default), as in
+//! `qwen3_5_moe.rs`.
 
 use serde::Deserialize;
 
@@ -68,6 +68,8 @@ impl Family for Qwen3_5 {
             default_theta: 100_000.0,
             default_partial: 0.25,
             rope_parameters_only: true,
+            moe_every_layer: true,
+            default_norm_topk_prob: true,
         };
         Ok(Box::new(Hybrid::load(
             weights,

@@ -3,12 +3,15 @@
 //! attention (q/k norms, partial rotary, an output gate in the query
 //! projection), the others Gated DeltaNet linear attention
 //! ([`GatedDeltaNet`], projections `in_proj_qkvz` / `in_proj_ba`), each
-//! followed by a SwiGLU MLP. The full-attention layers keep KV, the others
-//! a fixed-size recurrent state. [`Hybrid`] is shared with Qwen3.5
-//! (`qwen3_5.rs`), which stores the linear-attention projections apart.
-//!
-//! Mixture-of-Experts layers (`num_experts > 0`) are refused at load.
-//! Multi-token-prediction tensors (`mtp.*`) are skipped with a log line.
+//! followed by a SwiGLU MLP, or, with `num_experts > 0`, by a sparse
+//! Mixture-of-Experts block (`Qwen3NextSparseMoeBlock`: softmax routing,
+//! `norm_topk_prob`, a shared expert scaled by the sigmoid of its gate) in
+//! every `decoder_sparse_step`-th layer not in `mlp_only_layers`. The
+//! full-attention layers keep KV, the others a fixed-size recurrent state.
+//! [`Hybrid`] is shared with Qwen3.5 (`qwen3_5.rs`, `qwen3_5_moe.rs`), which
+//! stores the linear-attention projections apart and makes every layer
+//! sparse when it has experts. Multi-token-prediction tensors (`mtp.*`) are
+//! skipped with a log line.
 
 use mlx::{Array, Dtype};
 use serde::Deserialize;
@@ -19,6 +22,7 @@ use super::config::ModelConfig;
 use super::embedding::TokenIo;
 use super::linear_attention::{GatedDeltaNet, GatedDeltaSpec, Projections};
 use super::mlp::Mlp;
+use super::moe::{FeedForward, MoeSpec, Routing, Shared, SparseMoe, is_sparse_layer};
 use super::nn::{Matrix, RmsNorm};
 use super::registry::Family;
 use super::rope::{RopeArgs, initialize_rope};
@@ -41,8 +45,30 @@ pub struct HybridArgs {
     pub full_attention_interval: i32,
     #[serde(default)]
     pub attention_bias: bool,
+    #[serde(flatten)]
+    pub moe: HybridMoeArgs,
+}
+
+/// The Mixture-of-Experts keys of a hybrid config (mlx-lm's defaults;
+/// `norm_topk_prob` defaults by family).
+#[derive(Debug, Clone, Deserialize)]
+pub struct HybridMoeArgs {
     #[serde(default)]
     pub num_experts: i32,
+    #[serde(default)]
+    pub num_experts_per_tok: i32,
+    #[serde(default = "default_sparse_step")]
+    pub decoder_sparse_step: i32,
+    #[serde(default)]
+    pub mlp_only_layers: Vec<i32>,
+    #[serde(default)]
+    pub moe_intermediate_size: i32,
+    #[serde(default)]
+    pub norm_topk_prob: Option<bool>,
+}
+
+fn default_sparse_step() -> i32 {
+    1
 }
 
 impl HybridArgs {
@@ -107,6 +133,11 @@ pub struct HybridLayout {
     pub default_partial: f32,
     /// RoPE from `rope_parameters` only (Qwen3.5), not the top-level keys.
     pub rope_parameters_only: bool,
+    /// Every layer is sparse when the model has experts (Qwen3.5), rather
+    /// than those `decoder_sparse_step` / `mlp_only_layers` choose.
+    pub moe_every_layer: bool,
+    /// `norm_topk_prob` when the config does not say.
+    pub default_norm_topk_prob: bool,
 }
 
 /// A layer's token mixer.
@@ -117,7 +148,7 @@ enum Mixer {
 
 struct Layer {
     mixer: Mixer,
-    mlp: Mlp,
+    mlp: FeedForward,
     input_layernorm: RmsNorm,
     post_attention_layernorm: RmsNorm,
 }
@@ -166,12 +197,6 @@ impl Hybrid {
         args: &HybridArgs,
         layout: HybridLayout,
     ) -> Result<Hybrid> {
-        if args.num_experts > 0 {
-            return Err(EngineError::Config(format!(
-                "{}: num_experts is {}; Mixture-of-Experts layers are not supported",
-                config.model_type, args.num_experts
-            )));
-        }
         let kinds = args.cache_kinds(config)?;
         let head_dim = config.head_dim();
         let rope = if layout.rope_parameters_only {
@@ -213,9 +238,34 @@ impl Hybrid {
             } else {
                 Mixer::Full(Attention::load(w, &p("self_attn"), config, &attention)?)
             };
+            let moe = &args.moe;
+            let sparse = if layout.moe_every_layer {
+                moe.num_experts > 0
+            } else {
+                is_sparse_layer(
+                    i,
+                    moe.num_experts,
+                    moe.decoder_sparse_step,
+                    &moe.mlp_only_layers,
+                )
+            };
+            let mlp = if sparse {
+                let spec = MoeSpec {
+                    num_experts: moe.num_experts,
+                    top_k: moe.num_experts_per_tok,
+                    expert_hidden: moe.moe_intermediate_size,
+                    routing: Routing::SoftmaxTopK {
+                        norm_topk_prob: moe.norm_topk_prob.unwrap_or(layout.default_norm_topk_prob),
+                    },
+                    shared_expert: Shared::Gated,
+                };
+                FeedForward::Sparse(Box::new(SparseMoe::load(w, &p("mlp"), config, &spec)?))
+            } else {
+                FeedForward::Dense(Mlp::load(w, &p("mlp"), config, false)?)
+            };
             layers.push(Layer {
                 mixer,
-                mlp: Mlp::load(w, &p("mlp"), config, false)?,
+                mlp,
                 input_layernorm: RmsNorm::load_shaped(w, &p("input_layernorm"), eps, dim)?,
                 post_attention_layernorm: RmsNorm::load_shaped(
                     w,
@@ -309,6 +359,8 @@ impl Family for Qwen3Next {
             default_theta: 10_000.0,
             default_partial: 1.0,
             rope_parameters_only: false,
+            moe_every_layer: false,
+            default_norm_topk_prob: false,
         };
         Ok(Box::new(Hybrid::load(weights, config, &args, layout)?))
     }

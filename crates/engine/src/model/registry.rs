@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use super::base::{CacheKind, LanguageModel};
 use super::config::ModelConfig;
 use super::weights::Weights;
-use super::{llama, mistral, mixtral, qwen2, qwen3, qwen3_5, qwen3_moe, qwen3_next};
+use super::{llama, mistral, mixtral, qwen2, qwen3, qwen3_5, qwen3_5_moe, qwen3_moe, qwen3_next};
 use crate::error::{EngineError, Result};
 
 /// A family of models, as one file of mlx-lm's `mlx_lm/models/`.
@@ -99,6 +99,7 @@ pub const FAMILIES: &[Entry] = &[
     entry::<qwen3::Qwen3>(),
     entry::<qwen3_next::Qwen3Next>(),
     entry::<qwen3_5::Qwen3_5>(),
+    entry::<qwen3_5_moe::Qwen3_5Moe>(),
     entry::<qwen3_moe::Qwen3Moe>(),
     entry::<mixtral::Mixtral>(),
 ];

@@ -164,6 +164,42 @@ VARIANTS.update({
     "mixtral_q4_g32_gate8_hf": ("mixtral", {"num_local_experts": 6, "num_experts_per_tok": 2}, (32, 4)),
 })
 
+# The hybrids with Mixture-of-Experts layers: Qwen3-Next's sparse layers by
+# decoder_sparse_step and mlp_only_layers, Qwen3.5-MoE's in every layer, each
+# with a shared expert and its gate (8 bits beside 4-bit experts when
+# quantized, the families' quant_predicate); Qwen3.5-MoE's experts also in
+# the Hugging Face layout (gate and up fused in one tensor per layer).
+HYBRID_MOE = {"moe_intermediate_size": 32, "shared_expert_intermediate_size": 64}
+VARIANTS.update({
+    "qwen3_next_moe_f32_e6_k2_step2": (
+        "qwen3_next",
+        {**QWEN3_NEXT_DENSE, **HYBRID_MOE, "full_attention_interval": 2,
+         "tie_word_embeddings": False, "num_experts": 6, "num_experts_per_tok": 2,
+         "decoder_sparse_step": 2, "mlp_only_layers": [3]},
+        None,
+    ),
+    "qwen3_next_moe_q4_g64_e5_k3_norm": (
+        "qwen3_next",
+        {**QWEN3_NEXT_DENSE, **HYBRID_MOE, "moe_intermediate_size": 64,
+         "full_attention_interval": 2, "tie_word_embeddings": True, "num_experts": 5,
+         "num_experts_per_tok": 3, "norm_topk_prob": True},
+        (64, 4),
+    ),
+    "qwen3_5_moe_f32_e5_k2_nested_hf": (
+        "qwen3_5_moe",
+        {**HYBRID, **QWEN3_5_ROPE, **HYBRID_MOE, "full_attention_interval": 2,
+         "tie_word_embeddings": False, "num_experts": 5, "num_experts_per_tok": 2,
+         "nest": True},
+        None,
+    ),
+    "qwen3_5_moe_q4_g32_e6_k1": (
+        "qwen3_5_moe",
+        {**HYBRID, **HYBRID_MOE, "full_attention_interval": 4, "tie_word_embeddings": True,
+         "num_experts": 6, "num_experts_per_tok": 1, "norm_topk_prob": False},
+        (32, 4),
+    ),
+})
+
 # Variants quantized with a predicate of their own (else the family's
 # `quant_predicate`: qwen3_moe keeps its router at 8 bits).
 QUANT_PREDICATES = {
@@ -184,21 +220,31 @@ EXPERT_LAYOUT = {
 }
 
 
+def fuse_gate_up(weights):
+    """Qwen3.5-MoE's Hugging Face layout: per layer, the gate and up stacks
+    as one `experts.gate_up_proj` [E, 2 * I, D] and `experts.down_proj`."""
+    out = {}
+    for key, value in weights.items():
+        if ".mlp.switch_mlp." not in key:
+            out[key] = value
+            continue
+        layer, name = key.split(".mlp.switch_mlp.")
+        if name == "gate_proj.weight":
+            up = weights[f"{layer}.mlp.switch_mlp.up_proj.weight"]
+            out[f"{layer}.mlp.experts.gate_up_proj"] = mx.concatenate([value, up], axis=1)
+        elif name == "down_proj.weight":
+            out[f"{layer}.mlp.experts.down_proj"] = value
+    return out
+
+
 def unstack_experts(path, model_type, model):
     """Rewrites a saved checkpoint with one tensor per expert, as Hugging Face
     checkpoints store them, and checks that mlx-lm loads it back unchanged."""
-    stacked, each, names = EXPERT_LAYOUT[model_type]
-    out = {}
-    for key, value in mx.load(str(path / "model.safetensors")).items():
-        for name, expert_name in names:
-            marker = f".{stacked}.{name}."
-            if marker in key:
-                layer, part = key.split(marker)
-                for e in range(value.shape[0]):
-                    out[f"{layer}.{each}.{e}.{expert_name}.{part}"] = value[e]
-                break
-        else:
-            out[key] = value
+    weights = mx.load(str(path / "model.safetensors"))
+    if model_type == "qwen3_5_moe":
+        out = fuse_gate_up(weights)
+    else:
+        out = per_expert(weights, *EXPERT_LAYOUT[model_type])
     mx.save_safetensors(str(path / "model.safetensors"), out, metadata={"format": "mlx"})
     index = path / "model.safetensors.index.json"
     if index.exists():
@@ -209,6 +255,21 @@ def unstack_experts(path, model_type, model):
     got = dict(tree_flatten(load_model(path)[0].parameters()))
     assert sorted(want) == sorted(got)
     assert all(mx.array_equal(want[k], got[k]).item() for k in want)
+
+
+def per_expert(weights, stacked, each, names):
+    out = {}
+    for key, value in weights.items():
+        for name, expert_name in names:
+            marker = f".{stacked}.{name}."
+            if marker in key:
+                layer, part = key.split(marker)
+                for e in range(value.shape[0]):
+                    out[f"{layer}.{each}.{e}.{expert_name}.{part}"] = value[e]
+                break
+        else:
+            out[key] = value
+    return out
 
 
 def build(model_type, extra, seed):
