@@ -2,7 +2,10 @@
 //! machine can be measured without downloading anything. The tensors go
 //! through the same strict loader as a real checkpoint; their values are
 //! random (packed 4-bit codes, small scales), so the outputs are noise but
-//! the work per token is exactly that of the real model.
+//! the work per token is exactly that of the real model. Mixture-of-Experts
+//! shapes (Qwen3-MoE, Mixtral) carry every expert, stacked as mlx-lm
+//! stores them (`switch_mlp`), so a step routes and reads as the real
+//! model's does (which experts, being random, differs).
 
 use std::collections::HashMap;
 
@@ -22,12 +25,26 @@ pub struct Preset {
     intermediate: i32,
     heads: i32,
     kv_heads: i32,
+    /// `hidden / heads` when `None`.
+    head_dim: Option<i32>,
     vocab: i32,
     tied: bool,
     rope_theta: f32,
     /// `(group_size, bits)`, or dense.
     quant: Option<(i32, i32)>,
     dtype: Dtype,
+    /// The experts of every layer, for a Mixture-of-Experts family.
+    experts: Option<Experts>,
+}
+
+/// The experts of a Mixture-of-Experts preset.
+#[derive(Debug, Clone, Copy)]
+pub struct Experts {
+    pub count: i32,
+    /// Experts per token.
+    pub top_k: i32,
+    /// Width of each expert's hidden layer.
+    pub hidden: i32,
 }
 
 const fn qwen25(
@@ -45,17 +62,20 @@ const fn qwen25(
         intermediate,
         heads,
         kv_heads,
+        head_dim: None,
         vocab,
         tied,
         rope_theta: 1_000_000.0,
         quant: Some((64, 4)),
         dtype: Dtype::Bf16,
+        experts: None,
     }
 }
 
-/// The shapes `--synthetic` accepts (Qwen2.5 as published by
-/// mlx-community at 4 bits, group 64, bf16 scales).
-pub const PRESETS: [Preset; 7] = [
+/// The shapes `--synthetic` accepts (Qwen2.5 and Qwen3-30B-A3B as
+/// published by mlx-community at 4 bits, group 64, bf16 scales; the
+/// router is 4-bit here too).
+pub const PRESETS: [Preset; 10] = [
     qwen25("qwen2.5-0.5b-4bit", (896, 24, 4864, 14, 2), 151_936, true),
     qwen25("qwen2.5-1.5b-4bit", (1536, 28, 8960, 12, 2), 151_936, true),
     qwen25("qwen2.5-3b-4bit", (2048, 36, 11008, 16, 2), 151_936, true),
@@ -69,11 +89,13 @@ pub const PRESETS: [Preset; 7] = [
         intermediate: 1536,
         heads: 9,
         kv_heads: 3,
+        head_dim: None,
         vocab: 49_152,
         tied: true,
         rope_theta: 100_000.0,
         quant: Some((32, 4)),
         dtype: Dtype::F16,
+        experts: None,
     },
     Preset {
         name: "tiny-f32",
@@ -83,11 +105,75 @@ pub const PRESETS: [Preset; 7] = [
         intermediate: 128,
         heads: 4,
         kv_heads: 2,
+        head_dim: None,
         vocab: 256,
         tied: false,
         rope_theta: 10_000.0,
         quant: None,
         dtype: Dtype::F32,
+        experts: None,
+    },
+    // Qwen3-30B-A3B (and Qwen3-Coder-30B-A3B): 128 experts of 768, 8 per
+    // token, heads of 128.
+    Preset {
+        name: "qwen3-30b-a3b-4bit",
+        model_type: "qwen3_moe",
+        hidden: 2048,
+        layers: 48,
+        intermediate: 6144,
+        heads: 32,
+        kv_heads: 4,
+        head_dim: Some(128),
+        vocab: 151_936,
+        tied: false,
+        rope_theta: 1_000_000.0,
+        quant: Some((64, 4)),
+        dtype: Dtype::Bf16,
+        experts: Some(Experts {
+            count: 128,
+            top_k: 8,
+            hidden: 768,
+        }),
+    },
+    Preset {
+        name: "tiny-moe-f32",
+        model_type: "qwen3_moe",
+        hidden: 64,
+        layers: 2,
+        intermediate: 128,
+        heads: 4,
+        kv_heads: 2,
+        head_dim: None,
+        vocab: 256,
+        tied: false,
+        rope_theta: 1_000_000.0,
+        quant: None,
+        dtype: Dtype::F32,
+        experts: Some(Experts {
+            count: 6,
+            top_k: 2,
+            hidden: 32,
+        }),
+    },
+    Preset {
+        name: "tiny-mixtral-f32",
+        model_type: "mixtral",
+        hidden: 64,
+        layers: 2,
+        intermediate: 32,
+        heads: 4,
+        kv_heads: 2,
+        head_dim: None,
+        vocab: 256,
+        tied: false,
+        rope_theta: 1_000_000.0,
+        quant: None,
+        dtype: Dtype::F32,
+        experts: Some(Experts {
+            count: 5,
+            top_k: 2,
+            hidden: 32,
+        }),
     },
 ];
 
@@ -129,7 +215,31 @@ impl Preset {
         if let Some((group_size, bits)) = self.quant {
             config["quantization"] = json!({"group_size": group_size, "bits": bits});
         }
+        if self.model_type == "qwen3_moe" {
+            config["head_dim"] = json!(self.head_dim());
+        }
+        if let Some(e) = self.experts {
+            let moe = if self.model_type == "mixtral" {
+                json!({"num_local_experts": e.count, "num_experts_per_tok": e.top_k})
+            } else {
+                json!({
+                    "num_experts": e.count,
+                    "num_experts_per_tok": e.top_k,
+                    "moe_intermediate_size": e.hidden,
+                    "decoder_sparse_step": 1,
+                    "mlp_only_layers": [],
+                    "norm_topk_prob": true,
+                })
+            };
+            if let (Some(config), Some(moe)) = (config.as_object_mut(), moe.as_object()) {
+                config.extend(moe.clone());
+            }
+        }
         config
+    }
+
+    fn head_dim(&self) -> i32 {
+        self.head_dim.unwrap_or(self.hidden / self.heads)
     }
 
     fn config(&self) -> Result<ModelConfig> {
@@ -165,7 +275,7 @@ impl Preset {
             preset: *self,
             tensors: HashMap::new(),
         };
-        let hd = self.hidden / self.heads;
+        let hd = self.head_dim();
         tg.matrix("model.embed_tokens", self.vocab, self.hidden)?;
         for i in 0..self.layers {
             let p = |name: &str| format!("model.layers.{i}.{name}");
@@ -178,9 +288,30 @@ impl Preset {
                 tg.vector(&p("self_attn.k_proj.bias"), self.kv_heads * hd, 0.0)?;
                 tg.vector(&p("self_attn.v_proj.bias"), self.kv_heads * hd, 0.0)?;
             }
-            tg.matrix(&p("mlp.gate_proj"), self.intermediate, self.hidden)?;
-            tg.matrix(&p("mlp.up_proj"), self.intermediate, self.hidden)?;
-            tg.matrix(&p("mlp.down_proj"), self.hidden, self.intermediate)?;
+            if self.model_type == "qwen3_moe" {
+                tg.vector(&p("self_attn.q_norm.weight"), hd, 1.0)?;
+                tg.vector(&p("self_attn.k_norm.weight"), hd, 1.0)?;
+            }
+            match self.experts {
+                Some(e) => {
+                    let block = if self.model_type == "mixtral" {
+                        "block_sparse_moe"
+                    } else {
+                        "mlp"
+                    };
+                    let (n, h, d) = (e.count, e.hidden, self.hidden);
+                    tg.matrix(&p(&format!("{block}.gate")), n, d)?;
+                    let stack = |name: &str| p(&format!("{block}.switch_mlp.{name}"));
+                    tg.stack(&stack("gate_proj"), n, h, d)?;
+                    tg.stack(&stack("up_proj"), n, h, d)?;
+                    tg.stack(&stack("down_proj"), n, d, h)?;
+                }
+                None => {
+                    tg.matrix(&p("mlp.gate_proj"), self.intermediate, self.hidden)?;
+                    tg.matrix(&p("mlp.up_proj"), self.intermediate, self.hidden)?;
+                    tg.matrix(&p("mlp.down_proj"), self.hidden, self.intermediate)?;
+                }
+            }
             tg.vector(&p("input_layernorm.weight"), self.hidden, 1.0)?;
             tg.vector(&p("post_attention_layernorm.weight"), self.hidden, 1.0)?;
         }
@@ -217,18 +348,34 @@ impl TensorGen {
     /// `{name}.weight` `[rows, cols]`, packed with scales and biases when
     /// the preset is quantized.
     fn matrix(&mut self, name: &str, rows: i32, cols: i32) -> Result<()> {
+        self.shaped(name, &[rows], cols)
+    }
+
+    /// A stack of `n` matrices `[n, rows, cols]` (a layer's experts).
+    fn stack(&mut self, name: &str, n: i32, rows: i32, cols: i32) -> Result<()> {
+        self.shaped(name, &[n, rows], cols)
+    }
+
+    /// `{name}.weight` `[..lead, cols]`, quantized along `cols` when the
+    /// preset is.
+    fn shaped(&mut self, name: &str, lead: &[i32], cols: i32) -> Result<()> {
+        let shape = |last: i32| {
+            let mut s = lead.to_vec();
+            s.push(last);
+            s
+        };
         let Some((group, bits)) = self.preset.quant else {
-            let w = self.normal(&[rows, cols], 0.02)?;
+            let w = self.normal(&shape(cols), 0.02)?;
             self.tensors.insert(format!("{name}.weight"), w);
             return Ok(());
         };
         let key = self.next_key()?;
-        let codes = random::uniform(&[rows, cols * bits / 32], Dtype::F32, Some(&key))?
+        let codes = random::uniform(&shape(cols * bits / 32), Dtype::F32, Some(&key))?
             .multiply(&Array::scalar(u32::MAX as f32)?)?
             .astype(Dtype::U32)?;
         let groups = cols / group;
-        let scales = self.normal(&[rows, groups], 0.002)?.abs()?;
-        let biases = self.normal(&[rows, groups], 0.01)?;
+        let scales = self.normal(&shape(groups), 0.002)?.abs()?;
+        let biases = self.normal(&shape(groups), 0.01)?;
         self.tensors.insert(format!("{name}.weight"), codes);
         self.tensors.insert(format!("{name}.scales"), scales);
         self.tensors.insert(format!("{name}.biases"), biases);
@@ -281,6 +428,41 @@ mod tests {
         let a = model.forward(&ids, &mut model.new_cache()).unwrap();
         let b = direct.forward(&ids, &mut direct.new_cache()).unwrap();
         assert_eq!(a.to_vec::<f32>().unwrap(), b.to_vec::<f32>().unwrap());
+    }
+
+    #[test]
+    fn mixture_of_experts_presets_load_back_and_run() {
+        for name in ["tiny-moe-f32", "tiny-mixtral-f32"] {
+            let dir = tempfile::tempdir().unwrap();
+            let preset = Preset::find(name).unwrap();
+            preset.save(dir.path(), 5).unwrap();
+            let model = Model::load_dir(dir.path()).unwrap();
+            let direct = preset.build(5).unwrap();
+            let ids = Array::from_slice(&[5u32, 7, 9], &[1, 3]).unwrap();
+            let a = model.forward(&ids, &mut model.new_cache()).unwrap();
+            let b = direct.forward(&ids, &mut direct.new_cache()).unwrap();
+            assert_eq!(a.shape(), vec![1, 3, 256], "{name}");
+            assert_eq!(a.to_vec::<f32>().unwrap(), b.to_vec::<f32>().unwrap());
+        }
+        // Qwen3-30B-A3B's layer shapes (heads of 128 over a 2048 model,
+        // 4-bit experts of 768 under bf16 activations, 8 per token), one
+        // layer of 10 experts.
+        let real = Preset::find("qwen3-30b-a3b-4bit").unwrap();
+        let small = Preset {
+            layers: 1,
+            vocab: 512,
+            experts: Some(Experts {
+                count: 10,
+                ..real.experts.unwrap()
+            }),
+            ..real
+        };
+        let model = small.build(1).unwrap();
+        let ids = Array::from_slice(&[1u32, 2, 3], &[1, 3]).unwrap();
+        let logits = model.forward(&ids, &mut model.new_cache()).unwrap();
+        assert_eq!(logits.shape(), vec![1, 3, 512]);
+        let values = logits.astype(Dtype::F32).unwrap().to_vec::<f32>().unwrap();
+        assert!(values.iter().all(|v| v.is_finite()));
     }
 
     #[test]
