@@ -8,7 +8,6 @@
 //! gate, down and up projections); `sanitize` stacks them into
 //! `block_sparse_moe.switch_mlp.*` as mlx-lm does, quantized ones too.
 
-use mlx::fast::Rope;
 use serde::Deserialize;
 
 use super::attention::AttentionSpec;
@@ -17,6 +16,7 @@ use super::config::ModelConfig;
 use super::llama::sanitize_rotary;
 use super::moe::{FeedForward, MoeSpec, Routing, Shared, SparseMoe};
 use super::registry::Family;
+use super::rope::{RopeArgs, initialize_rope};
 use super::switch_layers::stack_experts;
 use super::transformer::{DecoderSpec, Transformer};
 use super::weights::Weights;
@@ -32,10 +32,10 @@ pub struct MixtralArgs {
     pub num_local_experts: i32,
     #[serde(default = "default_top_k")]
     pub num_experts_per_tok: i32,
-    #[serde(default = "default_theta")]
-    pub rope_theta: f32,
-    #[serde(default)]
-    pub rope_traditional: bool,
+    /// θ (`rope_theta`, or transformers 5's `rope_parameters.rope_theta`;
+    /// 1e6 by default) and `rope_traditional`; mlx-lm applies no scaling.
+    #[serde(flatten)]
+    pub rope: RopeArgs,
 }
 
 fn default_experts() -> i32 {
@@ -44,10 +44,6 @@ fn default_experts() -> i32 {
 
 fn default_top_k() -> i32 {
     2
-}
-
-fn default_theta() -> f32 {
-    1_000_000.0
 }
 
 /// The per-expert names of the Hugging Face layout and their stacks.
@@ -87,13 +83,8 @@ impl Family for Mixtral {
                 config.head_dim()
             )));
         }
-        let rope = Rope {
-            dims: head_dim,
-            traditional: args.rope_traditional,
-            base: args.rope_theta,
-            scale: 1.0,
-            freqs: None,
-        };
+        let theta = args.rope.theta(1_000_000.0);
+        let rope = initialize_rope(head_dim, theta, args.rope.rope_traditional, None)?;
         let spec = DecoderSpec {
             attention: AttentionSpec::plain(config, rope),
             mlp_bias: false,
@@ -113,5 +104,22 @@ impl Family for Mixtral {
             )?)))
         })?;
         Ok(Box::new(model))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn absent_keys_take_mlx_lm_defaults() {
+        let args: MixtralArgs = serde_json::from_str("{}").unwrap();
+        assert_eq!(args.num_local_experts, 8);
+        assert_eq!(args.num_experts_per_tok, 2);
+        assert_eq!(args.rope.theta(1_000_000.0), 1_000_000.0);
+        assert!(!args.rope.rope_traditional);
+        let nested: MixtralArgs =
+            serde_json::from_str(r#"{"rope_parameters": {"rope_theta": 5e5}}"#).unwrap();
+        assert_eq!(nested.rope.theta(1_000_000.0), 500_000.0);
     }
 }

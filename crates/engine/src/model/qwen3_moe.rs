@@ -12,7 +12,6 @@
 //! checkpoints keep the router at 8 bits beside 4-bit experts through the
 //! config's per-layer overrides.
 
-use mlx::fast::Rope;
 use serde::Deserialize;
 
 use super::attention::AttentionSpec;
@@ -22,6 +21,7 @@ use super::llama::sanitize_rotary;
 use super::mlp::Mlp;
 use super::moe::{FeedForward, MoeSpec, Routing, Shared, SparseMoe, is_sparse_layer};
 use super::registry::Family;
+use super::rope::{RopeArgs, initialize_rope};
 use super::switch_layers::stack_experts;
 use super::transformer::{DecoderSpec, Transformer};
 use super::weights::Weights;
@@ -39,9 +39,10 @@ pub struct Qwen3MoeArgs {
     pub mlp_only_layers: Vec<i32>,
     pub moe_intermediate_size: i32,
     pub norm_topk_prob: bool,
-    /// mlx-lm's `nn.RoPE(head_dim, base=rope_theta)`: no scaling.
-    #[serde(default)]
-    pub rope_theta: Option<f32>,
+    /// θ (`rope_theta`, or transformers 5's `rope_parameters.rope_theta`);
+    /// mlx-lm's `nn.RoPE(head_dim, base=rope_theta)` applies no scaling.
+    #[serde(flatten)]
+    pub rope: RopeArgs,
 }
 
 impl Qwen3MoeArgs {
@@ -103,13 +104,7 @@ impl Family for Qwen3Moe {
                 args.decoder_sparse_step
             )));
         }
-        let rope = Rope {
-            dims: config.head_dim(),
-            traditional: false,
-            base: args.rope_theta.unwrap_or(1_000_000.0),
-            scale: 1.0,
-            freqs: None,
-        };
+        let rope = initialize_rope(config.head_dim(), args.rope.theta(1_000_000.0), false, None)?;
         let spec = DecoderSpec {
             attention: AttentionSpec {
                 qk_norm: Some(config.rms_norm_eps),
@@ -128,5 +123,31 @@ impl Family for Qwen3Moe {
             })
         })?;
         Ok(Box::new(model))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ARGS: &str = r#"{"num_experts": 128, "num_experts_per_tok": 8,
+        "decoder_sparse_step": 2, "mlp_only_layers": [5],
+        "moe_intermediate_size": 768, "norm_topk_prob": true}"#;
+
+    #[test]
+    fn sparse_layers_follow_the_config() {
+        let args: Qwen3MoeArgs = serde_json::from_str(ARGS).unwrap();
+        let sparse: Vec<i32> = (0..8).filter(|&l| args.is_sparse(l)).collect();
+        assert_eq!(sparse, [1, 3, 7]);
+        assert_eq!(args.rope.theta(1_000_000.0), 1_000_000.0);
+    }
+
+    #[test]
+    fn a_missing_moe_key_is_named() {
+        let text = ARGS.replace(r#""moe_intermediate_size": 768,"#, "");
+        let err = serde_json::from_str::<Qwen3MoeArgs>(&text)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("moe_intermediate_size"), "{err}");
     }
 }
