@@ -222,7 +222,7 @@ fn an_unsupported_model_type_is_refused_by_name() {
 }
 
 #[test]
-fn a_missing_expert_is_an_error_naming_its_tensor() {
+fn a_missing_expert_or_a_wrong_router_is_an_error_naming_its_tensor() {
     let src = reference_dir().join("qwen3_moe_f32_e5_k1_step2_hf");
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(src.join("config.json"), dir.path().join("config.json")).unwrap();
@@ -237,4 +237,23 @@ fn a_missing_expert_is_an_error_naming_its_tensor() {
     .unwrap();
     let err = Model::load_dir(dir.path()).err().unwrap().to_string();
     assert!(err.contains(&format!("missing tensor {name}")), "{err}");
+
+    // A router for another number of experts.
+    let src = reference_dir().join("mixtral_f32_e5_k2");
+    std::fs::copy(src.join("config.json"), dir.path().join("config.json")).unwrap();
+    let mut weights = mlx::io::load_safetensors(src.join("model.safetensors")).unwrap();
+    let gate = "model.layers.1.block_sparse_moe.gate.weight";
+    let wrong = mlx::zeros(&[4, 64], mlx::Dtype::F32).unwrap();
+    weights.arrays.insert(gate.into(), wrong);
+    mlx::io::save_safetensors(
+        dir.path().join("model.safetensors"),
+        weights.arrays.iter().map(|(k, v)| (k.as_str(), v)),
+        [("format", "mlx")],
+    )
+    .unwrap();
+    let err = Model::load_dir(dir.path()).err().unwrap().to_string();
+    assert!(
+        err.contains(&format!("{gate} is [4, 64], expected [5, 64]")),
+        "{err}"
+    );
 }

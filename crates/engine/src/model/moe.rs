@@ -152,10 +152,14 @@ impl SparseMoe {
         }
         let dim = config.hidden_size;
         let gate = Linear::load(w, &p("gate"), config, false)?;
-        let rows = gate.weight.out_features()?;
-        if rows != num_experts {
+        let shape = match &gate.weight {
+            Matrix::Dense(w) => w.shape(),
+            Matrix::Quantized(q) => vec![q.weight.dim(0)?, q.weight.dim(-1)? * 32 / q.bits],
+        };
+        if shape != [num_experts, dim] {
             return Err(EngineError::Weights(format!(
-                "{prefix}.gate.weight has {rows} rows for {num_experts} experts"
+                "{prefix}.gate.weight is {shape:?}, expected [{num_experts}, {dim}] \
+                 ([num_experts, hidden_size])"
             )));
         }
         let switch_mlp = SwitchGlu::load(
