@@ -253,7 +253,7 @@ fn a_missing_expert_or_a_wrong_router_is_an_error_naming_its_tensor() {
     .unwrap();
     let err = Model::load_dir(dir.path()).err().unwrap().to_string();
     assert!(
-        err.contains(&format!("{gate} is [4, 64], expected [5, 64]")),
+        err.contains(&format!("{gate} has shape [4, 64], expected [5, 64]")),
         "{err}"
     );
 }

@@ -61,13 +61,14 @@ pub struct MoeSpec {
     pub shared_expert: Shared,
 }
 
-/// Whether a sparse block has a shared expert (`{prefix}.shared_expert`),
-/// and whether its output is scaled by `sigmoid(shared_expert_gate(x))`.
+/// Whether a sparse block has a shared expert (`{prefix}.shared_expert`,
+/// a SwiGLU MLP of `hidden` intermediate features), and whether its output
+/// is scaled by `sigmoid(shared_expert_gate(x))`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Shared {
     None,
-    Plain,
-    Gated,
+    Plain { hidden: i32 },
+    Gated { hidden: i32 },
 }
 
 /// The shared expert every token takes, and its gate.
@@ -151,17 +152,7 @@ impl SparseMoe {
             )));
         }
         let dim = config.hidden_size;
-        let gate = Linear::load(w, &p("gate"), config, false)?;
-        let shape = match &gate.weight {
-            Matrix::Dense(w) => w.shape(),
-            Matrix::Quantized(q) => vec![q.weight.dim(0)?, q.weight.dim(-1)? * 32 / q.bits],
-        };
-        if shape != [num_experts, dim] {
-            return Err(EngineError::Weights(format!(
-                "{prefix}.gate.weight is {shape:?}, expected [{num_experts}, {dim}] \
-                 ([num_experts, hidden_size])"
-            )));
-        }
+        let gate = Linear::load_shaped(w, &p("gate"), config, false, [num_experts, dim])?;
         let switch_mlp = SwitchGlu::load(
             w,
             &p("switch_mlp"),
@@ -172,10 +163,11 @@ impl SparseMoe {
         )?;
         let shared = match spec.shared_expert {
             Shared::None => None,
-            kind => Some(SharedExpert {
-                mlp: Mlp::load(w, &p("shared_expert"), config, false)?,
-                gate: if kind == Shared::Gated {
-                    Some(Linear::load(w, &p("shared_expert_gate"), config, false)?)
+            Shared::Plain { hidden } | Shared::Gated { hidden } => Some(SharedExpert {
+                mlp: Mlp::load_sized(w, &p("shared_expert"), config, false, hidden)?,
+                gate: if matches!(spec.shared_expert, Shared::Gated { .. }) {
+                    let name = p("shared_expert_gate");
+                    Some(Linear::load_shaped(w, &name, config, false, [1, dim])?)
                 } else {
                     None
                 },

@@ -11,7 +11,7 @@
 //! mlx-lm does, after Qwen3.5's own renaming. mlx-community's quantized
 //! checkpoints keep the routers and shared-expert gates at 8 bits.
 
-use super::base::LanguageModel;
+use super::base::{CacheKind, LanguageModel};
 use super::config::ModelConfig;
 use super::qwen3_5::{Qwen3_5, Qwen3_5Args};
 use super::registry::Family;
@@ -50,6 +50,10 @@ impl Family for Qwen3_5Moe {
             weights.insert(stack("down_proj"), down);
         }
         Ok(())
+    }
+
+    fn cache_kinds(args: &Qwen3_5Args, config: &ModelConfig) -> Result<Vec<CacheKind>> {
+        Qwen3_5::cache_kinds(args, config)
     }
 
     fn build(

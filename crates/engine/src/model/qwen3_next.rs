@@ -64,6 +64,8 @@ pub struct HybridMoeArgs {
     #[serde(default)]
     pub moe_intermediate_size: i32,
     #[serde(default)]
+    pub shared_expert_intermediate_size: i32,
+    #[serde(default)]
     pub norm_topk_prob: Option<bool>,
 }
 
@@ -257,7 +259,9 @@ impl Hybrid {
                     routing: Routing::SoftmaxTopK {
                         norm_topk_prob: moe.norm_topk_prob.unwrap_or(layout.default_norm_topk_prob),
                     },
-                    shared_expert: Shared::Gated,
+                    shared_expert: Shared::Gated {
+                        hidden: moe.shared_expert_intermediate_size,
+                    },
                 };
                 FeedForward::Sparse(Box::new(SparseMoe::load(w, &p("mlp"), config, &spec)?))
             } else {
