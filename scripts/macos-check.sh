@@ -57,6 +57,8 @@ for a in "\$@"; do
   if ((skip)); then skip=0; continue; fi
   case "\$a" in
     -arch) skip=1 ;;
+    # zig writes an empty a.o where it is asked its version (cc-rs asks).
+    --version) cd "$CACHE" && args+=("\$a") ;;
     --target=*|-mmacosx-version-min=*|-mmacos-version-min=*) ;;
     *) args+=("\$a") ;;
   esac
