@@ -2,9 +2,10 @@
 //! workers: requests that name no model get the default one; the admin
 //! status shows resolved paths; several small models stay loaded at once
 //! under the memory budget a 24 GiB machine gets by default, while a model
-//! that does not fit is refused; a client that leaves a non-streamed
-//! request frees its sequence; CORS answers a browser's preflight for the
-//! configured origins only.
+//! that does not fit is refused; sampling a request leaves out follows the
+//! model's `generation_config.json`, else is greedy; a client that leaves a
+//! non-streamed request frees its sequence; CORS answers a browser's
+//! preflight for the configured origins only.
 
 // Test helpers panic on failure by design.
 #![allow(clippy::unwrap_used)]
@@ -249,4 +250,56 @@ fn cors_answers_the_configured_origins_only() {
     let d = Daemon::start(&[], &[], &[]);
     let reply = get(d.port, "/v1/models", &[("Origin", allowed)]);
     assert_eq!(reply.header("access-control-allow-origin"), None);
+}
+
+#[test]
+fn sampling_left_out_follows_the_models_generation_config_else_greedy() {
+    // The tiny model as shipped (no generation_config.json), and a copy
+    // whose authors recommend sampling at temperature 1.
+    let dir = tempfile::tempdir().unwrap();
+    let sampled = dir.path().join("sampled");
+    std::fs::create_dir(&sampled).unwrap();
+    for entry in std::fs::read_dir(common::tiny_model()).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, sampled.join(path.file_name().unwrap())).unwrap();
+    }
+    std::fs::write(
+        sampled.join("generation_config.json"),
+        r#"{"do_sample": true, "temperature": 1.0}"#,
+    )
+    .unwrap();
+    let arg = format!("sampled={}", sampled.display());
+    let d = Daemon::start(&["--model", &arg], &[], &[]);
+    let text = |model: &str, seed: u64| {
+        let body = json!({
+            "model": model,
+            "messages": [{"role": "user", "content": "Hello"}],
+            "max_tokens": 12,
+            "ignore_eos": true,
+            "seed": seed,
+        });
+        let reply = post_bytes(
+            d.port,
+            "/v1/chat/completions",
+            &[],
+            body.to_string().as_bytes(),
+        );
+        assert_eq!(
+            reply.status,
+            200,
+            "{}",
+            String::from_utf8_lossy(&reply.body)
+        );
+        reply.json()["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    // No recommended values: greedy, whatever the seed.
+    let greedy: Vec<String> = (1..=3).map(|seed| text("tiny", seed)).collect();
+    assert!(greedy.iter().all(|t| *t == greedy[0]), "{greedy:?}");
+    // The copy samples: other seeds, other texts; the same seed, the same.
+    let sampled: Vec<String> = (1..=3).map(|seed| text("sampled", seed)).collect();
+    assert!(sampled.iter().any(|t| *t != sampled[0]), "{sampled:?}");
+    assert_eq!(text("sampled", 2), sampled[1]);
 }
