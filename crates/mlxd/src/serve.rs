@@ -142,6 +142,8 @@ struct ConfigCatalog {
     models: ModelsConfig,
     /// What requests that name no model get.
     default: Option<String>,
+    /// Each checkpoint's own sampling defaults, read once (by path).
+    own_defaults: std::sync::Mutex<std::collections::HashMap<PathBuf, api::ModelDefaults>>,
 }
 
 impl ConfigCatalog {
@@ -210,7 +212,16 @@ impl ModelCatalog for ConfigCatalog {
         };
         let own = self
             .resolve(name)
-            .map(|path| sampling::of_model(&path))
+            .map(|path| {
+                let mut cache = self
+                    .own_defaults
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                cache
+                    .entry(path)
+                    .or_insert_with_key(|path| sampling::of_model(path))
+                    .clone()
+            })
             .unwrap_or_default();
         sampling::layered(configured, own)
     }
@@ -297,6 +308,7 @@ async fn serve(args: ServeArgs, config: Config) -> anyhow::Result<()> {
             .collect(),
         models: config.models.clone(),
         default,
+        own_defaults: Default::default(),
     };
     let http = HttpConfig {
         api_keys: s.api_keys.clone(),
@@ -446,6 +458,7 @@ mod tests {
             served: Vec::new(),
             models: Config::defaults(Path::new("/home/u"), machine).models,
             default: None,
+            own_defaults: Default::default(),
         }
     }
 
