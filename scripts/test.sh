@@ -2,8 +2,9 @@
 # Installs what the tests need, then runs every check CI runs: formatting,
 # clippy with warnings as errors, and the whole test suite.
 #
-# Needs on a fresh machine: Rust (cargo, rustfmt, clippy), Python 3.10+ with
-# venv and pip, npm, and the package registries (PyPI, npm, crates.io).
+# Needs on a fresh machine: Rust (cargo, rustfmt, clippy, rustup), Python
+# 3.10+ with venv and pip, npm, unzip, and the package registries (PyPI,
+# npm, crates.io; rustup's server once, for the aarch64-apple-darwin std).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +16,14 @@ command -v systemd-analyze >/dev/null || { apt-get update && apt-get install -y 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
+# The macOS paths on Linux: regions in named POSIX shared memory (shm_open,
+# as on a Mac) through the transport and fault-injection tests. (Workers
+# without PR_SET_PDEATHSIG: crates/mlxd/tests/macos_paths.rs, run above.)
+SHM_RING_BACKING=named cargo test --locked -p shm-ring
+SHM_RING_BACKING=named cargo test --locked -p mlxd --test faults
+# The macOS build, compiled here: the C++ shim with zig's clang against the
+# pinned macOS wheels' headers, and cargo check --target aarch64-apple-darwin.
+scripts/macos-check.sh
 # The official OpenAI SDK against a real `mlxd serve` and its workers (the
 # debug binary `cargo test` just built).
 MLXD_BIN="${CARGO_TARGET_DIR:-target}/debug/mlxd" \

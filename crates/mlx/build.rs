@@ -95,12 +95,15 @@ fn main() {
                 .any(|e| e.file_name().to_string_lossy().starts_with("mlx_cuda"))
         })
         .unwrap_or(false);
-    if is_cuda && cfg!(target_os = "linux") {
+    // The target's system, not the one the build script runs on (they
+    // differ when cross-checking for macOS: scripts/macos-check.sh).
+    let linux = std::env::var("CARGO_CFG_TARGET_OS").is_ok_and(|os| os == "linux");
+    if is_cuda && linux {
         println!("cargo:allow_shlib_undefined=1");
         println!("cargo:rustc-link-arg=-Wl,--allow-shlib-undefined");
     }
     println!("cargo::rustc-check-cfg=cfg(mlx_openblas)");
-    if !is_cuda && cfg!(target_os = "linux") {
+    if !is_cuda && linux {
         link_openblas();
     }
 }

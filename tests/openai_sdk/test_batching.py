@@ -4,6 +4,7 @@ does not disturb the others; a resent history hits the prompt cache."""
 
 from __future__ import annotations
 
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 IGNORE_EOS = {"ignore_eos": True}
@@ -26,11 +27,32 @@ def complete(client, prompt, **kwargs):
     return client.completions.create(**args)
 
 
-def test_concurrent_greedy_requests_equal_the_requests_alone(client):
-    alone = [complete(client, p).choices[0].text for p in PROMPTS]
+def test_concurrent_greedy_requests_equal_the_requests_alone(client, daemon):
+    # Long enough that requests sent at once are decoded side by side.
+    alone = [complete(client, p, max_tokens=32).choices[0].text for p in PROMPTS]
+    prefix = f"overlap-{uuid.uuid4().hex[:8]}-"
+
+    def together_one(i_prompt):
+        i, prompt = i_prompt
+        headers = {"x-request-id": f"{prefix}{i}"}
+        return complete(client, prompt, max_tokens=32, extra_headers=headers).choices[0].text
+
     with ThreadPoolExecutor(len(PROMPTS)) as pool:
-        together = list(pool.map(lambda p: complete(client, p).choices[0].text, PROMPTS))
+        together = list(pool.map(together_one, enumerate(PROMPTS)))
     assert together == alone
+    # They ran at once, not one after another: the worker's prefill and
+    # decode times add up to more than twice the time from the first prefill to
+    # the last Done (one at a time, they would add up to less: each runs
+    # between its admission and its Done, and those would not overlap).
+    status, _, timings = daemon.admin("GET", f"/admin/timings?prefix={prefix}")
+    assert status == 200, timings
+    requests = timings["requests"]
+    assert len(requests) == len(PROMPTS), timings
+    assert all(r["worker_admitted_ns"] and r["done_ns"] for r in requests), requests
+    busy_us = sum(r["prefill_us"] + r["decode_us"] for r in requests)
+    wall_us = (max(r["done_ns"] for r in requests)
+               - min(r["worker_admitted_ns"] for r in requests)) / 1e3
+    assert busy_us > 2 * wall_us, (busy_us, wall_us)
 
 
 def test_concurrent_seeded_sampling_equals_sampling_alone(client):

@@ -71,5 +71,6 @@ pub use stream::{
     ToolCallDelta, choice_index, sse_data,
 };
 pub use validate::{
-    GenerationRequest, ModelDefaults, Omitted, PromptInput, Sampling, parse_chat, parse_completion,
+    GenerationRequest, ModelDefaults, Omitted, PromptInput, Sampling, parse_chat, parse_chat_for,
+    parse_completion, parse_completion_for,
 };

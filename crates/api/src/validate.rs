@@ -185,8 +185,18 @@ impl GenerationRequest {
 
 /// Validates the body of `POST /v1/chat/completions`.
 pub fn parse_chat(body: &[u8]) -> Result<GenerationRequest, ApiError> {
+    parse_chat_for(body, None)
+}
+
+/// [`parse_chat`] for a server with a default model: a request that leaves
+/// `model` out gets `default_model` (one that sends an empty name is still
+/// refused).
+pub fn parse_chat_for(
+    body: &[u8],
+    default_model: Option<&str>,
+) -> Result<GenerationRequest, ApiError> {
     let req: ChatCompletionRequest = decode(body)?;
-    let model = require_model(req.model)?;
+    let model = require_model(req.model, default_model)?;
     let messages = req
         .messages
         .ok_or_else(|| ApiError::invalid("messages", "Missing required parameter: 'messages'."))?;
@@ -257,8 +267,17 @@ pub fn parse_chat(body: &[u8]) -> Result<GenerationRequest, ApiError> {
 
 /// Validates the body of `POST /v1/completions`.
 pub fn parse_completion(body: &[u8]) -> Result<GenerationRequest, ApiError> {
+    parse_completion_for(body, None)
+}
+
+/// [`parse_completion`] for a server with a default model (see
+/// [`parse_chat_for`]).
+pub fn parse_completion_for(
+    body: &[u8],
+    default_model: Option<&str>,
+) -> Result<GenerationRequest, ApiError> {
     let req: CompletionRequest = decode(body)?;
-    let model = require_model(req.model)?;
+    let model = require_model(req.model, default_model)?;
     let prompt = req
         .prompt
         .ok_or_else(|| ApiError::invalid("prompt", "Missing required parameter: 'prompt'."))?;
@@ -340,14 +359,15 @@ fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     Ok(value)
 }
 
-fn require_model(model: Option<String>) -> Result<String, ApiError> {
-    match model {
-        Some(m) if !m.trim().is_empty() => Ok(m),
-        Some(_) => Err(ApiError::invalid(
+fn require_model(model: Option<String>, default: Option<&str>) -> Result<String, ApiError> {
+    match (model, default) {
+        (Some(m), _) if !m.trim().is_empty() => Ok(m),
+        (Some(_), _) => Err(ApiError::invalid(
             "model",
             "model must be a non-empty string",
         )),
-        None => Err(ApiError::invalid(
+        (None, Some(default)) => Ok(default.to_owned()),
+        (None, None) => Err(ApiError::invalid(
             "model",
             "you must provide a model parameter",
         )),

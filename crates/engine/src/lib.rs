@@ -16,6 +16,7 @@ pub mod error;
 pub mod generate;
 pub mod gguf;
 pub mod loader;
+pub mod memory;
 pub mod model;
 pub mod prefix_cache;
 pub mod sampler;

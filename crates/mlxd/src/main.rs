@@ -9,6 +9,7 @@ mod ls;
 mod models;
 mod pull;
 mod run;
+mod sampling;
 mod serve;
 mod service;
 
@@ -106,9 +107,14 @@ struct WorkerArgs {
     #[arg(long)]
     max_batch: Option<usize>,
     /// Bytes the batch's KV cache may take (default: a quarter of the
-    /// memory MLX may use, at least one full context).
+    /// memory MLX may use, at least one full context); with `--kv-tokens`,
+    /// the most it may take.
     #[arg(long)]
     kv_memory: Option<usize>,
+    /// Size the batch's KV cache from the model: room for this many
+    /// positions, at least one full context, at most `--kv-memory`.
+    #[arg(long)]
+    kv_tokens: Option<usize>,
     /// Bytes of KV the prompt cache keeps (default: a quarter of the KV
     /// memory; 0 turns it off).
     #[arg(long)]
@@ -216,6 +222,7 @@ fn main() -> anyhow::Result<()> {
                 batch: worker::BatchLimits {
                     max_batch: args.max_batch,
                     kv_memory: args.kv_memory,
+                    kv_tokens: args.kv_tokens,
                     prompt_cache_memory: args.prompt_cache_memory,
                 },
             };

@@ -11,13 +11,15 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use server::http::catalog::{CatalogEntry, KvMemory, ModelCatalog, format_of, modified_secs};
+use server::http::catalog::{
+    CatalogEntry, KvBatch, KvMemory, ModelCatalog, format_of, modified_secs,
+};
 use server::http::{self, AppState, HttpConfig, admin_router, router};
 use server::supervisor::process::ProcessLauncher;
 use server::supervisor::{KeepAlive, Launcher, Supervisor, SupervisorConfig};
 
-use crate::config::{self, Config, ConfigArgs, ModelsConfig};
-use crate::{logging, models};
+use crate::config::{self, Config, ConfigArgs, ModelsConfig, WorkerKv};
+use crate::{logging, models, sampling};
 
 /// The name the built-in default model is served under.
 pub const DEFAULT_MODEL_NAME: &str = "SmolLM2-135M-Instruct";
@@ -62,8 +64,14 @@ fn served_models(
 ) -> anyhow::Result<Vec<(String, PathBuf)>> {
     if specs.is_empty() {
         return Ok(vec![match &models.default {
-            Some(name) => (name.clone(), models::resolve_in(models, Some(name))?),
-            None => (DEFAULT_MODEL_NAME.to_owned(), models::default_model()?),
+            Some(name) => (
+                name.clone(),
+                canonical(models::resolve_in(models, Some(name))?),
+            ),
+            None => (
+                DEFAULT_MODEL_NAME.to_owned(),
+                canonical(models::default_model()?),
+            ),
         }]);
     }
     specs
@@ -75,9 +83,37 @@ fn served_models(
             };
             let path = models::resolve_in(models, Some(reference))?;
             let name = name.unwrap_or_else(|| default_name(reference, &path));
-            Ok((name, path))
+            Ok((name, canonical(path)))
         })
         .collect()
+}
+
+/// `path` without `..`, `.` or symbolic links (as `/admin/status` shows
+/// it), or as given when it cannot be resolved.
+fn canonical(path: PathBuf) -> PathBuf {
+    std::fs::canonicalize(&path).unwrap_or(path)
+}
+
+/// The model requests that name none get: `models.default` (served from
+/// then on, if `--model` did not name it), else the one model served.
+fn default_model(
+    served: &mut Vec<(String, PathBuf)>,
+    models: &ModelsConfig,
+) -> anyhow::Result<Option<String>> {
+    match &models.default {
+        Some(name) => {
+            if !served.iter().any(|(n, _)| n == name) {
+                let path = models::resolve_in(models, Some(name))
+                    .with_context(|| format!("the default model {name}"))?;
+                served.push((name.clone(), canonical(path)));
+            }
+            Ok(Some(name.clone()))
+        }
+        None => Ok(match served.as_slice() {
+            [(name, _)] => Some(name.clone()),
+            _ => None,
+        }),
+    }
 }
 
 /// `org/name` and aliases stay as given; a path is named after its file or
@@ -104,6 +140,10 @@ fn default_name(reference: &str, path: &Path) -> String {
 struct ConfigCatalog {
     served: Vec<CatalogEntry>,
     models: ModelsConfig,
+    /// What requests that name no model get.
+    default: Option<String>,
+    /// Each checkpoint's own sampling defaults, read once (by path).
+    own_defaults: std::sync::Mutex<std::collections::HashMap<PathBuf, api::ModelDefaults>>,
 }
 
 impl ConfigCatalog {
@@ -144,23 +184,46 @@ impl ModelCatalog for ConfigCatalog {
         self.models.context_length_for(name)
     }
 
+    fn default_model(&self) -> Option<String> {
+        self.default.clone()
+    }
+
     fn kv_memory(&self, _name: &str) -> Option<KvMemory> {
         Some(KvMemory {
-            batch: self.models.worker_kv_memory(),
-            prompt_cache: self.models.worker_prompt_cache(),
+            batch: match self.models.worker_kv() {
+                WorkerKv::Bytes(bytes) => KvBatch::Bytes(bytes),
+                WorkerKv::Tokens { tokens, cap } => KvBatch::Tokens { tokens, cap },
+            },
+            prompt_cache: self.models.prompt_cache,
         })
     }
 
+    /// The configured overrides, else the model's `generation_config.json`,
+    /// else [`sampling::SMALL_MODEL_DEFAULTS`].
     fn defaults(&self, name: &str) -> api::ModelDefaults {
         let o = self.models.overrides_for(name);
-        api::ModelDefaults {
+        let configured = api::ModelDefaults {
             temperature: o.temperature,
             top_p: o.top_p,
             top_k: o.top_k,
             min_p: o.min_p,
             repetition_penalty: o.repetition_penalty,
             max_tokens: o.max_tokens,
-        }
+        };
+        let own = self
+            .resolve(name)
+            .map(|path| {
+                let mut cache = self
+                    .own_defaults
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                cache
+                    .entry(path)
+                    .or_insert_with_key(|path| sampling::of_model(path))
+                    .clone()
+            })
+            .unwrap_or_default();
+        sampling::layered(configured, own)
     }
 }
 
@@ -177,22 +240,30 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     runtime.block_on(serve(args, config))
 }
 
-/// The batch limits every worker gets on its command line: the KV memory
-/// the catalog's estimates count (`ConfigCatalog::kv_memory`), always given,
-/// so that admission and the worker agree.
+/// The batch limits every worker gets on its command line: the KV rule
+/// the catalog's estimates count (`ConfigCatalog::kv_memory`), always
+/// given, so that admission and the worker agree. Sized from the model, the
+/// worker takes `--kv-tokens` positions of its KV with `--kv-memory` as the
+/// cap; the prompt cache is a quarter of the batch's KV unless configured.
 fn worker_args(models: &config::ModelsConfig) -> Vec<String> {
-    [
-        ("--max-batch", models.max_batch as u64),
-        ("--kv-memory", models.worker_kv_memory()),
-        ("--prompt-cache-memory", models.worker_prompt_cache()),
-    ]
-    .into_iter()
-    .flat_map(|(flag, value)| [flag.to_string(), value.to_string()])
-    .collect()
+    let mut args = vec![("--max-batch", models.max_batch as u64)];
+    match models.worker_kv() {
+        WorkerKv::Bytes(bytes) => args.push(("--kv-memory", bytes)),
+        WorkerKv::Tokens { tokens, cap } => {
+            args.extend([("--kv-tokens", tokens), ("--kv-memory", cap)]);
+        }
+    }
+    if let Some(bytes) = models.prompt_cache {
+        args.push(("--prompt-cache-memory", bytes));
+    }
+    args.into_iter()
+        .flat_map(|(flag, value)| [flag.to_string(), value.to_string()])
+        .collect()
 }
 
 async fn serve(args: ServeArgs, config: Config) -> anyhow::Result<()> {
-    let served = served_models(&args.models, &config.models)?;
+    let mut served = served_models(&args.models, &config.models)?;
+    let default = default_model(&mut served, &config.models)?;
     let program = std::env::current_exe().context("locating the mlxd executable")?;
     let launcher = ProcessLauncher::new(program, Duration::from_secs(args.load_timeout))?
         .with_heartbeat_timeout(Duration::from_secs(args.heartbeat_timeout.max(1)))
@@ -210,7 +281,9 @@ async fn serve(args: ServeArgs, config: Config) -> anyhow::Result<()> {
     let summary = serde_json::json!({
         "host": s.host,
         "port": s.port,
+        "admin_host": s.admin.then_some(&s.admin_host),
         "admin_port": s.admin.then_some(s.admin_port),
+        "default_model": default,
         "models": served.iter().map(|(n, p)| serde_json::json!({"name": n, "path": p})).collect::<Vec<_>>(),
         "keep_alive": format!("{:?}", config.models.keep_alive),
         "memory_budget_bytes": config.models.memory_budget_bytes,
@@ -220,6 +293,8 @@ async fn serve(args: ServeArgs, config: Config) -> anyhow::Result<()> {
         "max_connections": s.max_connections,
         "read_timeout_seconds": s.read_timeout.as_secs(),
         "api_keys": !s.api_keys.is_empty(),
+        "admin_api_keys": !s.admin_api_keys.is_empty(),
+        "public_metrics": s.public_metrics,
     });
     let catalog = ConfigCatalog {
         served: served
@@ -232,10 +307,13 @@ async fn serve(args: ServeArgs, config: Config) -> anyhow::Result<()> {
             })
             .collect(),
         models: config.models.clone(),
+        default,
+        own_defaults: Default::default(),
     };
     let http = HttpConfig {
         api_keys: s.api_keys.clone(),
         admin_api_keys: s.admin_api_keys.clone(),
+        public_metrics: s.public_metrics,
         cors_origins: s.cors_origins.clone(),
         max_body_bytes: usize::try_from(s.max_body_bytes).unwrap_or(usize::MAX),
         request_timeout: s.request_timeout,
@@ -261,7 +339,7 @@ async fn serve(args: ServeArgs, config: Config) -> anyhow::Result<()> {
         stopped(stop_rx.clone()),
     ));
     let admin = if s.admin {
-        let addr = listen_addr(&s.host, s.admin_port)?;
+        let addr = listen_addr(&s.admin_host, s.admin_port)?;
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("listening on {addr} (admin)"))?;
@@ -334,5 +412,138 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use server::http::catalog::estimate_bytes;
+
+    const GIB: u64 = 1 << 30;
+
+    /// A checkpoint directory with `model`'s shape (config.json as its
+    /// authors ship it) and a sparse weights file of `weights` bytes.
+    fn checkpoint(
+        root: &Path,
+        name: &str,
+        (layers, kv_heads, head_dim, context): (u64, u64, u64, u64),
+        weights: u64,
+    ) -> PathBuf {
+        let dir = root.join(name);
+        std::fs::create_dir(&dir).unwrap();
+        let heads = kv_heads * 3;
+        let config = serde_json::json!({
+            "model_type": "llama",
+            "hidden_size": heads * head_dim,
+            "intermediate_size": 4 * heads * head_dim,
+            "num_hidden_layers": layers,
+            "num_attention_heads": heads,
+            "num_key_value_heads": kv_heads,
+            "head_dim": head_dim,
+            "vocab_size": 32000,
+            "max_position_embeddings": context,
+            "rms_norm_eps": 1e-5,
+            "torch_dtype": "bfloat16",
+        });
+        std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+        let file = std::fs::File::create(dir.join("model.safetensors")).unwrap();
+        file.set_len(weights).unwrap();
+        dir
+    }
+
+    fn catalog(total_memory: u64) -> ConfigCatalog {
+        let machine = config::Machine { total_memory };
+        ConfigCatalog {
+            served: Vec::new(),
+            models: Config::defaults(Path::new("/home/u"), machine).models,
+            default: None,
+            own_defaults: Default::default(),
+        }
+    }
+
+    #[test]
+    fn four_small_models_fit_a_24_gib_machines_default_budget() {
+        let root = tempfile::tempdir().unwrap();
+        let catalog = catalog(24 * GIB);
+        let budget = catalog.models.memory_budget_bytes;
+        // (layers, KV heads, head size, context) and 4-bit weights of
+        // SmolLM2-135M and -360M, Qwen2.5-0.5B and -1.5B, Llama-3.2-1B.
+        let small = [
+            ("smollm2-135m", (30, 3, 64, 8192), 90 << 20),
+            ("smollm2-360m", (32, 5, 64, 8192), 230 << 20),
+            ("qwen2.5-0.5b", (24, 2, 64, 32768), 280 << 20),
+            ("qwen2.5-1.5b", (28, 2, 128, 32768), 870 << 20),
+            ("llama-3.2-1b", (16, 8, 64, 131072), 700 << 20),
+        ];
+        let kv = catalog.kv_memory("any");
+        let estimates: Vec<u64> = small
+            .iter()
+            .map(|(name, shape, weights)| {
+                let dir = checkpoint(root.path(), name, *shape, *weights);
+                estimate_bytes(&dir, None, kv).unwrap()
+            })
+            .collect();
+        let total: u64 = estimates.iter().sum();
+        assert!(
+            total <= budget,
+            "{estimates:?} add up to more than {budget}"
+        );
+        // Each counts KV for its own shape: the 8K-context models room for
+        // 32 sequences of 1,024 tokens, the 128K-context one a full context.
+        let batch = 2 * 30 * 3 * 64 * 2 * 32 * 1024; // K and V, bf16
+        let smollm2 = (90 << 20) + batch + batch / 4;
+        assert_eq!(estimates[0], smollm2 + smollm2 / 10);
+        assert!(estimates[4] > 4 * GIB, "{estimates:?}");
+        // A quarter of the budget per model, as every model counted before,
+        // let two of them in.
+        let quarter = KvMemory {
+            batch: KvBatch::Bytes(budget / 4),
+            prompt_cache: None,
+        };
+        let dir = root.path().join("smollm2-135m");
+        let old = estimate_bytes(&dir, None, Some(quarter)).unwrap();
+        assert!(3 * old > budget);
+
+        // What does not fit is still counted as it is: a 14B model with a
+        // 32K context needs more than the whole budget, and the supervisor
+        // refuses a model whose estimate exceeds it.
+        let big = checkpoint(root.path(), "qwen2.5-14b", (48, 8, 128, 32768), 8300 << 20);
+        assert!(estimate_bytes(&big, None, kv).unwrap() > budget);
+    }
+
+    #[test]
+    fn a_configured_kv_memory_is_the_same_for_every_model() {
+        let mut catalog = catalog(24 * GIB);
+        catalog.models.kv_memory = Some(GIB);
+        catalog.models.prompt_cache = Some(0);
+        let kv = catalog.kv_memory("any").unwrap();
+        assert_eq!(kv.batch, KvBatch::Bytes(GIB));
+        assert_eq!(kv.prompt_cache, Some(0));
+        assert_eq!(
+            worker_args(&catalog.models),
+            [
+                "--max-batch",
+                "32",
+                "--kv-memory",
+                "1073741824",
+                "--prompt-cache-memory",
+                "0"
+            ]
+        );
+        catalog.models.kv_memory = None;
+        catalog.models.prompt_cache = None;
+        let cap = (catalog.models.memory_budget_bytes / 4).to_string();
+        assert_eq!(
+            worker_args(&catalog.models),
+            [
+                "--max-batch",
+                "32",
+                "--kv-tokens",
+                "32768",
+                "--kv-memory",
+                cap.as_str()
+            ]
+        );
     }
 }

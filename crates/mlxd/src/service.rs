@@ -112,8 +112,29 @@ fn log_dir() -> PathBuf {
     config::home_dir().join("Library/Logs/mlxd")
 }
 
-/// The definition's text.
-pub fn render(manager: Manager, exe: &Path, config: &Path, label: &str) -> String {
+/// The variables a launchd agent gets (launchd passes none of the shell's):
+/// where the Hugging Face cache is, when the installing shell says.
+const SERVICE_ENVIRONMENT: [&str; 2] = ["HF_HOME", "HF_HUB_CACHE"];
+
+/// [`SERVICE_ENVIRONMENT`] as this process has it.
+fn service_environment() -> Vec<(String, String)> {
+    SERVICE_ENVIRONMENT
+        .iter()
+        .filter_map(|&key| {
+            let value = std::env::var(key).ok().filter(|v| !v.is_empty())?;
+            Some((key.to_owned(), value))
+        })
+        .collect()
+}
+
+/// The definition's text; a launchd agent gets `env` as its variables.
+pub fn render(
+    manager: Manager,
+    exe: &Path,
+    config: &Path,
+    label: &str,
+    env: &[(String, String)],
+) -> String {
     let args = [
         exe.to_string_lossy().into_owned(),
         "serve".to_string(),
@@ -130,8 +151,19 @@ pub fn render(manager: Manager, exe: &Path, config: &Path, label: &str) -> Strin
                 .iter()
                 .map(|a| format!("\t\t<string>{}</string>", xml_escape(a)))
                 .collect();
+            let environment: Vec<String> = env
+                .iter()
+                .map(|(k, v)| {
+                    format!(
+                        "\t\t<key>{}</key>\n\t\t<string>{}</string>",
+                        xml_escape(k),
+                        xml_escape(v)
+                    )
+                })
+                .collect();
             LAUNCHD_TEMPLATE
                 .replace("{{PROGRAM_ARGUMENTS}}", &program.join("\n"))
+                .replace("{{ENVIRONMENT}}", &environment.join("\n"))
                 .replace("{{LABEL}}", &xml_escape(label))
                 .replace("{{LOG_DIR}}", &xml_escape(&log_dir().to_string_lossy()))
         }
@@ -222,7 +254,13 @@ fn install(args: &InstallArgs) -> anyhow::Result<()> {
         None => config::default_config_path(),
     };
     let path = definition_path(manager, &common.label);
-    let text = render(manager, &exe, &config_path, &common.label);
+    let text = render(
+        manager,
+        &exe,
+        &config_path,
+        &common.label,
+        &service_environment(),
+    );
     let commands = if args.no_start {
         Vec::new()
     } else {
@@ -364,7 +402,9 @@ mod tests {
             Path::new("/x/&/mlxd"),
             Path::new("/c<.toml"),
             "l",
+            &[("HF_HOME".into(), "/v/a&b".into())],
         );
+        assert!(text.contains("<string>/v/a&amp;b</string>"), "{text}");
         assert!(text.contains("<string>/x/&amp;/mlxd</string>"), "{text}");
         assert!(text.contains("<string>/c&lt;.toml</string>"), "{text}");
         assert!(!text.contains("{{"), "{text}");

@@ -61,8 +61,12 @@ fn malformed_bodies_get_openai_errors_and_the_daemon_keeps_serving() {
         Some("model"),
     );
     assert_400(&chat(&d, br#"{"model": "tiny"}"#), Some("messages"));
+    // (Without `model` a request gets the default model: tests/first_run.rs.)
     assert_400(
-        &chat(&d, br#"{"messages": [{"role": "user", "content": "hi"}]}"#),
+        &chat(
+            &d,
+            br#"{"model": "", "messages": [{"role": "user", "content": "hi"}]}"#,
+        ),
         Some("model"),
     );
     let empty = chat(&d, br#"{"model": "tiny", "messages": []}"#);

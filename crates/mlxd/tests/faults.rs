@@ -28,6 +28,8 @@
 
 // Test helpers panic on failure by design.
 #![allow(clippy::unwrap_used)]
+// It counts a process's descriptors, mappings and children in /proc.
+#![cfg(target_os = "linux")]
 
 mod common;
 #[path = "faults/http.rs"]

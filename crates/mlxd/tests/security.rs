@@ -1,5 +1,7 @@
 //! Security defaults of a real `mlxd serve`: it listens on loopback unless
-//! told otherwise; with keys configured, the APIs refuse requests without
+//! told otherwise, and the admin API stays there when the OpenAI API is
+//! put on the network (it leaves loopback only with a key of its own);
+//! with keys configured, the APIs and `/metrics` refuse requests without
 //! them; keys never reach the log, even at debug level; a worker's shared
 //! region is its owner's only.
 //!
@@ -13,6 +15,7 @@
 mod common;
 mod support;
 
+use std::net::{IpAddr, Ipv4Addr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 
 use support::*;
@@ -48,6 +51,128 @@ fn a_default_daemon_listens_on_loopback_only() {
     for port in [d.port, d.admin_port] {
         // 127.0.0.1 as /proc/net/tcp writes it (little-endian hex).
         assert_eq!(listeners(port), vec![(false, "0100007F".to_owned())]);
+    }
+}
+
+/// Addresses of this machine other than 127.0.0.1, as a client elsewhere
+/// would reach it: 127.0.0.2 (a listener on 127.0.0.1 does not answer it,
+/// one on 0.0.0.0 does) and every IPv4 address of the interfaces.
+fn other_addresses() -> Vec<IpAddr> {
+    let mut found: Vec<IpAddr> = vec![Ipv4Addr::new(127, 0, 0, 2).into()];
+    for interface in nix::ifaddrs::getifaddrs().unwrap() {
+        let ip = interface
+            .address
+            .as_ref()
+            .and_then(|a| a.as_sockaddr_in())
+            .map(|a| IpAddr::V4(a.ip()));
+        if let Some(ip) = ip.filter(|ip| !ip.is_loopback() && !found.contains(ip)) {
+            found.push(ip);
+        }
+    }
+    found
+}
+
+#[test]
+fn on_every_interface_the_admin_api_stays_on_loopback_and_metrics_need_the_key() {
+    let key = "sk-lan-0d5e7c21";
+    let bearer = format!("Bearer {key}");
+    let auth = [("Authorization", bearer.as_str())];
+    let none: &[(&str, &str)] = &[];
+    let mut d = Daemon::start(&["--host", "0.0.0.0", "--api-key", key], &[], &[]);
+    assert_eq!(listeners(d.port), vec![(false, "00000000".to_owned())]);
+    assert_eq!(
+        listeners(d.admin_port),
+        vec![(false, "0100007F".to_owned())]
+    );
+    for ip in other_addresses() {
+        // The OpenAI API answers there, the admin API is not reachable.
+        assert_eq!(get_at(ip, d.port, "/health", none).status, 200, "{ip}");
+        assert!(
+            TcpStream::connect((ip, d.admin_port)).is_err(),
+            "the admin API answers on {ip}"
+        );
+        get_at(ip, d.port, "/metrics", none).openai_error(401);
+        get_at(ip, d.port, "/metrics", &[("Authorization", "Bearer wrong")]).openai_error(401);
+        let metrics = get_at(ip, d.port, "/metrics", &auth);
+        assert_eq!(metrics.status, 200, "{ip}");
+        assert!(String::from_utf8_lossy(&metrics.body).contains("# TYPE"));
+    }
+    // On loopback, the admin API is there for the machine's own user.
+    assert_eq!(get(d.admin_port, "/admin/status", none).status, 200);
+    d.assert_healthy(&auth);
+}
+
+#[test]
+fn metrics_open_to_a_scraper_when_asked() {
+    let key = "sk-scrape-61b0aa4e";
+    let none: &[(&str, &str)] = &[];
+    let d = Daemon::start(&["--api-key", key, "--public-metrics", "true"], &[], &[]);
+    assert_eq!(get(d.port, "/metrics", none).status, 200);
+    get(d.port, "/v1/models", none).openai_error(401);
+}
+
+#[test]
+fn an_admin_api_on_the_network_needs_its_own_key() {
+    // Without an admin key: mlxd refuses to start, and says how to fix it.
+    let dir = tempfile::tempdir().unwrap();
+    let (port, admin_port) = (free_port(), free_port());
+    let mut child = common::isolated_serve(dir.path(), port, admin_port)
+        .args([
+            "--host",
+            "0.0.0.0",
+            "--api-key",
+            "sk-k",
+            "--admin-host",
+            "0.0.0.0",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let exited = wait_until(TIMEOUT, || child.try_wait().unwrap().is_some());
+    if !exited {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(exited && !out.status.success(), "it started:\n{stderr}");
+    assert!(stderr.contains("--admin-api-key KEY"), "{stderr}");
+    assert!(stderr.contains("server.admin_host"), "{stderr}");
+    assert!(listeners(admin_port).is_empty() && listeners(port).is_empty());
+
+    // With one, it listens there and takes only that key.
+    let admin_key = "sk-admin-2c4f8b10";
+    let admin_bearer = format!("Bearer {admin_key}");
+    let d = Daemon::start(
+        &[
+            "--host",
+            "0.0.0.0",
+            "--api-key",
+            "sk-k",
+            "--admin-host",
+            "0.0.0.0",
+            "--admin-api-key",
+            admin_key,
+        ],
+        &[],
+        &[("Authorization", &admin_bearer)],
+    );
+    for ip in other_addresses() {
+        get_at(ip, d.admin_port, "/admin/status", &[]).openai_error(401);
+        let reply = get_at(
+            ip,
+            d.admin_port,
+            "/admin/status",
+            &[("Authorization", "Bearer sk-k")],
+        );
+        reply.openai_error(401);
+        let reply = get_at(
+            ip,
+            d.admin_port,
+            "/admin/status",
+            &[("Authorization", &admin_bearer)],
+        );
+        assert_eq!(reply.status, 200, "{ip}");
     }
 }
 

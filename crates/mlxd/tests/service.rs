@@ -1,6 +1,7 @@
 //! `mlxd service`: the generated systemd unit passes `systemd-analyze
-//! verify`, the generated launchd plist parses and has the keys launchd
-//! needs (no Mac here to load it), and `--no-start` installs and
+//! verify`, the generated launchd plist parses, carries only launchd.plist(5)
+//! keys with their types and those launchd needs, and round-trips (no Mac
+//! here to load it), and `--no-start` installs and
 //! `uninstall --dry-run` changes nothing.
 #![allow(clippy::unwrap_used)]
 
@@ -135,6 +136,110 @@ fn the_launchd_plist_parses_and_has_the_expected_keys() {
         let path = Path::new(dict[key].as_string().unwrap());
         assert_eq!(path.parent(), Some(logs.as_path()), "{key}");
     }
+}
+
+/// A value's type as launchd.plist(5) names them.
+fn kind(v: &plist::Value) -> &'static str {
+    match v {
+        plist::Value::String(_) => "string",
+        plist::Value::Boolean(_) => "boolean",
+        plist::Value::Integer(_) => "integer",
+        plist::Value::Array(_) => "array",
+        plist::Value::Dictionary(_) => "dictionary",
+        _ => "other",
+    }
+}
+
+/// The keys of launchd.plist(5) a user agent may carry, with their types
+/// (`KeepAlive` may also be a dictionary of conditions).
+const LAUNCHD_KEYS: &[(&str, &[&str])] = &[
+    ("Label", &["string"]),
+    ("Disabled", &["boolean"]),
+    ("Program", &["string"]),
+    ("ProgramArguments", &["array"]),
+    ("EnvironmentVariables", &["dictionary"]),
+    ("WorkingDirectory", &["string"]),
+    ("KeepAlive", &["boolean", "dictionary"]),
+    ("RunAtLoad", &["boolean"]),
+    ("ProcessType", &["string"]),
+    ("StandardInPath", &["string"]),
+    ("StandardOutPath", &["string"]),
+    ("StandardErrorPath", &["string"]),
+    ("ThrottleInterval", &["integer"]),
+    ("ExitTimeOut", &["integer"]),
+    ("Nice", &["integer"]),
+    ("Umask", &["integer"]),
+    ("LimitLoadToSessionType", &["string", "array"]),
+];
+
+#[test]
+fn the_launchd_plist_has_launchds_keys_and_round_trips() {
+    let home = tempfile::tempdir().unwrap();
+    let hub = home.path().join("external drive/hub");
+    let install = |extra: &[&str]| {
+        let mut cmd = in_home(home.path());
+        cmd.env("HF_HUB_CACHE", &hub)
+            .env_remove("HF_HOME")
+            .args(["service", "install", "--manager", "launchd"])
+            .args(extra);
+        ok(cmd.output().unwrap())
+    };
+    let (text, _) = install(&["--dry-run"]);
+    // Parsed as `plutil -lint` would: XML property list 1.0, a dictionary.
+    let value = plist::Value::from_reader_xml(text.as_bytes()).unwrap();
+    let dict = value.as_dictionary().unwrap();
+    for (key, v) in dict {
+        let types = LAUNCHD_KEYS
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, t)| *t)
+            .unwrap_or_else(|| panic!("{key} is not a launchd.plist key"));
+        assert!(types.contains(&kind(v)), "{key} is a {}", kind(v));
+    }
+    for key in [
+        "Label",
+        "ProgramArguments",
+        "KeepAlive",
+        "RunAtLoad",
+        "StandardOutPath",
+        "StandardErrorPath",
+        "EnvironmentVariables",
+        "ProcessType",
+    ] {
+        assert!(dict.contains_key(key), "{key} missing:\n{text}");
+    }
+    let process_type = dict["ProcessType"].as_string().unwrap();
+    assert!(
+        ["Background", "Standard", "Adaptive", "Interactive"].contains(&process_type),
+        "{process_type}"
+    );
+    assert!(
+        dict["ProgramArguments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a.as_string().is_some())
+    );
+    // The installing shell's hub cache reaches the agent, and nothing else.
+    let env = dict["EnvironmentVariables"].as_dictionary().unwrap();
+    assert_eq!(env.len(), 1, "{env:?}");
+    assert_eq!(
+        env["HF_HUB_CACHE"].as_string(),
+        Some(hub.display().to_string().as_str())
+    );
+    // Round trip: written out by the plist crate and read back, the same.
+    let mut written = Vec::new();
+    value.to_writer_xml(&mut written).unwrap();
+    assert_eq!(plist::Value::from_reader_xml(&written[..]).unwrap(), value);
+    // What --dry-run prints is what install writes.
+    install(&["--no-start"]);
+    let path = home
+        .path()
+        .join("Library/LaunchAgents/dev.mlxd.serve.plist");
+    let installed =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(installed, text);
+    assert_eq!(plist::Value::from_file(&path).unwrap(), value);
 }
 
 #[test]

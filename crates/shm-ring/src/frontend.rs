@@ -177,12 +177,22 @@ impl ChildFds {
     }
 }
 
+/// Environment variable that turns [`die_with_parent`] off when `off`, so
+/// that a worker on Linux relies on what it has on macOS alone: the
+/// doorbell's EOF and its parent pid.
+#[cfg(target_os = "linux")]
+pub const ENV_PDEATHSIG: &str = "SHM_RING_PDEATHSIG";
+
 /// Asks the kernel to SIGKILL `cmd`'s child when the parent thread exits
-/// (Linux `PR_SET_PDEATHSIG`). Note: "parent" is the *thread* that spawned
-/// it, so spawn from a thread that lives as long as the daemon.
+/// (Linux `PR_SET_PDEATHSIG`), unless [`ENV_PDEATHSIG`] is `off`. Note:
+/// "parent" is the *thread* that spawned it, so spawn from a thread that
+/// lives as long as the daemon.
 #[cfg(target_os = "linux")]
 pub fn die_with_parent(cmd: &mut Command) {
     use std::os::unix::process::CommandExt;
+    if std::env::var(ENV_PDEATHSIG).is_ok_and(|v| v == "off") {
+        return;
+    }
     let hook = || -> std::io::Result<()> {
         nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
         Ok(())

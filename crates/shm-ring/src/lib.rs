@@ -37,14 +37,14 @@ pub use connection::{
 };
 pub use doorbell::{Doorbell, Drained};
 pub use error::{Result, RingError};
-#[cfg(target_os = "linux")]
-pub use frontend::die_with_parent;
 pub use frontend::{ChildFds, ENV_DOORBELL_FD, ENV_REGION_FD, FrontEnd, WorkerStatus};
+#[cfg(target_os = "linux")]
+pub use frontend::{ENV_PDEATHSIG, die_with_parent};
 pub use layout::{
     CACHE_LINE, FRAME_ALIGN, FRAME_HEADER, Geometry, HEADER_SIZE, KIND_PAD, LAYOUT_VERSION, MAGIC,
     MAX_CAPACITY, MIN_CAPACITY, RegionConfig, WorkerState, frame_span,
 };
-pub use region::{Backing, DEFAULT_PREFIX, MAX_NAME_LEN, OwnedRegion, random_name};
+pub use region::{Backing, DEFAULT_PREFIX, ENV_BACKING, MAX_NAME_LEN, OwnedRegion, random_name};
 pub use ring::{Consumer, FrameHeader, Producer, Reservation};
 pub use time::monotonic_ns;
 pub use worker::WorkerEndpoint;

@@ -50,19 +50,26 @@ pub enum Backing {
     Memfd,
 }
 
+/// Environment variable that makes Linux back regions the way macOS does:
+/// `named` (POSIX `shm_open`, under [`DEFAULT_PREFIX`]). Unset or `memfd`:
+/// a memfd. It lets the transport and fault tests run macOS's path here.
+pub const ENV_BACKING: &str = "SHM_RING_BACKING";
+
 // Not derivable on every platform: the default differs by `cfg`.
 #[allow(clippy::derivable_impls)]
 impl Default for Backing {
+    /// macOS: a named region. Linux: a memfd, or a named region when
+    /// [`ENV_BACKING`] says `named`.
     fn default() -> Self {
         #[cfg(target_os = "linux")]
         {
-            Self::Memfd
-        }
-        #[cfg(not(target_os = "linux"))]
-        {
-            Self::Named {
-                prefix: DEFAULT_PREFIX.to_owned(),
+            let named = std::env::var(ENV_BACKING).is_ok_and(|v| v == "named");
+            if !named {
+                return Self::Memfd;
             }
+        }
+        Self::Named {
+            prefix: DEFAULT_PREFIX.to_owned(),
         }
     }
 }

@@ -4,7 +4,11 @@
 //! waits with `poll(2)` on its doorbell end, with a timeout, so the engine
 //! loop can also run periodic work (heartbeats, stats). When the front-end
 //! dies the doorbell reads EOF and every call returns
-//! [`RingError::PeerGone`] once the published requests are drained.
+//! [`RingError::PeerGone`] once the published requests are drained. A
+//! worker that the front-end spawned also watches its parent pid on every
+//! empty [`WorkerEndpoint::try_recv`], so that it notices the front-end's
+//! death while busy, when it does not sleep on the doorbell (on Linux the
+//! kernel's `PR_SET_PDEATHSIG` kills it anyway; macOS has no such thing).
 
 use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
@@ -30,6 +34,11 @@ pub struct WorkerEndpoint {
     events: Producer,
     bell: Doorbell,
     peer_gone: bool,
+    /// The front-end's pid when it is this process's parent (a worker it
+    /// spawned): when the parent changes, the front-end is gone. This is
+    /// what a busy worker has on macOS, where no `PR_SET_PDEATHSIG` kills
+    /// it and it reads the doorbell's EOF only when it sleeps.
+    parent: Option<u32>,
 }
 
 impl WorkerEndpoint {
@@ -52,6 +61,7 @@ impl WorkerEndpoint {
             mapping,
             bell,
             peer_gone: false,
+            parent: None,
         })
     }
 
@@ -75,7 +85,16 @@ impl WorkerEndpoint {
         // us and nothing else owns them; `OwnedFd` becomes their only owner.
         let (region, doorbell) =
             unsafe { (OwnedFd::from_raw_fd(region), OwnedFd::from_raw_fd(doorbell)) };
-        Self::attach(region, doorbell)
+        let mut endpoint = Self::attach(region, doorbell)?;
+        // The front-end configured these descriptors and spawned us.
+        endpoint.parent = Some(parent_pid()).filter(|&pid| pid > 1);
+        Ok(endpoint)
+    }
+
+    /// Whether the front-end that spawned this process has exited (its
+    /// child was handed to another parent). One `getppid`, no blocking.
+    fn parent_gone(&self) -> bool {
+        self.parent.is_some_and(|parent| parent_pid() != parent)
     }
 
     /// The geometry the front-end created.
@@ -125,8 +144,14 @@ impl WorkerEndpoint {
     }
 
     /// Takes the next request frame if one is published; never blocks.
+    /// [`RingError::PeerGone`] when none is and the front-end that spawned
+    /// this process has exited.
     pub fn try_recv(&mut self, buf: &mut Vec<u8>) -> Result<Option<FrameHeader>> {
         let frame = self.requests.try_pop(buf)?;
+        if frame.is_none() && self.parent_gone() {
+            self.peer_gone = true;
+            return Err(RingError::PeerGone);
+        }
         if self.requests.room_wake_needed(frame.is_none()) {
             self.ring_peer()?;
         }
@@ -244,5 +269,53 @@ impl std::fmt::Debug for WorkerEndpoint {
             .field("bell", &self.bell)
             .field("peer_gone", &self.peer_gone)
             .finish()
+    }
+}
+
+/// This process's parent pid.
+fn parent_pid() -> u32 {
+    nix::unistd::getppid().as_raw().unsigned_abs()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{FrontEnd, RegionConfig};
+
+    fn endpoint() -> (FrontEnd, WorkerEndpoint) {
+        let config = RegionConfig {
+            request_capacity: 4096,
+            event_capacity: 4096,
+            max_frame: 1024,
+            ..RegionConfig::default()
+        };
+        let (front, child) = FrontEnd::create(&config, &crate::Backing::default()).expect("create");
+        let (region, doorbell) = child.into_owned();
+        (
+            front,
+            WorkerEndpoint::attach(region, doorbell).expect("attach"),
+        )
+    }
+
+    #[test]
+    fn a_worker_whose_parent_changed_finds_the_front_end_gone() {
+        let mut buf = Vec::new();
+        let (_front, mut worker) = endpoint();
+        // Attached in-process: no parent to watch.
+        assert!(worker.try_recv(&mut buf).expect("recv").is_none());
+        // Spawned by its parent, which still lives.
+        worker.parent = Some(parent_pid());
+        assert!(worker.try_recv(&mut buf).expect("recv").is_none());
+        // Reparented: the spawning front-end exited, though the doorbell
+        // (held here) shows nothing; a busy worker learns it at once.
+        worker.parent = Some(parent_pid() + 1);
+        assert!(matches!(
+            worker.try_recv(&mut buf),
+            Err(RingError::PeerGone)
+        ));
+        assert!(matches!(
+            worker.recv_timeout(&mut buf, Duration::from_secs(5)),
+            Err(RingError::PeerGone)
+        ));
     }
 }

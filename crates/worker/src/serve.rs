@@ -41,6 +41,10 @@ enum Control {
 pub struct BatchLimits {
     pub max_batch: Option<usize>,
     pub kv_memory: Option<usize>,
+    /// Size the KV from the model: room for this many positions, at least
+    /// one full context, at most `kv_memory`
+    /// ([`engine::memory::batch_kv_bytes`], which admission counts too).
+    pub kv_tokens: Option<usize>,
     pub prompt_cache_memory: Option<usize>,
 }
 
@@ -100,14 +104,28 @@ impl Server {
             .and_then(|c| u32::try_from(c).ok())
             .unwrap_or(FALLBACK_CONTEXT);
         let context_length = context_length.map_or(native, |c| c.min(native)).max(1);
-        // KV (and recurrent state) for at least one full context; by default a quarter of the
-        // memory MLX may use, and a quarter of that for the prompt cache.
-        let one_context = context_length as usize * loaded.model.kv_bytes_per_position()
-            + loaded.model.state_bytes_per_row();
-        let kv_budget = limits
-            .kv_memory
-            .unwrap_or(mlx::memory::memory_limit() / 4)
-            .max(one_context);
+        // KV (and recurrent state) for at least one full context: room for
+        // `kv_tokens` positions (and the recurrent state of the rows they
+        // are sized for) when given, else `kv_memory`, by default a quarter
+        // of the memory MLX may use; and a quarter of that for the prompt
+        // cache.
+        let per_position = loaded.model.kv_bytes_per_position();
+        let state = loaded.model.state_bytes_per_row();
+        let one_context = context_length as usize * per_position + state;
+        let cap = limits.kv_memory.unwrap_or(mlx::memory::memory_limit() / 4);
+        let kv_budget = match limits.kv_tokens {
+            Some(tokens) => usize::try_from(engine::memory::batch_kv_bytes(
+                per_position as u64,
+                u64::from(context_length),
+                tokens as u64,
+                cap as u64,
+            ))
+            .unwrap_or(usize::MAX)
+            .saturating_add(
+                state * (tokens / engine::memory::KV_TOKENS_PER_SEQUENCE as usize).max(1),
+            ),
+            None => cap.max(one_context),
+        };
         let defaults = BatchConfig::default();
         let batch = BatchConfig {
             max_batch: limits.max_batch.unwrap_or(defaults.max_batch).max(1),

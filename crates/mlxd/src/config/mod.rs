@@ -16,13 +16,14 @@
 
 mod machine;
 mod render;
+mod validate;
 mod values;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::{ArgAction, ArgMatches, Args, CommandFactory, FromArgMatches, Parser};
 use serde::Deserialize;
 
@@ -43,10 +44,13 @@ pub struct ServerLayer {
     /// Port of the OpenAI API.
     #[arg(long, env = "MLXD_PORT")]
     pub port: Option<u16>,
-    /// Port of the admin API (load, unload, list running models), on the
-    /// same address.
+    /// Port of the admin API (load, unload, list running models).
     #[arg(long, env = "MLXD_ADMIN_PORT", value_name = "PORT")]
     pub admin_port: Option<u16>,
+    /// Address the admin API listens on (default: 127.0.0.1, whatever
+    /// `--host` is). Any address other than loopback needs an admin key.
+    #[arg(long, env = "MLXD_ADMIN_HOST", value_name = "ADDR")]
+    pub admin_host: Option<String>,
     /// Whether to serve the admin API.
     #[arg(long, env = "MLXD_ADMIN", value_name = "BOOL", action = ArgAction::Set,
           value_parser = clap::builder::BoolishValueParser::new())]
@@ -68,6 +72,11 @@ pub struct ServerLayer {
         value_delimiter = ','
     )]
     pub admin_api_keys: Option<Vec<String>>,
+    /// Serve `/metrics` without an API key (for a Prometheus scraper); by
+    /// default it takes the API keys like the rest of the API.
+    #[arg(long, env = "MLXD_PUBLIC_METRICS", value_name = "BOOL", action = ArgAction::Set,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub public_metrics: Option<bool>,
     /// Origins browsers may call the API from (CORS); `*` allows any.
     #[arg(
         long = "cors-origin",
@@ -109,7 +118,7 @@ pub struct ModelsLayer {
     #[arg(long, env = "MLXD_HF_CACHE", value_name = "DIR")]
     pub hf_cache: Option<PathBuf>,
     /// The model requests get when they name none (default: the built-in
-    /// model).
+    /// model when no --model is given, else the one model given).
     #[arg(
         long = "default-model",
         env = "MLXD_DEFAULT_MODEL_NAME",
@@ -143,12 +152,14 @@ pub struct ModelsLayer {
     /// Requests a worker decodes together at most (default: 32).
     #[arg(long, env = "MLXD_MAX_BATCH", value_name = "N")]
     pub max_batch: Option<usize>,
-    /// KV cache memory of a worker's batch, counted against the memory
-    /// budget (default: a quarter of the budget, at least one full context).
+    /// KV cache memory of a worker's batch, the same for every model,
+    /// counted against the memory budget (default: sized from each model,
+    /// room for max_batch sequences of 1,024 tokens, at least one full
+    /// context, at most a quarter of the budget).
     #[arg(long, env = "MLXD_KV_MEMORY", value_name = "SIZE")]
     pub kv_memory: Option<ByteSize>,
     /// KV a worker keeps for reuse by later prompts with the same prefix
-    /// (default: a quarter of the KV memory; 0 turns it off).
+    /// (default: a quarter of the worker's KV memory; 0 turns it off).
     #[arg(long, env = "MLXD_PROMPT_CACHE", value_name = "SIZE")]
     pub prompt_cache: Option<ByteSize>,
     /// Names for models: `name = "org/repo"` or a path (file only).
@@ -370,9 +381,11 @@ pub struct ServerConfig {
     pub host: String,
     pub port: u16,
     pub admin_port: u16,
+    pub admin_host: String,
     pub admin: bool,
     pub api_keys: Vec<String>,
     pub admin_api_keys: Vec<String>,
+    pub public_metrics: bool,
     pub cors_origins: Vec<String>,
     pub max_body_bytes: u64,
     pub request_timeout: Duration,
@@ -427,18 +440,29 @@ impl ModelsConfig {
             .or(self.context_length)
     }
 
-    /// KV cache bytes each worker's batch may hold: `kv_memory`, else a
-    /// quarter of the memory budget. Every worker is started with it, and
-    /// admission counts it (a worker still keeps room for one full context).
-    pub fn worker_kv_memory(&self) -> u64 {
-        self.kv_memory.unwrap_or(self.memory_budget_bytes / 4)
+    /// The KV each worker's batch is given: `kv_memory` bytes when set,
+    /// else sized from its model, [`WorkerKv::Tokens`].
+    pub fn worker_kv(&self) -> WorkerKv {
+        match self.kv_memory {
+            Some(bytes) => WorkerKv::Bytes(bytes),
+            None => WorkerKv::Tokens {
+                tokens: self.max_batch as u64 * engine::memory::KV_TOKENS_PER_SEQUENCE,
+                cap: self.memory_budget_bytes / 4,
+            },
+        }
     }
+}
 
-    /// Bytes of KV each worker's prompt cache keeps: `prompt_cache`, else a
-    /// quarter of [`ModelsConfig::worker_kv_memory`].
-    pub fn worker_prompt_cache(&self) -> u64 {
-        self.prompt_cache.unwrap_or(self.worker_kv_memory() / 4)
-    }
+/// The KV of a worker's batch, by configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerKv {
+    /// `kv_memory`, the same for every model (at least one full context).
+    Bytes(u64),
+    /// Room for `max_batch` sequences of
+    /// [`engine::memory::KV_TOKENS_PER_SEQUENCE`] positions of the model's
+    /// KV, at least one full context, at most `cap` (a quarter of the
+    /// memory budget).
+    Tokens { tokens: u64, cap: u64 },
 }
 
 /// `[log]`, resolved.
@@ -458,9 +482,11 @@ impl Config {
                 host: "127.0.0.1".to_string(),
                 port: 11440,
                 admin_port: 11441,
+                admin_host: "127.0.0.1".to_string(),
                 admin: true,
                 api_keys: Vec::new(),
                 admin_api_keys: Vec::new(),
+                public_metrics: false,
                 cors_origins: Vec::new(),
                 max_body_bytes: 16 << 20,
                 request_timeout: Duration::from_secs(10 * 60),
@@ -584,9 +610,11 @@ pub fn load_for(args: &ConfigArgs, machine: Machine) -> anyhow::Result<(Config, 
     pick!(server.host, same);
     pick!(server.port, same);
     pick!(server.admin_port, same);
+    pick!(server.admin_host, same);
     pick!(server.admin, same);
     pick!(server.api_keys, same);
     pick!(server.admin_api_keys, same);
+    pick!(server.public_metrics, same);
     pick!(server.cors_origins, same);
     pick!(server.max_body_bytes, |v: ByteSize| v.0);
     pick!(server.request_timeout, |v: HumanDuration| v.0);
@@ -620,7 +648,7 @@ pub fn load_for(args: &ConfigArgs, machine: Machine) -> anyhow::Result<(Config, 
     config.models.memory_budget_bytes = config.models.memory_budget.bytes(machine.total_memory);
     config.models.dir = expand_home(&config.models.dir);
     config.models.hf_cache = expand_home(&config.models.hf_cache);
-    validate(&config, &provenance)?;
+    validate::validate(&config, &provenance)?;
     Ok((config, provenance))
 }
 
@@ -677,88 +705,6 @@ fn parse_file(text: &str, path: &Path) -> anyhow::Result<FileLayer> {
         let inner = e.into_inner();
         located(&inner, Some(key))
     })
-}
-
-/// Checks that hold across keys, naming the keys and where they came from.
-fn validate(config: &Config, provenance: &Provenance) -> anyhow::Result<()> {
-    let s = &config.server;
-    let whence = |key: &str| format!("`{key}` ({})", provenance.source(key));
-    if s.admin && s.port == s.admin_port {
-        bail!(
-            "invalid configuration: {} and {} are both {}: the admin API needs its own port \
-             (or set server.admin = false)",
-            whence("server.port"),
-            whence("server.admin_port"),
-            s.port
-        );
-    }
-    if s.queue_depth == 0 {
-        bail!(
-            "invalid configuration: {} must be at least 1",
-            whence("server.queue_depth")
-        );
-    }
-    if s.max_connections == 0 {
-        bail!(
-            "invalid configuration: {} must be at least 1",
-            whence("server.max_connections")
-        );
-    }
-    if s.read_timeout.is_zero() {
-        bail!(
-            "invalid configuration: {} must be more than 0",
-            whence("server.read_timeout")
-        );
-    }
-    if s.request_timeout.is_zero() {
-        bail!(
-            "invalid configuration: {} must be more than 0",
-            whence("server.request_timeout")
-        );
-    }
-    if config.models.max_batch == 0 {
-        bail!(
-            "invalid configuration: {} must be at least 1",
-            whence("models.max_batch")
-        );
-    }
-    if config.models.context_length == Some(0) {
-        bail!(
-            "invalid configuration: {} must be more than 0",
-            whence("models.context_length")
-        );
-    }
-    if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&config.log.level) {
-        bail!("invalid configuration: {}: {e}", whence("log.level"));
-    }
-    for (name, target) in &config.models.aliases {
-        if target.trim().is_empty() {
-            bail!(
-                "invalid configuration: {} is empty",
-                whence(&format!("models.aliases.{name}"))
-            );
-        }
-    }
-    for (name, o) in &config.models.overrides {
-        let key = format!("models.overrides.{name}");
-        let bad = |what: &str| anyhow::anyhow!("invalid configuration: {}: {what}", whence(&key));
-        if o.temperature.is_some_and(|t| !(0.0..=2.0).contains(&t)) {
-            return Err(bad("temperature must be in [0, 2]"));
-        }
-        if o.top_p.is_some_and(|p| !(p > 0.0 && p <= 1.0)) {
-            return Err(bad("top_p must be in (0, 1]"));
-        }
-        if o.min_p.is_some_and(|p| !(0.0..=1.0).contains(&p)) {
-            return Err(bad("min_p must be in [0, 1]"));
-        }
-        if o.repetition_penalty.is_some_and(|p| p <= 0.0) {
-            return Err(bad("repetition_penalty must be more than 0"));
-        }
-        if o.context_length == Some(0) || o.max_tokens == Some(0) {
-            return Err(bad("context_length and max_tokens must be more than 0"));
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

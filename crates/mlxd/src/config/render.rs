@@ -70,9 +70,11 @@ pub fn render(config: &Config, provenance: &Provenance) -> String {
     out.line("server", "host", value(s.host.as_str()));
     out.line("server", "port", value(i64::from(s.port)));
     out.line("server", "admin_port", value(i64::from(s.admin_port)));
+    out.line("server", "admin_host", value(s.admin_host.as_str()));
     out.line("server", "admin", value(s.admin));
     out.line("server", "api_keys", hidden(&s.api_keys));
     out.line("server", "admin_api_keys", hidden(&s.admin_api_keys));
+    out.line("server", "public_metrics", value(s.public_metrics));
     out.line("server", "cors_origins", strings(&s.cors_origins));
     out.line(
         "server",

@@ -67,16 +67,51 @@ fn file_values_replace_auto_ones() {
 }
 
 #[test]
-fn workers_kv_memory_comes_from_the_memory_budget_unless_set() {
+fn workers_kv_is_sized_from_the_model_unless_set() {
     let (_dir, args) = file_args("[models]\nmemory_budget = \"20GiB\"\n");
     let (config, _) = load_for(&args, machine(128)).unwrap();
-    assert_eq!(config.models.worker_kv_memory(), 5 * GIB);
-    assert_eq!(config.models.worker_prompt_cache(), 5 * GIB / 4);
+    assert_eq!(
+        config.models.worker_kv(),
+        WorkerKv::Tokens {
+            tokens: 32 * engine::memory::KV_TOKENS_PER_SEQUENCE,
+            cap: 5 * GIB
+        }
+    );
+    assert_eq!(config.models.prompt_cache, None);
     let (_dir, args) =
         file_args("[models]\nmemory_budget = \"20GiB\"\nkv_memory = \"2GiB\"\nprompt_cache = 0\n");
     let (config, _) = load_for(&args, machine(128)).unwrap();
-    assert_eq!(config.models.worker_kv_memory(), 2 * GIB);
-    assert_eq!(config.models.worker_prompt_cache(), 0);
+    assert_eq!(config.models.worker_kv(), WorkerKv::Bytes(2 * GIB));
+    assert_eq!(config.models.prompt_cache, Some(0));
+}
+
+#[test]
+fn the_admin_api_stays_on_loopback_and_leaves_it_only_with_a_key() {
+    // The OpenAI API on every interface takes the admin API nowhere.
+    let (_dir, args) = file_args("[server]\nhost = \"0.0.0.0\"\napi_keys = [\"k\"]\n");
+    let (config, _) = load_for(&args, machine(32)).unwrap();
+    assert_eq!(config.server.admin_host, "127.0.0.1");
+    for loopback in ["127.0.0.1", "::1", "[::1]"] {
+        let (_dir, args) = file_args(&format!("[server]\nadmin_host = \"{loopback}\"\n"));
+        load_for(&args, machine(32)).unwrap();
+    }
+    for open in ["0.0.0.0", "::", "192.168.1.20"] {
+        let (_dir, args) = file_args(&format!("[server]\nadmin_host = \"{open}\"\n"));
+        let e = load_for(&args, machine(32)).unwrap_err().to_string();
+        assert!(e.contains("--admin-api-key KEY"), "{e}");
+        assert!(e.contains("`server.admin_host` (file"), "{e}");
+        let (_dir, args) = file_args(&format!(
+            "[server]\nadmin_host = \"{open}\"\nadmin_api_keys = [\"a\"]\n"
+        ));
+        load_for(&args, machine(32)).unwrap();
+        let (_dir, args) = file_args(&format!(
+            "[server]\nadmin_host = \"{open}\"\nadmin = false\n"
+        ));
+        load_for(&args, machine(32)).unwrap();
+    }
+    let (_dir, args) = file_args("[server]\nadmin_host = \"example.com\"\n");
+    let e = load_for(&args, machine(32)).unwrap_err().to_string();
+    assert!(e.contains("not an IP address"), "{e}");
 }
 
 #[test]

@@ -111,7 +111,12 @@ fn dechunk(mut raw: &[u8]) -> Vec<u8> {
 /// Writes `request` as is and reads until the server closes the
 /// connection. `None`: closed without a (whole) response.
 pub fn raw(port: u16, request: &[u8]) -> Option<Reply> {
-    let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    raw_at(std::net::Ipv4Addr::LOCALHOST.into(), port, request)
+}
+
+/// [`raw`] to address `ip` of this machine.
+pub fn raw_at(ip: std::net::IpAddr, port: u16, request: &[u8]) -> Option<Reply> {
+    let stream = TcpStream::connect((ip, port)).unwrap();
     stream.set_read_timeout(Some(TIMEOUT)).unwrap();
     // Write from another thread: a server that answers before reading the
     // whole body (413) must find us reading, not blocked writing.
@@ -166,12 +171,17 @@ pub fn post_bytes(port: u16, path: &str, headers: &[(&str, &str)], body: &[u8]) 
 }
 
 pub fn get(port: u16, path: &str, headers: &[(&str, &str)]) -> Reply {
-    let mut request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+    get_at(std::net::Ipv4Addr::LOCALHOST.into(), port, path, headers)
+}
+
+/// [`get`] to address `ip` of this machine.
+pub fn get_at(ip: std::net::IpAddr, port: u16, path: &str, headers: &[(&str, &str)]) -> Reply {
+    let mut request = format!("GET {path} HTTP/1.1\r\nHost: {ip}\r\nConnection: close\r\n");
     for (k, v) in headers {
         request.push_str(&format!("{k}: {v}\r\n"));
     }
     request.push_str("\r\n");
-    raw(port, request.as_bytes()).unwrap_or_else(|| panic!("no response to GET {path}"))
+    raw_at(ip, port, request.as_bytes()).unwrap_or_else(|| panic!("no response to GET {path}"))
 }
 
 /// A chat request for the tiny model generating `max_tokens` tokens.

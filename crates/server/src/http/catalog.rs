@@ -29,6 +29,11 @@ pub trait ModelCatalog: Send + Sync + 'static {
     fn resolve(&self, name: &str) -> Option<PathBuf>;
     /// Every model it can serve, for `GET /v1/models`.
     fn list(&self) -> Vec<CatalogEntry>;
+    /// The model a request that names none gets (`None`: such a request
+    /// is refused with a 400 naming `model`).
+    fn default_model(&self) -> Option<String> {
+        None
+    }
     /// The configured context cap of a model, if any.
     fn context_length(&self, _name: &str) -> Option<u32> {
         None
@@ -44,11 +49,22 @@ pub trait ModelCatalog: Send + Sync + 'static {
     }
 }
 
-/// KV cache bytes a worker may hold: its batch's and its prompt cache's.
+/// KV cache a worker may hold: its batch's and its prompt cache's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KvMemory {
-    pub batch: u64,
-    pub prompt_cache: u64,
+    pub batch: KvBatch,
+    /// Bytes of the prompt cache; `None`: a quarter of the batch's.
+    pub prompt_cache: Option<u64>,
+}
+
+/// The KV of a worker's batch, as the worker is told it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KvBatch {
+    /// These many bytes (at least one full context).
+    Bytes(u64),
+    /// Sized from the model: room for `tokens` positions, at most `cap`
+    /// bytes, at least one full context ([`engine::memory::batch_kv_bytes`]).
+    Tokens { tokens: u64, cap: u64 },
 }
 
 /// A fixed list of models (tests, and `--model` flags).
@@ -222,6 +238,8 @@ fn load(
     if !path.exists() {
         return Err(failed(format!("{} does not exist", path.display())));
     }
+    // What the admin status shows: no `..`, no symbolic links.
+    let path = std::fs::canonicalize(&path).unwrap_or(path);
     let tokenizer = if path.is_dir() {
         Tokenizer::from_dir(&path)
     } else {
@@ -253,9 +271,8 @@ struct Shape {
 }
 
 /// Weights (bytes on disk) plus the KV cache the worker may hold (its
-/// batch's budget, at least one full served context, and its prompt cache;
-/// one context when `kv` is `None`), plus a tenth for activations and
-/// buffers.
+/// batch's, at least one full served context, and its prompt cache; one
+/// context when `kv` is `None`), plus a tenth for activations and buffers.
 pub fn estimate_bytes(
     path: &Path,
     context_cap: Option<u32>,
@@ -273,11 +290,20 @@ pub fn estimate_bytes(
         (weights, gguf_shape(path)?)
     };
     let context = context_cap.map_or(shape.context, |c| shape.context.min(u64::from(c)));
-    let one_context =
-        2 * shape.layers * shape.kv_heads * shape.head_dim * shape.value_bytes * context
-            + shape.state_bytes;
+    let per_position = 2 * shape.layers * shape.kv_heads * shape.head_dim * shape.value_bytes;
+    let one_context = per_position * context + shape.state_bytes;
     let kv = kv.map_or(one_context, |kv| {
-        kv.batch.max(one_context).saturating_add(kv.prompt_cache)
+        let batch = match kv.batch {
+            KvBatch::Bytes(bytes) => bytes.max(one_context),
+            // The recurrent state of each row the tokens are sized for.
+            KvBatch::Tokens { tokens, cap } => {
+                engine::memory::batch_kv_bytes(per_position, context, tokens, cap).saturating_add(
+                    shape.state_bytes
+                        * (tokens / engine::memory::KV_TOKENS_PER_SEQUENCE).max(1),
+                )
+            }
+        };
+        batch.saturating_add(kv.prompt_cache.unwrap_or(batch / 4))
     });
     let total = weights.saturating_add(kv);
     Ok(total.saturating_add(total / 10))
@@ -370,19 +396,43 @@ mod tests {
         let tenth_more = |bytes: u64| bytes + bytes / 10;
         assert_eq!(with(None), tenth_more(500_000 + ONE_CONTEXT));
         let kv = KvMemory {
-            batch: 8 << 20,
-            prompt_cache: 2 << 20,
+            batch: KvBatch::Bytes(8 << 20),
+            prompt_cache: Some(2 << 20),
         };
         assert_eq!(with(Some(kv)), tenth_more(500_000 + (10 << 20)));
+        // The prompt cache defaults to a quarter of the batch's KV.
+        let quarter = KvMemory {
+            batch: KvBatch::Bytes(8 << 20),
+            prompt_cache: None,
+        };
+        assert_eq!(with(Some(quarter)), tenth_more(500_000 + (10 << 20)));
         // A budget under one context: the worker keeps one context anyway.
         let small = KvMemory {
-            batch: 1000,
-            prompt_cache: 0,
+            batch: KvBatch::Bytes(1000),
+            prompt_cache: Some(0),
         };
         assert_eq!(with(Some(small)), tenth_more(500_000 + ONE_CONTEXT));
         // A context cap shrinks the one-context floor with it.
         let capped = estimate_bytes(dir.path(), Some(500), Some(small)).expect("estimate");
         assert_eq!(capped, tenth_more(500_000 + ONE_CONTEXT / 2));
+        // Sized from the model: 1,024 bytes a position, between one context
+        // and the cap.
+        let tokens = |tokens, cap| KvMemory {
+            batch: KvBatch::Tokens { tokens, cap },
+            prompt_cache: Some(0),
+        };
+        assert_eq!(
+            with(Some(tokens(4000, u64::MAX))),
+            tenth_more(500_000 + 4000 * 1024)
+        );
+        assert_eq!(
+            with(Some(tokens(4000, 2_000_000))),
+            tenth_more(500_000 + 2_000_000)
+        );
+        assert_eq!(
+            with(Some(tokens(10, u64::MAX))),
+            tenth_more(500_000 + ONE_CONTEXT)
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@ use api::response::{
     CompletionLogprobs, FinishReason, Model, ModelList, ResponseMeta, TopLogprobMap, Usage,
 };
 use api::stream::{ChatStream, CompletionStream, SSE_DONE, sse_data};
-use api::{ApiError, parse_chat, parse_completion};
+use api::{ApiError, parse_chat_for, parse_completion_for};
 use api::{Endpoint, GenerationRequest};
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -35,12 +35,16 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/models/{*id}", get(get_model))
 }
 
-/// Routes open to all (liveness, readiness, metrics).
+/// Routes open to all (liveness, readiness).
 pub fn open_routes() -> Router<AppState> {
     Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
-        .route("/metrics", get(metrics))
+}
+
+/// Prometheus metrics: behind the API key unless configured open.
+pub fn metrics_routes() -> Router<AppState> {
+    Router::new().route("/metrics", get(metrics))
 }
 
 pub async fn unknown_route(method: Method, uri: Uri) -> Response {
@@ -130,18 +134,18 @@ async fn get_model(State(state): State<AppState>, Path(id): Path<String>) -> Res
 }
 
 async fn chat(State(state): State<AppState>, request: Request) -> Response {
-    serve(state, request, "/v1/chat/completions", parse_chat).await
+    serve(state, request, "/v1/chat/completions", parse_chat_for).await
 }
 
 async fn completions(State(state): State<AppState>, request: Request) -> Response {
-    serve(state, request, "/v1/completions", parse_completion).await
+    serve(state, request, "/v1/completions", parse_completion_for).await
 }
 
 async fn serve(
     state: AppState,
     request: Request,
     route: &str,
-    parse: fn(&[u8]) -> Result<GenerationRequest, ApiError>,
+    parse: fn(&[u8], Option<&str>) -> Result<GenerationRequest, ApiError>,
 ) -> Response {
     let request_id = request
         .headers()
@@ -152,7 +156,8 @@ async fn serve(
     let timeline = Arc::new(RequestTimeline::start(request_id));
     let result = async {
         let body = json_body(&state, request).await?;
-        let mut req = parse(&body)?;
+        let default_model = state.models.catalog().default_model();
+        let mut req = parse(&body, default_model.as_deref())?;
         req.apply_defaults(&state.models.catalog().defaults(&req.model));
         timeline.stamp(|t| &mut t.parsed_ns);
         respond(&state, req, timeline).await

@@ -40,6 +40,9 @@ pub struct HttpConfig {
     pub api_keys: Vec<String>,
     /// Bearer keys accepted on the admin API (empty: no authentication).
     pub admin_api_keys: Vec<String>,
+    /// `/metrics` without a key even when `api_keys` are set (for a
+    /// scraper); by default it takes them like the rest of the API.
+    pub public_metrics: bool,
     /// Origins allowed by CORS (empty: none; `*`: any).
     pub cors_origins: Vec<String>,
     /// Largest request body.
@@ -60,6 +63,7 @@ impl Default for HttpConfig {
         HttpConfig {
             api_keys: Vec::new(),
             admin_api_keys: Vec::new(),
+            public_metrics: false,
             cors_origins: Vec::new(),
             max_body_bytes: 16 << 20,
             request_timeout: Duration::from_secs(600),
@@ -217,12 +221,25 @@ fn common_layers(router: Router, cors_origins: &[String]) -> Router {
 pub fn router(state: AppState) -> Router {
     let keys = Arc::new(state.config.api_keys.clone());
     let cors = state.config.cors_origins.clone();
-    let router = handlers::routes()
+    // `/metrics` names the models and their traffic: behind the keys unless
+    // opened for a scraper (llama-server keys it the same way).
+    let (keyed, open) = if state.config.public_metrics {
+        (
+            handlers::routes(),
+            handlers::open_routes().merge(handlers::metrics_routes()),
+        )
+    } else {
+        (
+            handlers::routes().merge(handlers::metrics_routes()),
+            handlers::open_routes(),
+        )
+    };
+    let router = keyed
         .layer(axum::middleware::from_fn_with_state(
             keys,
             auth::require_key,
         ))
-        .merge(handlers::open_routes())
+        .merge(open)
         .fallback(handlers::unknown_route)
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .with_state(state);

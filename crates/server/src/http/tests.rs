@@ -405,6 +405,40 @@ async fn api_keys_are_required_when_configured() {
 }
 
 #[tokio::test]
+async fn metrics_take_the_api_keys_unless_opened_for_a_scraper() {
+    let metrics = |key: Option<&str>| {
+        let mut req = Request::get("/metrics");
+        if let Some(key) = key {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {key}"));
+        }
+        req.body(Body::empty()).unwrap()
+    };
+    let keyed = harness(HttpConfig {
+        api_keys: vec!["sk-right".into()],
+        ..HttpConfig::default()
+    });
+    assert_eq!(call(&keyed, metrics(None)).await.0.as_u16(), 401);
+    assert_eq!(
+        call(&keyed, metrics(Some("sk-wrong"))).await.0.as_u16(),
+        401
+    );
+    let (status, _, text) = call(&keyed, metrics(Some("sk-right"))).await;
+    assert_eq!(status.as_u16(), 200, "{text}");
+    assert!(text.contains("# TYPE"), "{text}");
+    let open = harness(HttpConfig {
+        api_keys: vec!["sk-right".into()],
+        public_metrics: true,
+        ..HttpConfig::default()
+    });
+    assert_eq!(call(&open, metrics(None)).await.0.as_u16(), 200);
+    let models = Request::get("/v1/models").body(Body::empty()).unwrap();
+    assert_eq!(call(&open, models).await.0.as_u16(), 401);
+    // Without keys, everything is open.
+    let unkeyed = harness(HttpConfig::default());
+    assert_eq!(call(&unkeyed, metrics(None)).await.0.as_u16(), 200);
+}
+
+#[tokio::test]
 async fn a_full_queue_answers_429_with_retry_after() {
     let h = harness(HttpConfig {
         queue_depth: 1,

@@ -52,6 +52,8 @@ pub struct ProcessLauncher {
 #[derive(Clone)]
 struct Spawner {
     jobs: mpsc::UnboundedSender<SpawnJob>,
+    // Read only where children can be found through /proc (Linux).
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     tid: Arc<std::sync::atomic::AtomicI32>,
 }
 
@@ -73,6 +75,7 @@ impl ProcessLauncher {
         let handle = tokio::runtime::Handle::current();
         let (tx, mut rx) = mpsc::unbounded_channel::<SpawnJob>();
         let tid = Arc::new(std::sync::atomic::AtomicI32::new(0));
+        #[cfg(target_os = "linux")]
         let spawner_tid = Arc::clone(&tid);
         std::thread::Builder::new()
             .name("mlxd-spawner".into())

@@ -1,0 +1,110 @@
+//! Checks of the merged configuration that hold across keys, each error
+//! naming the keys and where their values came from; among them the rule
+//! that keeps the admin API off the network without a key.
+
+use std::net::IpAddr;
+
+use anyhow::bail;
+
+use super::{Config, Provenance};
+
+/// Checks that hold across keys, naming the keys and where they came from.
+pub(super) fn validate(config: &Config, provenance: &Provenance) -> anyhow::Result<()> {
+    let s = &config.server;
+    let whence = |key: &str| format!("`{key}` ({})", provenance.source(key));
+    if s.admin && s.port == s.admin_port {
+        bail!(
+            "invalid configuration: {} and {} are both {}: the admin API needs its own port \
+             (or set server.admin = false)",
+            whence("server.port"),
+            whence("server.admin_port"),
+            s.port
+        );
+    }
+    if s.admin {
+        let host = s.admin_host.trim_start_matches('[').trim_end_matches(']');
+        let Ok(ip) = host.parse::<IpAddr>() else {
+            bail!(
+                "invalid configuration: {} is not an IP address: {host}",
+                whence("server.admin_host")
+            );
+        };
+        if !ip.is_loopback() && s.admin_api_keys.is_empty() {
+            bail!(
+                "invalid configuration: the admin API (load, unload, status with paths and \
+                 configuration) would listen on {ip} ({}) with no key, open to the network: \
+                 give it a key with --admin-api-key KEY (server.admin_api_keys, \
+                 MLXD_ADMIN_API_KEYS), or keep it on loopback (leave out --admin-host; \
+                 it need not follow --host), or turn it off with --admin false",
+                whence("server.admin_host")
+            );
+        }
+    }
+    if s.queue_depth == 0 {
+        bail!(
+            "invalid configuration: {} must be at least 1",
+            whence("server.queue_depth")
+        );
+    }
+    if s.max_connections == 0 {
+        bail!(
+            "invalid configuration: {} must be at least 1",
+            whence("server.max_connections")
+        );
+    }
+    if s.read_timeout.is_zero() {
+        bail!(
+            "invalid configuration: {} must be more than 0",
+            whence("server.read_timeout")
+        );
+    }
+    if s.request_timeout.is_zero() {
+        bail!(
+            "invalid configuration: {} must be more than 0",
+            whence("server.request_timeout")
+        );
+    }
+    if config.models.max_batch == 0 {
+        bail!(
+            "invalid configuration: {} must be at least 1",
+            whence("models.max_batch")
+        );
+    }
+    if config.models.context_length == Some(0) {
+        bail!(
+            "invalid configuration: {} must be more than 0",
+            whence("models.context_length")
+        );
+    }
+    if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&config.log.level) {
+        bail!("invalid configuration: {}: {e}", whence("log.level"));
+    }
+    for (name, target) in &config.models.aliases {
+        if target.trim().is_empty() {
+            bail!(
+                "invalid configuration: {} is empty",
+                whence(&format!("models.aliases.{name}"))
+            );
+        }
+    }
+    for (name, o) in &config.models.overrides {
+        let key = format!("models.overrides.{name}");
+        let bad = |what: &str| anyhow::anyhow!("invalid configuration: {}: {what}", whence(&key));
+        if o.temperature.is_some_and(|t| !(0.0..=2.0).contains(&t)) {
+            return Err(bad("temperature must be in [0, 2]"));
+        }
+        if o.top_p.is_some_and(|p| !(p > 0.0 && p <= 1.0)) {
+            return Err(bad("top_p must be in (0, 1]"));
+        }
+        if o.min_p.is_some_and(|p| !(0.0..=1.0).contains(&p)) {
+            return Err(bad("min_p must be in [0, 1]"));
+        }
+        if o.repetition_penalty.is_some_and(|p| p <= 0.0) {
+            return Err(bad("repetition_penalty must be more than 0"));
+        }
+        if o.context_length == Some(0) || o.max_tokens == Some(0) {
+            return Err(bad("context_length and max_tokens must be more than 0"));
+        }
+    }
+    Ok(())
+}
