@@ -45,6 +45,8 @@ pub struct ChatCompletionRequest {
     pub messages: Option<Vec<Message>>,
     pub tools: Option<Vec<Value>>,
     pub tool_choice: Option<Value>,
+    pub parallel_tool_calls: Option<bool>,
+    pub reasoning_effort: Option<String>,
     pub max_tokens: Option<i64>,
     pub max_completion_tokens: Option<i64>,
     pub temperature: Option<f64>,

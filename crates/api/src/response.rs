@@ -95,6 +95,8 @@ pub struct ToolCall {
 
 impl ToolCall {
     /// A `"type": "function"` call; `arguments` is JSON text.
+    /// Ids the server makes are `call_` and 24 random letters and digits
+    /// ([`tool_call_id`]).
     pub fn function(
         id: impl Into<String>,
         name: impl Into<String>,
@@ -109,6 +111,18 @@ impl ToolCall {
             },
         }
     }
+}
+
+/// A tool call id as OpenAI writes them: `call_` and 24 letters and digits
+/// drawn from `unique`.
+pub fn tool_call_id(mut unique: u128) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut id = String::from("call_");
+    for _ in 0..24 {
+        id.push(ALPHABET[(unique % ALPHABET.len() as u128) as usize] as char);
+        unique /= ALPHABET.len() as u128;
+    }
+    id
 }
 
 /// The function of a [`ToolCall`].
@@ -148,6 +162,10 @@ pub struct ChatLogprobs {
 pub struct AssistantMessage {
     role: &'static str,
     pub content: Option<String>,
+    /// The model's reasoning, apart from the answer (the extension vLLM
+    /// and DeepSeek's API use); written only when there was some.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tool_calls: Vec<ToolCall>,
 }
@@ -158,6 +176,7 @@ impl AssistantMessage {
         AssistantMessage {
             role: "assistant",
             content: Some(content.into()),
+            reasoning_content: None,
             tool_calls: Vec::new(),
         }
     }
@@ -167,8 +186,15 @@ impl AssistantMessage {
         AssistantMessage {
             role: "assistant",
             content,
+            reasoning_content: None,
             tool_calls: calls,
         }
+    }
+
+    /// The same message with the model's reasoning (none when empty).
+    pub fn with_reasoning(mut self, reasoning: String) -> Self {
+        self.reasoning_content = (!reasoning.is_empty()).then_some(reasoning);
+        self
     }
 }
 

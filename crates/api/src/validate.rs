@@ -7,7 +7,8 @@
 //! [-100, 100], `n` 1..=128, at most 4 `stop` strings, chat `top_logprobs`
 //! 0..=20, completion `logprobs` 0..=5. Extensions, as mlx-lm and vLLM name
 //! them: `top_k` (0 or -1 = off), `min_p` [0, 1], `repetition_penalty` (> 0),
-//! `keep_alive`, `chat_template_kwargs`, `ignore_eos`.
+//! `keep_alive`, `chat_template_kwargs`, `ignore_eos`. Tools and
+//! `tool_choice` are checked in [`crate::tools`].
 //!
 //! Every error is a 400 naming its parameter. JSON type errors are read with
 //! `serde_path_to_error`, so `{"messages": [{"role": "user", "content": 5}]}`
@@ -21,8 +22,9 @@ use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
 use crate::keep_alive::KeepAlive;
-use crate::messages::{check_tools, normalize_messages};
+use crate::messages::normalize_messages;
 use crate::request::{ChatCompletionRequest, CompletionRequest, Endpoint, Prompt, Seed, Stop};
+use crate::tools::{self, ToolChoice};
 
 /// `max_tokens` of `/v1/completions` when the request gives none (OpenAI's).
 pub const COMPLETION_DEFAULT_MAX_TOKENS: u32 = 16;
@@ -45,10 +47,14 @@ pub enum PromptInput {
         messages: Vec<serde_json::Value>,
         /// Tool definitions, as sent.
         tools: Option<Vec<serde_json::Value>>,
-        /// `tool_choice`, as sent (`"none"`, `"auto"`, `"required"` or an
-        /// object naming a function).
-        tool_choice: Option<serde_json::Value>,
-        /// `chat_template_kwargs` (`enable_thinking`, ...).
+        /// `tool_choice`: with [`ToolChoice::None`] the tools are not
+        /// offered to the template and the reply is not parsed for calls.
+        tool_choice: ToolChoice,
+        /// `parallel_tool_calls` (default true): false keeps only the
+        /// reply's first call.
+        parallel_tool_calls: bool,
+        /// `chat_template_kwargs` (`enable_thinking`, ...), with
+        /// `reasoning_effort` added when the request sets it.
         template_kwargs: serde_json::Map<String, serde_json::Value>,
     },
     /// A text prompt for `/v1/completions`.
@@ -192,7 +198,15 @@ pub fn parse_chat(body: &[u8]) -> Result<GenerationRequest, ApiError> {
         .ok_or_else(|| ApiError::invalid("messages", "Missing required parameter: 'messages'."))?;
     let messages = normalize_messages(messages)?;
     if let Some(tools) = &req.tools {
-        check_tools(tools)?;
+        tools::check_tools(tools)?;
+    }
+    let tool_choice = tools::tool_choice(req.tool_choice, req.tools.as_deref().unwrap_or(&[]))?;
+    tools::check_enforceable(&tool_choice)?;
+    let mut template_kwargs = req.chat_template_kwargs.unwrap_or_default();
+    if let Some(effort) = tools::reasoning_effort(req.reasoning_effort)? {
+        template_kwargs
+            .entry("reasoning_effort")
+            .or_insert(serde_json::Value::String(effort));
     }
     let common = Common {
         temperature: req.temperature,
@@ -237,8 +251,9 @@ pub fn parse_chat(body: &[u8]) -> Result<GenerationRequest, ApiError> {
         prompts: vec![PromptInput::Chat {
             messages,
             tools: req.tools,
-            tool_choice: req.tool_choice,
-            template_kwargs: req.chat_template_kwargs.unwrap_or_default(),
+            tool_choice,
+            parallel_tool_calls: req.parallel_tool_calls.unwrap_or(true),
+            template_kwargs,
         }],
         sampling: common.sampling()?,
         max_tokens,

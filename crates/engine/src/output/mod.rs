@@ -253,6 +253,39 @@ pub struct OutputOptions {
     pub single_call: bool,
 }
 
+impl OutputOptions {
+    /// The special tokens whose text the parser must see (decoding skips
+    /// special tokens otherwise): the markers of the tool format (when
+    /// tools are offered, or for Harmony's channels) and of the reasoning
+    /// block that `tokenizer` marks special.
+    pub fn kept_special_ids(&self, tokenizer: &crate::Tokenizer) -> Vec<u32> {
+        let mut markers: Vec<&str> = Vec::new();
+        if let Some(syntax) = &self.tools {
+            markers.extend(syntax.format.marker_tokens());
+        }
+        if self.harmony {
+            markers.extend(ToolFormat::Harmony.marker_tokens());
+        }
+        if let Some(m) = &self.reasoning {
+            markers.extend(m.texts());
+        }
+        let added = tokenizer.inner().get_added_vocabulary();
+        let mut ids: Vec<u32> = markers
+            .iter()
+            .filter_map(|m| tokenizer.encode(m, false).ok())
+            .flatten()
+            .filter(|&id| {
+                tokenizer
+                    .id_to_token(id)
+                    .is_some_and(|t| added.is_special_token(&t))
+            })
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+}
+
 /// The whole reply's parser: reasoning, then tool calls, then the answer.
 pub struct OutputParser {
     reasoning: Option<reasoning::ThinkSplitter>,
