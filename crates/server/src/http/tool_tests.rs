@@ -195,3 +195,87 @@ async fn bad_tools_and_tool_choice_are_400s_naming_the_parameter() {
         assert_eq!(json(&text)["error"]["param"], param, "{text}");
     }
 }
+
+/// A model directory with the real Qwen3 tokenizer and template (weights
+/// are never read: the worker is fake).
+fn qwen3_dir() -> tempfile::TempDir {
+    let data = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../.cache/test-data/npm/qwen3");
+    let dir = tempfile::tempdir().unwrap();
+    for file in ["tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(data.join(file), dir.path().join(file))
+            .unwrap_or_else(|e| panic!("{file}: {e}: run scripts/test-data.sh"));
+    }
+    let config = json!({"model_type": "qwen3", "hidden_size": 64, "num_hidden_layers": 1,
+        "num_attention_heads": 2, "num_key_value_heads": 1, "intermediate_size": 128,
+        "vocab_size": 151936, "max_position_embeddings": 4096, "head_dim": 32,
+        "rms_norm_eps": 1e-6, "rope_theta": 1e6, "tie_word_embeddings": true});
+    std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
+    std::fs::write(dir.path().join("model.safetensors"), b"").unwrap();
+    dir
+}
+
+#[tokio::test]
+async fn qwen3_thinking_goes_to_reasoning_content_and_its_calls_to_tool_calls() {
+    let dir = qwen3_dir();
+    let catalog =
+        super::catalog::StaticCatalog::new(vec![("qwen".into(), dir.path().into())], None);
+    let h = super::tests::harness_with(HttpConfig::default(), catalog);
+    let tokenizer = engine::Tokenizer::from_dir(dir.path()).unwrap();
+    let reply = "<think>\nThe user wants the weather.\n</think>\n\n<tool_call>\n{\"name\": \
+                 \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>";
+    *h.launcher.script.lock().unwrap() = Some(tokenizer.encode(reply, false).unwrap());
+    *h.launcher.context_length.lock().unwrap() = Some(4096);
+    let body = |stream: bool| {
+        json!({"model": "qwen", "stream": stream, "tools": tools(),
+               "messages": [{"role": "user", "content": "Weather in Paris?"}]})
+    };
+    let (status, _, text) = call(&h, post("/v1/chat/completions", body(false))).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let message = json(&text)["choices"][0]["message"].clone();
+    assert_eq!(
+        message["reasoning_content"],
+        "\nThe user wants the weather.\n"
+    );
+    assert_eq!(message["content"], Value::Null);
+    assert_eq!(message["tool_calls"][0]["function"]["name"], "get_weather");
+    let (status, _, text) = call(&h, post("/v1/chat/completions", body(true))).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let events = sse_events(&text);
+    let reasoning: String = events
+        .iter()
+        .filter_map(|e| e["choices"][0]["delta"]["reasoning_content"].as_str())
+        .collect();
+    assert_eq!(reasoning, "\nThe user wants the weather.\n");
+    let content: String = events
+        .iter()
+        .filter_map(|e| e["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(content, "");
+    let worker = std::sync::Arc::clone(&h.launcher.workers.lock().unwrap()[0]);
+    let prompt = tokenizer
+        .decode(&worker.prompts.lock().unwrap()[0], false)
+        .unwrap();
+    assert!(
+        prompt.contains("<tools>") && prompt.contains("get_weather"),
+        "{prompt}"
+    );
+}
+
+#[tokio::test]
+async fn a_reply_without_thinking_is_all_content() {
+    let dir = qwen3_dir();
+    let catalog =
+        super::catalog::StaticCatalog::new(vec![("qwen".into(), dir.path().into())], None);
+    let h = super::tests::harness_with(HttpConfig::default(), catalog);
+    let tokenizer = engine::Tokenizer::from_dir(dir.path()).unwrap();
+    *h.launcher.script.lock().unwrap() = Some(tokenizer.encode("Paris.", false).unwrap());
+    *h.launcher.context_length.lock().unwrap() = Some(4096);
+    let body = json!({"model": "qwen", "chat_template_kwargs": {"enable_thinking": false},
+                      "messages": [{"role": "user", "content": "Capital of France?"}]});
+    let (status, _, text) = call(&h, post("/v1/chat/completions", body)).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let message = json(&text)["choices"][0]["message"].clone();
+    assert_eq!(message["content"], "Paris.");
+    assert!(message.get("reasoning_content").is_none(), "{message}");
+}
