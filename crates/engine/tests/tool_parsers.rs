@@ -279,3 +279,54 @@ fn templates_without_a_tool_format_are_generic() {
         assert_eq!(ToolFormat::detect(&source), ToolFormat::Generic, "{file}");
     }
 }
+
+/// The prompt `file` renders for one question, with `kwargs`.
+fn prompt_of(file: &str, kwargs: Value) -> String {
+    let source = std::fs::read_to_string(common::data_path(&format!("templates/{file}")))
+        .expect("template reads");
+    ChatTemplate::new(&source, specials())
+        .expect("template compiles")
+        .render(
+            &[ChatMessage::new("user", QUESTION)],
+            &RenderOptions {
+                add_generation_prompt: true,
+                tools: None,
+                kwargs: kwargs.as_object().cloned().unwrap_or_default(),
+            },
+        )
+        .expect("prompt renders")
+}
+
+#[test]
+fn templates_that_open_the_think_block_start_the_reply_inside_it() {
+    let think = ThinkMarkers {
+        start: "<think>".into(),
+        end: "</think>".into(),
+    };
+    let opened = [
+        ("deepseek-ai-DeepSeek-R1-Distill-Llama-8B.jinja", json!({})),
+        ("llama-cpp-deepseek-r1.jinja", json!({})),
+    ];
+    for (file, kwargs) in opened {
+        let prompt = prompt_of(file, kwargs);
+        assert!(think.prompt_opens(&prompt), "{file}: {prompt:?}");
+        let options = OutputOptions {
+            reasoning: Some(think.clone()),
+            starts_in_reasoning: true,
+            ..OutputOptions::default()
+        };
+        assert_eq!(
+            parse(&options, "Paris is the capital.\n</think>\n\nParis."),
+            [
+                Piece::Reasoning("Paris is the capital.\n".into()),
+                Piece::Content("Paris.".into())
+            ]
+        );
+    }
+    // Qwen3 closes an empty block in the prompt when thinking is off, and
+    // leaves the model to open one otherwise.
+    let off = prompt_of("Qwen-Qwen3-0.6B.jinja", json!({"enable_thinking": false}));
+    assert!(off.ends_with("<think>\n\n</think>\n\n") && !think.prompt_opens(&off));
+    let on = prompt_of("Qwen-Qwen3-0.6B.jinja", json!({}));
+    assert!(!think.prompt_opens(&on), "{on:?}");
+}

@@ -23,9 +23,13 @@ pub(crate) fn llama3(tools: ToolSchemas) -> Delimited {
     Delimited::new(&["<|python_tag|>"], None, llama3_body, tools).with_bare_json()
 }
 
+/// One call object, or an array of them (as some models write, e.g.
+/// SmolLM2's and xLAM's `<tool_call>[{...}, {...}]</tool_call>`).
 fn hermes_body(body: &str, _: &ToolSchemas) -> Result<Vec<ParsedCall>, String> {
-    let value: Value = serde_json::from_str(body.trim()).map_err(|e| e.to_string())?;
-    Ok(vec![object_call(value)?])
+    match serde_json::from_str(body.trim()).map_err(|e| e.to_string())? {
+        Value::Array(calls) => calls.into_iter().map(object_call).collect(),
+        value => Ok(vec![object_call(value)?]),
+    }
 }
 
 fn llama3_body(body: &str, _: &ToolSchemas) -> Result<Vec<ParsedCall>, String> {
@@ -113,6 +117,20 @@ mod tests {
                 call("time", json!({"tz": "CET"})),
             ]
         );
+    }
+
+    #[test]
+    fn a_hermes_block_may_hold_an_array_of_calls() {
+        let text = "<tool_call>[{\"name\": \"a\", \"arguments\": {}}, {\"name\": \"b\", \
+                    \"arguments\": {\"x\": [1]}}]</tool_call>";
+        let out = run_split(&|| parser(ToolFormat::Hermes, "", json!([])), text);
+        assert_eq!(
+            out,
+            vec![call("a", json!({})), call("b", json!({"x": [1]}))]
+        );
+        let empty = "<tool_call>[]</tool_call>";
+        let out = run_split(&|| parser(ToolFormat::Hermes, "", json!([])), empty);
+        assert_eq!(out, vec![content(empty)]);
     }
 
     #[test]
