@@ -26,6 +26,8 @@ const TURN_ENDS: &[&str] = &[
     "<|user|>",
     "<|observation|>",
     "<|endoftext|>",
+    "<|end_of_text|>",
+    "<|role_end|>",
     // Gemma 4 ends a turn of calls by opening the tools' response.
     "<|tool_response>",
 ];
@@ -208,11 +210,21 @@ fn hermes_templates() {
         ToolFormat::Hermes,
     );
     check("Qwen-QwQ-32B.jinja", ToolFormat::Hermes);
+    check(
+        "NousResearch-Hermes-2-Pro-Llama-3-8B-tool_use.jinja",
+        ToolFormat::Hermes,
+    );
+    check("ibm-granite-granite-4.0.jinja", ToolFormat::Hermes);
 }
 
 #[test]
 fn qwen3_coder_template() {
     check("Qwen3-Coder.jinja", ToolFormat::Qwen3CoderXml);
+    check("Qwen3.5-4B.jinja", ToolFormat::Qwen3CoderXml);
+    check(
+        "NVIDIA-Nemotron-3-Nano-30B-A3B-BF16.jinja",
+        ToolFormat::Qwen3CoderXml,
+    );
 }
 
 #[test]
@@ -256,6 +268,7 @@ fn harmony_template() {
 fn glm_templates() {
     check("GLM-4.6.jinja", ToolFormat::Glm45);
     check("GLM-4.7-Flash.jinja", ToolFormat::Glm45);
+    check("inclusionai-ling-3.0-flash.jinja", ToolFormat::Glm45);
 }
 
 #[test]
@@ -266,6 +279,10 @@ fn gemma4_template() {
 #[test]
 fn deepseek_templates() {
     check("deepseek-ai-DeepSeek-V3.1.jinja", ToolFormat::DeepSeekV3);
+    check(
+        "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja",
+        ToolFormat::DeepSeekV3,
+    );
 }
 
 #[test]
