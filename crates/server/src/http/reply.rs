@@ -7,7 +7,8 @@
 //! template without a tool format of its own gets them described in a
 //! system message (`engine::output::json_call::generic_tools_prompt`), or
 //! at the head of the first user message when the template refuses a
-//! system role.
+//! system role. For gpt-oss, an assistant message's `reasoning_content`
+//! reaches the template as `thinking`, the key its template reads.
 
 use std::sync::Arc;
 
@@ -35,6 +36,15 @@ pub fn render_chat(
     let mut messages: Vec<ChatMessage> = serde_json::from_value(Value::Array(messages))
         .map_err(|e| ApiError::invalid("messages", e.to_string()))?;
     let syntax = ToolSyntax::of_tokenizer(tokenizer);
+    if syntax.format == ToolFormat::Harmony {
+        // gpt-oss's template reads an assistant turn's reasoning from
+        // `thinking`; clients send back the `reasoning_content` they got.
+        for message in messages.iter_mut().filter(|m| m.role == "assistant") {
+            if let Some(reasoning) = message.extra.get("reasoning_content").cloned() {
+                message.extra.entry("thinking").or_insert(reasoning);
+            }
+        }
+    }
     let tools = chat
         .tools
         .filter(|t| !t.is_empty() && chat.tool_choice.offers_tools());

@@ -15,9 +15,11 @@ const CALLS: &str = "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"
 
 fn tools() -> Value {
     json!([
-        {"type": "function", "function": {"name": "get_weather", "parameters": {
+        {"type": "function", "function": {"name": "get_weather",
+            "description": "The weather in a city.", "parameters": {
             "type": "object", "properties": {"city": {"type": "string"}}}}},
-        {"type": "function", "function": {"name": "get_time", "parameters": {
+        {"type": "function", "function": {"name": "get_time",
+            "description": "The time in a zone.", "parameters": {
             "type": "object", "properties": {"zone": {"type": "string"}}}}}
     ])
 }
@@ -278,4 +280,50 @@ async fn a_reply_without_thinking_is_all_content() {
     let message = json(&text)["choices"][0]["message"].clone();
     assert_eq!(message["content"], "Paris.");
     assert!(message.get("reasoning_content").is_none(), "{message}");
+}
+
+#[tokio::test]
+async fn harmony_channels_split_into_reasoning_and_calls_and_reasoning_returns_as_thinking() {
+    // The Qwen3 tokenizer with gpt-oss's template: Harmony's markers are
+    // plain text to this tokenizer, which is all a fake worker needs.
+    let dir = qwen3_dir();
+    let template = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../.cache/test-data/templates/openai-gpt-oss-120b.jinja");
+    std::fs::copy(&template, dir.path().join("chat_template.jinja"))
+        .unwrap_or_else(|e| panic!("{e}: run scripts/test-data.sh"));
+    let catalog = super::catalog::StaticCatalog::new(vec![("oss".into(), dir.path().into())], None);
+    let h = super::tests::harness_with(HttpConfig::default(), catalog);
+    let tokenizer = engine::Tokenizer::from_dir(dir.path()).unwrap();
+    let reply = "<|channel|>analysis<|message|>Need the weather.<|end|><|start|>assistant\
+                 <|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>\
+                 {\"city\": \"Paris\"}";
+    *h.launcher.script.lock().unwrap() = Some(tokenizer.encode(reply, false).unwrap());
+    *h.launcher.context_length.lock().unwrap() = Some(4096);
+    let body = json!({"model": "oss", "tools": tools(), "messages": [
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": null, "reasoning_content": "I should look it up.",
+         "tool_calls": [{"id": "call_1", "type": "function", "function": {
+            "name": "get_weather", "arguments": "{\"city\": \"Rome\"}"}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
+        {"role": "user", "content": "And Paris?"}
+    ]});
+    let (status, _, text) = call(&h, post("/v1/chat/completions", body)).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let v = json(&text);
+    let message = &v["choices"][0]["message"];
+    assert_eq!(message["reasoning_content"], "Need the weather.");
+    assert_eq!(message["tool_calls"][0]["function"]["name"], "get_weather");
+    assert_eq!(
+        message["tool_calls"][0]["function"]["arguments"],
+        "{\"city\":\"Paris\"}"
+    );
+    assert_eq!(v["choices"][0]["finish_reason"], "tool_calls");
+    let worker = std::sync::Arc::clone(&h.launcher.workers.lock().unwrap()[0]);
+    let prompt = tokenizer
+        .decode(&worker.prompts.lock().unwrap()[0], false)
+        .unwrap();
+    assert!(
+        prompt.contains("<|channel|>analysis<|message|>I should look it up.<|end|>"),
+        "{prompt}"
+    );
 }
