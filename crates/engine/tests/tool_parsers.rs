@@ -347,3 +347,52 @@ fn templates_that_open_the_think_block_start_the_reply_inside_it() {
     let on = prompt_of("Qwen-Qwen3-0.6B.jinja", json!({}));
     assert!(!think.prompt_opens(&on), "{on:?}");
 }
+
+/// What a grammar built from a format's envelope would let the model write
+/// is what that format's parser reads back.
+#[test]
+fn every_json_envelope_is_read_back_by_its_parser() {
+    let files = [
+        "Qwen-Qwen3-0.6B.jinja",
+        "meta-llama-Llama-3.1-8B-Instruct.jinja",
+        "mistralai-Mistral-Nemo-Instruct-2407.jinja",
+        "Mistral-Small-3.2-24B-Instruct-2506.jinja",
+        "openai-gpt-oss-120b.jinja",
+        "deepseek-ai-DeepSeek-V3.1.jinja",
+        "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja",
+        "google-gemma-2-2b-it.jinja",
+    ];
+    let (paris, rome) = (json!({"city": "Paris", "days": 3}), json!({"city": "Rome"}));
+    for file in files {
+        let source = std::fs::read_to_string(common::data_path(&format!("templates/{file}")))
+            .expect("template reads");
+        let syntax = ToolSyntax::detect(&source);
+        let calls: Vec<(&str, &Value)> = if syntax.envelope.parallel {
+            vec![("get_weather", &paris), ("get_time", &rome)]
+        } else {
+            vec![("get_weather", &paris)]
+        };
+        let text = syntax
+            .envelope
+            .write_calls(&calls)
+            .expect("a JSON envelope");
+        let options = OutputOptions {
+            tools: Some(syntax),
+            template: source.clone(),
+            harmony: syntax.format == ToolFormat::Harmony,
+            ..OutputOptions::default()
+        };
+        let got: Vec<(String, Value)> = parse(&options, &text)
+            .into_iter()
+            .map(|p| match p {
+                Piece::Call(c) => (c.name, serde_json::from_str(&c.arguments).expect("JSON")),
+                other => panic!("{file}: {text:?} gave {other:?}"),
+            })
+            .collect();
+        let want: Vec<(String, Value)> = calls
+            .iter()
+            .map(|(n, a)| ((*n).to_owned(), (*a).clone()))
+            .collect();
+        assert_eq!(got, want, "{file}: {text:?}");
+    }
+}

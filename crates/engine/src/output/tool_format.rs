@@ -153,6 +153,42 @@ const HERMES: Envelope = Envelope {
     parallel: true,
 };
 
+impl Envelope {
+    /// The text of a reply holding `calls` (function name, arguments
+    /// object), as a grammar built from this envelope would let the model
+    /// write it; `None` for [`CallShape::Markup`] formats.
+    pub fn write_calls(&self, calls: &[(&str, &serde_json::Value)]) -> Option<String> {
+        let mut out = String::from(self.section_open);
+        for (i, (name, arguments)) in calls.iter().enumerate() {
+            if i > 0 {
+                out.push_str(self.separator);
+            }
+            out.push_str(self.call_open);
+            match self.call {
+                CallShape::JsonObject {
+                    name_key,
+                    arguments_key,
+                } => {
+                    let mut call = serde_json::Map::new();
+                    call.insert(name_key.into(), (*name).into());
+                    call.insert(arguments_key.into(), (*arguments).clone());
+                    out.push_str(&serde_json::Value::Object(call).to_string());
+                }
+                CallShape::NameThenJson { between, after } => {
+                    out.push_str(name);
+                    out.push_str(between);
+                    out.push_str(&arguments.to_string());
+                    out.push_str(after);
+                }
+                CallShape::Markup => return None,
+            }
+            out.push_str(self.call_close);
+        }
+        out.push_str(self.section_close);
+        Some(out)
+    }
+}
+
 impl ToolSyntax {
     /// Detects the format written by the chat template `source` (the
     /// template a request with tools renders with).
