@@ -293,7 +293,7 @@ pub struct OutputParser {
     single_call: bool,
     calls: usize,
     /// Whitespace-only content held until the next piece decides it: it
-    /// is dropped between and after calls.
+    /// is dropped before, between and after calls.
     pending_blank: String,
     content_started: bool,
     saw_reasoning: bool,
@@ -392,9 +392,7 @@ impl OutputParser {
                 // after calls, whatever the deltas' boundaries.
                 let body = text.trim_end();
                 if body.is_empty() {
-                    if self.content_started {
-                        self.pending_blank.push_str(text);
-                    }
+                    self.pending_blank.push_str(text);
                     return;
                 }
                 self.content_started = true;
@@ -507,5 +505,165 @@ pub(crate) mod testing {
 
     pub fn content(text: &str) -> Piece {
         Piece::Content(text.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::merge;
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Pieces of every format's syntax and of ordinary text, so random
+    /// replies come close to calls, half-calls and broken calls.
+    const ATOMS: &[&str] = &[
+        "<tool_call>",
+        "</tool_call>",
+        "<function=",
+        "</function>",
+        "<parameter=",
+        "</parameter>",
+        "<arg_key>",
+        "</arg_key>",
+        "<arg_value>",
+        "</arg_value>",
+        "<|tool_call>",
+        "<tool_call|>",
+        "call:",
+        "<|\"|>",
+        "[TOOL_CALLS]",
+        "[ARGS]",
+        "[CALL_ID]",
+        "<|python_tag|>",
+        "<|channel|>",
+        "<|message|>",
+        "<|end|>",
+        "<|start|>",
+        "analysis",
+        "final",
+        "commentary to=functions.",
+        "<|constrain|>",
+        "<｜tool▁calls▁begin｜>",
+        "<｜tool▁call▁begin｜>",
+        "<｜tool▁sep｜>",
+        "<｜tool▁call▁end｜>",
+        "<｜tool▁calls▁end｜>",
+        "function",
+        "```json",
+        "<think>",
+        "</think>",
+        "{",
+        "}",
+        "[",
+        "]",
+        "\"name\": ",
+        "\"arguments\": ",
+        "\"f\"",
+        ", ",
+        ":",
+        "1",
+        "get",
+        "x",
+        " ",
+        "\n",
+        "é",
+        "｜",
+        "<",
+        ">",
+        "|",
+        "\"",
+        // Whole calls of each format.
+        "<tool_call>{\"name\": \"f\", \"arguments\": {}}</tool_call>",
+        "{\"name\": \"f\", \"parameters\": {\"x\": 1}}",
+        "[TOOL_CALLS]f[ARGS]{}",
+        "<|tool_call>call:f{x:1}<tool_call|>",
+        "<function=f><parameter=x>1</parameter></function>",
+        "f<arg_key>x</arg_key><arg_value>1</arg_value>",
+        "<｜tool▁call▁begin｜>f<｜tool▁sep｜>{}<｜tool▁call▁end｜>",
+        "<|channel|>commentary to=functions.f <|constrain|>json<|message|>{}",
+    ];
+
+    fn options(format: ToolFormat, reasoning: bool, inside: bool) -> OutputOptions {
+        let template = match format {
+            ToolFormat::Mistral => "[ARGS]",
+            ToolFormat::DeepSeekV3 => "```json",
+            _ => "",
+        };
+        OutputOptions {
+            tools: Some(ToolSyntax {
+                format,
+                envelope: ToolSyntax::detect(template).envelope,
+            }),
+            template: template.to_owned(),
+            reasoning: reasoning.then(|| ThinkMarkers {
+                start: "<think>".into(),
+                end: "</think>".into(),
+            }),
+            starts_in_reasoning: inside,
+            harmony: format == ToolFormat::Harmony,
+            ..OutputOptions::default()
+        }
+    }
+
+    fn run(options: &OutputOptions, chunks: &[&str]) -> Vec<Piece> {
+        let mut parser = OutputParser::new(options);
+        let mut all = Vec::new();
+        for chunk in chunks {
+            all.extend(parser.push(chunk));
+        }
+        all.extend(parser.finish());
+        merge(all)
+    }
+
+    const FORMATS: [ToolFormat; 9] = [
+        ToolFormat::Hermes,
+        ToolFormat::Qwen3CoderXml,
+        ToolFormat::Llama3Json,
+        ToolFormat::Mistral,
+        ToolFormat::Harmony,
+        ToolFormat::Glm45,
+        ToolFormat::Gemma4,
+        ToolFormat::DeepSeekV3,
+        ToolFormat::Generic,
+    ];
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        /// No reply makes a parser panic, and where it is split never
+        /// changes what it gives.
+        #[test]
+        fn any_reply_parses_the_same_however_it_is_split(
+            atoms in prop::collection::vec(prop::sample::select(ATOMS), 0..40),
+            format in prop::sample::select(&FORMATS[..]),
+            reasoning in any::<bool>(),
+            inside in any::<bool>(),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let text: String = atoms.concat();
+            let options = options(format, reasoning, inside);
+            let whole = run(&options, &[&text]);
+            let boundaries: Vec<usize> = text.char_indices().map(|(i, _)| i).collect();
+            if !boundaries.is_empty() {
+                let at = boundaries[cut.index(boundaries.len())];
+                let (a, b) = text.split_at(at);
+                prop_assert_eq!(&run(&options, &[a, b]), &whole);
+            }
+            let per_atom: Vec<&str> = atoms.to_vec();
+            prop_assert_eq!(&run(&options, &per_atom), &whole);
+            // Nothing is lost: without calls, the pieces are the text.
+            if whole.iter().all(|p| !matches!(p, Piece::Call(_))) && !reasoning
+                && format != ToolFormat::Harmony
+            {
+                let joined: String = whole
+                    .iter()
+                    .map(|p| match p {
+                        Piece::Content(t) | Piece::Reasoning(t) => t.as_str(),
+                        Piece::Call(_) => "",
+                    })
+                    .collect();
+                prop_assert_eq!(joined.trim(), text.trim());
+            }
+        }
     }
 }
