@@ -95,6 +95,7 @@ fn request(model: &Model, id: u64, prompt: Vec<u32>, tokens: usize) -> SeqReques
         prompt,
         max_tokens: tokens,
         stop_ids: Vec::new(),
+        constraint: None,
     }
 }
 

@@ -166,6 +166,7 @@ impl Server {
                 sampler,
                 max_tokens: 4,
                 stop_ids: Vec::new(),
+                constraint: None,
             })?;
             if id == 0 {
                 scheduler.step()?;
@@ -357,6 +358,7 @@ impl Session<'_> {
                 sampler,
                 max_tokens,
                 stop_ids,
+                constraint: None,
             })
         });
         match queued {
