@@ -44,8 +44,10 @@
 //! - `top_k: -1` means off, as vLLM reads it; `seed` may be negative.
 //! - `stream_options` without `stream: true` is a 400, as OpenAI answers.
 //! - `best_of` is accepted only when equal to `n`; a non-empty `suffix` is a
-//!   400. `response_format`, `parallel_tool_calls` and other keys this
-//!   server cannot honour are ignored, as are unknown keys.
+//!   400. Unknown keys are ignored.
+//! - `response_format` and a forcing `tool_choice` are read and checked here
+//!   ([`structured`]); the server turns them into a grammar the output
+//!   follows.
 
 pub mod error;
 #[doc(hidden)]
@@ -56,6 +58,7 @@ mod messages;
 pub mod request;
 pub mod response;
 pub mod stream;
+pub mod structured;
 pub mod validate;
 
 pub use error::{ApiError, ErrorBody, ErrorObject};

@@ -23,6 +23,7 @@ use crate::error::ApiError;
 use crate::keep_alive::KeepAlive;
 use crate::messages::{check_tools, normalize_messages};
 use crate::request::{ChatCompletionRequest, CompletionRequest, Endpoint, Prompt, Seed, Stop};
+use crate::structured::{self, ResponseFormat, ToolChoice};
 
 /// `max_tokens` of `/v1/completions` when the request gives none (OpenAI's).
 pub const COMPLETION_DEFAULT_MAX_TOKENS: u32 = 16;
@@ -149,6 +150,12 @@ pub struct GenerationRequest {
     pub keep_alive: Option<KeepAlive>,
     /// Generate exactly `max_tokens`, ignoring end-of-sequence tokens.
     pub ignore_eos: bool,
+    /// `response_format`.
+    pub response_format: ResponseFormat,
+    /// `tool_choice`, checked against the tools (chat; `Auto` otherwise).
+    pub tool_choice: ToolChoice,
+    /// `parallel_tool_calls` (default true).
+    pub parallel_tool_calls: bool,
     /// What the request left out (and so holds OpenAI's default).
     pub omitted: Omitted,
 }
@@ -194,6 +201,8 @@ pub fn parse_chat(body: &[u8]) -> Result<GenerationRequest, ApiError> {
     if let Some(tools) = &req.tools {
         check_tools(tools)?;
     }
+    let tool_choice = structured::tool_choice(req.tool_choice.as_ref(), req.tools.as_deref())?;
+    let response_format = structured::response_format(req.response_format)?;
     let common = Common {
         temperature: req.temperature,
         top_p: req.top_p,
@@ -251,6 +260,9 @@ pub fn parse_chat(body: &[u8]) -> Result<GenerationRequest, ApiError> {
         user: req.user,
         keep_alive: req.keep_alive,
         ignore_eos: req.ignore_eos.unwrap_or(false),
+        response_format,
+        tool_choice,
+        parallel_tool_calls: req.parallel_tool_calls.unwrap_or(true),
         omitted,
     })
 }
@@ -315,6 +327,9 @@ pub fn parse_completion(body: &[u8]) -> Result<GenerationRequest, ApiError> {
         user: req.user,
         keep_alive: req.keep_alive,
         ignore_eos: req.ignore_eos.unwrap_or(false),
+        response_format: structured::response_format(req.response_format)?,
+        tool_choice: ToolChoice::Auto,
+        parallel_tool_calls: true,
         omitted,
     })
 }

@@ -14,12 +14,14 @@ use std::time::Instant;
 use api::response::{FinishReason, TokenLogprob, TopLogprob};
 use api::{ApiError, KeepAlive};
 use api::{GenerationRequest, PromptInput};
+use engine::constraint::Grammar;
 use engine::{ChatMessage, FinishReason as TextFinish, RenderOptions, TextStream, Tokenizer};
 use tokio::sync::mpsc;
 
 use super::AppState;
 use super::catalog::FrontModel;
 use super::metrics::{RequestTimeline, now_ns};
+use super::structured;
 use crate::supervisor::{Generation, KeepAlive as SupKeepAlive, SupervisorError, WorkerEvent};
 
 /// One token's log-probabilities, with token texts.
@@ -58,6 +60,9 @@ pub struct Prepared {
     pub prompt_texts: Vec<String>,
     /// When the request arrived.
     pub arrived: Instant,
+    /// The grammar every choice follows (`response_format`, a forced
+    /// tool call), compiled once here.
+    pub grammar: Option<protocol::Grammar>,
 }
 
 impl Prepared {
@@ -86,12 +91,37 @@ pub async fn prepare(state: &AppState, req: &GenerationRequest) -> Result<Prepar
                 message: format!("tokenizing: {e}"),
             })??
     };
+    let grammar = match structured::output_grammar(req, &model.tokenizer)? {
+        None => None,
+        Some(output) => {
+            let front = Arc::clone(&model);
+            let output = tokio::task::spawn_blocking(move || {
+                output.check(front.grammars()?).map(|()| output)
+            })
+            .await
+            .map_err(|e| ApiError::Internal {
+                message: format!("compiling the grammar: {e}"),
+            })??;
+            Some(wire_grammar(output.grammar))
+        }
+    };
     Ok(Prepared {
         model,
         prompts,
         prompt_texts,
         arrived,
+        grammar,
     })
+}
+
+/// A compiled grammar as the worker protocol carries it.
+fn wire_grammar(grammar: Grammar) -> protocol::Grammar {
+    let (kind, text) = match grammar {
+        Grammar::JsonSchema(text) => (protocol::GrammarKind::JsonSchema, text),
+        Grammar::Lark(text) => (protocol::GrammarKind::Lark, text),
+        Grammar::Regex(text) => (protocol::GrammarKind::Regex, text),
+    };
+    protocol::Grammar { kind, text }
 }
 
 /// Prompt text (or token ids, as bytes) up to which tokenizing runs on the
@@ -258,7 +288,7 @@ pub async fn start(
             let params = sampling_params(req, sample, req.max_tokens.map_or(room, |m| m.min(room)));
             timeline.stamp(|t| &mut t.submitted_ns);
             let generation = lease
-                .generate(prompt.clone(), params)
+                .generate_constrained(prompt.clone(), params, prepared.grammar.clone())
                 .await
                 .map_err(|e| supervisor_error(&model.id, e))?;
             let index = api::stream::choice_index(prompt_index as u32, sample, req.n);

@@ -11,6 +11,7 @@ mod connections;
 mod generate;
 mod handlers;
 pub mod metrics;
+mod structured;
 #[cfg(test)]
 mod tests;
 
