@@ -240,18 +240,23 @@ fn qwen3_coder_call(name: &str, parameters: &Value, tokenizer: &Tokenizer) -> St
             if !required.contains(&param.as_str()) {
                 continue;
             }
-            let value = if schema.get("type").and_then(Value::as_str) == Some("string")
-                && schema.get("enum").is_none()
-            {
-                // Raw text that cannot close the block early.
-                "/[^<]*/".to_owned()
+            // Raw text (without `<`, so it cannot run into the closing tag)
+            // takes the newline before the closing tag into its lexeme: a
+            // lexeme ends where the next byte cannot extend it.
+            let text = schema.get("type").and_then(Value::as_str) == Some("string")
+                && schema.get("enum").is_none();
+            let (value, close) = if text {
+                ("/[^<]*\\n/".to_owned(), "</parameter>\n")
             } else {
-                format!("%json {}", compact(schema.clone()))
+                (
+                    format!("%json {}", compact(schema.clone())),
+                    "\n</parameter>\n",
+                )
             };
             parts.push(format!(
                 "{} {value} {}",
                 literal(&format!("<parameter={param}>\n"), tokenizer),
-                literal("\n</parameter>\n", tokenizer)
+                literal(close, tokenizer)
             ));
         }
     }
@@ -296,4 +301,117 @@ fn literal(text: &str, tokenizer: &Tokenizer) -> String {
 /// A Lark string literal (JSON's escapes are Lark's).
 fn quote(text: &str) -> String {
     Value::String(text.to_owned()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::path::{Path, PathBuf};
+
+    use engine::constraint::Progress;
+
+    use super::*;
+
+    fn qwen3() -> PathBuf {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.cache/test-data/npm/qwen3");
+        assert!(
+            dir.join("tokenizer.json").is_file(),
+            "{} is missing: run scripts/test-data.sh",
+            dir.display()
+        );
+        dir
+    }
+
+    /// Qwen3's tokenizer with `template` as its chat template (or its own).
+    fn tokenizer(template: Option<&str>) -> (Tokenizer, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::copy(
+            qwen3().join("tokenizer.json"),
+            dir.path().join("tokenizer.json"),
+        )
+        .unwrap();
+        let config = std::fs::read_to_string(qwen3().join("tokenizer_config.json")).unwrap();
+        let mut config: Value = serde_json::from_str(&config).unwrap();
+        if let Some(t) = template {
+            config["chat_template"] = json!(t);
+        }
+        std::fs::write(dir.path().join("tokenizer_config.json"), config.to_string()).unwrap();
+        (Tokenizer::from_dir(dir.path()).unwrap(), dir)
+    }
+
+    /// Whether `text`, tokenized, follows `grammar` to its end.
+    fn follows(tokenizer: &Tokenizer, grammar: &Grammar, text: &str) -> bool {
+        let compiler = GrammarCompiler::new(tokenizer, tokenizer.vocab_size()).unwrap();
+        let mut c = compiler.constraint(grammar).unwrap();
+        for id in tokenizer.encode(text, false).unwrap() {
+            if c.commit(id).is_err() {
+                return false;
+            }
+        }
+        c.is_done() || c.commit(tokenizer.eos_token_ids()[0]) == Ok(Progress::Done)
+    }
+
+    fn tools() -> Vec<Value> {
+        let tool = |name: &str| {
+            json!({"type": "function", "function": {"name": name, "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
+                "required": ["city", "days"]}}})
+        };
+        vec![tool("get_weather"), tool("get_time")]
+    }
+
+    #[test]
+    fn a_forced_hermes_call_is_the_envelope_around_a_valid_call() {
+        let (tok, _dir) = tokenizer(None);
+        let named = ToolChoice::Function("get_time".into());
+        let grammar = tool_call_grammar(&tools(), &named, true, &tok).unwrap();
+        let call = |name: &str| {
+            format!(
+                "<tool_call>\n{{\"name\":\"{name}\",\"arguments\":{{\"city\":\"Oslo\",\"days\":2}}}}\n</tool_call>"
+            )
+        };
+        assert!(follows(&tok, &grammar, &call("get_time")));
+        assert!(!follows(&tok, &grammar, &call("get_weather")));
+        assert!(!follows(
+            &tok,
+            &grammar,
+            &format!("{}\n{}", call("get_time"), call("get_time"))
+        ));
+        let any = tool_call_grammar(&tools(), &ToolChoice::Required, true, &tok).unwrap();
+        let two = format!("{}\n{}", call("get_weather"), call("get_time"));
+        assert!(follows(&tok, &any, &two));
+        let one = tool_call_grammar(&tools(), &ToolChoice::Required, false, &tok).unwrap();
+        assert!(!follows(&tok, &one, &two));
+        assert!(follows(&tok, &one, &call("get_weather")));
+    }
+
+    #[test]
+    fn a_forced_qwen3_coder_call_is_its_xml_form() {
+        let template = "{% for m in messages %}{{ m.content }}{% endfor %}\
+                        {% if tools %}<tool_call>\n<function=NAME>{% endif %}";
+        let (tok, _dir) = tokenizer(Some(template));
+        assert_eq!(
+            ToolSyntax::of_tokenizer(&tok).format,
+            ToolFormat::Qwen3CoderXml
+        );
+        let grammar = tool_call_grammar(&tools(), &ToolChoice::Required, false, &tok).unwrap();
+        let text = "<tool_call>\n<function=get_weather>\n<parameter=city>\nOslo\n</parameter>\n\
+                    <parameter=days>\n3\n</parameter>\n</function>\n</tool_call>";
+        assert!(follows(&tok, &grammar, text), "{grammar:?}");
+        let untyped = text.replace("\n3\n", "\nthree\n");
+        assert!(!follows(&tok, &grammar, &untyped));
+    }
+
+    #[test]
+    fn special_tokens_in_envelope_text_are_referenced_by_id() {
+        let (tok, _dir) = tokenizer(None);
+        let end = tok.token_to_id("<|im_end|>").unwrap();
+        assert_eq!(
+            literal("a<|im_end|>\n", &tok),
+            format!("\"a\" <[{end}]> \"\\n\"")
+        );
+        assert_eq!(literal("", &tok), "");
+    }
 }
