@@ -555,6 +555,7 @@ impl Stretch {
             build_us = per(host.build - self.host.build, decode_steps),
             dispatch_us = per(host.dispatch - self.host.dispatch, decode_steps),
             wait_us = per(host.wait - self.host.wait, decode_steps),
+            mask_us = per(host.mask - self.host.mask, decode_steps),
             between_steps_us = per(self.between, steps),
             write_us = per(self.write, steps),
             slowest_step_us = self.slowest.as_micros() as u64,
