@@ -30,7 +30,7 @@
 //!   logprobs and tool calls.
 //! - [`stream`]: chunk types, [`ChatStream`] and [`CompletionStream`], SSE
 //!   framing.
-//! - [`tools`]: tool definitions, `tool_choice`, `reasoning_effort`.
+//! - [`tools`]: tool definitions, `reasoning_effort`.
 //! - [`error`]: [`ApiError`] and its one status/type/code table.
 //!
 //! # Choices of this crate
@@ -45,10 +45,10 @@
 //! - `top_k: -1` means off, as vLLM reads it; `seed` may be negative.
 //! - `stream_options` without `stream: true` is a 400, as OpenAI answers.
 //! - `best_of` is accepted only when equal to `n`; a non-empty `suffix` is a
-//!   400. `response_format` and other keys this server cannot honour are
-//!   ignored, as are unknown keys.
-//! - `tool_choice: "none"` hides the tools from the template; `"required"`
-//!   and a named function are refused until sampling can force a call.
+//!   400. Unknown keys are ignored.
+//! - `response_format` and a forcing `tool_choice` are read and checked here
+//!   ([`structured`]); the server turns them into a grammar the output
+//!   follows. `tool_choice: "none"` hides the tools from the template.
 
 pub mod error;
 #[doc(hidden)]
@@ -59,6 +59,7 @@ mod messages;
 pub mod request;
 pub mod response;
 pub mod stream;
+pub mod structured;
 pub mod tools;
 pub mod validate;
 
@@ -74,7 +75,7 @@ pub use stream::{
     ChatCompletionChunk, ChatDelta, ChatStream, ChunkChoice, CompletionStream, FunctionDelta,
     SSE_DONE, ToolCallDelta, choice_index, sse_data,
 };
-pub use tools::ToolChoice;
+pub use structured::ToolChoice;
 pub use validate::{
     GenerationRequest, ModelDefaults, Omitted, PromptInput, Sampling, parse_chat, parse_completion,
 };

@@ -1,11 +1,11 @@
-//! Tool definitions and `tool_choice`, validated.
+//! Tool definitions and `reasoning_effort`, validated.
 //!
 //! Follows the OpenAI API reference for `tools` (`{"type": "function",
 //! "function": {"name", "description", "parameters", "strict"}}`, names of
 //! at most 64 characters from `a-z A-Z 0-9 _ -`, `parameters` a JSON Schema
-//! object) and `tool_choice` (`"none"`, `"auto"`, `"required"`, or
-//! `{"type": "function", "function": {"name"}}` naming one of the tools).
-//! Every error is a 400 naming the parameter (`tools[0].function.parameters`).
+//! object). Every error is a 400 naming the parameter
+//! (`tools[0].function.parameters`). `tool_choice` is read in
+//! [`crate::structured`].
 
 use serde_json::Value;
 
@@ -13,27 +13,6 @@ use crate::error::ApiError;
 
 /// The longest function name OpenAI accepts.
 pub const MAX_FUNCTION_NAME: usize = 64;
-
-/// What the model may do with the tools.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ToolChoice {
-    /// Tools are not offered to the model and its reply is not parsed for
-    /// calls (the default without tools).
-    None,
-    /// The model decides (the default with tools).
-    Auto,
-    /// The model must call at least one tool.
-    Required,
-    /// The model must call this function.
-    Function(String),
-}
-
-impl ToolChoice {
-    /// Whether the tools reach the template and calls are parsed.
-    pub fn offers_tools(&self) -> bool {
-        *self != ToolChoice::None
-    }
-}
 
 /// Checks each tool definition.
 pub(crate) fn check_tools(tools: &[Value]) -> Result<(), ApiError> {
@@ -140,72 +119,6 @@ fn valid_name(name: &str) -> bool {
 
 fn shown(value: Option<&Value>) -> String {
     value.map_or_else(|| "nothing".to_owned(), Value::to_string)
-}
-
-/// Reads `tool_choice` against the request's tools.
-pub(crate) fn tool_choice(choice: Option<Value>, tools: &[Value]) -> Result<ToolChoice, ApiError> {
-    let invalid = |message: String| Err(ApiError::invalid("tool_choice", message));
-    let choice = match choice {
-        None if tools.is_empty() => return Ok(ToolChoice::None),
-        None => return Ok(ToolChoice::Auto),
-        Some(choice) => choice,
-    };
-    let parsed = match &choice {
-        Value::String(s) if s == "none" => ToolChoice::None,
-        Value::String(s) if s == "auto" => ToolChoice::Auto,
-        Value::String(s) if s == "required" => ToolChoice::Required,
-        Value::Object(o) if o.get("type").and_then(Value::as_str) == Some("function") => {
-            match o
-                .get("function")
-                .and_then(|f| f.get("name"))
-                .and_then(Value::as_str)
-            {
-                Some(name) => ToolChoice::Function(name.to_owned()),
-                None => {
-                    return invalid(
-                        "tool_choice.function.name is required when tool_choice names a \
-                         function"
-                            .into(),
-                    );
-                }
-            }
-        }
-        other => {
-            return invalid(format!(
-                "tool_choice must be \"none\", \"auto\", \"required\" or {{\"type\": \
-                 \"function\", \"function\": {{\"name\": ...}}}}, got {other}"
-            ));
-        }
-    };
-    match &parsed {
-        ToolChoice::Required | ToolChoice::Function(_) if tools.is_empty() => {
-            invalid("tool_choice requires tools".into())
-        }
-        ToolChoice::Function(name)
-            if !tools
-                .iter()
-                .any(|t| t["function"]["name"].as_str() == Some(name)) =>
-        {
-            invalid(format!(
-                "tool_choice names the function {name:?}, which is not in tools"
-            ))
-        }
-        _ => Ok(parsed),
-    }
-}
-
-/// `required` and a named function are kept by constraining what the model
-/// may sample; until the sampler does so they are refused rather than
-/// accepted and left to chance.
-pub(crate) fn check_enforceable(choice: &ToolChoice) -> Result<(), ApiError> {
-    match choice {
-        ToolChoice::Required | ToolChoice::Function(_) => Err(ApiError::invalid(
-            "tool_choice",
-            "tool_choice \"required\" and named functions are not supported yet: forcing a call \
-             needs grammar-constrained sampling; use \"auto\"",
-        )),
-        ToolChoice::None | ToolChoice::Auto => Ok(()),
-    }
 }
 
 /// `reasoning_effort`, passed to the template (gpt-oss reads it).

@@ -106,7 +106,6 @@ fn every_parameter_is_read() {
     );
     let PromptInput::Chat {
         tools,
-        tool_choice,
         template_kwargs,
         ..
     } = &req.prompts[0]
@@ -114,7 +113,7 @@ fn every_parameter_is_read() {
         panic!("not a chat prompt");
     };
     assert_eq!(tools.as_ref().map(Vec::len), Some(1));
-    assert_eq!(tool_choice, &ToolChoice::Auto);
+    assert_eq!(req.tool_choice, ToolChoice::Auto);
     assert_eq!(template_kwargs["enable_thinking"], json!(false));
 }
 
@@ -725,21 +724,18 @@ fn a_models_defaults_fill_only_what_the_request_left_out() {
 }
 
 #[test]
-fn tool_choice_defaults_follow_the_tools_and_none_hides_them() {
-    let choice = |body: serde_json::Value| match chat(body).unwrap().prompts.remove(0) {
-        PromptInput::Chat {
-            tool_choice,
-            parallel_tool_calls,
-            ..
-        } => (tool_choice, parallel_tool_calls),
-        _ => panic!("not a chat prompt"),
-    };
+fn tool_choice_and_parallel_tool_calls_are_read() {
     let tools = json!([{"type": "function", "function": {"name": "get_weather",
         "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]);
-    assert_eq!(choice(json!({})), (ToolChoice::None, true));
-    assert_eq!(choice(json!({"tools": tools})), (ToolChoice::Auto, true));
+    let req = chat(json!({"tools": tools})).unwrap();
     assert_eq!(
-        choice(json!({"tools": tools, "tool_choice": "none", "parallel_tool_calls": false})),
+        (req.tool_choice, req.parallel_tool_calls),
+        (ToolChoice::Auto, true)
+    );
+    let req =
+        chat(json!({"tools": tools, "tool_choice": "none", "parallel_tool_calls": false})).unwrap();
+    assert_eq!(
+        (req.tool_choice, req.parallel_tool_calls),
         (ToolChoice::None, false)
     );
 }
@@ -793,7 +789,7 @@ fn malformed_tools_and_tool_choice_are_400s_naming_the_parameter() {
         chat(json!({"tools": tools,
                     "tool_choice": {"type": "function", "function": {"name": "g"}}})),
         "tool_choice",
-        "not in tools",
+        "not among the tools",
     );
     assert_invalid(
         chat(json!({"tool_choice": "required"})),
@@ -803,12 +799,7 @@ fn malformed_tools_and_tool_choice_are_400s_naming_the_parameter() {
     assert_invalid(
         chat(json!({"tools": tools, "tool_choice": "any"})),
         "tool_choice",
-        "\"auto\"",
-    );
-    assert_invalid(
-        chat(json!({"tools": tools, "tool_choice": "required"})),
-        "tool_choice",
-        "grammar",
+        "'auto'",
     );
     assert_invalid(
         chat(json!({"reasoning_effort": "extreme"})),

@@ -15,6 +15,7 @@ use std::time::Instant;
 use api::response::{FinishReason, TokenLogprob, ToolCall, TopLogprob};
 use api::{ApiError, KeepAlive};
 use api::{GenerationRequest, PromptInput};
+use engine::constraint::Grammar;
 use engine::output::OutputOptions;
 use engine::{TextStream, Tokenizer};
 use tokio::sync::mpsc;
@@ -23,6 +24,7 @@ use super::AppState;
 use super::catalog::FrontModel;
 use super::metrics::{RequestTimeline, now_ns};
 use super::reply::{ChatTools, Reply, render_chat};
+use super::structured;
 use crate::supervisor::{Generation, KeepAlive as SupKeepAlive, SupervisorError, WorkerEvent};
 
 /// One token's log-probabilities, with token texts.
@@ -66,6 +68,9 @@ pub struct Prepared {
     pub replies: Vec<Option<Arc<OutputOptions>>>,
     /// When the request arrived.
     pub arrived: Instant,
+    /// The grammar every choice follows (`response_format`, a forced
+    /// tool call), compiled once here.
+    pub grammar: Option<protocol::Grammar>,
 }
 
 impl Prepared {
@@ -85,23 +90,49 @@ pub async fn prepare(state: &AppState, req: &GenerationRequest) -> Result<Prepar
     // to the blocking pool costs more (a thread wake-up, often a new thread
     // whose tokenizer state is cold). Long ones go there so they never stall
     // this runtime thread.
+    let choice = (req.tool_choice.clone(), req.parallel_tool_calls);
     let (prompts, prompt_texts, replies) =
         if inputs.iter().map(input_bytes).sum::<usize>() <= INLINE_BYTES {
-            tokenize_all(&tokenizer, inputs)?
+            tokenize_all(&tokenizer, inputs, choice)?
         } else {
-            tokio::task::spawn_blocking(move || tokenize_all(&tokenizer, inputs))
+            tokio::task::spawn_blocking(move || tokenize_all(&tokenizer, inputs, choice))
                 .await
                 .map_err(|e| ApiError::Internal {
                     message: format!("tokenizing: {e}"),
                 })??
         };
+    let grammar = match structured::output_grammar(req, &model.tokenizer)? {
+        None => None,
+        Some(output) => {
+            let front = Arc::clone(&model);
+            let output = tokio::task::spawn_blocking(move || {
+                output.check(front.grammars()?).map(|()| output)
+            })
+            .await
+            .map_err(|e| ApiError::Internal {
+                message: format!("compiling the grammar: {e}"),
+            })??;
+            Some(wire_grammar(output.grammar))
+        }
+    };
     Ok(Prepared {
         model,
         prompts,
         prompt_texts,
         replies,
         arrived,
+        grammar,
     })
+}
+
+/// A compiled grammar as the worker protocol carries it.
+fn wire_grammar(grammar: Grammar) -> protocol::Grammar {
+    let (kind, text) = match grammar {
+        Grammar::JsonSchema(text) => (protocol::GrammarKind::JsonSchema, text),
+        Grammar::Lark(text) => (protocol::GrammarKind::Lark, text),
+        Grammar::Regex(text) => (protocol::GrammarKind::Regex, text),
+    };
+    protocol::Grammar { kind, text }
 }
 
 /// Prompt text (or token ids, as bytes) up to which tokenizing runs on the
@@ -135,7 +166,13 @@ fn input_bytes(input: &PromptInput) -> usize {
 /// Token ids, texts and reply formats of every prompt.
 type Tokenized = (Vec<Vec<u32>>, Vec<String>, Vec<Option<Arc<OutputOptions>>>);
 
-fn tokenize_all(tokenizer: &Tokenizer, inputs: Vec<PromptInput>) -> Result<Tokenized, ApiError> {
+/// Renders and tokenizes every prompt; `choice` is the request's
+/// `tool_choice` and `parallel_tool_calls`.
+fn tokenize_all(
+    tokenizer: &Tokenizer,
+    inputs: Vec<PromptInput>,
+    choice: (api::ToolChoice, bool),
+) -> Result<Tokenized, ApiError> {
     let mut ids = Vec::with_capacity(inputs.len());
     let mut texts = Vec::with_capacity(inputs.len());
     let mut replies = Vec::with_capacity(inputs.len());
@@ -144,14 +181,12 @@ fn tokenize_all(tokenizer: &Tokenizer, inputs: Vec<PromptInput>) -> Result<Token
             PromptInput::Chat {
                 messages,
                 tools,
-                tool_choice,
-                parallel_tool_calls,
                 template_kwargs,
             } => {
                 let chat = ChatTools {
                     tools,
-                    tool_choice,
-                    parallel_tool_calls,
+                    tool_choice: choice.0.clone(),
+                    parallel_tool_calls: choice.1,
                     template_kwargs,
                 };
                 let (text, reply) = render_chat(tokenizer, messages, chat)?;
@@ -267,7 +302,7 @@ pub async fn start(
             let params = sampling_params(req, sample, req.max_tokens.map_or(room, |m| m.min(room)));
             timeline.stamp(|t| &mut t.submitted_ns);
             let generation = lease
-                .generate(prompt.clone(), params)
+                .generate_constrained(prompt.clone(), params, prepared.grammar.clone())
                 .await
                 .map_err(|e| supervisor_error(&model.id, e))?;
             let index = api::stream::choice_index(prompt_index as u32, sample, req.n);
@@ -535,16 +570,12 @@ mod tests {
         let chat = PromptInput::Chat {
             messages: vec![serde_json::json!({"role": "user", "content": "x".repeat(5000)})],
             tools: None,
-            tool_choice: api::ToolChoice::None,
-            parallel_tool_calls: true,
             template_kwargs: serde_json::Map::new(),
         };
         assert!(input_bytes(&chat) > INLINE_BYTES);
         let short = PromptInput::Chat {
             messages: vec![serde_json::json!({"role": "user", "content": "Hello"})],
             tools: Some(vec![serde_json::json!({"name": "f".repeat(5000)})]),
-            tool_choice: api::ToolChoice::None,
-            parallel_tool_calls: true,
             template_kwargs: serde_json::Map::new(),
         };
         assert!(input_bytes(&short) > INLINE_BYTES, "tools count too");

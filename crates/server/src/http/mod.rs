@@ -12,6 +12,7 @@ mod generate;
 mod handlers;
 pub mod metrics;
 mod reply;
+mod structured;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

@@ -110,6 +110,7 @@ impl Worker for FakeWorker {
         request_id: u64,
         prompt: Vec<u32>,
         params: SamplingParams,
+        _grammar: Option<protocol::Grammar>,
     ) -> BoxFuture<'_, Result<EventStream, WorkerGone>> {
         self.submitted.fetch_add(1, Ordering::SeqCst);
         self.params.lock().unwrap().push(params.clone());
