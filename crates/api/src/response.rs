@@ -114,13 +114,19 @@ impl ToolCall {
 }
 
 /// A tool call id as OpenAI writes them: `call_` and 24 letters and digits
-/// drawn from `unique`.
-pub fn tool_call_id(mut unique: u128) -> String {
+/// drawn from `unique` (each character from a fresh splitmix64 step, so all
+/// 24 vary).
+pub fn tool_call_id(unique: u128) -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut state = (unique as u64) ^ ((unique >> 64) as u64).rotate_left(32);
     let mut id = String::from("call_");
     for _ in 0..24 {
-        id.push(ALPHABET[(unique % ALPHABET.len() as u128) as usize] as char);
-        unique /= ALPHABET.len() as u128;
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        id.push(ALPHABET[(z % ALPHABET.len() as u64) as usize] as char);
     }
     id
 }
@@ -388,6 +394,16 @@ impl ModelList {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tool_call_ids_are_call_and_24_varied_letters_and_digits() {
+        let a = tool_call_id(u128::MAX / 3);
+        let b = tool_call_id(u128::MAX / 3 + 1);
+        assert!(a.starts_with("call_") && a.len() == 29, "{a}");
+        assert!(a[5..].bytes().all(|c| c.is_ascii_alphanumeric()), "{a}");
+        assert_ne!(a, b);
+        assert_ne!(&a[a.len() - 4..], &b[b.len() - 4..], "the tail varies too");
+    }
 
     #[test]
     fn usage_writes_cached_tokens_only_when_reported() {
