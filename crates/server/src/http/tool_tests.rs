@@ -327,3 +327,39 @@ async fn harmony_channels_split_into_reasoning_and_calls_and_reasoning_returns_a
         "{prompt}"
     );
 }
+
+#[tokio::test]
+async fn a_template_that_refuses_system_messages_gets_the_tools_in_the_first_user_turn() {
+    // Gemma 2's template has no tool format and raises on a system role.
+    let dir = qwen3_dir();
+    let template = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../.cache/test-data/templates/google-gemma-2-2b-it.jinja");
+    std::fs::copy(&template, dir.path().join("chat_template.jinja"))
+        .unwrap_or_else(|e| panic!("{e}: run scripts/test-data.sh"));
+    let catalog =
+        super::catalog::StaticCatalog::new(vec![("gemma".into(), dir.path().into())], None);
+    let h = super::tests::harness_with(HttpConfig::default(), catalog);
+    let tokenizer = engine::Tokenizer::from_dir(dir.path()).unwrap();
+    *h.launcher.script.lock().unwrap() = Some(tokenizer.encode(CALLS, false).unwrap());
+    *h.launcher.context_length.lock().unwrap() = Some(4096);
+    let body = json!({"model": "gemma", "tools": tools(),
+                      "messages": [{"role": "user", "content": "Weather in Paris?"}]});
+    let (status, _, text) = call(&h, post("/v1/chat/completions", body)).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let v = json(&text);
+    assert_eq!(
+        v["choices"][0]["message"]["tool_calls"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    let worker = std::sync::Arc::clone(&h.launcher.workers.lock().unwrap()[0]);
+    let prompt = tokenizer
+        .decode(&worker.prompts.lock().unwrap()[0], false)
+        .unwrap();
+    let user = prompt.find("<start_of_turn>user").expect("a user turn");
+    let tools_at = prompt.find("get_weather").expect("the tools are described");
+    let question = prompt.find("Weather in Paris?").expect("the question");
+    assert!(user < tools_at && tools_at < question, "{prompt}");
+}
