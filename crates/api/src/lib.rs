@@ -30,6 +30,7 @@
 //!   logprobs and tool calls.
 //! - [`stream`]: chunk types, [`ChatStream`] and [`CompletionStream`], SSE
 //!   framing.
+//! - [`tools`]: tool definitions, `reasoning_effort`.
 //! - [`error`]: [`ApiError`] and its one status/type/code table.
 //!
 //! # Choices of this crate
@@ -44,8 +45,10 @@
 //! - `top_k: -1` means off, as vLLM reads it; `seed` may be negative.
 //! - `stream_options` without `stream: true` is a 400, as OpenAI answers.
 //! - `best_of` is accepted only when equal to `n`; a non-empty `suffix` is a
-//!   400. `response_format`, `parallel_tool_calls` and other keys this
-//!   server cannot honour are ignored, as are unknown keys.
+//!   400. Unknown keys are ignored.
+//! - `response_format` and a forcing `tool_choice` are read and checked here
+//!   ([`structured`]); the server turns them into a grammar the output
+//!   follows. `tool_choice: "none"` hides the tools from the template.
 
 pub mod error;
 #[doc(hidden)]
@@ -56,6 +59,8 @@ mod messages;
 pub mod request;
 pub mod response;
 pub mod stream;
+pub mod structured;
+pub mod tools;
 pub mod validate;
 
 pub use error::{ApiError, ErrorBody, ErrorObject};
@@ -64,12 +69,13 @@ pub use request::{ChatCompletionRequest, CompletionRequest, Endpoint};
 pub use response::{
     AssistantMessage, ChatChoice, ChatCompletion, ChatLogprobs, Completion, CompletionChoice,
     CompletionLogprobs, FinishReason, FunctionCall, Model, ModelList, ResponseMeta, TokenLogprob,
-    ToolCall, TopLogprob, TopLogprobMap, Usage, UsageField, response_id,
+    ToolCall, TopLogprob, TopLogprobMap, Usage, UsageField, response_id, tool_call_id,
 };
 pub use stream::{
-    ChatCompletionChunk, ChatDelta, ChatStream, ChunkChoice, CompletionStream, SSE_DONE,
-    ToolCallDelta, choice_index, sse_data,
+    ChatCompletionChunk, ChatDelta, ChatStream, ChunkChoice, CompletionStream, FunctionDelta,
+    SSE_DONE, ToolCallDelta, choice_index, sse_data,
 };
+pub use structured::ToolChoice;
 pub use validate::{
     GenerationRequest, ModelDefaults, Omitted, PromptInput, Sampling, parse_chat, parse_chat_for,
     parse_completion, parse_completion_for,

@@ -149,21 +149,6 @@ fn parse_tool_arguments(mut call: Value) -> Value {
     call
 }
 
-/// Checks that each tool definition is an object.
-pub(crate) fn check_tools(tools: &[Value]) -> Result<(), ApiError> {
-    for (i, tool) in tools.iter().enumerate() {
-        if !tool.is_object() {
-            return Err(ApiError::invalid(
-                format!("tools[{i}]"),
-                format!(
-                    "tools[{i}] must be an object such as {{\"type\": \"function\", \"function\": {{...}}}}"
-                ),
-            ));
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

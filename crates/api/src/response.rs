@@ -95,6 +95,8 @@ pub struct ToolCall {
 
 impl ToolCall {
     /// A `"type": "function"` call; `arguments` is JSON text.
+    /// Ids the server makes are `call_` and 24 random letters and digits
+    /// ([`tool_call_id`]).
     pub fn function(
         id: impl Into<String>,
         name: impl Into<String>,
@@ -109,6 +111,24 @@ impl ToolCall {
             },
         }
     }
+}
+
+/// A tool call id as OpenAI writes them: `call_` and 24 letters and digits
+/// drawn from `unique` (each character from a fresh splitmix64 step, so all
+/// 24 vary).
+pub fn tool_call_id(unique: u128) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut state = (unique as u64) ^ ((unique >> 64) as u64).rotate_left(32);
+    let mut id = String::from("call_");
+    for _ in 0..24 {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        id.push(ALPHABET[(z % ALPHABET.len() as u64) as usize] as char);
+    }
+    id
 }
 
 /// The function of a [`ToolCall`].
@@ -148,6 +168,10 @@ pub struct ChatLogprobs {
 pub struct AssistantMessage {
     role: &'static str,
     pub content: Option<String>,
+    /// The model's reasoning, apart from the answer (the extension vLLM
+    /// and DeepSeek's API use); written only when there was some.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tool_calls: Vec<ToolCall>,
 }
@@ -158,6 +182,7 @@ impl AssistantMessage {
         AssistantMessage {
             role: "assistant",
             content: Some(content.into()),
+            reasoning_content: None,
             tool_calls: Vec::new(),
         }
     }
@@ -167,8 +192,15 @@ impl AssistantMessage {
         AssistantMessage {
             role: "assistant",
             content,
+            reasoning_content: None,
             tool_calls: calls,
         }
+    }
+
+    /// The same message with the model's reasoning (none when empty).
+    pub fn with_reasoning(mut self, reasoning: String) -> Self {
+        self.reasoning_content = (!reasoning.is_empty()).then_some(reasoning);
+        self
     }
 }
 
@@ -362,6 +394,16 @@ impl ModelList {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tool_call_ids_are_call_and_24_varied_letters_and_digits() {
+        let a = tool_call_id(u128::MAX / 3);
+        let b = tool_call_id(u128::MAX / 3 + 1);
+        assert!(a.starts_with("call_") && a.len() == 29, "{a}");
+        assert!(a[5..].bytes().all(|c| c.is_ascii_alphanumeric()), "{a}");
+        assert_ne!(a, b);
+        assert_ne!(&a[a.len() - 4..], &b[b.len() - 4..], "the tail varies too");
+    }
 
     #[test]
     fn usage_writes_cached_tokens_only_when_reported() {

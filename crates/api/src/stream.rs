@@ -3,8 +3,12 @@
 //!
 //! Follows the OpenAI API reference ("The chat completion chunk object",
 //! "Streaming"): each choice of a chat stream opens with a delta carrying
-//! `role: "assistant"` and empty content, continues with `content` deltas,
-//! and closes with an empty delta carrying `finish_reason`. With
+//! `role: "assistant"` and empty content, continues with `content` deltas
+//! (and `reasoning_content` deltas, the extension vLLM and DeepSeek's API
+//! use), and closes with an empty delta carrying `finish_reason`. A tool
+//! call streams as OpenAI streams it: a delta with its `index`, `id`, `type`
+//! and `function.name` (arguments empty), then deltas with its `index` and
+//! argument text, which a client concatenates. With
 //! `stream_options.include_usage`, every chunk has `"usage": null` and one
 //! last chunk has `choices: []` and the usage. Text completion streams have
 //! no role chunk; a choice's last chunk has empty text and the reason. The
@@ -77,17 +81,31 @@ pub struct ChatDelta {
     pub role: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tool_calls: Vec<ToolCallDelta>,
 }
 
-/// A tool call in a delta: a whole [`ToolCall`] with its position in the
-/// message's `tool_calls`.
+/// A piece of a tool call in a delta, at its position in the message's
+/// `tool_calls`: the first carries the id, type and name, later ones
+/// argument text.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ToolCallDelta {
     pub index: u32,
-    #[serde(flatten)]
-    pub call: ToolCall,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<&'static str>,
+    pub function: FunctionDelta,
+}
+
+/// The function part of a [`ToolCallDelta`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FunctionDelta {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub arguments: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,8 +163,24 @@ impl ChatStream {
         out
     }
 
+    /// Reasoning text generated for choice `index`. Empty text produces
+    /// nothing.
+    pub fn reasoning(&mut self, index: u32, text: &str) -> Vec<ChatCompletionChunk> {
+        if !self.is_live(index) || text.is_empty() {
+            return Vec::new();
+        }
+        let mut out: Vec<_> = self.open(index).into_iter().collect();
+        let delta = ChatDelta {
+            reasoning_content: Some(text.to_owned()),
+            ..ChatDelta::default()
+        };
+        out.push(self.chunk(index, delta, None, None));
+        out
+    }
+
     /// Tool calls parsed from choice `index`'s output, numbered after the
-    /// ones it already sent.
+    /// ones it already sent: per call, a chunk with its id and name, then
+    /// one with its arguments.
     pub fn tool_calls(&mut self, index: u32, calls: Vec<ToolCall>) -> Vec<ChatCompletionChunk> {
         if !self.is_live(index) || calls.is_empty() {
             return Vec::new();
@@ -157,15 +191,33 @@ impl ChatStream {
         };
         let first = *tool_calls;
         *tool_calls += calls.len() as u32;
-        let delta = ChatDelta {
-            tool_calls: calls
-                .into_iter()
-                .zip(first..)
-                .map(|(call, index)| ToolCallDelta { index, call })
-                .collect(),
-            ..ChatDelta::default()
-        };
-        out.push(self.chunk(index, delta, None, None));
+        for (call, position) in calls.into_iter().zip(first..) {
+            let head = ToolCallDelta {
+                index: position,
+                id: Some(call.id),
+                kind: Some("function"),
+                function: FunctionDelta {
+                    name: Some(call.function.name),
+                    arguments: String::new(),
+                },
+            };
+            let arguments = ToolCallDelta {
+                index: position,
+                id: None,
+                kind: None,
+                function: FunctionDelta {
+                    name: None,
+                    arguments: call.function.arguments,
+                },
+            };
+            for part in [head, arguments] {
+                let delta = ChatDelta {
+                    tool_calls: vec![part],
+                    ..ChatDelta::default()
+                };
+                out.push(self.chunk(index, delta, None, None));
+            }
+        }
         out
     }
 
@@ -221,7 +273,7 @@ impl ChatStream {
         let delta = ChatDelta {
             role: Some("assistant"),
             content: Some(String::new()),
-            tool_calls: Vec::new(),
+            ..ChatDelta::default()
         };
         Some(self.chunk(index, delta, None, None))
     }

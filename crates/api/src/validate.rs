@@ -7,7 +7,9 @@
 //! [-100, 100], `n` 1..=128, at most 4 `stop` strings, chat `top_logprobs`
 //! 0..=20, completion `logprobs` 0..=5. Extensions, as mlx-lm and vLLM name
 //! them: `top_k` (0 or -1 = off), `min_p` [0, 1], `repetition_penalty` (> 0),
-//! `keep_alive`, `chat_template_kwargs`, `ignore_eos`.
+//! `keep_alive`, `chat_template_kwargs`, `ignore_eos`. Tools are checked
+//! in [`crate::tools`], `tool_choice` and `response_format` in
+//! [`crate::structured`].
 //!
 //! Every error is a 400 naming its parameter. JSON type errors are read with
 //! `serde_path_to_error`, so `{"messages": [{"role": "user", "content": 5}]}`
@@ -21,8 +23,10 @@ use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
 use crate::keep_alive::KeepAlive;
-use crate::messages::{check_tools, normalize_messages};
+use crate::messages::normalize_messages;
 use crate::request::{ChatCompletionRequest, CompletionRequest, Endpoint, Prompt, Seed, Stop};
+use crate::structured::{self, ResponseFormat, ToolChoice};
+use crate::tools;
 
 /// `max_tokens` of `/v1/completions` when the request gives none (OpenAI's).
 pub const COMPLETION_DEFAULT_MAX_TOKENS: u32 = 16;
@@ -45,10 +49,8 @@ pub enum PromptInput {
         messages: Vec<serde_json::Value>,
         /// Tool definitions, as sent.
         tools: Option<Vec<serde_json::Value>>,
-        /// `tool_choice`, as sent (`"none"`, `"auto"`, `"required"` or an
-        /// object naming a function).
-        tool_choice: Option<serde_json::Value>,
-        /// `chat_template_kwargs` (`enable_thinking`, ...).
+        /// `chat_template_kwargs` (`enable_thinking`, ...), with
+        /// `reasoning_effort` added when the request sets it.
         template_kwargs: serde_json::Map<String, serde_json::Value>,
     },
     /// A text prompt for `/v1/completions`.
@@ -149,6 +151,15 @@ pub struct GenerationRequest {
     pub keep_alive: Option<KeepAlive>,
     /// Generate exactly `max_tokens`, ignoring end-of-sequence tokens.
     pub ignore_eos: bool,
+    /// `response_format`.
+    pub response_format: ResponseFormat,
+    /// `tool_choice`, checked against the tools (chat; `Auto` otherwise).
+    /// With [`ToolChoice::None`] the tools are not offered to the template
+    /// and the reply is not parsed for calls.
+    pub tool_choice: ToolChoice,
+    /// `parallel_tool_calls` (default true): false keeps only a reply's
+    /// first call (and a forced call is one call).
+    pub parallel_tool_calls: bool,
     /// What the request left out (and so holds OpenAI's default).
     pub omitted: Omitted,
 }
@@ -202,8 +213,16 @@ pub fn parse_chat_for(
         .ok_or_else(|| ApiError::invalid("messages", "Missing required parameter: 'messages'."))?;
     let messages = normalize_messages(messages)?;
     if let Some(tools) = &req.tools {
-        check_tools(tools)?;
+        tools::check_tools(tools)?;
     }
+    let mut template_kwargs = req.chat_template_kwargs.unwrap_or_default();
+    if let Some(effort) = tools::reasoning_effort(req.reasoning_effort)? {
+        template_kwargs
+            .entry("reasoning_effort")
+            .or_insert(serde_json::Value::String(effort));
+    }
+    let tool_choice = structured::tool_choice(req.tool_choice.as_ref(), req.tools.as_deref())?;
+    let response_format = structured::response_format(req.response_format)?;
     let common = Common {
         temperature: req.temperature,
         top_p: req.top_p,
@@ -247,8 +266,7 @@ pub fn parse_chat_for(
         prompts: vec![PromptInput::Chat {
             messages,
             tools: req.tools,
-            tool_choice: req.tool_choice,
-            template_kwargs: req.chat_template_kwargs.unwrap_or_default(),
+            template_kwargs,
         }],
         sampling: common.sampling()?,
         max_tokens,
@@ -261,6 +279,9 @@ pub fn parse_chat_for(
         user: req.user,
         keep_alive: req.keep_alive,
         ignore_eos: req.ignore_eos.unwrap_or(false),
+        response_format,
+        tool_choice,
+        parallel_tool_calls: req.parallel_tool_calls.unwrap_or(true),
         omitted,
     })
 }
@@ -334,6 +355,9 @@ pub fn parse_completion_for(
         user: req.user,
         keep_alive: req.keep_alive,
         ignore_eos: req.ignore_eos.unwrap_or(false),
+        response_format: structured::response_format(req.response_format)?,
+        tool_choice: ToolChoice::Auto,
+        parallel_tool_calls: true,
         omitted,
     })
 }

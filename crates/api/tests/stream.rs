@@ -120,7 +120,7 @@ fn with_include_usage_every_chunk_has_null_usage_and_a_final_usage_chunk() {
 }
 
 #[test]
-fn tool_calls_are_numbered_across_deltas() {
+fn tool_calls_stream_their_name_then_their_arguments_numbered_across_deltas() {
     let mut s = ChatStream::new(meta(), 1, false);
     s.start();
     let first = to_json(&s.tool_calls(0, vec![ToolCall::function("c1", "f", "{}")]));
@@ -131,20 +131,37 @@ fn tool_calls_are_numbered_across_deltas() {
             ToolCall::function("c3", "h", "{}"),
         ],
     ));
-    assert_eq!(
-        first[0]["choices"][0]["delta"]["tool_calls"],
-        json!([{"index": 0, "id": "c1", "type": "function",
-                "function": {"name": "f", "arguments": "{}"}}])
-    );
-    let indexes: Vec<&Value> = second[0]["choices"][0]["delta"]["tool_calls"]
-        .as_array()
-        .unwrap()
+    let deltas: Vec<&Value> = first
         .iter()
-        .map(|c| &c["index"])
+        .map(|c| &c["choices"][0]["delta"]["tool_calls"])
         .collect();
-    assert_eq!(indexes, [&json!(1), &json!(2)]);
+    assert_eq!(
+        deltas,
+        [
+            &json!([{"index": 0, "id": "c1", "type": "function",
+                     "function": {"name": "f", "arguments": ""}}]),
+            &json!([{"index": 0, "function": {"arguments": "{}"}}]),
+        ]
+    );
+    let indexes: Vec<&Value> = second
+        .iter()
+        .map(|c| &c["choices"][0]["delta"]["tool_calls"][0]["index"])
+        .collect();
+    assert_eq!(indexes, [&json!(1), &json!(1), &json!(2), &json!(2)]);
     let end = to_json(&s.finish(0, FinishReason::ToolCalls));
     assert_eq!(end[0]["choices"][0]["finish_reason"], "tool_calls");
+}
+
+#[test]
+fn reasoning_streams_as_reasoning_content() {
+    let mut s = ChatStream::new(meta(), 1, false);
+    let chunks = to_json(&s.reasoning(0, "Hmm."));
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    assert_eq!(
+        chunks[1]["choices"][0]["delta"],
+        json!({"reasoning_content": "Hmm."})
+    );
+    assert!(s.reasoning(0, "").is_empty());
 }
 
 #[test]

@@ -7,7 +7,7 @@
 //! cargo run --release -p engine --example batch_throughput -- \
 //!     [--synthetic PRESET | --model DIR] [--concurrency 1,4,16,64] \
 //!     [--prompt 128] [--tokens 128] [--history 2000] \
-//!     [--arrivals 64 --every-ms 50] [--json FILE]
+//!     [--arrivals 64 --every-ms 50] [--schema [--tokenizer DIR|GGUF]] [--json FILE]
 //! ```
 //!
 //! All streams start together with different prompts of `--prompt` tokens
@@ -16,7 +16,12 @@
 //! first submission to the last token; per-stream tok/s is each stream's
 //! tokens after its first over its decode time. With `--arrivals N`, N more
 //! requests arrive one every `--every-ms` (a steady stream joining a running
-//! batch) and their time to first token is reported.
+//! batch) and their time to first token is reported. With `--schema`, each
+//! level runs again with every stream under a strict JSON schema (a
+//! grammar, see `engine::constraint`) and both aggregate tok/s are set side
+//! by side; the grammar needs the model's tokenizer (`--model`'s own, or
+//! `--tokenizer` for a synthetic model, whose vocabulary then matches it). Its array of objects has no end,
+//! so a random model generates `--tokens` tokens under it too.
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
 use std::collections::HashMap;
@@ -24,8 +29,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use engine::batch::{BatchConfig, Scheduler, SeqEvent, SeqRequest};
+use engine::constraint::{Grammar, GrammarCompiler};
 use engine::model::synthetic::Preset;
-use engine::{Model, Sampler, SamplingParams};
+use engine::{Model, Sampler, SamplingParams, Tokenizer};
 
 struct Args {
     synthetic: Option<String>,
@@ -36,6 +42,8 @@ struct Args {
     history: usize,
     arrivals: usize,
     every_ms: u64,
+    schema: bool,
+    tokenizer: Option<PathBuf>,
     json: Option<PathBuf>,
 }
 
@@ -49,6 +57,8 @@ fn args() -> Args {
         history: 2000,
         arrivals: 0,
         every_ms: 50,
+        schema: false,
+        tokenizer: None,
         json: None,
     };
     let mut it = std::env::args().skip(1);
@@ -66,6 +76,8 @@ fn args() -> Args {
             "--arrivals" => a.arrivals = value().parse().unwrap(),
             "--every-ms" => a.every_ms = value().parse().unwrap(),
             "--json" => a.json = Some(value().into()),
+            "--schema" => a.schema = true,
+            "--tokenizer" => a.tokenizer = Some(value().into()),
             other => panic!("unknown argument {other}"),
         }
     }
@@ -87,18 +99,40 @@ fn prompt(len: usize, seed: u64, vocab: usize) -> Vec<u32> {
         .collect()
 }
 
-fn request(model: &Model, id: u64, prompt: Vec<u32>, tokens: usize) -> SeqRequest {
+/// A strict schema whose output never ends: an array of objects.
+const SCHEMA: &str = r#"{"type": "object", "properties": {"items": {"type": "array",
+  "items": {"type": "object", "properties": {"name": {"type": "string", "maxLength": 12},
+  "score": {"type": "integer", "minimum": 0, "maximum": 100}, "tags": {"type": "array",
+  "items": {"enum": ["a", "b", "c"]}, "maxItems": 3}}, "required": ["name", "score", "tags"],
+  "additionalProperties": false}}}, "required": ["items"], "additionalProperties": false,
+  "x-guidance": {"whitespace_flexible": false}}"#;
+
+/// Streams under a grammar, when measured.
+type Constrained<'a> = Option<&'a GrammarCompiler>;
+
+fn request(
+    model: &Model,
+    id: u64,
+    prompt: Vec<u32>,
+    tokens: usize,
+    grammar: Constrained<'_>,
+) -> SeqRequest {
     let vocab = model.config.vocab_size as usize;
+    let schema = Grammar::JsonSchema(SCHEMA.to_owned());
     SeqRequest {
         id,
         sampler: Sampler::new(SamplingParams::greedy(), vocab, &prompt).unwrap(),
         prompt,
         max_tokens: tokens,
         stop_ids: Vec::new(),
+        constraint: grammar.map(|c| c.constraint(&schema).unwrap()),
     }
 }
 
 fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
     let i = ((sorted.len() - 1) as f64 * q).round() as usize;
     sorted[i]
 }
@@ -118,6 +152,7 @@ fn run_level(
     prompt_len: usize,
     tokens: usize,
     streams: usize,
+    grammar: Constrained<'_>,
 ) -> Level {
     let vocab = model.config.vocab_size as usize;
     let mut s = Scheduler::new(model, config);
@@ -128,6 +163,7 @@ fn run_level(
             id,
             prompt(prompt_len, id + 1, vocab),
             tokens,
+            grammar,
         ))
         .unwrap();
     }
@@ -164,6 +200,37 @@ fn run_level(
     }
 }
 
+/// Each level free and under [`SCHEMA`], interleaved: aggregate tok/s of
+/// both and their ratio, printed and as JSON.
+fn schema_levels(
+    model: &Model,
+    config: BatchConfig,
+    a: &Args,
+    compiler: &GrammarCompiler,
+) -> serde_json::Value {
+    for &c in &a.concurrency {
+        run_level(model, config, a.prompt, 4, c, Some(compiler));
+    }
+    println!("\nstrict JSON schema against the same requests unconstrained:");
+    println!("| streams | free tok/s | schema tok/s | schema / free |");
+    println!("|---:|---:|---:|---:|");
+    let mut rows = Vec::new();
+    for &c in &a.concurrency {
+        let free = run_level(model, config, a.prompt, a.tokens, c, None);
+        let constrained = run_level(model, config, a.prompt, a.tokens, c, Some(compiler));
+        let ratio = constrained.aggregate_tps / free.aggregate_tps;
+        println!(
+            "| {c} | {:.1} | {:.1} | {ratio:.3} |",
+            free.aggregate_tps, constrained.aggregate_tps
+        );
+        rows.push(serde_json::json!({
+            "streams": c, "free_tps": free.aggregate_tps,
+            "schema_tps": constrained.aggregate_tps, "ratio": ratio,
+        }));
+    }
+    serde_json::Value::Array(rows)
+}
+
 /// `n` requests arriving one every `every`: TTFT p50/p99 in ms and the
 /// aggregate tok/s.
 fn arrivals(
@@ -188,6 +255,7 @@ fn arrivals(
                 id,
                 prompt(a.prompt, 1000 + id, vocab),
                 a.tokens,
+                None,
             ))
             .unwrap();
             submitted_at.insert(id, Instant::now());
@@ -220,7 +288,8 @@ fn chat_ttft(model: &Model, config: BatchConfig, history: usize) -> Duration {
     let vocab = model.config.vocab_size as usize;
     let mut s = Scheduler::new(model, config);
     let turn1 = prompt(history, 99, vocab);
-    s.submit(request(model, 1, turn1.clone(), 16)).unwrap();
+    s.submit(request(model, 1, turn1.clone(), 16, None))
+        .unwrap();
     let mut answer = Vec::new();
     while s.is_busy() {
         for event in s.step().unwrap() {
@@ -233,7 +302,7 @@ fn chat_ttft(model: &Model, config: BatchConfig, history: usize) -> Duration {
     turn2.extend(answer);
     turn2.extend(prompt(24, 7, vocab));
     let start = Instant::now();
-    s.submit(request(model, 2, turn2, 1)).unwrap();
+    s.submit(request(model, 2, turn2, 1, None)).unwrap();
     loop {
         for event in s.step().unwrap() {
             if matches!(event, SeqEvent::Token { .. }) {
@@ -246,17 +315,32 @@ fn chat_ttft(model: &Model, config: BatchConfig, history: usize) -> Duration {
 fn main() {
     let a = args();
     engine::use_dedicated_stream().unwrap();
-    let (name, model) = match (&a.synthetic, &a.model) {
-        (Some(preset), None) => (
-            preset.clone(),
-            Preset::find(preset).unwrap().build(0).unwrap(),
-        ),
-        (None, Some(dir)) => (
-            dir.display().to_string(),
-            engine::loader::load(dir).unwrap().model,
-        ),
+    let given = a.tokenizer.as_ref().map(|path| {
+        if path.is_dir() {
+            Tokenizer::from_dir(path).unwrap()
+        } else {
+            Tokenizer::from_gguf_path(path).unwrap()
+        }
+    });
+    let (name, model, tokenizer) = match (&a.synthetic, &a.model) {
+        (Some(preset), None) => {
+            let mut shape = Preset::find(preset).unwrap();
+            if let Some(t) = &given {
+                shape = shape.with_vocab(t.vocab_size() as i32);
+            }
+            (preset.clone(), shape.build(0).unwrap(), None)
+        }
+        (None, Some(dir)) => {
+            let loaded = engine::loader::load(dir).unwrap();
+            (
+                dir.display().to_string(),
+                loaded.model,
+                Some(loaded.tokenizer),
+            )
+        }
         _ => panic!("give --synthetic PRESET or --model DIR"),
     };
+    let tokenizer = given.or(tokenizer);
     println!(
         "{name} on {} ({}), prompts of {} tokens, {} generated each",
         mlx::device::default_device()
@@ -276,7 +360,7 @@ fn main() {
     // attention per shape the first time they see it, so every level's
     // batch shapes and the chat's prefill shapes go through once first.
     for &c in &a.concurrency {
-        run_level(&model, config, a.prompt, 4, c);
+        run_level(&model, config, a.prompt, 4, c, None);
     }
     println!(
         "| streams | aggregate tok/s | × 1 stream | per-stream tok/s | TTFT p50 ms | TTFT p99 ms |"
@@ -284,7 +368,7 @@ fn main() {
     println!("|---:|---:|---:|---:|---:|---:|");
     let mut levels = Vec::new();
     for &c in &a.concurrency {
-        let level = run_level(&model, config, a.prompt, a.tokens, c);
+        let level = run_level(&model, config, a.prompt, a.tokens, c, None);
         let base = levels
             .first()
             .map_or(level.aggregate_tps, |l: &Level| l.aggregate_tps);
@@ -299,6 +383,14 @@ fn main() {
         );
         levels.push(level);
     }
+    let schema = a.schema.then(|| {
+        let tokenizer = tokenizer
+            .as_ref()
+            .expect("--schema needs the model's tokenizer: --model DIR or --tokenizer");
+        let vocab = model.config.vocab_size as usize;
+        let compiler = GrammarCompiler::new(tokenizer, vocab).unwrap();
+        schema_levels(&model, config, &a, &compiler)
+    });
     let arrival = (a.arrivals > 0).then(|| {
         let every = Duration::from_millis(a.every_ms);
         let (p50, p99, tps) = arrivals(&model, config, &a, a.arrivals, every);
@@ -345,6 +437,7 @@ fn main() {
             "chat_ttft_cold_ms": cold.as_secs_f64() * 1e3,
             "chat_ttft_cached_ms": warm.as_secs_f64() * 1e3,
             "arrivals": arrival,
+            "schema": schema,
         });
         std::fs::write(path, serde_json::to_string_pretty(&doc).unwrap()).unwrap();
     }

@@ -10,12 +10,22 @@
 //!    `async_eval`. A row's input is its previous, still lazy, token.
 //! 2. **Read** the tokens of the step built last time (the device computes
 //!    the new step meanwhile, as in [`crate::generate`]), and end the rows
-//!    that hit a stop token, their `max_tokens`, or a cancellation.
-//! 3. **Remove** ended rows from the batch at once (their token of the step
+//!    that hit a stop token, their `max_tokens`, or a cancellation. A row
+//!    under a grammar ([`crate::constraint`]) commits its token to its
+//!    matcher and ends when the grammar is complete.
+//! 3. **Mask** the grammar rows: their logits were computed in step 1 with
+//!    the others', but which tokens they may take depends on the token
+//!    just read, so their allowed sets are computed on the CPU now, while
+//!    the device still runs the step, then applied to their logits (a
+//!    disallowed token's logit becomes `-inf`) and sampled; their tokens
+//!    join the step in flight. Rows without a grammar are sampled in step 1
+//!    as before, so a batch mixing both gives a free row the tokens it
+//!    would have alone.
+//! 4. **Remove** ended rows from the batch at once (their token of the step
 //!    in flight is dropped) and keep their caches in the [`PrefixCache`]
 //!    (for a model with recurrent layers, the prompts are kept too, when
 //!    their prefill ends: see [`PrefixCache`]).
-//! 4. **Prefill** waiting sequences, first come first served, up to a token
+//! 5. **Prefill** waiting sequences, first come first served, up to a token
 //!    budget per step. Short prompts arriving together (none in the prompt
 //!    cache) are prefilled together in one pass, left-padded to the longest
 //!    and masked, and join the batch as a block; any other prompt goes
@@ -37,10 +47,14 @@ use std::time::{Duration, Instant};
 
 use mlx::{Array, Dtype};
 
+mod masking;
+
+use crate::constraint::{Constraint, Progress};
 use crate::error::{EngineError, Result};
 use crate::model::{BatchCache, Cache, LayerSnapshot, Model, Positions};
 use crate::prefix_cache::PrefixCache;
 use crate::sampler::{Sampled, SampledToken, Sampler};
+use masking::{Built, step_tokens};
 
 /// Limits of a [`Scheduler`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +92,9 @@ pub struct SeqRequest {
     pub max_tokens: usize,
     /// Token ids that end the sequence (after being emitted).
     pub stop_ids: Vec<u32>,
+    /// The grammar its output must follow, if any; the sequence ends with
+    /// [`SeqEnd::Stop`] when the grammar is complete.
+    pub constraint: Option<Constraint>,
 }
 
 /// Why a sequence ended.
@@ -125,6 +142,9 @@ pub struct HostTimes {
     pub dispatch: Duration,
     /// ...and waiting for the tokens of the step before.
     pub wait: Duration,
+    /// Computing grammar masks and sampling the rows under a grammar
+    /// (while the device runs the step).
+    pub mask: Duration,
 }
 
 /// A sequence whose prompt is being prefilled.
@@ -249,7 +269,10 @@ impl<'m> Scheduler<'m> {
         if let Some(flight) = self.in_flight.take() {
             self.read(flight, &mut events)?;
         }
-        self.in_flight = next;
+        self.in_flight = match next {
+            Some(built) => Some(self.sample_constrained(built)?),
+            None => None,
+        };
         self.remove_ended(&mut events)?;
         self.prefill()?;
         self.steps += 1;
@@ -305,7 +328,7 @@ impl<'m> Scheduler<'m> {
     /// step costs as much host time as any other, before that last token is
     /// read. (A stop token is only known once read, so a row may still
     /// compute one token too many, as the generator does.)
-    fn build(&mut self) -> Result<Option<InFlight>> {
+    fn build(&mut self) -> Result<Option<Built>> {
         let in_flight = self.in_flight.as_ref().map_or(&[][..], |f| &f.ids[..]);
         let needs_step = |r: &Row| {
             let pending = usize::from(in_flight.contains(&r.req.id));
@@ -329,36 +352,45 @@ impl<'m> Scheduler<'m> {
         };
         let logits = self.cache.step(self.model, &tokens)?;
         let mut sampled = Vec::with_capacity(self.rows.len());
+        let mut constrained = Vec::new();
         for (i, row) in self.rows.iter_mut().enumerate() {
-            let s = if single {
-                row.req.sampler.sample(&logits)?
+            let row_logits = if single {
+                logits.clone()
             } else {
                 let i = i as i32;
-                row.req.sampler.sample(&logits.slice_axis(0, i, i + 1)?)?
+                logits.slice_axis(0, i, i + 1)?
             };
+            if row.req.constraint.is_some() {
+                constrained.push((i, row_logits));
+                sampled.push(None);
+                continue;
+            }
+            let s = row.req.sampler.sample(&row_logits)?;
             row.input = s.token.clone();
             row.input_generated = true;
-            sampled.push(s);
+            sampled.push(Some(s));
         }
-        let tokens = if single {
-            sampled[0].token.clone()
+        let tokens = if constrained.is_empty() {
+            Some(step_tokens(sampled.iter().flatten())?)
         } else {
-            let tokens: Vec<&Array> = sampled.iter().map(|s| &s.token).collect();
-            mlx::concatenate(&tokens, 0)?
+            None
         };
-        let mut eval = vec![&tokens];
-        for s in &sampled {
-            eval.extend(s.arrays().into_iter().skip(1));
+        let mut eval: Vec<&Array> = tokens.iter().collect();
+        for s in sampled.iter().flatten() {
+            let skip = usize::from(tokens.is_some());
+            eval.extend(s.arrays().into_iter().skip(skip));
         }
+        eval.extend(constrained.iter().map(|(_, l)| l));
         let built = Instant::now();
         mlx::async_eval(&eval)?;
         self.host.steps += 1;
         self.host.build += built - begin;
         self.host.dispatch += built.elapsed();
-        Ok(Some(InFlight {
+        Ok(Some(Built {
             ids: self.rows.iter().map(|r| r.req.id).collect(),
-            tokens,
             sampled,
+            constrained,
+            tokens,
         }))
     }
 
@@ -387,7 +419,15 @@ impl<'m> Scheduler<'m> {
             row.ids.push(token.token);
             row.first_token_at.get_or_insert(now);
             row.last_token_at = Some(now);
+            let grammar = match row.req.constraint.as_mut() {
+                Some(c) if !row.req.stop_ids.contains(&token.token) => c.commit(token.token),
+                _ => Ok(Progress::Continue),
+            };
             if row.req.stop_ids.contains(&token.token) {
+                row.ended = Some(SeqEnd::Stop);
+            } else if let Err(e) = grammar {
+                row.ended = Some(SeqEnd::Failed(e.to_string()));
+            } else if grammar == Ok(Progress::Done) {
                 row.ended = Some(SeqEnd::Stop);
             } else if row.generated >= row.req.max_tokens {
                 row.ended = Some(SeqEnd::Length);

@@ -2,14 +2,17 @@
 //!
 //! Text side (no MLX calls, so the front-end uses it directly): tokenizers
 //! loaded from a model directory or a GGUF file, chat templates, streaming
-//! detokenization and stop sequences. Model side (MLX, worker only): model
-//! families and strict weight loading from MLX checkpoints and GGUF files
-//! (`model`, `loader`), the KV cache, sampling (`sampler`), the decode loop
-//! of one sequence (`generate`), continuous batching of many (`batch`) with
-//! a prompt cache (`prefix_cache`), and GGUF → MLX conversion (`convert`).
+//! detokenization, stop sequences, grammars (`constraint`) and the reply's
+//! structure (`output`: tool-call formats and parsers, reasoning). Model
+//! side (MLX, worker only): model families and strict weight loading from
+//! MLX checkpoints and GGUF files (`model`, `loader`), the KV cache,
+//! sampling (`sampler`), the decode loop of one sequence (`generate`),
+//! continuous batching of many (`batch`) with a prompt cache
+//! (`prefix_cache`), and GGUF → MLX conversion (`convert`).
 
 pub mod batch;
 pub mod chat;
+pub mod constraint;
 pub mod convert;
 pub mod detokenizer;
 pub mod error;
@@ -18,6 +21,7 @@ pub mod gguf;
 pub mod loader;
 pub mod memory;
 pub mod model;
+pub mod output;
 pub mod prefix_cache;
 pub mod sampler;
 pub mod stop;

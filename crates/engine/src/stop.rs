@@ -142,8 +142,11 @@ pub struct StreamStep {
 /// Token ids in, final text out: detokenization, EOS ids and stop strings.
 #[derive(Debug)]
 pub struct TextStream {
+    tokenizer: Arc<Tokenizer>,
     detokenizer: StreamingDetokenizer,
     eos_ids: Vec<u32>,
+    /// Special tokens written into the text (markers a reply parser reads).
+    kept_ids: Vec<u32>,
     matcher: StopMatcher,
     finished: Option<FinishReason>,
 }
@@ -160,8 +163,10 @@ impl TextStream {
         let mut eos_ids = tokenizer.eos_token_ids().to_vec();
         eos_ids.extend_from_slice(extra_stop_ids);
         TextStream {
-            detokenizer: StreamingDetokenizer::new(tokenizer, true),
+            detokenizer: StreamingDetokenizer::new(Arc::clone(&tokenizer), true),
+            tokenizer,
             eos_ids,
+            kept_ids: Vec::new(),
             matcher: StopMatcher::new(stop_strings),
             finished: None,
         }
@@ -171,6 +176,14 @@ impl TextStream {
     /// strings still apply.
     pub fn ignore_eos(&mut self) {
         self.eos_ids.clear();
+    }
+
+    /// Writes these special tokens into the text instead of skipping them
+    /// (the markers of a tool-call or reasoning format that are special
+    /// tokens, such as `<|python_tag|>` or Harmony's `<|channel|>`); other
+    /// special tokens are still skipped.
+    pub fn keep_special_ids(&mut self, ids: Vec<u32>) {
+        self.kept_ids = ids;
     }
 
     /// Feeds one generated id. Once `finish` is set, later ids are ignored.
@@ -194,7 +207,14 @@ impl TextStream {
                 finish: Some(reason),
             });
         }
-        let delta = self.detokenizer.push(id)?;
+        let delta = if self.kept_ids.contains(&id) {
+            // The text so far, then the marker's own.
+            let mut text = self.detokenizer.finish()?;
+            text.push_str(&self.tokenizer.decode(&[id], false)?);
+            text
+        } else {
+            self.detokenizer.push(id)?
+        };
         let m = self.matcher.push(&delta);
         self.finished = m.stop.map(FinishReason::StopString);
         Ok(StreamStep {

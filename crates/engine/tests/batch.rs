@@ -45,6 +45,7 @@ fn request(
         sampler: sampler(model, prompt, params),
         max_tokens: n,
         stop_ids: Vec::new(),
+        constraint: None,
     }
 }
 

@@ -207,3 +207,24 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn kept_special_tokens_are_written_and_others_skipped() {
+    let tok = &*QWEN3;
+    let start = tok.token_to_id("<|im_start|>").expect("a special token");
+    let text = "Hi 東京<|im_start|>there<|endoftext|> again";
+    let ids = tok.encode(text, false).expect("encodes");
+    assert!(ids.contains(&start));
+    let run = |keep: Vec<u32>| {
+        let mut stream = TextStream::new(Arc::clone(tok), Vec::new(), &[]);
+        stream.ignore_eos();
+        stream.keep_special_ids(keep);
+        let mut out = String::new();
+        for &id in &ids {
+            out.push_str(&stream.push(id).expect("decodes").text);
+        }
+        out + &stream.finish().expect("finishes")
+    };
+    assert_eq!(run(Vec::new()), "Hi 東京there again");
+    assert_eq!(run(vec![start]), "Hi 東京<|im_start|>there again");
+}

@@ -38,6 +38,10 @@ impl Writer<'_> {
         self.len(s.len());
         self.0.extend_from_slice(s.as_bytes());
     }
+    pub fn bytes(&mut self, b: &[u8]) {
+        self.len(b.len());
+        self.0.extend_from_slice(b);
+    }
     pub fn u32s(&mut self, v: &[u32]) {
         self.len(v.len());
         for &x in v {
@@ -120,6 +124,16 @@ impl<'a> Reader<'a> {
         std::str::from_utf8(s)
             .map(str::to_owned)
             .map_err(|_| ProtocolError::invalid("string is not UTF-8"))
+    }
+
+    pub fn bytes(&mut self, max: usize) -> Result<Vec<u8>, ProtocolError> {
+        let n = self.len(1, max)?;
+        let (b, rest) = self
+            .buf
+            .split_at_checked(n)
+            .ok_or(ProtocolError::Truncated)?;
+        self.buf = rest;
+        Ok(b.to_vec())
     }
 
     pub fn u32s(&mut self, max: usize) -> Result<Vec<u32>, ProtocolError> {

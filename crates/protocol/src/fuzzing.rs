@@ -229,14 +229,25 @@ pub fn seeds() -> Vec<(String, Vec<u8>, Outcome)> {
         ],
         reqs(3),
     );
-    for (name, prompt, max) in [
-        ("submit-short", (1..=5).collect::<Vec<u32>>(), 65536),
-        ("submit-chunked", (1..=200).collect::<Vec<u32>>(), 256),
+    let grammar = Grammar {
+        kind: GrammarKind::JsonSchema,
+        text: r#"{"type":"object","properties":{"é":{"enum":["a","b"]}}}"#.repeat(8),
+    };
+    for (name, prompt, max, grammar) in [
+        ("submit-short", (1..=5).collect::<Vec<u32>>(), 65536, None),
+        ("submit-chunked", (1..=200).collect::<Vec<u32>>(), 256, None),
+        (
+            "submit-grammar-chunked",
+            (1..=100).collect::<Vec<u32>>(),
+            200,
+            Some(grammar),
+        ),
     ] {
         let submit = Submit {
             request_id: 7,
             prompt,
             params: params.clone(),
+            grammar,
         };
         let frames: Vec<_> = submit
             .encode_frames(max)

@@ -22,10 +22,10 @@ mod submit;
 
 pub use error::ProtocolError;
 pub use messages::{
-    Done, ErrorCode, ErrorMsg, Event, FinishReason, FrameMeta, Heartbeat, Hello, Kind,
-    LoadProgress, MAX_EOS_TOKENS, MAX_LOGIT_BIAS, MAX_STEP_ENTRIES, MAX_STOP_TOKENS, MAX_STRING,
-    MAX_TOP_LOGPROBS, PROTOCOL_VERSION, Ready, Request, SamplingParams, Stats, SubmitPart,
-    TokenEntry, Tokens, check_version, flags,
+    Done, ErrorCode, ErrorMsg, Event, FinishReason, FrameMeta, Grammar, GrammarKind, Heartbeat,
+    Hello, Kind, LoadProgress, MAX_EOS_TOKENS, MAX_GRAMMAR_BYTES, MAX_LOGIT_BIAS, MAX_STEP_ENTRIES,
+    MAX_STOP_TOKENS, MAX_STRING, MAX_TOP_LOGPROBS, PROTOCOL_VERSION, Ready, Request,
+    SamplingParams, Stats, SubmitPart, TokenEntry, Tokens, check_version, flags,
 };
 pub use route::Delivery;
 pub use submit::{EncodedFrame, Submit, SubmitAssembler};

@@ -12,7 +12,7 @@ use crate::codec::{Reader, Writer};
 use crate::error::ProtocolError;
 
 /// Version of this protocol, checked in both directions at the handshake.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 /// Most alternatives a token may report (OpenAI's `top_logprobs` limit).
 pub const MAX_TOP_LOGPROBS: usize = 20;
 /// Most `logit_bias` entries in one request.
@@ -25,6 +25,8 @@ pub const MAX_EOS_TOKENS: usize = 64;
 pub const MAX_STRING: usize = 16 * 1024;
 /// Most entries in one token frame.
 pub const MAX_STEP_ENTRIES: usize = 65_536;
+/// Longest grammar a request may carry, in bytes.
+pub const MAX_GRAMMAR_BYTES: usize = 4 << 20;
 
 /// Frame flags.
 pub mod flags {
@@ -422,10 +424,49 @@ pub struct Stats {
     pub queue_depth: u32,
 }
 
-/// One chunk of a Submit (see [`crate::Submit::encode_frames`]).
+/// The language of a request's grammar.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum GrammarKind {
+    /// A JSON schema (JSON text).
+    JsonSchema = 1,
+    /// A grammar in llguidance's Lark dialect.
+    Lark = 2,
+    /// A regular expression.
+    Regex = 3,
+}
+
+impl GrammarKind {
+    /// Decodes a kind; 0 (no grammar) is not a kind.
+    pub fn from_u8(v: u8) -> Result<Self, ProtocolError> {
+        Ok(match v {
+            1 => Self::JsonSchema,
+            2 => Self::Lark,
+            3 => Self::Regex,
+            other => {
+                return Err(ProtocolError::invalid(format!("grammar kind {other}")));
+            }
+        })
+    }
+}
+
+/// A grammar a request's output must follow (see the engine's
+/// `constraint` module).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Grammar {
+    /// Its language.
+    pub kind: GrammarKind,
+    /// Its text (at most [`MAX_GRAMMAR_BYTES`]).
+    pub text: String,
+}
+
+/// One chunk of a Submit (see [`crate::Submit::encode_frames`]). The
+/// prompt's tokens come first, then the grammar's bytes, each chunk
+/// carrying what fits.
 #[derive(Clone, Debug, PartialEq)]
 pub enum SubmitPart {
-    /// First (or only) chunk: parameters, total prompt length, first tokens.
+    /// First (or only) chunk: parameters, total prompt length, the
+    /// grammar's kind and length, first tokens and grammar bytes.
     Head {
         /// The request.
         request_id: u64,
@@ -433,17 +474,23 @@ pub enum SubmitPart {
         params: SamplingParams,
         /// Tokens of the whole prompt.
         prompt_len: u32,
+        /// The grammar's kind and total length in bytes, if it has one.
+        grammar: Option<(GrammarKind, u32)>,
         /// Tokens in this chunk.
         tokens: Vec<u32>,
+        /// Grammar bytes in this chunk (only once every token was sent).
+        grammar_bytes: Vec<u8>,
         /// More chunks follow.
         more: bool,
     },
-    /// A later chunk: more prompt tokens.
+    /// A later chunk: more prompt tokens, then grammar bytes.
     Continuation {
         /// The request.
         request_id: u64,
         /// Tokens in this chunk.
         tokens: Vec<u32>,
+        /// Grammar bytes in this chunk.
+        grammar_bytes: Vec<u8>,
         /// More chunks follow.
         more: bool,
     },

@@ -5,7 +5,9 @@ use std::collections::HashMap;
 
 use crate::codec::Writer;
 use crate::error::ProtocolError;
-use crate::messages::{FrameMeta, Request, SamplingParams, SubmitPart};
+use crate::messages::{
+    FrameMeta, Grammar, GrammarKind, MAX_GRAMMAR_BYTES, Request, SamplingParams, SubmitPart,
+};
 
 /// A frame ready for the transport.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -25,12 +27,21 @@ pub struct Submit {
     pub prompt: Vec<u32>,
     /// Sampling parameters.
     pub params: SamplingParams,
+    /// The grammar the output must follow, if any.
+    pub grammar: Option<Grammar>,
 }
+
+/// Bytes of a Submit head besides the parameters and its tokens and
+/// grammar bytes: prompt length, grammar kind and length, two counts.
+const HEAD_FIXED: usize = 4 + 1 + 4 + 4 + 4;
+/// Bytes of a continuation besides its tokens and grammar bytes.
+const CONTINUATION_FIXED: usize = 4 + 4;
 
 impl Submit {
     /// Encodes the request as one or more frames of at most `max_payload`
     /// bytes each: the first carries the parameters, all but the last carry
-    /// the MORE flag.
+    /// the MORE flag; the prompt's tokens go first, then the grammar's
+    /// bytes.
     pub fn encode_frames(&self, max_payload: usize) -> Result<Vec<EncodedFrame>, ProtocolError> {
         if self.request_id == 0 {
             return Err(ProtocolError::invalid("request id 0 is reserved"));
@@ -38,48 +49,66 @@ impl Submit {
         self.params.validate()?;
         let prompt_len = u32::try_from(self.prompt.len())
             .map_err(|_| ProtocolError::invalid("prompt longer than u32::MAX tokens"))?;
-        // Fixed bytes: the head chunk without tokens, and a continuation's
-        // token count.
-        let mut head_fixed = Vec::new();
-        self.params.encode(&mut Writer(&mut head_fixed));
-        let head_room =
-            max_payload
-                .checked_sub(head_fixed.len() + 4 + 4)
-                .ok_or(ProtocolError::TooLarge {
-                    len: head_fixed.len() + 8,
-                    max: max_payload,
-                })?
-                / 4;
-        let cont_room = max_payload.saturating_sub(4) / 4;
-        if cont_room == 0 && self.prompt.len() > head_room {
-            return Err(ProtocolError::TooLarge {
-                len: 8,
-                max: max_payload,
-            });
+        let text = self.grammar.as_ref().map_or(&[][..], |g| g.text.as_bytes());
+        if text.len() > MAX_GRAMMAR_BYTES {
+            return Err(ProtocolError::invalid(format!(
+                "a grammar of {} bytes exceeds {MAX_GRAMMAR_BYTES}",
+                text.len()
+            )));
         }
-        let mut frames = Vec::new();
-        let (first, mut rest) = self.prompt.split_at(head_room.min(self.prompt.len()));
-        let mut part = SubmitPart::Head {
-            request_id: self.request_id,
-            params: self.params.clone(),
-            prompt_len,
-            tokens: first.to_vec(),
-            more: !rest.is_empty(),
+        let grammar = self.grammar.as_ref().map(|g| (g.kind, text.len() as u32));
+        let mut params = Vec::new();
+        self.params.encode(&mut Writer(&mut params));
+        let head_fixed = params.len() + HEAD_FIXED;
+        let too_large = |len| ProtocolError::TooLarge {
+            len,
+            max: max_payload,
         };
+        let mut room = max_payload
+            .checked_sub(head_fixed)
+            .ok_or(too_large(head_fixed))?;
+        let (mut tokens, mut bytes) = (&self.prompt[..], text);
+        let mut frames = Vec::new();
         loop {
+            let take = tokens.len().min(room / 4);
+            let (chunk, rest) = tokens.split_at(take);
+            tokens = rest;
+            let byte_room = if tokens.is_empty() {
+                room - 4 * take
+            } else {
+                0
+            };
+            let (piece, rest) = bytes.split_at(bytes.len().min(byte_room));
+            bytes = rest;
+            let more = !tokens.is_empty() || !bytes.is_empty();
+            if more && chunk.is_empty() && piece.is_empty() {
+                return Err(too_large(CONTINUATION_FIXED + 4));
+            }
+            let part = if frames.is_empty() {
+                SubmitPart::Head {
+                    request_id: self.request_id,
+                    params: self.params.clone(),
+                    prompt_len,
+                    grammar,
+                    tokens: chunk.to_vec(),
+                    grammar_bytes: piece.to_vec(),
+                    more,
+                }
+            } else {
+                SubmitPart::Continuation {
+                    request_id: self.request_id,
+                    tokens: chunk.to_vec(),
+                    grammar_bytes: piece.to_vec(),
+                    more,
+                }
+            };
             let mut payload = Vec::new();
             let meta = Request::Submit(part).encode(&mut payload);
             frames.push(EncodedFrame { meta, payload });
-            if rest.is_empty() {
+            if !more {
                 return Ok(frames);
             }
-            let (chunk, tail) = rest.split_at(cont_room.min(rest.len()));
-            rest = tail;
-            part = SubmitPart::Continuation {
-                request_id: self.request_id,
-                tokens: chunk.to_vec(),
-                more: !rest.is_empty(),
-            };
+            room = max_payload.saturating_sub(CONTINUATION_FIXED);
         }
     }
 }
@@ -88,6 +117,8 @@ struct Partial {
     params: SamplingParams,
     prompt_len: usize,
     prompt: Vec<u32>,
+    grammar: Option<(GrammarKind, usize)>,
+    grammar_bytes: Vec<u8>,
 }
 
 /// Reassembles chunked Submits on the worker side, per request id.
@@ -110,12 +141,14 @@ impl SubmitAssembler {
     /// On error the request's partial state is dropped.
     pub fn push(&mut self, part: SubmitPart) -> Result<Option<Submit>, ProtocolError> {
         let chunk = |request_id: u64, why: String| ProtocolError::BadChunk { request_id, why };
-        let (request_id, more) = match part {
+        let (request_id, more, tokens, bytes) = match part {
             SubmitPart::Head {
                 request_id,
                 params,
                 prompt_len,
+                grammar,
                 tokens,
+                grammar_bytes,
                 more,
             } => {
                 if self.pending.remove(&request_id).is_some() {
@@ -131,49 +164,56 @@ impl SubmitAssembler {
                         ),
                     ));
                 }
-                let mut prompt = Vec::with_capacity(prompt_len);
-                prompt.extend_from_slice(&tokens);
                 self.pending.insert(
                     request_id,
                     Partial {
                         params,
                         prompt_len,
-                        prompt,
+                        prompt: Vec::with_capacity(prompt_len),
+                        grammar: grammar.map(|(k, n)| (k, n as usize)),
+                        grammar_bytes: Vec::new(),
                     },
                 );
-                (request_id, more)
+                (request_id, more, tokens, grammar_bytes)
             }
             SubmitPart::Continuation {
                 request_id,
                 tokens,
+                grammar_bytes,
                 more,
             } => {
-                let Some(partial) = self.pending.get_mut(&request_id) else {
+                if !self.pending.contains_key(&request_id) {
                     return Err(chunk(request_id, "continuation without a head".into()));
-                };
-                partial.prompt.extend_from_slice(&tokens);
-                (request_id, more)
+                }
+                (request_id, more, tokens, grammar_bytes)
             }
         };
-        let Some(partial) = self.pending.get(&request_id) else {
+        let Some(partial) = self.pending.get_mut(&request_id) else {
             return Err(chunk(request_id, "lost partial state".into()));
         };
-        let got = partial.prompt.len();
-        if got > partial.prompt_len || (!more && got != partial.prompt_len) {
-            let want = partial.prompt_len;
+        let checked = partial.add(&tokens, &bytes, more);
+        if let Err(why) = checked {
             self.pending.remove(&request_id);
-            return Err(chunk(
-                request_id,
-                format!("{got} tokens received, {want} announced"),
-            ));
+            return Err(chunk(request_id, why));
         }
         if more {
             return Ok(None);
         }
-        Ok(self.pending.remove(&request_id).map(|p| Submit {
+        let Some(p) = self.pending.remove(&request_id) else {
+            return Err(chunk(request_id, "lost partial state".into()));
+        };
+        let grammar = match p.grammar {
+            None => None,
+            Some((kind, _)) => match String::from_utf8(p.grammar_bytes) {
+                Ok(text) => Some(Grammar { kind, text }),
+                Err(_) => return Err(chunk(request_id, "the grammar is not UTF-8".into())),
+            },
+        };
+        Ok(Some(Submit {
             request_id,
             prompt: p.prompt,
             params: p.params,
+            grammar,
         }))
     }
 
@@ -185,5 +225,37 @@ impl SubmitAssembler {
     /// Requests whose chunks are still arriving.
     pub fn pending(&self) -> usize {
         self.pending.len()
+    }
+}
+
+impl Partial {
+    /// Appends a chunk's tokens and grammar bytes: no more than announced,
+    /// bytes only after the last token, and everything by the last chunk.
+    fn add(&mut self, tokens: &[u32], bytes: &[u8], more: bool) -> Result<(), String> {
+        let want_tokens = self.prompt_len;
+        let want_bytes = self.grammar.map_or(0, |(_, n)| n);
+        if self.prompt.len() + tokens.len() > want_tokens {
+            let got = self.prompt.len() + tokens.len();
+            return Err(format!("{got} tokens received, {want_tokens} announced"));
+        }
+        self.prompt.extend_from_slice(tokens);
+        if !bytes.is_empty() && self.prompt.len() < want_tokens {
+            return Err("grammar bytes before the last prompt token".into());
+        }
+        if self.grammar_bytes.len() + bytes.len() > want_bytes {
+            let got = self.grammar_bytes.len() + bytes.len();
+            return Err(format!(
+                "{got} grammar bytes received, {want_bytes} announced"
+            ));
+        }
+        self.grammar_bytes.extend_from_slice(bytes);
+        if !more && (self.prompt.len() != want_tokens || self.grammar_bytes.len() != want_bytes) {
+            return Err(format!(
+                "{} tokens and {} grammar bytes received, {want_tokens} and {want_bytes} announced",
+                self.prompt.len(),
+                self.grammar_bytes.len()
+            ));
+        }
+        Ok(())
     }
 }

@@ -169,8 +169,13 @@ proptest! {
         params in params(),
         max_payload in 200usize..4096,
         id in 1u64..1000,
+        grammar in proptest::option::of(("[\\PC]{0,3000}", 1u8..=3)),
     ) {
-        let submit = Submit { request_id: id, prompt, params };
+        let grammar = grammar.map(|(text, kind)| Grammar {
+            kind: GrammarKind::from_u8(kind).expect("a kind"),
+            text,
+        });
+        let submit = Submit { request_id: id, prompt, params, grammar };
         let frames = submit.encode_frames(max_payload).expect("fits");
         let mut asm = SubmitAssembler::new(4096);
         let mut done = None;
@@ -204,7 +209,24 @@ fn requests_round_trip() {
             request_id: 3,
             params: SamplingParams::default(),
             prompt_len: 2,
+            grammar: None,
             tokens: vec![1, 2],
+            grammar_bytes: vec![],
+            more: false,
+        }),
+        Request::Submit(SubmitPart::Head {
+            request_id: 3,
+            params: SamplingParams::default(),
+            prompt_len: 1,
+            grammar: Some((GrammarKind::Lark, 9)),
+            tokens: vec![1],
+            grammar_bytes: b"start: /a".to_vec(),
+            more: true,
+        }),
+        Request::Submit(SubmitPart::Continuation {
+            request_id: 3,
+            tokens: vec![],
+            grammar_bytes: b"/".to_vec(),
             more: false,
         }),
     ];
@@ -279,7 +301,9 @@ fn out_of_range_fields_are_rejected() {
             request_id: 1,
             params,
             prompt_len: 0,
+            grammar: None,
             tokens: vec![],
+            grammar_bytes: vec![],
             more: false,
         });
         let mut buf = Vec::new();
@@ -325,6 +349,7 @@ fn inconsistent_chunks_are_rejected() {
     let cont = SubmitPart::Continuation {
         request_id: 4,
         tokens: vec![1],
+        grammar_bytes: vec![],
         more: false,
     };
     assert!(matches!(
@@ -335,7 +360,9 @@ fn inconsistent_chunks_are_rejected() {
         request_id: 4,
         params: SamplingParams::default(),
         prompt_len,
+        grammar: None,
         tokens: vec![1, 2],
+        grammar_bytes: vec![],
         more,
     };
     // Announced 3, delivered 2 + 1... then one too many.
@@ -343,6 +370,7 @@ fn inconsistent_chunks_are_rejected() {
     let extra = SubmitPart::Continuation {
         request_id: 4,
         tokens: vec![5, 6],
+        grammar_bytes: vec![],
         more: false,
     };
     assert!(asm.push(extra).is_err());
@@ -355,6 +383,69 @@ fn inconsistent_chunks_are_rejected() {
     assert_eq!(asm.push(head(3, true)).expect("ok"), None);
     assert!(asm.cancel(4));
     assert_eq!(asm.pending(), 0);
+}
+
+#[test]
+fn grammar_chunks_must_follow_the_prompt_and_match_their_length() {
+    let head = |tokens: Vec<u32>, bytes: &[u8], more| SubmitPart::Head {
+        request_id: 6,
+        params: SamplingParams::default(),
+        prompt_len: 2,
+        grammar: Some((GrammarKind::Regex, 4)),
+        tokens,
+        grammar_bytes: bytes.to_vec(),
+        more,
+    };
+    let cont = |tokens: Vec<u32>, bytes: &[u8], more| SubmitPart::Continuation {
+        request_id: 6,
+        tokens,
+        grammar_bytes: bytes.to_vec(),
+        more,
+    };
+    let mut asm = SubmitAssembler::new(100);
+    // Bytes before the last prompt token.
+    assert!(asm.push(head(vec![1], b"a", true)).is_err());
+    // More bytes than announced.
+    assert!(asm.push(head(vec![1, 2], b"abcde", false)).is_err());
+    // Fewer bytes than announced at the last chunk.
+    assert!(asm.push(head(vec![1, 2], b"ab", false)).is_err());
+    // Not UTF-8.
+    assert_eq!(
+        asm.push(head(vec![1, 2], b"ab\xff", true)).expect("ok"),
+        None
+    );
+    assert!(asm.push(cont(vec![], b"c", false)).is_err());
+    // In order, split anywhere.
+    assert_eq!(asm.push(head(vec![1], b"", true)).expect("ok"), None);
+    assert_eq!(asm.push(cont(vec![2], b"a|", true)).expect("ok"), None);
+    let done = asm
+        .push(cont(vec![], b"bc", false))
+        .expect("ok")
+        .expect("whole");
+    assert_eq!(done.prompt, vec![1, 2]);
+    assert_eq!(
+        done.grammar,
+        Some(Grammar {
+            kind: GrammarKind::Regex,
+            text: "a|bc".into()
+        })
+    );
+    assert_eq!(asm.pending(), 0);
+    // Bytes on a request without a grammar, and an unknown kind, never
+    // decode.
+    let mut buf = Vec::new();
+    let meta = Request::Submit(SubmitPart::Head {
+        request_id: 1,
+        params: SamplingParams::default(),
+        prompt_len: 0,
+        grammar: None,
+        tokens: vec![],
+        grammar_bytes: b"x".to_vec(),
+        more: false,
+    })
+    .encode(&mut buf);
+    assert!(Request::decode(meta, &buf).is_err());
+    assert!(GrammarKind::from_u8(0).is_err() && GrammarKind::from_u8(4).is_err());
 }
 
 #[test]

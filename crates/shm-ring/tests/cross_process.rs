@@ -406,6 +406,7 @@ fn a_protocol_session_streams_batched_tokens_to_each_request() {
         for (id, prompt_len, max_tokens) in plan {
             let stream = conn.register(id).expect("register");
             let submit = Submit {
+                grammar: None,
                 request_id: id,
                 prompt: (0..prompt_len as u32).collect(),
                 params: SamplingParams {
@@ -472,6 +473,7 @@ fn a_worker_crash_mid_stream_fails_its_requests_with_a_clear_reason() {
         handshake(&conn, &mut control).await;
         let mut stream = conn.register(7).expect("register");
         let submit = Submit {
+            grammar: None,
             request_id: 7,
             prompt: vec![1, 2, 3],
             params: SamplingParams {

@@ -3,18 +3,22 @@
 //! frames without waiting (submissions, cancellations, heartbeats), and
 //! after each step it writes every token of the step in one `Tokens` frame
 //! and a `Done` for each sequence that ended. Idle, it sleeps on the
-//! doorbell between heartbeats.
+//! doorbell between heartbeats. A request with a grammar gets a matcher
+//! from the model's grammar compiler (built from its tokenizer on the first
+//! such request); a grammar that does not compile ends the request with an
+//! invalid-request error.
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use engine::batch::{BatchConfig, HostTimes, Scheduler, SeqEnd, SeqEvent, SeqReport, SeqRequest};
+use engine::constraint::{Constraint, Grammar as EngineGrammar, GrammarCompiler};
 use engine::loader::LoadedModel;
 use engine::{Sampler, SamplingParams};
 use protocol::{
-    Done, ErrorCode, ErrorMsg, Event, FinishReason, FrameMeta, Heartbeat, Request, Stats, Submit,
-    SubmitAssembler, TokenEntry, Tokens,
+    Done, ErrorCode, ErrorMsg, Event, FinishReason, FrameMeta, Grammar, GrammarKind, Heartbeat,
+    Request, Stats, Submit, SubmitAssembler, TokenEntry, Tokens,
 };
 use shm_ring::WorkerEndpoint;
 use shm_ring::monotonic_ns;
@@ -70,6 +74,11 @@ struct Session<'a> {
     tracked: HashMap<u64, Tracked>,
     vocab: usize,
     eos: &'a [u32],
+    tokenizer: &'a engine::Tokenizer,
+    /// The model's grammar compiler, built on the first request with a
+    /// grammar (its token trie takes a moment for a large vocabulary), or
+    /// why it cannot be.
+    grammars: Option<Result<GrammarCompiler, String>>,
     context_length: usize,
     /// Since the scheduler last became busy (with debug logging on).
     stretch: Option<Stretch>,
@@ -185,6 +194,7 @@ impl Server {
                 sampler,
                 max_tokens: 4,
                 stop_ids: Vec::new(),
+                constraint: None,
             })?;
             if id == 0 {
                 scheduler.step()?;
@@ -230,6 +240,8 @@ impl Server {
             tracked: HashMap::new(),
             vocab: self.loaded.model.config.vocab_size as usize,
             eos: self.loaded.tokenizer.eos_token_ids(),
+            tokenizer: &self.loaded.tokenizer,
+            grammars: None,
             context_length: self.context_length as usize,
             stretch: None,
         };
@@ -364,6 +376,14 @@ impl Session<'_> {
             logprobs: p.logprobs,
             top_logprobs: u32::from(p.top_logprobs),
         };
+        let constraint = match submit.grammar.as_ref().map(|g| self.constraint(g)) {
+            None => None,
+            Some(Ok(c)) => Some(c),
+            Some(Err(message)) => {
+                let report = failed(id, prompt_len, ErrorCode::InvalidRequest, message);
+                return finish(endpoint, &report, &tracked);
+            }
+        };
         let stop_ids: Vec<u32> = if p.ignore_eos {
             p.stop_token_ids.clone()
         } else {
@@ -376,6 +396,7 @@ impl Session<'_> {
                 sampler,
                 max_tokens,
                 stop_ids,
+                constraint,
             })
         });
         match queued {
@@ -395,6 +416,30 @@ impl Session<'_> {
                 )
             }
         }
+    }
+
+    /// A matcher for `grammar`, or why there is none (the grammar does not
+    /// compile, or the model's tokenizer cannot carry grammars).
+    fn constraint(&mut self, grammar: &Grammar) -> Result<Constraint, String> {
+        let (tokenizer, vocab) = (self.tokenizer, self.vocab);
+        let compiler = self.grammars.get_or_insert_with(|| {
+            let started = Instant::now();
+            let built = GrammarCompiler::new(tokenizer, vocab).map_err(|e| e.to_string());
+            tracing::info!(
+                ms = started.elapsed().as_millis() as u64,
+                "grammar compiler built"
+            );
+            built
+        });
+        let compiler = compiler.as_ref().map_err(Clone::clone)?;
+        let grammar = match grammar.kind {
+            GrammarKind::JsonSchema => EngineGrammar::JsonSchema(grammar.text.clone()),
+            GrammarKind::Lark => EngineGrammar::Lark(grammar.text.clone()),
+            GrammarKind::Regex => EngineGrammar::Regex(grammar.text.clone()),
+        };
+        compiler
+            .constraint(&grammar)
+            .map_err(|e| format!("invalid grammar: {e}"))
     }
 
     /// One scheduler step: its tokens in one frame, then the ends.
@@ -529,6 +574,7 @@ impl Stretch {
             build_us = per(host.build - self.host.build, decode_steps),
             dispatch_us = per(host.dispatch - self.host.dispatch, decode_steps),
             wait_us = per(host.wait - self.host.wait, decode_steps),
+            mask_us = per(host.mask - self.host.mask, decode_steps),
             between_steps_us = per(self.between, steps),
             write_us = per(self.write, steps),
             slowest_step_us = self.slowest.as_micros() as u64,

@@ -39,6 +39,7 @@
 //! logits to sequence `b`.
 
 mod filters;
+mod mask;
 mod params;
 mod penalties;
 
@@ -49,6 +50,7 @@ use mlx::{Array, Dtype};
 use crate::error::{EngineError, Result};
 
 pub use filters::{apply_min_p, apply_top_k, apply_top_p};
+pub use mask::mask_logits;
 pub use params::{MAX_LOGIT_BIAS, MAX_OCCURRENCE_PENALTY, MAX_TOP_LOGPROBS, SamplingParams};
 use penalties::{LogitBias, OccurrencePenalty, RepetitionPenalty};
 

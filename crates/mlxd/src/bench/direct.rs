@@ -207,6 +207,7 @@ pub fn schedule_timed(model: &Model, prompt: &[u32], tokens: usize) -> anyhow::R
         sampler: greedy_sampler(model, prompt)?,
         max_tokens: tokens,
         stop_ids: Vec::new(),
+        constraint: None,
     })?;
     let mut count = 0;
     let mut first = None;

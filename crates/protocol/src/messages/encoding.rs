@@ -107,20 +107,28 @@ impl SubmitPart {
                 request_id,
                 params,
                 prompt_len,
+                grammar,
                 tokens,
+                grammar_bytes,
                 more,
             } => {
                 params.encode(w);
                 w.u32(*prompt_len);
+                let (kind, len) = grammar.map_or((0, 0), |(k, n)| (k as u8, n));
+                w.u8(kind);
+                w.u32(len);
                 w.u32s(tokens);
+                w.bytes(grammar_bytes);
                 (*request_id, *more, 0)
             }
             Self::Continuation {
                 request_id,
                 tokens,
+                grammar_bytes,
                 more,
             } => {
                 w.u32s(tokens);
+                w.bytes(grammar_bytes);
                 (*request_id, *more, flags::CONTINUATION)
             }
         };
@@ -138,14 +146,38 @@ impl SubmitPart {
             return Ok(Self::Continuation {
                 request_id,
                 tokens: r.u32s(usize::MAX)?,
+                grammar_bytes: r.bytes(MAX_GRAMMAR_BYTES)?,
                 more,
             });
         }
+        let params = SamplingParams::decode(r)?;
+        let prompt_len = r.u32()?;
+        let kind = r.u8()?;
+        let len = r.u32()?;
+        let grammar = match kind {
+            0 if len == 0 => None,
+            0 => return Err(ProtocolError::invalid("a grammar length without a grammar")),
+            k => {
+                if len as usize > MAX_GRAMMAR_BYTES {
+                    return Err(ProtocolError::invalid(format!(
+                        "a grammar of {len} bytes exceeds {MAX_GRAMMAR_BYTES}"
+                    )));
+                }
+                Some((GrammarKind::from_u8(k)?, len))
+            }
+        };
+        let tokens = r.u32s(usize::MAX)?;
+        let grammar_bytes = r.bytes(MAX_GRAMMAR_BYTES)?;
+        if grammar.is_none() && !grammar_bytes.is_empty() {
+            return Err(ProtocolError::invalid("grammar bytes without a grammar"));
+        }
         Ok(Self::Head {
             request_id,
-            params: SamplingParams::decode(r)?,
-            prompt_len: r.u32()?,
-            tokens: r.u32s(usize::MAX)?,
+            params,
+            prompt_len,
+            grammar,
+            tokens,
+            grammar_bytes,
             more,
         })
     }

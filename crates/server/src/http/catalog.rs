@@ -5,10 +5,11 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use api::{ApiError, ModelDefaults};
 use engine::Tokenizer;
+use engine::constraint::GrammarCompiler;
 use tokio::sync::OnceCell;
 
 /// A model the daemon can serve.
@@ -151,9 +152,27 @@ pub struct FrontModel {
     pub context_length: Option<u32>,
     /// Weights plus the KV cache its worker may hold, in bytes.
     pub estimate_bytes: u64,
+    /// The grammar compiler over its tokenizer, built on first use.
+    grammars: OnceLock<Result<GrammarCompiler, String>>,
 }
 
 impl FrontModel {
+    /// The grammar compiler over the tokenizer (its token trie is built on
+    /// the first call: call it off the async runtime); 400 when the
+    /// tokenizer cannot carry grammars.
+    pub fn grammars(&self) -> Result<&GrammarCompiler, ApiError> {
+        self.grammars
+            .get_or_init(|| {
+                GrammarCompiler::new(&self.tokenizer, self.tokenizer.vocab_size())
+                    .map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(|e| ApiError::InvalidRequest {
+                message: format!("model '{}' cannot follow grammars: {e}", self.id),
+                param: None,
+            })
+    }
+
     /// What the supervisor needs to start this model's worker.
     pub fn spec(&self) -> crate::supervisor::ModelSpec {
         crate::supervisor::ModelSpec {
@@ -253,6 +272,7 @@ fn load(
         tokenizer: Arc::new(tokenizer),
         context_length,
         estimate_bytes,
+        grammars: OnceLock::new(),
     }))
 }
 

@@ -2,7 +2,8 @@
 //! (in the blocking pool), admit the request to the model's queue, lease
 //! its worker, start one generation per choice, and turn each choice's
 //! worker events into text (streaming detokenizer, EOS, stop strings),
-//! logprobs and a finish reason. Each choice runs in its own task that
+//! logprobs and a finish reason; chat replies are then read for reasoning
+//! and tool calls ([`super::reply`]). Each choice runs in its own task that
 //! sends updates over a bounded channel: when the client goes away the
 //! channel closes, the task drops its generation, and the worker cancels
 //! the sequence at its next step.
@@ -11,15 +12,19 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use api::response::{FinishReason, TokenLogprob, TopLogprob};
+use api::response::{FinishReason, TokenLogprob, ToolCall, TopLogprob};
 use api::{ApiError, KeepAlive};
 use api::{GenerationRequest, PromptInput};
-use engine::{ChatMessage, FinishReason as TextFinish, RenderOptions, TextStream, Tokenizer};
+use engine::constraint::Grammar;
+use engine::output::OutputOptions;
+use engine::{TextStream, Tokenizer};
 use tokio::sync::mpsc;
 
 use super::AppState;
 use super::catalog::FrontModel;
 use super::metrics::{RequestTimeline, now_ns};
+use super::reply::{ChatTools, Reply, render_chat};
+use super::structured;
 use crate::supervisor::{Generation, KeepAlive as SupKeepAlive, SupervisorError, WorkerEvent};
 
 /// One token's log-probabilities, with token texts.
@@ -33,10 +38,13 @@ pub struct TokenInfo {
 /// What a choice's task reports.
 #[derive(Debug)]
 pub enum ChoiceUpdate {
-    /// New text (possibly empty when only logprobs advanced).
+    /// New text (possibly empty when only logprobs advanced): answer
+    /// text, reasoning and complete tool calls.
     Text {
         index: u32,
         text: String,
+        reasoning: String,
+        calls: Vec<ToolCall>,
         tokens: Vec<TokenInfo>,
     },
     /// The choice ended.
@@ -56,8 +64,13 @@ pub struct Prepared {
     pub prompts: Vec<Vec<u32>>,
     /// The prompts as text (for `echo`).
     pub prompt_texts: Vec<String>,
+    /// Per prompt, how to read a chat reply (none for completions).
+    pub replies: Vec<Option<Arc<OutputOptions>>>,
     /// When the request arrived.
     pub arrived: Instant,
+    /// The grammar every choice follows (`response_format`, a forced
+    /// tool call), compiled once here.
+    pub grammar: Option<protocol::Grammar>,
 }
 
 impl Prepared {
@@ -77,21 +90,49 @@ pub async fn prepare(state: &AppState, req: &GenerationRequest) -> Result<Prepar
     // to the blocking pool costs more (a thread wake-up, often a new thread
     // whose tokenizer state is cold). Long ones go there so they never stall
     // this runtime thread.
-    let (prompts, prompt_texts) = if inputs.iter().map(input_bytes).sum::<usize>() <= INLINE_BYTES {
-        tokenize_all(&tokenizer, inputs)?
-    } else {
-        tokio::task::spawn_blocking(move || tokenize_all(&tokenizer, inputs))
+    let choice = (req.tool_choice.clone(), req.parallel_tool_calls);
+    let (prompts, prompt_texts, replies) =
+        if inputs.iter().map(input_bytes).sum::<usize>() <= INLINE_BYTES {
+            tokenize_all(&tokenizer, inputs, choice)?
+        } else {
+            tokio::task::spawn_blocking(move || tokenize_all(&tokenizer, inputs, choice))
+                .await
+                .map_err(|e| ApiError::Internal {
+                    message: format!("tokenizing: {e}"),
+                })??
+        };
+    let grammar = match structured::output_grammar(req, &model.tokenizer)? {
+        None => None,
+        Some(output) => {
+            let front = Arc::clone(&model);
+            let output = tokio::task::spawn_blocking(move || {
+                output.check(front.grammars()?).map(|()| output)
+            })
             .await
             .map_err(|e| ApiError::Internal {
-                message: format!("tokenizing: {e}"),
-            })??
+                message: format!("compiling the grammar: {e}"),
+            })??;
+            Some(wire_grammar(output.grammar))
+        }
     };
     Ok(Prepared {
         model,
         prompts,
         prompt_texts,
+        replies,
         arrived,
+        grammar,
     })
+}
+
+/// A compiled grammar as the worker protocol carries it.
+fn wire_grammar(grammar: Grammar) -> protocol::Grammar {
+    let (kind, text) = match grammar {
+        Grammar::JsonSchema(text) => (protocol::GrammarKind::JsonSchema, text),
+        Grammar::Lark(text) => (protocol::GrammarKind::Lark, text),
+        Grammar::Regex(text) => (protocol::GrammarKind::Regex, text),
+    };
+    protocol::Grammar { kind, text }
 }
 
 /// Prompt text (or token ids, as bytes) up to which tokenizing runs on the
@@ -122,53 +163,56 @@ fn input_bytes(input: &PromptInput) -> usize {
     }
 }
 
+/// Token ids, texts and reply formats of every prompt.
+type Tokenized = (Vec<Vec<u32>>, Vec<String>, Vec<Option<Arc<OutputOptions>>>);
+
+/// Renders and tokenizes every prompt; `choice` is the request's
+/// `tool_choice` and `parallel_tool_calls`.
 fn tokenize_all(
     tokenizer: &Tokenizer,
     inputs: Vec<PromptInput>,
-) -> Result<(Vec<Vec<u32>>, Vec<String>), ApiError> {
+    choice: (api::ToolChoice, bool),
+) -> Result<Tokenized, ApiError> {
     let mut ids = Vec::with_capacity(inputs.len());
     let mut texts = Vec::with_capacity(inputs.len());
+    let mut replies = Vec::with_capacity(inputs.len());
     for input in inputs {
-        let (prompt, text) = match input {
+        let (prompt, text, reply) = match input {
             PromptInput::Chat {
                 messages,
                 tools,
                 template_kwargs,
-                ..
             } => {
-                let messages: Vec<ChatMessage> =
-                    serde_json::from_value(serde_json::Value::Array(messages))
-                        .map_err(|e| ApiError::invalid("messages", e.to_string()))?;
-                let options = RenderOptions {
-                    add_generation_prompt: true,
+                let chat = ChatTools {
                     tools,
-                    kwargs: template_kwargs,
+                    tool_choice: choice.0.clone(),
+                    parallel_tool_calls: choice.1,
+                    template_kwargs,
                 };
-                let text = tokenizer
-                    .apply_chat_template(&messages, &options)
-                    .map_err(|e| ApiError::invalid("messages", format!("chat template: {e}")))?;
+                let (text, reply) = render_chat(tokenizer, messages, chat)?;
                 let ids = tokenizer
                     .encode(&text, false)
                     .map_err(|e| ApiError::invalid("messages", e.to_string()))?;
-                (ids, text)
+                (ids, text, Some(reply))
             }
             PromptInput::Text(text) => {
                 let ids = tokenizer
                     .encode_prompt(&text)
                     .map_err(|e| ApiError::invalid("prompt", e.to_string()))?;
-                (ids, text)
+                (ids, text, None)
             }
             PromptInput::Tokens(ids) => {
                 let text = tokenizer
                     .decode(&ids, false)
                     .map_err(|e| ApiError::invalid("prompt", e.to_string()))?;
-                (ids, text)
+                (ids, text, None)
             }
         };
         ids.push(prompt);
         texts.push(text);
+        replies.push(reply);
     }
-    Ok((ids, texts))
+    Ok((ids, texts, replies))
 }
 
 /// A model's admitted requests (waiting or running); dropping it leaves.
@@ -258,7 +302,7 @@ pub async fn start(
             let params = sampling_params(req, sample, req.max_tokens.map_or(room, |m| m.min(room)));
             timeline.stamp(|t| &mut t.submitted_ns);
             let generation = lease
-                .generate(prompt.clone(), params)
+                .generate_constrained(prompt.clone(), params, prepared.grammar.clone())
                 .await
                 .map_err(|e| supervisor_error(&model.id, e))?;
             let index = api::stream::choice_index(prompt_index as u32, sample, req.n);
@@ -266,10 +310,18 @@ pub async fn start(
             if req.ignore_eos {
                 text.ignore_eos();
             }
+            let reply_format = prepared
+                .replies
+                .get(prompt_index)
+                .and_then(Option::as_deref);
+            if let Some(format) = reply_format {
+                text.keep_special_ids(format.kept_special_ids(&model.tokenizer));
+            }
             let choice = Choice {
                 index,
                 model: model.id.clone(),
                 text,
+                reply: Reply::new(reply_format),
                 tokenizer: Arc::clone(&model.tokenizer),
                 logprobs: req.logprobs,
                 completion_tokens: 0,
@@ -318,6 +370,7 @@ struct Choice {
     index: u32,
     model: String,
     text: TextStream,
+    reply: Reply,
     tokenizer: Arc<Tokenizer>,
     logprobs: Option<u32>,
     completion_tokens: u32,
@@ -337,7 +390,6 @@ impl Choice {
     /// Turns one worker event into updates; the second value says the
     /// choice is over.
     fn on_event(&mut self, event: WorkerEvent) -> (Vec<ChoiceUpdate>, bool) {
-        let index = self.index;
         match event {
             WorkerEvent::Token(t) => {
                 let now = Instant::now();
@@ -364,19 +416,12 @@ impl Choice {
                 };
                 match self.text.push(t.token_id) {
                     Ok(step) => {
-                        let mut out = vec![ChoiceUpdate::Text {
-                            index,
-                            text: step.text,
-                            tokens,
-                        }];
-                        let done = match step.finish {
-                            Some(TextFinish::StopString(_)) | Some(TextFinish::Eos(_)) => {
-                                out.push(self.finished(FinishReason::Stop));
-                                true
-                            }
-                            None => false,
-                        };
-                        (out, done)
+                        let end = step.finish.is_some();
+                        let mut out = vec![self.text_update(step.text, end, tokens)];
+                        if end {
+                            out.push(self.finished(FinishReason::Stop));
+                        }
+                        (out, end)
                     }
                     Err(e) => (vec![failure(format!("detokenizing: {e}"))], true),
                 }
@@ -389,17 +434,24 @@ impl Choice {
                     _ => FinishReason::Stop,
                 };
                 let tail = self.text.finish().unwrap_or_default();
-                let mut out = Vec::new();
-                if !tail.is_empty() {
-                    out.push(ChoiceUpdate::Text {
-                        index,
-                        text: tail,
-                        tokens: Vec::new(),
-                    });
-                }
-                out.push(self.finished(reason));
+                let out = vec![
+                    self.text_update(tail, true, Vec::new()),
+                    self.finished(reason),
+                ];
                 (out, true)
             }
+        }
+    }
+
+    /// The text a step let through, read as the reply's pieces.
+    fn text_update(&mut self, text: String, end: bool, tokens: Vec<TokenInfo>) -> ChoiceUpdate {
+        let step = self.reply.step(text, end);
+        ChoiceUpdate::Text {
+            index: self.index,
+            text: step.content,
+            reasoning: step.reasoning,
+            calls: step.calls,
+            tokens,
         }
     }
 
@@ -421,7 +473,13 @@ impl Choice {
         });
     }
 
+    /// The choice's last update; a reply that called tools and stopped
+    /// (rather than running out of tokens) finishes with `tool_calls`.
     fn finished(&self, reason: FinishReason) -> ChoiceUpdate {
+        let reason = match reason {
+            FinishReason::Stop if self.reply.called_tools() => FinishReason::ToolCalls,
+            other => other,
+        };
         ChoiceUpdate::Finished {
             index: self.index,
             reason,
@@ -512,14 +570,12 @@ mod tests {
         let chat = PromptInput::Chat {
             messages: vec![serde_json::json!({"role": "user", "content": "x".repeat(5000)})],
             tools: None,
-            tool_choice: None,
             template_kwargs: serde_json::Map::new(),
         };
         assert!(input_bytes(&chat) > INLINE_BYTES);
         let short = PromptInput::Chat {
             messages: vec![serde_json::json!({"role": "user", "content": "Hello"})],
             tools: Some(vec![serde_json::json!({"name": "f".repeat(5000)})]),
-            tool_choice: None,
             template_kwargs: serde_json::Map::new(),
         };
         assert!(input_bytes(&short) > INLINE_BYTES, "tools count too");

@@ -9,7 +9,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use api::response::{
     AssistantMessage, ChatChoice, ChatCompletion, ChatLogprobs, Completion, CompletionChoice,
-    CompletionLogprobs, FinishReason, Model, ModelList, ResponseMeta, TopLogprobMap, Usage,
+    CompletionLogprobs, FinishReason, Model, ModelList, ResponseMeta, ToolCall, TopLogprobMap,
+    Usage,
 };
 use api::stream::{ChatStream, CompletionStream, SSE_DONE, sse_data};
 use api::{ApiError, parse_chat_for, parse_completion_for};
@@ -310,6 +311,8 @@ fn log_request(
 /// Every choice's result.
 struct Collected {
     texts: Vec<String>,
+    reasoning: Vec<String>,
+    calls: Vec<Vec<ToolCall>>,
     tokens: Vec<Vec<(TokenInfo, usize)>>,
     reasons: Vec<FinishReason>,
     completion_tokens: u32,
@@ -323,6 +326,8 @@ async fn collect(
 ) -> Result<Collected, ApiError> {
     let mut c = Collected {
         texts: vec![String::new(); n],
+        reasoning: vec![String::new(); n],
+        calls: vec![Vec::new(); n],
         tokens: vec![Vec::new(); n],
         reasons: vec![FinishReason::Stop; n],
         completion_tokens: 0,
@@ -334,6 +339,8 @@ async fn collect(
             Some(ChoiceUpdate::Text {
                 index,
                 text,
+                reasoning,
+                calls,
                 tokens,
             }) => {
                 let i = index as usize;
@@ -342,6 +349,8 @@ async fn collect(
                     c.tokens[i].push((t, offset));
                 }
                 c.texts[i].push_str(&text);
+                c.reasoning[i].push_str(&reasoning);
+                c.calls[i].extend(calls);
             }
             Some(ChoiceUpdate::Finished {
                 index,
@@ -369,17 +378,26 @@ fn chat_body(meta: ResponseMeta, c: Collected, usage: Usage, logprobs: bool) -> 
         .into_iter()
         .zip(c.tokens)
         .zip(c.reasons)
+        .zip(c.reasoning.into_iter().zip(c.calls))
         .enumerate()
-        .map(|(i, ((text, tokens), reason))| ChatChoice {
-            index: i as u32,
-            message: AssistantMessage::text(text),
-            logprobs: logprobs.then(|| ChatLogprobs {
-                content: generate::chat_logprobs(
-                    &tokens.into_iter().map(|(t, _)| t).collect::<Vec<_>>(),
-                ),
-            }),
-            finish_reason: reason,
-        })
+        .map(
+            |(i, (((text, tokens), reason), (reasoning, calls)))| ChatChoice {
+                index: i as u32,
+                message: if calls.is_empty() {
+                    AssistantMessage::text(text)
+                } else {
+                    // Content is null when the reply is only calls, as OpenAI writes it.
+                    AssistantMessage::tool_calls((!text.is_empty()).then_some(text), calls)
+                }
+                .with_reasoning(reasoning),
+                logprobs: logprobs.then(|| ChatLogprobs {
+                    content: generate::chat_logprobs(
+                        &tokens.into_iter().map(|(t, _)| t).collect::<Vec<_>>(),
+                    ),
+                }),
+                finish_reason: reason,
+            },
+        )
         .collect();
     ChatCompletion::new(meta, choices, usage)
 }
@@ -440,6 +458,10 @@ fn completion_body(
 trait Chunker: Send {
     fn start(&mut self) -> Vec<String>;
     fn text(&mut self, index: u32, text: &str, tokens: Vec<TokenInfo>) -> Vec<String>;
+    /// Reasoning and tool calls (chat only; completions have neither).
+    fn structure(&mut self, _index: u32, _reasoning: &str, _calls: Vec<ToolCall>) -> Vec<String> {
+        Vec::new()
+    }
     fn finish(&mut self, index: u32, reason: FinishReason) -> Vec<String>;
     fn usage(&mut self, usage: Usage) -> Vec<String>;
 }
@@ -460,6 +482,12 @@ impl Chunker for ChatChunker {
             .iter()
             .map(sse_data)
             .collect()
+    }
+
+    fn structure(&mut self, index: u32, reasoning: &str, calls: Vec<ToolCall>) -> Vec<String> {
+        let mut chunks = self.0.reasoning(index, reasoning);
+        chunks.extend(self.0.tool_calls(index, calls));
+        chunks.iter().map(sse_data).collect()
     }
 
     fn finish(&mut self, index: u32, reason: FinishReason) -> Vec<String> {
@@ -579,9 +607,13 @@ impl SseState {
             Some(ChoiceUpdate::Text {
                 index,
                 text,
+                reasoning,
+                calls,
                 tokens,
             }) => {
-                let events = self.chunker.text(index, &text, tokens);
+                let mut events = self.chunker.structure(index, &reasoning, Vec::new());
+                events.extend(self.chunker.text(index, &text, tokens));
+                events.extend(self.chunker.structure(index, "", calls));
                 if self.first_token.is_none() {
                     self.first_token = Some(std::time::Instant::now());
                 }

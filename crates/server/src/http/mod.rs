@@ -11,8 +11,12 @@ mod connections;
 mod generate;
 mod handlers;
 pub mod metrics;
+mod reply;
+mod structured;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tool_tests;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

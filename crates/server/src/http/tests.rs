@@ -16,7 +16,7 @@ use super::*;
 use crate::supervisor::fake::FakeLauncher;
 use crate::supervisor::{Launcher, SupervisorConfig};
 
-fn gguf() -> PathBuf {
+pub(super) fn gguf() -> PathBuf {
     let lib = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/lib");
     std::fs::read_dir(&lib)
         .expect("run scripts/setup.sh: .venv is missing")
@@ -29,19 +29,19 @@ fn gguf() -> PathBuf {
         .expect("run scripts/setup.sh: the default model is missing")
 }
 
-struct Harness {
-    state: AppState,
-    launcher: Arc<FakeLauncher>,
+pub(super) struct Harness {
+    pub(super) state: AppState,
+    pub(super) launcher: Arc<FakeLauncher>,
 }
 
-fn harness(config: HttpConfig) -> Harness {
+pub(super) fn harness(config: HttpConfig) -> Harness {
     harness_with(
         config,
         StaticCatalog::new(vec![("smol".into(), gguf())], None),
     )
 }
 
-fn harness_with(config: HttpConfig, catalog: StaticCatalog) -> Harness {
+pub(super) fn harness_with(config: HttpConfig, catalog: StaticCatalog) -> Harness {
     let launcher = Arc::new(FakeLauncher::default());
     let tokenizer = engine::Tokenizer::from_gguf_path(gguf()).unwrap();
     let script = tokenizer
@@ -62,14 +62,17 @@ fn harness_with(config: HttpConfig, catalog: StaticCatalog) -> Harness {
     Harness { state, launcher }
 }
 
-fn post(path: &str, body: serde_json::Value) -> Request<Body> {
+pub(super) fn post(path: &str, body: serde_json::Value) -> Request<Body> {
     Request::post(path)
         .header(header::CONTENT_TYPE, "application/json")
         .body(Body::from(body.to_string()))
         .unwrap()
 }
 
-async fn call(h: &Harness, req: Request<Body>) -> (StatusCode, axum::http::HeaderMap, String) {
+pub(super) async fn call(
+    h: &Harness,
+    req: Request<Body>,
+) -> (StatusCode, axum::http::HeaderMap, String) {
     let response = router(h.state.clone()).oneshot(req).await.unwrap();
     let status = response.status();
     let headers = response.headers().clone();
@@ -79,12 +82,12 @@ async fn call(h: &Harness, req: Request<Body>) -> (StatusCode, axum::http::Heade
     (status, headers, String::from_utf8(bytes.to_vec()).unwrap())
 }
 
-fn json(text: &str) -> serde_json::Value {
+pub(super) fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))
 }
 
 /// The JSON payloads of an SSE body, `[DONE]` as a string.
-fn sse_events(body: &str) -> Vec<serde_json::Value> {
+pub(super) fn sse_events(body: &str) -> Vec<serde_json::Value> {
     body.split("\n\n")
         .filter(|e| !e.is_empty())
         .map(|e| {
@@ -100,7 +103,7 @@ fn sse_events(body: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
-fn chat_body(extra: serde_json::Value) -> serde_json::Value {
+pub(super) fn chat_body(extra: serde_json::Value) -> serde_json::Value {
     let mut body = serde_json::json!({
         "model": "smol",
         "messages": [{"role": "user", "content": "What is the capital of France?"}],

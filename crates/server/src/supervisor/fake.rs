@@ -31,6 +31,8 @@ pub struct FakeLauncher {
     pub load_delay: Duration,
     /// Token ids each request emits before `Done` (default 1, 2, 3).
     pub script: Mutex<Option<Vec<u32>>>,
+    /// The context length workers report (default 64).
+    pub context_length: Mutex<Option<u32>>,
 }
 
 pub struct FakeWorker {
@@ -40,6 +42,8 @@ pub struct FakeWorker {
     pub submitted: AtomicUsize,
     /// The sampling parameters of every submission, in order.
     pub params: Mutex<Vec<SamplingParams>>,
+    /// The prompt of every submission, in order.
+    pub prompts: Mutex<Vec<Vec<u32>>>,
     script: Vec<u32>,
 }
 
@@ -64,7 +68,7 @@ impl Launcher for FakeLauncher {
         let worker = Arc::new(FakeWorker {
             info: WorkerInfo {
                 pid: Some(spec.generation as u32),
-                context_length: 64,
+                context_length: self.context_length.lock().unwrap().unwrap_or(64),
                 vocab_size: 10,
                 eos_token_ids: vec![0],
                 memory_used_bytes: 1,
@@ -74,6 +78,7 @@ impl Launcher for FakeLauncher {
             cancelled: Mutex::new(Vec::new()),
             submitted: AtomicUsize::new(0),
             params: Mutex::new(Vec::new()),
+            prompts: Mutex::new(Vec::new()),
             script: self
                 .script
                 .lock()
@@ -105,9 +110,11 @@ impl Worker for FakeWorker {
         request_id: u64,
         prompt: Vec<u32>,
         params: SamplingParams,
+        _grammar: Option<protocol::Grammar>,
     ) -> BoxFuture<'_, Result<EventStream, WorkerGone>> {
         self.submitted.fetch_add(1, Ordering::SeqCst);
         self.params.lock().unwrap().push(params.clone());
+        self.prompts.lock().unwrap().push(prompt.clone());
         let exit = self.exit.subscribe();
         let params_logprobs = params.logprobs;
         async move {

@@ -297,10 +297,20 @@ impl Lease {
         prompt: Vec<u32>,
         params: protocol::SamplingParams,
     ) -> Result<Generation, SupervisorError> {
+        self.generate_constrained(prompt, params, None).await
+    }
+
+    /// Starts a generation whose output follows `grammar` (none: free).
+    pub async fn generate_constrained(
+        self,
+        prompt: Vec<u32>,
+        params: protocol::SamplingParams,
+        grammar: Option<protocol::Grammar>,
+    ) -> Result<Generation, SupervisorError> {
         let request_id = self.supervisor.request_id();
         let stream = self
             .worker
-            .submit(request_id, prompt, params)
+            .submit(request_id, prompt, params, grammar)
             .await
             .map_err(|e| SupervisorError::WorkerGone(e.0))?;
         Ok(Generation {

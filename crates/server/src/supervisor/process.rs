@@ -613,6 +613,7 @@ impl Worker for ProcessWorker {
         request_id: u64,
         prompt: Vec<u32>,
         params: SamplingParams,
+        grammar: Option<protocol::Grammar>,
     ) -> BoxFuture<'_, Result<EventStream, WorkerGone>> {
         async move {
             let events = self
@@ -623,6 +624,7 @@ impl Worker for ProcessWorker {
                 request_id,
                 prompt,
                 params,
+                grammar,
             };
             let frames = submit
                 .encode_frames(self.max_frame)

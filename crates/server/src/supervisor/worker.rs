@@ -87,12 +87,14 @@ pub trait Worker: Send + Sync + 'static {
     /// What it reported when ready.
     fn info(&self) -> &WorkerInfo;
 
-    /// Sends a generation request; its events arrive on the stream.
+    /// Sends a generation request (with the grammar its output must
+    /// follow, if any); its events arrive on the stream.
     fn submit(
         &self,
         request_id: u64,
         prompt: Vec<u32>,
         params: SamplingParams,
+        grammar: Option<protocol::Grammar>,
     ) -> BoxFuture<'_, Result<EventStream, WorkerGone>>;
 
     /// Asks the worker to stop the request (it answers with `Done`).
