@@ -344,6 +344,7 @@ impl Session<'_> {
             seed: p.seed,
             logprobs: p.logprobs,
             top_logprobs: u32::from(p.top_logprobs),
+            generated: p.generated as usize,
         };
         let stop_ids: Vec<u32> = if p.ignore_eos {
             p.stop_token_ids.clone()

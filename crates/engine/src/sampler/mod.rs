@@ -25,6 +25,11 @@
 //! a request with a seed picks the tokens that mlx-lm's `generate_step`
 //! with `mx.random.seed(seed)` picks. Greedy decoding draws nothing.
 //!
+//! A sequence resumed at token index `k` (its first `k` generated tokens
+//! at the end of its prompt, [`SamplingParams::generated`]) starts from the
+//! key of step `k`, the seed's key split `k` times, so it draws what the
+//! uninterrupted sequence would have drawn from there on.
+//!
 //! # Differences from mlx-lm
 //! - Presence and frequency penalties follow OpenAI: they count the tokens
 //!   generated so far, without a window and without the prompt (mlx-lm
@@ -106,16 +111,27 @@ impl Sampler {
     /// `repetition_context_size` tokens, as mlx-lm passes prompt and
     /// generated tokens to its processors. Without a seed one is drawn from
     /// the operating system's randomness (see [`Sampler::seed`]).
+    ///
+    /// A resumed sequence (`params.generated > 0`) starts at that token
+    /// index: its key is the seed's after that many steps, and its
+    /// presence/frequency counts hold the prompt's last `generated` tokens.
     pub fn new(params: SamplingParams, vocab_size: usize, prompt: &[u32]) -> Result<Sampler> {
         params.validate(vocab_size)?;
         let vocab = i32::try_from(vocab_size).map_err(|_| {
             EngineError::InvalidRequest(format!("a vocabulary of {vocab_size} is too large"))
         })?;
+        if params.generated > 0 && params.generated >= prompt.len() {
+            return Err(EngineError::InvalidRequest(format!(
+                "a resumed sequence's prompt of {} tokens must hold more than its {} generated tokens",
+                prompt.len(),
+                params.generated
+            )));
+        }
         let seed = params.seed.unwrap_or_else(os_seed);
         let key = if params.is_greedy() {
             None
         } else {
-            Some(mlx::random::key(seed)?)
+            Some(key_at(seed, params.generated)?)
         };
         let bias = LogitBias::new(&params.logit_bias)?;
         let repetition = if params.repetition_penalty != 1.0 {
@@ -132,6 +148,7 @@ impl Sampler {
             Some(OccurrencePenalty::new(
                 params.presence_penalty,
                 params.frequency_penalty,
+                &prompt[prompt.len() - params.generated..],
                 vocab,
             )?)
         } else {
@@ -348,6 +365,26 @@ impl Sampled {
         Ok(SampledToken { token, logprobs })
     }
 }
+
+/// The key of draw `step` for `seed`: `random::key(seed)` split `step`
+/// times, the first half kept each time (what [`Sampler::sample`] does once
+/// per step). The chain is evaluated every [`KEY_EVAL_EVERY`] splits so
+/// that a long resume never builds one deep graph.
+fn key_at(seed: u64, step: usize) -> Result<Array> {
+    let mut key = mlx::random::key(seed)?;
+    for i in 0..step {
+        key = mlx::random::split(&key, 2)?
+            .slice_axis(0, 0, 1)?
+            .reshape(&[2])?;
+        if (i + 1) % KEY_EVAL_EVERY == 0 {
+            key.eval()?;
+        }
+    }
+    Ok(key)
+}
+
+/// Splits of a resumed key per evaluation.
+const KEY_EVAL_EVERY: usize = 256;
 
 /// A seed from the operating system's randomness: std's `RandomState`
 /// keys its hasher from the OS generator (then varies them per instance).
