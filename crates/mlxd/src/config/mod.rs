@@ -143,6 +143,11 @@ pub struct ModelsLayer {
     /// Requests a worker decodes together at most (default: 32).
     #[arg(long, env = "MLXD_MAX_BATCH", value_name = "N")]
     pub max_batch: Option<usize>,
+    /// Times one request is resubmitted to a fresh worker after its worker
+    /// crashed, before it ends with the crash's error (default: 3; 0 turns
+    /// replay off).
+    #[arg(long, env = "MLXD_MAX_REPLAYS", value_name = "N")]
+    pub max_replays: Option<u32>,
     /// KV cache memory of a worker's batch, counted against the memory
     /// budget (default: a quarter of the budget, at least one full context).
     #[arg(long, env = "MLXD_KV_MEMORY", value_name = "SIZE")]
@@ -396,6 +401,8 @@ pub struct ModelsConfig {
     /// The budget in bytes on this machine.
     pub memory_budget_bytes: u64,
     pub max_batch: usize,
+    /// Resubmissions of one request after worker crashes.
+    pub max_replays: u32,
     /// `None`: the worker's default.
     pub kv_memory: Option<u64>,
     /// `None`: the worker's default.
@@ -479,6 +486,7 @@ impl Config {
                 memory_budget_bytes: MemoryBudget::Fraction(auto.memory_fraction)
                     .bytes(machine.total_memory),
                 max_batch: 32,
+                max_replays: 3,
                 kv_memory: None,
                 prompt_cache: None,
                 aliases: BTreeMap::new(),
@@ -601,6 +609,7 @@ pub fn load_for(args: &ConfigArgs, machine: Machine) -> anyhow::Result<(Config, 
     pick!(models.context_length, Some);
     pick!(models.memory_budget, same);
     pick!(models.max_batch, same);
+    pick!(models.max_replays, same);
     pick!(models.kv_memory, |v: ByteSize| Some(v.0));
     pick!(models.prompt_cache, |v: ByteSize| Some(v.0));
     pick!(log.level, same);
