@@ -24,6 +24,14 @@ use crate::{WorkerError, send_event, stopping, truncate};
 /// How long an idle worker sleeps between heartbeats.
 const IDLE_TICK: Duration = Duration::from_millis(250);
 
+/// A token sequence that makes a test build's worker abort when a prompt
+/// holds it (the `fault-injection` feature, never in a release binary).
+#[cfg(feature = "fault-injection")]
+pub const FAULT_TRIGGER: [u32; 8] = [1, 0, 1, 0, 1, 0, 1, 0];
+
+/// How often the worker reports its memory and batch (`Stats`).
+const STATS_EVERY: Duration = Duration::from_secs(1);
+
 /// Context length served when neither the model nor the supervisor says.
 const FALLBACK_CONTEXT: u32 = 4096;
 
@@ -254,7 +262,7 @@ impl Server {
             if session.scheduler.is_busy() {
                 session.step(endpoint)?;
             }
-            if last_stats.elapsed() >= Duration::from_secs(5) {
+            if last_stats.elapsed() >= STATS_EVERY {
                 session.send_stats(endpoint)?;
                 last_stats = Instant::now();
             }
@@ -315,6 +323,15 @@ impl Session<'_> {
     /// Hands a complete request to the scheduler, or ends it at once when
     /// it cannot run.
     fn start(&mut self, endpoint: &mut WorkerEndpoint, submit: Submit) -> Result<(), WorkerError> {
+        #[cfg(feature = "fault-injection")]
+        if submit
+            .prompt
+            .windows(FAULT_TRIGGER.len())
+            .any(|w| w == FAULT_TRIGGER)
+        {
+            tracing::error!("the prompt holds the fault trigger; aborting");
+            std::process::abort();
+        }
         let tracked = Tracked::now();
         let id = submit.request_id;
         let prompt_len = submit.prompt.len();

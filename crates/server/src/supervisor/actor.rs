@@ -526,6 +526,10 @@ impl Actor {
                     SlotState::Ready(w) => Some(w.info().clone()),
                     _ => None,
                 },
+                live: match &s.state {
+                    SlotState::Ready(w) => w.live_stats(),
+                    _ => None,
+                },
                 in_flight: s.in_flight,
                 idle_for: (s.in_flight == 0 && matches!(s.state, SlotState::Ready(_)))
                     .then(|| now.duration_since(s.last_used)),

@@ -39,8 +39,8 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use replay::Generation;
 pub use worker::{
-    EventStream, ExitReport, LaunchError, LaunchSpec, Launcher, Worker, WorkerEvent, WorkerGone,
-    WorkerInfo,
+    EventStream, ExitReport, LaunchError, LaunchSpec, Launcher, LiveStats, Worker, WorkerEvent,
+    WorkerGone, WorkerInfo,
 };
 
 /// How long an idle model stays loaded.
@@ -129,12 +129,26 @@ pub struct ModelStatus {
     /// "loading", "ready", "stopping", "idle" (not loaded) or "failed".
     pub state: &'static str,
     pub info: Option<WorkerInfo>,
+    /// The ready worker's latest `Stats` report.
+    pub live: Option<LiveStats>,
     pub in_flight: usize,
     pub idle_for: Option<Duration>,
     pub keep_alive: KeepAlive,
     pub estimate_bytes: u64,
     pub restarts: u64,
     pub failure: Option<String>,
+}
+
+impl ModelStatus {
+    /// The worker's memory: MLX's active memory from its latest `Stats`
+    /// report, else what it reported when ready.
+    pub fn memory_bytes(&self) -> Option<u64> {
+        match (&self.live, &self.info) {
+            (Some(live), _) => Some(live.active_memory),
+            (None, Some(info)) => Some(info.memory_used_bytes),
+            (None, None) => None,
+        }
+    }
 }
 
 type LeaseReply = oneshot::Sender<Result<Lease, SupervisorError>>;
