@@ -159,3 +159,35 @@ fn a_position_the_prompt_cannot_hold_is_refused() {
         "token outside the vocabulary"
     );
 }
+
+#[test]
+fn a_sequence_replaying_its_earlier_tokens_continues_exactly() {
+    // The other way to resume: the original prompt, and the first k steps
+    // pick the earlier tokens (decoded again, step by step).
+    let model = model();
+    let vocab = model.config.vocab_size as usize;
+    let prompt = prompt();
+    let n = 24;
+    for seed in [3, 4] {
+        let params = sampled(seed);
+        let whole = alone(&model, &prompt, &params, n);
+        for k in [1, 9] {
+            let sampler = Sampler::new(params.clone(), vocab, &prompt)
+                .unwrap()
+                .replaying(&whole[..k])
+                .unwrap();
+            assert_eq!(sampler.replay_left(), k);
+            let options = GenerateOptions {
+                max_tokens: n,
+                ..GenerateOptions::default()
+            };
+            let got: Vec<u32> = Generator::new(&model, &prompt, sampler, options)
+                .unwrap()
+                .map(|t| t.unwrap().token)
+                .collect();
+            assert_eq!(got, whole, "seed {seed}, replaying {k}");
+        }
+    }
+    let resumed = Sampler::new(resumed(&sampled(1), 1), vocab, &[1, 2]).unwrap();
+    assert!(resumed.replaying(&[1]).is_err(), "one way at a time");
+}

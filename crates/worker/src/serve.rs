@@ -29,6 +29,10 @@ const IDLE_TICK: Duration = Duration::from_millis(250);
 #[cfg(feature = "fault-injection")]
 pub const FAULT_TRIGGER: [u32; 8] = [1, 0, 1, 0, 1, 0, 1, 0];
 
+/// The most earlier output tokens a resumed request decodes again rather
+/// than prefills (one decode step each before its first new token).
+const REDECODE_MAX: usize = 256;
+
 /// How often the worker reports its memory and batch (`Stats`).
 const STATS_EVERY: Duration = Duration::from_secs(1);
 
@@ -65,6 +69,10 @@ pub struct Server {
 struct Tracked {
     received_ns: u64,
     first_token_ns: u64,
+    /// Replayed tokens still to come out of the scheduler, not sent.
+    replaying: usize,
+    /// Replayed tokens in all: reported as prompt, not as generated.
+    replayed: usize,
 }
 
 /// The state of the loop around the scheduler.
@@ -332,7 +340,7 @@ impl Session<'_> {
             tracing::error!("the prompt holds the fault trigger; aborting");
             std::process::abort();
         }
-        let tracked = Tracked::now();
+        let mut tracked = Tracked::now();
         let id = submit.request_id;
         let prompt_len = submit.prompt.len();
         let max_tokens = match budget(&submit, self.context_length) {
@@ -363,20 +371,39 @@ impl Session<'_> {
             top_logprobs: u32::from(p.top_logprobs),
             generated: p.generated as usize,
         };
+        // A resumed request's earlier output (the end of its prompt) is
+        // decoded again, step by step as it was first, when it is short
+        // enough: its keys and values, and so its next tokens, are then
+        // exactly the uninterrupted request's. A longer one is prefilled
+        // (fast, equal to rounding), the sampler starting at its index.
+        let mut prompt = submit.prompt;
+        let mut replayed = Vec::new();
+        let carried = params.generated;
+        if carried > 0 && carried <= REDECODE_MAX && carried < prompt.len() {
+            replayed = prompt.split_off(prompt.len() - carried);
+        }
+        let params = SamplingParams {
+            generated: if replayed.is_empty() { carried } else { 0 },
+            ..params
+        };
         let stop_ids: Vec<u32> = if p.ignore_eos {
             p.stop_token_ids.clone()
         } else {
             self.eos.iter().chain(&p.stop_token_ids).copied().collect()
         };
-        let queued = Sampler::new(params, self.vocab, &submit.prompt).and_then(|sampler| {
-            self.scheduler.submit(SeqRequest {
-                id,
-                prompt: submit.prompt,
-                sampler,
-                max_tokens,
-                stop_ids,
-            })
-        });
+        tracked.replaying = replayed.len();
+        tracked.replayed = replayed.len();
+        let queued = Sampler::new(params, self.vocab, &prompt)
+            .and_then(|sampler| sampler.replaying(&replayed))
+            .and_then(|sampler| {
+                self.scheduler.submit(SeqRequest {
+                    id,
+                    prompt,
+                    sampler,
+                    max_tokens: max_tokens + replayed.len(),
+                    stop_ids,
+                })
+            });
         match queued {
             Ok(()) => {
                 self.tracked.insert(id, tracked);
@@ -425,6 +452,12 @@ impl Session<'_> {
         for event in events {
             match event {
                 SeqEvent::Token { id, token } => {
+                    if let Some(t) = self.tracked.get_mut(&id)
+                        && t.replaying > 0
+                    {
+                        t.replaying -= 1;
+                        continue;
+                    }
                     let logprobs = token.logprobs;
                     entries.push(TokenEntry {
                         request_id: id,
@@ -449,7 +482,7 @@ impl Session<'_> {
         }
         for report in ends {
             let tracked = self.tracked.remove(&report.id).unwrap_or_else(Tracked::now);
-            finish(endpoint, &Report::from(report), &tracked)?;
+            finish(endpoint, &tracked.report(report), &tracked)?;
         }
         endpoint.heartbeat();
         if let Some(stretch) = &mut self.stretch {
@@ -487,7 +520,7 @@ impl Session<'_> {
         tracing::info!(served, "{why}");
         for report in self.scheduler.fail_all(why) {
             let tracked = self.tracked.remove(&report.id).unwrap_or_else(Tracked::now);
-            finish(endpoint, &Report::from(report), &tracked)?;
+            finish(endpoint, &tracked.report(report), &tracked)?;
         }
         Ok(())
     }
@@ -537,10 +570,22 @@ impl Stretch {
 }
 
 impl Tracked {
+    /// The scheduler's account as the request was submitted: its replayed
+    /// tokens count as prompt, not as generated.
+    fn report(&self, report: SeqReport) -> Report {
+        let mut report = Report::from(report);
+        let replayed = self.replayed - self.replaying;
+        report.generated = report.generated.saturating_sub(replayed);
+        report.prompt_tokens += replayed;
+        report
+    }
+
     fn now() -> Tracked {
         Tracked {
             received_ns: monotonic_ns(),
             first_token_ns: 0,
+            replaying: 0,
+            replayed: 0,
         }
     }
 }

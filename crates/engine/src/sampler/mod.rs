@@ -28,7 +28,12 @@
 //! A sequence resumed at token index `k` (its first `k` generated tokens
 //! at the end of its prompt, [`SamplingParams::generated`]) starts from the
 //! key of step `k`, the seed's key split `k` times, so it draws what the
-//! uninterrupted sequence would have drawn from there on.
+//! uninterrupted sequence would have drawn from there on. Prefilling those
+//! `k` tokens gives their keys and values to rounding (about 1e-5), not bit
+//! for bit, so a draw in a near-tie may still differ; a sampler that
+//! [replays](Sampler::replaying) them instead picks them at its first `k`
+//! steps, through the same decode steps as the uninterrupted sequence, and
+//! continues exactly.
 //!
 //! # Differences from mlx-lm
 //! - Presence and frequency penalties follow OpenAI: they count the tokens
@@ -67,6 +72,8 @@ pub struct Sampler {
     bias: Option<LogitBias>,
     repetition: Option<RepetitionPenalty>,
     occurrences: Option<OccurrencePenalty>,
+    /// Tokens the next steps pick whatever they draw (a replay).
+    forced: std::collections::VecDeque<u32>,
 }
 
 /// The lazy result of one sampling step. Evaluate [`Sampled::arrays`]
@@ -162,7 +169,37 @@ impl Sampler {
             bias,
             repetition,
             occurrences,
+            forced: std::collections::VecDeque::new(),
         })
+    }
+
+    /// Makes the next `tokens.len()` steps pick `tokens`, in order, each
+    /// step otherwise as usual (the key advances, the penalties count the
+    /// token once accepted): a sequence resumed by decoding its earlier
+    /// output again. Needs a sampler at token index 0
+    /// (`SamplingParams::generated == 0`).
+    pub fn replaying(mut self, tokens: &[u32]) -> Result<Sampler> {
+        if self.params.generated > 0 {
+            return Err(EngineError::InvalidRequest(
+                "a replaying sampler starts at token index 0".into(),
+            ));
+        }
+        if let Some(&bad) = tokens
+            .iter()
+            .find(|&&t| i64::from(t) >= i64::from(self.vocab))
+        {
+            return Err(EngineError::InvalidRequest(format!(
+                "replayed token {bad} is outside the vocabulary of {} tokens",
+                self.vocab
+            )));
+        }
+        self.forced.extend(tokens);
+        Ok(self)
+    }
+
+    /// Replayed tokens still to pick.
+    pub fn replay_left(&self) -> usize {
+        self.forced.len()
     }
 
     /// The request's parameters.
@@ -216,6 +253,10 @@ impl Sampler {
         if next_key.is_some() {
             self.key = next_key;
         }
+        let token = match self.forced.pop_front() {
+            Some(forced) => Array::from_slice(&[forced], &[1])?,
+            None => token,
+        };
         let token = if token.dtype() == Dtype::U32 {
             token
         } else {
