@@ -3,9 +3,10 @@
 //! has passed on, the sampling parameters with the seed fixed) and, when its
 //! worker dies, resubmits the request to the next worker as a continuation:
 //! the prompt followed by the tokens already passed on, `max_tokens` reduced
-//! by their count, and `generated` set to it, so the worker's sampler
-//! resumes at that token index (its draws depend only on the seed and the
-//! index) and counts those tokens for the presence and frequency
+//! by their count, and `generated` set to it, so the worker continues at
+//! that token index: it decodes those tokens again (or, past 256, prefills
+//! them with the sampler starting at the index; its draws depend only on
+//! the seed and the index) and counts them for the presence and frequency
 //! penalties. The caller sees one stream: no gap, no error, no token twice.
 //!
 //! **Poison detection.** A request in flight at two crashes in a row
