@@ -25,9 +25,10 @@
 //! Admission is FIFO: the oldest waiting sequence is admitted first, and no
 //! later one overtakes it, so a waiting sequence waits at most for the
 //! sequences ahead of it to make room (each bounded by its `max_tokens`).
-//! It is admitted when the batch has a free row and the KV memory of the
-//! batch with it stays within the budget (an empty batch admits anything
-//! the context length allows).
+//! It is admitted when the batch has a free row, the KV memory of the
+//! batch with it stays within the budget, and its KV on the memory MLX
+//! holds now stays under nine tenths of MLX's memory limit (an empty batch
+//! admits anything the context length allows).
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -462,8 +463,15 @@ impl<'m> Scheduler<'m> {
             .max()
             .unwrap_or(0);
         let width = (self.cache.idx() as usize).max(longest_prompt) + longest_left;
-        let need = (rows + 1) * width * self.model.kv_bytes_per_position();
+        let row_kv = width * self.model.kv_bytes_per_position();
+        let need = (rows + 1) * row_kv;
+        // Live memory too: the KV of the new row and of the rows admitted
+        // with it, on what MLX holds now, must stay under nine tenths of its
+        // memory limit (the rest for a step's activations), so a burst
+        // waits rather than runs out of memory.
+        let adding = (group.len() + 1) * row_kv;
         need <= self.config.kv_budget
+            && mlx::memory::stats().active + adding <= mlx::memory::memory_limit() / 10 * 9
     }
 
     /// Prefills waiting sequences in FIFO order, up to the step's budget.
