@@ -1,6 +1,7 @@
-//! A worker's live memory (its `Stats` frames, one a second) reaches
-//! `/admin/status` and `mlxd_model_memory_bytes` in `/metrics`, against a
-//! real `mlxd serve` with the tiny model.
+//! Memory, against a real `mlxd serve` with the tiny model: a worker's
+//! live memory (its `Stats` frames, one a second) reaches `/admin/status`
+//! and `mlxd_model_memory_bytes` in `/metrics`; a burst of requests whose
+//! KV does not fit the worker's KV memory together queues and completes.
 
 // Test helpers panic on failure by design.
 #![allow(clippy::unwrap_used)]
@@ -15,7 +16,7 @@ mod http;
 
 use std::time::Duration;
 
-use common::wait_until;
+use common::{tiny_model, wait_until};
 use daemon::Daemon;
 use http::{request, send};
 use serde_json::{Value, json};
@@ -70,4 +71,38 @@ fn admin_status_and_metrics_report_the_workers_live_memory() {
         gauge == Some(before) && live_now() == before
     });
     assert!(matched, "the gauge does not follow the live report");
+}
+
+#[test]
+fn a_burst_over_the_kv_memory_queues_and_completes() {
+    // The smallest KV memory a worker takes: one full context (512
+    // positions), room for two of these requests at once.
+    let model = format!("tiny={}", tiny_model().display());
+    let d = Daemon::start_with_args(
+        Some(&model),
+        "tiny",
+        &["--kv-memory", "1KiB", "--context-length", "512"],
+    );
+    let body = |i: usize| {
+        json!({
+            "model": "tiny",
+            "messages": [{"role": "user", "content": format!("Story {i}.")}],
+            "max_tokens": 200,
+            "ignore_eos": true,
+        })
+    };
+    let port = d.port;
+    let burst: Vec<_> = (0..10)
+        .map(|i| {
+            std::thread::spawn(move || {
+                request(port, "POST", "/v1/chat/completions", Some(&body(i)))
+            })
+        })
+        .collect();
+    for handle in burst {
+        let (status, answer) = handle.join().unwrap();
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["usage"]["completion_tokens"], 200, "{answer}");
+    }
+    assert_eq!(d.worker()["restarts"], 0, "nothing aborted");
 }

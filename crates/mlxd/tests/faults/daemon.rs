@@ -97,15 +97,20 @@ impl Daemon {
     /// `mlxd serve --model <model>` (the built-in default model when
     /// `None`), its model served as `name`.
     pub fn start_with(model: Option<&str>, name: &str) -> Daemon {
+        Daemon::start_with_args(model, name, &[])
+    }
+
+    /// As `start_with`, with more arguments for `mlxd serve`.
+    pub fn start_with_args(model: Option<&str>, name: &str, extra: &[&str]) -> Daemon {
         for _ in 0..3 {
-            if let Some(d) = Daemon::try_start(model, name) {
+            if let Some(d) = Daemon::try_start(model, name, extra) {
                 return d;
             }
         }
         panic!("mlxd serve did not start");
     }
 
-    fn try_start(model: Option<&str>, name: &str) -> Option<Daemon> {
+    fn try_start(model: Option<&str>, name: &str, extra: &[&str]) -> Option<Daemon> {
         let dir = tempfile::tempdir().unwrap();
         let empty = dir.path().join("empty");
         std::fs::create_dir(&empty).unwrap();
@@ -122,6 +127,7 @@ impl Daemon {
             // 1e-5, not bit for bit, and the tests compare a request's text
             // with the same request's text undisturbed.
             .args(["--prompt-cache", "0"])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&log).unwrap())
             .stderr(std::fs::File::options().append(true).open(&log).unwrap());
