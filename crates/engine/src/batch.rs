@@ -37,10 +37,12 @@
 //! Admission is FIFO: the oldest waiting sequence is admitted first, and no
 //! later one overtakes it, so a waiting sequence waits at most for the
 //! sequences ahead of it to make room (each bounded by its `max_tokens`).
-//! It is admitted when the batch has a free row and the cache memory of the
+//! It is admitted when the batch has a free row, the cache memory of the
 //! batch with it (KV per position of the attention layers, and the fixed
-//! recurrent state of linear-attention layers per row) stays within the budget (an empty batch admits anything
-//! the context length allows).
+//! recurrent state of linear-attention layers per row) stays within the
+//! budget, and that memory of the new row on what MLX holds now stays under
+//! nine tenths of MLX's memory limit (an empty batch admits anything the
+//! context length allows).
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -507,7 +509,13 @@ impl<'m> Scheduler<'m> {
         let width = (self.cache.idx() as usize).max(longest_prompt) + longest_left;
         let per_row = width * self.model.kv_bytes_per_position() + self.model.state_bytes_per_row();
         let need = (rows + 1) * per_row;
+        // Live memory too: the cache of the new row and of the rows admitted
+        // with it, on what MLX holds now, must stay under nine tenths of its
+        // memory limit (the rest for a step's activations), so a burst
+        // waits rather than runs out of memory.
+        let adding = (group.len() + 1) * per_row;
         need <= self.config.kv_budget
+            && mlx::memory::stats().active + adding <= mlx::memory::memory_limit() / 10 * 9
     }
 
     /// Prefills waiting sequences in FIFO order, up to the step's budget.

@@ -80,6 +80,7 @@ fn request(
         sampler: Sampler::new(params.clone(), vocab, prompt).unwrap(),
         max_tokens: n,
         stop_ids: Vec::new(),
+        constraint: None,
     }
 }
 

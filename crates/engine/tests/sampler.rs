@@ -156,6 +156,7 @@ fn params_from(json: &Value) -> SamplingParams {
         seed: json["seed"].as_u64(),
         logprobs: false,
         top_logprobs: 0,
+        generated: 0,
     }
 }
 

@@ -274,6 +274,7 @@ async fn serve(args: ServeArgs, config: Config) -> anyhow::Result<()> {
         SupervisorConfig {
             keep_alive: keep_alive(config.models.keep_alive),
             memory_budget: config.models.memory_budget_bytes,
+            max_replays: config.models.max_replays,
             ..SupervisorConfig::default()
         },
     );

@@ -411,7 +411,7 @@ fn dev_shm() -> std::collections::BTreeSet<String> {
 // --------------------------------------------------------------- tests
 
 #[test]
-fn a_worker_killed_mid_stream_ends_the_stream_with_the_cause_and_is_replaced() {
+fn a_worker_killed_mid_stream_is_replaced_and_the_stream_goes_on() {
     let shm_before = dev_shm();
     let mut d = Daemon::start(&model_arg("tiny", tiny_model()));
     let mut sse = d.stream("/v1/chat/completions", long_chat("tiny"));
@@ -425,35 +425,21 @@ fn a_worker_killed_mid_stream_ends_the_stream_with_the_cause_and_is_replaced() {
 
     kill(Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();
     let killed = Instant::now();
-    let error = loop {
-        let data = sse.next().expect("an error event before the end");
-        let event: Value = serde_json::from_str(&data).unwrap();
-        if let Some(error) = event.get("error") {
-            break error.clone();
-        }
-        assert!(killed.elapsed() < TIMEOUT, "no error event");
-    };
-    assert_eq!(sse.next().as_deref(), Some("[DONE]"));
-    assert_eq!(sse.next(), None);
-    let ended = killed.elapsed();
-    assert!(
-        ended <= Duration::from_secs(1),
-        "the stream ended {ended:?} after the kill"
-    );
-    assert_eq!(error["code"], "worker_crashed");
-    assert_eq!(error["type"], "server_error");
-    let message = error["message"].as_str().unwrap();
-    assert!(
-        message.contains("tiny") && message.contains("SIGKILL"),
-        "{message}"
-    );
+    // The request is resubmitted to a fresh worker: the stream goes on,
+    // without an error event.
+    for _ in 0..40 {
+        let chunk = sse.next_json();
+        assert!(chunk.get("error").is_none(), "{chunk}");
+        assert!(killed.elapsed() < TIMEOUT, "the stream stalled");
+    }
+    drop(sse);
 
     assert_eq!(d.get("/health").status, 200);
     assert!(
         wait_until(Duration::from_secs(5), || !process_alive(pid)),
         "the killed worker is a zombie"
     );
-    // The same model again: a fresh worker (after the back-off).
+    // The same model again: the fresh worker.
     let r = d.post("/v1/chat/completions", short_chat("tiny"));
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["choices"][0]["finish_reason"], "length");

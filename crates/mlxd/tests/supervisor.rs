@@ -1,6 +1,7 @@
 //! The supervisor with real `mlxd worker` processes and a tiny model:
-//! generation, a worker killed mid-stream, load failures, two models in two
-//! processes.
+//! generation, a worker killed mid-stream (its request resubmitted to a
+//! fresh worker, or, with replay off, ended with the cause), load failures,
+//! two models in two processes.
 
 // Test helpers panic on failure by design.
 #![allow(clippy::unwrap_used)]
@@ -18,11 +19,12 @@ use server::supervisor::{
 };
 
 fn supervisor() -> Supervisor {
+    supervisor_with(SupervisorConfig::default())
+}
+
+fn supervisor_with(config: SupervisorConfig) -> Supervisor {
     let launcher = ProcessLauncher::new(mlxd_path(), Duration::from_secs(60)).unwrap();
-    Supervisor::start(
-        Arc::new(launcher) as Arc<dyn Launcher>,
-        SupervisorConfig::default(),
-    )
+    Supervisor::start(Arc::new(launcher) as Arc<dyn Launcher>, config)
 }
 
 fn spec(id: &str, path: &std::path::Path) -> ModelSpec {
@@ -69,8 +71,65 @@ async fn a_worker_process_generates_the_requested_tokens() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_worker_ends_its_stream_with_the_cause_and_is_replaced() {
+async fn a_killed_workers_request_goes_on_on_a_fresh_worker_with_the_same_tokens() {
     let sup = supervisor();
+    let sampled = SamplingParams {
+        temperature: 0.9,
+        seed: Some(5),
+        max_tokens: 120,
+        ignore_eos: true,
+        ..SamplingParams::default()
+    };
+    let mut want = Vec::new();
+    for p in [params(120), sampled] {
+        let lease = sup.acquire(spec("tiny", tiny_model()), None).await.unwrap();
+        let mut generation = lease.generate(vec![1, 2, 3], p.clone()).await.unwrap();
+        let mut tokens = Vec::new();
+        while let Some(event) = generation.next().await {
+            if let WorkerEvent::Token(t) = event.unwrap() {
+                tokens.push(t.token_id);
+            }
+        }
+        want.push((p, tokens));
+    }
+    for (p, want) in want {
+        let lease = sup.acquire(spec("tiny", tiny_model()), None).await.unwrap();
+        let pid = lease.info().pid.unwrap();
+        let mut generation = lease.generate(vec![1, 2, 3], p).await.unwrap();
+        let mut tokens = Vec::new();
+        let mut done = None;
+        while let Some(event) = generation.next().await {
+            match event.unwrap() {
+                WorkerEvent::Token(t) => tokens.push(t.token_id),
+                WorkerEvent::Done(d) => done = Some(d),
+                WorkerEvent::Error { message, .. } => panic!("{message}"),
+            }
+            if tokens.len() == 30 && generation.replays() == 0 {
+                nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                )
+                .unwrap();
+            }
+        }
+        assert_eq!(generation.replays(), 1);
+        assert_eq!(tokens, want, "no gap, no repeat, the same tokens");
+        let done = done.unwrap();
+        assert_eq!((done.prompt_tokens, done.completion_tokens), (3, 120));
+        assert_ne!(generation.info().pid, Some(pid));
+        drop(generation);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!process_alive(pid), "reaped");
+    }
+    sup.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_replay_a_killed_worker_ends_its_stream_with_the_cause_and_is_replaced() {
+    let sup = supervisor_with(SupervisorConfig {
+        max_replays: 0,
+        ..SupervisorConfig::default()
+    });
     let lease = sup.acquire(spec("tiny", tiny_model()), None).await.unwrap();
     let pid = lease.info().pid.unwrap();
     let mut generation = lease
@@ -106,7 +165,7 @@ async fn a_killed_worker_ends_its_stream_with_the_cause_and_is_replaced() {
     // Reaped: no zombie left.
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(!process_alive(pid));
-    // The next request gets a fresh worker (after a one-second back-off).
+    // The next request gets a fresh worker (at once: a first crash).
     let lease = sup.acquire(spec("tiny", tiny_model()), None).await.unwrap();
     let new_pid = lease.info().pid.unwrap();
     assert_ne!(new_pid, pid);
@@ -210,9 +269,14 @@ async fn a_hung_worker_is_killed_by_its_heartbeat_and_replaced() {
     let launcher = ProcessLauncher::new(mlxd_path(), Duration::from_secs(60))
         .unwrap()
         .with_heartbeat_timeout(Duration::from_secs(2));
+    // Replay off, so the request ends with the reason the worker was
+    // killed (with replay it goes on, as a killed worker's does).
     let sup = Supervisor::start(
         Arc::new(launcher) as Arc<dyn Launcher>,
-        SupervisorConfig::default(),
+        SupervisorConfig {
+            max_replays: 0,
+            ..SupervisorConfig::default()
+        },
     );
     let lease = sup.acquire(spec("tiny", tiny_model()), None).await.unwrap();
     let pid = lease.info().pid.unwrap();

@@ -179,6 +179,7 @@ pub fn seeds() -> Vec<(String, Vec<u8>, Outcome)> {
         stop_token_ids: vec![2],
         logprobs: true,
         top_logprobs: 3,
+        generated: 2,
         ..SamplingParams::default()
     };
     let mut seeds = Vec::new();

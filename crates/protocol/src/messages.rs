@@ -187,6 +187,11 @@ pub struct SamplingParams {
     pub top_logprobs: u8,
     /// Keep generating past EOS.
     pub ignore_eos: bool,
+    /// Tokens at the end of the prompt that this request generated before
+    /// it was resubmitted (0: a new request). The sampler resumes at that
+    /// token index, and the presence and frequency penalties count those
+    /// tokens as generated, so a seeded request continues as it would have.
+    pub generated: u32,
 }
 
 impl Default for SamplingParams {
@@ -207,6 +212,7 @@ impl Default for SamplingParams {
             logprobs: false,
             top_logprobs: 0,
             ignore_eos: false,
+            generated: 0,
         }
     }
 }
@@ -261,6 +267,7 @@ impl SamplingParams {
         w.bool(self.logprobs);
         w.u8(self.top_logprobs);
         w.bool(self.ignore_eos);
+        w.u32(self.generated);
     }
 
     pub(crate) fn decode(r: &mut Reader<'_>) -> Result<Self, ProtocolError> {
@@ -284,6 +291,7 @@ impl SamplingParams {
             logprobs: r.bool()?,
             top_logprobs: r.u8()?,
             ignore_eos: r.bool()?,
+            generated: r.u32()?,
         };
         params.validate()?;
         Ok(params)

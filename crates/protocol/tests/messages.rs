@@ -16,10 +16,17 @@ fn params() -> impl Strategy<Value = SamplingParams> {
         proptest::collection::vec((any::<u32>(), -100.0f32..100.0), 0..8),
         (any::<Option<u64>>(), 1u32..4096),
         proptest::collection::vec(any::<u32>(), 0..8),
-        (any::<bool>(), 0u8..=20, any::<bool>()),
+        (any::<bool>(), 0u8..=20, any::<bool>(), any::<u32>()),
     )
         .prop_map(
-            |((t, p, k, m, r), (ctx, pres, freq), bias, (seed, max), stop, (lp, top, ie))| {
+            |(
+                (t, p, k, m, r),
+                (ctx, pres, freq),
+                bias,
+                (seed, max),
+                stop,
+                (lp, top, ie, generated),
+            )| {
                 SamplingParams {
                     temperature: t,
                     top_p: p,
@@ -36,6 +43,7 @@ fn params() -> impl Strategy<Value = SamplingParams> {
                     logprobs: lp,
                     top_logprobs: top,
                     ignore_eos: ie,
+                    generated,
                 }
             },
         )

@@ -25,6 +25,8 @@ use std::time::{Duration, Instant};
 use protocol::{ErrorCode, ErrorMsg, Event, PROTOCOL_VERSION, Ready, Request};
 use shm_ring::{RingError, WorkerEndpoint};
 
+#[cfg(feature = "fault-injection")]
+pub use serve::FAULT_TRIGGER;
 pub use serve::{BatchLimits, Server};
 
 /// How long a worker waits for `Hello` before giving up.

@@ -28,6 +28,18 @@ use crate::{WorkerError, send_event, stopping, truncate};
 /// How long an idle worker sleeps between heartbeats.
 const IDLE_TICK: Duration = Duration::from_millis(250);
 
+/// A token sequence that makes a test build's worker abort when a prompt
+/// holds it (the `fault-injection` feature, never in a release binary).
+#[cfg(feature = "fault-injection")]
+pub const FAULT_TRIGGER: [u32; 8] = [1, 0, 1, 0, 1, 0, 1, 0];
+
+/// The most earlier output tokens a resumed request decodes again rather
+/// than prefills (one decode step each before its first new token).
+const REDECODE_MAX: usize = 256;
+
+/// How often the worker reports its memory and batch (`Stats`).
+const STATS_EVERY: Duration = Duration::from_secs(1);
+
 /// Context length served when neither the model nor the supervisor says.
 const FALLBACK_CONTEXT: u32 = 4096;
 
@@ -65,6 +77,10 @@ pub struct Server {
 struct Tracked {
     received_ns: u64,
     first_token_ns: u64,
+    /// Replayed tokens still to come out of the scheduler, not sent.
+    replaying: usize,
+    /// Replayed tokens in all: reported as prompt, not as generated.
+    replayed: usize,
 }
 
 /// The state of the loop around the scheduler.
@@ -285,7 +301,7 @@ impl Server {
             if session.scheduler.is_busy() {
                 session.step(endpoint)?;
             }
-            if last_stats.elapsed() >= Duration::from_secs(5) {
+            if last_stats.elapsed() >= STATS_EVERY {
                 session.send_stats(endpoint)?;
                 last_stats = Instant::now();
             }
@@ -346,7 +362,16 @@ impl Session<'_> {
     /// Hands a complete request to the scheduler, or ends it at once when
     /// it cannot run.
     fn start(&mut self, endpoint: &mut WorkerEndpoint, submit: Submit) -> Result<(), WorkerError> {
-        let tracked = Tracked::now();
+        #[cfg(feature = "fault-injection")]
+        if submit
+            .prompt
+            .windows(FAULT_TRIGGER.len())
+            .any(|w| w == FAULT_TRIGGER)
+        {
+            tracing::error!("the prompt holds the fault trigger; aborting");
+            std::process::abort();
+        }
+        let mut tracked = Tracked::now();
         let id = submit.request_id;
         let prompt_len = submit.prompt.len();
         let max_tokens = match budget(&submit, self.context_length) {
@@ -375,8 +400,24 @@ impl Session<'_> {
             seed: p.seed,
             logprobs: p.logprobs,
             top_logprobs: u32::from(p.top_logprobs),
+            generated: p.generated as usize,
         };
-        let constraint = match submit.grammar.as_ref().map(|g| self.constraint(g)) {
+        // A resumed request's earlier output (the end of its prompt) is
+        // decoded again, step by step as it was first, when it is short
+        // enough: its keys and values, and so its next tokens, are then
+        // exactly the uninterrupted request's. A longer one is prefilled
+        // (fast, equal to rounding), the sampler starting at its index.
+        let mut prompt = submit.prompt;
+        let mut replayed = Vec::new();
+        let carried = params.generated;
+        if carried > 0 && carried <= REDECODE_MAX && carried < prompt.len() {
+            replayed = prompt.split_off(prompt.len() - carried);
+        }
+        let params = SamplingParams {
+            generated: if replayed.is_empty() { carried } else { 0 },
+            ..params
+        };
+        let mut constraint = match submit.grammar.as_ref().map(|g| self.constraint(g)) {
             None => None,
             Some(Ok(c)) => Some(c),
             Some(Err(message)) => {
@@ -384,21 +425,40 @@ impl Session<'_> {
                 return finish(endpoint, &report, &tracked);
             }
         };
+        // A resumed request's grammar has already taken its earlier output:
+        // the tokens prefilled here go through it now, those decoded again
+        // as they are picked.
+        if let Some(c) = constraint.as_mut() {
+            let prefilled = prompt.len().saturating_sub(params.generated)..prompt.len();
+            if let Some(Err(e)) = prompt[prefilled]
+                .iter()
+                .map(|&t| c.commit(t))
+                .find(Result::is_err)
+            {
+                let message = format!("the grammar does not take the resumed output: {e}");
+                let report = failed(id, prompt_len, ErrorCode::InvalidRequest, message);
+                return finish(endpoint, &report, &tracked);
+            }
+        }
         let stop_ids: Vec<u32> = if p.ignore_eos {
             p.stop_token_ids.clone()
         } else {
             self.eos.iter().chain(&p.stop_token_ids).copied().collect()
         };
-        let queued = Sampler::new(params, self.vocab, &submit.prompt).and_then(|sampler| {
-            self.scheduler.submit(SeqRequest {
-                id,
-                prompt: submit.prompt,
-                sampler,
-                max_tokens,
-                stop_ids,
-                constraint,
-            })
-        });
+        tracked.replaying = replayed.len();
+        tracked.replayed = replayed.len();
+        let queued = Sampler::new(params, self.vocab, &prompt)
+            .and_then(|sampler| sampler.replaying(&replayed))
+            .and_then(|sampler| {
+                self.scheduler.submit(SeqRequest {
+                    id,
+                    prompt,
+                    sampler,
+                    max_tokens: max_tokens + replayed.len(),
+                    stop_ids,
+                    constraint,
+                })
+            });
         match queued {
             Ok(()) => {
                 self.tracked.insert(id, tracked);
@@ -471,6 +531,12 @@ impl Session<'_> {
         for event in events {
             match event {
                 SeqEvent::Token { id, token } => {
+                    if let Some(t) = self.tracked.get_mut(&id)
+                        && t.replaying > 0
+                    {
+                        t.replaying -= 1;
+                        continue;
+                    }
                     let logprobs = token.logprobs;
                     entries.push(TokenEntry {
                         request_id: id,
@@ -495,7 +561,7 @@ impl Session<'_> {
         }
         for report in ends {
             let tracked = self.tracked.remove(&report.id).unwrap_or_else(Tracked::now);
-            finish(endpoint, &Report::from(report), &tracked)?;
+            finish(endpoint, &tracked.report(report), &tracked)?;
         }
         endpoint.heartbeat();
         if let Some(stretch) = &mut self.stretch {
@@ -533,7 +599,7 @@ impl Session<'_> {
         tracing::info!(served, "{why}");
         for report in self.scheduler.fail_all(why) {
             let tracked = self.tracked.remove(&report.id).unwrap_or_else(Tracked::now);
-            finish(endpoint, &Report::from(report), &tracked)?;
+            finish(endpoint, &tracked.report(report), &tracked)?;
         }
         Ok(())
     }
@@ -584,10 +650,22 @@ impl Stretch {
 }
 
 impl Tracked {
+    /// The scheduler's account as the request was submitted: its replayed
+    /// tokens count as prompt, not as generated.
+    fn report(&self, report: SeqReport) -> Report {
+        let mut report = Report::from(report);
+        let replayed = self.replayed - self.replaying;
+        report.generated = report.generated.saturating_sub(replayed);
+        report.prompt_tokens += replayed;
+        report
+    }
+
     fn now() -> Tracked {
         Tracked {
             received_ns: monotonic_ns(),
             first_token_ns: 0,
+            replaying: 0,
+            replayed: 0,
         }
     }
 }

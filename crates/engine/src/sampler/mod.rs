@@ -25,6 +25,16 @@
 //! a request with a seed picks the tokens that mlx-lm's `generate_step`
 //! with `mx.random.seed(seed)` picks. Greedy decoding draws nothing.
 //!
+//! A sequence resumed at token index `k` (its first `k` generated tokens
+//! at the end of its prompt, [`SamplingParams::generated`]) starts from the
+//! key of step `k`, the seed's key split `k` times, so it draws what the
+//! uninterrupted sequence would have drawn from there on. Prefilling those
+//! `k` tokens gives their keys and values to rounding (about 1e-5), not bit
+//! for bit, so a draw in a near-tie may still differ; a sampler that
+//! [replays](Sampler::replaying) them instead picks them at its first `k`
+//! steps, through the same decode steps as the uninterrupted sequence, and
+//! continues exactly.
+//!
 //! # Differences from mlx-lm
 //! - Presence and frequency penalties follow OpenAI: they count the tokens
 //!   generated so far, without a window and without the prompt (mlx-lm
@@ -64,6 +74,8 @@ pub struct Sampler {
     bias: Option<LogitBias>,
     repetition: Option<RepetitionPenalty>,
     occurrences: Option<OccurrencePenalty>,
+    /// Tokens the next steps pick whatever they draw (a replay).
+    forced: std::collections::VecDeque<u32>,
 }
 
 /// The lazy result of one sampling step. Evaluate [`Sampled::arrays`]
@@ -108,16 +120,27 @@ impl Sampler {
     /// `repetition_context_size` tokens, as mlx-lm passes prompt and
     /// generated tokens to its processors. Without a seed one is drawn from
     /// the operating system's randomness (see [`Sampler::seed`]).
+    ///
+    /// A resumed sequence (`params.generated > 0`) starts at that token
+    /// index: its key is the seed's after that many steps, and its
+    /// presence/frequency counts hold the prompt's last `generated` tokens.
     pub fn new(params: SamplingParams, vocab_size: usize, prompt: &[u32]) -> Result<Sampler> {
         params.validate(vocab_size)?;
         let vocab = i32::try_from(vocab_size).map_err(|_| {
             EngineError::InvalidRequest(format!("a vocabulary of {vocab_size} is too large"))
         })?;
+        if params.generated > 0 && params.generated >= prompt.len() {
+            return Err(EngineError::InvalidRequest(format!(
+                "a resumed sequence's prompt of {} tokens must hold more than its {} generated tokens",
+                prompt.len(),
+                params.generated
+            )));
+        }
         let seed = params.seed.unwrap_or_else(os_seed);
         let key = if params.is_greedy() {
             None
         } else {
-            Some(mlx::random::key(seed)?)
+            Some(key_at(seed, params.generated)?)
         };
         let bias = LogitBias::new(&params.logit_bias)?;
         let repetition = if params.repetition_penalty != 1.0 {
@@ -134,6 +157,7 @@ impl Sampler {
             Some(OccurrencePenalty::new(
                 params.presence_penalty,
                 params.frequency_penalty,
+                &prompt[prompt.len() - params.generated..],
                 vocab,
             )?)
         } else {
@@ -147,7 +171,37 @@ impl Sampler {
             bias,
             repetition,
             occurrences,
+            forced: std::collections::VecDeque::new(),
         })
+    }
+
+    /// Makes the next `tokens.len()` steps pick `tokens`, in order, each
+    /// step otherwise as usual (the key advances, the penalties count the
+    /// token once accepted): a sequence resumed by decoding its earlier
+    /// output again. Needs a sampler at token index 0
+    /// (`SamplingParams::generated == 0`).
+    pub fn replaying(mut self, tokens: &[u32]) -> Result<Sampler> {
+        if self.params.generated > 0 {
+            return Err(EngineError::InvalidRequest(
+                "a replaying sampler starts at token index 0".into(),
+            ));
+        }
+        if let Some(&bad) = tokens
+            .iter()
+            .find(|&&t| i64::from(t) >= i64::from(self.vocab))
+        {
+            return Err(EngineError::InvalidRequest(format!(
+                "replayed token {bad} is outside the vocabulary of {} tokens",
+                self.vocab
+            )));
+        }
+        self.forced.extend(tokens);
+        Ok(self)
+    }
+
+    /// Replayed tokens still to pick.
+    pub fn replay_left(&self) -> usize {
+        self.forced.len()
     }
 
     /// The request's parameters.
@@ -201,6 +255,10 @@ impl Sampler {
         if next_key.is_some() {
             self.key = next_key;
         }
+        let token = match self.forced.pop_front() {
+            Some(forced) => Array::from_slice(&[forced], &[1])?,
+            None => token,
+        };
         let token = if token.dtype() == Dtype::U32 {
             token
         } else {
@@ -350,6 +408,26 @@ impl Sampled {
         Ok(SampledToken { token, logprobs })
     }
 }
+
+/// The key of draw `step` for `seed`: `random::key(seed)` split `step`
+/// times, the first half kept each time (what [`Sampler::sample`] does once
+/// per step). The chain is evaluated every [`KEY_EVAL_EVERY`] splits so
+/// that a long resume never builds one deep graph.
+fn key_at(seed: u64, step: usize) -> Result<Array> {
+    let mut key = mlx::random::key(seed)?;
+    for i in 0..step {
+        key = mlx::random::split(&key, 2)?
+            .slice_axis(0, 0, 1)?
+            .reshape(&[2])?;
+        if (i + 1) % KEY_EVAL_EVERY == 0 {
+            key.eval()?;
+        }
+    }
+    Ok(key)
+}
+
+/// Splits of a resumed key per evaluation.
+const KEY_EVAL_EVERY: usize = 256;
 
 /// A seed from the operating system's randomness: std's `RandomState`
 /// keys its hasher from the OS generator (then varies them per instance).

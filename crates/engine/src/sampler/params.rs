@@ -62,6 +62,14 @@ pub struct SamplingParams {
     /// Also report this many most likely alternatives (at most
     /// [`MAX_TOP_LOGPROBS`]; needs `logprobs`).
     pub top_logprobs: u32,
+    /// How many of the prompt's last tokens this sequence generated itself
+    /// (`0` for a new request): a request resumed after an interruption
+    /// carries its earlier tokens as the end of its prompt. The sampler
+    /// starts at that token index (the random key of draw `i` depends only
+    /// on the seed and `i`), and the presence and frequency penalties
+    /// count those tokens as generated. Must be less than the prompt's
+    /// length.
+    pub generated: usize,
 }
 
 impl Default for SamplingParams {
@@ -79,6 +87,7 @@ impl Default for SamplingParams {
             seed: None,
             logprobs: false,
             top_logprobs: 0,
+            generated: 0,
         }
     }
 }
@@ -219,6 +228,7 @@ mod tests {
             seed: Some(u64::MAX),
             logprobs: true,
             top_logprobs: 20,
+            generated: 4096,
         }
         .validate(VOCAB)
         .unwrap();

@@ -140,11 +140,35 @@ pub(crate) struct OccurrencePenalty {
 }
 
 impl OccurrencePenalty {
-    pub(crate) fn new(presence: f32, frequency: f32, vocab: i32) -> Result<OccurrencePenalty> {
+    /// Starts the counts with `generated`, the tokens the sequence
+    /// generated before it was resumed (empty for a new one).
+    pub(crate) fn new(
+        presence: f32,
+        frequency: f32,
+        generated: &[u32],
+        vocab: i32,
+    ) -> Result<OccurrencePenalty> {
+        let counts = if generated.is_empty() {
+            mlx::zeros(&[1, vocab], Dtype::F32)?
+        } else {
+            let width = usize::try_from(vocab).map_err(|_| {
+                EngineError::InvalidRequest(format!("a vocabulary of {vocab} tokens"))
+            })?;
+            let mut counts = vec![0.0f32; width];
+            for &t in generated {
+                let slot = counts.get_mut(t as usize).ok_or_else(|| {
+                    EngineError::InvalidRequest(format!(
+                        "generated token {t} is outside the vocabulary of {vocab} tokens"
+                    ))
+                })?;
+                *slot += 1.0;
+            }
+            Array::from_slice(&counts, &[1, vocab])?
+        };
         Ok(OccurrencePenalty {
             presence,
             frequency,
-            counts: mlx::zeros(&[1, vocab], Dtype::F32)?,
+            counts,
         })
     }
 

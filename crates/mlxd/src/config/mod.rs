@@ -152,6 +152,11 @@ pub struct ModelsLayer {
     /// Requests a worker decodes together at most (default: 32).
     #[arg(long, env = "MLXD_MAX_BATCH", value_name = "N")]
     pub max_batch: Option<usize>,
+    /// Times one request is resubmitted to a fresh worker after its worker
+    /// crashed, before it ends with the crash's error (default: 3; 0 turns
+    /// replay off).
+    #[arg(long, env = "MLXD_MAX_REPLAYS", value_name = "N")]
+    pub max_replays: Option<u32>,
     /// KV cache memory of a worker's batch, the same for every model,
     /// counted against the memory budget (default: sized from each model,
     /// room for max_batch sequences of 1,024 tokens, at least one full
@@ -409,6 +414,8 @@ pub struct ModelsConfig {
     /// The budget in bytes on this machine.
     pub memory_budget_bytes: u64,
     pub max_batch: usize,
+    /// Resubmissions of one request after worker crashes.
+    pub max_replays: u32,
     /// `None`: the worker's default.
     pub kv_memory: Option<u64>,
     /// `None`: the worker's default.
@@ -505,6 +512,7 @@ impl Config {
                 memory_budget_bytes: MemoryBudget::Fraction(auto.memory_fraction)
                     .bytes(machine.total_memory),
                 max_batch: 32,
+                max_replays: 3,
                 kv_memory: None,
                 prompt_cache: None,
                 aliases: BTreeMap::new(),
@@ -629,6 +637,7 @@ pub fn load_for(args: &ConfigArgs, machine: Machine) -> anyhow::Result<(Config, 
     pick!(models.context_length, Some);
     pick!(models.memory_budget, same);
     pick!(models.max_batch, same);
+    pick!(models.max_replays, same);
     pick!(models.kv_memory, |v: ByteSize| Some(v.0));
     pick!(models.prompt_cache, |v: ByteSize| Some(v.0));
     pick!(log.level, same);

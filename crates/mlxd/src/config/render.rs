@@ -124,6 +124,7 @@ pub fn render(config: &Config, provenance: &Provenance) -> String {
         super::gib(m.memory_budget_bytes)
     );
     out.line("models", "max_batch", m.max_batch.to_string());
+    out.line("models", "max_replays", m.max_replays.to_string());
     match m.kv_memory {
         Some(b) => out.line("models", "kv_memory", value(ByteSize(b).to_string())),
         None => out.commented("models", "kv_memory", "a quarter of memory_budget"),

@@ -318,8 +318,7 @@ pub fn estimate_bytes(
             // The recurrent state of each row the tokens are sized for.
             KvBatch::Tokens { tokens, cap } => {
                 engine::memory::batch_kv_bytes(per_position, context, tokens, cap).saturating_add(
-                    shape.state_bytes
-                        * (tokens / engine::memory::KV_TOKENS_PER_SEQUENCE).max(1),
+                    shape.state_bytes * (tokens / engine::memory::KV_TOKENS_PER_SEQUENCE).max(1),
                 )
             }
         };

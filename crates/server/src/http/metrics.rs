@@ -127,7 +127,7 @@ impl Metrics {
         let memory = Family::<ModelLabels, Gauge<u64, AtomicU64>>::default();
         registry.register(
             "model_memory_bytes",
-            "Memory a loaded model's worker reported using",
+            "Memory a loaded model's worker uses: MLX's active memory from its latest stats report (every second), else what it reported when ready",
             memory.clone(),
         );
         Metrics {
@@ -181,7 +181,7 @@ impl Metrics {
                 model: m.id.clone(),
             };
             self.restarts.get_or_create(&labels).set(m.restarts as i64);
-            let bytes = m.info.as_ref().map_or(0, |i| i.memory_used_bytes);
+            let bytes = m.memory_bytes().unwrap_or(0);
             self.memory.get_or_create(&labels).set(bytes);
         }
         let mut out = String::new();

@@ -272,38 +272,70 @@ async fn a_completion_stream_ends_with_done() {
     );
 }
 
+/// The text and usage of a streamed chat completion, and whether any event
+/// was an error.
+fn streamed_text(text: &str) -> (String, serde_json::Value, bool) {
+    let events = sse_events(text);
+    assert_eq!(events.last().unwrap(), "[DONE]");
+    let mut content = String::new();
+    let mut usage = serde_json::Value::Null;
+    let mut error = false;
+    for event in &events {
+        error |= event.get("error").is_some();
+        if let Some(piece) = event["choices"][0]["delta"]["content"].as_str() {
+            content.push_str(piece);
+        }
+        if event["usage"].is_object() {
+            usage = event["usage"].clone();
+        }
+    }
+    (content, usage, error)
+}
+
 #[tokio::test]
-async fn a_crash_mid_stream_ends_with_one_error_event_and_done() {
+async fn a_crash_mid_stream_is_replayed_and_the_stream_goes_on_unchanged() {
     let h = harness(HttpConfig::default());
-    *h.launcher.script.lock().unwrap() = Some(vec![504; 10_000]);
-    let body = chat_body(serde_json::json!({"stream": true}));
+    let script = h.launcher.script.lock().unwrap().clone().unwrap();
+    *h.launcher.script.lock().unwrap() = Some(script.repeat(6));
+    let body = chat_body(serde_json::json!({
+        "stream": true,
+        "stream_options": {"include_usage": true},
+    }));
+    let (status, _, undisturbed) = call(&h, post("/v1/chat/completions", body.clone())).await;
+    assert_eq!(status, StatusCode::OK);
+    let (want, want_usage, error) = streamed_text(&undisturbed);
+    assert!(!error);
     let launcher = Arc::clone(&h.launcher);
-    tokio::spawn(async move {
+    let crasher = tokio::spawn(async move {
         loop {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            let workers = launcher.workers.lock().unwrap();
-            // Mid-stream: once the request has reached the worker (a crash
-            // before that is a different case: the request goes to a new
-            // worker).
-            if let Some(worker) = workers
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            // Mid-stream: the request has reached the worker (the first
+            // request's) and a few of its tokens went out.
+            let reached = launcher
+                .workers
+                .lock()
+                .unwrap()
                 .first()
-                .filter(|w| w.submitted.load(Ordering::SeqCst) > 0)
-            {
-                worker.crash("killed by SIGKILL");
+                .is_some_and(|w| w.submitted.load(Ordering::SeqCst) > 1);
+            if reached {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                launcher.workers.lock().unwrap()[0].crash("killed by SIGKILL");
                 return;
             }
         }
     });
     let (status, _, text) = call(&h, post("/v1/chat/completions", body)).await;
+    crasher.await.unwrap();
     assert_eq!(status, StatusCode::OK);
-    let events = sse_events(&text);
-    assert_eq!(events.last().unwrap(), "[DONE]");
-    let error = &events[events.len() - 2]["error"];
-    assert!(
-        error["message"].as_str().unwrap().contains("crashed"),
-        "{error}"
+    let (got, usage, error) = streamed_text(&text);
+    assert!(!error, "no error event: {text}");
+    assert_eq!(got, want, "no gap and no repeated token");
+    assert_eq!(usage, want_usage, "usage counts the original prompt");
+    assert_eq!(
+        h.launcher.workers.lock().unwrap().len(),
+        2,
+        "a fresh worker"
     );
-    assert_eq!(error["code"], "worker_crashed");
 }
 
 #[tokio::test]

@@ -143,6 +143,7 @@ impl Actor {
         Lease {
             worker: Arc::clone(worker),
             model: model.to_owned(),
+            spec: slot.spec.clone(),
             generation: slot.generation,
             supervisor: self.handle.clone(),
         }
@@ -336,7 +337,7 @@ impl Actor {
                     SlotState::Loading(w) => w,
                     _ => Vec::new(),
                 };
-                self.record_crash(model, &e.0);
+                self.record_crash(model, &e.0, false);
                 for w in waiters {
                     let _ = w.send(Err(SupervisorError::LoadFailed {
                         model: model.to_owned(),
@@ -386,7 +387,10 @@ impl Actor {
             SlotState::Ready(_) => {
                 tracing::warn!(model = %model, "worker exited unexpectedly: {report}");
                 slot.state = SlotState::Idle;
-                self.record_crash(model, &report.to_string());
+                // Its leases' releases name its generation and are ignored
+                // from here on; their requests are resubmitted on new leases.
+                slot.in_flight = 0;
+                self.record_crash(model, &report.to_string(), true);
             }
             SlotState::Stopping => {
                 tracing::info!(model = %model, "worker stopped ({})", report.status);
@@ -397,8 +401,10 @@ impl Actor {
     }
 
     /// Counts a crash, sets the back-off, and marks the model failed after
-    /// too many in the window.
-    fn record_crash(&mut self, model: &str, reason: &str) {
+    /// too many in the window. A ready worker's first crash in the window
+    /// (`first_is_free`) restarts at once, since its requests are being
+    /// replayed; a failed load always backs off.
+    fn record_crash(&mut self, model: &str, reason: &str, first_is_free: bool) {
         let config = &self.config;
         let Some(slot) = self.slots.get_mut(model) else {
             return;
@@ -413,7 +419,14 @@ impl Actor {
             slot.crashes.pop_front();
         }
         let n = slot.crashes.len();
-        let backoff = Duration::from_secs(1u64 << (n - 1).min(16)).min(config.backoff_cap);
+        let doublings = if first_is_free {
+            n.checked_sub(2)
+        } else {
+            n.checked_sub(1)
+        };
+        let backoff = doublings.map_or(Duration::ZERO, |d| {
+            Duration::from_secs(1u64 << d.min(16)).min(config.backoff_cap)
+        });
         slot.next_start = Some(now + backoff);
         if n >= config.max_crashes {
             slot.failure = Some(format!(
@@ -511,6 +524,10 @@ impl Actor {
                 state: s.state_name(),
                 info: match &s.state {
                     SlotState::Ready(w) => Some(w.info().clone()),
+                    _ => None,
+                },
+                live: match &s.state {
+                    SlotState::Ready(w) => w.live_stats(),
                     _ => None,
                 },
                 in_flight: s.in_flight,

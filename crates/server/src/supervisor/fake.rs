@@ -33,6 +33,8 @@ pub struct FakeLauncher {
     pub script: Mutex<Option<Vec<u32>>>,
     /// The context length workers report (default 64).
     pub context_length: Mutex<Option<u32>>,
+    /// A prompt holding this token crashes the worker it is submitted to.
+    pub poison: Option<u32>,
 }
 
 pub struct FakeWorker {
@@ -45,6 +47,7 @@ pub struct FakeWorker {
     /// The prompt of every submission, in order.
     pub prompts: Mutex<Vec<Vec<u32>>>,
     script: Vec<u32>,
+    poison: Option<u32>,
 }
 
 impl FakeWorker {
@@ -85,6 +88,7 @@ impl Launcher for FakeLauncher {
                 .unwrap()
                 .clone()
                 .unwrap_or_else(|| vec![1, 2, 3]),
+            poison: self.poison,
         });
         self.workers.lock().unwrap().push(Arc::clone(&worker));
         async move {
@@ -103,8 +107,8 @@ impl Worker for FakeWorker {
         &self.info
     }
 
-    /// The script's tokens (at most `max_tokens`) then Done; a crash ends
-    /// the stream with `WorkerGone`.
+    /// The script's tokens from index `params.generated` (at most
+    /// `max_tokens`) then Done; a crash ends the stream with `WorkerGone`.
     fn submit(
         &self,
         request_id: u64,
@@ -115,10 +119,15 @@ impl Worker for FakeWorker {
         self.submitted.fetch_add(1, Ordering::SeqCst);
         self.params.lock().unwrap().push(params.clone());
         self.prompts.lock().unwrap().push(prompt.clone());
+        if self.poison.is_some_and(|p| prompt.contains(&p)) {
+            self.crash("killed by SIGABRT");
+        }
         let exit = self.exit.subscribe();
         let params_logprobs = params.logprobs;
         async move {
+            // A resumed request continues the script where it left it.
             let mut script = self.script.clone();
+            script.drain(..(params.generated as usize).min(script.len()));
             script.truncate(params.max_tokens as usize);
             let count = script.len() as u32;
             let length = count == params.max_tokens;
@@ -131,8 +140,9 @@ impl Worker for FakeWorker {
                         return None;
                     }
                     tokio::select! {
-                        _ = exit.wait_for(Option::is_some) => {
-                            Some((Err(WorkerGone("crashed".into())), 99))
+                        report = exit.wait_for(Option::is_some) => {
+                            let report = report.ok().and_then(|r| r.clone()).unwrap_or_default();
+                            Some((Err(WorkerGone(format!("the worker crashed ({report})"))), 99))
                         }
                         _ = tokio::time::sleep(Duration::from_millis(10)) => {
                             let event = if i < count {

@@ -13,13 +13,15 @@
 //!   that long idle; zero unloads when the last request ends; forever never;
 //! - a count of in-flight requests per worker: unloading waits for it to
 //!   reach zero;
-//! - **crashes**: a worker's in-flight requests end with the reason (from
-//!   the transport); the next request starts a fresh worker after a
-//!   back-off doubling from 1 s; too many crashes in a window mark the model
-//!   failed until it is loaded again explicitly.
+//! - **crashes**: a worker's in-flight requests are resubmitted to a fresh
+//!   worker as continuations ([`replay`]), which starts at once: the first
+//!   crash in the window has no back-off, repeated ones wait a back-off
+//!   doubling from 1 s; too many crashes in a window mark the model failed
+//!   until it is loaded again explicitly.
 
 mod actor;
 pub mod process;
+pub mod replay;
 pub mod worker;
 mod worker_log;
 
@@ -33,13 +35,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use futures::StreamExt;
-
 use tokio::sync::{mpsc, oneshot};
 
+pub use replay::Generation;
 pub use worker::{
-    EventStream, ExitReport, LaunchError, LaunchSpec, Launcher, Worker, WorkerEvent, WorkerGone,
-    WorkerInfo,
+    EventStream, ExitReport, LaunchError, LaunchSpec, Launcher, LiveStats, Worker, WorkerEvent,
+    WorkerGone, WorkerInfo,
 };
 
 /// How long an idle model stays loaded.
@@ -51,6 +52,9 @@ pub enum KeepAlive {
     /// request ends).
     For(Duration),
 }
+
+/// Times a request is resubmitted after worker crashes, by default.
+pub const DEFAULT_MAX_REPLAYS: u32 = 3;
 
 /// Policies of the supervisor.
 #[derive(Debug, Clone)]
@@ -64,6 +68,8 @@ pub struct SupervisorConfig {
     pub crash_window: Duration,
     /// Longest back-off between restarts.
     pub backoff_cap: Duration,
+    /// Times one request may be resubmitted to a new worker after crashes.
+    pub max_replays: u32,
     /// SIGTERM to SIGKILL when stopping a worker.
     pub stop_grace: Duration,
 }
@@ -76,6 +82,7 @@ impl Default for SupervisorConfig {
             max_crashes: 5,
             crash_window: Duration::from_secs(300),
             backoff_cap: Duration::from_secs(30),
+            max_replays: DEFAULT_MAX_REPLAYS,
             stop_grace: Duration::from_secs(5),
         }
     }
@@ -122,12 +129,26 @@ pub struct ModelStatus {
     /// "loading", "ready", "stopping", "idle" (not loaded) or "failed".
     pub state: &'static str,
     pub info: Option<WorkerInfo>,
+    /// The ready worker's latest `Stats` report.
+    pub live: Option<LiveStats>,
     pub in_flight: usize,
     pub idle_for: Option<Duration>,
     pub keep_alive: KeepAlive,
     pub estimate_bytes: u64,
     pub restarts: u64,
     pub failure: Option<String>,
+}
+
+impl ModelStatus {
+    /// The worker's memory: MLX's active memory from its latest `Stats`
+    /// report, else what it reported when ready.
+    pub fn memory_bytes(&self) -> Option<u64> {
+        match (&self.live, &self.info) {
+            (Some(live), _) => Some(live.active_memory),
+            (None, Some(info)) => Some(info.memory_used_bytes),
+            (None, None) => None,
+        }
+    }
 }
 
 type LeaseReply = oneshot::Sender<Result<Lease, SupervisorError>>;
@@ -180,6 +201,9 @@ pub struct Supervisor {
     tx: mpsc::UnboundedSender<Msg>,
     next_request: Arc<AtomicU64>,
     cancels: Arc<CancelCounts>,
+    /// Replayed requests pass these one at a time per model.
+    gates: Arc<replay::ProbationGates>,
+    max_replays: u32,
 }
 
 impl Supervisor {
@@ -190,6 +214,8 @@ impl Supervisor {
             tx,
             next_request: Arc::new(AtomicU64::new(1)),
             cancels: Arc::new(CancelCounts::default()),
+            gates: Arc::default(),
+            max_replays: config.max_replays,
         };
         let actor = actor::Actor::new(launcher, config, handle.clone());
         tokio::spawn(actor.run(rx));
@@ -270,6 +296,16 @@ impl Supervisor {
         )
     }
 
+    /// Counts a cancelled request and the tokens that arrived after its
+    /// cancel was sent.
+    fn count_cancel(&self, late: u64) {
+        // Relaxed: independent counters.
+        self.cancels.cancelled.fetch_add(1, Ordering::Relaxed);
+        self.cancels
+            .tokens_after_cancel
+            .fetch_add(late, Ordering::Relaxed);
+    }
+
     fn request_id(&self) -> u64 {
         // Relaxed: a unique counter, ordering nothing else.
         self.next_request.fetch_add(1, Ordering::Relaxed)
@@ -281,6 +317,8 @@ impl Supervisor {
 pub struct Lease {
     worker: Arc<dyn Worker>,
     model: String,
+    /// The model as the supervisor knows it, for a new lease after a crash.
+    spec: ModelSpec,
     generation: u64,
     supervisor: Supervisor,
 }
@@ -290,37 +328,6 @@ impl Lease {
     pub fn info(&self) -> &WorkerInfo {
         self.worker.info()
     }
-
-    /// Starts a generation; the lease is held until the stream is dropped.
-    pub async fn generate(
-        self,
-        prompt: Vec<u32>,
-        params: protocol::SamplingParams,
-    ) -> Result<Generation, SupervisorError> {
-        self.generate_constrained(prompt, params, None).await
-    }
-
-    /// Starts a generation whose output follows `grammar` (none: free).
-    pub async fn generate_constrained(
-        self,
-        prompt: Vec<u32>,
-        params: protocol::SamplingParams,
-        grammar: Option<protocol::Grammar>,
-    ) -> Result<Generation, SupervisorError> {
-        let request_id = self.supervisor.request_id();
-        let stream = self
-            .worker
-            .submit(request_id, prompt, params, grammar)
-            .await
-            .map_err(|e| SupervisorError::WorkerGone(e.0))?;
-        Ok(Generation {
-            stream,
-            request_id,
-            finished: false,
-            worker: Arc::clone(&self.worker),
-            lease: Some(self),
-        })
-    }
 }
 
 impl Drop for Lease {
@@ -328,80 +335,6 @@ impl Drop for Lease {
         let _ = self.supervisor.tx.send(Msg::Release {
             model: std::mem::take(&mut self.model),
             generation: self.generation,
-        });
-    }
-}
-
-/// A running request's events. Dropping it before `Done` cancels the
-/// request in the worker.
-pub struct Generation {
-    stream: EventStream,
-    request_id: u64,
-    finished: bool,
-    worker: Arc<dyn Worker>,
-    /// Held until the request is over (taken by `drop` to follow a
-    /// cancelled request to its end).
-    lease: Option<Lease>,
-}
-
-impl Generation {
-    /// The next event; `None` after `Done` or a worker failure.
-    pub async fn next(&mut self) -> Option<Result<WorkerEvent, WorkerGone>> {
-        if self.finished {
-            return None;
-        }
-        let item = self.stream.next().await;
-        if matches!(item, None | Some(Ok(WorkerEvent::Done(_))) | Some(Err(_))) {
-            self.finished = true;
-        }
-        item
-    }
-
-    /// The worker-assigned request id.
-    pub fn request_id(&self) -> u64 {
-        self.request_id
-    }
-
-    /// What the worker reported when ready.
-    pub fn info(&self) -> &WorkerInfo {
-        self.worker.info()
-    }
-}
-
-impl Drop for Generation {
-    /// Cancels an unfinished request and follows it to its `Done`, counting
-    /// the tokens that still arrive (the lease is held until then, so the
-    /// model is not unloaded under it).
-    fn drop(&mut self) {
-        if self.finished {
-            return;
-        }
-        let worker = Arc::clone(&self.worker);
-        let id = self.request_id;
-        let mut stream = std::mem::replace(&mut self.stream, Box::pin(futures::stream::empty()));
-        let Some(lease) = self.lease.take() else {
-            return;
-        };
-        let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        rt.spawn(async move {
-            worker.cancel(id).await;
-            let mut late = 0u64;
-            while let Some(event) = stream.next().await {
-                match event {
-                    Ok(WorkerEvent::Token(_)) => late += 1,
-                    Ok(WorkerEvent::Done(_)) | Err(_) => break,
-                    Ok(WorkerEvent::Error { .. }) => {}
-                }
-            }
-            let counts = &lease.supervisor.cancels;
-            // Relaxed: independent counters.
-            counts.cancelled.fetch_add(1, Ordering::Relaxed);
-            counts
-                .tokens_after_cancel
-                .fetch_add(late, Ordering::Relaxed);
-            drop(lease);
         });
     }
 }

@@ -25,8 +25,8 @@ use shm_ring::{
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::worker::{
-    EventStream, ExitReport, LaunchError, LaunchSpec, Launcher, Worker, WorkerEvent, WorkerGone,
-    WorkerInfo,
+    EventStream, ExitReport, LaunchError, LaunchSpec, Launcher, LiveStats, Worker, WorkerEvent,
+    WorkerGone, WorkerInfo,
 };
 use super::worker_log::{STDERR_TAIL, forward_stderr};
 
@@ -134,7 +134,23 @@ impl Launcher for ProcessLauncher {
         let extra = self.worker_args.clone();
         let log = self.worker_log.clone();
         async move {
-            let worker = start(program, spawner, &spec, &extra, log, limits).await?;
+            // A worker killed while it loads (a signal, or hung and killed by
+            // the watchdog) is started once more at once: the requests
+            // waiting for it need not see that crash. A worker that reports
+            // why its model does not load, or exits by itself, is not.
+            let mut retried = false;
+            let worker = loop {
+                match start(program.clone(), spawner.clone(), &spec, &extra, log.clone(), limits)
+                    .await
+                {
+                    Ok(worker) => break worker,
+                    Err((e, killed)) if killed && !retried => {
+                        tracing::warn!(model = %spec.model_id, "restarting a worker killed while loading: {e}");
+                        retried = true;
+                    }
+                    Err((e, _)) => return Err(e),
+                }
+            };
             tokio::spawn(watch_heartbeat(Arc::downgrade(&worker), limits.heartbeat));
             Ok(worker as Arc<dyn Worker>)
         }
@@ -180,6 +196,8 @@ pub struct ProcessWorker {
     max_frame: usize,
     /// Why the supervisor killed it, when it did (it hung).
     killed_because: Arc<Mutex<Option<String>>>,
+    /// Its latest `Stats` frame.
+    live: Arc<Mutex<Option<LiveStats>>>,
 }
 
 /// How long a worker may take.
@@ -218,7 +236,36 @@ async fn start(
     extra: &[String],
     log: Option<String>,
     limits: Limits,
-) -> Result<Arc<ProcessWorker>, LaunchError> {
+) -> Result<Arc<ProcessWorker>, (LaunchError, bool)> {
+    start_inner(program, spawner, spec, extra, log, limits)
+        .await
+        .map_err(|e| match e {
+            StartError::Failed(e) => (e, false),
+            StartError::Killed(e) => (e, true),
+        })
+}
+
+/// How a start failed: `Killed` when the worker died of a signal while it
+/// loaded (worth one more try), `Failed` otherwise.
+enum StartError {
+    Failed(LaunchError),
+    Killed(LaunchError),
+}
+
+impl From<LaunchError> for StartError {
+    fn from(e: LaunchError) -> Self {
+        StartError::Failed(e)
+    }
+}
+
+async fn start_inner(
+    program: PathBuf,
+    spawner: Spawner,
+    spec: &LaunchSpec,
+    extra: &[String],
+    log: Option<String>,
+    limits: Limits,
+) -> Result<Arc<ProcessWorker>, StartError> {
     let timeout = limits.load;
     let started = Instant::now();
     let region = RegionConfig {
@@ -322,6 +369,7 @@ async fn start(
         exit,
         max_frame: region.max_frame,
         killed_because,
+        live: Arc::new(Mutex::new(None)),
     };
     let loaded = async {
         worker.send_frame(meta, hello).await?;
@@ -348,19 +396,23 @@ async fn start(
     let info = match tokio::time::timeout(timeout, loaded).await {
         Ok(Ok(info)) => info,
         Ok(Err(e)) => {
-            worker.stop(Duration::from_secs(2)).await;
-            return Err(e);
+            let report = worker.stop(Duration::from_secs(2)).await;
+            return Err(if report.status.starts_with("killed by") {
+                StartError::Killed(e)
+            } else {
+                StartError::Failed(e)
+            });
         }
         Err(_) => {
             let report = worker.stop(Duration::from_secs(2)).await;
-            return Err(LaunchError(format!(
+            return Err(StartError::Failed(LaunchError(format!(
                 "loading {} did not finish within {} s ({report})",
                 spec.path.display(),
                 timeout.as_secs()
-            )));
+            ))));
         }
     };
-    tokio::spawn(drain_control(control));
+    tokio::spawn(drain_control(control, Arc::clone(&worker.live)));
     tracing::info!(
         model = %spec.model_id,
         pid = ?pid,
@@ -463,12 +515,27 @@ fn ready_or_error(event: Delivery, model_id: &str) -> Option<Result<WorkerInfo, 
     }
 }
 
-/// Keeps the control channel flowing after `Ready` (stats, heartbeats,
-/// worker-wide errors are logged).
-async fn drain_control(mut control: mpsc::UnboundedReceiver<Delivery>) {
+/// Keeps the control channel flowing after `Ready`: the latest `Stats`
+/// is kept for the admin API and the metrics, worker-wide errors are
+/// logged.
+async fn drain_control(
+    mut control: mpsc::UnboundedReceiver<Delivery>,
+    live: Arc<Mutex<Option<LiveStats>>>,
+) {
     while let Some(event) = control.recv().await {
-        if let Delivery::Error(e) = event {
-            tracing::warn!(code = ?e.code, "worker error: {}", e.message);
+        match event {
+            Delivery::Error(e) => tracing::warn!(code = ?e.code, "worker error: {}", e.message),
+            Delivery::Stats(s) => {
+                *live.lock().unwrap_or_else(PoisonError::into_inner) = Some(LiveStats {
+                    active_memory: s.active_memory,
+                    peak_memory: s.peak_memory,
+                    cache_memory: s.cache_memory,
+                    active_sequences: s.active_sequences,
+                    queue_depth: s.queue_depth,
+                    at: Instant::now(),
+                });
+            }
+            _ => {}
         }
     }
 }
@@ -680,6 +747,13 @@ impl Worker for ProcessWorker {
 
     fn is_alive(&self) -> bool {
         self.conn.closed_reason().is_none() && self.exit.borrow().is_none() && !self.has_exited()
+    }
+
+    fn live_stats(&self) -> Option<LiveStats> {
+        self.live
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     fn exited(&self) -> BoxFuture<'static, ExitReport> {

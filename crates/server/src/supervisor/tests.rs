@@ -86,28 +86,164 @@ async fn a_failed_load_reaches_every_waiting_request_with_its_reason() {
     assert_eq!(launcher.launches.load(Ordering::SeqCst), 2);
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_crash_during_generation_ends_the_stream_and_the_next_request_restarts() {
+/// Every event of a generation until it ends: token ids, the `Done`, and
+/// the error that ended it, if one did.
+async fn drain(generation: &mut Generation) -> (Vec<u32>, Option<protocol::Done>, Option<String>) {
+    let (mut tokens, mut done, mut error) = (Vec::new(), None, None);
+    while let Some(event) = generation.next().await {
+        match event {
+            Ok(WorkerEvent::Token(t)) => tokens.push(t.token_id),
+            Ok(WorkerEvent::Done(d)) => done = Some(d),
+            Ok(WorkerEvent::Error { message, .. }) => error = Some(message),
+            Err(gone) => error = Some(gone.0),
+        }
+    }
+    (tokens, done, error)
+}
+
+fn scripted(script: Vec<u32>) -> Arc<FakeLauncher> {
     let launcher = Arc::new(FakeLauncher::default());
+    *launcher.script.lock().unwrap() = Some(script);
+    launcher
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_crash_mid_stream_is_replayed_on_a_fresh_worker_without_a_gap() {
+    let launcher = scripted(vec![11, 12, 13, 14, 15, 16]);
     let sup = start(&launcher, SupervisorConfig::default());
     let lease = sup.acquire(spec("a", 1), None).await.unwrap();
-    let mut generation = lease
-        .generate(vec![1, 2], SamplingParams::default())
-        .await
-        .unwrap();
-    assert!(matches!(
-        generation.next().await,
-        Some(Ok(WorkerEvent::Token(_)))
-    ));
-    launcher.workers.lock().unwrap()[0].crash("killed by SIGSEGV");
-    assert!(matches!(generation.next().await, Some(Err(WorkerGone(_)))));
-    assert!(generation.next().await.is_none());
+    let params = SamplingParams {
+        temperature: 0.7,
+        max_tokens: 6,
+        ..SamplingParams::default()
+    };
+    let mut generation = lease.generate(vec![1, 2], params).await.unwrap();
+    let mut tokens = Vec::new();
+    for _ in 0..2 {
+        match generation.next().await {
+            Some(Ok(WorkerEvent::Token(t))) => tokens.push(t.token_id),
+            other => panic!("expected a token, got {other:?}"),
+        }
+    }
+    let crashed_at = Instant::now();
+    launcher.workers.lock().unwrap()[0].crash("killed by SIGKILL");
+    let (rest, done, error) = drain(&mut generation).await;
+    assert_eq!(error, None);
+    tokens.extend(rest);
+    assert_eq!(tokens, [11, 12, 13, 14, 15, 16], "no gap, no repeat");
+    let done = done.unwrap();
+    assert_eq!((done.prompt_tokens, done.completion_tokens), (2, 6));
+    assert_eq!(generation.replays(), 1);
+    assert!(
+        crashed_at.elapsed() < Duration::from_millis(100),
+        "the first crash restarts at once: {:?}",
+        crashed_at.elapsed()
+    );
+    // The second worker got the continuation, with the seed the front-end
+    // chose for the unseeded request.
+    let workers = launcher.workers.lock().unwrap().clone();
+    assert_eq!(workers.len(), 2);
+    let first = workers[0].params.lock().unwrap()[0].clone();
+    let second = workers[1].params.lock().unwrap()[0].clone();
+    assert!(first.seed.is_some(), "a sampled request gets a seed");
+    assert_eq!(second.seed, first.seed);
+    assert_eq!((second.generated, second.max_tokens), (2, 4));
     drop(generation);
     settle().await;
-    assert_eq!(state_of(&sup, "a").await, "idle");
-    let again = sup.acquire(spec("a", 1), None).await.unwrap();
-    assert_eq!(again.info().pid, Some(2), "a fresh incarnation");
-    assert_eq!(sup.status().await[0].restarts, 1);
+    let status = sup.status().await;
+    assert_eq!((status[0].restarts, status[0].in_flight), (1, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_whose_last_token_arrived_before_the_crash_just_ends() {
+    let launcher = scripted(vec![5, 6]);
+    let sup = start(&launcher, SupervisorConfig::default());
+    let lease = sup.acquire(spec("a", 1), None).await.unwrap();
+    let params = SamplingParams {
+        max_tokens: 2,
+        temperature: 0.0,
+        ..SamplingParams::default()
+    };
+    let mut generation = lease.generate(vec![1], params).await.unwrap();
+    for _ in 0..2 {
+        assert!(matches!(
+            generation.next().await,
+            Some(Ok(WorkerEvent::Token(_)))
+        ));
+    }
+    launcher.workers.lock().unwrap()[0].crash("killed by SIGKILL");
+    let (rest, done, error) = drain(&mut generation).await;
+    assert!(rest.is_empty() && error.is_none());
+    let done = done.unwrap();
+    assert_eq!(done.finish_reason, protocol::FinishReason::Length);
+    assert_eq!(done.completion_tokens, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_at_two_crashes_in_a_row_ends_alone_and_the_others_complete() {
+    let launcher = Arc::new(FakeLauncher {
+        poison: Some(99),
+        ..FakeLauncher::default()
+    });
+    *launcher.script.lock().unwrap() = Some((20..30).collect());
+    let sup = start(&launcher, SupervisorConfig::default());
+    let params = SamplingParams {
+        max_tokens: 10,
+        temperature: 0.0,
+        ..SamplingParams::default()
+    };
+    let mut innocent = Vec::new();
+    for prompt in [vec![1], vec![2]] {
+        let lease = sup.acquire(spec("a", 1), None).await.unwrap();
+        let mut g = lease.generate(prompt, params.clone()).await.unwrap();
+        assert!(matches!(g.next().await, Some(Ok(WorkerEvent::Token(_)))));
+        innocent.push(g);
+    }
+    let lease = sup.acquire(spec("a", 1), None).await.unwrap();
+    let mut poison = lease.generate(vec![3, 99], params.clone()).await.unwrap();
+    let (a, b) = innocent.split_at_mut(1);
+    let (a, b, p) = tokio::join!(drain(&mut a[0]), drain(&mut b[0]), drain(&mut poison));
+    for (got, n) in [(a, 9), (b, 9)] {
+        assert_eq!(got.2, None, "an innocent request completes");
+        assert_eq!(got.0, (21..30).collect::<Vec<_>>()[..n]);
+        assert_eq!(got.1.unwrap().completion_tokens, 10);
+    }
+    let error = p.2.expect("the poison request ends with an error");
+    assert!(error.contains("SIGABRT"), "{error}");
+    assert!(error.contains("2 worker crashes in a row"), "{error}");
+    assert!(p.0.is_empty());
+    // Two crashes, not five: the model stays usable.
+    assert_ne!(state_of(&sup, "a").await, "failed");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_is_replayed_at_most_max_replays_times() {
+    let launcher = scripted((1..=8).collect());
+    let config = SupervisorConfig {
+        max_replays: 1,
+        ..SupervisorConfig::default()
+    };
+    let sup = start(&launcher, config);
+    let lease = sup.acquire(spec("a", 1), None).await.unwrap();
+    let params = SamplingParams {
+        max_tokens: 8,
+        temperature: 0.0,
+        ..SamplingParams::default()
+    };
+    let mut generation = lease.generate(vec![1], params).await.unwrap();
+    for i in 0..2 {
+        // A token after each crash: not the same request's crashes in a row.
+        assert!(matches!(
+            generation.next().await,
+            Some(Ok(WorkerEvent::Token(_)))
+        ));
+        launcher.workers.lock().unwrap()[i].crash("killed by SIGSEGV");
+        settle().await;
+    }
+    let (_, done, error) = drain(&mut generation).await;
+    assert!(done.is_none());
+    let error = error.unwrap();
+    assert!(error.contains("resubmitted 1 times"), "{error}");
 }
 
 #[tokio::test(start_paused = true)]
@@ -155,12 +291,12 @@ async fn busy_models_are_never_evicted_and_the_request_is_refused() {
 async fn restarts_back_off_and_repeated_crashes_mark_the_model_failed() {
     let launcher = Arc::new(FakeLauncher::default());
     let config = SupervisorConfig {
-        max_crashes: 3,
+        max_crashes: 4,
         ..SupervisorConfig::default()
     };
     let sup = start(&launcher, config);
     let mut gaps = Vec::new();
-    for i in 0..3 {
+    for i in 0..4 {
         let before = Instant::now();
         let lease = sup.acquire(spec("a", 1), None).await.unwrap();
         gaps.push(before.elapsed());
@@ -168,9 +304,11 @@ async fn restarts_back_off_and_repeated_crashes_mark_the_model_failed() {
         launcher.workers.lock().unwrap()[i].crash("killed by SIGKILL");
         settle().await;
     }
+    // The first crash restarts at once, repeated ones back off.
     assert!(gaps[0] < Duration::from_millis(10));
-    assert!(gaps[1] >= Duration::from_secs(1), "{gaps:?}");
-    assert!(gaps[2] >= Duration::from_secs(2), "{gaps:?}");
+    assert!(gaps[1] < Duration::from_millis(10), "{gaps:?}");
+    assert!(gaps[2] >= Duration::from_secs(1), "{gaps:?}");
+    assert!(gaps[3] >= Duration::from_secs(2), "{gaps:?}");
     let err = sup.acquire(spec("a", 1), None).await.err().unwrap();
     assert!(matches!(err, SupervisorError::ModelFailed { .. }), "{err}");
     assert!(err.to_string().contains("SIGKILL"), "{err}");

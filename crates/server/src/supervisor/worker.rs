@@ -37,6 +37,21 @@ pub struct WorkerInfo {
     pub load_time: Duration,
 }
 
+/// What a worker last reported of itself (its `Stats` frames).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveStats {
+    /// MLX's active memory, bytes.
+    pub active_memory: u64,
+    /// The peak of it since the worker started, bytes.
+    pub peak_memory: u64,
+    /// MLX's buffer cache, bytes.
+    pub cache_memory: u64,
+    pub active_sequences: u32,
+    pub queue_depth: u32,
+    /// When the report arrived.
+    pub at: std::time::Instant,
+}
+
 /// How a worker went away: exit status and the last lines it wrote to
 /// stderr, for error messages.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -103,6 +118,11 @@ pub trait Worker: Send + Sync + 'static {
     /// Whether the worker is still there (its exit may not have been
     /// reported to the supervisor yet).
     fn is_alive(&self) -> bool;
+
+    /// Its latest `Stats` report (live memory, batch), if one came.
+    fn live_stats(&self) -> Option<LiveStats> {
+        None
+    }
 
     /// Resolves when the worker is gone, with how it went.
     fn exited(&self) -> BoxFuture<'static, ExitReport>;
