@@ -347,15 +347,15 @@ fn metaspace_char(decoder: &Json) -> char {
 /// [`TokTrie::SPECIAL_TOKEN_MARKER`] (so no grammar produces them as text).
 fn token_bytes(tok: &tokenizers::Tokenizer, vocab: usize) -> Result<Vec<Vec<u8>>, ConstraintError> {
     let mut spelling = Spelling::default();
-    if let Some(decoder) = tok.get_decoder() {
-        let json = serde_json::to_value(decoder)
-            .map_err(|e| ConstraintError::Tokenizer(format!("decoder: {e}")))?;
-        Spelling::of(&json, &mut spelling);
-    }
+    let decoder = match tok.get_decoder() {
+        Some(decoder) => serde_json::to_value(decoder)
+            .map_err(|e| ConstraintError::Tokenizer(format!("decoder: {e}")))?,
+        None => Json::Null,
+    };
+    Spelling::of(&decoder, &mut spelling);
     if !spelling.byte_level && !spelling.byte_fallback && spelling.space.is_none() {
         return Err(ConstraintError::Tokenizer(format!(
-            "decoder {:?} is neither byte-level nor SentencePiece",
-            tok.get_decoder().map(|_| "other")
+            "the decoder {decoder} is neither byte-level nor SentencePiece"
         )));
     }
     let byte_of = gpt2_unicode_to_byte();
