@@ -142,6 +142,65 @@ __device__ __forceinline__ void unpack8(unsigned int u, float* v) {
 
 __device__ __forceinline__ float silu(float v) { return v / (1.0f + __expf(-v)); }
 
+// The tensor-core path (sm_80 and later): D += A * B for a 16x16 tile of
+// activations A (four registers of two 16-bit values) and a 16x8 tile of
+// weights B (two registers), in f32.
+__device__ __forceinline__ void mma(float* d, const unsigned int* a, unsigned int b0,
+                                    unsigned int b1, bf16) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%0,%1,%2,%3};"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+__device__ __forceinline__ void mma(float* d, const unsigned int* a, unsigned int b0,
+                                    unsigned int b1, f16) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%0,%1,%2,%3};"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// Two 4-bit values (bits 0..3 and 16..19 of `u`, the rest zero) as a pair
+// of 16-bit floats holding exactly those integers: each nibble goes into
+// the mantissa of 128 (bfloat16) or 1024 (half), where its unit is 1, and
+// that constant is subtracted, exactly.
+__device__ __forceinline__ unsigned int nibbles_to_pair(unsigned int u, bf16) {
+  unsigned int out;
+  asm("fma.rn.bf16x2 %0, %1, %2, %3;"
+      : "=r"(out)
+      : "r"(u | 0x43004300u), "r"(0x3f803f80u), "r"(0xc300c300u));
+  return out;
+}
+__device__ __forceinline__ unsigned int nibbles_to_pair(unsigned int u, f16) {
+  unsigned int out;
+  asm("sub.rn.f16x2 %0, %1, %2;" : "=r"(out) : "r"(u | 0x64006400u), "r"(0x64006400u));
+  return out;
+}
+
+// Two floats as a pair of 16-bit floats (the first in the low half).
+__device__ __forceinline__ unsigned int pack_pair(float lo, float hi, bf16) {
+  unsigned int out;
+  asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(out) : "f"(hi), "f"(lo));
+  return out;
+}
+__device__ __forceinline__ unsigned int pack_pair(float lo, float hi, f16) {
+  unsigned int out;
+  asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(out) : "f"(hi), "f"(lo));
+  return out;
+}
+
+// The two 16-bit floats of a pair.
+__device__ __forceinline__ void unpack_pair(unsigned int u, float* v, bf16) {
+  v[0] = __uint_as_float(u << 16);
+  v[1] = __uint_as_float(u & 0xffff0000u);
+}
+__device__ __forceinline__ void unpack_pair(unsigned int u, float* v, f16) {
+  v[0] = half_bits_to_float(static_cast<unsigned short>(u & 0xffffu));
+  v[1] = half_bits_to_float(static_cast<unsigned short>(u >> 16));
+}
+
 } // namespace mlxs_qmv
 )";
 
@@ -279,14 +338,218 @@ constexpr const char* kBody = R"(
   }
 )";
 
+// The tensor-core body, for more rows of activations than the vector body
+// serves well (a decode step of many sequences): every weight is read once
+// for all rows, as the vector body does, and the products run on the
+// tensor cores (mma.sync m16n8k16, 16-bit inputs, f32 sums) instead of one
+// fma per weight and row. Constants as kBody's, but: MT tiles of 16 rows
+// (the rows past `rows`, a run-time argument, are zeros), WARPS warps per
+// block, each with NT tiles of 8 output columns (with SwiGLU, as many tiles
+// of up-projection rows besides), every warp over the whole of K.
+//
+// The weights enter the product as their 4-bit integers q, exactly; the
+// scale and bias of each group are applied to the group's sums in f32:
+// sum(x * (s q + b)) = s sum(x q) + b sum(x). So no weight is rounded to
+// 16 bits, and only the activations are in their own type (with NORM, x * g
+// rounded to it).
+//
+// Inputs go through in chunks of 64, four mma steps of 16. Which 16 inputs
+// a step takes, and in which of the mma's 16 slots, is the kernel's
+// choice as long as activations and weights agree: step s of a chunk takes
+// inputs 16 s .. 16 s + 15 (inside one quantization group), and lane
+// (g, t) (g = lane / 4, t = lane % 4), which holds slots 2t, 2t+1, 2t+8 and
+// 2t+9, gets inputs 16 s + 4 t .. 16 s + 4 t + 3: four consecutive
+// activations of its rows g and g + 8 (one 8-byte load each), and four
+// consecutive nibbles of its weight row g.
+constexpr const char* kMmaBody = R"(
+  using namespace mlxs_qmv;
+  (void)extra;
+  (void)norm;
+  static_assert(THREADS == WARPS * 32 && K % 64 == 0 && GS % 16 == 0);
+  constexpr int CHUNKS = K / 64;
+  constexpr int GROUPS = K / GS;
+  constexpr int OUT_N = EPI == 3 ? N / 2 : N;
+  constexpr int TILES = EPI == 3 ? 2 * NT : NT;
+  const int lane = threadIdx.x & 31;
+  const int g = lane >> 2, t = lane & 3;
+  const int col0 = (blockIdx.x * WARPS + (threadIdx.x >> 5)) * NT * 8;
+  const uint4* chunks = reinterpret_cast<const uint4*>(w);
+  const bool aligned = (reinterpret_cast<unsigned long long>(x) & 7) == 0;
+  const T kind{};
+
+  // Weight row of column `c` (0..7) of tile j.
+  auto row_of = [&](int j, int c) -> unsigned long long {
+    return (EPI == 3 && j >= NT ? OUT_N + col0 + (j - NT) * 8 : col0 + j * 8) + c;
+  };
+
+  float acc[MT][TILES][4], part[MT][TILES][4], xsum[MT][2], squares[MT][2];
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) xsum[mt][h] = squares[mt][h] = 0.0f;
+#pragma unroll
+    for (int j = 0; j < TILES; ++j) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[mt][j][e] = part[mt][j][e] = 0.0f;
+    }
+  }
+
+  // This lane's weight row's 32 bytes of each chunk (the 4 lanes of a row
+  // read the same bytes): the next chunk's are loaded before this one's
+  // products.
+  uint4 next[TILES][2];
+#pragma unroll
+  for (int j = 0; j < TILES; ++j) {
+    next[j][0] = chunks[row_of(j, g) * (CHUNKS * 2)];
+    next[j][1] = chunks[row_of(j, g) * (CHUNKS * 2) + 1];
+  }
+  for (int c = 0; c < CHUNKS; ++c) {
+    uint4 wq[TILES][2];
+#pragma unroll
+    for (int j = 0; j < TILES; ++j) {
+      wq[j][0] = next[j][0];
+      wq[j][1] = next[j][1];
+      if (c + 1 < CHUNKS) {
+        next[j][0] = chunks[row_of(j, g) * (CHUNKS * 2) + (c + 1) * 2];
+        next[j][1] = chunks[row_of(j, g) * (CHUNKS * 2) + (c + 1) * 2 + 1];
+      }
+    }
+#pragma unroll
+    for (int s = 0; s < 4; ++s) {
+      const int k = c * 64 + 16 * s + 4 * t;
+      // a[mt]: rows g and g + 8 of tile mt, slots 2t, 2t+1 (a0, a1) and
+      // 2t+8, 2t+9 (a2, a3).
+      unsigned int a[MT][4];
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int row = mt * 16 + g + 8 * h;
+          unsigned int lo = 0, hi = 0;
+          if (row < rows) {
+            const T* p = x + static_cast<unsigned long long>(row) * K + k;
+            if (aligned) {
+              const uint2 u = *reinterpret_cast<const uint2*>(p);
+              lo = u.x;
+              hi = u.y;
+            } else {
+              lo = static_cast<unsigned int>(p[0].bits) | (static_cast<unsigned int>(p[1].bits) << 16);
+              hi = static_cast<unsigned int>(p[2].bits) | (static_cast<unsigned int>(p[3].bits) << 16);
+            }
+          }
+          float v[4];
+          unpack_pair(lo, v, kind);
+          unpack_pair(hi, v + 2, kind);
+          if constexpr (NORM) {
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+              squares[mt][h] = fmaf(v[i], v[i], squares[mt][h]);
+              v[i] *= to_float(norm[k + i]);
+            }
+            lo = pack_pair(v[0], v[1], kind);
+            hi = pack_pair(v[2], v[3], kind);
+            unpack_pair(lo, v, kind);
+            unpack_pair(hi, v + 2, kind);
+          }
+          xsum[mt][h] += (v[0] + v[1]) + (v[2] + v[3]);
+          a[mt][h] = lo;
+          a[mt][h + 2] = hi;
+        }
+      }
+#pragma unroll
+      for (int j = 0; j < TILES; ++j) {
+        // Word 2s + t/2 of the row's 32 bytes, half t%2 of it: nibbles
+        // 16s + 4t .. 16s + 4t + 3.
+        const uint4 q = wq[j][s / 2];
+        const unsigned int word =
+            (s & 1) ? ((t >> 1) ? q.w : q.z) : ((t >> 1) ? q.y : q.x);
+        const unsigned int u = word >> (16 * (t & 1));
+        const unsigned int b0 = nibbles_to_pair((u & 0xfu) | ((u & 0xf0u) << 12), kind);
+        const unsigned int b1 = nibbles_to_pair(((u >> 8) & 0xfu) | ((u & 0xf000u) << 4), kind);
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) mma(part[mt][j], a[mt], b0, b1, kind);
+      }
+      // The end of a quantization group: its sums take their scales and
+      // biases. Each lane's part[mt][j] holds rows g (e 0, 1) and g + 8
+      // (e 2, 3), columns 2t (e even) and 2t + 1 (e odd).
+      if ((c * 64 + 16 * (s + 1)) % GS == 0) {
+        const int group = (c * 64 + 16 * s) / GS;
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+          float sums[2];
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            float v = xsum[mt][h];
+            v += __shfl_xor_sync(0xffffffffu, v, 1);
+            v += __shfl_xor_sync(0xffffffffu, v, 2);
+            sums[h] = v;
+            xsum[mt][h] = 0.0f;
+          }
+#pragma unroll
+          for (int j = 0; j < TILES; ++j) {
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+              const unsigned long long n = row_of(j, 2 * t + (e & 1));
+              const float scale = to_float(scales[n * GROUPS + group]);
+              const float bias = to_float(biases[n * GROUPS + group]);
+              acc[mt][j][e] += scale * part[mt][j][e] + bias * sums[e >> 1];
+              part[mt][j][e] = 0.0f;
+            }
+          }
+        }
+      }
+    }
+  }
+
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      float scale = 1.0f;
+      if constexpr (NORM) {
+        float v = squares[mt][h];
+        v += __shfl_xor_sync(0xffffffffu, v, 1);
+        v += __shfl_xor_sync(0xffffffffu, v, 2);
+        scale = rsqrtf(v / K + __int_as_float(EPS_BITS));
+      }
+      const int row = mt * 16 + g + 8 * h;
+      if (row >= rows) continue;
+#pragma unroll
+      for (int j = 0; j < NT; ++j) {
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const int col = col0 + j * 8 + 2 * t + e;
+          float v = acc[mt][j][2 * h + e] * scale;
+          if constexpr (EPI == 1) {
+            v += to_float(extra[col]);
+          } else if constexpr (EPI == 2) {
+            v += to_float(extra[static_cast<unsigned long long>(row) * OUT_N + col]);
+          } else if constexpr (EPI == 3) {
+            v = silu(v) * (acc[mt][j + NT][2 * h + e] * scale);
+          }
+          store(out + static_cast<unsigned long long>(row) * OUT_N + col, v);
+        }
+      }
+    }
+  }
+)";
+
 // Up to 8 rows of activations: a decode step of up to 8 sequences. Every
 // row count is a kernel variant of its own (a fraction of a second to
-// compile, once per machine); larger batches read each weight few enough
-// times per row that MLX's product serves them.
+// compile, once per machine).
 constexpr int kMaxRows = 8;
 constexpr int kMaxThreads = 256;
+// The tensor-core body serves up to 64 rows, in variants of 1 to 4 tiles
+// of 16 rows; from `mma_min_rows` rows on, it serves instead of the vector
+// body (9 by default: the vector body up to 8 rows, as it was measured).
+constexpr int kMmaMaxRows = 64;
+constexpr int kMmaWarps = 4;
 
 std::atomic<bool> enabled{true};
+std::atomic<int> mma_min_rows{kMaxRows + 1};
+
+// Which body a kernel runs.
+enum class Body { vector = 0, mma = 1 };
 
 bool is_float(mx::Dtype dtype) {
   return dtype == mx::float32 || dtype == mx::float16 || dtype == mx::bfloat16;
@@ -311,6 +574,7 @@ int columns_per_block(int n, int rows) {
 
 // What a launch is specialized for besides its inputs' shapes and dtypes.
 struct Variant {
+  Body body;
   int group_size;
   int epilogue;
   bool norm;
@@ -324,22 +588,36 @@ int dtype_index(mx::Dtype dtype) {
   return dtype == mx::float32 ? 0 : dtype == mx::bfloat16 ? 1 : 2;
 }
 
+// Output tiles of 8 columns per warp of the tensor-core body: two where
+// that still leaves two blocks per multiprocessor of a large GPU.
+int mma_tiles(int out_n, bool swiglu) {
+  return !swiglu && out_n % (kMmaWarps * 16) == 0 && out_n / (kMmaWarps * 16) >= 264 ? 2 : 1;
+}
+
 // Everything a compiled kernel is specialized for.
 struct Spec {
   Variant variant;
   int dtype;
+  // Rows of activations (vector body), or tiles of 16 rows (mma body).
   int rows;
   int k;
   int n;
 
   auto operator<=>(const Spec&) const = default;
 
+  // The rows of x: every dimension but the last.
+  static int rows_of(const mx::array& x) {
+    return static_cast<int>(x.size() / static_cast<size_t>(x.shape(-1)));
+  }
+
   static Spec of(const Variant& v, const std::vector<mx::array>& inputs) {
     const mx::array& x = inputs[0];
-    const int k = x.shape(-1);
-    return {v, dtype_index(x.dtype()), static_cast<int>(x.size() / static_cast<size_t>(k)), k,
-            inputs[1].shape(0)};
+    const int rows = rows_of(x);
+    return {v, dtype_index(x.dtype()), v.body == Body::mma ? (rows + 15) / 16 : rows,
+            x.shape(-1), inputs[1].shape(0)};
   }
+
+  bool mma() const { return variant.body == Body::mma; }
 
   bool swiglu() const { return variant.epilogue == static_cast<int>(Epilogue::swiglu); }
   bool extra() const {
@@ -348,9 +626,14 @@ struct Spec {
   }
   int out_n() const { return swiglu() ? n / 2 : n; }
   int columns_per_block() const {
+    if (mma()) {
+      return kMmaWarps * 8 * mma_tiles(out_n(), swiglu());
+    }
     return mlxs::columns_per_block(out_n(), swiglu() ? 2 * rows : rows);
   }
-  int threads() const { return std::min(kMaxThreads, (k / 32 + 31) / 32 * 32); }
+  int threads() const {
+    return mma() ? kMmaWarps * 32 : std::min(kMaxThreads, (k / 32 + 31) / 32 * 32);
+  }
 
   // The kernel's whole source: the helpers, the entry point (named by the
   // compiler's MLXS_ENTRY) with the inputs the variant has, its constants
@@ -372,21 +655,26 @@ struct Spec {
     } else {
       missing += "  const T* extra = nullptr;\n";
     }
-    text += "    T* out) {\n" + missing;
-    const std::pair<const char*, int> constants[] = {
-        {"M", rows},
-        {"NR", columns_per_block()},
+    text += mma() ? "    T* out, int rows) {\n" : "    T* out) {\n";
+    text += missing;
+    std::vector<std::pair<const char*, int>> constants;
+    if (mma()) {
+      constants = {{"MT", rows}, {"WARPS", kMmaWarps}, {"NT", mma_tiles(out_n(), swiglu())}};
+    } else {
+      constants = {{"M", rows}, {"NR", columns_per_block()}};
+    }
+    constants.insert(constants.end(), {
         {"K", k},
         {"N", n},
         {"GS", variant.group_size},
         {"THREADS", threads()},
         {"EPI", variant.epilogue},
         {"NORM", variant.norm},
-        {"EPS_BITS", variant.eps_bits}};
+        {"EPS_BITS", variant.eps_bits}});
     for (const auto& [name, value] : constants) {
       text += "  constexpr int " + std::string(name) + " = " + std::to_string(value) + ";\n";
     }
-    text += kBody;
+    text += mma() ? kMmaBody : kBody;
     text += "}\n";
     return text;
   }
@@ -407,7 +695,8 @@ std::shared_ptr<const CompiledKernel> compiled_kernel(const Spec& spec) {
     }
   }
   std::vector<std::pair<Spec, std::future<std::shared_ptr<const CompiledKernel>>>> pending;
-  for (int rows = 1; rows <= kMaxRows; ++rows) {
+  const int variants = spec.mma() ? kMmaMaxRows / 16 : kMaxRows;
+  for (int rows = 1; rows <= variants; ++rows) {
     Spec each = spec;
     each.rows = rows;
     pending.emplace_back(each, std::async(std::launch::async, [each] {
@@ -444,13 +733,17 @@ std::vector<mx::array> launch(const Variant& v, const std::vector<mx::array>& in
   mx::Shape shape = inputs[0].shape();
   shape.back() = spec.out_n();
   const int threads = spec.threads();
+  std::vector<mx::fast::ScalarArg> scalars;
+  if (spec.mma()) {
+    scalars.emplace_back(Spec::rows_of(inputs[0]));
+  }
   return mx::fast::precompiled_cuda_kernel(
       kernel->name,
       kernel->binary,
       inputs,
       {shape},
       {inputs[0].dtype()},
-      {},
+      scalars,
       {spec.out_n() / spec.columns_per_block() * threads, 1, 1},
       {threads, 1, 1},
       /* shared_memory */ 0,
@@ -490,6 +783,11 @@ void set_custom_qmv_enabled(bool on) {
   enabled.store(on, std::memory_order_relaxed);
 }
 
+void set_custom_qmm_min_rows(int rows) {
+  // Relaxed: as `enabled`.
+  mma_min_rows.store(std::max(1, rows), std::memory_order_relaxed);
+}
+
 std::optional<mx::array> custom_qmv(
     const mx::array& x,
     const mx::array& w,
@@ -519,11 +817,16 @@ std::optional<mx::array> custom_qmv(
     return std::nullopt;
   }
   const size_t m = x.size() / static_cast<size_t>(k);
-  if (m < 1 || m > kMaxRows || !dense_and_aligned(w) || !dense_and_aligned(scales) ||
+  const int out_n = epilogue == Epilogue::swiglu ? n / 2 : n;
+  // The tensor-core body takes 16-bit activations, inputs in chunks of 64
+  // and outputs in blocks of 32 columns.
+  const bool mma = m >= static_cast<size_t>(mma_min_rows.load(std::memory_order_relaxed)) &&
+      m <= kMmaMaxRows && dtype != mx::float32 && k % 64 == 0 && out_n % (kMmaWarps * 8) == 0 &&
+      cuda_compute_capability() >= 80;
+  if (m < 1 || (!mma && m > kMaxRows) || !dense_and_aligned(w) || !dense_and_aligned(scales) ||
       !dense_and_aligned(biases)) {
     return std::nullopt;
   }
-  const int out_n = epilogue == Epilogue::swiglu ? n / 2 : n;
   mx::Shape shape = x.shape();
   shape.back() = out_n;
   std::vector<mx::array> inputs = {x, w, scales, biases};
@@ -554,7 +857,8 @@ std::optional<mx::array> custom_qmv(
       }
       break;
   }
-  const Variant variant{group_size, static_cast<int>(epilogue), norm != nullptr,
+  const Variant variant{mma ? Body::mma : Body::vector, group_size, static_cast<int>(epilogue),
+                        norm != nullptr,
                         norm != nullptr ? std::bit_cast<int>(eps) : 0};
   if (!compiled_kernel(Spec::of(variant, inputs))) {
     return std::nullopt;

@@ -49,4 +49,7 @@ pub use dtype::{Dtype, Element};
 pub use error::{MlxError, Result};
 pub use half::{bf16, f16};
 pub use ops::{arange, concatenate, full, ones, stack, where_, zeros};
-pub use quantized::{Epilogue, QuantizedWeight, custom_qmv_available, quantize, set_custom_qmv};
+pub use quantized::{
+    Epilogue, QuantizedWeight, custom_qmv_available, quantize, set_custom_qmm_min_rows,
+    set_custom_qmv,
+};

@@ -59,8 +59,19 @@ fn assert_product_matches(q: &QuantizedWeight, x: &Array, what: &str, tol: f64) 
     ran_custom
 }
 
-/// Rows of activations the kernel takes at most.
+/// Rows of activations the kernel's vector body takes at most.
 const MAX_ROWS: i32 = 8;
+/// Rows the tensor-core body takes at most (16-bit activations only).
+const MMA_MAX_ROWS: i32 = 64;
+
+/// Whether the kernel serves a product of `rows` rows of `dtype` with `k`
+/// inputs and `out_n` outputs, on CUDA, with the default row threshold:
+/// the vector body up to 8 rows, the tensor-core body up to 64 rows of
+/// 16-bit activations when the inputs come in 64s and the outputs in 32s.
+fn kernel_serves(cuda: bool, rows: i32, dtype: Dtype, k: i32, out_n: i32) -> bool {
+    cuda && (rows <= MAX_ROWS
+        || (rows <= MMA_MAX_ROWS && dtype != Dtype::F32 && k % 64 == 0 && out_n % 32 == 0))
+}
 
 struct Case {
     k: i32,
@@ -71,37 +82,39 @@ struct Case {
 
 /// Shapes that reach every branch of the kernel: one thread per 32 inputs
 /// or several, one warp or many, 1, 2 or 4 outputs per block, an odd
-/// number of outputs, and 1 to 8 rows (more: MLX's product).
+/// number of outputs, and 1 to 8 rows (the vector body); 9 to 64 rows (the
+/// tensor-core body: one or two tiles of columns per warp, 1 to 4 tiles of
+/// rows, partly filled), and more (MLX's product).
 const CASES: [Case; 6] = [
     Case {
         k: 896,
         n: 1152,
         group: 64,
-        rows: &[1, 3, 8, 9],
+        rows: &[1, 3, 8, 9, 16, 17, 33, 64, 65],
     },
     Case {
         k: 2048,
         n: 4096,
         group: 64,
-        rows: &[1, 2],
+        rows: &[1, 2, 12, 48],
     },
     Case {
         k: 9728,
         n: 2048,
         group: 128,
-        rows: &[1, 4],
+        rows: &[1, 4, 40],
+    },
+    Case {
+        k: 3584,
+        n: 37888,
+        group: 64,
+        rows: &[1, 16, 64],
     },
     Case {
         k: 512,
         n: 1001,
         group: 32,
-        rows: &[1, 5],
-    },
-    Case {
-        k: 3584,
-        n: 3584,
-        group: 64,
-        rows: &[1],
+        rows: &[1, 5, 16],
     },
     Case {
         k: 64,
@@ -116,7 +129,7 @@ fn the_custom_4bit_product_matches_mlx_and_runs_only_on_cuda() {
     let cuda = mlx::custom_qmv_available().unwrap();
     assert_eq!(cuda, mlx::backend() == mlx::Backend::Cuda);
     // Off the GPU the weights stay small: only the choice is checked there.
-    let cases: &[Case] = if cuda { &CASES } else { &CASES[3..] };
+    let cases: &[Case] = if cuda { &CASES } else { &CASES[4..] };
     for (i, case) in cases.iter().enumerate() {
         let (w, _) = random_array(&[case.n, case.k], 10 + i as u64);
         for (dtype, tol) in [(Dtype::F32, 1e-5), (Dtype::Bf16, 2e-2), (Dtype::F16, 2e-3)] {
@@ -132,7 +145,7 @@ fn the_custom_4bit_product_matches_mlx_and_runs_only_on_cuda() {
                 let ran_custom = assert_product_matches(&q, &x, &what, tol);
                 assert_eq!(
                     ran_custom,
-                    cuda && rows <= MAX_ROWS,
+                    kernel_serves(cuda, rows, dtype, case.k, case.n),
                     "{what}: kernel choice"
                 );
             }
@@ -151,8 +164,37 @@ fn the_custom_4bit_product_matches_mlx_and_runs_only_on_cuda() {
         .unwrap();
     mlx::eval(&[&x]).unwrap();
     assert_product_matches(&q, &x, "unaligned row", 2e-2);
+    // 24 rows one element off the grid: a flat row's view, reshaped.
+    let (flat, _) = random_array(&[1, 24 * 512 + 1], 5);
+    let x = flat
+        .astype(Dtype::Bf16)
+        .unwrap()
+        .slice(&[0, 1], &[1, 24 * 512 + 1], &[1, 1])
+        .unwrap()
+        .reshape(&[24, 512])
+        .unwrap();
+    mlx::eval(&[&x]).unwrap();
+    assert_product_matches(&q, &x, "unaligned rows, tensor cores", 2e-2);
+    tensor_cores_serve_few_rows_too(cuda);
     mlx::set_custom_qmv(true).unwrap();
     epilogues_match_the_composed_operations(cuda);
+}
+
+/// With the threshold at one row, the tensor-core body serves 1 to 8 rows
+/// of 16-bit activations as well, and matches the reference there.
+fn tensor_cores_serve_few_rows_too(cuda: bool) {
+    mlx::set_custom_qmm_min_rows(1).unwrap();
+    let (w, _) = random_array(&[1152, 896], 31);
+    for (dtype, tol) in [(Dtype::Bf16, 2e-2), (Dtype::F16, 2e-3)] {
+        let q = quantize(&w.astype(dtype).unwrap(), 32, 4).unwrap();
+        mlx::eval(&[&q.weight, &q.scales, &q.biases]).unwrap();
+        for rows in [1, 2, 5, 8] {
+            let x = random_array(&[rows, 896], 32).0.astype(dtype).unwrap();
+            let what = format!("tensor cores, rows {rows} {dtype:?}");
+            assert_eq!(assert_product_matches(&q, &x, &what, tol), cuda, "{what}");
+        }
+    }
+    mlx::set_custom_qmm_min_rows(MAX_ROWS + 1).unwrap();
 }
 
 fn assert_matches(what: &str, mine: &Array, theirs: &Array, tol: f64) {
@@ -174,7 +216,13 @@ fn epilogues_match_the_composed_operations(cuda: bool) {
         let (w, _) = random_array(&[n, k], 21);
         let q = quantize(&w.astype(dtype).unwrap(), 64, 4).unwrap();
         mlx::eval(&[&q.weight, &q.scales, &q.biases]).unwrap();
-        for rows in [1, 3, MAX_ROWS + 1] {
+        // Off CUDA only the choice is checked: a few rows do.
+        let rows_list: &[i32] = if cuda {
+            &[1, 3, MAX_ROWS + 1, 24, MMA_MAX_ROWS, MMA_MAX_ROWS + 1]
+        } else {
+            &[1, MAX_ROWS + 1]
+        };
+        for &rows in rows_list {
             let what = |e: &str| format!("{e}, rows {rows}, {dtype:?}");
             let x = random_array(&[rows, 1, k], 22).0.astype(dtype).unwrap();
             let bias = random_array(&[n], 23).0.astype(dtype).unwrap();
@@ -206,12 +254,14 @@ fn epilogues_match_the_composed_operations(cuda: bool) {
                 for (epilogue, theirs, name) in cases {
                     let name = what(&format!("{name}, norm {}", norm.is_some()));
                     let tol = if norm.is_some() { tol * 10.0 } else { tol };
+                    let out_n = if name.starts_with("swiglu") { n / 2 } else { n };
+                    let serves = kernel_serves(cuda, rows, dtype, k, out_n);
                     match q.normed_matmul_then(&x, norm, epilogue).unwrap() {
                         Some(mine) => {
-                            assert!(cuda && rows <= MAX_ROWS, "{name}: fused");
+                            assert!(serves, "{name}: fused");
                             assert_matches(&name, &mine, &theirs, tol);
                         }
-                        None => assert!(!cuda || rows > MAX_ROWS, "{name}: not fused"),
+                        None => assert!(!serves, "{name}: not fused"),
                     }
                 }
             }
