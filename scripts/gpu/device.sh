@@ -31,7 +31,7 @@
 #                                JSON into $OUT (TAG names the files,
 #                                BATCH_ARGS goes to the example, e.g.
 #                                --qmm-min-rows 65 for MLX's product past 8 rows)
-#   device.sh qmm                4-bit products of Qwen2.5 shapes at 1-64 rows:
+#   device.sh qmm                4- and 8-bit products of Qwen2.5 shapes at 1-64 rows:
 #                                MLX's, the project's kernel, its tensor-core
 #                                body; table and JSON into $OUT
 #   device.sh machine            the GPU's memory bandwidth (the decode floor)
@@ -228,7 +228,10 @@ PY
   qmm)
     prepare
     for dtype in ${DTYPES:-bf16}; do
-      "$base/qmm_rows" --dtype "$dtype" --reps "${REPS:-30}" --json "$out/qmm-$dtype.json" | tee "$out/qmm-$dtype.txt"
+      for bits in ${BITS:-4 8}; do
+        "$base/qmm_rows" --dtype "$dtype" --bits "$bits" --reps "${REPS:-30}" \
+          --json "$out/qmm-$dtype-$bits.json" | tee "$out/qmm-$dtype-$bits.txt"
+      done
     done
     ;;
   machine)

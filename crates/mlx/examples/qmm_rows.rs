@@ -1,4 +1,4 @@
-//! Times 4-bit `x @ W.T` products of real model shapes at 1 to 64 rows of
+//! Times 4-bit (or 8-bit) `x @ W.T` products of real model shapes at 1 to 64 rows of
 //! activations (a decode step of that many sequences): MLX's own product,
 //! the project's kernel as it is chosen by default (the vector body up to
 //! 8 rows, the tensor-core body above), and the tensor-core body at every
@@ -6,7 +6,7 @@
 //! read rate) and, with `--json PATH`, writes every figure.
 //!
 //! ```sh
-//! cargo run --release -p mlx --example qmm_rows -- [--dtype bf16|f16] [--reps N] [--json PATH]
+//! cargo run --release -p mlx --example qmm_rows -- [--dtype bf16|f16] [--bits 4|8] [--reps N] [--json PATH]
 //! ```
 //!
 //! On backends without the project's kernel the three columns time the
@@ -33,6 +33,7 @@ const GROUP: i32 = 64;
 
 struct Options {
     dtype: Dtype,
+    bits: i32,
     reps: usize,
     json: Option<String>,
 }
@@ -40,6 +41,7 @@ struct Options {
 fn options() -> Result<Options, String> {
     let mut o = Options {
         dtype: Dtype::Bf16,
+        bits: 4,
         reps: 30,
         json: None,
     };
@@ -54,6 +56,7 @@ fn options() -> Result<Options, String> {
                     other => return Err(format!("--dtype {other}: bf16 or f16")),
                 }
             }
+            "--bits" => o.bits = value()?.parse().map_err(|e| format!("--bits: {e}"))?,
             "--reps" => o.reps = value()?.parse().map_err(|e| format!("--reps: {e}"))?,
             "--json" => o.json = Some(value()?),
             other => return Err(format!("unknown argument {other}")),
@@ -88,10 +91,11 @@ fn time_product(q: &QuantizedWeight, x: &Array, reps: usize) -> mlx::Result<f64>
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let o = options()?;
     println!(
-        "backend {:?}, MLX {}, {:?} activations, group {GROUP}",
+        "backend {:?}, MLX {}, {:?} activations, {}-bit weights, group {GROUP}",
         mlx::backend(),
         mlx::version(),
-        o.dtype
+        o.dtype,
+        o.bits
     );
     println!(
         "{:<13} {:>4} {:>10} {:>10} {:>10} {:>9} {:>9}",
@@ -101,7 +105,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for (i, (name, k, n)) in SHAPES.iter().enumerate() {
         let key = mlx::random::key(i as u64)?;
         let w = mlx::random::normal(&[*n, *k], o.dtype, Some(&key))?;
-        let q = quantize(&w, GROUP, 4)?;
+        let q = quantize(&w, GROUP, o.bits)?;
         mlx::eval(&[&q.weight, &q.scales, &q.biases])?;
         let weight_bytes = q.weight.nbytes() + q.scales.nbytes() + q.biases.nbytes();
         for rows in ROWS {
@@ -120,8 +124,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 theirs / chosen
             );
             records.push(format!(
-                "{{\"product\":\"{name}\",\"k\":{k},\"n\":{n},\"rows\":{rows},\"mlx_us\":{theirs:.2},\
-                 \"kernel_us\":{chosen:.2},\"tensor_us\":{tensor:.2},\"weight_bytes\":{weight_bytes}}}"
+                "{{\"product\":\"{name}\",\"bits\":{},\"k\":{k},\"n\":{n},\"rows\":{rows},\"mlx_us\":{theirs:.2},\
+                 \"kernel_us\":{chosen:.2},\"tensor_us\":{tensor:.2},\"weight_bytes\":{weight_bytes}}}",
+                o.bits
             ));
         }
     }

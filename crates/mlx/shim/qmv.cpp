@@ -179,6 +179,20 @@ __device__ __forceinline__ unsigned int nibbles_to_pair(unsigned int u, f16) {
   return out;
 }
 
+// Two 8-bit values (the low and high byte of `v`) as a pair of 16-bit
+// floats holding exactly those integers: the half through the mantissa of
+// 1024 as above; for bfloat16, whose mantissa has 7 bits, through f32.
+__device__ __forceinline__ unsigned int bytes_to_pair(unsigned int v, f16) {
+  return nibbles_to_pair((v & 0xffu) | ((v & 0xff00u) << 8), f16{});
+}
+__device__ __forceinline__ unsigned int bytes_to_pair(unsigned int v, bf16) {
+  const float lo = __uint_as_float(0x4b000000u | (v & 0xffu)) - 8388608.0f;
+  const float hi = __uint_as_float(0x4b000000u | ((v >> 8) & 0xffu)) - 8388608.0f;
+  unsigned int out;
+  asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(out) : "f"(hi), "f"(lo));
+  return out;
+}
+
 // Two floats as a pair of 16-bit floats (the first in the low half).
 __device__ __forceinline__ unsigned int pack_pair(float lo, float hi, bf16) {
   unsigned int out;
@@ -339,7 +353,8 @@ constexpr const char* kBody = R"(
 )";
 
 // The tensor-core body, for more rows of activations than the vector body
-// serves well (a decode step of many sequences): every weight is read once
+// serves well (a decode step of many sequences), for 4-bit and 8-bit
+// weights (BITS): every weight is read once
 // for all rows, as the vector body does, and the products run on the
 // tensor cores (mma.sync m16n8k16, 16-bit inputs, f32 sums) instead of one
 // fma per weight and row. Constants as kBody's, but: MT tiles of 16 rows
@@ -347,7 +362,7 @@ constexpr const char* kBody = R"(
 // block, each with NT tiles of 8 output columns (with SwiGLU, as many tiles
 // of up-projection rows besides), every warp over the whole of K.
 //
-// The weights enter the product as their 4-bit integers q, exactly; the
+// The weights enter the product as their integers q, exactly; the
 // scale and bias of each group are applied to the group's sums in f32:
 // sum(x * (s q + b)) = s sum(x q) + b sum(x). So no weight is rounded to
 // 16 bits, and only the activations are in their own type (with NORM, x * g
@@ -360,20 +375,23 @@ constexpr const char* kBody = R"(
 // (g, t) (g = lane / 4, t = lane % 4), which holds slots 2t, 2t+1, 2t+8 and
 // 2t+9, gets inputs 16 s + 4 t .. 16 s + 4 t + 3: four consecutive
 // activations of its rows g and g + 8 (one 8-byte load each), and four
-// consecutive nibbles of its weight row g.
+// consecutive values of its weight row g (half a word at 4 bits, a word at
+// 8; the four lanes of a row read 8 or 16 consecutive bytes).
 constexpr const char* kMmaBody = R"(
   using namespace mlxs_qmv;
   (void)extra;
   (void)norm;
   static_assert(THREADS == WARPS * 32 && K % 64 == 0 && GS % 16 == 0);
+  static_assert(BITS == 4 || BITS == 8);
   constexpr int CHUNKS = K / 64;
+  constexpr int WORDS = K * BITS / 32;
+  constexpr int CHUNK_WORDS = 64 * BITS / 32;
   constexpr int GROUPS = K / GS;
   constexpr int OUT_N = EPI == 3 ? N / 2 : N;
   constexpr int TILES = EPI == 3 ? 2 * NT : NT;
   const int lane = threadIdx.x & 31;
   const int g = lane >> 2, t = lane & 3;
   const int col0 = (blockIdx.x * WARPS + (threadIdx.x >> 5)) * NT * 8;
-  const uint4* chunks = reinterpret_cast<const uint4*>(w);
   const bool aligned = (reinterpret_cast<unsigned long long>(x) & 7) == 0;
   const T kind{};
 
@@ -394,24 +412,26 @@ constexpr const char* kMmaBody = R"(
     }
   }
 
-  // This lane's weight row's 32 bytes of each chunk (the 4 lanes of a row
-  // read the same bytes): the next chunk's are loaded before this one's
-  // products.
-  uint4 next[TILES][2];
+  // The word of this lane's weight row holding its values of step s of
+  // chunk c: 2s + t/2 of the chunk's 8 words at 4 bits, 4s + t of 16 at 8.
+  auto word_at = [&](int j, int c, int s) -> unsigned int {
+    return w[row_of(j, g) * WORDS + c * CHUNK_WORDS + (BITS == 4 ? 2 * s + (t >> 1) : 4 * s + t)];
+  };
+  // The next chunk's words are loaded before this one's products.
+  unsigned int next[TILES][4];
 #pragma unroll
   for (int j = 0; j < TILES; ++j) {
-    next[j][0] = chunks[row_of(j, g) * (CHUNKS * 2)];
-    next[j][1] = chunks[row_of(j, g) * (CHUNKS * 2) + 1];
+#pragma unroll
+    for (int s = 0; s < 4; ++s) next[j][s] = word_at(j, 0, s);
   }
   for (int c = 0; c < CHUNKS; ++c) {
-    uint4 wq[TILES][2];
+    unsigned int wq[TILES][4];
 #pragma unroll
     for (int j = 0; j < TILES; ++j) {
-      wq[j][0] = next[j][0];
-      wq[j][1] = next[j][1];
-      if (c + 1 < CHUNKS) {
-        next[j][0] = chunks[row_of(j, g) * (CHUNKS * 2) + (c + 1) * 2];
-        next[j][1] = chunks[row_of(j, g) * (CHUNKS * 2) + (c + 1) * 2 + 1];
+#pragma unroll
+      for (int s = 0; s < 4; ++s) {
+        wq[j][s] = next[j][s];
+        if (c + 1 < CHUNKS) next[j][s] = word_at(j, c + 1, s);
       }
     }
 #pragma unroll
@@ -458,14 +478,17 @@ constexpr const char* kMmaBody = R"(
       }
 #pragma unroll
       for (int j = 0; j < TILES; ++j) {
-        // Word 2s + t/2 of the row's 32 bytes, half t%2 of it: nibbles
-        // 16s + 4t .. 16s + 4t + 3.
-        const uint4 q = wq[j][s / 2];
-        const unsigned int word =
-            (s & 1) ? ((t >> 1) ? q.w : q.z) : ((t >> 1) ? q.y : q.x);
-        const unsigned int u = word >> (16 * (t & 1));
-        const unsigned int b0 = nibbles_to_pair((u & 0xfu) | ((u & 0xf0u) << 12), kind);
-        const unsigned int b1 = nibbles_to_pair(((u >> 8) & 0xfu) | ((u & 0xf000u) << 4), kind);
+        // Values 16s + 4t .. 16s + 4t + 3 of the row: half t%2 of the
+        // word at 4 bits, all of it at 8.
+        unsigned int b0, b1;
+        if constexpr (BITS == 4) {
+          const unsigned int u = wq[j][s] >> (16 * (t & 1));
+          b0 = nibbles_to_pair((u & 0xfu) | ((u & 0xf0u) << 12), kind);
+          b1 = nibbles_to_pair(((u >> 8) & 0xfu) | ((u & 0xf000u) << 4), kind);
+        } else {
+          b0 = bytes_to_pair(wq[j][s] & 0xffffu, kind);
+          b1 = bytes_to_pair(wq[j][s] >> 16, kind);
+        }
 #pragma unroll
         for (int mt = 0; mt < MT; ++mt) mma(part[mt][j], a[mt], b0, b1, kind);
       }
@@ -576,6 +599,7 @@ int columns_per_block(int n, int rows) {
 struct Variant {
   Body body;
   int group_size;
+  int bits;
   int epilogue;
   bool norm;
   int eps_bits;
@@ -659,7 +683,10 @@ struct Spec {
     text += missing;
     std::vector<std::pair<const char*, int>> constants;
     if (mma()) {
-      constants = {{"MT", rows}, {"WARPS", kMmaWarps}, {"NT", mma_tiles(out_n(), swiglu())}};
+      constants = {{"MT", rows},
+                   {"WARPS", kMmaWarps},
+                   {"NT", mma_tiles(out_n(), swiglu())},
+                   {"BITS", variant.bits}};
     } else {
       constants = {{"M", rows}, {"NR", columns_per_block()}};
     }
@@ -799,7 +826,7 @@ std::optional<mx::array> custom_qmv(
     float eps,
     Epilogue epilogue,
     const mx::array* extra) {
-  if (!enabled.load(std::memory_order_relaxed) || bits != 4 ||
+  if (!enabled.load(std::memory_order_relaxed) || (bits != 4 && bits != 8) ||
       (group_size != 32 && group_size != 64 && group_size != 128) ||
       !custom_qmv_available() || mx::default_device().type != mx::Device::gpu) {
     return std::nullopt;
@@ -812,7 +839,7 @@ std::optional<mx::array> custom_qmv(
   }
   const int k = x.shape(-1);
   const int n = w.shape(0);
-  if (k == 0 || k % 32 != 0 || k % group_size != 0 || w.shape(1) * 8 != k ||
+  if (k == 0 || k % 32 != 0 || k % group_size != 0 || w.shape(1) * 32 / bits != k ||
       scales.shape(0) != n || scales.shape(1) * group_size != k) {
     return std::nullopt;
   }
@@ -823,8 +850,9 @@ std::optional<mx::array> custom_qmv(
   const bool mma = m >= static_cast<size_t>(mma_min_rows.load(std::memory_order_relaxed)) &&
       m <= kMmaMaxRows && dtype != mx::float32 && k % 64 == 0 && out_n % (kMmaWarps * 8) == 0 &&
       cuda_compute_capability() >= 80;
-  if (m < 1 || (!mma && m > kMaxRows) || !dense_and_aligned(w) || !dense_and_aligned(scales) ||
-      !dense_and_aligned(biases)) {
+  // The vector body takes 4-bit weights only.
+  if (m < 1 || (!mma && (m > kMaxRows || bits != 4)) || !dense_and_aligned(w) ||
+      !dense_and_aligned(scales) || !dense_and_aligned(biases)) {
     return std::nullopt;
   }
   mx::Shape shape = x.shape();
@@ -857,7 +885,7 @@ std::optional<mx::array> custom_qmv(
       }
       break;
   }
-  const Variant variant{mma ? Body::mma : Body::vector, group_size, static_cast<int>(epilogue),
+  const Variant variant{mma ? Body::mma : Body::vector, group_size, bits, static_cast<int>(epilogue),
                         norm != nullptr,
                         norm != nullptr ? std::bit_cast<int>(eps) : 0};
   if (!compiled_kernel(Spec::of(variant, inputs))) {

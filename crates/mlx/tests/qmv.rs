@@ -1,6 +1,7 @@
-//! The project's CUDA kernel for 4-bit `x @ W.T` with a few rows of `x`
-//! (`shim/qmv.cpp`) against MLX's own quantized product, on the same
-//! inputs. Where MLX has no CUDA backend, the product must be MLX's.
+//! The project's CUDA kernel for quantized `x @ W.T` with a few rows of `x`
+//! (`shim/qmv.cpp`: 4-bit up to 8 rows, 4- and 8-bit with 16-bit activations
+//! up to 64) against the product with the dequantized weight, and against
+//! MLX's choice. Where MLX has no CUDA backend, the product must be MLX's.
 //!
 //! One test function: the kernel switch is process-wide.
 
@@ -65,12 +66,17 @@ const MAX_ROWS: i32 = 8;
 const MMA_MAX_ROWS: i32 = 64;
 
 /// Whether the kernel serves a product of `rows` rows of `dtype` with `k`
-/// inputs and `out_n` outputs, on CUDA, with the default row threshold:
-/// the vector body up to 8 rows, the tensor-core body up to 64 rows of
-/// 16-bit activations when the inputs come in 64s and the outputs in 32s.
-fn kernel_serves(cuda: bool, rows: i32, dtype: Dtype, k: i32, out_n: i32) -> bool {
-    cuda && (rows <= MAX_ROWS
-        || (rows <= MMA_MAX_ROWS && dtype != Dtype::F32 && k % 64 == 0 && out_n % 32 == 0))
+/// inputs and `out_n` outputs of `bits`-bit weights, on CUDA, with the
+/// default row threshold: the vector body up to 8 rows of 4-bit weights,
+/// the tensor-core body from 9 to 64 rows of 16-bit activations when the
+/// inputs come in 64s and the outputs in 32s.
+fn kernel_serves(cuda: bool, rows: i32, dtype: Dtype, k: i32, out_n: i32, bits: i32) -> bool {
+    cuda && ((rows <= MAX_ROWS && bits == 4)
+        || (rows > MAX_ROWS
+            && rows <= MMA_MAX_ROWS
+            && dtype != Dtype::F32
+            && k % 64 == 0
+            && out_n % 32 == 0))
 }
 
 struct Case {
@@ -125,27 +131,30 @@ const CASES: [Case; 6] = [
 ];
 
 #[test]
-fn the_custom_4bit_product_matches_mlx_and_runs_only_on_cuda() {
+fn the_custom_quantized_product_matches_mlx_and_runs_only_on_cuda() {
     let cuda = mlx::custom_qmv_available().unwrap();
     assert_eq!(cuda, mlx::backend() == mlx::Backend::Cuda);
     // Off the GPU the weights stay small: only the choice is checked there.
     let cases: &[Case] = if cuda { &CASES } else { &CASES[4..] };
     for (i, case) in cases.iter().enumerate() {
         let (w, _) = random_array(&[case.n, case.k], 10 + i as u64);
-        for (dtype, tol) in [(Dtype::F32, 1e-5), (Dtype::Bf16, 2e-2), (Dtype::F16, 2e-3)] {
-            let q = quantize(&w.astype(dtype).unwrap(), case.group, 4).unwrap();
+        let formats = [(Dtype::F32, 1e-5), (Dtype::Bf16, 2e-2), (Dtype::F16, 2e-3)]
+            .into_iter()
+            .flat_map(|f| [(f, 4), (f, 8)]);
+        for ((dtype, tol), bits) in formats {
+            let q = quantize(&w.astype(dtype).unwrap(), case.group, bits).unwrap();
             mlx::eval(&[&q.weight, &q.scales, &q.biases]).unwrap();
             for &rows in case.rows {
                 let (x, _) = random_array(&[rows, 1, case.k], 50 + rows as u64);
                 let x = x.astype(dtype).unwrap();
                 let what = format!(
-                    "k {} n {} group {} rows {rows} {dtype:?}",
+                    "k {} n {} group {} {bits}-bit rows {rows} {dtype:?}",
                     case.k, case.n, case.group
                 );
                 let ran_custom = assert_product_matches(&q, &x, &what, tol);
                 assert_eq!(
                     ran_custom,
-                    kernel_serves(cuda, rows, dtype, case.k, case.n),
+                    kernel_serves(cuda, rows, dtype, case.k, case.n, bits),
                     "{what}: kernel choice"
                 );
             }
@@ -185,12 +194,12 @@ fn the_custom_4bit_product_matches_mlx_and_runs_only_on_cuda() {
 fn tensor_cores_serve_few_rows_too(cuda: bool) {
     mlx::set_custom_qmm_min_rows(1).unwrap();
     let (w, _) = random_array(&[1152, 896], 31);
-    for (dtype, tol) in [(Dtype::Bf16, 2e-2), (Dtype::F16, 2e-3)] {
-        let q = quantize(&w.astype(dtype).unwrap(), 32, 4).unwrap();
+    for ((dtype, tol), bits) in [((Dtype::Bf16, 2e-2), 4), ((Dtype::F16, 2e-3), 8)] {
+        let q = quantize(&w.astype(dtype).unwrap(), 32, bits).unwrap();
         mlx::eval(&[&q.weight, &q.scales, &q.biases]).unwrap();
         for rows in [1, 2, 5, 8] {
             let x = random_array(&[rows, 896], 32).0.astype(dtype).unwrap();
-            let what = format!("tensor cores, rows {rows} {dtype:?}");
+            let what = format!("tensor cores, {bits}-bit rows {rows} {dtype:?}");
             assert_eq!(assert_product_matches(&q, &x, &what, tol), cuda, "{what}");
         }
     }
@@ -255,7 +264,7 @@ fn epilogues_match_the_composed_operations(cuda: bool) {
                     let name = what(&format!("{name}, norm {}", norm.is_some()));
                     let tol = if norm.is_some() { tol * 10.0 } else { tol };
                     let out_n = if name.starts_with("swiglu") { n / 2 } else { n };
-                    let serves = kernel_serves(cuda, rows, dtype, k, out_n);
+                    let serves = kernel_serves(cuda, rows, dtype, k, out_n, 4);
                     match q.normed_matmul_then(&x, norm, epilogue).unwrap() {
                         Some(mine) => {
                             assert!(serves, "{name}: fused");
