@@ -30,10 +30,11 @@
 #                                TTFT at 1/4/16/64 streams, prompt-cache TTFT;
 #                                JSON into $OUT (TAG names the files,
 #                                BATCH_ARGS goes to the example, e.g.
-#                                --qmm-min-rows 65 for MLX's product past 8 rows)
-#   device.sh qmm                4- and 8-bit products of Qwen2.5 shapes at 1-64 rows:
-#                                MLX's, the project's kernel, its tensor-core
-#                                body; table and JSON into $OUT
+#                                --qmv-max-rows 8 for the project's kernel
+#                                up to 8 rows)
+#   device.sh qmm                4- and 8-bit products of Qwen2.5 shapes at 1-64
+#                                rows: MLX's, the project's kernel, the default
+#                                choice; table and JSON into $OUT (ROWS=1,2,..)
 #   device.sh machine            the GPU's memory bandwidth (the decode floor)
 #                                and the ring's latencies on this host (the
 #                                transport benchmark, --quick); into $OUT
@@ -229,7 +230,7 @@ PY
     prepare
     for dtype in ${DTYPES:-bf16}; do
       for bits in ${BITS:-4 8}; do
-        "$base/qmm_rows" --dtype "$dtype" --bits "$bits" --reps "${REPS:-30}" \
+        "$base/qmm_rows" --dtype "$dtype" --bits "$bits" --reps "${REPS:-30}" ${ROWS:+--rows "$ROWS"} \
           --json "$out/qmm-$dtype-$bits.json" | tee "$out/qmm-$dtype-$bits.txt"
       done
     done

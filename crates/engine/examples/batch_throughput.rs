@@ -7,12 +7,11 @@
 //! cargo run --release -p engine --example batch_throughput -- \
 //!     [--synthetic PRESET | --model DIR] [--concurrency 1,4,16,64] \
 //!     [--prompt 128] [--tokens 128] [--history 2000] \
-//!     [--arrivals 64 --every-ms 50] [--qmm-min-rows N] [--json FILE]
+//!     [--arrivals 64 --every-ms 50] [--qmv-max-rows N] [--json FILE]
 //! ```
 //!
-//! `--qmm-min-rows N`: from N rows on, 4-bit products run the project's
-//! tensor-core kernel on CUDA (`mlx::set_custom_qmm_min_rows`; 65 leaves
-//! every batch past 8 rows to MLX's product).
+//! `--qmv-max-rows N`: up to N rows (0 to 8), 4-bit products run the
+//! project's CUDA kernel, past them MLX's (`mlx::set_custom_qmv_max_rows`).
 //!
 //! All streams start together with different prompts of `--prompt` tokens
 //! and generate exactly `--tokens` tokens each (greedy, no stop tokens).
@@ -70,7 +69,7 @@ fn args() -> Args {
             "--arrivals" => a.arrivals = value().parse().unwrap(),
             "--every-ms" => a.every_ms = value().parse().unwrap(),
             "--json" => a.json = Some(value().into()),
-            "--qmm-min-rows" => mlx::set_custom_qmm_min_rows(value().parse().unwrap()).unwrap(),
+            "--qmv-max-rows" => mlx::set_custom_qmv_max_rows(value().parse().unwrap()).unwrap(),
             other => panic!("unknown argument {other}"),
         }
     }

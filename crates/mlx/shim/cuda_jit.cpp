@@ -272,18 +272,4 @@ std::shared_ptr<const CompiledKernel> compile_cuda_kernel(
   }
 }
 
-int cuda_compute_capability() {
-  if (!cuda_available()) {
-    return 0;
-  }
-  static const int capability = [] {
-    try {
-      return std::stoi(architecture().substr(3));
-    } catch (const std::exception&) {
-      return 0;
-    }
-  }();
-  return capability;
-}
-
 } // namespace mlxs

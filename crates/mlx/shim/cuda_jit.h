@@ -11,10 +11,6 @@ namespace mlxs {
 // Whether the running MLX has the CUDA backend (and a GPU for it).
 bool cuda_available();
 
-// The compute capability of the GPU MLX runs on (90 for sm_90); 0 without
-// one, or when the driver cannot tell.
-int cuda_compute_capability();
-
 // A kernel compiled for the current GPU.
 struct CompiledKernel {
   // The name of its `extern "C"` entry point, unique to its source, the

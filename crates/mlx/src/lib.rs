@@ -50,6 +50,6 @@ pub use error::{MlxError, Result};
 pub use half::{bf16, f16};
 pub use ops::{arange, concatenate, full, ones, stack, where_, zeros};
 pub use quantized::{
-    Epilogue, QuantizedWeight, custom_qmv_available, quantize, set_custom_qmm_min_rows,
-    set_custom_qmv,
+    Epilogue, QuantizedWeight, custom_qmv_available, quantize, set_custom_qmv,
+    set_custom_qmv_max_rows,
 };
