@@ -28,7 +28,13 @@
 #                                empty kernel cache, then with a warm one
 #   device.sh batch PRESET...    continuous batching in-process: tok/s and
 #                                TTFT at 1/4/16/64 streams, prompt-cache TTFT;
-#                                JSON into $OUT
+#                                JSON into $OUT (TAG names the files,
+#                                BATCH_ARGS goes to the example, e.g.
+#                                --qmv-max-rows 8 for the project's kernel
+#                                up to 8 rows)
+#   device.sh qmm                4- and 8-bit products of Qwen2.5 shapes at 1-64
+#                                rows: MLX's, the project's kernel, the default
+#                                choice; table and JSON into $OUT (ROWS=1,2,..)
 #   device.sh machine            the GPU's memory bandwidth (the decode floor)
 #                                and the ring's latencies on this host (the
 #                                transport benchmark, --quick); into $OUT
@@ -72,20 +78,25 @@ case "${1:-}" in
     python3 -m pip install --quiet --no-index --no-deps --target "$site" \
       "$base"/mlx_cuda_13-*.whl "$here"/wheels/*.whl
     ln -sfn "$(python3 -c 'import nvidia, os; print(list(nvidia.__path__)[0])')" "$site/nvidia"
-    gunzip -c "$here/mlxd.gz" > "$base/mlxd" && chmod +x "$base/mlxd"
-    rm -rf "$base/tok" "$base/tok-qwen2" && mkdir -p "$base/tok-qwen2"
-    cp -r "$here/tok" "$base/tok"
-    gunzip -c "$here/tok-qwen2/tokenizer.json.gz" > "$base/tok-qwen2/tokenizer.json"
-    cp "$here/tok-qwen2/tokenizer_config.json" "$base/tok-qwen2/"
+    # A kernels-only stage (STAGE=kernels) has no mlxd and no tokenizers.
+    if [ -f "$here/mlxd.gz" ]; then
+      gunzip -c "$here/mlxd.gz" > "$base/mlxd" && chmod +x "$base/mlxd"
+      rm -rf "$base/tok" "$base/tok-qwen2" && mkdir -p "$base/tok-qwen2"
+      cp -r "$here/tok" "$base/tok"
+      gunzip -c "$here/tok-qwen2/tokenizer.json.gz" > "$base/tok-qwen2/tokenizer.json"
+      cp "$here/tok-qwen2/tokenizer_config.json" "$base/tok-qwen2/"
+    fi
     echo "installed into $site"
     ;;
   env) env_lines ;;
   check)
     eval "$(env_lines)"
-    "$base/mlxd" --version
-    info=$("$base/mlxd" info)
-    echo "$info"
-    grep -q "CUDA backend" <<<"$info" || { echo "MLX does not report the CUDA backend" >&2; exit 1; }
+    if [ -x "$base/mlxd" ]; then
+      "$base/mlxd" --version
+      info=$("$base/mlxd" info)
+      echo "$info"
+      grep -q "CUDA backend" <<<"$info" || { echo "MLX does not report the CUDA backend" >&2; exit 1; }
+    fi
     "$base/qmv_test" --test-threads 1
     python3 -c 'import mlx.core as mx; print("python mlx", mx.__version__, mx.default_device(), mx.cuda.is_available())'
     ;;
@@ -208,10 +219,20 @@ PY
     prepare
     for preset in "$@"; do
       # As mlxd runs the engine (it sets this for itself; the example does not).
+      # shellcheck disable=SC2086 # BATCH_ARGS is a list of arguments
       MLX_CUDA_USE_CUDNN_SDPA=${MLX_CUDA_USE_CUDNN_SDPA:-0} "$base/batch_throughput" --synthetic "$preset" --concurrency "${STREAMS:-1,4,16,64}" \
         --prompt "${PROMPT:-512}" --tokens "${GEN:-200}" --history "${HISTORY:-2000}" \
         --arrivals "${ARRIVALS:-64}" --every-ms "${EVERY_MS:-50}" \
-        --json "$out/$preset-batch.json"
+        --json "$out/${TAG:+$TAG-}$preset-batch.json" ${BATCH_ARGS:-}
+    done
+    ;;
+  qmm)
+    prepare
+    for dtype in ${DTYPES:-bf16}; do
+      for bits in ${BITS:-4 8}; do
+        "$base/qmm_rows" --dtype "$dtype" --bits "$bits" --reps "${REPS:-30}" ${ROWS:+--rows "$ROWS"} \
+          --json "$out/qmm-$dtype-$bits.json" | tee "$out/qmm-$dtype-$bits.txt"
+      done
     done
     ;;
   machine)
@@ -221,5 +242,5 @@ PY
     lscpu --extended=CPU,CORE,SOCKET,NODE | tee "$out/cpus.txt"
     "$base/transport" --quick --json "$out/transport.json" | tee "$out/transport.txt"
     ;;
-  *) echo "usage: device.sh install|env|check|bench|suite|profile|coldstart|batch|machine PRESET..." >&2; exit 2 ;;
+  *) echo "usage: device.sh install|env|check|bench|suite|profile|coldstart|batch|qmm|machine PRESET..." >&2; exit 2 ;;
 esac

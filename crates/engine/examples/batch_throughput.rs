@@ -7,8 +7,11 @@
 //! cargo run --release -p engine --example batch_throughput -- \
 //!     [--synthetic PRESET | --model DIR] [--concurrency 1,4,16,64] \
 //!     [--prompt 128] [--tokens 128] [--history 2000] \
-//!     [--arrivals 64 --every-ms 50] [--schema [--tokenizer DIR|GGUF]] [--json FILE]
+//!     [--arrivals 64 --every-ms 50] [--schema [--tokenizer DIR|GGUF]] [--qmv-max-rows N] [--json FILE]
 //! ```
+//!
+//! `--qmv-max-rows N`: up to N rows (0 to 8), 4-bit products run the
+//! project's CUDA kernel, past them MLX's (`mlx::set_custom_qmv_max_rows`).
 //!
 //! All streams start together with different prompts of `--prompt` tokens
 //! and generate exactly `--tokens` tokens each (greedy, no stop tokens).
@@ -78,6 +81,7 @@ fn args() -> Args {
             "--json" => a.json = Some(value().into()),
             "--schema" => a.schema = true,
             "--tokenizer" => a.tokenizer = Some(value().into()),
+            "--qmv-max-rows" => mlx::set_custom_qmv_max_rows(value().parse().unwrap()).unwrap(),
             other => panic!("unknown argument {other}"),
         }
     }

@@ -23,7 +23,8 @@ enum class Epilogue {
 
 // `x @ W.T` (of `rms_norm(x, norm, eps)` when `norm` is given), then
 // `epilogue`, with the project's kernel when it applies (the CUDA backend,
-// 4-bit affine weights, 1 to 8 rows of activations, shapes and layout it
+// 4-bit affine weights, 1 to 7 rows of activations by default (see
+// set_custom_qmv_max_rows), shapes and layout it
 // handles), else nullopt and the caller uses MLX's own product.
 std::optional<mlx::core::array> custom_qmv(
     const mlx::core::array& x,
@@ -39,6 +40,10 @@ std::optional<mlx::core::array> custom_qmv(
 
 // Whether custom_qmv may be used at all (default: yes).
 void set_custom_qmv_enabled(bool enabled);
+
+// The most rows of activations custom_qmv takes (0 to 8; default 7): past
+// them MLX's product serves.
+void set_custom_qmv_max_rows(int rows);
 
 // Whether the running MLX has the CUDA backend the kernel needs.
 bool custom_qmv_available();

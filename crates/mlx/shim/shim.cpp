@@ -622,6 +622,10 @@ int mlxs_custom_qmv_available(bool* available) {
   MLXS_TRY(*available = mlxs::custom_qmv_available())
 }
 
+int mlxs_set_custom_qmv_max_rows(int rows) {
+  MLXS_TRY(mlxs::set_custom_qmv_max_rows(rows))
+}
+
 int mlxs_rms_norm(const mlxs_array* x, const mlxs_array* weight, float eps, mlxs_array** out) {
   MLXS_TRY(*out = wrap(mx::fast::rms_norm(A(x), opt(weight), eps)))
 }

@@ -159,7 +159,7 @@ int mlxs_quantized_matmul(
     int bits,
     mlxs_array** out);
 
-/* The project's CUDA kernel for 4-bit `x @ W.T` with 1 to 8 rows of x,
+/* The project's CUDA kernel for 4-bit `x @ W.T` with 1 to 7 rows of x,
  * used by mlxs_quantized_matmul where it applies (see qmv.cpp). `enabled`
  * defaults to true; `available`: the running MLX has the CUDA backend. */
 int mlxs_set_custom_qmv(bool enabled);
@@ -181,6 +181,8 @@ int mlxs_custom_qmv(
     const mlxs_array* extra,
     mlxs_array** out);
 int mlxs_custom_qmv_available(bool* available);
+/* The most rows of x the kernel takes (0 to 8; default 7). */
+int mlxs_set_custom_qmv_max_rows(int rows);
 
 /* Fused kernels (mlx::core::fast). `weight`, `freqs`, `mask` may be null. */
 int mlxs_rms_norm(const mlxs_array* x, const mlxs_array* weight, float eps, mlxs_array** out);

@@ -179,6 +179,7 @@ unsafe extern "C" {
         out: Out,
     ) -> c_int;
     pub(crate) fn mlxs_custom_qmv_available(available: *mut bool) -> c_int;
+    pub(crate) fn mlxs_set_custom_qmv_max_rows(rows: c_int) -> c_int;
 
     pub(crate) fn mlxs_rms_norm(x: Handle, weight: Handle, eps: f32, out: Out) -> c_int;
     pub(crate) fn mlxs_layer_norm(

@@ -71,9 +71,10 @@ impl QuantizedWeight {
     /// `x @ W.T` when `transpose` (the layout of a linear layer's weight
     /// `[out, in]`), else `x @ W`, without materializing `W`.
     ///
-    /// On the CUDA backend, 4-bit `x @ W.T` with 1 to 8 rows of `x` (a
-    /// decode step of up to 8 sequences) runs the project's own kernel unless
-    /// [`set_custom_qmv`] turned it off; see `shim/qmv.cpp`.
+    /// On the CUDA backend, 4-bit `x @ W.T` with 1 to 7 rows of `x` (a
+    /// decode step of up to 7 sequences; [`set_custom_qmv_max_rows`]) runs
+    /// the project's own kernel unless [`set_custom_qmv`] turned it off; see
+    /// `shim/qmv.cpp`.
     pub fn matmul(&self, x: &Array, transpose: bool) -> Result<Array> {
         call_array!(mlxs_quantized_matmul(
             x.as_ptr(),
@@ -155,6 +156,15 @@ impl QuantizedWeight {
 pub fn set_custom_qmv(enabled: bool) -> Result<()> {
     // SAFETY: plain value in, status out.
     crate::error::check(unsafe { ffi::mlxs_set_custom_qmv(enabled) })
+}
+
+/// The most rows of activations the project's kernel takes (0 to 8, 7 by
+/// default); products of more rows run MLX's own, which from 8 rows on is
+/// faster (see `shim/qmv.cpp`). Affects graphs built afterwards, on every
+/// thread.
+pub fn set_custom_qmv_max_rows(rows: i32) -> Result<()> {
+    // SAFETY: plain value in, status out.
+    crate::error::check(unsafe { ffi::mlxs_set_custom_qmv_max_rows(rows) })
 }
 
 /// Whether the running MLX has the CUDA backend the project's kernel needs.

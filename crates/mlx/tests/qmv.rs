@@ -59,8 +59,9 @@ fn assert_product_matches(q: &QuantizedWeight, x: &Array, what: &str, tol: f64) 
     ran_custom
 }
 
-/// Rows of activations the kernel takes at most.
-const MAX_ROWS: i32 = 8;
+/// Rows of activations the kernel takes at most by default (it has
+/// variants up to 8; `set_custom_qmv_max_rows` moves the limit).
+const MAX_ROWS: i32 = 7;
 
 struct Case {
     k: i32,
@@ -151,8 +152,33 @@ fn the_custom_4bit_product_matches_mlx_and_runs_only_on_cuda() {
         .unwrap();
     mlx::eval(&[&x]).unwrap();
     assert_product_matches(&q, &x, "unaligned row", 2e-2);
+    the_row_limit_moves(cuda);
     mlx::set_custom_qmv(true).unwrap();
     epilogues_match_the_composed_operations(cuda);
+}
+
+/// With the limit at 8 the kernel serves 8 rows, and matches; at 0 it
+/// serves none.
+fn the_row_limit_moves(cuda: bool) {
+    let (w, _) = random_array(&[1152, 896], 7);
+    let q = quantize(&w.astype(Dtype::Bf16).unwrap(), 64, 4).unwrap();
+    mlx::eval(&[&q.weight, &q.scales, &q.biases]).unwrap();
+    let x = random_array(&[8, 896], 8).0.astype(Dtype::Bf16).unwrap();
+    assert!(!assert_product_matches(
+        &q,
+        &x,
+        "8 rows, default limit",
+        2e-2
+    ));
+    mlx::set_custom_qmv_max_rows(8).unwrap();
+    assert_eq!(
+        assert_product_matches(&q, &x, "8 rows, limit 8", 2e-2),
+        cuda
+    );
+    mlx::set_custom_qmv_max_rows(0).unwrap();
+    let x = x.slice_axis(0, 0, 1).unwrap();
+    assert!(!assert_product_matches(&q, &x, "1 row, limit 0", 2e-2));
+    mlx::set_custom_qmv_max_rows(MAX_ROWS).unwrap();
 }
 
 fn assert_matches(what: &str, mine: &Array, theirs: &Array, tol: f64) {
