@@ -5,6 +5,8 @@
 
 // Test helpers panic on failure by design.
 #![allow(clippy::unwrap_used)]
+// The daemon's helpers read /proc (descriptors, mappings, children).
+#![cfg(target_os = "linux")]
 
 mod common;
 // Only some of the fault tests' helpers are used here.

@@ -15,6 +15,8 @@
 
 // Test helpers panic on failure by design.
 #![allow(clippy::unwrap_used)]
+// The daemon's helpers read /proc (descriptors, mappings, children).
+#![cfg(target_os = "linux")]
 
 mod common;
 #[path = "faults/daemon.rs"]
