@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -33,6 +34,46 @@ DEFAULT_MODEL = "SmolLM2-135M-Instruct"
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 60.0
 
+
+
+# Requests that generate exactly what they ask for (no end-of-sequence stop).
+IGNORE_EOS = {"ignore_eos": True}
+
+
+def assert_answers_whole_and_streamed(client: openai.OpenAI, model: str) -> None:
+    """A greedy chat answer has its length, and streamed it is the same text."""
+    messages = [{"role": "user", "content": "Name three colours."}]
+    whole = client.chat.completions.create(
+        model=model, messages=messages, max_tokens=8, temperature=0, extra_body=IGNORE_EOS
+    )
+    assert whole.model == model
+    assert whole.choices[0].finish_reason == "length"
+    assert whole.usage.completion_tokens == 8
+    stream = client.chat.completions.create(
+        model=model,
+        messages=messages,
+        max_tokens=8,
+        temperature=0,
+        stream=True,
+        extra_body=IGNORE_EOS,
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    assert text == whole.choices[0].message.content
+
+
+def assert_concurrent_equal_alone(client: openai.OpenAI, model: str) -> None:
+    """Greedy completions sent together (batched) equal the same sent one by one."""
+    prompts = ["Once upon a time", "def fibonacci(n):", "The capital of France is", "In 1492,"]
+
+    def complete(prompt):
+        return client.completions.create(
+            model=model, prompt=prompt, max_tokens=10, temperature=0, extra_body=IGNORE_EOS
+        ).choices[0].text
+
+    alone = [complete(p) for p in prompts]
+    with ThreadPoolExecutor(len(prompts)) as pool:
+        together = list(pool.map(complete, prompts))
+    assert together == alone
 
 def mlxd_bin() -> Path:
     if os.environ.get("MLXD_BIN"):

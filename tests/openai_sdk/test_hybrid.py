@@ -12,11 +12,17 @@ import json
 import shutil
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import ROOT, Daemon, mlxd_bin
+from conftest import (
+    IGNORE_EOS,
+    ROOT,
+    Daemon,
+    assert_answers_whole_and_streamed,
+    assert_concurrent_equal_alone,
+    mlxd_bin,
+)
 
 VOCAB = 49152
 MODELS = {
@@ -27,7 +33,6 @@ MODELS = {
                                         "mlp_only_layers": [], "moe_intermediate_size": 0}),
     "tiny-qwen3.5": ("qwen3_5", {"full_attention_interval": 4, "nest": True}),
 }
-IGNORE_EOS = {"ignore_eos": True}
 
 WRITE = """
 import json, sys
@@ -86,40 +91,12 @@ def hybrid_daemon(workdir):
 
 @pytest.mark.parametrize("model", list(MODELS))
 def test_a_hybrid_model_answers_whole_and_streamed(hybrid_daemon, model):
-    client = hybrid_daemon.client()
-    messages = [{"role": "user", "content": "Name three colours."}]
-    whole = client.chat.completions.create(
-        model=model, messages=messages, max_tokens=8, temperature=0, extra_body=IGNORE_EOS
-    )
-    assert whole.model == model
-    assert whole.choices[0].finish_reason == "length"
-    assert whole.usage.completion_tokens == 8
-    stream = client.chat.completions.create(
-        model=model,
-        messages=messages,
-        max_tokens=8,
-        temperature=0,
-        stream=True,
-        extra_body=IGNORE_EOS,
-    )
-    text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
-    assert text == whole.choices[0].message.content
+    assert_answers_whole_and_streamed(hybrid_daemon.client(), model)
 
 
 @pytest.mark.parametrize("model", list(MODELS))
 def test_concurrent_requests_to_a_hybrid_model_equal_them_alone(hybrid_daemon, model):
-    client = hybrid_daemon.client()
-    prompts = ["Once upon a time", "def fibonacci(n):", "The capital of France is", "In 1492,"]
-
-    def complete(prompt):
-        return client.completions.create(
-            model=model, prompt=prompt, max_tokens=10, temperature=0, extra_body=IGNORE_EOS
-        ).choices[0].text
-
-    alone = [complete(p) for p in prompts]
-    with ThreadPoolExecutor(len(prompts)) as pool:
-        together = list(pool.map(complete, prompts))
-    assert together == alone
+    assert_concurrent_equal_alone(hybrid_daemon.client(), model)
 
 
 @pytest.mark.parametrize("model", list(MODELS))

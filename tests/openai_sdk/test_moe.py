@@ -6,14 +6,17 @@ and several at once in one batch."""
 from __future__ import annotations
 
 import subprocess
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import Daemon, mlxd_bin
+from conftest import (
+    Daemon,
+    assert_answers_whole_and_streamed,
+    assert_concurrent_equal_alone,
+    mlxd_bin,
+)
 
 MODELS = ["tiny-moe-f32", "tiny-mixtral-f32"]
-IGNORE_EOS = {"ignore_eos": True}
 
 
 @pytest.fixture(scope="module")
@@ -34,37 +37,9 @@ def moe_daemon(workdir):
 
 @pytest.mark.parametrize("model", MODELS)
 def test_a_mixture_of_experts_model_answers_whole_and_streamed(moe_daemon, model):
-    client = moe_daemon.client()
-    messages = [{"role": "user", "content": "Name three colours."}]
-    whole = client.chat.completions.create(
-        model=model, messages=messages, max_tokens=8, temperature=0, extra_body=IGNORE_EOS
-    )
-    assert whole.model == model
-    assert whole.choices[0].finish_reason == "length"
-    assert whole.usage.completion_tokens == 8
-    stream = client.chat.completions.create(
-        model=model,
-        messages=messages,
-        max_tokens=8,
-        temperature=0,
-        stream=True,
-        extra_body=IGNORE_EOS,
-    )
-    text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
-    assert text == whole.choices[0].message.content
+    assert_answers_whole_and_streamed(moe_daemon.client(), model)
 
 
 @pytest.mark.parametrize("model", MODELS)
 def test_concurrent_requests_to_a_mixture_of_experts_model_equal_them_alone(moe_daemon, model):
-    client = moe_daemon.client()
-    prompts = ["Once upon a time", "def fibonacci(n):", "The capital of France is", "In 1492,"]
-
-    def complete(prompt):
-        return client.completions.create(
-            model=model, prompt=prompt, max_tokens=10, temperature=0, extra_body=IGNORE_EOS
-        ).choices[0].text
-
-    alone = [complete(p) for p in prompts]
-    with ThreadPoolExecutor(len(prompts)) as pool:
-        together = list(pool.map(complete, prompts))
-    assert together == alone
+    assert_concurrent_equal_alone(moe_daemon.client(), model)

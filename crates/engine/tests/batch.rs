@@ -4,111 +4,25 @@
 //! cold prefill.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::HashMap;
 use std::time::Duration;
 
-use engine::batch::{BatchConfig, Scheduler, SeqEnd, SeqEvent, SeqReport, SeqRequest};
+use common::batching::{alone, eight_prompts, ids, request, run, run_cancelling, sampler};
+use engine::batch::{BatchConfig, Scheduler, SeqEnd, SeqEvent, SeqRequest};
 use engine::generate::{GenerateOptions, Generator};
 use engine::model::synthetic::Preset;
-use engine::{Model, SampledToken, Sampler, SamplingParams};
+use engine::{Model, SamplingParams};
 
 fn model() -> Model {
     Preset::find("tiny-f32").unwrap().build(7).unwrap()
 }
 
-/// Eight prompts of different lengths and contents.
-fn prompts() -> Vec<Vec<u32>> {
-    (0..8u32)
-        .map(|i| {
-            let len = 3 + 7 * i as usize;
-            (0..len as u32)
-                .map(|j| (j * 31 + i * 17 + 5) % 256)
-                .collect()
-        })
-        .collect()
-}
-
-fn sampler(model: &Model, prompt: &[u32], params: &SamplingParams) -> Sampler {
-    Sampler::new(params.clone(), model.config.vocab_size as usize, prompt).unwrap()
-}
-
-fn request(
-    model: &Model,
-    id: u64,
-    prompt: &[u32],
-    params: &SamplingParams,
-    n: usize,
-) -> SeqRequest {
-    SeqRequest {
-        id,
-        prompt: prompt.to_vec(),
-        sampler: sampler(model, prompt, params),
-        max_tokens: n,
-        stop_ids: Vec::new(),
-        constraint: None,
-    }
-}
-
-/// The reference: the one-sequence loop.
-fn alone(model: &Model, prompt: &[u32], params: &SamplingParams, n: usize) -> Vec<SampledToken> {
-    let options = GenerateOptions {
-        max_tokens: n,
-        ..GenerateOptions::default()
-    };
-    Generator::new(model, prompt, sampler(model, prompt, params), options)
-        .unwrap()
-        .map(Result::unwrap)
-        .collect()
-}
-
-/// Steps until every sequence ended, submitting `later[k]` after step `k`
-/// (and cancelling `cancel_at[k]` after step `k`).
-struct Run {
-    tokens: HashMap<u64, Vec<SampledToken>>,
-    reports: HashMap<u64, SeqReport>,
-}
-
-fn run(
-    scheduler: &mut Scheduler,
-    mut later: HashMap<usize, Vec<SeqRequest>>,
-    cancel_at: &HashMap<usize, u64>,
-) -> Run {
-    let mut out = Run {
-        tokens: HashMap::new(),
-        reports: HashMap::new(),
-    };
-    let mut step = 0;
-    while scheduler.is_busy() || !later.is_empty() {
-        for event in scheduler.step().unwrap() {
-            match event {
-                SeqEvent::Token { id, token } => out.tokens.entry(id).or_default().push(token),
-                SeqEvent::Done(report) => {
-                    out.reports.insert(report.id, report);
-                }
-            }
-        }
-        if let Some(reqs) = later.remove(&step) {
-            for req in reqs {
-                scheduler.submit(req).unwrap();
-            }
-        }
-        if let Some(&id) = cancel_at.get(&step) {
-            assert!(scheduler.cancel(id));
-        }
-        step += 1;
-        assert!(step < 10_000, "the scheduler never finished");
-    }
-    out
-}
-
-fn ids(tokens: &[SampledToken]) -> Vec<u32> {
-    tokens.iter().map(|t| t.token).collect()
-}
-
 #[test]
 fn no_step_is_computed_past_the_last_token() {
     let model = model();
-    let prompts = prompts();
+    let prompts = eight_prompts();
     let mut s = Scheduler::new(&model, BatchConfig::default());
     s.submit(request(
         &model,
@@ -118,7 +32,7 @@ fn no_step_is_computed_past_the_last_token() {
         5,
     ))
     .unwrap();
-    let alone = run(&mut s, HashMap::new(), &HashMap::new());
+    let alone = run(&mut s, HashMap::new());
     assert_eq!(alone.tokens[&1].len(), 5);
     assert_eq!(s.host_times().steps, 5, "one decode step per token");
     // The generator's host times cover the steps after the first token's,
@@ -152,7 +66,7 @@ fn no_step_is_computed_past_the_last_token() {
         ))
         .unwrap();
     }
-    let both = run(&mut s, HashMap::new(), &HashMap::new());
+    let both = run(&mut s, HashMap::new());
     assert_eq!((both.tokens[&1].len(), both.tokens[&2].len()), (3, 7));
     let steps = s.host_times().steps;
     assert!(
@@ -167,21 +81,21 @@ fn greedy_outputs_in_a_batch_equal_the_outputs_alone() {
     let model = model();
     let params = SamplingParams::greedy();
     let n = 12;
-    let want: Vec<Vec<u32>> = prompts()
+    let want: Vec<Vec<u32>> = eight_prompts()
         .iter()
         .map(|p| ids(&alone(&model, p, &params, n)))
         .collect();
     // Alone through the scheduler.
-    for (i, p) in prompts().iter().enumerate() {
+    for (i, p) in eight_prompts().iter().enumerate() {
         let mut s = Scheduler::new(&model, BatchConfig::default());
         s.submit(request(&model, 1, p, &params, n)).unwrap();
-        let got = run(&mut s, HashMap::new(), &HashMap::new());
+        let got = run(&mut s, HashMap::new());
         assert_eq!(ids(&got.tokens[&1]), want[i], "prompt {i} alone");
     }
     // All at once, and half of them joining a running batch.
     let mut s = Scheduler::new(&model, BatchConfig::default());
     let mut later: HashMap<usize, Vec<SeqRequest>> = HashMap::new();
-    for (i, p) in prompts().iter().enumerate() {
+    for (i, p) in eight_prompts().iter().enumerate() {
         let req = request(&model, i as u64, p, &params, n);
         if i % 2 == 0 {
             s.submit(req).unwrap();
@@ -189,7 +103,7 @@ fn greedy_outputs_in_a_batch_equal_the_outputs_alone() {
             later.entry(3 * i).or_default().push(req);
         }
     }
-    let got = run(&mut s, later, &HashMap::new());
+    let got = run(&mut s, later);
     for (i, want) in want.iter().enumerate() {
         assert_eq!(
             &ids(&got.tokens[&(i as u64)]),
@@ -211,10 +125,10 @@ fn greedy_outputs_in_a_batch_equal_the_outputs_alone() {
             ..BatchConfig::default()
         };
         let mut s = Scheduler::new(&model, config);
-        for (i, p) in prompts().iter().enumerate() {
+        for (i, p) in eight_prompts().iter().enumerate() {
             s.submit(request(&model, i as u64, p, &params, n)).unwrap();
         }
-        let got = run(&mut s, HashMap::new(), &HashMap::new());
+        let got = run(&mut s, HashMap::new());
         for (i, want) in want.iter().enumerate() {
             assert_eq!(
                 &ids(&got.tokens[&(i as u64)]),
@@ -239,12 +153,12 @@ fn seeded_sampling_in_a_batch_equals_sampling_alone() {
         ..SamplingParams::default()
     };
     let mut s = Scheduler::new(&model, BatchConfig::default());
-    for (i, p) in prompts().iter().enumerate() {
+    for (i, p) in eight_prompts().iter().enumerate() {
         s.submit(request(&model, i as u64, p, &params(100 + i as u64), n))
             .unwrap();
     }
-    let got = run(&mut s, HashMap::new(), &HashMap::new());
-    for (i, p) in prompts().iter().enumerate() {
+    let got = run(&mut s, HashMap::new());
+    for (i, p) in eight_prompts().iter().enumerate() {
         let want = alone(&model, p, &params(100 + i as u64), n);
         let batch = &got.tokens[&(i as u64)];
         assert_eq!(ids(batch), ids(&want), "prompt {i}");
@@ -261,15 +175,15 @@ fn a_cancelled_sequence_leaves_without_disturbing_the_others() {
     let params = SamplingParams::greedy();
     let n = 16;
     let mut s = Scheduler::new(&model, BatchConfig::default());
-    for (i, p) in prompts().iter().enumerate() {
+    for (i, p) in eight_prompts().iter().enumerate() {
         s.submit(request(&model, i as u64, p, &params, n)).unwrap();
     }
     let cancel: HashMap<usize, u64> = [(12, 3)].into();
-    let got = run(&mut s, HashMap::new(), &cancel);
+    let got = run_cancelling(&mut s, HashMap::new(), &cancel);
     let cancelled = &got.reports[&3];
     assert_eq!(cancelled.end, SeqEnd::Cancelled);
     assert!(cancelled.generated < n, "{cancelled:?}");
-    for (i, p) in prompts().iter().enumerate() {
+    for (i, p) in eight_prompts().iter().enumerate() {
         if i == 3 {
             continue;
         }
@@ -285,7 +199,7 @@ fn a_cancelled_sequence_leaves_without_disturbing_the_others() {
 fn a_stop_token_ends_only_its_sequence() {
     let model = model();
     let params = SamplingParams::greedy();
-    let prompts = prompts();
+    let prompts = eight_prompts();
     let reference = ids(&alone(&model, &prompts[5], &params, 8));
     let stop = reference[3];
     let first = reference.iter().position(|&t| t == stop).unwrap();
@@ -295,7 +209,7 @@ fn a_stop_token_ends_only_its_sequence() {
     s.submit(req).unwrap();
     s.submit(request(&model, 6, &prompts[6], &params, 8))
         .unwrap();
-    let got = run(&mut s, HashMap::new(), &HashMap::new());
+    let got = run(&mut s, HashMap::new());
     assert_eq!(ids(&got.tokens[&5]), reference[..=first]);
     assert_eq!(got.reports[&5].end, SeqEnd::Stop);
     assert_eq!(got.tokens[&6].len(), 8);
@@ -314,12 +228,12 @@ fn a_prompt_cache_hit_gives_the_logits_of_a_cold_prefill() {
     // Turn 1 fills the prompt cache with the history and its answer.
     let mut s = Scheduler::new(&model, BatchConfig::default());
     s.submit(request(&model, 1, &history, &params, n)).unwrap();
-    let first = run(&mut s, HashMap::new(), &HashMap::new());
+    let first = run(&mut s, HashMap::new());
     let mut turn2 = history.clone();
     turn2.extend(ids(&first.tokens[&1]));
     turn2.extend([9, 8, 7, 6, 5]);
     s.submit(request(&model, 2, &turn2, &params, n)).unwrap();
-    let warm = run(&mut s, HashMap::new(), &HashMap::new());
+    let warm = run(&mut s, HashMap::new());
     // The history and the answer came from the cache, but for the answer's
     // last token: no step is built past a sequence's last token, so its
     // keys and values were never computed.
@@ -340,9 +254,9 @@ fn a_prompt_cache_hit_gives_the_logits_of_a_cold_prefill() {
     };
     let mut s = Scheduler::new(&model, off);
     s.submit(request(&model, 1, &history, &params, n)).unwrap();
-    run(&mut s, HashMap::new(), &HashMap::new());
+    run(&mut s, HashMap::new());
     s.submit(request(&model, 2, &turn2, &params, n)).unwrap();
-    let uncached = run(&mut s, HashMap::new(), &HashMap::new());
+    let uncached = run(&mut s, HashMap::new());
     assert_eq!(uncached.reports[&2].cached_tokens, 0);
     assert_eq!(ids(&uncached.tokens[&2]), ids(&cold));
 }
@@ -356,7 +270,7 @@ fn limits_hold_sequences_back_in_arrival_order() {
         ..BatchConfig::default()
     };
     let mut s = Scheduler::new(&model, config);
-    for (i, p) in prompts().iter().enumerate() {
+    for (i, p) in eight_prompts().iter().enumerate() {
         s.submit(request(&model, i as u64, p, &params, 4)).unwrap();
     }
     let mut first_token_step = HashMap::new();

@@ -10,39 +10,15 @@
 //! tensor or key.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::OnceLock;
 
-use engine::batch::{BatchConfig, Scheduler, SeqEvent, SeqReport, SeqRequest};
-use engine::generate::{GenerateOptions, Generator};
+use common::batching::{alone, ids, nine_prompts, request, run};
+use common::mlx_lm::{load, reference_dir};
+use engine::batch::{BatchConfig, Scheduler, SeqRequest};
 use engine::model::CacheKind;
-use engine::{Model, SampledToken, Sampler, SamplingParams};
-
-/// The reference checkpoints, written once per test run.
-fn reference_dir() -> &'static Path {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let python = std::env::var_os("MLXD_PYTHON")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| root.join("../../.venv/bin/python"));
-        let dir = tempfile::tempdir().unwrap();
-        let out = Command::new(python)
-            .arg(root.join("tests/data/mlx_lm_reference.py"))
-            .arg(dir.path())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        dir
-    })
-    .path()
-}
+use engine::{Model, SamplingParams};
 
 const HYBRIDS: [&str; 3] = [
     "qwen3_next_f32_interval2",
@@ -50,94 +26,13 @@ const HYBRIDS: [&str; 3] = [
     "qwen3_5_q4_g32_interval2",
 ];
 
-fn load(name: &str) -> Model {
-    Model::load_dir(&reference_dir().join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
-}
-
-/// Eight prompts of 3 to 52 tokens, and one past two chunks of the rule.
-fn prompts() -> Vec<Vec<u32>> {
-    let mut out: Vec<Vec<u32>> = (0..8u32)
-        .map(|i| {
-            let len = 3 + 7 * i;
-            (0..len).map(|j| (j * 31 + i * 17 + 5) % 256).collect()
-        })
-        .collect();
-    out.push((0..150u32).map(|j| (j * 7 + 3) % 256).collect());
-    out
-}
-
-fn request(
-    model: &Model,
-    id: u64,
-    prompt: &[u32],
-    params: &SamplingParams,
-    n: usize,
-) -> SeqRequest {
-    let vocab = model.config.vocab_size as usize;
-    SeqRequest {
-        id,
-        prompt: prompt.to_vec(),
-        sampler: Sampler::new(params.clone(), vocab, prompt).unwrap(),
-        max_tokens: n,
-        stop_ids: Vec::new(),
-        constraint: None,
-    }
-}
-
-fn alone(model: &Model, prompt: &[u32], params: &SamplingParams, n: usize) -> Vec<SampledToken> {
-    let options = GenerateOptions {
-        max_tokens: n,
-        ..GenerateOptions::default()
-    };
-    let vocab = model.config.vocab_size as usize;
-    let sampler = Sampler::new(params.clone(), vocab, prompt).unwrap();
-    Generator::new(model, prompt, sampler, options)
-        .unwrap()
-        .map(Result::unwrap)
-        .collect()
-}
-
-struct Run {
-    tokens: HashMap<u64, Vec<SampledToken>>,
-    reports: HashMap<u64, SeqReport>,
-}
-
-/// Steps until every sequence ended, submitting `later[k]` after step `k`.
-fn run(s: &mut Scheduler, mut later: HashMap<usize, Vec<SeqRequest>>) -> Run {
-    let mut out = Run {
-        tokens: HashMap::new(),
-        reports: HashMap::new(),
-    };
-    let mut step = 0;
-    while s.is_busy() || !later.is_empty() {
-        for event in s.step().unwrap() {
-            match event {
-                SeqEvent::Token { id, token } => out.tokens.entry(id).or_default().push(token),
-                SeqEvent::Done(r) => {
-                    out.reports.insert(r.id, r);
-                }
-            }
-        }
-        for req in later.remove(&step).unwrap_or_default() {
-            s.submit(req).unwrap();
-        }
-        step += 1;
-        assert!(step < 10_000, "the scheduler never finished");
-    }
-    out
-}
-
-fn ids(tokens: &[SampledToken]) -> Vec<u32> {
-    tokens.iter().map(|t| t.token).collect()
-}
-
 #[test]
 fn greedy_outputs_in_a_batch_equal_the_outputs_alone() {
     let params = SamplingParams::greedy();
     let n = 10;
     for name in HYBRIDS {
         let model = load(name);
-        let want: Vec<Vec<u32>> = prompts()
+        let want: Vec<Vec<u32>> = nine_prompts()
             .iter()
             .map(|p| ids(&alone(&model, p, &params, n)))
             .collect();
@@ -151,7 +46,7 @@ fn greedy_outputs_in_a_batch_equal_the_outputs_alone() {
             };
             let mut s = Scheduler::new(&model, config);
             let mut later: HashMap<usize, Vec<SeqRequest>> = HashMap::new();
-            for (i, p) in prompts().iter().enumerate() {
+            for (i, p) in nine_prompts().iter().enumerate() {
                 let req = request(&model, i as u64, p, &params, n);
                 if i % 2 == 0 {
                     s.submit(req).unwrap();
@@ -231,7 +126,7 @@ fn a_prompt_cache_hit_at_a_sequence_end_gives_the_logits_of_a_cold_prefill() {
 fn prompts_prefilled_together_are_kept_at_their_end() {
     let params = SamplingParams::greedy();
     let model = load("qwen3_next_f32_interval2");
-    let prompts = &prompts()[3..8];
+    let prompts = &nine_prompts()[3..8];
     let mut s = Scheduler::new(&model, BatchConfig::default());
     for (i, p) in prompts.iter().enumerate() {
         s.submit(request(&model, i as u64, p, &params, 4)).unwrap();
@@ -261,7 +156,7 @@ fn memory_is_counted_per_kind_of_cache() {
     // What a sequence's caches hold after its prompt: KV per position in
     // the attention layers (in whole steps of 256), the state in the rest.
     let mut caches = model.new_cache();
-    let prompt = mlx::Array::from_slice(&prompts()[8], &[1, 150]).unwrap();
+    let prompt = mlx::Array::from_slice(&nine_prompts()[8], &[1, 150]).unwrap();
     model.fill_cache(&prompt, &mut caches).unwrap();
     let state: usize = caches
         .iter()

@@ -14,49 +14,13 @@
 // Test helpers panic on failure by design.
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::OnceLock;
+mod common;
 
+use common::mlx_lm::reference_dir;
 use engine::Model;
 use engine::generate::{GenerateOptions, Generator};
 use engine::sampler::{Sampler, SamplingParams};
 use mlx::Array;
-
-fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("MLXD_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
-    assert!(
-        venv.exists(),
-        "{} is missing: run `scripts/setup.sh test`",
-        venv.display()
-    );
-    venv
-}
-
-/// The reference checkpoints, written once per test run.
-fn reference_dir() -> &'static Path {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/mlx_lm_reference.py");
-        let out = Command::new(python())
-            .arg(&script)
-            .arg(dir.path())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{} failed (needs mlx-lm: `scripts/setup.sh test`):\n{}",
-            script.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        dir
-    })
-    .path()
-}
 
 fn variants() -> Vec<String> {
     let text = std::fs::read_to_string(reference_dir().join("variants.json")).unwrap();

@@ -1,7 +1,11 @@
 //! Locates the test data installed by `scripts/test-data.sh` and loads the
-//! tokenizers once per test binary.
+//! tokenizers once per test binary; the mlx-lm reference checkpoints
+//! (`mlx_lm`) and helpers that run the batch scheduler (`batching`).
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
+
+pub mod batching;
+pub mod mlx_lm;
 
 use std::path::PathBuf;
 use std::sync::{Arc, LazyLock};

@@ -1,0 +1,113 @@
+//! Running the batch scheduler in tests: requests, the one-sequence
+//! reference, and a loop that steps a scheduler until every sequence ended.
+
+use std::collections::HashMap;
+
+use engine::batch::{Scheduler, SeqEvent, SeqReport, SeqRequest};
+use engine::generate::{GenerateOptions, Generator};
+use engine::{Model, SampledToken, Sampler, SamplingParams};
+
+/// Eight prompts of 3 to 52 tokens, different in length and content.
+pub fn eight_prompts() -> Vec<Vec<u32>> {
+    (0..8u32)
+        .map(|i| {
+            let len = 3 + 7 * i;
+            (0..len).map(|j| (j * 31 + i * 17 + 5) % 256).collect()
+        })
+        .collect()
+}
+
+/// The eight prompts and one of 150 tokens (several prefill chunks).
+pub fn nine_prompts() -> Vec<Vec<u32>> {
+    let mut out = eight_prompts();
+    out.push((0..150u32).map(|j| (j * 7 + 3) % 256).collect());
+    out
+}
+
+/// A sampler for `prompt` on `model`.
+pub fn sampler(model: &Model, prompt: &[u32], params: &SamplingParams) -> Sampler {
+    Sampler::new(params.clone(), model.config.vocab_size as usize, prompt).unwrap()
+}
+
+/// A free request of `n` tokens.
+pub fn request(
+    model: &Model,
+    id: u64,
+    prompt: &[u32],
+    params: &SamplingParams,
+    n: usize,
+) -> SeqRequest {
+    SeqRequest {
+        id,
+        prompt: prompt.to_vec(),
+        sampler: sampler(model, prompt, params),
+        max_tokens: n,
+        stop_ids: Vec::new(),
+        constraint: None,
+    }
+}
+
+/// The reference: the one-sequence loop.
+pub fn alone(
+    model: &Model,
+    prompt: &[u32],
+    params: &SamplingParams,
+    n: usize,
+) -> Vec<SampledToken> {
+    let options = GenerateOptions {
+        max_tokens: n,
+        ..GenerateOptions::default()
+    };
+    Generator::new(model, prompt, sampler(model, prompt, params), options)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+/// What a run gave each sequence.
+pub struct Run {
+    pub tokens: HashMap<u64, Vec<SampledToken>>,
+    pub reports: HashMap<u64, SeqReport>,
+}
+
+/// Steps until every sequence ended, submitting `later[k]` after step `k`.
+pub fn run(scheduler: &mut Scheduler, later: HashMap<usize, Vec<SeqRequest>>) -> Run {
+    run_cancelling(scheduler, later, &HashMap::new())
+}
+
+/// As [`run`], also cancelling `cancel_at[k]` after step `k`.
+pub fn run_cancelling(
+    scheduler: &mut Scheduler,
+    mut later: HashMap<usize, Vec<SeqRequest>>,
+    cancel_at: &HashMap<usize, u64>,
+) -> Run {
+    let mut out = Run {
+        tokens: HashMap::new(),
+        reports: HashMap::new(),
+    };
+    let mut step = 0;
+    while scheduler.is_busy() || !later.is_empty() {
+        for event in scheduler.step().unwrap() {
+            match event {
+                SeqEvent::Token { id, token } => out.tokens.entry(id).or_default().push(token),
+                SeqEvent::Done(report) => {
+                    out.reports.insert(report.id, report);
+                }
+            }
+        }
+        for req in later.remove(&step).unwrap_or_default() {
+            scheduler.submit(req).unwrap();
+        }
+        if let Some(&id) = cancel_at.get(&step) {
+            assert!(scheduler.cancel(id));
+        }
+        step += 1;
+        assert!(step < 10_000, "the scheduler never finished");
+    }
+    out
+}
+
+/// The token ids of sampled tokens.
+pub fn ids(tokens: &[SampledToken]) -> Vec<u32> {
+    tokens.iter().map(|t| t.token).collect()
+}

@@ -1,0 +1,49 @@
+//! The tiny random checkpoints mlx-lm writes (`tests/data/mlx_lm_reference.py`)
+//! with its outputs on them, written once per test binary.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use engine::Model;
+
+/// `$MLXD_PYTHON`, else the repository's `.venv` (with mlx-lm).
+pub fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("MLXD_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
+    assert!(
+        venv.exists(),
+        "{} is missing: run `scripts/setup.sh test`",
+        venv.display()
+    );
+    venv
+}
+
+/// The folder of the reference checkpoints, one per variant.
+pub fn reference_dir() -> &'static Path {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/mlx_lm_reference.py");
+        let out = Command::new(python())
+            .arg(&script)
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{} failed (needs mlx-lm: `scripts/setup.sh test`):\n{}",
+            script.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        dir
+    })
+    .path()
+}
+
+/// The reference checkpoint `name`, loaded.
+pub fn load(name: &str) -> Model {
+    Model::load_dir(&reference_dir().join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
