@@ -14,9 +14,11 @@ mod common;
 
 use std::collections::HashMap;
 
-use common::batching::{alone, ids, nine_prompts, request, run};
+use common::batching::{
+    alone, assert_greedy_batched_equals_alone, ids, nine_prompts, request, run,
+};
 use common::mlx_lm::{load, reference_dir};
-use engine::batch::{BatchConfig, Scheduler, SeqRequest};
+use engine::batch::{BatchConfig, Scheduler};
 use engine::model::CacheKind;
 use engine::{Model, SamplingParams};
 
@@ -28,41 +30,8 @@ const HYBRIDS: [&str; 3] = [
 
 #[test]
 fn greedy_outputs_in_a_batch_equal_the_outputs_alone() {
-    let params = SamplingParams::greedy();
-    let n = 10;
     for name in HYBRIDS {
-        let model = load(name);
-        let want: Vec<Vec<u32>> = nine_prompts()
-            .iter()
-            .map(|p| ids(&alone(&model, p, &params, n)))
-            .collect();
-        // Together (one left-padded pass for the short ones), with half of
-        // them joining the running batch later; then with prefill pieces of
-        // 32 tokens, so the long prompt is cut while others decode.
-        for chunk in [512, 32] {
-            let config = BatchConfig {
-                prefill_chunk: chunk,
-                ..BatchConfig::default()
-            };
-            let mut s = Scheduler::new(&model, config);
-            let mut later: HashMap<usize, Vec<SeqRequest>> = HashMap::new();
-            for (i, p) in nine_prompts().iter().enumerate() {
-                let req = request(&model, i as u64, p, &params, n);
-                if i % 2 == 0 {
-                    s.submit(req).unwrap();
-                } else {
-                    later.entry(2 * i).or_default().push(req);
-                }
-            }
-            let got = run(&mut s, later);
-            for (i, want) in want.iter().enumerate() {
-                assert_eq!(
-                    &ids(&got.tokens[&(i as u64)]),
-                    want,
-                    "{name}: prompt {i}, chunk {chunk}"
-                );
-            }
-        }
+        assert_greedy_batched_equals_alone(name, &load(name));
     }
 }
 

@@ -13,10 +13,10 @@ mod common;
 
 use std::collections::HashMap;
 
-use common::batching::{alone, ids, nine_prompts, request, run};
+use common::batching::{alone, assert_greedy_batched_equals_alone, ids, request, run};
 use common::mlx_lm::{load, reference_dir};
 use engine::SamplingParams;
-use engine::batch::{BatchConfig, Scheduler, SeqRequest};
+use engine::batch::{BatchConfig, Scheduler};
 
 /// Attention-only models with experts.
 const MOES: [&str; 4] = [
@@ -32,41 +32,8 @@ const HYBRID_MOES: [&str; 2] = ["qwen3_next_moe_f32_e6_k2_step2", "qwen3_5_moe_q
 
 #[test]
 fn greedy_outputs_in_a_batch_equal_the_outputs_alone() {
-    let params = SamplingParams::greedy();
-    let n = 10;
     for name in MOES.into_iter().chain(HYBRID_MOES) {
-        let model = load(name);
-        let want: Vec<Vec<u32>> = nine_prompts()
-            .iter()
-            .map(|p| ids(&alone(&model, p, &params, n)))
-            .collect();
-        // Together (one left-padded pass for the short ones), with half of
-        // them joining the running batch later; then with prefill pieces of
-        // 32 tokens, so the long prompt is cut while others decode.
-        for chunk in [512, 32] {
-            let config = BatchConfig {
-                prefill_chunk: chunk,
-                ..BatchConfig::default()
-            };
-            let mut s = Scheduler::new(&model, config);
-            let mut later: HashMap<usize, Vec<SeqRequest>> = HashMap::new();
-            for (i, p) in nine_prompts().iter().enumerate() {
-                let req = request(&model, i as u64, p, &params, n);
-                if i % 2 == 0 {
-                    s.submit(req).unwrap();
-                } else {
-                    later.entry(2 * i).or_default().push(req);
-                }
-            }
-            let got = run(&mut s, later);
-            for (i, want) in want.iter().enumerate() {
-                assert_eq!(
-                    &ids(&got.tokens[&(i as u64)]),
-                    want,
-                    "{name}: prompt {i}, chunk {chunk}"
-                );
-            }
-        }
+        assert_greedy_batched_equals_alone(name, &load(name));
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use engine::batch::{Scheduler, SeqEvent, SeqReport, SeqRequest};
+use engine::batch::{BatchConfig, Scheduler, SeqEvent, SeqReport, SeqRequest};
 use engine::generate::{GenerateOptions, Generator};
 use engine::{Model, SampledToken, Sampler, SamplingParams};
 
@@ -110,4 +110,42 @@ pub fn run_cancelling(
 /// The token ids of sampled tokens.
 pub fn ids(tokens: &[SampledToken]) -> Vec<u32> {
     tokens.iter().map(|t| t.token).collect()
+}
+
+/// That `model`'s greedy tokens for [`nine_prompts`] are the same alone and
+/// in a batch: prefilled together (one left-padded pass for the short ones)
+/// with half of them joining the running batch later, once with whole
+/// prompts and once in prefill pieces of 32 tokens, so the long prompt is
+/// cut while others decode. `name` labels failures.
+pub fn assert_greedy_batched_equals_alone(name: &str, model: &Model) {
+    let params = SamplingParams::greedy();
+    let n = 10;
+    let want: Vec<Vec<u32>> = nine_prompts()
+        .iter()
+        .map(|p| ids(&alone(model, p, &params, n)))
+        .collect();
+    for chunk in [512, 32] {
+        let config = BatchConfig {
+            prefill_chunk: chunk,
+            ..BatchConfig::default()
+        };
+        let mut s = Scheduler::new(model, config);
+        let mut later: HashMap<usize, Vec<SeqRequest>> = HashMap::new();
+        for (i, p) in nine_prompts().iter().enumerate() {
+            let req = request(model, i as u64, p, &params, n);
+            if i % 2 == 0 {
+                s.submit(req).unwrap();
+            } else {
+                later.entry(2 * i).or_default().push(req);
+            }
+        }
+        let got = run(&mut s, later);
+        for (i, want) in want.iter().enumerate() {
+            assert_eq!(
+                &ids(&got.tokens[&(i as u64)]),
+                want,
+                "{name}: prompt {i}, chunk {chunk}"
+            );
+        }
+    }
 }
