@@ -288,3 +288,50 @@ fn limits_hold_sequences_back_in_arrival_order() {
     assert!(order.windows(2).all(|w| w[0] <= w[1]), "{order:?}");
     assert!(order[7] > order[0], "{order:?}");
 }
+
+#[test]
+fn a_burst_of_arrivals_is_prefilled_in_few_passes_while_running_rows_keep_stepping() {
+    let model = model();
+    let params = SamplingParams::greedy();
+    let mut s = Scheduler::new(&model, BatchConfig::default());
+    // Two streams decoding, then 16 arrivals at once (the eight prompts
+    // twice over: 3 to 52 tokens each).
+    let prompts = eight_prompts();
+    for id in [100, 101] {
+        s.submit(request(&model, id, &prompts[7], &params, 40))
+            .unwrap();
+    }
+    for _ in 0..3 {
+        s.step().unwrap();
+    }
+    assert_eq!(s.active(), 2);
+    let before = s.prefill_passes();
+    for (i, p) in prompts.iter().chain(&prompts).enumerate() {
+        s.submit(request(&model, i as u64, p, &params, 4)).unwrap();
+    }
+    // Until every arrival has joined, each step still gives both running
+    // streams their next token.
+    let mut steps = 0;
+    while s.waiting() > 0 {
+        let events = s.step().unwrap();
+        let running = events
+            .iter()
+            .filter(|e| matches!(e, SeqEvent::Token { id, .. } if *id >= 100))
+            .count();
+        assert_eq!(
+            running, 2,
+            "step {steps} of the burst left a running stream out"
+        );
+        steps += 1;
+        assert!(steps < 100, "the arrivals never joined");
+    }
+    let passes = s.prefill_passes() - before;
+    assert!(
+        passes < 16,
+        "16 arrivals took {passes} prefill passes, one each or more"
+    );
+    let got = run(&mut s, HashMap::new());
+    for i in 0..16u64 {
+        assert_eq!(got.reports[&i].generated, 4, "arrival {i}");
+    }
+}
