@@ -40,9 +40,12 @@
 //! It is admitted when the batch has a free row, the cache memory of the
 //! batch with it (KV per position of the attention layers, and the fixed
 //! recurrent state of linear-attention layers per row) stays within the
-//! budget, and that memory of the new row on what MLX holds now stays under
-//! nine tenths of MLX's memory limit (an empty batch admits anything the
-//! context length allows).
+//! budget, that memory of the new row on what MLX holds now stays under
+//! nine tenths of MLX's memory limit, and it leaves the operating system
+//! [`SYSTEM_RESERVE`](crate::memory::SYSTEM_RESERVE) of what it reports
+//! free ([`BatchConfig::free_memory`]); an empty batch admits anything the
+//! context length allows. A burst then waits for rows to end instead of
+//! pushing the process out of memory.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -53,6 +56,7 @@ mod masking;
 
 use crate::constraint::{Constraint, Progress};
 use crate::error::{EngineError, Result};
+use crate::memory::FreeMemory;
 use crate::model::{BatchCache, Cache, LayerSnapshot, Model, Positions};
 use crate::prefix_cache::PrefixCache;
 use crate::sampler::{Sampled, SampledToken, Sampler};
@@ -71,6 +75,8 @@ pub struct BatchConfig {
     pub prefill_step: usize,
     /// Bytes of KV the prompt cache keeps (0: no prompt cache).
     pub prefix_cache: usize,
+    /// Where admission reads the memory free on the machine.
+    pub free_memory: FreeMemory,
 }
 
 impl Default for BatchConfig {
@@ -81,6 +87,7 @@ impl Default for BatchConfig {
             prefill_chunk: 512,
             prefill_step: 2048,
             prefix_cache: 1 << 30,
+            free_memory: FreeMemory::System,
         }
     }
 }
@@ -516,6 +523,7 @@ impl<'m> Scheduler<'m> {
         let adding = (group.len() + 1) * per_row;
         need <= self.config.kv_budget
             && mlx::memory::stats().active + adding <= mlx::memory::memory_limit() / 10 * 9
+            && self.config.free_memory.has_room_for(adding as u64)
     }
 
     /// Prefills waiting sequences in FIFO order, up to the step's budget.

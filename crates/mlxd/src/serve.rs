@@ -274,6 +274,7 @@ async fn serve(args: ServeArgs, config: Config) -> anyhow::Result<()> {
         SupervisorConfig {
             keep_alive: keep_alive(config.models.keep_alive),
             memory_budget: config.models.memory_budget_bytes,
+            free_memory: free_memory(),
             max_replays: config.models.max_replays,
             ..SupervisorConfig::default()
         },
@@ -413,6 +414,22 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
+    }
+}
+
+/// Where model loads read the machine's free memory: the system's report
+/// on macOS (unified memory) and on Linux machines without an NVIDIA GPU;
+/// on a CUDA machine the weights live in the GPU's memory, which the
+/// system does not report, so only the budget counts there.
+fn free_memory() -> engine::memory::FreeMemory {
+    use engine::memory::FreeMemory;
+    if cfg!(target_os = "linux") && std::path::Path::new("/dev/nvidiactl").exists() {
+        tracing::info!(
+            "an NVIDIA GPU is present: model loads count the memory budget, not the system's free memory"
+        );
+        FreeMemory::Ignored
+    } else {
+        FreeMemory::System
     }
 }
 

@@ -156,6 +156,14 @@ impl Server {
             max_batch: limits.max_batch.unwrap_or(defaults.max_batch).max(1),
             kv_budget,
             prefix_cache: limits.prompt_cache_memory.unwrap_or(kv_budget / 4),
+            // The system's free memory is the model's on the CPU and on
+            // Apple's unified memory; a CUDA device's is not in it (MLX's
+            // limit on the device bounds that).
+            free_memory: if mlx::backend() == mlx::Backend::Cuda {
+                engine::memory::FreeMemory::Ignored
+            } else {
+                engine::memory::FreeMemory::System
+            },
             ..defaults
         };
         tracing::info!(

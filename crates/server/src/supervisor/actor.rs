@@ -6,6 +6,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
+use engine::memory::SYSTEM_RESERVE;
 use futures::future::BoxFuture;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -226,14 +227,19 @@ impl Actor {
         }
     }
 
-    /// Makes room for `model`'s estimate, evicting idle models LRU first;
-    /// returns the exits of the evicted workers, which the load awaits.
+    /// Makes room for `model`'s estimate, evicting idle models LRU first,
+    /// within the memory budget and within what the machine has free now
+    /// (counting what the evicted models held as freed, and leaving the
+    /// system its reserve); returns the exits of the evicted workers, which
+    /// the load awaits.
     fn admit(
         &mut self,
         model: &str,
     ) -> Result<Vec<BoxFuture<'static, ExitReport>>, SupervisorError> {
         let need = self.slots[model].spec.estimate_bytes;
         let budget = self.config.memory_budget;
+        let free = self.config.free_memory.bytes();
+        let mut freed = 0u64;
         let mut evicted = Vec::new();
         loop {
             let used: u64 = self
@@ -242,7 +248,11 @@ impl Actor {
                 .filter(|(id, s)| id.as_str() != model && s.holds_memory())
                 .map(|(_, s)| s.spec.estimate_bytes)
                 .sum();
-            if used.saturating_add(need) <= budget {
+            let within_budget = used.saturating_add(need) <= budget;
+            let within_free = free.is_none_or(|free| {
+                need.saturating_add(SYSTEM_RESERVE) <= free.saturating_add(freed)
+            });
+            if within_budget && within_free {
                 return Ok(evicted);
             }
             let victim = self
@@ -258,16 +268,25 @@ impl Actor {
             match victim {
                 Some(victim) => {
                     tracing::info!(model = %victim, for_model = %model, "evicting an idle model to make room");
+                    freed = freed.saturating_add(self.slots[&victim].spec.estimate_bytes);
                     if let Some(exit) = self.stop(&victim) {
                         evicted.push(exit);
                     }
                 }
-                None => {
+                None if !within_budget => {
                     return Err(SupervisorError::InsufficientMemory {
                         model: model.to_owned(),
                         need: need >> 20,
                         budget: budget >> 20,
                         used: used >> 20,
+                    });
+                }
+                None => {
+                    return Err(SupervisorError::InsufficientFreeMemory {
+                        model: model.to_owned(),
+                        need: need >> 20,
+                        free: free.unwrap_or(0).saturating_add(freed) >> 20,
+                        reserve: SYSTEM_RESERVE >> 20,
                     });
                 }
             }

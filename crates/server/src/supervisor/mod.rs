@@ -35,6 +35,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use engine::memory::FreeMemory;
 use tokio::sync::{mpsc, oneshot};
 
 pub use replay::Generation;
@@ -63,6 +64,10 @@ pub struct SupervisorConfig {
     pub keep_alive: KeepAlive,
     /// Bytes the loaded models' estimates may add up to.
     pub memory_budget: u64,
+    /// Where a load reads the memory free on the machine: a model loads
+    /// only if its estimate fits what is free (plus what the idle models it
+    /// evicts held), leaving the system its reserve.
+    pub free_memory: FreeMemory,
     /// Crashes within `crash_window` that mark a model failed.
     pub max_crashes: usize,
     pub crash_window: Duration,
@@ -79,6 +84,7 @@ impl Default for SupervisorConfig {
         SupervisorConfig {
             keep_alive: KeepAlive::For(Duration::from_secs(600)),
             memory_budget: u64::MAX,
+            free_memory: FreeMemory::Ignored,
             max_crashes: 5,
             crash_window: Duration::from_secs(300),
             backoff_cap: Duration::from_secs(30),
@@ -112,6 +118,15 @@ pub enum SupervisorError {
         need: u64,
         budget: u64,
         used: u64,
+    },
+    #[error(
+        "not enough free memory for model {model}: it needs about {need} MB and the machine has {free} MB free (keeping {reserve} MB for the system) with no idle model left to unload"
+    )]
+    InsufficientFreeMemory {
+        model: String,
+        need: u64,
+        free: u64,
+        reserve: u64,
     },
     #[error("model {model} is marked failed: {reason}; load it again to retry")]
     ModelFailed { model: String, reason: String },

@@ -288,6 +288,44 @@ async fn busy_models_are_never_evicted_and_the_request_is_refused() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_load_fits_what_the_machine_has_free_evicting_idle_models_first() {
+    use engine::memory::{FreeMemory, SYSTEM_RESERVE};
+    let launcher = Arc::new(FakeLauncher::default());
+    // No budget to speak of; the machine has the reserve and 2 MiB free.
+    let config = SupervisorConfig {
+        free_memory: FreeMemory::Fixed(SYSTEM_RESERVE + (2 << 20)),
+        ..SupervisorConfig::default()
+    };
+    let sup = start(&launcher, config);
+    drop(sup.acquire(spec("a", 1 << 20), None).await.unwrap());
+    settle().await;
+    // Fits beside "a" only once "a" (idle) is unloaded: its 1 MiB counts
+    // as freed.
+    drop(sup.acquire(spec("b", 3 << 20), None).await.unwrap());
+    settle().await;
+    assert_ne!(state_of(&sup, "a").await, "ready");
+    assert_eq!(state_of(&sup, "b").await, "ready");
+    // Larger than what is free even after unloading "b" (which is busy
+    // here, so it stays): refused, naming the free memory.
+    let _busy = sup.acquire(spec("b", 3 << 20), None).await.unwrap();
+    let err = sup.acquire(spec("c", 8 << 20), None).await.err().unwrap();
+    assert!(
+        matches!(
+            err,
+            SupervisorError::InsufficientFreeMemory {
+                need: 8,
+                free: 514,
+                reserve: 512,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("514 MB free"), "{err}");
+    assert_eq!(state_of(&sup, "b").await, "ready");
+}
+
+#[tokio::test(start_paused = true)]
 async fn restarts_back_off_and_repeated_crashes_mark_the_model_failed() {
     let launcher = Arc::new(FakeLauncher::default());
     let config = SupervisorConfig {
