@@ -52,12 +52,32 @@ pub struct Rope {
     /// by `position / f_i`. This is how mlx-lm passes Llama 3's rescaled
     /// frequencies; with `f_i = base^(2i/dims)` it equals the `base` form.
     pub freqs: Option<Array>,
+    /// The rotated features are multiplied by this before they turn (the
+    /// attention-temperature factor of LongRoPE and YaRN; 1 for the rest).
+    pub mscale: f32,
 }
 
 impl Rope {
+    /// `x` with its rotated features multiplied by `mscale` (as mlx-lm's
+    /// `x.at[..., :dims].multiply(mscale)`); `x` itself when it is 1.
+    fn prescaled(&self, x: &Array) -> Result<Array> {
+        if self.mscale == 1.0 {
+            return Ok(x.clone());
+        }
+        let width = x.shape().last().copied().unwrap_or(0);
+        let factor = x.scalar_like(self.mscale)?;
+        if self.dims >= width {
+            return x.multiply(&factor);
+        }
+        let rotated = x.slice_axis(-1, 0, self.dims)?.multiply(&factor)?;
+        let rest = x.slice_axis(-1, self.dims, width)?;
+        crate::concatenate(&[&rotated, &rest], -1)
+    }
+
     /// Rotates `x` for positions `offset, offset + 1, ...` along axis -2.
     pub fn apply(&self, x: &Array, offset: i32) -> Result<Array> {
         let has_base = self.freqs.is_none();
+        let x = &self.prescaled(x)?;
         call_array!(mlxs_rope(
             x.as_ptr(),
             self.dims,
@@ -75,6 +95,7 @@ impl Rope {
     /// as for a batch of sequences of different lengths.
     pub fn apply_rows(&self, x: &Array, offsets: &Array) -> Result<Array> {
         let has_base = self.freqs.is_none();
+        let x = &self.prescaled(x)?;
         call_array!(mlxs_rope_offsets(
             x.as_ptr(),
             self.dims,

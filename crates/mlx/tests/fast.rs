@@ -92,6 +92,7 @@ fn rope_matches_the_rotation_in_both_layouts() {
                 base: 10000.0,
                 scale: scale as f32,
                 freqs: None,
+                mscale: 1.0,
             };
             let got = f32s(&rope.apply(&x, offset as i32).unwrap());
             let want = rope_ref(
@@ -121,6 +122,7 @@ fn rope_with_per_row_offsets_rotates_each_row_as_alone() {
         base: 10000.0,
         scale: 1.0,
         freqs: None,
+        mscale: 1.0,
     };
     let offsets = [0, 7, 300];
     let got = rope
@@ -150,6 +152,7 @@ fn rope_with_explicit_periods_rotates_by_position_over_period() {
         base: 0.0,
         scale: 1.0,
         freqs: Some(Array::from_slice(&p32, &[4]).unwrap()),
+        mscale: 1.0,
     };
     let got = f32s(&rope.apply(&x, 2).unwrap());
     let want = rope_ref(&xv, seq, hd, (hd, false, 0.0, 1.0), 2, Some(&periods));

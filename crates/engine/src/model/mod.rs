@@ -21,6 +21,7 @@ mod mixtral;
 pub mod mlp;
 pub mod moe;
 pub mod nn;
+mod phi3;
 mod qwen2;
 mod qwen3;
 mod qwen3_5;

@@ -13,7 +13,9 @@ use serde::de::DeserializeOwned;
 use super::base::{CacheKind, LanguageModel};
 use super::config::ModelConfig;
 use super::weights::Weights;
-use super::{llama, mistral, mixtral, qwen2, qwen3, qwen3_5, qwen3_5_moe, qwen3_moe, qwen3_next};
+use super::{
+    llama, mistral, mixtral, phi3, qwen2, qwen3, qwen3_5, qwen3_5_moe, qwen3_moe, qwen3_next,
+};
 use crate::error::{EngineError, Result};
 
 /// A family of models, as one file of mlx-lm's `mlx_lm/models/`.
@@ -102,6 +104,7 @@ pub const FAMILIES: &[Entry] = &[
     entry::<qwen3_5_moe::Qwen3_5Moe>(),
     entry::<qwen3_moe::Qwen3Moe>(),
     entry::<mixtral::Mixtral>(),
+    entry::<phi3::Phi3>(),
 ];
 
 /// The `model_type`s this engine runs.

@@ -32,6 +32,11 @@ pub struct RopeScaling {
     pub rope_theta: Option<f32>,
     #[serde(default)]
     pub partial_rotary_factor: Option<f32>,
+    /// LongRoPE's per-pair factors (Phi-3).
+    #[serde(default)]
+    pub long_factor: Option<FactorList>,
+    #[serde(default)]
+    pub short_factor: Option<FactorList>,
 }
 
 impl RopeScaling {
@@ -111,6 +116,7 @@ pub fn initialize_rope(
         base,
         scale,
         freqs: None,
+        mscale: 1.0,
     };
     let Some(scaling) = scaling else {
         return Ok(plain(1.0));
@@ -129,11 +135,64 @@ pub fn initialize_rope(
             base,
             scale: 1.0,
             freqs: Some(llama3_periods(dims, base, factor()?, scaling)?),
+            mscale: 1.0,
         }),
         other => Err(EngineError::Config(format!(
             "rope_scaling type {other:?} is not supported (default, linear, llama3)"
         ))),
     }
+}
+
+/// LongRoPE (Phi-3's `su` / `longrope` scaling), as mlx-lm's
+/// `SuScaledRoPE`: pair `i` turns with period `long_factor[i] * base^(2i/dims)`
+/// at every position (mlx-lm uses the long factors throughout), and the
+/// rotated features are multiplied by `sqrt(1 + ln(f) / ln(original))` for a
+/// context stretched `f = max / original` times (1 when not stretched).
+pub fn long_rope(
+    dims: i32,
+    base: f32,
+    long_factor: &FactorList,
+    max_positions: f32,
+    original_max_positions: f32,
+) -> Result<Rope> {
+    let exponents =
+        mlx::arange(0.0, dims as f64, 2.0, Dtype::F32)?.divide(&Array::scalar(dims as f32)?)?;
+    let periods = Array::scalar(base)?.power(&exponents)?;
+    let factors = match long_factor {
+        FactorList::One(f) => Array::scalar(*f)?,
+        FactorList::PerPair(fs) => {
+            if fs.len() as i32 != dims / 2 {
+                return Err(EngineError::Config(format!(
+                    "rope_scaling.long_factor has {} values for {} rotated pairs",
+                    fs.len(),
+                    dims / 2
+                )));
+            }
+            Array::from_slice(fs, &[fs.len() as i32])?
+        }
+    };
+    let stretch = f64::from(max_positions) / f64::from(original_max_positions);
+    let mscale = if stretch <= 1.0 {
+        1.0
+    } else {
+        (1.0 + stretch.ln() / f64::from(original_max_positions).ln()).sqrt() as f32
+    };
+    Ok(Rope {
+        dims,
+        traditional: false,
+        base,
+        scale: 1.0,
+        freqs: Some(factors.multiply(&periods)?),
+        mscale,
+    })
+}
+
+/// A scaling factor given once for every rotated pair or per pair.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum FactorList {
+    One(f32),
+    PerPair(Vec<f32>),
 }
 
 /// Llama 3's per-pair rotation periods, computed with MLX ops in the order

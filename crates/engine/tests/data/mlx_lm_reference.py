@@ -62,6 +62,25 @@ VARIANTS = {
     "qwen3_q8_g32_tied": ("qwen3", {"tie_word_embeddings": True, "head_dim": 32, "rope_theta": 1e6}, (32, 8)),
 }
 
+# Phi-3: fused qkv and gate_up projections; LongRoPE over a partial
+# rotary (a context stretched 4 times, so the attention factor is not 1)
+# and plain RoPE, quantized with its head untied and tied.
+PHI3_LONGROPE = {
+    "partial_rotary_factor": 0.5,
+    "original_max_position_embeddings": 128,
+    "rope_scaling": {
+        "type": "longrope",
+        "long_factor": [1.0, 1.5, 3.0, 9.0],
+        "short_factor": [1.0, 1.1, 1.2, 1.3],
+    },
+}
+VARIANTS.update(
+    {
+        "phi3_f32_longrope_partial": ("phi3", {**PHI3_LONGROPE, "tie_word_embeddings": False}, None),
+        "phi3_q4_g32_tied": ("phi3", {"tie_word_embeddings": True, "rope_theta": 5e5}, (32, 4)),
+    }
+)
+
 # Gated DeltaNet hybrids (dense): linear-attention layers with every
 # full_attention_interval-th layer full attention; two key heads shared by
 # four value heads; partial rotary.
