@@ -14,6 +14,7 @@ pub mod config;
 pub mod embedding;
 pub mod gated_delta;
 pub mod gguf;
+mod glm4_moe;
 pub mod linear_attention;
 mod llama;
 mod mistral;

@@ -14,7 +14,8 @@ use super::base::{CacheKind, LanguageModel};
 use super::config::ModelConfig;
 use super::weights::Weights;
 use super::{
-    llama, mistral, mixtral, phi3, qwen2, qwen3, qwen3_5, qwen3_5_moe, qwen3_moe, qwen3_next,
+    glm4_moe, llama, mistral, mixtral, phi3, qwen2, qwen3, qwen3_5, qwen3_5_moe, qwen3_moe,
+    qwen3_next,
 };
 use crate::error::{EngineError, Result};
 
@@ -105,6 +106,7 @@ pub const FAMILIES: &[Entry] = &[
     entry::<qwen3_moe::Qwen3Moe>(),
     entry::<mixtral::Mixtral>(),
     entry::<phi3::Phi3>(),
+    entry::<glm4_moe::Glm4Moe>(),
 ];
 
 /// The `model_type`s this engine runs.

@@ -81,6 +81,40 @@ VARIANTS.update(
     }
 )
 
+# GLM-4.5/4.7 MoE: a dense first layer, then sigmoid routing with a
+# selection bias, expert groups, renormalized and scaled weights and a
+# shared expert, per-head q/k norms, q/k/v biases and partial rotary; and a
+# flat 4-bit one (one group, no renormalization, no shared expert).
+GLM4_MOE = {
+    "num_hidden_layers": 3,
+    "head_dim": 16,
+    "moe_intermediate_size": 32,
+    "rope_theta": 1e6,
+    "rope_scaling": None,
+    "partial_rotary_factor": 0.5,
+    "tie_word_embeddings": False,
+}
+VARIANTS.update(
+    {
+        "glm4_moe_f32_e8_g4_k3": (
+            "glm4_moe",
+            {**GLM4_MOE, "n_routed_experts": 8, "num_experts_per_tok": 3, "n_group": 4,
+             "topk_group": 2, "norm_topk_prob": True, "routed_scaling_factor": 2.5,
+             "n_shared_experts": 1, "first_k_dense_replace": 1, "use_qk_norm": True,
+             "attention_bias": True},
+            None,
+        ),
+        "glm4_moe_q4_g32_e6_k2": (
+            "glm4_moe",
+            {**GLM4_MOE, "n_routed_experts": 6, "num_experts_per_tok": 2, "n_group": 1,
+             "topk_group": 1, "norm_topk_prob": False, "routed_scaling_factor": 1.0,
+             "n_shared_experts": None, "first_k_dense_replace": 0, "use_qk_norm": False,
+             "attention_bias": False},
+            (32, 4),
+        ),
+    }
+)
+
 # Gated DeltaNet hybrids (dense): linear-attention layers with every
 # full_attention_interval-th layer full attention; two key heads shared by
 # four value heads; partial rotary.
