@@ -54,6 +54,13 @@ VARIANTS = {
         None,
     ),
     "llama_q4_g32_tied": ("llama", {"tie_word_embeddings": True}, (32, 4)),
+    # Sliding-window layers: a window of 8 over the 64-token prompt.
+    "llama_f32_sliding8": (
+        "llama",
+        {"tie_word_embeddings": False, "sliding_window": 8,
+         "layer_types": ["sliding_attention", "full_attention"]},
+        None,
+    ),
     "llama_q8_g64_untied": ("llama", {"tie_word_embeddings": False}, (64, 8)),
     "mistral_f32_untied": ("mistral", {"tie_word_embeddings": False, "rope_theta": 1e6}, None),
     "qwen2_f32_tied": ("qwen2", {"tie_word_embeddings": True}, None),
