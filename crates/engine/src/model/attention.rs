@@ -242,6 +242,30 @@ impl Attention {
         cache: &mut dyn LayerCache,
         at: Positions,
     ) -> Result<Array> {
+        let heads = self.attend(x, norm, cache, at)?;
+        self.o_proj.forward_add(&heads, residual)
+    }
+
+    /// The attention of `norm(x)`, without a residual (for blocks that
+    /// normalize it before adding, as Gemma's do).
+    pub fn forward(
+        &self,
+        x: &Array,
+        norm: &RmsNorm,
+        cache: &mut dyn LayerCache,
+        at: Positions,
+    ) -> Result<Array> {
+        self.o_proj.forward(&self.attend(x, norm, cache, at)?)
+    }
+
+    /// The heads' outputs `[B, L, H*D]` (gated), before `o_proj`.
+    fn attend(
+        &self,
+        x: &Array,
+        norm: &RmsNorm,
+        cache: &mut dyn LayerCache,
+        at: Positions,
+    ) -> Result<Array> {
         let shape = x.shape();
         let (b, l) = (shape[0], shape[1]);
         let (qk, v, gate) = self.project(x, norm, b, l)?;
@@ -285,10 +309,9 @@ impl Attention {
         } else {
             out.transpose(&[0, 2, 1, 3])?.reshape(&[b, l, -1])?
         };
-        let out = match gate {
+        Ok(match gate {
             Some(gate) => out.multiply(&gate.sigmoid()?)?,
             None => out,
-        };
-        self.o_proj.forward_add(&out, residual)
+        })
     }
 }

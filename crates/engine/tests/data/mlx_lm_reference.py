@@ -122,6 +122,29 @@ VARIANTS.update(
     }
 )
 
+# Gemma 3: sandwich norms with the (1 + w) offset, GELU MLPs, scaled
+# embeddings, q/k norms, query_pre_attn_scalar, local layers with a window
+# of 8 and their own RoPE base, global layers with linearly scaled RoPE; and
+# the multimodal wrapper's text model, 4-bit with the head tied and the
+# sizes mlx-lm's defaults give (head_dim 256, query_pre_attn_scalar 256).
+VARIANTS.update(
+    {
+        "gemma3_text_f32_pattern3": (
+            "gemma3_text",
+            {"num_hidden_layers": 4, "head_dim": 16, "query_pre_attn_scalar": 24,
+             "sliding_window": 8, "sliding_window_pattern": 3, "rope_theta": 1e6,
+             "rope_local_base_freq": 1e4, "rope_scaling": {"factor": 8.0, "rope_type": "linear"}},
+            None,
+        ),
+        "gemma3_q4_g32_nested_tied": (
+            "gemma3",
+            {"nest": True, "top": {"vocab_size": VOCAB}, "tie_head": True,
+             "sliding_window": 16, "sliding_window_pattern": 2},
+            (32, 4),
+        ),
+    }
+)
+
 # Gated DeltaNet hybrids (dense): linear-attention layers with every
 # full_attention_interval-th layer full attention; two key heads shared by
 # four value heads; partial rotary.
@@ -337,13 +360,20 @@ def build(model_type, extra, seed):
         f"mlx_lm.models.{'llama' if model_type == 'mistral' else model_type}"
     )
     extra = dict(extra)
+    top = extra.pop("top", {})
+    tie_head = extra.pop("tie_head", False)
     if extra.pop("nest", False):
         text = {"model_type": f"{model_type}_text", **BASE, **extra}
-        config = {"model_type": model_type, "text_config": text}
+        config = {"model_type": model_type, "text_config": text, **top}
     else:
         config = {"model_type": model_type, **BASE, **extra}
     args = module.ModelArgs.from_dict(config)
     model = module.Model(args)
+    if tie_head:
+        # Gemma ties its head by leaving lm_head out of the checkpoint.
+        lm = getattr(model, "language_model", model)
+        lm.tie_word_embeddings = True
+        lm.pop("lm_head")
     # Random values everywhere (norms near 1) so every tensor matters.
     mx.random.seed(seed)
     params = []
