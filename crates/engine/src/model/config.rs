@@ -11,6 +11,8 @@ use std::collections::HashMap;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
+use mlx::QuantMode;
+
 use crate::error::{EngineError, Result};
 
 /// Keys a nested `text_config` takes from the top level when it lacks them.
@@ -145,10 +147,30 @@ impl EosIds {
 }
 
 /// Quantization parameters of one layer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct QuantParams {
     pub group_size: i32,
     pub bits: i32,
+    /// `affine` when absent (mlx-lm's default).
+    #[serde(default)]
+    pub mode: ModeName,
+}
+
+/// A quantization mode as the config names it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct ModeName(Option<String>);
+
+impl ModeName {
+    /// The mode; an error naming it if MLX has no such mode.
+    pub fn get(&self) -> Result<QuantMode> {
+        let name = self.0.as_deref().unwrap_or("affine");
+        QuantMode::from_name(name).ok_or_else(|| {
+            EngineError::Config(format!(
+                "quantization mode {name:?} is not supported (affine, mxfp4, nvfp4, mxfp8)"
+            ))
+        })
+    }
 }
 
 /// `quantization`: the default parameters and per-layer overrides, where
@@ -158,7 +180,7 @@ pub struct QuantizationConfig {
     pub group_size: i32,
     pub bits: i32,
     #[serde(default)]
-    pub mode: Option<String>,
+    pub mode: ModeName,
     #[serde(flatten)]
     overrides: HashMap<String, serde_json::Value>,
 }
@@ -171,6 +193,7 @@ impl QuantizationConfig {
         let default = QuantParams {
             group_size: self.group_size,
             bits: self.bits,
+            mode: self.mode.clone(),
         };
         match self.overrides.get(path) {
             None | Some(serde_json::Value::Bool(true)) => Ok(Some(default)),
@@ -258,13 +281,8 @@ impl ModelConfig {
                 self.num_kv_heads()
             )));
         }
-        if let Some(q) = &self.quantization
-            && let Some(mode) = &q.mode
-            && mode != "affine"
-        {
-            return Err(EngineError::Config(format!(
-                "quantization.mode {mode:?} is not supported (only affine)"
-            )));
+        if let Some(q) = &self.quantization {
+            q.mode.get()?;
         }
         Ok(())
     }
@@ -325,6 +343,7 @@ mod tests {
             Some(QuantParams {
                 group_size: g,
                 bits: b,
+                mode: ModeName::default(),
             })
         };
         assert_eq!(q.for_layer("model.layers.0.mlp.up_proj").unwrap(), p(64, 4));

@@ -35,7 +35,7 @@ BASE = {
     "max_position_embeddings": 512,
 }
 
-# name: (model_type, extra config, quantization (group, bits) or None)
+# name: (model_type, extra config, quantization (group, bits[, mode]) or None)
 VARIANTS = {
     "llama_f32_tied": ("llama", {"tie_word_embeddings": True}, None),
     "llama_f32_untied_llama3_rope": (
@@ -67,6 +67,12 @@ VARIANTS = {
     "qwen2_q4_g64_mixed": ("qwen2", {"tie_word_embeddings": False}, (64, 4)),
     "qwen3_f32_untied": ("qwen3", {"tie_word_embeddings": False, "head_dim": 32, "rope_theta": 1e6}, None),
     "qwen3_q8_g32_tied": ("qwen3", {"tie_word_embeddings": True, "head_dim": 32, "rope_theta": 1e6}, (32, 8)),
+    # The microscaling modes (floating-point codes, no biases).
+    "qwen3_mxfp4_g32_untied": (
+        "qwen3", {"tie_word_embeddings": False, "head_dim": 32, "rope_theta": 1e6}, (32, 4, "mxfp4")
+    ),
+    "llama_nvfp4_g16_tied": ("llama", {"tie_word_embeddings": True}, (16, 4, "nvfp4")),
+    "qwen2_mxfp8_g32_untied": ("qwen2", {"tie_word_embeddings": False}, (32, 8, "mxfp8")),
 }
 
 # Phi-3: fused qkv and gate_up projections; LongRoPE over a partial
@@ -235,6 +241,12 @@ VARIANTS.update({
          "moe_intermediate_size": 64},
         (64, 4),
     ),
+    # Experts in mxfp4 (gpt-oss's format), through the gathered product.
+    "qwen3_moe_mxfp4_g32_e6_k2": (
+        "qwen3_moe",
+        {**QWEN3_MOE, "num_experts": 6, "num_experts_per_tok": 2, "norm_topk_prob": True},
+        (32, 4, "mxfp4"),
+    ),
     "mixtral_f32_e5_k2": ("mixtral", {"num_local_experts": 5, "num_experts_per_tok": 2}, None),
     "mixtral_f32_e6_k3_tied_hf": (
         "mixtral",
@@ -402,12 +414,12 @@ def main(out: Path):
     for seed, (name, (model_type, extra, quant)) in enumerate(VARIANTS.items()):
         model, config = build(model_type, extra, seed)
         if quant is not None:
-            group, bits = quant
+            group, bits, mode = (*quant, "affine")[:3]
             predicate = QUANT_PREDICATES.get(name) or (
                 mixed_predicate if name.endswith("mixed") else None
             )
             model, config = quantize_model(
-                model, config, group, bits, quant_predicate=predicate
+                model, config, group, bits, mode=mode, quant_predicate=predicate
             )
         path = out / name
         save_model(path, model)
