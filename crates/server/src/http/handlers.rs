@@ -32,6 +32,11 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/chat/completions", post(chat))
         .route("/v1/completions", post(completions))
+        .route("/v1/messages", post(super::anthropic::messages))
+        .route(
+            "/v1/messages/count_tokens",
+            post(super::anthropic::count_tokens),
+        )
         .route("/v1/models", get(list_models))
         .route("/v1/models/{*id}", get(get_model))
 }
@@ -172,7 +177,7 @@ async fn serve(
 }
 
 /// The body, if it is JSON and within the size limit.
-async fn json_body(state: &AppState, request: Request) -> Result<Bytes, ApiError> {
+pub(super) async fn json_body(state: &AppState, request: Request) -> Result<Bytes, ApiError> {
     let content_type = request
         .headers()
         .get(header::CONTENT_TYPE)
@@ -281,7 +286,7 @@ async fn respond(
 
 /// The one log line per generation request: model, tokens, time to first
 /// token, speed, outcome.
-fn log_request(
+pub(super) fn log_request(
     model: &str,
     arrived: std::time::Instant,
     first: Option<std::time::Instant>,
@@ -356,6 +361,7 @@ async fn collect(
                 index,
                 reason,
                 completion_tokens,
+                ..
             }) => {
                 c.reasons[index as usize] = reason;
                 c.completion_tokens += completion_tokens;
@@ -627,6 +633,7 @@ impl SseState {
                 index,
                 reason,
                 completion_tokens,
+                ..
             }) => {
                 self.completion_tokens += completion_tokens;
                 self.remaining -= 1;

@@ -5,6 +5,9 @@
 //! error body with its status.
 
 pub mod admin;
+mod anthropic;
+#[cfg(test)]
+mod anthropic_tests;
 mod auth;
 pub mod catalog;
 mod connections;
