@@ -20,8 +20,9 @@
 //!   the chat route maps to gpt-oss's `thinking`). `redacted_thinking`
 //!   holds another server's encrypted reasoning that no model here can
 //!   read, so it is dropped.
-//! - `cache_control` on a block or tool is accepted: a hint with no effect,
-//!   since the server's prompt cache reuses every shared prefix on its own.
+//! - `cache_control` (top-level, or on a block or tool) is accepted: a hint
+//!   with no effect, since the server's prompt cache reuses every shared
+//!   prefix on its own.
 //! - Image, document and other block types are 400s naming the block; so
 //!   is a final assistant message (a prefill), which the templates here
 //!   cannot continue.
@@ -30,9 +31,11 @@
 //!   choices (so `any` and `tool` force calls through the same grammar),
 //!   and `disable_parallel_tool_use` onto `parallel_tool_calls: false`.
 //! - `thinking` sets the template's `enable_thinking` switch (read by the
-//!   templates that have one); `budget_tokens` is checked as Anthropic
-//!   checks it (at least 1024, below `max_tokens`) and is a target only:
-//!   `max_tokens` bounds reasoning and answer together.
+//!   templates that have one): `enabled` and `adaptive` (the model decides
+//!   how much to think) on, `disabled` off; `budget_tokens` is checked as
+//!   Anthropic checks it (at least 1024, below `max_tokens`) and is a
+//!   target only: `max_tokens` bounds reasoning and answer together.
+//!   `display: "omitted"` is a 400 (reasoning is returned as text).
 //! - `metadata.user_id` is the request's user (logged as the chat route's
 //!   `user`); `service_tier` `auto` and `standard_only` both mean the one
 //!   tier there is.
@@ -62,9 +65,10 @@ const MESSAGE_KEYS: [&str; 13] = [
     "thinking",
 ];
 /// Keys of a Messages body beyond [`MESSAGE_KEYS`].
-const MESSAGE_EXTRA_KEYS: [&str; 1] = ["service_tier"];
+const MESSAGE_EXTRA_KEYS: [&str; 2] = ["service_tier", "cache_control"];
 /// The keys a count_tokens body may have.
-const COUNT_KEYS: [&str; 6] = [
+const COUNT_KEYS: [&str; 7] = [
+    "cache_control",
     "model",
     "messages",
     "system",
@@ -347,8 +351,24 @@ fn thinking(value: Option<Value>, max_tokens: Option<u32>) -> Result<Option<bool
         return Ok(None);
     };
     let kind = value.get("type").and_then(Value::as_str);
+    match value.get("display").and_then(Value::as_str) {
+        Some("omitted") => {
+            return Err(ApiError::invalid(
+                "thinking.display",
+                "thinking.display: 'omitted' is not supported (reasoning is returned as text)",
+            ));
+        }
+        None | Some("summarized") => {}
+        Some(other) => {
+            return Err(ApiError::invalid(
+                "thinking.display",
+                format!("thinking.display: must be 'summarized' or 'omitted', got '{other}'"),
+            ));
+        }
+    }
     match kind {
         Some("disabled") => Ok(Some(false)),
+        Some("adaptive") => Ok(Some(true)),
         Some("enabled") => {
             let budget = value.get("budget_tokens").and_then(Value::as_i64);
             let Some(budget) = budget else {
@@ -378,7 +398,7 @@ fn thinking(value: Option<Value>, max_tokens: Option<u32>) -> Result<Option<bool
         _ => Err(ApiError::invalid(
             "thinking.type",
             format!(
-                "thinking.type: must be 'enabled' or 'disabled', got {}",
+                "thinking.type: must be 'enabled', 'adaptive' or 'disabled', got {}",
                 value.get("type").unwrap_or(&Value::Null)
             ),
         )),

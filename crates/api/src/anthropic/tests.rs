@@ -55,7 +55,7 @@ fn a_minimal_body_is_a_chat_request_with_anthropic_defaults() {
 fn sampling_stop_sequences_metadata_and_stream_are_read() {
     let req = parse(body(json!({"temperature": 0.0, "top_p": 0.5, "top_k": 3,
         "stop_sequences": ["END"], "stream": true, "metadata": {"user_id": "u1"},
-        "service_tier": "auto"})))
+        "service_tier": "auto", "cache_control": {"type": "ephemeral"}})))
     .unwrap();
     assert_eq!(req.sampling.temperature, 0.0);
     assert_eq!(req.sampling.top_p, 0.5);
@@ -147,6 +147,14 @@ fn tool_choice_and_thinking_map_onto_the_chat_route() {
         panic!()
     };
     assert_eq!(template_kwargs["enable_thinking"], false);
+    let adaptive = parse(body(json!({"thinking": {"type": "adaptive"}}))).unwrap();
+    let PromptInput::Chat {
+        template_kwargs, ..
+    } = &adaptive.prompts[0]
+    else {
+        panic!()
+    };
+    assert_eq!(template_kwargs["enable_thinking"], true);
 }
 
 #[test]
@@ -218,6 +226,11 @@ fn bad_bodies_are_400s_naming_the_field() {
             "thinking.budget_tokens",
         ),
         (json!({"thinking": {"type": "on"}}), "thinking.type"),
+        (
+            json!({"thinking": {"type": "adaptive", "display": "omitted"}}),
+            "thinking.display",
+        ),
+        (json!({"output_config": {}}), "output_config"),
         (json!({"tools": [{"name": "f"}]}), "tools.0.input_schema"),
         (json!({"tool_choice": {"type": "any"}}), "tool_choice"),
         (json!({"temperature": "hot"}), "temperature"),
