@@ -304,6 +304,14 @@ async fn errors_have_anthropics_shape_and_the_tables_status() {
             "{text}"
         );
     }
+    for req in [
+        Request::get("/v1/messages").body(Body::empty()).unwrap(),
+        post("/v1/messages/batches", body(json!({}))),
+    ] {
+        let (status, _, text) = call(&h, req).await;
+        assert!([404, 405].contains(&status.as_u16()), "{text}");
+        assert_eq!(json(&text)["type"], "error", "{text}");
+    }
     let count = json!({"model": "smol", "max_tokens": 5, "messages": []});
     let (status, _, text) = call(&h, post("/v1/messages/count_tokens", count)).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);

@@ -54,19 +54,29 @@ pub fn metrics_routes() -> Router<AppState> {
 }
 
 pub async fn unknown_route(method: Method, uri: Uri) -> Response {
-    HttpError(ApiError::UnknownRoute {
+    fallback_error(ApiError::UnknownRoute {
         method: method.to_string(),
         path: uri.path().to_owned(),
     })
-    .into_response()
 }
 
 pub async fn method_not_allowed(method: Method, uri: Uri) -> Response {
-    HttpError(ApiError::MethodNotAllowed {
+    fallback_error(ApiError::MethodNotAllowed {
         method: method.to_string(),
         path: uri.path().to_owned(),
     })
-    .into_response()
+}
+
+/// A fallback's error, in Anthropic's shape under its routes' path.
+fn fallback_error(e: ApiError) -> Response {
+    match &e {
+        ApiError::UnknownRoute { path, .. } | ApiError::MethodNotAllowed { path, .. }
+            if super::anthropic::is_route(path) =>
+        {
+            super::anthropic::error_response(&e)
+        }
+        _ => HttpError(e).into_response(),
+    }
 }
 
 async fn health() -> Response {
