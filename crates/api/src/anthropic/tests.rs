@@ -260,3 +260,52 @@ fn a_missing_model_takes_the_default_and_count_tokens_reads_only_the_prompt() {
     let e = parse_count_tokens_for(with_max.to_string().as_bytes(), None).unwrap_err();
     assert_eq!(param(e), "max_tokens");
 }
+
+#[test]
+fn hostile_bodies_are_refused_cleanly_or_valid() {
+    // The OpenAI parsers' fuzz corpus, and Messages bodies cut at every
+    // byte: no panic; a refusal is a 4xx in Anthropic's error shape; an
+    // accepted request holds values in Anthropic's ranges.
+    let corpus =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/api_request");
+    let mut bodies: Vec<Vec<u8>> = std::fs::read_dir(corpus)
+        .expect("the corpus folder")
+        .map(|e| std::fs::read(e.expect("an entry").path()).expect("a corpus file"))
+        .collect();
+    let full = body(
+        json!({"system": [{"type": "text", "text": "s"}], "stop_sequences": ["x"],
+        "tools": [{"name": "f", "input_schema": {"type": "object"}}],
+        "tool_choice": {"type": "any"}, "thinking": {"type": "disabled"}, "top_k": 2,
+        "messages": [{"role": "user", "content": "a"},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "t", "name": "f",
+                                               "input": {}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t"}]}]}),
+    )
+    .to_string();
+    bodies.extend((0..=full.len()).map(|n| full.as_bytes()[..n].to_vec()));
+    let mut accepted = 0;
+    for body in &bodies {
+        for parsed in [
+            parse_messages_for(body, Some("m")),
+            parse_count_tokens_for(body, Some("m")),
+        ] {
+            match parsed {
+                Ok(req) => {
+                    accepted += 1;
+                    let s = &req.sampling;
+                    assert!((0.0..=1.0).contains(&s.temperature), "{s:?}");
+                    assert!(s.top_p > 0.0 && s.top_p <= 1.0, "{s:?}");
+                    assert!(req.stop.iter().all(|s| !s.is_empty()));
+                    assert!(req.max_tokens.is_none_or(|m| m >= 1));
+                    assert_eq!((req.n, req.prompts.len()), (1, 1));
+                }
+                Err(e) => {
+                    assert!((400..500).contains(&e.status()), "{e:?}");
+                    let v: Value = serde_json::from_str(&super::error_body_json(&e)).unwrap();
+                    assert_eq!(v["error"]["type"], "invalid_request_error");
+                }
+            }
+        }
+    }
+    assert!(accepted >= 1, "the whole body is accepted");
+}

@@ -376,3 +376,30 @@ async fn the_routes_have_their_own_metrics_labels() {
         assert!(text.contains(line), "{line} missing: {text}");
     }
 }
+
+#[tokio::test]
+async fn a_browsers_preflight_may_send_anthropics_headers() {
+    let h = harness(HttpConfig {
+        cors_origins: vec!["http://app.example".into()],
+        ..HttpConfig::default()
+    });
+    let preflight = Request::options("/v1/messages")
+        .header(header::ORIGIN, "http://app.example")
+        .header(header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
+        .header(
+            header::ACCESS_CONTROL_REQUEST_HEADERS,
+            "x-api-key,anthropic-version,content-type",
+        )
+        .body(Body::empty())
+        .unwrap();
+    let (status, headers, _) = call(&h, preflight).await;
+    assert_eq!(status, StatusCode::OK);
+    let allowed = headers[header::ACCESS_CONTROL_ALLOW_HEADERS]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(
+        allowed.contains("x-api-key") && allowed.contains("anthropic-version"),
+        "{allowed}"
+    );
+}
