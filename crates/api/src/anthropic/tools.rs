@@ -8,7 +8,8 @@
 //! `web_search_20250305`, ...) run on Anthropic's servers or need
 //! Anthropic's client loop, so each is a 400 naming it. `tool_choice` is
 //! `{"type": "auto" | "any" | "tool" | "none", "name"?,
-//! "disable_parallel_tool_use"?}`.
+//! "disable_parallel_tool_use"?}`. Names keep the chat route's limit of 64
+//! characters (Anthropic allows 128).
 
 use serde_json::{Value, json};
 
