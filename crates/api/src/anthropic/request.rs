@@ -288,6 +288,12 @@ impl Conversation {
         let last = input.len() - 1;
         for (i, message) in input.into_iter().enumerate() {
             let at = format!("messages.{i}");
+            if message.content.as_array().is_some_and(Vec::is_empty) {
+                return Err(ApiError::invalid(
+                    format!("{at}.content"),
+                    format!("{at}.content: must have at least one content block"),
+                ));
+            }
             match message.role.as_str() {
                 "user" => user_messages(&at, message.content, &mut messages)?,
                 "assistant" if i == last => {

@@ -177,6 +177,10 @@ fn bad_bodies_are_400s_naming_the_field() {
             "metadata.other",
         ),
         (json!({"system": 3}), "system"),
+        (
+            json!({"messages": [{"role": "user", "content": []}]}),
+            "messages.0.content",
+        ),
         (json!({"system": [{"type": "image"}]}), "system.0"),
         (
             json!({"messages": [{"role": "user", "content": [image]}]}),
