@@ -65,6 +65,7 @@ def test_the_section_has_every_example():
         "/v1/completions",
         "/v1/models",
         f"/v1/models/{DEFAULT_MODEL}",
+        "/v1/messages",
         "/admin/status",
         "/admin/load",
         "/admin/unload",
@@ -107,6 +108,9 @@ def test_the_curl_examples_work(readme_daemon):
     assert "Paris" in completion["choices"][0]["text"], completion
     assert DEFAULT_MODEL in [m["id"] for m in outputs["/v1/models"][0]["data"]]
     assert outputs[f"/v1/models/{DEFAULT_MODEL}"][0]["loaded"] is True
+    message = outputs["/v1/messages"][0]
+    assert message["type"] == "message", message
+    assert "Paris" in message["content"][0]["text"], message
     status = outputs["/admin/status"][0]
     assert [w["model"] for w in status["workers"]] == [DEFAULT_MODEL]
     assert outputs["/admin/load"][0]["status"] == "loaded"

@@ -32,6 +32,8 @@
 //!   framing.
 //! - [`tools`]: tool definitions, `reasoning_effort`.
 //! - [`error`]: [`ApiError`] and its one status/type/code table.
+//! - [`anthropic`]: Anthropic's Messages API onto the same request, reply
+//!   and error types.
 //!
 //! # Choices of this crate
 //!
@@ -50,6 +52,7 @@
 //!   ([`structured`]); the server turns them into a grammar the output
 //!   follows. `tool_choice: "none"` hides the tools from the template.
 
+pub mod anthropic;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -1,5 +1,7 @@
 //! Optional bearer keys (`Authorization: Bearer <key>`), compared in
-//! constant time against every configured key.
+//! constant time against every configured key. On Anthropic's routes
+//! (`/v1/messages...`) the key may come as `x-api-key` instead, as
+//! Anthropic's clients send it, and a refusal is Anthropic's error body.
 
 use std::sync::Arc;
 
@@ -22,19 +24,30 @@ pub async fn require_key(
     if keys.is_empty() {
         return next.run(request).await;
     }
-    let given = request
-        .headers()
+    let anthropic = super::anthropic::is_route(request.uri().path());
+    let refuse = |e: ApiError| {
+        if anthropic {
+            super::anthropic::error_response(&e)
+        } else {
+            HttpError(e).into_response()
+        }
+    };
+    let headers = request.headers();
+    let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    let Some(given) = given else {
-        return HttpError(ApiError::MissingApiKey).into_response();
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let x_api_key = headers
+        .get("x-api-key")
+        .filter(|_| anthropic)
+        .and_then(|v| v.to_str().ok());
+    let Some(given) = bearer.or(x_api_key).map(str::trim) else {
+        return refuse(ApiError::MissingApiKey);
     };
     if key_matches(given, &keys, |a, b| a.ct_eq(b)) {
         next.run(request).await
     } else {
-        HttpError(ApiError::InvalidApiKey).into_response()
+        refuse(ApiError::InvalidApiKey)
     }
 }
 

@@ -52,6 +52,9 @@ pub enum ChoiceUpdate {
         index: u32,
         reason: FinishReason,
         completion_tokens: u32,
+        /// The index in the request's `stop` of the stop string that
+        /// ended the choice, if one did.
+        stop_sequence: Option<usize>,
     },
     /// The request failed (the stream ends).
     Failed(ApiError),
@@ -418,8 +421,8 @@ impl Choice {
                     Ok(step) => {
                         let end = step.finish.is_some();
                         let mut out = vec![self.text_update(step.text, end, tokens)];
-                        if end {
-                            out.push(self.finished(FinishReason::Stop));
+                        if let Some(finish) = step.finish {
+                            out.push(self.finished(FinishReason::Stop, stop_index(finish)));
                         }
                         (out, end)
                     }
@@ -434,9 +437,11 @@ impl Choice {
                     _ => FinishReason::Stop,
                 };
                 let tail = self.text.finish().unwrap_or_default();
+                // The held-back tail may complete a stop string.
+                let stop = self.text.finish_reason().and_then(stop_index);
                 let out = vec![
                     self.text_update(tail, true, Vec::new()),
-                    self.finished(reason),
+                    self.finished(reason, stop),
                 ];
                 (out, true)
             }
@@ -475,7 +480,7 @@ impl Choice {
 
     /// The choice's last update; a reply that called tools and stopped
     /// (rather than running out of tokens) finishes with `tool_calls`.
-    fn finished(&self, reason: FinishReason) -> ChoiceUpdate {
+    fn finished(&self, reason: FinishReason, stop_sequence: Option<usize>) -> ChoiceUpdate {
         let reason = match reason {
             FinishReason::Stop if self.reply.called_tools() => FinishReason::ToolCalls,
             other => other,
@@ -484,7 +489,16 @@ impl Choice {
             index: self.index,
             reason,
             completion_tokens: self.completion_tokens,
+            stop_sequence,
         }
+    }
+}
+
+/// The stop string's index when a stop string ended the text.
+fn stop_index(finish: engine::FinishReason) -> Option<usize> {
+    match finish {
+        engine::FinishReason::StopString(index) => Some(index),
+        engine::FinishReason::Eos(_) => None,
     }
 }
 

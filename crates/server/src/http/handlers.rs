@@ -32,6 +32,11 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/chat/completions", post(chat))
         .route("/v1/completions", post(completions))
+        .route("/v1/messages", post(super::anthropic::messages))
+        .route(
+            "/v1/messages/count_tokens",
+            post(super::anthropic::count_tokens),
+        )
         .route("/v1/models", get(list_models))
         .route("/v1/models/{*id}", get(get_model))
 }
@@ -49,19 +54,29 @@ pub fn metrics_routes() -> Router<AppState> {
 }
 
 pub async fn unknown_route(method: Method, uri: Uri) -> Response {
-    HttpError(ApiError::UnknownRoute {
+    fallback_error(ApiError::UnknownRoute {
         method: method.to_string(),
         path: uri.path().to_owned(),
     })
-    .into_response()
 }
 
 pub async fn method_not_allowed(method: Method, uri: Uri) -> Response {
-    HttpError(ApiError::MethodNotAllowed {
+    fallback_error(ApiError::MethodNotAllowed {
         method: method.to_string(),
         path: uri.path().to_owned(),
     })
-    .into_response()
+}
+
+/// A fallback's error, in Anthropic's shape under its routes' path.
+fn fallback_error(e: ApiError) -> Response {
+    match &e {
+        ApiError::UnknownRoute { path, .. } | ApiError::MethodNotAllowed { path, .. }
+            if super::anthropic::is_route(path) =>
+        {
+            super::anthropic::error_response(&e)
+        }
+        _ => HttpError(e).into_response(),
+    }
 }
 
 async fn health() -> Response {
@@ -172,7 +187,7 @@ async fn serve(
 }
 
 /// The body, if it is JSON and within the size limit.
-async fn json_body(state: &AppState, request: Request) -> Result<Bytes, ApiError> {
+pub(super) async fn json_body(state: &AppState, request: Request) -> Result<Bytes, ApiError> {
     let content_type = request
         .headers()
         .get(header::CONTENT_TYPE)
@@ -281,7 +296,7 @@ async fn respond(
 
 /// The one log line per generation request: model, tokens, time to first
 /// token, speed, outcome.
-fn log_request(
+pub(super) fn log_request(
     model: &str,
     arrived: std::time::Instant,
     first: Option<std::time::Instant>,
@@ -356,6 +371,7 @@ async fn collect(
                 index,
                 reason,
                 completion_tokens,
+                ..
             }) => {
                 c.reasons[index as usize] = reason;
                 c.completion_tokens += completion_tokens;
@@ -627,6 +643,7 @@ impl SseState {
                 index,
                 reason,
                 completion_tokens,
+                ..
             }) => {
                 self.completion_tokens += completion_tokens;
                 self.remaining -= 1;

@@ -5,6 +5,9 @@
 //! error body with its status.
 
 pub mod admin;
+mod anthropic;
+#[cfg(test)]
+mod anthropic_tests;
 mod auth;
 pub mod catalog;
 mod connections;
@@ -217,7 +220,15 @@ fn common_layers(router: Router, cors_origins: &[String]) -> Router {
         CorsLayer::new()
             .allow_origin(origins)
             .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
-            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE]),
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                // What Anthropic's clients send from a browser.
+                HeaderName::from_static("x-api-key"),
+                HeaderName::from_static("anthropic-version"),
+                HeaderName::from_static("anthropic-beta"),
+                HeaderName::from_static("anthropic-dangerous-direct-browser-access"),
+            ]),
     )
 }
 
