@@ -34,6 +34,15 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/completions", post(completions))
         .route("/v1/models", get(list_models))
         .route("/v1/models/{*id}", get(get_model))
+        .route("/v1/responses", post(super::responses::create))
+        .route(
+            "/v1/responses/{id}",
+            get(super::responses::retrieve).delete(super::responses::delete),
+        )
+        .route(
+            "/v1/responses/{id}/input_items",
+            get(super::responses::input_items),
+        )
 }
 
 /// Routes open to all (liveness, readiness).
@@ -172,7 +181,7 @@ async fn serve(
 }
 
 /// The body, if it is JSON and within the size limit.
-async fn json_body(state: &AppState, request: Request) -> Result<Bytes, ApiError> {
+pub(super) async fn json_body(state: &AppState, request: Request) -> Result<Bytes, ApiError> {
     let content_type = request
         .headers()
         .get(header::CONTENT_TYPE)

@@ -12,6 +12,8 @@ mod generate;
 mod handlers;
 pub mod metrics;
 mod reply;
+mod response_store;
+mod responses;
 mod structured;
 #[cfg(test)]
 mod tests;
@@ -60,6 +62,9 @@ pub struct HttpConfig {
     /// Longest a client may take to send a request's headers (or to start
     /// its next request on a kept-alive connection), and then its body.
     pub read_timeout: Duration,
+    /// Responses kept for `previous_response_id` and `GET /v1/responses/{id}`
+    /// (least recently used go first; 0: none are kept).
+    pub responses_store_max: usize,
 }
 
 impl Default for HttpConfig {
@@ -74,6 +79,7 @@ impl Default for HttpConfig {
             queue_depth: 64,
             max_connections: 512,
             read_timeout: Duration::from_secs(30),
+            responses_store_max: 1024,
         }
     }
 }
@@ -84,6 +90,8 @@ pub struct Shared {
     pub models: FrontModels,
     pub config: HttpConfig,
     pub metrics: Arc<metrics::Metrics>,
+    /// Stored Responses API responses.
+    responses: response_store::ResponseStore,
     queues: Mutex<HashMap<String, Arc<AtomicUsize>>>,
     started: Instant,
     draining: AtomicBool,
@@ -112,6 +120,7 @@ impl AppState {
         AppState(Arc::new(Shared {
             supervisor,
             models: FrontModels::new(catalog),
+            responses: response_store::ResponseStore::new(config.responses_store_max),
             config,
             metrics: Arc::new(metrics::Metrics::new()),
             queues: Mutex::new(HashMap::new()),
