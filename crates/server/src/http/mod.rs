@@ -13,6 +13,8 @@ mod handlers;
 pub mod metrics;
 mod reply;
 mod response_store;
+#[cfg(test)]
+mod response_tests;
 mod responses;
 mod structured;
 #[cfg(test)]
