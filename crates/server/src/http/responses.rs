@@ -119,12 +119,15 @@ fn prefix(item: &Item) -> &'static str {
 
 async fn run(
     state: &AppState,
-    parsed: ResponsesRequest,
+    mut parsed: ResponsesRequest,
     history: Vec<Item>,
     timeline: Arc<RequestTimeline>,
 ) -> Result<Response, ApiError> {
     let mut req = parsed.generation(&history);
     req.apply_defaults(&state.models.catalog().defaults(&req.model));
+    // The response shows the sampling used, the model's defaults included.
+    parsed.echo.temperature = req.sampling.temperature;
+    parsed.echo.top_p = req.sampling.top_p;
     timeline.stamp(|t| &mut t.parsed_ns);
     let prepared = generate::prepare(state, &req).await?;
     timeline.update(|t| {
