@@ -362,3 +362,14 @@ fn a_failure_is_an_error_event_then_response_failed() {
     assert_eq!(events[1]["response"]["error"]["code"], "timeout");
     assert!(sse_event(&events[0]).starts_with("event: error\ndata: {"));
 }
+
+#[test]
+fn the_responses_corpus_seeds_are_accepted() {
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/api_request");
+    for name in ["seed-responses-codex", "seed-responses-items"] {
+        let body = std::fs::read(dir.join(name)).expect("a corpus seed");
+        let req = parse_responses_for(&body, None).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(!req.generation(&[]).prompts.is_empty(), "{name}");
+    }
+}
