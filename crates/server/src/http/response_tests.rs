@@ -233,3 +233,76 @@ async fn the_routes_take_the_api_keys_and_are_counted_in_metrics() {
         assert!(metrics.contains(line), "{line} in {metrics}");
     }
 }
+
+#[tokio::test]
+async fn qwen3_reasoning_and_calls_become_output_items_and_come_back_to_the_template() {
+    let dir = super::tool_tests::qwen3_dir();
+    let catalog =
+        super::catalog::StaticCatalog::new(vec![("qwen".into(), dir.path().into())], None);
+    let h = super::tests::harness_with(HttpConfig::default(), catalog);
+    let tokenizer = engine::Tokenizer::from_dir(dir.path()).unwrap();
+    let reply = "<think>\nThe user wants the weather.\n</think>\n\n<tool_call>\n{\"name\": \
+                 \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>";
+    *h.launcher.script.lock().unwrap() = Some(tokenizer.encode(reply, false).unwrap());
+    *h.launcher.context_length.lock().unwrap() = Some(4096);
+    let tools = json!([{"type": "function", "name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}},
+        {"type": "web_search"}]);
+    let request = |stream: bool, input: Value| json!({"model": "qwen", "stream": stream, "tools": tools, "input": input});
+    let question = json!([{"role": "user", "content": "Weather in Paris?"}]);
+    let v = {
+        let (status, _, text) =
+            call(&h, post("/v1/responses", request(false, question.clone()))).await;
+        assert_eq!(status, StatusCode::OK, "{text}");
+        parse(&text)
+    };
+    let output = v["output"].as_array().unwrap();
+    assert_eq!(output.len(), 2, "{v}");
+    assert_eq!(output[0]["type"], "reasoning");
+    assert_eq!(
+        output[0]["content"][0],
+        json!({"type": "reasoning_text", "text": "\nThe user wants the weather.\n"})
+    );
+    assert_eq!(output[1]["type"], "function_call");
+    assert_eq!(output[1]["name"], "get_weather");
+    assert_eq!(output[1]["arguments"], r#"{"city":"Paris"}"#);
+    assert_eq!(v["tools"].as_array().unwrap().len(), 1);
+
+    let (status, _, text) = call(&h, post("/v1/responses", request(true, question))).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let events = events(&text);
+    let reasoning: String = events
+        .iter()
+        .filter(|e| e["type"] == "response.reasoning_text.delta")
+        .filter_map(|e| e["delta"].as_str())
+        .collect();
+    assert_eq!(reasoning, "\nThe user wants the weather.\n");
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .filter(|k| *k != "response.reasoning_text.delta")
+        .collect();
+    insta::assert_json_snapshot!("response_stream_reasoning_and_call_kinds", kinds);
+
+    // The follow-up continues the stored response with the call's result:
+    // the template renders the reasoning, the call and the result.
+    let call_id = output[1]["call_id"].as_str().unwrap();
+    let follow = json!({"model": "qwen", "tools": tools, "previous_response_id": v["id"],
+        "input": [{"type": "function_call_output", "call_id": call_id, "output": "sunny, 24 C"}]});
+    let (status, _, text) = call(&h, post("/v1/responses", follow)).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let worker = std::sync::Arc::clone(&h.launcher.workers.lock().unwrap()[0]);
+    let prompts = worker.prompts.lock().unwrap();
+    let prompt = tokenizer
+        .decode(&prompts[prompts.len() - 1], false)
+        .unwrap();
+    for part in [
+        "<tools>",
+        "Weather in Paris?",
+        "The user wants the weather.",
+        "\"name\": \"get_weather\"",
+        "<tool_response>\nsunny, 24 C\n</tool_response>",
+    ] {
+        assert!(prompt.contains(part), "{part} in {prompt}");
+    }
+}

@@ -200,7 +200,7 @@ async fn bad_tools_and_tool_choice_are_400s_naming_the_parameter() {
 
 /// A model directory with the real Qwen3 tokenizer and template (weights
 /// are never read: the worker is fake).
-fn qwen3_dir() -> tempfile::TempDir {
+pub(super) fn qwen3_dir() -> tempfile::TempDir {
     let data = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../.cache/test-data/npm/qwen3");
     let dir = tempfile::tempdir().unwrap();
