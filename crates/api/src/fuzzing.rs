@@ -22,7 +22,7 @@ use crate::validate::{
 /// what an accepted chat request holds.
 pub fn request_body(body: &[u8]) -> (bool, bool) {
     let responses = crate::responses::parse_responses_for(body, None);
-    check(Endpoint::Chat, responses.map(|r| r.generation(&[])));
+    check(Endpoint::Responses, responses.map(|r| r.generation(&[])));
     (
         check(Endpoint::Chat, parse_chat(body)),
         check(Endpoint::Completion, parse_completion(body)),
@@ -96,7 +96,7 @@ fn check_request(endpoint: Endpoint, req: &GenerationRequest) {
     assert!(!req.prompts.is_empty());
     assert_eq!(req.choice_count(), req.prompts.len() * req.n as usize);
     match endpoint {
-        Endpoint::Chat => {
+        Endpoint::Chat | Endpoint::Responses => {
             assert_eq!(req.prompts.len(), 1);
             assert!(matches!(req.prompts[0], PromptInput::Chat { .. }));
             assert!(req.max_tokens.is_none_or(|m| m >= 1));

@@ -1,6 +1,7 @@
 //! The OpenAI Responses API (`POST /v1/responses`): the request read and
-//! checked into the same [`GenerationRequest`] the chat route makes, the
-//! Response object and its streamed events.
+//! checked into the same [`GenerationRequest`] the chat route makes (with
+//! endpoint [`Endpoint::Responses`], so a context overflow names `input`),
+//! the Response object and its streamed events.
 //!
 //! Follows the OpenAI API reference for `POST /v1/responses` and the event
 //! types of the official Python SDK (`openai.types.responses`). Each
@@ -40,8 +41,7 @@ use serde_json::{Map, Value, json};
 
 pub use items::Item;
 pub use object::{
-    OutputItem, ResponseBuilder, ResponseHead, ResponseObject, ResponseUsage, item_id,
-    responses_response_id, sse_event,
+    OutputItem, ResponseBuilder, ResponseHead, ResponseObject, ResponseUsage, item_id, sse_event,
 };
 
 use crate::error::ApiError;
@@ -233,7 +233,7 @@ pub fn parse_responses_for(
         user: req.user.clone(),
     };
     let template = GenerationRequest {
-        endpoint: Endpoint::Chat,
+        endpoint: Endpoint::Responses,
         model: model.clone(),
         prompts: Vec::new(),
         sampling,

@@ -26,11 +26,6 @@ use super::{Echo, Item};
 use crate::error::ApiError;
 use crate::response::{FinishReason, ToolCall};
 
-/// A response id: `resp_` and 32 hex digits.
-pub fn responses_response_id(unique: u128) -> String {
-    format!("resp_{unique:032x}")
-}
-
 /// An output item id: `prefix` (`msg`, `rs`, `fc`) and 32 hex digits.
 pub fn item_id(prefix: &str, unique: u128) -> String {
     format!("{prefix}_{unique:032x}")

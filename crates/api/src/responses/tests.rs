@@ -23,7 +23,7 @@ fn a_string_input_becomes_a_chat_request() {
     )
     .expect("valid");
     let generation = req.generation(&[]);
-    assert_eq!(generation.endpoint, Endpoint::Chat);
+    assert_eq!(generation.endpoint, Endpoint::Responses);
     assert_eq!(generation.max_tokens, Some(20));
     assert_eq!(generation.sampling.temperature, 0.5);
     assert!(generation.stream);

@@ -231,7 +231,7 @@ async fn respond(
     };
     let choices = req.choice_count() as u32;
     let chunker: Box<dyn Chunker> = match req.endpoint {
-        Endpoint::Chat => Box::new(ChatChunker(ChatStream::new(
+        Endpoint::Chat | Endpoint::Responses => Box::new(ChatChunker(ChatStream::new(
             meta.clone(),
             choices,
             req.include_usage,
@@ -272,7 +272,7 @@ async fn respond(
     drop(ticket);
     let completion_tokens = usage.completion_tokens;
     let response = match req.endpoint {
-        Endpoint::Chat => {
+        Endpoint::Chat | Endpoint::Responses => {
             axum::Json(chat_body(meta, collected, usage, req.logprobs.is_some())).into_response()
         }
         Endpoint::Completion => {

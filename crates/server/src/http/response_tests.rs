@@ -202,6 +202,13 @@ async fn bad_requests_are_openai_errors_naming_the_parameter() {
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     insta::assert_json_snapshot!("response_bad_input", parse(&text));
+    // A conversation longer than the context names `input`.
+    *h.launcher.context_length.lock().unwrap() = Some(8);
+    let (status, _, text) = call(&h, post("/v1/responses", body(json!({})))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+    let error = &parse(&text)["error"];
+    assert_eq!(error["param"], "input");
+    assert_eq!(error["code"], "context_length_exceeded");
 }
 
 #[tokio::test]

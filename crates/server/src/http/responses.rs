@@ -20,7 +20,7 @@ use api::ApiError;
 use api::response::FinishReason;
 use api::responses::{
     Item, OutputItem, ResponseBuilder, ResponseHead, ResponseUsage, ResponsesRequest, item_id,
-    parse_responses_for, responses_response_id, sse_event,
+    parse_responses_for, sse_event,
 };
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, Request, State};
@@ -140,7 +140,7 @@ async fn run(
     let updates = generate::start(state, &req, &prepared, &timeline).await?;
     let store = parsed.store && state.responses.enabled();
     let head = ResponseHead {
-        id: responses_response_id(rand::random()),
+        id: api::response::response_id(req.endpoint, rand::random()),
         created_at: unix_now(),
         model: req.model.clone(),
         instructions: parsed.instructions.clone(),
