@@ -101,6 +101,9 @@ async fn a_streamed_response_sends_the_event_sequence() {
     let (status, _, got) = call(&h, get(&format!("/v1/responses/{id}"))).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(&parse(&got), last);
+    let (status, _, refused) = call(&h, get(&format!("/v1/responses/{id}?stream=true"))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(parse(&refused)["error"]["param"], "stream");
 }
 
 #[tokio::test]

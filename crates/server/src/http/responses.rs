@@ -173,6 +173,7 @@ async fn run(
         timeline,
         _ticket: ticket,
         pending: VecDeque::new(),
+        streamed: req.stream,
         done: false,
     };
     if req.stream {
@@ -195,8 +196,9 @@ struct Run {
     first_token: Option<Instant>,
     timeline: Arc<RequestTimeline>,
     _ticket: QueueTicket,
-    /// Events not yet written (streaming).
+    /// Events not yet written; only a streamed response keeps them.
     pending: VecDeque<String>,
+    streamed: bool,
     done: bool,
 }
 
@@ -234,7 +236,7 @@ impl Run {
             }) => {
                 self.completion_tokens += completion_tokens;
                 let events = self.finish(reason);
-                self.pending.extend(events.iter().map(sse_event));
+                self.queue(&events);
                 return Step::Finished;
             }
             Some(ChoiceUpdate::Failed(e)) => return Step::Failed(e),
@@ -244,8 +246,14 @@ impl Run {
                 });
             }
         };
-        self.pending.extend(events.iter().map(sse_event));
+        self.queue(&events);
         Step::Going
+    }
+
+    fn queue(&mut self, events: &[Value]) {
+        if self.streamed {
+            self.pending.extend(events.iter().map(sse_event));
+        }
     }
 
     fn finish(&mut self, reason: FinishReason) -> Vec<Value> {
@@ -311,14 +319,13 @@ async fn whole(mut run: Run) -> Result<Response, ApiError> {
             }
         }
     }
-    run.pending.clear();
     Ok(axum::Json(run.builder.response()).into_response())
 }
 
 /// A streamed response: every event as it is made.
 fn stream(mut run: Run) -> Response {
     let start = run.builder.start();
-    run.pending.extend(start.iter().map(sse_event));
+    run.queue(&start);
     let body = futures::stream::unfold(run, |mut run| async move {
         loop {
             if let Some(event) = run.pending.pop_front() {
@@ -335,7 +342,7 @@ fn stream(mut run: Run) -> Response {
                 Step::Failed(e) => {
                     // After the first byte the status is sent: error events.
                     let events = run.builder.fail(&e);
-                    run.pending.extend(events.iter().map(sse_event));
+                    run.queue(&events);
                     run.done = true;
                     run.log("error");
                 }
@@ -352,11 +359,22 @@ fn stream(mut run: Run) -> Response {
         .into_response()
 }
 
-/// `GET /v1/responses/{id}`.
-pub async fn retrieve(State(state): State<AppState>, Path(id): Path<String>) -> Response {
-    let response = match state.responses.get(&id) {
-        Some(stored) => axum::Json(&stored.response).into_response(),
-        None => HttpError(ApiError::ResponseNotFound { id }).into_response(),
+/// `GET /v1/responses/{id}`; `stream=true` (replaying a background
+/// response's events) is refused, as nothing runs in the background here.
+pub async fn retrieve(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let stored = state.responses.get(&id);
+    let response = match (query.get("stream").map(String::as_str), stored) {
+        (Some("true"), _) => HttpError(ApiError::invalid(
+            "stream",
+            "streaming a stored response is not supported: it is complete",
+        ))
+        .into_response(),
+        (_, Some(stored)) => axum::Json(&stored.response).into_response(),
+        (_, None) => HttpError(ApiError::ResponseNotFound { id }).into_response(),
     };
     state
         .metrics
