@@ -227,7 +227,7 @@ fn common_layers(router: Router, cors_origins: &[String]) -> Router {
     router.layer(
         CorsLayer::new()
             .allow_origin(origins)
-            .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+            .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::OPTIONS])
             .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE]),
     )
 }

@@ -316,3 +316,22 @@ async fn qwen3_reasoning_and_calls_become_output_items_and_come_back_to_the_temp
         assert!(prompt.contains(part), "{part} in {prompt}");
     }
 }
+
+#[tokio::test]
+async fn cors_allows_deleting_a_stored_response() {
+    let h = harness(HttpConfig {
+        cors_origins: vec!["https://app.example".into()],
+        ..HttpConfig::default()
+    });
+    let preflight = Request::options("/v1/responses/resp_1")
+        .header(header::ORIGIN, "https://app.example")
+        .header(header::ACCESS_CONTROL_REQUEST_METHOD, "DELETE")
+        .body(Body::empty())
+        .unwrap();
+    let (status, headers, _) = call(&h, preflight).await;
+    assert_eq!(status, StatusCode::OK);
+    let methods = headers[header::ACCESS_CONTROL_ALLOW_METHODS]
+        .to_str()
+        .unwrap();
+    assert!(methods.contains("DELETE"), "{methods}");
+}
