@@ -3,7 +3,8 @@ against a real daemon: `responses.create` and `responses.stream` on the
 default model (it knows Paris), the streamed event sequence, a function
 tool round trip forced by `tool_choice` on a tiny random checkpoint with
 Qwen3's tokenizer and chat template (only the grammar can make its output a
-call), `text.format` json_schema, `previous_response_id` (its prompt equals
+call), `text.format` json_schema (and `responses.parse` with a Pydantic
+model), `previous_response_id` (its prompt equals
 the same conversation sent whole), retrieve / input items / delete over a
 store of four, error shapes, and a Codex-shaped request (fixture) replayed
 as a well-formed stream."""
@@ -14,9 +15,11 @@ import copy
 import json
 import subprocess
 from pathlib import Path
+from typing import Literal
 
 import openai
 import pytest
+from pydantic import BaseModel, Field
 
 from conftest import DEFAULT_MODEL, ROOT, Daemon, default_model_path, http_json, mlxd_bin
 
@@ -192,6 +195,19 @@ def test_text_format_json_schema_holds(client):
     assert value["city"] in ("Paris", "Rome") and value["rank"] in (1, 2, 3)
     assert set(value) == {"city", "rank"}
     assert r.text.format.type == "json_schema" and r.text.format.name == "city"
+
+
+class Widget(BaseModel):
+    color: Literal["red", "green", "blue"]
+    count: int = Field(ge=1, le=9)
+
+
+def test_responses_parse_fills_a_pydantic_model(client):
+    r = client.responses.parse(model=QWEN, input="Describe a widget.", text_format=Widget,
+                               temperature=0, max_output_tokens=200)
+    widget = r.output_parsed
+    assert isinstance(widget, Widget)
+    assert widget.color in ("red", "green", "blue") and 1 <= widget.count <= 9
 
 
 def test_previous_response_id_continues_the_conversation(client):
