@@ -66,6 +66,7 @@ def test_the_section_has_every_example():
         "/v1/models",
         f"/v1/models/{DEFAULT_MODEL}",
         "/v1/messages",
+        "/v1/responses",
         "/admin/status",
         "/admin/load",
         "/admin/unload",
@@ -96,7 +97,7 @@ def test_the_curl_examples_work(readme_daemon):
             body = {"streamed": text}
         else:
             body = json.loads(out)
-            assert "error" not in body, out
+            assert body.get("error") is None, out
         outputs.setdefault(re.search(r":\d+(/\S*)", command).group(1), []).append(body)
 
     # The examples leave the sampling out: the default model brings no
@@ -115,6 +116,9 @@ def test_the_curl_examples_work(readme_daemon):
     assert [w["model"] for w in status["workers"]] == [DEFAULT_MODEL]
     assert outputs["/admin/load"][0]["status"] == "loaded"
     assert outputs["/admin/unload"][0]["unloaded"] is True
+    response = outputs["/v1/responses"][0]
+    assert response["status"] == "completed", response
+    assert "Paris" in response["output"][-1]["content"][0]["text"], response
     deadline = time.monotonic() + 30
     while readme_daemon.worker_pids() and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -98,6 +98,12 @@ pub enum ApiError {
     /// 504: the request did not finish within the configured time.
     #[error("The request timed out after {seconds} s")]
     Timeout { seconds: u64 },
+    /// 404: no stored response has this id (`/v1/responses/{id}`).
+    #[error("Response with id '{id}' not found.")]
+    ResponseNotFound { id: String },
+    /// 404: `previous_response_id` names no stored response.
+    #[error("Previous response with id '{id}' not found.")]
+    PreviousResponseNotFound { id: String },
 }
 
 /// The JSON body of an error: `{"error": {...}}`.
@@ -149,6 +155,8 @@ impl ApiError {
             WorkerCrashed { .. } => (503, SERVER, Some("worker_crashed")),
             Unavailable { .. } => (503, SERVER, Some("overloaded")),
             Timeout { .. } => (504, SERVER, Some("timeout")),
+            ResponseNotFound { .. } => (404, INVALID, None),
+            PreviousResponseNotFound { .. } => (404, INVALID, Some("previous_response_not_found")),
         }
     }
 
@@ -165,6 +173,7 @@ impl ApiError {
             }
             ApiError::ContextLengthExceeded { endpoint, .. } => Some(endpoint.prompt_param()),
             ApiError::ModelNotFound { .. } => Some("model"),
+            ApiError::PreviousResponseNotFound { .. } => Some("previous_response_id"),
             _ => None,
         }
     }

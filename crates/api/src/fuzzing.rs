@@ -2,8 +2,8 @@
 //! `api_request` fuzz target (`fuzz/`) and of the corpus test
 //! (`tests/fuzz_corpus.rs`), which replays every corpus file through it.
 //!
-//! Each input is a request body, given to both [`parse_chat`] and
-//! [`parse_completion`]. Neither may panic. A refusal is a 4xx whose body is
+//! Each input is a request body, given to [`parse_chat`],
+//! [`parse_completion`] and the Responses parser. None may panic. A refusal is a 4xx whose body is
 //! OpenAI's error object (`message`, `type`, `param`, `code`). An accepted
 //! request holds only values the rest of the server can pass on unchecked:
 //! finite sampling numbers within their documented ranges, at most
@@ -17,8 +17,12 @@ use crate::validate::{
     parse_chat, parse_completion,
 };
 
-/// What one body did: `(chat accepted, completion accepted)`.
+/// What one body did: `(chat accepted, completion accepted)`. The body is
+/// also given to the Responses parser, whose accepted requests must hold
+/// what an accepted chat request holds.
 pub fn request_body(body: &[u8]) -> (bool, bool) {
+    let responses = crate::responses::parse_responses_for(body, None);
+    check(Endpoint::Responses, responses.map(|r| r.generation(&[])));
     (
         check(Endpoint::Chat, parse_chat(body)),
         check(Endpoint::Completion, parse_completion(body)),
@@ -92,7 +96,7 @@ fn check_request(endpoint: Endpoint, req: &GenerationRequest) {
     assert!(!req.prompts.is_empty());
     assert_eq!(req.choice_count(), req.prompts.len() * req.n as usize);
     match endpoint {
-        Endpoint::Chat => {
+        Endpoint::Chat | Endpoint::Responses => {
             assert_eq!(req.prompts.len(), 1);
             assert!(matches!(req.prompts[0], PromptInput::Chat { .. }));
             assert!(req.max_tokens.is_none_or(|m| m >= 1));

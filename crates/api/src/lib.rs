@@ -31,6 +31,8 @@
 //! - [`stream`]: chunk types, [`ChatStream`] and [`CompletionStream`], SSE
 //!   framing.
 //! - [`tools`]: tool definitions, `reasoning_effort`.
+//! - [`responses`]: the Responses API: request, conversation items, the
+//!   Response object and its stream events.
 //! - [`error`]: [`ApiError`] and its one status/type/code table.
 //! - [`anthropic`]: Anthropic's Messages API onto the same request, reply
 //!   and error types.
@@ -61,6 +63,7 @@ pub mod keep_alive;
 mod messages;
 pub mod request;
 pub mod response;
+pub mod responses;
 pub mod stream;
 pub mod structured;
 pub mod tools;

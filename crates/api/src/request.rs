@@ -26,14 +26,18 @@ pub enum Endpoint {
     Chat,
     /// `POST /v1/completions`
     Completion,
+    /// `POST /v1/responses`
+    Responses,
 }
 
 impl Endpoint {
-    /// The request parameter that holds the prompt: `messages` or `prompt`.
+    /// The request parameter that holds the prompt: `messages`, `prompt`
+    /// or `input`.
     pub fn prompt_param(self) -> &'static str {
         match self {
             Endpoint::Chat => "messages",
             Endpoint::Completion => "prompt",
+            Endpoint::Responses => "input",
         }
     }
 }

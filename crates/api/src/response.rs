@@ -29,6 +29,7 @@ pub fn response_id(endpoint: crate::Endpoint, unique: u128) -> String {
     match endpoint {
         crate::Endpoint::Chat => format!("chatcmpl-{unique:032x}"),
         crate::Endpoint::Completion => format!("cmpl-{unique:032x}"),
+        crate::Endpoint::Responses => format!("resp_{unique:032x}"),
     }
 }
 

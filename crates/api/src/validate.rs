@@ -383,7 +383,10 @@ pub(crate) fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     Ok(value)
 }
 
-fn require_model(model: Option<String>, default: Option<&str>) -> Result<String, ApiError> {
+pub(crate) fn require_model(
+    model: Option<String>,
+    default: Option<&str>,
+) -> Result<String, ApiError> {
     match (model, default) {
         (Some(m), _) if !m.trim().is_empty() => Ok(m),
         (Some(_), _) => Err(ApiError::invalid(
@@ -398,23 +401,23 @@ fn require_model(model: Option<String>, default: Option<&str>) -> Result<String,
     }
 }
 
-/// The sampling parameters both endpoints share, as sent.
-struct Common {
-    temperature: Option<f64>,
-    top_p: Option<f64>,
-    top_k: Option<i64>,
-    min_p: Option<f64>,
-    repetition_penalty: Option<f64>,
-    presence_penalty: Option<f64>,
-    frequency_penalty: Option<f64>,
-    logit_bias: Option<std::collections::BTreeMap<String, f64>>,
-    seed: Option<Seed>,
+/// The sampling parameters the endpoints share, as sent.
+pub(crate) struct Common {
+    pub(crate) temperature: Option<f64>,
+    pub(crate) top_p: Option<f64>,
+    pub(crate) top_k: Option<i64>,
+    pub(crate) min_p: Option<f64>,
+    pub(crate) repetition_penalty: Option<f64>,
+    pub(crate) presence_penalty: Option<f64>,
+    pub(crate) frequency_penalty: Option<f64>,
+    pub(crate) logit_bias: Option<std::collections::BTreeMap<String, f64>>,
+    pub(crate) seed: Option<Seed>,
 }
 
 impl Common {
     /// The defaultable sampling parameters left out (`max_tokens` is the
     /// endpoint's to say).
-    fn omitted(&self) -> Omitted {
+    pub(crate) fn omitted(&self) -> Omitted {
         Omitted {
             temperature: self.temperature.is_none(),
             top_p: self.top_p.is_none(),
@@ -426,7 +429,7 @@ impl Common {
         }
     }
 
-    fn sampling(self) -> Result<Sampling, ApiError> {
+    pub(crate) fn sampling(self) -> Result<Sampling, ApiError> {
         let d = Sampling::default();
         let top_k = match self.top_k {
             None | Some(-1) => 0,
@@ -488,7 +491,7 @@ fn float(param: &str, value: Option<f64>, lo: f64, hi: f64) -> Result<Option<f32
     }
 }
 
-fn at_least(param: &str, value: i64, lo: u32) -> Result<u32, ApiError> {
+pub(crate) fn at_least(param: &str, value: i64, lo: u32) -> Result<u32, ApiError> {
     match u32::try_from(value) {
         Ok(v) if v >= lo => Ok(v),
         _ => Err(ApiError::invalid(

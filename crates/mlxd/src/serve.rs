@@ -294,6 +294,7 @@ async fn serve(args: ServeArgs, config: Config) -> anyhow::Result<()> {
         "request_timeout_seconds": s.request_timeout.as_secs(),
         "max_connections": s.max_connections,
         "read_timeout_seconds": s.read_timeout.as_secs(),
+        "responses_store_max": s.responses_store_max,
         "api_keys": !s.api_keys.is_empty(),
         "admin_api_keys": !s.admin_api_keys.is_empty(),
         "public_metrics": s.public_metrics,
@@ -322,6 +323,7 @@ async fn serve(args: ServeArgs, config: Config) -> anyhow::Result<()> {
         queue_depth: s.queue_depth,
         max_connections: s.max_connections,
         read_timeout: s.read_timeout,
+        responses_store_max: s.responses_store_max,
     };
     let state = AppState::new(supervisor.clone(), Arc::new(catalog), http, summary);
 

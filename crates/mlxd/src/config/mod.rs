@@ -103,6 +103,11 @@ pub struct ServerLayer {
     /// (e.g. "30s").
     #[arg(long, env = "MLXD_READ_TIMEOUT", value_name = "DURATION")]
     pub read_timeout: Option<HumanDuration>,
+    /// Responses API responses kept in memory for `previous_response_id`
+    /// and `GET /v1/responses/{id}`; the least recently used go first
+    /// (0: none are kept).
+    #[arg(long, env = "MLXD_RESPONSES_STORE_MAX", value_name = "N")]
+    pub responses_store_max: Option<usize>,
 }
 
 /// The `[models]` table: where models are, which to serve, and for how long.
@@ -397,6 +402,7 @@ pub struct ServerConfig {
     pub queue_depth: usize,
     pub max_connections: usize,
     pub read_timeout: Duration,
+    pub responses_store_max: usize,
 }
 
 /// `[models]`, resolved.
@@ -500,6 +506,7 @@ impl Config {
                 queue_depth: 64,
                 max_connections: 512,
                 read_timeout: Duration::from_secs(30),
+                responses_store_max: 1024,
             },
             models: ModelsConfig {
                 dir: home.join(".cache").join("mlxd").join("models"),
@@ -629,6 +636,7 @@ pub fn load_for(args: &ConfigArgs, machine: Machine) -> anyhow::Result<(Config, 
     pick!(server.queue_depth, same);
     pick!(server.max_connections, same);
     pick!(server.read_timeout, |v: HumanDuration| v.0);
+    pick!(server.responses_store_max, same);
     pick!(models.dir, same);
     pick!(models.hf_cache, same);
     pick!(models.default, Some);

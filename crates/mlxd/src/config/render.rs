@@ -93,6 +93,11 @@ pub fn render(config: &Config, provenance: &Provenance) -> String {
         "read_timeout",
         value(HumanDuration(s.read_timeout).to_string()),
     );
+    out.line(
+        "server",
+        "responses_store_max",
+        s.responses_store_max.to_string(),
+    );
 
     let m = &config.models;
     out.header("models");

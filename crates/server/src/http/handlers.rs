@@ -39,6 +39,15 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/v1/models", get(list_models))
         .route("/v1/models/{*id}", get(get_model))
+        .route("/v1/responses", post(super::responses::create))
+        .route(
+            "/v1/responses/{id}",
+            get(super::responses::retrieve).delete(super::responses::delete),
+        )
+        .route(
+            "/v1/responses/{id}/input_items",
+            get(super::responses::input_items),
+        )
 }
 
 /// Routes open to all (liveness, readiness).
@@ -237,7 +246,7 @@ async fn respond(
     };
     let choices = req.choice_count() as u32;
     let chunker: Box<dyn Chunker> = match req.endpoint {
-        Endpoint::Chat => Box::new(ChatChunker(ChatStream::new(
+        Endpoint::Chat | Endpoint::Responses => Box::new(ChatChunker(ChatStream::new(
             meta.clone(),
             choices,
             req.include_usage,
@@ -278,7 +287,7 @@ async fn respond(
     drop(ticket);
     let completion_tokens = usage.completion_tokens;
     let response = match req.endpoint {
-        Endpoint::Chat => {
+        Endpoint::Chat | Endpoint::Responses => {
             axum::Json(chat_body(meta, collected, usage, req.logprobs.is_some())).into_response()
         }
         Endpoint::Completion => {

@@ -15,6 +15,10 @@ mod generate;
 mod handlers;
 pub mod metrics;
 mod reply;
+mod response_store;
+#[cfg(test)]
+mod response_tests;
+mod responses;
 mod structured;
 #[cfg(test)]
 mod tests;
@@ -63,6 +67,9 @@ pub struct HttpConfig {
     /// Longest a client may take to send a request's headers (or to start
     /// its next request on a kept-alive connection), and then its body.
     pub read_timeout: Duration,
+    /// Responses kept for `previous_response_id` and `GET /v1/responses/{id}`
+    /// (least recently used go first; 0: none are kept).
+    pub responses_store_max: usize,
 }
 
 impl Default for HttpConfig {
@@ -77,6 +84,7 @@ impl Default for HttpConfig {
             queue_depth: 64,
             max_connections: 512,
             read_timeout: Duration::from_secs(30),
+            responses_store_max: 1024,
         }
     }
 }
@@ -87,6 +95,8 @@ pub struct Shared {
     pub models: FrontModels,
     pub config: HttpConfig,
     pub metrics: Arc<metrics::Metrics>,
+    /// Stored Responses API responses.
+    responses: response_store::ResponseStore,
     queues: Mutex<HashMap<String, Arc<AtomicUsize>>>,
     started: Instant,
     draining: AtomicBool,
@@ -115,6 +125,7 @@ impl AppState {
         AppState(Arc::new(Shared {
             supervisor,
             models: FrontModels::new(catalog),
+            responses: response_store::ResponseStore::new(config.responses_store_max),
             config,
             metrics: Arc::new(metrics::Metrics::new()),
             queues: Mutex::new(HashMap::new()),
@@ -219,7 +230,7 @@ fn common_layers(router: Router, cors_origins: &[String]) -> Router {
     router.layer(
         CorsLayer::new()
             .allow_origin(origins)
-            .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+            .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::OPTIONS])
             .allow_headers([
                 header::AUTHORIZATION,
                 header::CONTENT_TYPE,
