@@ -1,8 +1,9 @@
 //! Rotary position embeddings as a config asks for them, behind one
 //! constructor as mlx-lm's `initialize_rope`
-//! (`mlx_lm/models/rope_utils.py`): plain, linearly scaled, or Llama 3's
-//! frequency rescaling, over all of a head or its first `dims` dimensions
-//! (partial rotary). The config keys are read the way mlx-lm reads them:
+//! (`mlx_lm/models/rope_utils.py`): plain, linearly scaled, Llama 3's
+//! frequency rescaling, YaRN (`yarn` / `deepseek_yarn`), or LongRoPE
+//! (Phi-3's, through [`long_rope`]), over all of a head or its first `dims`
+//! dimensions (partial rotary). The config keys are read the way mlx-lm reads them:
 //! `rope_theta` and `rope_scaling` at the top, or nested in transformers
 //! 5's `rope_parameters`.
 
@@ -32,6 +33,15 @@ pub struct RopeScaling {
     pub rope_theta: Option<f32>,
     #[serde(default)]
     pub partial_rotary_factor: Option<f32>,
+    /// YaRN's correction range and attention factors.
+    #[serde(default)]
+    pub beta_fast: Option<f32>,
+    #[serde(default)]
+    pub beta_slow: Option<f32>,
+    #[serde(default)]
+    pub mscale: Option<f32>,
+    #[serde(default)]
+    pub mscale_all_dim: Option<f32>,
     /// LongRoPE's per-pair factors (Phi-3).
     #[serde(default)]
     pub long_factor: Option<FactorList>,
@@ -137,10 +147,62 @@ pub fn initialize_rope(
             freqs: Some(llama3_periods(dims, base, factor()?, scaling)?),
             mscale: 1.0,
         }),
+        "yarn" | "deepseek_yarn" => yarn(dims, base, traditional, factor()?, scaling),
         other => Err(EngineError::Config(format!(
-            "rope_scaling type {other:?} is not supported (default, linear, llama3)"
+            "rope_scaling type {other:?} is not supported (default, linear, llama3, yarn)"
         ))),
     }
+}
+
+/// YaRN (gpt-oss, DeepSeek-V3), as mlx-lm's `YarnRoPE`: the periods of the
+/// pairs between the correction dimensions of `beta_fast` and `beta_slow`
+/// blend the original ones into ones stretched `factor` times (the fast
+/// pairs keep theirs, the slow ones are stretched), and the rotated
+/// features are multiplied by `yarn_mscale(factor, mscale) /
+/// yarn_mscale(factor, mscale_all_dim)`, `yarn_mscale(s, m) = 0.1 m ln s +
+/// 1` (1 when s ≤ 1).
+fn yarn(dims: i32, base: f32, traditional: bool, factor: f32, s: &RopeScaling) -> Result<Rope> {
+    let original = f64::from(s.original_max_position_embeddings.unwrap_or(4096.0));
+    let (beta_fast, beta_slow) = (s.beta_fast.unwrap_or(32.0), s.beta_slow.unwrap_or(1.0));
+    let correction_dim = |rotations: f32| {
+        f64::from(dims) * (original / (f64::from(rotations) * 2.0 * std::f64::consts::PI)).ln()
+            / (2.0 * f64::from(base).ln())
+    };
+    let low = correction_dim(beta_fast).floor().max(0.0);
+    let high = correction_dim(beta_slow).ceil().min(f64::from(dims - 1));
+    let span = if low == high { 0.001 } else { high - low };
+    let yarn_mscale = |scale: f32, m: f32| {
+        if scale <= 1.0 {
+            1.0
+        } else {
+            0.1 * f64::from(m) * f64::from(scale).ln() + 1.0
+        }
+    };
+    let mscale = yarn_mscale(factor, s.mscale.unwrap_or(1.0))
+        / yarn_mscale(factor, s.mscale_all_dim.unwrap_or(0.0));
+    let scalar = |v: f32| Array::scalar(v);
+    let exponents =
+        mlx::arange(0.0, dims as f64, 2.0, Dtype::F32)?.divide(&scalar(dims as f32)?)?;
+    let freq_extra = scalar(base)?.power(&exponents)?;
+    let freq_inter = freq_extra.multiply(&scalar(factor)?)?;
+    let ramp = mlx::arange(0.0, f64::from(dims / 2), 1.0, Dtype::F32)?
+        .subtract(&scalar(low as f32)?)?
+        .divide(&scalar(span as f32)?)?;
+    let zero = scalar(0.0)?;
+    let one = scalar(1.0)?;
+    let freq_mask = one.subtract(&ramp.clip(Some(&zero), Some(&one))?)?;
+    let numerator = freq_inter.multiply(&freq_extra)?;
+    let denominator = freq_inter
+        .multiply(&freq_mask)?
+        .add(&freq_extra.multiply(&one.subtract(&freq_mask)?)?)?;
+    Ok(Rope {
+        dims,
+        traditional,
+        base,
+        scale: 1.0,
+        freqs: Some(numerator.divide(&denominator)?),
+        mscale: mscale as f32,
+    })
 }
 
 /// LongRoPE (Phi-3's `su` / `longrope` scaling), as mlx-lm's
@@ -259,8 +321,8 @@ mod tests {
 
     #[test]
     fn an_unknown_scaling_is_refused_by_name() {
-        let s: RopeScaling = serde_json::from_str(r#"{"type": "yarn", "factor": 4.0}"#).unwrap();
+        let s: RopeScaling = serde_json::from_str(r#"{"type": "dynamic", "factor": 4.0}"#).unwrap();
         let err = initialize_rope(8, 1e4, false, Some(&s)).unwrap_err();
-        assert!(err.to_string().contains("yarn"), "{err}");
+        assert!(err.to_string().contains("dynamic"), "{err}");
     }
 }

@@ -54,6 +54,16 @@ VARIANTS = {
         None,
     ),
     "llama_q4_g32_tied": ("llama", {"tie_word_embeddings": True}, (32, 4)),
+    # YaRN: a context stretched 4 times past 128 positions, with both
+    # attention factors.
+    "llama_f32_yarn": (
+        "llama",
+        {"tie_word_embeddings": False,
+         "rope_scaling": {"rope_type": "yarn", "factor": 4.0,
+                          "original_max_position_embeddings": 128, "beta_fast": 16.0,
+                          "beta_slow": 1.0, "mscale": 1.2, "mscale_all_dim": 0.4}},
+        None,
+    ),
     # Sliding-window layers: a window of 8 over the 64-token prompt.
     "llama_f32_sliding8": (
         "llama",
