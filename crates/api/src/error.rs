@@ -98,6 +98,10 @@ pub enum ApiError {
     /// 504: the request did not finish within the configured time.
     #[error("The request timed out after {seconds} s")]
     Timeout { seconds: u64 },
+    /// 501: the route exists in the API mlxd follows, but mlxd does not
+    /// do what it asks (Ollama's model management, for one).
+    #[error("{message}")]
+    NotImplemented { message: String },
 }
 
 /// The JSON body of an error: `{"error": {...}}`.
@@ -149,6 +153,7 @@ impl ApiError {
             WorkerCrashed { .. } => (503, SERVER, Some("worker_crashed")),
             Unavailable { .. } => (503, SERVER, Some("overloaded")),
             Timeout { .. } => (504, SERVER, Some("timeout")),
+            NotImplemented { .. } => (501, INVALID, Some("not_implemented")),
         }
     }
 

@@ -32,6 +32,8 @@
 //!   framing.
 //! - [`tools`]: tool definitions, `reasoning_effort`.
 //! - [`error`]: [`ApiError`] and its one status/type/code table.
+//! - [`ollama`]: Ollama's `/api/chat` and `/api/generate` bodies, onto the
+//!   same validation.
 //!
 //! # Choices of this crate
 //!
@@ -56,6 +58,7 @@ pub mod fuzzing;
 mod json_error;
 pub mod keep_alive;
 mod messages;
+pub mod ollama;
 pub mod request;
 pub mod response;
 pub mod stream;

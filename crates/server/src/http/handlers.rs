@@ -34,6 +34,8 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/completions", post(completions))
         .route("/v1/models", get(list_models))
         .route("/v1/models/{*id}", get(get_model))
+        .merge(super::ollama::routes())
+        .merge(super::ollama_models::routes())
 }
 
 /// Routes open to all (liveness, readiness).
@@ -41,6 +43,7 @@ pub fn open_routes() -> Router<AppState> {
     Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
+        .merge(super::ollama_models::open_routes())
 }
 
 /// Prometheus metrics: behind the API key unless configured open.

@@ -1,0 +1,406 @@
+//! Ollama's model routes: `GET /api/tags` (the models mlxd can serve),
+//! `GET /api/ps` (the loaded ones), `POST /api/show`, `GET /api/version`,
+//! `GET`/`HEAD /` (liveness), and the model-management routes mlxd does not
+//! have (`/api/delete`, `/api/copy`, `/api/create`, `/api/push`), answered
+//! with a 501 in Ollama's error shape that says what to do instead. Follows
+//! Ollama's API reference (`docs/api.md`) and the `ollama` Python
+//! library's response types.
+//!
+//! What the checkpoint does not state is derived, and said so here:
+//! `digest` is the SHA-256 of the checkpoint's `config.json` and its files'
+//! names and sizes (a cheap identity, not a hash of the weights);
+//! `parameter_size` is estimated from the weights' bytes and their bits per
+//! value (the quantization's `bits`, else the dtype's); `size_vram` is the
+//! worker's MLX memory (unified memory: all of it is the GPU's). A model
+//! name without a tag is listed with Ollama's `:latest`, which requests may
+//! send back ([`super::ollama::resolve_name`]).
+
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use api::ApiError;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use engine::output::{ThinkMarkers, ToolFormat, ToolSyntax};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+
+use super::AppState;
+use super::catalog::{CatalogEntry, format_of};
+use super::ollama::{error_response, read_body, resolve_name};
+use crate::supervisor::KeepAlive;
+
+/// The model routes behind the API key.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/tags", get(tags))
+        .route("/api/ps", get(ps))
+        .route("/api/show", post(show))
+        .route("/api/version", get(version))
+        .route("/api/delete", delete(unsupported))
+        .route("/api/copy", post(unsupported))
+        .route("/api/create", post(unsupported))
+        .route("/api/push", post(unsupported))
+        .route("/api/pull", post(unsupported))
+}
+
+/// `GET`/`HEAD /`: liveness, open to all like `/health`.
+pub fn open_routes() -> Router<AppState> {
+    Router::new().route("/", get(root))
+}
+
+async fn root() -> &'static str {
+    "mlxd is running"
+}
+
+async fn version(State(state): State<AppState>) -> Response {
+    state.metrics.count_request("/api/version", 200);
+    Json(json!({"version": env!("CARGO_PKG_VERSION")})).into_response()
+}
+
+async fn unsupported(State(state): State<AppState>, request: Request) -> Response {
+    let path = request.uri().path().to_owned();
+    let what = match path.as_str() {
+        "/api/delete" => "deleting models: remove the checkpoint directory from the models dir",
+        "/api/copy" => "copying models: add an alias in the configuration instead",
+        "/api/create" => {
+            "creating models from a Modelfile: set per-model defaults in the configuration"
+        }
+        "/api/pull" => "pulling models: run `mlxd pull <repo>`",
+        _ => "pushing models to a registry",
+    };
+    let e = ApiError::NotImplemented {
+        message: format!("{path} is not supported by mlxd ({what})"),
+    };
+    let response = error_response(&e);
+    state
+        .metrics
+        .count_request(&path, response.status().as_u16());
+    response
+}
+
+/// What `config.json` says about a checkpoint (empty for a GGUF file).
+struct Config(Map<String, Value>);
+
+impl Config {
+    fn read(path: &Path) -> Config {
+        let text = std::fs::read(path.join("config.json")).unwrap_or_default();
+        match serde_json::from_slice(&text) {
+            Ok(Value::Object(map)) => Config(map),
+            _ => Config(Map::new()),
+        }
+    }
+
+    fn family(&self) -> String {
+        self.0
+            .get("model_type")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    fn u64(&self, key: &str) -> Option<u64> {
+        self.0.get(key).and_then(Value::as_u64).or_else(|| {
+            self.0
+                .get("text_config")
+                .and_then(|t| t.get(key))
+                .and_then(Value::as_u64)
+        })
+    }
+
+    /// Bits per weight: the quantization's, else the dtype's.
+    fn bits(&self) -> Option<u64> {
+        let quantized = ["quantization", "quantization_config"]
+            .iter()
+            .find_map(|k| self.0.get(*k)?.get("bits")?.as_u64());
+        quantized.or_else(|| {
+            let dtype = self
+                .0
+                .get("torch_dtype")
+                .or_else(|| self.0.get("dtype"))?
+                .as_str()?;
+            match dtype {
+                "float32" => Some(32),
+                "float16" | "bfloat16" => Some(16),
+                _ => None,
+            }
+        })
+    }
+
+    fn quantization_level(&self) -> String {
+        let quantized = ["quantization", "quantization_config"]
+            .iter()
+            .find_map(|k| self.0.get(*k)?.get("bits")?.as_u64());
+        if let Some(bits) = quantized {
+            return format!("Q{bits}");
+        }
+        match self.0.get("torch_dtype").or_else(|| self.0.get("dtype")) {
+            Some(Value::String(d)) if d == "bfloat16" => "BF16".into(),
+            Some(Value::String(d)) if d == "float16" => "F16".into(),
+            Some(Value::String(d)) if d == "float32" => "F32".into(),
+            _ => String::new(),
+        }
+    }
+}
+
+/// A checkpoint's files (name, bytes): the directory's, or the one file.
+fn files(path: &Path) -> Vec<(String, u64)> {
+    let entries: Vec<(String, u64)> = if path.is_dir() {
+        std::fs::read_dir(path)
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .filter_map(|e| {
+                        let meta = e.metadata().ok().filter(|m| m.is_file())?;
+                        Some((e.file_name().to_string_lossy().into_owned(), meta.len()))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    } else {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let size = std::fs::metadata(path).map_or(0, |m| m.len());
+        vec![(name, size)]
+    };
+    let mut entries = entries;
+    entries.sort();
+    entries
+}
+
+/// What `/api/tags`, `/api/ps` and `/api/show` say of a checkpoint.
+struct Facts {
+    size: u64,
+    digest: String,
+    details: Value,
+    config: Config,
+    parameters: Option<u64>,
+}
+
+fn facts(path: &Path) -> Facts {
+    let config = Config::read(path);
+    let files = files(path);
+    let size = files.iter().map(|(_, s)| s).sum();
+    let weights: u64 = files
+        .iter()
+        .filter(|(n, _)| n.ends_with(".safetensors") || n.ends_with(".gguf"))
+        .map(|(_, s)| s)
+        .sum();
+    let mut hasher = Sha256::new();
+    if path.is_dir() {
+        hasher.update(std::fs::read(path.join("config.json")).unwrap_or_default());
+    }
+    for (name, size) in &files {
+        hasher.update(format!("{name}\0{size}\0").as_bytes());
+    }
+    let digest: String = hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let parameters = config.bits().map(|bits| weights * 8 / bits);
+    let family = config.family();
+    let details = json!({
+        "parent_model": "",
+        "format": format_of(path),
+        "family": family,
+        "families": if family.is_empty() { json!(null) } else { json!([family]) },
+        "parameter_size": parameters.map(parameter_size).unwrap_or_default(),
+        "quantization_level": config.quantization_level(),
+    });
+    Facts {
+        size,
+        digest,
+        details,
+        config,
+        parameters,
+    }
+}
+
+/// `135000000` → `"135.0M"`, as Ollama writes sizes.
+fn parameter_size(n: u64) -> String {
+    let n = n as f64;
+    if n >= 1e9 {
+        format!("{:.1}B", n / 1e9)
+    } else if n >= 1e6 {
+        format!("{:.1}M", n / 1e6)
+    } else {
+        format!("{:.1}K", n / 1e3)
+    }
+}
+
+/// A name as Ollama lists it: with a tag.
+fn tagged(id: &str) -> String {
+    if id.rsplit('/').next().is_some_and(|last| last.contains(':')) {
+        id.to_owned()
+    } else {
+        format!("{id}:latest")
+    }
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_nanos(t).to_string()
+}
+
+fn tag_entry(e: &CatalogEntry) -> Value {
+    let f = facts(&e.path);
+    let name = tagged(&e.id);
+    json!({
+        "name": name,
+        "model": name,
+        "modified_at": rfc3339(UNIX_EPOCH + Duration::from_secs(e.created)),
+        "size": f.size,
+        "digest": f.digest,
+        "details": f.details,
+    })
+}
+
+async fn tags(State(state): State<AppState>) -> Response {
+    let catalog = state.models.catalog();
+    let entries = catalog.list();
+    let models = tokio::task::spawn_blocking(move || entries.iter().map(tag_entry).collect())
+        .await
+        .unwrap_or_else(|_| Vec::<Value>::new());
+    state.metrics.count_request("/api/tags", 200);
+    Json(json!({ "models": models })).into_response()
+}
+
+async fn ps(State(state): State<AppState>) -> Response {
+    let now = SystemTime::now();
+    let mut models = Vec::new();
+    for m in state.supervisor.status().await {
+        if m.state != "ready" {
+            continue;
+        }
+        let left = match m.keep_alive {
+            // Ollama writes a far future for a model kept forever.
+            KeepAlive::Forever => Duration::from_secs(100 * 365 * 24 * 3600),
+            KeepAlive::For(d) => d.saturating_sub(m.idle_for.unwrap_or_default()),
+        };
+        let path = m.path.clone();
+        let f = tokio::task::spawn_blocking(move || facts(&path)).await.ok();
+        let name = tagged(&m.id);
+        let memory = m.memory_bytes().unwrap_or(m.estimate_bytes);
+        models.push(json!({
+            "name": name,
+            "model": name,
+            "size": memory,
+            "digest": f.as_ref().map(|f| f.digest.clone()),
+            "details": f.as_ref().map(|f| f.details.clone()),
+            "expires_at": rfc3339(now + left),
+            "size_vram": memory,
+            "context_length": m.info.as_ref().map(|i| i.context_length),
+        }));
+    }
+    state.metrics.count_request("/api/ps", 200);
+    Json(json!({ "models": models })).into_response()
+}
+
+#[derive(Deserialize)]
+struct ShowRequest {
+    model: Option<String>,
+    /// The older name of `model`.
+    name: Option<String>,
+}
+
+async fn show(State(state): State<AppState>, request: Request) -> Response {
+    let result = async {
+        let body = read_body(&state, request).await?;
+        let req: ShowRequest = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::invalid("model", format!("invalid body: {e}")))?;
+        let requested = req
+            .model
+            .or(req.name)
+            .filter(|m| !m.is_empty())
+            .ok_or_else(|| ApiError::invalid("model", "model is required"))?;
+        let name = resolve_name(&state, &requested);
+        let model = state.models.get(&name).await?;
+        let defaults = state.models.catalog().defaults(&name);
+        let path = model.path.clone();
+        let f = tokio::task::spawn_blocking(move || facts(&path))
+            .await
+            .map_err(|e| ApiError::Internal {
+                message: format!("reading the checkpoint: {e}"),
+            })?;
+        let template = model
+            .tokenizer
+            .select_chat_template(&engine::RenderOptions::default())
+            .source()
+            .to_owned();
+        let mut capabilities = vec!["completion", "tools"];
+        let harmony = ToolSyntax::of_tokenizer(&model.tokenizer).format == ToolFormat::Harmony;
+        if harmony || ThinkMarkers::of_tokenizer(&model.tokenizer).is_some() {
+            capabilities.push("thinking");
+        }
+        let parameters: Vec<String> = [
+            ("temperature", defaults.temperature.map(|v| v.to_string())),
+            ("top_p", defaults.top_p.map(|v| v.to_string())),
+            ("top_k", defaults.top_k.map(|v| v.to_string())),
+            ("min_p", defaults.min_p.map(|v| v.to_string())),
+            (
+                "repeat_penalty",
+                defaults.repetition_penalty.map(|v| v.to_string()),
+            ),
+            ("num_predict", defaults.max_tokens.map(|v| v.to_string())),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| Some(format!("{k} {}", v?)))
+        .collect();
+        let modelfile = format!(
+            "# The checkpoint mlxd serves as {requested}\nFROM {}\n{}",
+            model.path.display(),
+            parameters
+                .iter()
+                .map(|p| format!("PARAMETER {p}\n"))
+                .collect::<String>()
+        );
+        Ok(json!({
+            "modelfile": modelfile,
+            "parameters": parameters.join("\n"),
+            "template": template,
+            "details": f.details,
+            "model_info": model_info(&f),
+            "capabilities": capabilities,
+            "modified_at": rfc3339(
+                UNIX_EPOCH + Duration::from_secs(super::catalog::modified_secs(&model.path))
+            ),
+        }))
+    }
+    .await;
+    let response = match result {
+        Ok(body) => Json(body).into_response(),
+        Err(e) => error_response(&e),
+    };
+    state
+        .metrics
+        .count_request("/api/show", response.status().as_u16());
+    response
+}
+
+/// `model_info` with GGUF's key names, from `config.json`.
+fn model_info(f: &Facts) -> Value {
+    let arch = f.config.family();
+    let mut info = Map::new();
+    info.insert("general.architecture".into(), json!(arch));
+    if let Some(n) = f.parameters {
+        info.insert("general.parameter_count".into(), json!(n));
+    }
+    for (ours, theirs) in [
+        ("max_position_embeddings", "context_length"),
+        ("hidden_size", "embedding_length"),
+        ("num_hidden_layers", "block_count"),
+        ("num_attention_heads", "attention.head_count"),
+        ("num_key_value_heads", "attention.head_count_kv"),
+        ("intermediate_size", "feed_forward_length"),
+        ("vocab_size", "vocab_size"),
+    ] {
+        if let Some(v) = f.config.u64(ours) {
+            info.insert(format!("{arch}.{theirs}"), json!(v));
+        }
+    }
+    Value::Object(info)
+}
