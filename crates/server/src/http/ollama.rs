@@ -11,8 +11,10 @@
 //!
 //! Durations: `load_duration` is the time to lease a worker (loading the
 //! model when it was not loaded), `prompt_eval_duration` and
-//! `eval_duration` the worker's prefill and decode times, `total_duration`
-//! from the request's arrival to its last line. A stream that fails after
+//! `eval_duration` the worker's prefill and decode times (when the reply
+//! ends at a stop string or end-of-sequence token before the worker's own
+//! report, the front-end's: submission to first token, first token to
+//! last), `total_duration` from the request's arrival to its last line. A stream that fails after
 //! its first line ends with one `{"error": "..."}` line, as Ollama's does.
 //! `/api/generate` with an empty prompt loads the model (or, with
 //! `keep_alive: 0`, unloads it) and answers `done_reason` `load`/`unload`.
@@ -382,15 +384,26 @@ impl Lines {
         );
         line.insert("load_duration".into(), json!(self.load.as_nanos() as u64));
         line.insert("prompt_eval_count".into(), json!(self.prompt_tokens));
-        line.insert(
-            "prompt_eval_duration".into(),
-            json!(t.prefill_us.saturating_mul(1000)),
-        );
+        // The worker's own times when its `Done` came before the reply
+        // ended; else as the front-end saw them.
+        let seen = |from: u64, to: u64| {
+            if from == 0 {
+                0
+            } else {
+                to.saturating_sub(from)
+            }
+        };
+        let prompt_eval = match t.prefill_us {
+            0 => seen(t.submitted_ns, t.first_token_ns),
+            us => us.saturating_mul(1000),
+        };
+        let eval = match t.decode_us {
+            0 => seen(t.first_token_ns, now_ns()),
+            us => us.saturating_mul(1000),
+        };
+        line.insert("prompt_eval_duration".into(), json!(prompt_eval));
         line.insert("eval_count".into(), json!(self.completion_tokens));
-        line.insert(
-            "eval_duration".into(),
-            json!(t.decode_us.saturating_mul(1000)),
-        );
+        line.insert("eval_duration".into(), json!(eval));
     }
 }
 
