@@ -146,7 +146,7 @@ def test_an_empty_generate_loads_and_keep_alive_zero_unloads(ollama_client, daem
         (lambda c: c.generate(model="tiny", prompt="x", suffix="y"), 400, "suffix"),
         (lambda c: c.chat(model="tiny64", messages=[{"role": "user", "content": "word " * 200}]),
          400, "context"),
-        (lambda c: c.pull("tiny"), 501, "mlxd pull"),
+        (lambda c: c.pull("tiny"), 400, "org/name"),
         (lambda c: c.delete("tiny"), 501, "delete"),
         (lambda c: c.show("missing"), 404, "missing"),
     ],

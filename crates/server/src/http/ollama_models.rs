@@ -1,8 +1,11 @@
 //! Ollama's model routes: `GET /api/tags` (the models mlxd can serve),
 //! `GET /api/ps` (the loaded ones), `POST /api/show`, `GET /api/version`,
-//! `GET`/`HEAD /` (liveness), and the model-management routes mlxd does not
-//! have (`/api/delete`, `/api/copy`, `/api/create`, `/api/push`), answered
-//! with a 501 in Ollama's error shape that says what to do instead. Follows
+//! `GET`/`HEAD /` (liveness), `POST /api/pull` (`mlxd pull`'s download
+//! from the Hugging Face hub, through [`super::catalog::ModelCatalog::pull`],
+//! with Ollama's NDJSON progress), and the model-management routes mlxd does
+//! not have (`/api/delete`, `/api/copy`, `/api/create`, `/api/push`),
+//! answered with a 501 in Ollama's error shape that says what to do
+//! instead. Follows
 //! Ollama's API reference (`docs/api.md`) and the `ollama` Python
 //! library's response types.
 //!
@@ -29,7 +32,7 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
 use super::AppState;
-use super::catalog::{CatalogEntry, format_of};
+use super::catalog::{CatalogEntry, PullEvent, format_of};
 use super::ollama::{error_response, read_body, resolve_name};
 use crate::supervisor::KeepAlive;
 
@@ -44,7 +47,168 @@ pub fn routes() -> Router<AppState> {
         .route("/api/copy", post(unsupported))
         .route("/api/create", post(unsupported))
         .route("/api/push", post(unsupported))
-        .route("/api/pull", post(unsupported))
+        .route("/api/pull", post(pull))
+}
+
+#[derive(Deserialize)]
+struct PullRequest {
+    model: Option<String>,
+    /// The older name of `model`.
+    name: Option<String>,
+    stream: Option<bool>,
+    insecure: Option<bool>,
+}
+
+/// The hub repository and revision a pull names: `org/name`, with an
+/// optional `:revision` (`:latest` is the default branch, `main`).
+fn pull_target(model: &str) -> Result<(String, String), ApiError> {
+    let (repo, revision) = match model.rsplit_once(':') {
+        Some((repo, "latest")) => (repo, "main"),
+        Some((repo, revision)) if !revision.is_empty() => (repo, revision),
+        _ => (model, "main"),
+    };
+    let parts: Vec<&str> = repo.split('/').collect();
+    if parts.len() != 2 || parts.iter().any(|p| p.is_empty()) {
+        return Err(ApiError::invalid(
+            "model",
+            format!(
+                "{model} is not a Hugging Face repository: mlxd pulls `org/name` (e.g. \
+                 mlx-community/Qwen3-4B-4bit) from the hub"
+            ),
+        ));
+    }
+    Ok((repo.to_owned(), revision.to_owned()))
+}
+
+/// `POST /api/pull`: `mlxd pull`'s download (through the catalog), with
+/// Ollama's NDJSON progress: `pulling manifest`, a `pulling <digest>` line
+/// per file update with `digest`, `total` and `completed`, then `success`
+/// (or one `{"error": ...}` line).
+async fn pull(State(state): State<AppState>, request: Request) -> Response {
+    let result = async {
+        let body = read_body(&state, request).await?;
+        let req: PullRequest = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::invalid("model", format!("invalid body: {e}")))?;
+        if req.insecure == Some(true) {
+            return Err(ApiError::invalid(
+                "insecure",
+                "insecure pulls are not supported: mlxd pulls from the hub at HF_ENDPOINT",
+            ));
+        }
+        let model = req
+            .model
+            .or(req.name)
+            .filter(|m| !m.is_empty())
+            .ok_or_else(|| ApiError::invalid("model", "model is required"))?;
+        if !state.models.catalog().pulls() {
+            return Err(ApiError::NotImplemented {
+                message: "this daemon cannot pull models".into(),
+            });
+        }
+        let (repo, revision) = pull_target(&model)?;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let puller = state.clone();
+        let name = repo.clone();
+        let task = tokio::task::spawn_blocking(move || {
+            let result = puller.models.catalog().pull(&name, &revision, tx);
+            if result.is_ok() {
+                puller.models.forget(&name);
+            }
+            result
+        });
+        if req.stream.unwrap_or(true) {
+            return Ok(pull_stream(rx, task));
+        }
+        drop(rx);
+        finished(task.await)?;
+        Ok(Json(json!({"status": "success"})).into_response())
+    }
+    .await;
+    let response = result.unwrap_or_else(|e| error_response(&e));
+    state
+        .metrics
+        .count_request("/api/pull", response.status().as_u16());
+    response
+}
+
+type PullTask = tokio::task::JoinHandle<Result<std::path::PathBuf, String>>;
+
+/// A pull's outcome as an error, if it failed.
+fn finished(
+    joined: Result<Result<std::path::PathBuf, String>, tokio::task::JoinError>,
+) -> Result<(), ApiError> {
+    match joined {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(reason)) => Err(ApiError::Internal {
+            message: format!("pulling failed: {reason}"),
+        }),
+        Err(e) => Err(ApiError::Internal {
+            message: format!("the pull stopped: {e}"),
+        }),
+    }
+}
+
+/// A progress event as Ollama's line.
+fn pull_line(event: PullEvent) -> Value {
+    match event {
+        PullEvent::Manifest { files } => json!({"status": format!("pulling {files} files")}),
+        PullEvent::File {
+            name,
+            digest,
+            total,
+            completed,
+        } => {
+            let hashed = digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit());
+            let (status, digest) = if hashed {
+                (
+                    format!("pulling {}", &digest[..12]),
+                    format!("sha256:{digest}"),
+                )
+            } else {
+                (format!("pulling {name}"), name)
+            };
+            json!({"status": status, "digest": digest, "total": total, "completed": completed})
+        }
+    }
+}
+
+fn pull_stream(rx: tokio::sync::mpsc::UnboundedReceiver<PullEvent>, task: PullTask) -> Response {
+    let first = json!({"status": "pulling manifest"});
+    let state = (rx, Some(task), Some(first));
+    let body = futures::stream::unfold(state, |(mut rx, mut task, pending)| async move {
+        if let Some(line) = pending {
+            return Some((line_bytes(&line), (rx, task, None)));
+        }
+        if let Some(mut event) = rx.recv().await {
+            // Only the latest of a file's waiting updates.
+            while let Ok(next) = rx.try_recv() {
+                let same = matches!((&event, &next),
+                    (PullEvent::File { name: a, .. }, PullEvent::File { name: b, .. }) if a == b);
+                if !same {
+                    let line = pull_line(event);
+                    return Some((line_bytes(&line), (rx, task, Some(pull_line(next)))));
+                }
+                event = next;
+            }
+            return Some((line_bytes(&pull_line(event)), (rx, task, None)));
+        }
+        let line = match finished(task.take()?.await) {
+            Ok(()) => json!({"status": "success"}),
+            Err(e) => api::ollama::error_body(&e),
+        };
+        Some((line_bytes(&line), (rx, None, None)))
+    });
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/x-ndjson")],
+        axum::body::Body::from_stream(body),
+    )
+        .into_response()
+}
+
+fn line_bytes(line: &Value) -> Result<axum::body::Bytes, std::convert::Infallible> {
+    let mut text = line.to_string();
+    text.push('\n');
+    Ok(axum::body::Bytes::from(text))
 }
 
 /// `GET`/`HEAD /`: liveness, open to all like `/health`.
@@ -69,7 +233,6 @@ async fn unsupported(State(state): State<AppState>, request: Request) -> Respons
         "/api/create" => {
             "creating models from a Modelfile: set per-model defaults in the configuration"
         }
-        "/api/pull" => "pulling models: run `mlxd pull <repo>`",
         _ => "pushing models to a registry",
     };
     let e = ApiError::NotImplemented {
