@@ -12,8 +12,11 @@
 //! What the checkpoint does not state is derived, and said so here:
 //! `digest` is the SHA-256 of the checkpoint's `config.json` and its files'
 //! names and sizes (a cheap identity, not a hash of the weights);
-//! `parameter_size` is estimated from the weights' bytes and their bits per
-//! value (the quantization's `bits`, else the dtype's); `size_vram` is the
+//! `parameter_size` is, for a checkpoint directory, estimated from the
+//! weights' bytes and their bits per value (the quantization's `bits`, else
+//! the dtype's), and for a GGUF file counted from its tensors' shapes, whose
+//! metadata also gives the family, `general.file_type` and `model_info`;
+//! `size_vram` is the
 //! worker's MLX memory (unified memory: all of it is the GPU's). A model
 //! name without a tag is listed with Ollama's `:latest`, which requests may
 //! send back ([`super::ollama::resolve_name`]).
@@ -340,12 +343,20 @@ struct Facts {
     size: u64,
     digest: String,
     details: Value,
-    config: Config,
+    /// `model_info`, under GGUF's key names.
+    info: Map<String, Value>,
+}
+
+/// A checkpoint's family, quantization, parameter count and `model_info`.
+#[derive(Default)]
+struct Meta {
+    family: String,
+    quantization: String,
     parameters: Option<u64>,
+    info: Map<String, Value>,
 }
 
 fn facts(path: &Path) -> Facts {
-    let config = Config::read(path);
     let files = files(path);
     let size = files.iter().map(|(_, s)| s).sum();
     let weights: u64 = files
@@ -365,23 +376,122 @@ fn facts(path: &Path) -> Facts {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    let parameters = config.bits().map(|bits| weights * 8 / bits);
-    let family = config.family();
+    let meta = if format_of(path) == "gguf" {
+        gguf_meta(path)
+    } else {
+        config_meta(path, weights)
+    };
+    let family = &meta.family;
     let details = json!({
         "parent_model": "",
         "format": format_of(path),
         "family": family,
         "families": if family.is_empty() { json!(null) } else { json!([family]) },
-        "parameter_size": parameters.map(parameter_size).unwrap_or_default(),
-        "quantization_level": config.quantization_level(),
+        "parameter_size": meta.parameters.map(parameter_size).unwrap_or_default(),
+        "quantization_level": meta.quantization,
     });
     Facts {
         size,
         digest,
         details,
-        config,
-        parameters,
+        info: meta.info,
     }
+}
+
+/// From `config.json`; the parameter count is estimated from the weights'
+/// bytes and bits per value.
+fn config_meta(path: &Path, weight_bytes: u64) -> Meta {
+    let config = Config::read(path);
+    let arch = config.family();
+    let parameters = config.bits().map(|bits| weight_bytes * 8 / bits);
+    let mut info = Map::new();
+    info.insert("general.architecture".into(), json!(arch));
+    if let Some(n) = parameters {
+        info.insert("general.parameter_count".into(), json!(n));
+    }
+    for (ours, theirs) in [
+        ("max_position_embeddings", "context_length"),
+        ("hidden_size", "embedding_length"),
+        ("num_hidden_layers", "block_count"),
+        ("num_attention_heads", "attention.head_count"),
+        ("num_key_value_heads", "attention.head_count_kv"),
+        ("intermediate_size", "feed_forward_length"),
+        ("vocab_size", "vocab_size"),
+    ] {
+        if let Some(v) = config.u64(ours) {
+            info.insert(format!("{arch}.{theirs}"), json!(v));
+        }
+    }
+    Meta {
+        family: arch,
+        quantization: config.quantization_level(),
+        parameters,
+        info,
+    }
+}
+
+/// From a GGUF file's metadata: the parameter count is exact (its
+/// tensors' shapes), `model_info` the architecture's numeric keys.
+fn gguf_meta(path: &Path) -> Meta {
+    let Ok(file) = engine::GgufFile::open(path) else {
+        return Meta::default();
+    };
+    let family = file.architecture().unwrap_or_default().to_owned();
+    let parameters: u64 = file
+        .tensors
+        .iter()
+        .map(|t| t.shape.iter().product::<u64>())
+        .sum();
+    let mut info = Map::new();
+    info.insert("general.architecture".into(), json!(family));
+    info.insert("general.parameter_count".into(), json!(parameters));
+    let prefix = format!("{family}.");
+    for (key, value) in &file.metadata {
+        if !key.starts_with(&prefix) {
+            continue;
+        }
+        if let Some(n) = value.as_u64() {
+            info.insert(key.clone(), json!(n));
+        } else if let Some(x) = value.as_f64() {
+            info.insert(key.clone(), json!(x));
+        }
+    }
+    let quantization = file
+        .get("general.file_type")
+        .and_then(engine::GgufValue::as_u64)
+        .map(file_type_name)
+        .unwrap_or_default();
+    Meta {
+        family,
+        quantization,
+        parameters: Some(parameters),
+        info,
+    }
+}
+
+/// llama.cpp's name of a `general.file_type` (`llama_ftype`).
+fn file_type_name(t: u64) -> String {
+    let name = match t {
+        0 => "F32",
+        1 => "F16",
+        2 => "Q4_0",
+        3 => "Q4_1",
+        7 => "Q8_0",
+        8 => "Q5_0",
+        9 => "Q5_1",
+        10 => "Q2_K",
+        11 => "Q3_K_S",
+        12 => "Q3_K_M",
+        13 => "Q3_K_L",
+        14 => "Q4_K_S",
+        15 => "Q4_K_M",
+        16 => "Q5_K_S",
+        17 => "Q5_K_M",
+        18 => "Q6_K",
+        32 => "BF16",
+        other => return format!("file type {other}"),
+    };
+    name.to_owned()
 }
 
 /// `135000000` → `"135.0M"`, as Ollama writes sizes.
@@ -526,7 +636,7 @@ async fn show(State(state): State<AppState>, request: Request) -> Response {
             "parameters": parameters.join("\n"),
             "template": template,
             "details": f.details,
-            "model_info": model_info(&f),
+            "model_info": Value::Object(f.info),
             "capabilities": capabilities,
             "modified_at": rfc3339(
                 UNIX_EPOCH + Duration::from_secs(super::catalog::modified_secs(&model.path))
@@ -542,28 +652,4 @@ async fn show(State(state): State<AppState>, request: Request) -> Response {
         .metrics
         .count_request("/api/show", response.status().as_u16());
     response
-}
-
-/// `model_info` with GGUF's key names, from `config.json`.
-fn model_info(f: &Facts) -> Value {
-    let arch = f.config.family();
-    let mut info = Map::new();
-    info.insert("general.architecture".into(), json!(arch));
-    if let Some(n) = f.parameters {
-        info.insert("general.parameter_count".into(), json!(n));
-    }
-    for (ours, theirs) in [
-        ("max_position_embeddings", "context_length"),
-        ("hidden_size", "embedding_length"),
-        ("num_hidden_layers", "block_count"),
-        ("num_attention_heads", "attention.head_count"),
-        ("num_key_value_heads", "attention.head_count_kv"),
-        ("intermediate_size", "feed_forward_length"),
-        ("vocab_size", "vocab_size"),
-    ] {
-        if let Some(v) = f.config.u64(ours) {
-            info.insert(format!("{arch}.{theirs}"), json!(v));
-        }
-    }
-    Value::Object(info)
 }

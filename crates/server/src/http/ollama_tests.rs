@@ -237,6 +237,10 @@ async fn tags_show_ps_and_version_describe_the_models() {
     );
     assert_eq!(show["capabilities"], json!(["completion", "tools"]));
     assert_eq!(show["details"], tags["models"][0]["details"]);
+    assert_eq!(tags["models"][0]["details"]["family"], "llama");
+    assert_eq!(tags["models"][0]["details"]["quantization_level"], "Q4_1");
+    assert_eq!(show["model_info"]["general.architecture"], "llama");
+    assert_eq!(show["model_info"]["llama.block_count"], 30);
     let (_, _, text) = call(&h, get("/api/ps")).await;
     assert_eq!(
         serde_json::from_str::<Value>(&text).expect("JSON")["models"],
