@@ -3,7 +3,8 @@
 streamed), generate (streamed), `format` with a JSON schema, a tool round
 trip rendered by the template, `list`, `ps`, `show`, loading and
 unloading with an empty generate, API keys, and errors raised as
-`ollama.ResponseError` with Ollama's status codes.
+`ollama.ResponseError` with Ollama's status codes; and `think` reaching a
+Qwen3 chat template (a tiny random checkpoint with Qwen3's tokenizer).
 
 Embeddings (`/api/embed`) are tested with the embeddings routes.
 """
@@ -11,11 +12,12 @@ Embeddings (`/api/embed`) are tested with the embeddings routes.
 from __future__ import annotations
 
 import json
+import subprocess
 
 import ollama
 import pytest
 
-from conftest import DEFAULT_MODEL, Daemon
+from conftest import DEFAULT_MODEL, ROOT, Daemon, mlxd_bin
 
 GREEDY = {"temperature": 0, "num_predict": 6}
 
@@ -165,3 +167,36 @@ def test_api_keys_are_required_on_the_api(strict_daemon):
     keyed = ollama.Client(host=strict_daemon.base_url,
                           headers={"Authorization": "Bearer sk-test-key"})
     assert [m.model for m in keyed.list().models] == ["tiny:latest"]
+
+
+@pytest.fixture(scope="module")
+def qwen(workdir):
+    """A daemon serving a tiny random model with Qwen3's tokenizer and template."""
+    tokenizer = ROOT / ".cache/test-data/npm/qwen3"
+    assert (tokenizer / "tokenizer.json").is_file(), "run scripts/test-data.sh"
+    path = workdir / "ollama-qwen3"
+    subprocess.run(
+        [str(mlxd_bin()), "synth", "--preset", "tiny-f32", "--vocab", "151936",
+         "--tokenizer-from", str(tokenizer), str(path)],
+        check=True, capture_output=True,
+    )
+    d = Daemon(workdir, ["--model", f"qwen={path}"], name="ollama-qwen")
+    yield ollama.Client(host=d.base_url, timeout=120)
+    d.stop()
+
+
+def test_think_switches_the_templates_thinking(qwen):
+    messages = [{"role": "user", "content": "Hi"}]
+    counts = {
+        think: qwen.chat(model="qwen", messages=messages, think=think,
+                         options=GREEDY).prompt_eval_count
+        for think in (True, False)
+    }
+    # Qwen3's template closes an empty think block when thinking is off.
+    assert counts[False] > counts[True], counts
+    effort = qwen.chat(model="qwen", messages=messages, think="high", options=GREEDY)
+    assert effort.prompt_eval_count == counts[True]
+    assert "thinking" in qwen.show("qwen").capabilities
+    with pytest.raises(ollama.ResponseError) as e:
+        qwen.generate(model="qwen", prompt="x", raw=True, think=True)
+    assert e.value.status_code == 400 and "think" in e.value.error
