@@ -96,8 +96,9 @@ pub struct Message {
 #[derive(Debug, Clone, PartialEq)]
 pub struct OllamaRequest {
     pub generation: GenerationRequest,
-    /// `/api/generate` with an empty (or absent) prompt: load the model (or
-    /// unload it, with `keep_alive` 0) and generate nothing.
+    /// `/api/generate` with an empty (or absent) prompt, `/api/chat` with
+    /// no messages: load the model (or unload it, with `keep_alive` 0) and
+    /// generate nothing.
     pub load_only: bool,
 }
 
@@ -110,18 +111,24 @@ pub fn error_body(error: &ApiError) -> Value {
 pub fn parse_chat(body: &[u8], default_model: Option<&str>) -> Result<OllamaRequest, ApiError> {
     let req: ChatRequest = decode(body)?;
     refuse_logprobs(req.logprobs, req.top_logprobs)?;
-    let messages = req
-        .messages
-        .ok_or_else(|| ApiError::invalid("messages", "messages is required"))?;
+    // No messages: load the model (or unload it), as Ollama does.
+    let messages = req.messages.unwrap_or_default();
+    let load_only = messages.is_empty();
+    let messages = if load_only {
+        // Validation wants a conversation; a load request never renders it.
+        vec![json!({"role": "user", "content": ""})]
+    } else {
+        chat_messages(messages)?
+    };
     let mut openai = Map::new();
     set(&mut openai, "model", req.model.map(Value::String));
-    openai.insert("messages".into(), Value::Array(chat_messages(messages)?));
+    openai.insert("messages".into(), Value::Array(messages));
     set(&mut openai, "tools", req.tools.map(Value::Array));
     let generation = translate(openai, req.format, req.options, req.think, Endpoint::Chat)
         .and_then(|o| finish(o, Endpoint::Chat, default_model, req.stream, req.keep_alive))?;
     Ok(OllamaRequest {
         generation,
-        load_only: false,
+        load_only,
     })
 }
 

@@ -191,10 +191,16 @@ fn errors_read_as_ollama_bodies() {
     let e = ApiError::ModelNotFound { model: "x".into() };
     assert_eq!(e.status(), 404);
     assert_eq!(error_body(&e), json!({"error": e.to_string()}));
+    assert!(chat(json!({"model": "m"})).expect("a load").load_only);
+    assert!(
+        chat(json!({"model": "m", "messages": []}))
+            .expect("a load")
+            .load_only
+    );
     assert_eq!(
-        chat(json!({"model": "m"}))
-            .expect_err("no messages")
+        chat(json!({"model": "m", "messages": [{"content": "x"}]}))
+            .expect_err("no role")
             .param(),
-        Some("messages")
+        Some("messages[0].role")
     );
 }

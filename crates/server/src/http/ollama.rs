@@ -16,8 +16,9 @@
 //! report, the front-end's: submission to first token, first token to
 //! last), `total_duration` from the request's arrival to its last line. A stream that fails after
 //! its first line ends with one `{"error": "..."}` line, as Ollama's does.
-//! `/api/generate` with an empty prompt loads the model (or, with
-//! `keep_alive: 0`, unloads it) and answers `done_reason` `load`/`unload`.
+//! `/api/generate` with an empty prompt, and `/api/chat` without messages,
+//! load the model (or, with `keep_alive: 0`, unload it) and answer
+//! `done_reason` `load`/`unload`.
 
 use std::convert::Infallible;
 use std::sync::Arc;

@@ -209,6 +209,8 @@ async fn api_keys_guard_the_routes_but_not_the_root() {
     assert!(serde_json::from_str::<Value>(&text).expect("JSON")["error"].is_string());
     let (status, _, text) = call(&h, get("/")).await;
     assert_eq!((status, text.as_str()), (StatusCode::OK, "mlxd is running"));
+    let head = Request::head("/").body(Body::empty()).expect("a request");
+    assert_eq!(call(&h, head).await.0, StatusCode::OK);
     let request = Request::get("/api/tags")
         .header(header::AUTHORIZATION, "Bearer sk-test")
         .body(Body::empty())
@@ -279,10 +281,12 @@ async fn an_empty_generate_loads_and_keep_alive_zero_unloads() {
             .load(std::sync::atomic::Ordering::SeqCst),
         1
     );
-    let body = json!({"model": "smol", "keep_alive": 0});
-    let (_, _, text) = call(&h, post("/api/generate", body)).await;
+    // A chat without messages unloads as well, answering as a chat.
+    let body = json!({"model": "smol", "messages": [], "keep_alive": 0});
+    let (_, _, text) = call(&h, post("/api/chat", body)).await;
     let v: Value = serde_json::from_str(&text).expect("JSON");
     assert_eq!(v["done_reason"], "unload");
+    assert_eq!(v["message"]["content"], "");
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     assert!(h.launcher.workers.lock().expect("workers")[0].is_stopped());
 }
