@@ -578,6 +578,8 @@ struct ShowRequest {
     model: Option<String>,
     /// The older name of `model`.
     name: Option<String>,
+    /// Ollama's full tokenizer arrays in `model_info`: not given here.
+    verbose: Option<bool>,
 }
 
 async fn show(State(state): State<AppState>, request: Request) -> Response {
@@ -585,6 +587,12 @@ async fn show(State(state): State<AppState>, request: Request) -> Response {
         let body = read_body(&state, request).await?;
         let req: ShowRequest = serde_json::from_slice(&body)
             .map_err(|e| ApiError::invalid("model", format!("invalid body: {e}")))?;
+        if req.verbose == Some(true) {
+            return Err(ApiError::invalid(
+                "verbose",
+                "verbose is not supported: model_info holds the architecture's numbers only",
+            ));
+        }
         let requested = req
             .model
             .or(req.name)

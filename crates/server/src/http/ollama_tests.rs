@@ -170,6 +170,12 @@ async fn errors_have_ollamas_shape_and_status() {
         ),
         ("/api/show", json!({"model": "nope"}), 404, "nope"),
         (
+            "/api/show",
+            json!({"model": "smol", "verbose": true}),
+            400,
+            "verbose",
+        ),
+        (
             "/api/copy",
             json!({"source": "a", "destination": "b"}),
             501,
