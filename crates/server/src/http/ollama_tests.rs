@@ -308,3 +308,62 @@ async fn metrics_count_the_ollama_routes() {
         assert!(text.contains(&line), "{text}");
     }
 }
+
+/// A checkpoint directory the fake worker "serves": Qwen3's tokenizer and
+/// chat template, a config, and an empty weights file.
+fn qwen3_dir(dir: &std::path::Path) -> std::path::PathBuf {
+    let tokenizer = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../.cache/test-data/npm/qwen3");
+    for file in ["tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(tokenizer.join(file), dir.join(file)).expect("run scripts/test-data.sh");
+    }
+    let config = json!({"model_type": "qwen3", "hidden_size": 8, "num_hidden_layers": 1,
+        "num_attention_heads": 1, "num_key_value_heads": 1, "head_dim": 8,
+        "intermediate_size": 8, "vocab_size": 151936, "max_position_embeddings": 4096,
+        "rms_norm_eps": 1e-6, "torch_dtype": "float32"});
+    std::fs::write(dir.join("config.json"), config.to_string()).expect("config");
+    let header = b"{}";
+    let mut weights = (header.len() as u64).to_le_bytes().to_vec();
+    weights.extend_from_slice(header);
+    std::fs::write(dir.join("model.safetensors"), weights).expect("weights");
+    dir.to_path_buf()
+}
+
+#[tokio::test]
+async fn reasoning_goes_to_thinking_and_think_false_reaches_the_template() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = qwen3_dir(dir.path());
+    let catalog = super::catalog::StaticCatalog::new(vec![("qwen".into(), path.clone())], None);
+    let h = super::tests::harness_with(HttpConfig::default(), catalog);
+    let tokenizer = engine::Tokenizer::from_dir(&path).expect("tokenizer");
+    let reply = tokenizer
+        .encode("<think>\nThe capital.\n</think>\n\nParis.", false)
+        .expect("ids");
+    *h.launcher.script.lock().expect("script") = Some(reply);
+    *h.launcher.context_length.lock().expect("context") = Some(4096);
+    let body = json!({"model": "qwen", "stream": false, "think": true,
+                      "messages": [{"role": "user", "content": "Capital of France?"}]});
+    let (status, _, text) = call(&h, post("/api/chat", body)).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let v: Value = serde_json::from_str(&text).expect("JSON");
+    assert_eq!(v["message"]["thinking"], "\nThe capital.\n");
+    assert_eq!(v["message"]["content"], "Paris.");
+
+    let body = json!({"model": "qwen", "think": false, "prompt": "Capital of France?"});
+    let (status, _, text) = call(&h, post("/api/generate", body)).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let thinking: String = lines(&text)
+        .iter()
+        .filter_map(|l| l["thinking"].as_str())
+        .collect();
+    assert_eq!(thinking, "\nThe capital.\n", "{text}");
+    let worker = Arc::clone(&h.launcher.workers.lock().expect("workers")[0]);
+    let prompts = worker.prompts.lock().expect("prompts").clone();
+    let rendered = |i: usize| tokenizer.decode(&prompts[i], false).expect("text");
+    assert!(!rendered(0).contains("<think>"), "{}", rendered(0));
+    assert!(
+        rendered(1).ends_with("<think>\n\n</think>\n\n"),
+        "{}",
+        rendered(1)
+    );
+}
