@@ -84,31 +84,38 @@ pub fn run(args: PullArgs) -> anyhow::Result<()> {
             config.models.hf_cache
         }
     };
-    let token = args.token.clone();
-    let snapshot = pull_repo(
-        &args.repo,
-        &args.revision,
-        &hub,
-        &args.endpoint,
-        token,
-        None,
-    )?;
+    let target = Target {
+        repo: args.repo.clone(),
+        revision: args.revision.clone(),
+        endpoint: args.endpoint.clone(),
+        token: args.token.clone(),
+    };
+    let snapshot = pull_repo(&target, &hub, None)?;
     eprintln!("{} is in {}", args.repo, snapshot.display());
     Ok(())
 }
 
-/// Pulls `repo` at `revision` from `endpoint` into the hub cache `hub`
-/// (blocking): `mlxd pull`'s work, and the daemon's for Ollama's
-/// `/api/pull`, which passes `events` to hear of the progress (and then
-/// nothing is printed: lines go to the log).
+/// What to pull, from where.
+pub struct Target {
+    /// `org/name`.
+    pub repo: String,
+    /// Branch, tag or commit.
+    pub revision: String,
+    /// The hub's address.
+    pub endpoint: String,
+    /// Access token (default: the hub cache's token file).
+    pub token: Option<String>,
+}
+
+/// Pulls `target` into the hub cache `hub` (blocking): `mlxd pull`'s work,
+/// and the daemon's for Ollama's `/api/pull`, which passes `events` to
+/// hear of the progress (and then nothing is printed: lines go to the log).
 pub fn pull_repo(
-    repo: &str,
-    revision: &str,
+    target: &Target,
     hub: &Path,
-    endpoint: &str,
-    token: Option<String>,
     events: Option<UnboundedSender<PullEvent>>,
 ) -> anyhow::Result<PathBuf> {
+    let repo = &target.repo;
     let Some((org, name)) = repo.split_once('/') else {
         bail!("{repo} is not a hub repository: expected org/name");
     };
@@ -124,21 +131,7 @@ pub fn pull_repo(
         .enable_all()
         .build()
         .context("starting the download runtime")?;
-    let target = Target {
-        repo: repo.to_owned(),
-        revision: revision.to_owned(),
-        endpoint: endpoint.to_owned(),
-        token,
-    };
-    runtime.block_on(pull(&target, hub, events))
-}
-
-/// What to pull, from where.
-struct Target {
-    repo: String,
-    revision: String,
-    endpoint: String,
-    token: Option<String>,
+    runtime.block_on(pull(target, hub, events))
 }
 
 /// A line for the person watching: stderr for `mlxd pull`, the log for

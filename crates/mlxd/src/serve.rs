@@ -204,15 +204,14 @@ impl ModelCatalog for ConfigCatalog {
         let endpoint =
             std::env::var("HF_ENDPOINT").unwrap_or_else(|_| "https://huggingface.co".to_owned());
         let token = std::env::var("HF_TOKEN").ok().filter(|t| !t.is_empty());
-        crate::pull::pull_repo(
-            repo,
-            revision,
-            &self.models.hf_cache,
-            &endpoint,
+        let target = crate::pull::Target {
+            repo: repo.to_owned(),
+            revision: revision.to_owned(),
+            endpoint,
             token,
-            Some(events),
-        )
-        .map_err(|e| format!("{e:#}"))
+        };
+        crate::pull::pull_repo(&target, &self.models.hf_cache, Some(events))
+            .map_err(|e| format!("{e:#}"))
     }
 
     fn kv_memory(&self, _name: &str) -> Option<KvMemory> {
