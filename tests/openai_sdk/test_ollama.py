@@ -67,6 +67,21 @@ def test_raw_generate_continues_the_prompt_as_a_completion(ollama_client):
     assert r.prompt_eval_count <= 6, "no chat template around a raw prompt"
 
 
+def test_logprobs_come_back_per_token_with_alternatives(ollama_client):
+    r = ollama_client.chat(
+        model="tiny", messages=[{"role": "user", "content": "Hi"}], options=GREEDY,
+        logprobs=True, top_logprobs=2,
+    )
+    assert len(r.logprobs) == r.eval_count == 6
+    for entry in r.logprobs:
+        assert entry.logprob <= 0 and len(entry.top_logprobs) == 2
+        # Greedy: the chosen token is the most likely one.
+        assert entry.top_logprobs[0].logprob == pytest.approx(entry.logprob, abs=1e-5)
+    parts = list(ollama_client.generate(model="tiny", prompt="Hi", raw=True, options=GREEDY,
+                                        logprobs=True, top_logprobs=1, stream=True))
+    assert sum(len(p.logprobs or []) for p in parts) == parts[-1].eval_count
+
+
 def test_format_with_a_json_schema_holds_on_random_weights(ollama_client):
     schema = {
         "type": "object",

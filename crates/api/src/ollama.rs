@@ -25,6 +25,9 @@
 //!   accepted; samplers mlxd does not have (`mirostat`, `typical_p`,
 //!   `tfs_z`, `penalize_newline`) are accepted only at their neutral value;
 //!   any other option is a 400 naming it.
+//! - `logprobs` with `top_logprobs` are chat's `logprobs: true` and
+//!   `top_logprobs` (0-20), or for a raw prompt a completion's `logprobs`
+//!   (0-5 alternatives).
 //! - `stream` defaults to true, as Ollama's does.
 //!
 //! An error leaves as Ollama's `{"error": "message"}` with the status of the
@@ -110,7 +113,6 @@ pub fn error_body(error: &ApiError) -> Value {
 /// Validates the body of `POST /api/chat`.
 pub fn parse_chat(body: &[u8], default_model: Option<&str>) -> Result<OllamaRequest, ApiError> {
     let req: ChatRequest = decode(body)?;
-    refuse_logprobs(req.logprobs, req.top_logprobs)?;
     // No messages: load the model (or unload it), as Ollama does.
     let messages = req.messages.unwrap_or_default();
     let load_only = messages.is_empty();
@@ -124,6 +126,7 @@ pub fn parse_chat(body: &[u8], default_model: Option<&str>) -> Result<OllamaRequ
     set(&mut openai, "model", req.model.map(Value::String));
     openai.insert("messages".into(), Value::Array(messages));
     set(&mut openai, "tools", req.tools.map(Value::Array));
+    logprobs(&mut openai, Endpoint::Chat, req.logprobs, req.top_logprobs)?;
     let generation = translate(openai, req.format, req.options, req.think, Endpoint::Chat)
         .and_then(|o| finish(o, Endpoint::Chat, default_model, req.stream, req.keep_alive))?;
     Ok(OllamaRequest {
@@ -136,7 +139,6 @@ pub fn parse_chat(body: &[u8], default_model: Option<&str>) -> Result<OllamaRequ
 /// of the `system` and `prompt` messages; a `raw` one is a completion.
 pub fn parse_generate(body: &[u8], default_model: Option<&str>) -> Result<OllamaRequest, ApiError> {
     let req: GenerateRequest = decode(body)?;
-    refuse_logprobs(req.logprobs, req.top_logprobs)?;
     if req.suffix.as_deref().is_some_and(|s| !s.is_empty()) {
         return Err(ApiError::invalid(
             "suffix",
@@ -188,6 +190,7 @@ pub fn parse_generate(body: &[u8], default_model: Option<&str>) -> Result<Ollama
         openai.insert("messages".into(), Value::Array(messages));
         Endpoint::Chat
     };
+    logprobs(&mut openai, endpoint, req.logprobs, req.top_logprobs)?;
     let generation = translate(openai, req.format, req.options, req.think, endpoint)
         .and_then(|o| finish(o, endpoint, default_model, req.stream, req.keep_alive))?;
     Ok(OllamaRequest {
@@ -215,12 +218,32 @@ fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     Ok(value)
 }
 
-fn refuse_logprobs(logprobs: Option<bool>, top: Option<i64>) -> Result<(), ApiError> {
-    if logprobs == Some(true) || top.is_some_and(|k| k != 0) {
-        return Err(ApiError::invalid(
-            "logprobs",
-            "logprobs are not supported on Ollama's routes: use /v1/chat/completions",
-        ));
+/// `logprobs` and `top_logprobs` as the OpenAI endpoint names them: chat's
+/// `logprobs: true` with `top_logprobs` (0-20), a completion's `logprobs: k`
+/// (0-5 alternatives).
+fn logprobs(
+    openai: &mut Map<String, Value>,
+    endpoint: Endpoint,
+    logprobs: Option<bool>,
+    top: Option<i64>,
+) -> Result<(), ApiError> {
+    match endpoint {
+        Endpoint::Chat => {
+            set(openai, "logprobs", logprobs.map(Value::Bool));
+            set(openai, "top_logprobs", top.map(Value::from));
+        }
+        Endpoint::Completion => match (logprobs, top) {
+            (Some(true), top) => {
+                openai.insert("logprobs".into(), Value::from(top.unwrap_or(0)));
+            }
+            (_, Some(k)) if k != 0 => {
+                return Err(ApiError::invalid(
+                    "top_logprobs",
+                    "top_logprobs requires logprobs to be true",
+                ));
+            }
+            _ => {}
+        },
     }
     Ok(())
 }
@@ -555,6 +578,8 @@ fn ollama_names(e: ApiError) -> ApiError {
         p if p.starts_with("stop") => Some(format!("options.{p}")),
         p if p.starts_with("response_format") => Some("format".to_owned()),
         "reasoning_effort" | "chat_template_kwargs" => Some("think".to_owned()),
+        // A raw prompt's alternatives are a completion's `logprobs`.
+        "logprobs" => Some("top_logprobs".to_owned()),
         _ => None,
     };
     match renamed {

@@ -204,3 +204,27 @@ fn errors_read_as_ollama_bodies() {
         Some("messages[0].role")
     );
 }
+
+#[test]
+fn logprobs_map_onto_each_endpoints_form() {
+    let req = chat(
+        json!({"model": "m", "messages": [{"role": "user", "content": "x"}],
+                          "logprobs": true, "top_logprobs": 3}),
+    )
+    .expect("chat");
+    assert_eq!(req.generation.logprobs, Some(3));
+    let raw = generate(json!({"model": "m", "prompt": "x", "raw": true,
+                              "logprobs": true, "top_logprobs": 2}))
+    .expect("raw");
+    assert_eq!(raw.generation.logprobs, Some(2));
+    let e = generate(json!({"model": "m", "prompt": "x", "raw": true,
+                            "logprobs": true, "top_logprobs": 9}))
+    .expect_err("a completion has at most 5");
+    assert_eq!(e.param(), Some("top_logprobs"));
+    let e = chat(
+        json!({"model": "m", "messages": [{"role": "user", "content": "x"}],
+                        "top_logprobs": 2}),
+    )
+    .expect_err("without logprobs");
+    assert_eq!(e.param(), Some("top_logprobs"));
+}

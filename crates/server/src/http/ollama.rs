@@ -37,7 +37,7 @@ use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 
 use super::AppState;
-use super::generate::{self, ChoiceUpdate, QueueTicket};
+use super::generate::{self, ChoiceUpdate, QueueTicket, TokenInfo};
 use super::metrics::{RequestTimeline, now_ns};
 
 /// The generation routes (behind the API key).
@@ -273,6 +273,7 @@ enum Step {
         text: String,
         reasoning: String,
         calls: Vec<ToolCall>,
+        tokens: Vec<TokenInfo>,
     },
     Finished(FinishReason),
     Failed(ApiError),
@@ -288,11 +289,13 @@ impl Lines {
                 text,
                 reasoning,
                 calls,
+                tokens,
                 ..
             }) => Step::Piece {
                 text,
                 reasoning,
                 calls,
+                tokens,
             },
             Some(ChoiceUpdate::Finished {
                 reason,
@@ -339,9 +342,15 @@ impl Lines {
         );
     }
 
-    /// A line's `model` and `created_at`, and its text under `message` or
-    /// `response`.
-    fn line(&self, text: String, reasoning: String, calls: Vec<ToolCall>) -> Map<String, Value> {
+    /// A line's `model` and `created_at`, its text under `message` or
+    /// `response`, and its tokens' `logprobs` when asked for.
+    fn line(&self, piece: Piece) -> Map<String, Value> {
+        let Piece {
+            text,
+            reasoning,
+            calls,
+            tokens,
+        } = piece;
         let mut line = Map::new();
         line.insert("model".into(), json!(self.model));
         line.insert("created_at".into(), json!(created_at()));
@@ -365,6 +374,9 @@ impl Lines {
                     line.insert("thinking".into(), json!(reasoning));
                 }
             }
+        }
+        if !tokens.is_empty() {
+            line.insert("logprobs".into(), logprobs(&tokens));
         }
         line.insert("done".into(), json!(false));
         line
@@ -408,6 +420,29 @@ impl Lines {
     }
 }
 
+/// What one or more updates carry.
+#[derive(Default)]
+struct Piece {
+    text: String,
+    reasoning: String,
+    calls: Vec<ToolCall>,
+    tokens: Vec<TokenInfo>,
+}
+
+/// Ollama's `logprobs`: per token its text, log-probability, UTF-8 bytes
+/// and alternatives.
+fn logprobs(tokens: &[TokenInfo]) -> Value {
+    let entry = |text: &str, logprob: f32| json!({"token": text, "logprob": logprob, "bytes": text.as_bytes()});
+    tokens
+        .iter()
+        .map(|t| {
+            let mut e = entry(&t.text, t.logprob);
+            e["top_logprobs"] = t.top.iter().map(|(s, lp)| entry(s, *lp)).collect();
+            e
+        })
+        .collect()
+}
+
 /// An Ollama tool call: arguments as an object, not JSON text.
 fn tool_call((index, call): (usize, ToolCall)) -> Value {
     let arguments = serde_json::from_str::<Value>(&call.function.arguments)
@@ -420,20 +455,22 @@ fn tool_call((index, call): (usize, ToolCall)) -> Value {
 
 /// The whole reply as one object (`stream: false`).
 async fn whole(mut lines: Lines) -> Result<Response, ApiError> {
-    let (mut text, mut reasoning, mut calls) = (String::new(), String::new(), Vec::new());
+    let mut all = Piece::default();
     loop {
         match lines.next().await {
             Some(Step::Piece {
-                text: t,
-                reasoning: r,
-                calls: c,
+                text,
+                reasoning,
+                calls,
+                tokens,
             }) => {
-                text.push_str(&t);
-                reasoning.push_str(&r);
-                calls.extend(c);
+                all.text.push_str(&text);
+                all.reasoning.push_str(&reasoning);
+                all.calls.extend(calls);
+                all.tokens.extend(tokens);
             }
             Some(Step::Finished(reason)) => {
-                let mut line = lines.line(text, reasoning, calls);
+                let mut line = lines.line(all);
                 lines.close(&mut line, reason);
                 return Ok(Json(Value::Object(line)).into_response());
             }
@@ -462,17 +499,24 @@ fn stream(lines: Lines) -> Response {
                     text,
                     reasoning,
                     calls,
+                    tokens,
                 } => {
-                    if text.is_empty() && reasoning.is_empty() && calls.is_empty() {
+                    let empty = text.is_empty() && reasoning.is_empty() && calls.is_empty();
+                    if empty && tokens.is_empty() {
                         continue;
                     }
                     if lines.timeline.snapshot().first_write_ns == 0 {
                         lines.timeline.stamp(|t| &mut t.first_write_ns);
                     }
-                    Value::Object(lines.line(text, reasoning, calls))
+                    Value::Object(lines.line(Piece {
+                        text,
+                        reasoning,
+                        calls,
+                        tokens,
+                    }))
                 }
                 Step::Finished(reason) => {
-                    let mut line = lines.line(String::new(), String::new(), Vec::new());
+                    let mut line = lines.line(Piece::default());
                     lines.close(&mut line, reason);
                     Value::Object(line)
                 }

@@ -367,3 +367,25 @@ async fn reasoning_goes_to_thinking_and_think_false_reaches_the_template() {
         rendered(1)
     );
 }
+
+#[tokio::test]
+async fn logprobs_come_back_per_token() {
+    let h = harness(HttpConfig::default());
+    let body = chat(json!({"stream": false, "logprobs": true, "top_logprobs": 0}));
+    let (status, _, text) = call(&h, post("/api/chat", body)).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let v: Value = serde_json::from_str(&text).expect("JSON");
+    let logprobs = v["logprobs"].as_array().expect("logprobs");
+    assert_eq!(
+        logprobs.len() as u64,
+        v["eval_count"].as_u64().expect("a count")
+    );
+    let joined: String = logprobs
+        .iter()
+        .map(|l| l["token"].as_str().expect("a token"))
+        .collect();
+    assert!(joined.contains("Paris"), "{joined}");
+    assert_eq!(logprobs[0]["logprob"], -0.5);
+    let worker = Arc::clone(&h.launcher.workers.lock().expect("workers")[0]);
+    assert!(worker.params.lock().expect("params")[0].logprobs);
+}
