@@ -104,6 +104,10 @@ pub enum ApiError {
     /// 404: `previous_response_id` names no stored response.
     #[error("Previous response with id '{id}' not found.")]
     PreviousResponseNotFound { id: String },
+    /// 501: the route exists in the API mlxd follows, but mlxd does not
+    /// do what it asks (Ollama's model management, for one).
+    #[error("{message}")]
+    NotImplemented { message: String },
 }
 
 /// The JSON body of an error: `{"error": {...}}`.
@@ -157,6 +161,7 @@ impl ApiError {
             Timeout { .. } => (504, SERVER, Some("timeout")),
             ResponseNotFound { .. } => (404, INVALID, None),
             PreviousResponseNotFound { .. } => (404, INVALID, Some("previous_response_not_found")),
+            NotImplemented { .. } => (501, INVALID, Some("not_implemented")),
         }
     }
 

@@ -3,7 +3,9 @@
 //! (`tests/fuzz_corpus.rs`), which replays every corpus file through it.
 //!
 //! Each input is a request body, given to [`parse_chat`],
-//! [`parse_completion`] and the Responses parser. None may panic. A refusal is a 4xx whose body is
+//! [`parse_completion`], the Responses parser, and Ollama's
+//! [`crate::ollama::parse_chat`] and [`crate::ollama::parse_generate`].
+//! None may panic. A refusal is a 4xx whose body is
 //! OpenAI's error object (`message`, `type`, `param`, `code`). An accepted
 //! request holds only values the rest of the server can pass on unchecked:
 //! finite sampling numbers within their documented ranges, at most
@@ -19,10 +21,20 @@ use crate::validate::{
 
 /// What one body did: `(chat accepted, completion accepted)`. The body is
 /// also given to the Responses parser, whose accepted requests must hold
-/// what an accepted chat request holds.
+/// what an accepted chat request holds, and to Ollama's `/api/chat` and
+/// `/api/generate` parsers, held to the same rules.
 pub fn request_body(body: &[u8]) -> (bool, bool) {
     let responses = crate::responses::parse_responses_for(body, None);
     check(Endpoint::Responses, responses.map(|r| r.generation(&[])));
+    for parsed in [
+        crate::ollama::parse_chat(body, None),
+        crate::ollama::parse_generate(body, None),
+    ] {
+        match parsed {
+            Ok(req) => check_request(req.generation.endpoint, &req.generation, true),
+            Err(e) => check_error(&e),
+        }
+    }
     (
         check(Endpoint::Chat, parse_chat(body)),
         check(Endpoint::Completion, parse_completion(body)),
@@ -32,7 +44,7 @@ pub fn request_body(body: &[u8]) -> (bool, bool) {
 fn check(endpoint: Endpoint, parsed: Result<GenerationRequest, ApiError>) -> bool {
     match parsed {
         Ok(req) => {
-            check_request(endpoint, &req);
+            check_request(endpoint, &req, false);
             true
         }
         Err(e) => {
@@ -62,7 +74,9 @@ fn check_error(e: &ApiError) {
     );
 }
 
-fn check_request(endpoint: Endpoint, req: &GenerationRequest) {
+/// The rules an accepted request keeps; `ollama`: it came through Ollama's
+/// parsers.
+fn check_request(endpoint: Endpoint, req: &GenerationRequest, ollama: bool) {
     assert_eq!(req.endpoint, endpoint);
     assert!(!req.model.trim().is_empty(), "empty model accepted");
     let s = &req.sampling;
@@ -110,7 +124,12 @@ fn check_request(endpoint: Endpoint, req: &GenerationRequest) {
                     PromptInput::Chat { .. } => panic!("a chat prompt in a completion"),
                 }
             }
-            let max = req.max_tokens.expect("completions always have a limit");
+            // Ollama's have none with `num_predict: -1` (until the context
+            // is full, which the server clips).
+            let max = match req.max_tokens {
+                None if ollama => 1,
+                max => max.expect("completions always have a limit"),
+            };
             assert!(max >= 1 || req.echo, "max_tokens 0 without echo");
             assert!(req.logprobs.is_none_or(|k| k <= MAX_COMPLETION_LOGPROBS));
         }

@@ -36,6 +36,8 @@
 //! - [`error`]: [`ApiError`] and its one status/type/code table.
 //! - [`anthropic`]: Anthropic's Messages API onto the same request, reply
 //!   and error types.
+//! - [`ollama`]: Ollama's `/api/chat` and `/api/generate` bodies, onto the
+//!   same validation.
 //!
 //! # Choices of this crate
 //!
@@ -61,6 +63,7 @@ pub mod fuzzing;
 mod json_error;
 pub mod keep_alive;
 mod messages;
+pub mod ollama;
 pub mod request;
 pub mod response;
 pub mod responses;

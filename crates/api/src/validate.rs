@@ -73,6 +73,9 @@ pub struct Sampling {
     pub min_p: f32,
     /// 1 = off.
     pub repetition_penalty: f32,
+    /// Tokens the repetition penalty looks back over (`None`: the
+    /// worker's default; Ollama's `repeat_last_n`).
+    pub repetition_context_size: Option<u32>,
     /// 0 = off.
     pub presence_penalty: f32,
     /// 0 = off.
@@ -90,6 +93,7 @@ impl Default for Sampling {
             top_k: 0,
             min_p: 0.0,
             repetition_penalty: 1.0,
+            repetition_context_size: None,
             presence_penalty: 0.0,
             frequency_penalty: 0.0,
             logit_bias: Vec::new(),
@@ -470,6 +474,7 @@ impl Common {
             top_k,
             min_p: float("min_p", self.min_p, 0.0, 1.0)?.unwrap_or(d.min_p),
             repetition_penalty,
+            repetition_context_size: None,
             presence_penalty: float("presence_penalty", self.presence_penalty, -2.0, 2.0)?
                 .unwrap_or(d.presence_penalty),
             frequency_penalty: float("frequency_penalty", self.frequency_penalty, -2.0, 2.0)?

@@ -13,6 +13,8 @@
 //! large (LFS) files, its SHA-256 against what the hub's API lists.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -20,7 +22,9 @@ use clap::Args;
 use hf_hub::api::tokio::{Api, ApiBuilder, ApiError, Progress};
 use hf_hub::{Cache, Repo, RepoType};
 use serde::Deserialize;
+use server::http::catalog::PullEvent;
 use sha2::{Digest, Sha256};
+use tokio::sync::mpsc::UnboundedSender;
 
 use crate::config::{self, ConfigArgs};
 
@@ -80,11 +84,43 @@ pub fn run(args: PullArgs) -> anyhow::Result<()> {
             config.models.hf_cache
         }
     };
-    let Some((org, name)) = args.repo.split_once('/') else {
-        bail!("{} is not a hub repository: expected org/name", args.repo);
+    let target = Target {
+        repo: args.repo.clone(),
+        revision: args.revision.clone(),
+        endpoint: args.endpoint.clone(),
+        token: args.token.clone(),
+    };
+    let snapshot = pull_repo(&target, &hub, None)?;
+    eprintln!("{} is in {}", args.repo, snapshot.display());
+    Ok(())
+}
+
+/// What to pull, from where.
+pub struct Target {
+    /// `org/name`.
+    pub repo: String,
+    /// Branch, tag or commit.
+    pub revision: String,
+    /// The hub's address.
+    pub endpoint: String,
+    /// Access token (default: the hub cache's token file).
+    pub token: Option<String>,
+}
+
+/// Pulls `target` into the hub cache `hub` (blocking): `mlxd pull`'s work,
+/// and the daemon's for Ollama's `/api/pull`, which passes `events` to
+/// hear of the progress (and then nothing is printed: lines go to the log).
+pub fn pull_repo(
+    target: &Target,
+    hub: &Path,
+    events: Option<UnboundedSender<PullEvent>>,
+) -> anyhow::Result<PathBuf> {
+    let repo = &target.repo;
+    let Some((org, name)) = repo.split_once('/') else {
+        bail!("{repo} is not a hub repository: expected org/name");
     };
     if org.is_empty() || name.is_empty() || name.contains('/') {
-        bail!("{} is not a hub repository: expected org/name", args.repo);
+        bail!("{repo} is not a hub repository: expected org/name");
     }
     // One thread: the hub client spawns a task per chunk of a file and
     // records progress only up to the first chunk not yet written. On one
@@ -95,12 +131,23 @@ pub fn run(args: PullArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the download runtime")?;
-    let snapshot = runtime.block_on(pull(&args, &hub))?;
-    eprintln!("{} is in {}", args.repo, snapshot.display());
-    Ok(())
+    runtime.block_on(pull(target, hub, events))
 }
 
-async fn pull(args: &PullArgs, hub: &Path) -> anyhow::Result<PathBuf> {
+/// A line for the person watching: stderr for `mlxd pull`, the log for
+/// the daemon.
+fn say(events: &Option<UnboundedSender<PullEvent>>, line: &str) {
+    match events {
+        None => eprintln!("{line}"),
+        Some(_) => tracing::info!("pull: {line}"),
+    }
+}
+
+async fn pull(
+    args: &Target,
+    hub: &Path,
+    events: Option<UnboundedSender<PullEvent>>,
+) -> anyhow::Result<PathBuf> {
     let endpoint = args.endpoint.trim_end_matches('/').to_string();
     let cache = Cache::new(hub.to_path_buf());
     let token = args.token.clone().or_else(|| cache.token());
@@ -119,35 +166,50 @@ async fn pull(args: &PullArgs, hub: &Path) -> anyhow::Result<PathBuf> {
         .join("snapshots")
         .join(&info.sha);
     let api_repo = api.repo(repo);
-    eprintln!(
-        "pulling {} ({} files, revision {})",
-        args.repo,
-        info.siblings.len(),
-        info.sha
+    say(
+        &events,
+        &format!(
+            "pulling {} ({} files, revision {})",
+            args.repo,
+            info.siblings.len(),
+            info.sha
+        ),
     );
+    if let Some(tx) = &events {
+        drop(tx.send(PullEvent::Manifest {
+            files: info.siblings.len(),
+        }));
+    }
     for sibling in &info.siblings {
         let file = &sibling.rfilename;
         let local = snapshot.join(file);
         if verify(&local, sibling).is_ok() {
-            eprintln!("{file}: already here");
+            say(&events, &format!("{file}: already here"));
+            if let Some(tx) = &events {
+                let size = std::fs::metadata(&local).map_or(0, |m| m.len());
+                drop(tx.send(sibling.event(size, size)));
+            }
             continue;
         }
         let mut attempt = 1;
         let path = loop {
-            let bar = Bar::new();
+            let bar = Bar::new(events.clone().map(|tx| (tx, sibling)));
             match api_repo.download_with_progress(file, bar.clone()).await {
                 Ok(path) => break path,
                 Err(e) if attempt < ATTEMPTS && retryable(&e) => {
-                    bar.0.abandon();
-                    eprintln!(
-                        "{file}: {e}; resuming (attempt {} of {ATTEMPTS})",
-                        attempt + 1
+                    bar.bar.abandon();
+                    say(
+                        &events,
+                        &format!(
+                            "{file}: {e}; resuming (attempt {} of {ATTEMPTS})",
+                            attempt + 1
+                        ),
                     );
                     tokio::time::sleep(Duration::from_millis(250 << attempt)).await;
                     attempt += 1;
                 }
                 Err(e) => {
-                    bar.0.abandon();
+                    bar.bar.abandon();
                     return Err(e).with_context(|| format!("downloading {file}"));
                 }
             }
@@ -162,6 +224,25 @@ async fn pull(args: &PullArgs, hub: &Path) -> anyhow::Result<PathBuf> {
         }
     }
     Ok(snapshot)
+}
+
+impl Sibling {
+    /// A progress event of this file.
+    fn event(&self, total: u64, completed: u64) -> PullEvent {
+        PullEvent::File {
+            name: self.rfilename.clone(),
+            digest: self.digest(),
+            total,
+            completed,
+        }
+    }
+
+    /// Its SHA-256 when the hub lists one (LFS files), else its name.
+    fn digest(&self) -> String {
+        self.lfs
+            .as_ref()
+            .map_or_else(|| self.rfilename.clone(), |l| l.sha256.clone())
+    }
 }
 
 /// Whether another attempt may succeed (the transfer broke, as opposed to
@@ -225,35 +306,88 @@ fn verify(path: &Path, sibling: &Sibling) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One file's progress bar (hidden when stderr is not a terminal).
+/// One file's progress bar (hidden when stderr is not a terminal, and
+/// for the daemon), and its events when the daemon listens.
 #[derive(Clone)]
-struct Bar(indicatif::ProgressBar);
+struct Bar {
+    bar: indicatif::ProgressBar,
+    events: Option<FileEvents>,
+}
+
+/// A file's progress as events; the counts are shared by the clones the
+/// hub client makes.
+#[derive(Clone)]
+struct FileEvents {
+    tx: UnboundedSender<PullEvent>,
+    sibling_name: String,
+    digest: String,
+    total: Arc<AtomicU64>,
+    completed: Arc<AtomicU64>,
+}
+
+impl FileEvents {
+    fn send(&self) {
+        // Relaxed: plain counters, read only to report them.
+        drop(self.tx.send(PullEvent::File {
+            name: self.sibling_name.clone(),
+            digest: self.digest.clone(),
+            total: self.total.load(Ordering::Relaxed),
+            completed: self.completed.load(Ordering::Relaxed),
+        }));
+    }
+}
 
 impl Bar {
-    fn new() -> Bar {
-        let bar = indicatif::ProgressBar::new(0);
+    fn new(events: Option<(UnboundedSender<PullEvent>, &Sibling)>) -> Bar {
+        let bar = if events.is_some() {
+            indicatif::ProgressBar::hidden()
+        } else {
+            indicatif::ProgressBar::new(0)
+        };
         if let Ok(style) = indicatif::ProgressStyle::with_template(
             "{msg:30!} {bar:30} {bytes:>10}/{total_bytes:<10} {bytes_per_sec:>12} {eta}",
         ) {
             bar.set_style(style);
         }
-        Bar(bar)
+        let events = events.map(|(tx, sibling)| FileEvents {
+            tx,
+            sibling_name: sibling.rfilename.clone(),
+            digest: sibling.digest(),
+            total: Arc::new(AtomicU64::new(0)),
+            completed: Arc::new(AtomicU64::new(0)),
+        });
+        Bar { bar, events }
     }
 }
 
 impl Progress for Bar {
     async fn init(&mut self, size: usize, filename: &str) {
-        self.0.set_length(size as u64);
-        self.0.set_message(filename.to_string());
+        self.bar.set_length(size as u64);
+        self.bar.set_message(filename.to_string());
+        if let Some(e) = &self.events {
+            e.total.store(size as u64, Ordering::Relaxed);
+            e.send();
+        }
     }
 
     async fn update(&mut self, size: usize) {
-        self.0.inc(size as u64);
+        self.bar.inc(size as u64);
+        if let Some(e) = &self.events {
+            e.completed.fetch_add(size as u64, Ordering::Relaxed);
+            e.send();
+        }
     }
 
     async fn finish(&mut self) {
-        self.0.finish();
-        let name = self.0.message();
-        eprintln!("{name}: {} bytes", self.0.length().unwrap_or(0));
+        self.bar.finish();
+        let name = self.bar.message();
+        match &self.events {
+            None => eprintln!("{name}: {} bytes", self.bar.length().unwrap_or(0)),
+            Some(e) => {
+                let total = e.total.load(Ordering::Relaxed);
+                e.completed.store(total, Ordering::Relaxed);
+                e.send();
+            }
+        }
     }
 }

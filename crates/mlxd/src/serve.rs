@@ -188,6 +188,32 @@ impl ModelCatalog for ConfigCatalog {
         self.default.clone()
     }
 
+    fn pulls(&self) -> bool {
+        true
+    }
+
+    /// Ollama's `/api/pull`: `mlxd pull`'s download into the configured hub
+    /// cache, from `HF_ENDPOINT` (default: the Hugging Face hub) with
+    /// `HF_TOKEN` (default: the token file `huggingface-cli login` writes).
+    fn pull(
+        &self,
+        repo: &str,
+        revision: &str,
+        events: tokio::sync::mpsc::UnboundedSender<server::http::catalog::PullEvent>,
+    ) -> Result<PathBuf, String> {
+        let endpoint =
+            std::env::var("HF_ENDPOINT").unwrap_or_else(|_| "https://huggingface.co".to_owned());
+        let token = std::env::var("HF_TOKEN").ok().filter(|t| !t.is_empty());
+        let target = crate::pull::Target {
+            repo: repo.to_owned(),
+            revision: revision.to_owned(),
+            endpoint,
+            token,
+        };
+        crate::pull::pull_repo(&target, &self.models.hf_cache, Some(events))
+            .map_err(|e| format!("{e:#}"))
+    }
+
     fn kv_memory(&self, _name: &str) -> Option<KvMemory> {
         Some(KvMemory {
             batch: match self.models.worker_kv() {

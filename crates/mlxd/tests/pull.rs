@@ -2,7 +2,9 @@
 //! Hugging Face URL layout (`/api/models/{repo}/revision/{rev}` and
 //! `/{repo}/resolve/{rev}/{file}` with `Range`, `ETag`, `X-Repo-Commit`,
 //! `X-Linked-Etag`), drops connections mid-file on request, and records
-//! what it was asked. Then `mlxd run -m org/name` serves the pulled model.
+//! what it was asked. Then `mlxd run -m org/name` serves the pulled model;
+//! and a daemon's `/api/pull` (Ollama's) runs the same download with NDJSON
+//! progress.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -384,4 +386,105 @@ fn an_unknown_repository_fails_clearly() {
         stderr.contains("nobody/nothing") && stderr.contains("404"),
         "{stderr}"
     );
+}
+
+/// One HTTP/1.0 request to the daemon (a body delimited by the closing
+/// connection, never chunked): the status and the body.
+fn http10(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
+    use std::io::Read;
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, body.to_owned())
+}
+
+#[test]
+fn ollamas_pull_route_downloads_with_ndjson_progress_and_the_model_answers() {
+    let hub = Arc::new(Hub::load(common::tiny_model()));
+    let endpoint = hub.clone().serve();
+    let cache = tempfile::tempdir().unwrap();
+    let (port, admin) = (common::free_port(), common::free_port());
+    let mut daemon = common::isolated_serve(cache.path(), port, admin)
+        .env("HF_ENDPOINT", &endpoint)
+        .env("HF_TOKEN", "hf_test_token")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(common::wait_until(
+        std::time::Duration::from_secs(60),
+        || TcpStream::connect(("127.0.0.1", port)).is_ok()
+    ));
+
+    let (status, body) = http10(
+        port,
+        "POST",
+        "/api/pull",
+        &format!("{{\"model\": \"{REPO}\"}}"),
+    );
+    assert_eq!(status, 200, "{body}");
+    let lines: Vec<serde_json::Value> = body
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["status"], "pulling manifest");
+    assert_eq!(lines.last().unwrap()["status"], "success", "{body}");
+    let weights = &hub.files["model.safetensors"];
+    let done = lines
+        .iter()
+        .rfind(|l| l["digest"] == format!("sha256:{}", weights.sha256))
+        .unwrap_or_else(|| panic!("{body}"));
+    assert_eq!(done["status"], format!("pulling {}", &weights.sha256[..12]));
+    assert_eq!(done["completed"], weights.bytes.len() as u64);
+    assert_eq!(done["total"], weights.bytes.len() as u64);
+    let snapshot = cache
+        .path()
+        .join("models--test-org--tiny-model/snapshots")
+        .join(COMMIT);
+    assert_eq!(
+        std::fs::read(snapshot.join("model.safetensors")).unwrap(),
+        weights.bytes
+    );
+
+    // The pulled model is served by its name, tagged or not.
+    let chat = format!(
+        "{{\"model\": \"{REPO}:latest\", \"stream\": false, \"messages\": \
+         [{{\"role\": \"user\", \"content\": \"hi\"}}], \"options\": {{\"num_predict\": 3}}}}"
+    );
+    let (status, body) = http10(port, "POST", "/api/chat", &chat);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["eval_count"],
+        3
+    );
+
+    // A name that is no hub repository, and one the hub does not have.
+    let (status, body) = http10(port, "POST", "/api/pull", "{\"model\": \"llama3\"}");
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = http10(
+        port,
+        "POST",
+        "/api/pull",
+        "{\"model\": \"nobody/nothing\", \"stream\": false}",
+    );
+    assert_eq!(status, 500, "{body}");
+    assert!(
+        body.contains("nobody/nothing") && body.contains("404"),
+        "{body}"
+    );
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(daemon.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(daemon.wait().unwrap().success());
 }

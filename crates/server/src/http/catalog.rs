@@ -48,6 +48,37 @@ pub trait ModelCatalog: Send + Sync + 'static {
     fn kv_memory(&self, _name: &str) -> Option<KvMemory> {
         None
     }
+    /// Whether [`ModelCatalog::pull`] can download models (Ollama's
+    /// `/api/pull`); `false` by default.
+    fn pulls(&self) -> bool {
+        false
+    }
+    /// Downloads the hub repository `repo` (`org/name`) at `revision` into
+    /// the store the catalog lists, sending progress to `events`; blocks
+    /// until done. Returns where the model is, or why it failed.
+    fn pull(
+        &self,
+        repo: &str,
+        _revision: &str,
+        _events: tokio::sync::mpsc::UnboundedSender<PullEvent>,
+    ) -> Result<PathBuf, String> {
+        Err(format!("this daemon cannot pull models ({repo})"))
+    }
+}
+
+/// A pull's progress, as [`ModelCatalog::pull`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PullEvent {
+    /// The repository's file list was read.
+    Manifest { files: usize },
+    /// A file's bytes so far; `digest` is its SHA-256 when the hub lists
+    /// one, else its name.
+    File {
+        name: String,
+        digest: String,
+        total: u64,
+        completed: u64,
+    },
 }
 
 /// KV cache a worker may hold: its batch's and its prompt cache's.

@@ -302,7 +302,8 @@ pub async fn start(
                 });
             }
             let room = context - prompt_len;
-            let params = sampling_params(req, sample, req.max_tokens.map_or(room, |m| m.min(room)));
+            let max_tokens = req.max_tokens.map_or(room, |m| m.min(room));
+            let params = sampling_params(req, sample, max_tokens, context);
             timeline.stamp(|t| &mut t.submitted_ns);
             let generation = lease
                 .generate_constrained(prompt.clone(), params, prepared.grammar.clone())
@@ -344,14 +345,20 @@ fn sampling_params(
     req: &GenerationRequest,
     sample: u32,
     max_tokens: u32,
+    context: u32,
 ) -> protocol::SamplingParams {
     let s = &req.sampling;
+    let window = protocol::SamplingParams::default().repetition_context_size;
     protocol::SamplingParams {
         temperature: s.temperature,
         top_p: s.top_p,
         top_k: s.top_k,
         min_p: s.min_p,
         repetition_penalty: s.repetition_penalty,
+        // At most the whole context (Ollama's `repeat_last_n: -1`).
+        repetition_context_size: s
+            .repetition_context_size
+            .map_or(window, |n| n.clamp(1, context)),
         presence_penalty: s.presence_penalty,
         frequency_penalty: s.frequency_penalty,
         logit_bias: s.logit_bias.clone(),

@@ -48,6 +48,8 @@ pub fn routes() -> Router<AppState> {
             "/v1/responses/{id}/input_items",
             get(super::responses::input_items),
         )
+        .merge(super::ollama::routes())
+        .merge(super::ollama_models::routes())
 }
 
 /// Routes open to all (liveness, readiness).
@@ -55,6 +57,7 @@ pub fn open_routes() -> Router<AppState> {
     Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
+        .merge(super::ollama_models::open_routes())
 }
 
 /// Prometheus metrics: behind the API key unless configured open.

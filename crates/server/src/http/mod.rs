@@ -14,6 +14,10 @@ mod connections;
 mod generate;
 mod handlers;
 pub mod metrics;
+mod ollama;
+mod ollama_models;
+#[cfg(test)]
+mod ollama_tests;
 mod reply;
 mod response_store;
 #[cfg(test)]
@@ -268,6 +272,7 @@ pub fn router(state: AppState) -> Router {
         .merge(open)
         .fallback(handlers::unknown_route)
         .method_not_allowed_fallback(handlers::method_not_allowed)
+        .layer(axum::middleware::from_fn(ollama::ollama_errors))
         .with_state(state);
     common_layers(router, &cors)
 }
