@@ -19,7 +19,7 @@
 //!   each (`w = d·sc·(q − 32)`), and MLX's affine groups are 32, 64 or 128
 //!   weights, so two sub-blocks share a group. Its weights are decoded to
 //!   f32 and quantized again to 8 bits per group of 32 (`scale = (max −
-//!   min)/255`, `bias = min`, `q = round((w − min)/scale)`): each weight
+//!   min)/255`, `bias = min`, `q = ⌊(w − min)·(1/scale) + ½⌋`): each weight
 //!   moves by at most `scale/2`, which is at most 63/510 ≈ 0.124 of Q6_K's
 //!   own step `d·|sc|` of the coarser sub-block of its group.
 //! - F32, F16 and BF16 tensors are read as they are.
@@ -114,6 +114,18 @@ impl Kind {
 /// Whether [`read_tensors`] reads tensors of `info`'s type.
 pub fn converts(info: &TensorInfo) -> bool {
     Kind::of(info).is_some()
+}
+
+/// Bytes a tensor of `info`'s type takes in memory once read, with
+/// `scale_bytes` per scale and bias (4 here, 2 from MLX's reader); `None`
+/// for a type not read.
+pub fn loaded_bytes(info: &TensorInfo, scale_bytes: u64) -> Option<u64> {
+    let kind = Kind::of(info)?;
+    let elements = info.shape.iter().try_fold(1u64, |n, d| n.checked_mul(*d))?;
+    Some(match kind.bits() {
+        None => elements * kind.block().1 as u64,
+        Some(bits) => elements * bits as u64 / 8 + elements / GROUP as u64 * 2 * scale_bytes,
+    })
 }
 
 /// Reads every tensor of the GGUF `file` (parsed from `path`) into MLX
@@ -264,18 +276,35 @@ fn quantized(kind: Kind, bits: usize, data: &[u8]) -> Quantized {
 /// Packs `values` of `bits` bits each into `words`, least significant bit
 /// first.
 fn pack(values: &[u8], bits: usize, words: &mut [u32]) {
-    let mut acc = 0u64;
-    let mut filled = 0;
-    let mut out = words.iter_mut();
-    for v in values {
-        acc |= u64::from(*v) << filled;
-        filled += bits;
-        if filled >= 32 {
-            if let Some(w) = out.next() {
-                *w = acc as u32;
+    match bits {
+        4 => {
+            for (w, v) in words.iter_mut().zip(values.chunks_exact(8)) {
+                *w = v
+                    .iter()
+                    .enumerate()
+                    .fold(0, |w, (i, x)| w | (u32::from(*x) << (4 * i)));
             }
-            acc >>= 32;
-            filled -= 32;
+        }
+        8 => {
+            for (w, v) in words.iter_mut().zip(values.chunks_exact(4)) {
+                *w = u32::from_le_bytes([v[0], v[1], v[2], v[3]]);
+            }
+        }
+        _ => {
+            let mut acc = 0u64;
+            let mut filled = 0;
+            let mut out = words.iter_mut();
+            for v in values {
+                acc |= u64::from(*v) << filled;
+                filled += bits;
+                if filled >= 32 {
+                    if let Some(w) = out.next() {
+                        *w = acc as u32;
+                    }
+                    acc >>= 32;
+                    filled -= 32;
+                }
+            }
         }
     }
 }
@@ -405,12 +434,10 @@ fn requantize_8bit(w: &[f32], q: &mut [u8], scale: &mut f32, bias: &mut f32) {
             (lo.min(*x), hi.max(*x))
         });
     let step = (hi - lo) / 255.0;
+    let inv = if step > 0.0 { 1.0 / step } else { 0.0 };
     for (v, x) in q.iter_mut().zip(w) {
-        *v = if step > 0.0 {
-            ((x - lo) / step).round().clamp(0.0, 255.0) as u8
-        } else {
-            0
-        };
+        // Round half up; `as` saturates to 0..=255.
+        *v = ((x - lo) * inv + 0.5) as u8;
     }
     *scale = step;
     *bias = lo;
@@ -422,14 +449,21 @@ mod tests {
 
     #[test]
     fn packing_is_a_little_endian_bit_stream() {
-        let values: Vec<u8> = (0..32).map(|i| (i * 7 % 32) as u8).collect();
-        let mut words = [0u32; 5];
-        pack(&values, 5, &mut words);
-        for (i, v) in values.iter().enumerate() {
-            let bit = i * 5;
-            let both = u64::from(words[bit / 32])
-                | (words.get(bit / 32 + 1).map_or(0, |w| u64::from(*w)) << 32);
-            assert_eq!((both >> (bit % 32)) & 31, u64::from(*v), "value {i}");
+        for bits in [4, 5, 8] {
+            let values: Vec<u8> = (0..32).map(|i| (i * 7 % (1 << bits)) as u8).collect();
+            let mut words = vec![0u32; bits];
+            pack(&values, bits, &mut words);
+            for (i, v) in values.iter().enumerate() {
+                let bit = i * bits;
+                let both = u64::from(words[bit / 32])
+                    | (words.get(bit / 32 + 1).map_or(0, |w| u64::from(*w)) << 32);
+                let mask = (1u64 << bits) - 1;
+                assert_eq!(
+                    (both >> (bit % 32)) & mask,
+                    u64::from(*v),
+                    "{bits} bits, value {i}"
+                );
+            }
         }
     }
 

@@ -122,6 +122,12 @@ fn rel_error(got: &[f32], want: &[f32]) -> f32 {
 
 fn load(name: &str) -> (Model, serde_json::Value) {
     let g = gguf::load(&file(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+    // The memory estimate from the tensor table is what loading takes.
+    assert_eq!(
+        gguf::loaded_bytes(&g.file),
+        g.weights.nbytes() as u64,
+        "{name}"
+    );
     (
         Model::from_weights(g.config, g.weights).unwrap(),
         g.config_json,
@@ -203,4 +209,17 @@ fn a_q4_k_m_model_loads_and_matches_its_f32_weights_within_the_q6_k_error() {
         "logits differ by {err:e} (relative)"
     );
     assert_eq!(greedy(&model, 16), greedy(&requantized, 16));
+}
+
+#[test]
+fn a_truncated_k_quant_file_is_an_error_naming_the_tensor() {
+    let bytes = std::fs::read(file("q4_k_m.gguf")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cut = dir.path().join("cut.gguf");
+    std::fs::write(&cut, &bytes[..bytes.len() - 100]).unwrap();
+    let err = gguf::load(&cut).err().unwrap().to_string();
+    assert!(
+        err.contains("GGUF tensor") && err.contains("past the end of the file"),
+        "{err}"
+    );
 }

@@ -211,6 +211,24 @@ fn unpermute_rows(rows: i32, heads: i32) -> Result<Array> {
     Ok(Array::from_slice(&order, &[rows])?)
 }
 
+/// Whether MLX's own reader loads every tensor of `file`.
+fn mlx_reads(file: &GgufFile) -> bool {
+    file.tensors
+        .iter()
+        .all(|t| t.type_name().is_some_and(|n| MLX_TYPES.contains(&n)))
+}
+
+/// Bytes the tensors of `file` take in memory once loaded: more than on
+/// disk for K-quant files (f32 scales and biases, Q6_K at 8 bits), about
+/// the same for MLX's types. Tensors of types not loaded count nothing.
+pub fn loaded_bytes(file: &GgufFile) -> u64 {
+    let scale_bytes = if mlx_reads(file) { 2 } else { 4 };
+    file.tensors
+        .iter()
+        .filter_map(|t| gguf_quant::loaded_bytes(t, scale_bytes))
+        .fold(0u64, u64::saturating_add)
+}
+
 /// A GGUF model read into the MLX checkpoint form.
 pub struct GgufModel {
     /// The `config.json` values the metadata describes.
@@ -247,11 +265,7 @@ pub fn load(path: &Path) -> Result<GgufModel> {
             gguf_quant::REQUANTIZED_TYPES.join(", ")
         )));
     }
-    let mlx_reads = file
-        .tensors
-        .iter()
-        .all(|t| t.type_name().is_some_and(|n| MLX_TYPES.contains(&n)));
-    let tensors = if mlx_reads {
+    let tensors = if mlx_reads(&file) {
         mlx::io::load_gguf(path)?.arrays
     } else {
         gguf_quant::read_tensors(path, &file)?

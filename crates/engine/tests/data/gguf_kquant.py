@@ -121,8 +121,8 @@ def requantized_8bit(w):
     groups = w.astype(np.float32).reshape(-1, 32)
     lo = groups.min(axis=1, keepdims=True)
     step = (groups.max(axis=1, keepdims=True) - lo) / np.float32(255)
-    safe = np.where(step > 0, step, np.float32(1))
-    q = np.clip(np.floor((groups - lo) / safe + np.float32(0.5)), 0, 255)
+    inv = np.float32(1) / np.where(step > 0, step, np.float32(1))
+    q = np.clip(np.floor((groups - lo) * inv + np.float32(0.5)), 0, 255)
     q = np.where(step > 0, q, 0).astype(np.float32)
     return (step * q + lo).astype(np.float32).reshape(w.shape)
 
