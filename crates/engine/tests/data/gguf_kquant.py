@@ -3,8 +3,9 @@ dequantization of every tensor as the reference.
 
 Usage: gguf_kquant.py OUT_DIR. Writes:
 
-- tensors.gguf: one 3x512 tensor `t.<TYPE>.weight` per quantized type, and
-  tensors.safetensors: each one dequantized by gguf-py (`gguf.quants`), f32.
+- tensors.gguf: one 3x512 tensor `t.<TYPE>.weight` per quantized type (and
+  a 2x64 F16 and BF16 one), and tensors.safetensors: each one dequantized
+  by gguf-py (`gguf.quants`), f32.
 - <variant>.gguf for each tiny Llama variant (2 layers, hidden 256, 4 heads /
   2 KV heads, vocab 256), <variant>_f32.gguf: the same model with every
   tensor replaced by gguf-py's f32 dequantization of it, and
@@ -69,6 +70,10 @@ def tensors_file(out):
     half = RNG.normal(size=(2, 64)).astype(np.float16)
     writer.add_tensor("t.F16.weight", half)
     reference["t.F16.weight"] = mx.array(half.astype(np.float32))
+    # BF16 as raw bytes: the upper halves of f32 values.
+    upper = (RNG.normal(size=(2, 64)).astype(np.float32).view(np.uint32) >> 16).astype(np.uint16)
+    writer.add_tensor("t.BF16.weight", upper.view(np.uint8), raw_dtype=T.BF16)
+    reference["t.BF16.weight"] = mx.array((upper.astype(np.uint32) << 16).view(np.float32))
     write(writer)
     mx.save_safetensors(str(out / "tensors.safetensors"), reference)
 
