@@ -3,7 +3,8 @@
 //! with gguf-py's own dequantization as the reference: each converted
 //! tensor's MLX dequantization equals it exactly (Q6_K within half its 8-bit
 //! step), and tiny Llama models of mixed types load and generate, with
-//! logits equal to the same model with the dequantized weights in f32.
+//! logits equal to the same model with the dequantized weights in f32, and
+//! to mlx-lm's on the converted checkpoint (`tests/data/mlx_lm_logits.py`).
 
 // Test helpers panic on failure by design.
 #![allow(clippy::unwrap_used)]
@@ -227,4 +228,41 @@ fn a_truncated_k_quant_file_is_an_error_naming_the_tensor() {
         err.contains("GGUF tensor") && err.contains("past the end of the file"),
         "{err}"
     );
+}
+
+#[test]
+fn the_models_as_mlx_checkpoints_give_the_same_logits_under_mlx_lm() {
+    // What `mlxd convert` writes (weights and config; the files have no
+    // tokenizer): mlx-lm reads the 4-, 5- and 8-bit layers with f32 scales.
+    for name in ["q4_k_m", "exact"] {
+        let g = gguf::load(&file(&format!("{name}.gguf"))).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        mlx::io::save_safetensors(
+            dir.path().join("model.safetensors"),
+            g.weights.iter(),
+            [("format", "mlx")],
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("config.json"), g.config_json.to_string()).unwrap();
+        let ids: Vec<String> = PROMPT.iter().map(u32::to_string).collect();
+        let out_path = dir.path().join("logits.safetensors");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/mlx_lm_logits.py");
+        let out = Command::new(common::mlx_lm::python())
+            .arg(&script)
+            .arg(dir.path())
+            .arg(ids.join(","))
+            .arg(&out_path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let want = mlx::io::load_safetensors(&out_path).unwrap().arrays;
+        let want: Vec<f32> = want["logits"].to_vec().unwrap();
+        let model = Model::from_weights(g.config, g.weights).unwrap();
+        let err = rel_error(&logits(&model), &want);
+        assert!(err < 1e-4, "{name}: logits differ by {err:e} (relative)");
+    }
 }
