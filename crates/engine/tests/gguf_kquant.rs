@@ -19,7 +19,7 @@ use engine::generate::{GenerateOptions, Generator};
 use engine::model::gguf;
 use engine::sampler::{Sampler, SamplingParams};
 use engine::{GgufFile, Model};
-use mlx::{Array, Dtype, QuantizedWeight};
+use mlx::{Array, Dtype, QuantMode, QuantizedWeight};
 
 /// The files the script writes, once per test binary.
 fn data() -> &'static Path {
@@ -82,14 +82,19 @@ fn converted_tensors_dequantize_to_gguf_py_values() {
         let q = QuantizedWeight {
             weight: got.remove(name.as_str()).unwrap(),
             scales: got.remove(&format!("{prefix}.scales")).unwrap(),
-            biases: got.remove(&format!("{prefix}.biases")).unwrap(),
+            biases: Some(got.remove(&format!("{prefix}.biases")).unwrap()),
             group_size: 32,
             bits,
+            mode: QuantMode::Affine,
         };
         assert_eq!(q.weight.shape(), vec![3, 512 * bits / 32], "{name}");
         assert_eq!(q.scales.shape(), vec![3, 16], "{name}");
         assert_eq!(q.scales.dtype(), Dtype::F32, "{name}");
-        assert_eq!(q.biases.dtype(), Dtype::F32, "{name}");
+        assert_eq!(
+            q.biases.as_ref().map(Array::dtype),
+            Some(Dtype::F32),
+            "{name}"
+        );
         let mine = values(&q.dequantize().unwrap());
         if ty == "Q6_K" {
             // Re-quantized to 8 bits: within half a step of each group's

@@ -11,12 +11,10 @@
 
 mod common;
 
-use std::collections::HashMap;
-
-use common::batching::{alone, assert_greedy_batched_equals_alone, ids, request, run};
+use common::batching::{
+    assert_greedy_batched_equals_alone, assert_prompt_cache_hit_equals_cold_prefill,
+};
 use common::mlx_lm::{load, reference_dir};
-use engine::SamplingParams;
-use engine::batch::{BatchConfig, Scheduler};
 
 /// Attention-only models with experts.
 const MOES: [&str; 4] = [
@@ -39,33 +37,8 @@ fn greedy_outputs_in_a_batch_equal_the_outputs_alone() {
 
 #[test]
 fn a_prompt_cache_hit_gives_the_logits_of_a_cold_prefill() {
-    let params = SamplingParams {
-        logprobs: true,
-        top_logprobs: 20,
-        ..SamplingParams::greedy()
-    };
-    let history: Vec<u32> = (0..90u32).map(|i| (i * 13 + 7) % 256).collect();
-    let n = 6;
     for name in MOES {
-        let model = load(name);
-        let mut s = Scheduler::new(&model, BatchConfig::default());
-        s.submit(request(&model, 1, &history, &params, n)).unwrap();
-        run(&mut s, HashMap::new());
-        // A prompt that shares the first 60 tokens of the cached one.
-        let mut branch = history[..60].to_vec();
-        branch.extend([1, 2, 3, 4]);
-        s.submit(request(&model, 2, &branch, &params, n)).unwrap();
-        let warm = run(&mut s, HashMap::new());
-        assert!(warm.reports[&2].cached_tokens >= 59, "{name}");
-        let cold = alone(&model, &branch, &params, n);
-        assert_eq!(ids(&warm.tokens[&2]), ids(&cold), "{name}");
-        for (w, c) in warm.tokens[&2].iter().zip(&cold) {
-            let (w, c) = (w.logprobs.as_ref().unwrap(), c.logprobs.as_ref().unwrap());
-            for ((wi, wl), (ci, cl)) in w.top.iter().zip(&c.top) {
-                assert_eq!(wi, ci, "{name}");
-                assert!((wl - cl).abs() < 1e-4, "{name}: {wl} vs {cl}");
-            }
-        }
+        assert_prompt_cache_hit_equals_cold_prefill(name, &load(name));
     }
 }
 

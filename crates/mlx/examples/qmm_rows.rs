@@ -116,8 +116,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let key = mlx::random::key(i as u64)?;
         let w = mlx::random::normal(&[*n, *k], o.dtype, Some(&key))?;
         let q = quantize(&w, GROUP, o.bits)?;
-        mlx::eval(&[&q.weight, &q.scales, &q.biases])?;
-        let weight_bytes = q.weight.nbytes() + q.scales.nbytes() + q.biases.nbytes();
+        mlx::eval(&q.arrays())?;
+        let weight_bytes = q.nbytes();
         for &rows in &o.rows {
             let x = mlx::random::normal(&[rows, *k], o.dtype, Some(&key))?;
             mlx::eval(&[&x])?;

@@ -64,6 +64,22 @@ const mx::array& A(const mlxs_array* a) {
   return a->inner;
 }
 
+// MLX's name of a quantization mode code (see shim.h).
+std::string quant_mode(int mode) {
+  switch (mode) {
+    case 0:
+      return "affine";
+    case 1:
+      return "mxfp4";
+    case 2:
+      return "nvfp4";
+    case 3:
+      return "mxfp8";
+    default:
+      throw std::invalid_argument("unknown quantization mode " + std::to_string(mode));
+  }
+}
+
 mlxs_array* wrap(mx::array a) {
   return new mlxs_array{std::move(a)};
 }
@@ -543,17 +559,19 @@ int mlxs_quantize(
     const mlxs_array* w,
     int group_size,
     int bits,
+    int mode,
     mlxs_array** wq,
     mlxs_array** scales,
     mlxs_array** biases) {
   MLXS_TRY({
-    auto parts = mx::quantize(A(w), group_size, bits, "affine");
-    if (parts.size() != 3) {
-      throw std::runtime_error("affine quantize did not return (w, scales, biases)");
+    auto parts = mx::quantize(A(w), group_size, bits, quant_mode(mode));
+    const size_t expected = mode == 0 ? 3 : 2;
+    if (parts.size() != expected) {
+      throw std::runtime_error("quantize returned " + std::to_string(parts.size()) + " arrays");
     }
     *wq = wrap(std::move(parts[0]));
     *scales = wrap(std::move(parts[1]));
-    *biases = wrap(std::move(parts[2]));
+    *biases = mode == 0 ? wrap(std::move(parts[2])) : nullptr;
   })
 }
 
@@ -563,10 +581,11 @@ int mlxs_dequantize(
     const mlxs_array* biases,
     int group_size,
     int bits,
+    int mode,
     mlxs_array** out) {
   MLXS_TRY({
     *out = wrap(mx::dequantize(
-        A(wq), A(scales), opt(biases), group_size, bits, "affine"));
+        A(wq), A(scales), opt(biases), group_size, bits, quant_mode(mode)));
   })
 }
 
@@ -578,16 +597,17 @@ int mlxs_quantized_matmul(
     bool transpose,
     int group_size,
     int bits,
+    int mode,
     mlxs_array** out) {
   MLXS_TRY({
-    if (transpose && biases != nullptr) {
+    if (transpose && biases != nullptr && mode == 0) {
       if (auto product = mlxs::custom_qmv(A(x), A(wq), A(scales), A(biases), group_size, bits)) {
         *out = wrap(std::move(*product));
         return 0;
       }
     }
     *out = wrap(mx::quantized_matmul(
-        A(x), A(wq), A(scales), opt(biases), transpose, group_size, bits, "affine"));
+        A(x), A(wq), A(scales), opt(biases), transpose, group_size, bits, quant_mode(mode)));
   })
 }
 
@@ -966,6 +986,7 @@ int mlxs_gather_qmm(
     bool transpose,
     int group_size,
     int bits,
+    int mode,
     bool sorted_indices,
     mlxs_array** out) {
   MLXS_TRY({
@@ -979,7 +1000,7 @@ int mlxs_gather_qmm(
         transpose,
         group_size,
         bits,
-        "affine",
+        quant_mode(mode),
         std::nullopt,
         sorted_indices));
   })

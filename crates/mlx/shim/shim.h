@@ -135,10 +135,14 @@ int mlxs_cumsum(const mlxs_array* a, int axis, bool reverse, bool inclusive, mlx
 
 /* Affine quantization. `biases` may be null for dequantize/quantized_matmul
  * only in modes without biases; the affine mode always has them. */
+/* Quantization modes (`mode`): 0 affine (w = scale * q + bias), 1 mxfp4,
+ * 2 nvfp4, 3 mxfp8 (floating-point codes with a shared per-group scale and
+ * no biases: `biases` is null in and out). */
 int mlxs_quantize(
     const mlxs_array* w,
     int group_size,
     int bits,
+    int mode,
     mlxs_array** wq,
     mlxs_array** scales,
     mlxs_array** biases);
@@ -148,6 +152,7 @@ int mlxs_dequantize(
     const mlxs_array* biases,
     int group_size,
     int bits,
+    int mode,
     mlxs_array** out);
 int mlxs_quantized_matmul(
     const mlxs_array* x,
@@ -157,6 +162,7 @@ int mlxs_quantized_matmul(
     bool transpose,
     int group_size,
     int bits,
+    int mode,
     mlxs_array** out);
 
 /* The project's CUDA kernel for 4-bit `x @ W.T` with 1 to 7 rows of x,
@@ -325,6 +331,7 @@ int mlxs_gather_qmm(
     bool transpose,
     int group_size,
     int bits,
+    int mode,
     bool sorted_indices,
     mlxs_array** out);
 

@@ -142,6 +142,7 @@ unsafe extern "C" {
         w: Handle,
         group_size: c_int,
         bits: c_int,
+        mode: c_int,
         wq: Out,
         scales: Out,
         biases: Out,
@@ -152,6 +153,7 @@ unsafe extern "C" {
         biases: Handle,
         group_size: c_int,
         bits: c_int,
+        mode: c_int,
         out: Out,
     ) -> c_int;
     pub(crate) fn mlxs_quantized_matmul(
@@ -162,6 +164,7 @@ unsafe extern "C" {
         transpose: bool,
         group_size: c_int,
         bits: c_int,
+        mode: c_int,
         out: Out,
     ) -> c_int;
     pub(crate) fn mlxs_set_custom_qmv(enabled: bool) -> c_int;
@@ -339,6 +342,7 @@ unsafe extern "C" {
         transpose: bool,
         group_size: c_int,
         bits: c_int,
+        mode: c_int,
         sorted_indices: bool,
         out: Out,
     ) -> c_int;

@@ -50,6 +50,6 @@ pub use error::{MlxError, Result};
 pub use half::{bf16, f16};
 pub use ops::{Gather, arange, concatenate, full, gather_mm, ones, stack, where_, zeros};
 pub use quantized::{
-    Epilogue, QuantizedWeight, custom_qmv_available, quantize, set_custom_qmv,
-    set_custom_qmv_max_rows,
+    Epilogue, QuantMode, QuantizedWeight, custom_qmv_available, quantize, quantize_mode,
+    set_custom_qmv, set_custom_qmv_max_rows,
 };

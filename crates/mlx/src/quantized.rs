@@ -1,25 +1,82 @@
-//! Affine quantization as MLX does it: each group of `group_size`
-//! consecutive weights along the last axis is stored as `bits`-bit integers
-//! `q` with a per-group `scale` and `bias`, meaning `w ≈ scale * q + bias`.
+//! Quantization as MLX does it: each group of `group_size` consecutive
+//! weights along the last axis is stored as `bits`-bit codes with a
+//! per-group scale. In the affine mode (mlx-lm's default) codes are
+//! integers `q` with a per-group `scale` and `bias`, meaning
+//! `w ≈ scale * q + bias`; in the microscaling modes (`mxfp4`, `nvfp4`,
+//! `mxfp8`: gpt-oss's experts, NVIDIA's and OCP's formats) codes are small
+//! floating-point numbers times a shared per-group scale, with no bias.
 //! Packed weights are `u32`; this is the layout mlx-lm checkpoints store.
 
 use crate::array::call_array;
 use crate::error::Result;
 use crate::{Array, ffi};
 
-/// A quantized matrix: packed weights plus per-group scales and biases.
+/// How codes and scales make weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum QuantMode {
+    /// `scale * q + bias`.
+    Affine,
+    /// 4-bit E2M1 codes, an E8M0 scale per 32 (OCP microscaling).
+    Mxfp4,
+    /// 4-bit E2M1 codes, an E4M3 scale per 16 (NVIDIA).
+    Nvfp4,
+    /// 8-bit E4M3 codes, an E8M0 scale per 32.
+    Mxfp8,
+}
+
+impl QuantMode {
+    /// The mode of MLX's (and mlx-lm's config's) name.
+    pub fn from_name(name: &str) -> Option<QuantMode> {
+        Some(match name {
+            "affine" => QuantMode::Affine,
+            "mxfp4" => QuantMode::Mxfp4,
+            "nvfp4" => QuantMode::Nvfp4,
+            "mxfp8" => QuantMode::Mxfp8,
+            _ => return None,
+        })
+    }
+
+    /// MLX's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            QuantMode::Affine => "affine",
+            QuantMode::Mxfp4 => "mxfp4",
+            QuantMode::Nvfp4 => "nvfp4",
+            QuantMode::Mxfp8 => "mxfp8",
+        }
+    }
+
+    fn code(self) -> i32 {
+        match self {
+            QuantMode::Affine => 0,
+            QuantMode::Mxfp4 => 1,
+            QuantMode::Nvfp4 => 2,
+            QuantMode::Mxfp8 => 3,
+        }
+    }
+}
+
+/// A quantized matrix: packed codes plus per-group scales (and biases, in
+/// the affine mode).
 #[derive(Debug, Clone)]
 pub struct QuantizedWeight {
     /// Packed `bits`-bit values, `u32`, shape `[..., cols * bits / 32]`.
     pub weight: Array,
     /// Per-group scales, shape `[..., cols / group_size]`.
     pub scales: Array,
-    /// Per-group biases, shape `[..., cols / group_size]`.
-    pub biases: Array,
-    /// Weights per group (32, 64 or 128).
+    /// Per-group biases, shape `[..., cols / group_size]`; affine only.
+    pub biases: Option<Array>,
+    /// Weights per group (32, 64 or 128 affine; 32 for mxfp4/mxfp8, 16 for
+    /// nvfp4).
     pub group_size: i32,
-    /// Bits per weight (2, 3, 4, 5, 6 or 8).
+    /// Bits per weight (2, 3, 4, 5, 6 or 8 affine; 4 or 8 otherwise).
     pub bits: i32,
+    pub mode: QuantMode,
+}
+
+/// A handle for an optional array (null for none).
+fn opt_handle(a: Option<&Array>) -> ffi::Handle {
+    a.map_or(std::ptr::null(), Array::as_ptr)
 }
 
 /// What [`QuantizedWeight::matmul_then`] does with `x @ W.T` in the same
@@ -38,21 +95,46 @@ pub enum Epilogue<'a> {
     Swiglu,
 }
 
-/// Quantizes `w` along its last axis.
+/// Quantizes `w` along its last axis, affine.
 pub fn quantize(w: &Array, group_size: i32, bits: i32) -> Result<QuantizedWeight> {
+    quantize_mode(w, group_size, bits, QuantMode::Affine)
+}
+
+/// Quantizes `w` along its last axis in `mode`.
+pub fn quantize_mode(
+    w: &Array,
+    group_size: i32,
+    bits: i32,
+    mode: QuantMode,
+) -> Result<QuantizedWeight> {
     let mut q = std::ptr::null_mut();
     let mut s = std::ptr::null_mut();
     let mut b = std::ptr::null_mut();
-    // SAFETY: `w` is a live handle; on success the shim writes three new,
-    // owned handles to `q`, `s` and `b`.
-    let rc = unsafe { ffi::mlxs_quantize(w.as_ptr(), group_size, bits, &mut q, &mut s, &mut b) };
+    // SAFETY: `w` is a live handle; on success the shim writes new, owned
+    // handles to `q` and `s`, and to `b` (affine) or null.
+    let rc = unsafe {
+        ffi::mlxs_quantize(
+            w.as_ptr(),
+            group_size,
+            bits,
+            mode.code(),
+            &mut q,
+            &mut s,
+            &mut b,
+        )
+    };
     crate::error::check(rc)?;
     Ok(QuantizedWeight {
         weight: Array::from_owned(q)?,
         scales: Array::from_owned(s)?,
-        biases: Array::from_owned(b)?,
+        biases: if b.is_null() {
+            None
+        } else {
+            Some(Array::from_owned(b)?)
+        },
         group_size,
         bits,
+        mode,
     })
 }
 
@@ -62,10 +144,51 @@ impl QuantizedWeight {
         call_array!(mlxs_dequantize(
             self.weight.as_ptr(),
             self.scales.as_ptr(),
-            self.biases.as_ptr(),
+            opt_handle(self.biases.as_ref()),
             self.group_size,
             self.bits,
+            self.mode.code(),
         ))
+    }
+
+    /// Every array it holds.
+    pub fn arrays(&self) -> Vec<&Array> {
+        let mut out = vec![&self.weight, &self.scales];
+        out.extend(&self.biases);
+        out
+    }
+
+    /// Bytes of every array it holds.
+    pub fn nbytes(&self) -> usize {
+        self.arrays().iter().map(|a| a.nbytes()).sum()
+    }
+
+    /// Whether `other` is stored alike: mode, group size, bits, and the
+    /// dtypes of scales and biases (so the two can be one matrix).
+    pub fn stored_like(&self, other: &QuantizedWeight) -> bool {
+        let biases = match (&self.biases, &other.biases) {
+            (Some(a), Some(b)) => a.dtype() == b.dtype(),
+            (None, None) => true,
+            _ => false,
+        };
+        self.mode == other.mode
+            && self.group_size == other.group_size
+            && self.bits == other.bits
+            && self.scales.dtype() == other.scales.dtype()
+            && biases
+    }
+
+    /// The matrix with `f` applied to each of its arrays (weight, scales,
+    /// biases alike: row selections, concatenations).
+    pub fn map_arrays(&self, f: impl Fn(&Array) -> Result<Array>) -> Result<QuantizedWeight> {
+        Ok(QuantizedWeight {
+            weight: f(&self.weight)?,
+            scales: f(&self.scales)?,
+            biases: self.biases.as_ref().map(&f).transpose()?,
+            group_size: self.group_size,
+            bits: self.bits,
+            mode: self.mode,
+        })
     }
 
     /// `x @ W.T` when `transpose` (the layout of a linear layer's weight
@@ -80,10 +203,11 @@ impl QuantizedWeight {
             x.as_ptr(),
             self.weight.as_ptr(),
             self.scales.as_ptr(),
-            self.biases.as_ptr(),
+            opt_handle(self.biases.as_ref()),
             transpose,
             self.group_size,
             self.bits,
+            self.mode.code(),
         ))
     }
 
@@ -103,6 +227,14 @@ impl QuantizedWeight {
         norm: Option<(&Array, f32)>,
         then: Epilogue<'_>,
     ) -> Result<Option<Array>> {
+        // The project's kernel is affine only.
+        let Some(biases) = self
+            .biases
+            .as_ref()
+            .filter(|_| self.mode == QuantMode::Affine)
+        else {
+            return Ok(None);
+        };
         let (norm, eps) = norm.map_or((std::ptr::null(), 0.0), |(w, eps)| (w.as_ptr(), eps));
         let (code, extra) = match then {
             Epilogue::None => (0, std::ptr::null()),
@@ -119,7 +251,7 @@ impl QuantizedWeight {
                 x.as_ptr(),
                 self.weight.as_ptr(),
                 self.scales.as_ptr(),
-                self.biases.as_ptr(),
+                biases.as_ptr(),
                 self.group_size,
                 self.bits,
                 norm,
@@ -139,14 +271,7 @@ impl QuantizedWeight {
     /// Rows of the dequantized matrix at `indices` (an embedding lookup),
     /// dequantizing only those rows.
     pub fn take_rows(&self, indices: &Array) -> Result<Array> {
-        let rows = QuantizedWeight {
-            weight: self.weight.take(indices, 0)?,
-            scales: self.scales.take(indices, 0)?,
-            biases: self.biases.take(indices, 0)?,
-            group_size: self.group_size,
-            bits: self.bits,
-        };
-        rows.dequantize()
+        self.map_arrays(|a| a.take(indices, 0))?.dequantize()
     }
 }
 
@@ -194,12 +319,13 @@ impl QuantizedWeight {
             x.as_ptr(),
             self.weight.as_ptr(),
             self.scales.as_ptr(),
-            self.biases.as_ptr(),
+            opt_handle(self.biases.as_ref()),
             lhs,
             rhs,
             transpose,
             self.group_size,
             self.bits,
+            self.mode.code(),
             gather.sorted,
         ))
     }

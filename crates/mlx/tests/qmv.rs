@@ -29,7 +29,7 @@ fn product(q: &QuantizedWeight, x: &Array, custom: bool) -> (Array, bool) {
 fn dense_reference(q: &QuantizedWeight, x: &Array) -> Vec<f64> {
     let exact = QuantizedWeight {
         scales: q.scales.astype(Dtype::F32).unwrap(),
-        biases: q.biases.astype(Dtype::F32).unwrap(),
+        biases: q.biases.as_ref().map(|b| b.astype(Dtype::F32).unwrap()),
         ..q.clone()
     };
     let w = exact.dequantize().unwrap();
@@ -122,7 +122,7 @@ fn the_custom_4bit_product_matches_mlx_and_runs_only_on_cuda() {
         let (w, _) = random_array(&[case.n, case.k], 10 + i as u64);
         for (dtype, tol) in [(Dtype::F32, 1e-5), (Dtype::Bf16, 2e-2), (Dtype::F16, 2e-3)] {
             let q = quantize(&w.astype(dtype).unwrap(), case.group, 4).unwrap();
-            mlx::eval(&[&q.weight, &q.scales, &q.biases]).unwrap();
+            mlx::eval(&q.arrays()).unwrap();
             for &rows in case.rows {
                 let (x, _) = random_array(&[rows, 1, case.k], 50 + rows as u64);
                 let x = x.astype(dtype).unwrap();
@@ -143,7 +143,7 @@ fn the_custom_4bit_product_matches_mlx_and_runs_only_on_cuda() {
     // into a wider row) takes the kernel's unaligned loads, or a copy.
     let (w, _) = random_array(&[256, 512], 3);
     let q = quantize(&w.astype(Dtype::Bf16).unwrap(), 64, 4).unwrap();
-    mlx::eval(&[&q.weight, &q.scales, &q.biases]).unwrap();
+    mlx::eval(&q.arrays()).unwrap();
     let (wide, _) = random_array(&[1, 513], 4);
     let x = wide
         .astype(Dtype::Bf16)
@@ -162,7 +162,7 @@ fn the_custom_4bit_product_matches_mlx_and_runs_only_on_cuda() {
 fn the_row_limit_moves(cuda: bool) {
     let (w, _) = random_array(&[1152, 896], 7);
     let q = quantize(&w.astype(Dtype::Bf16).unwrap(), 64, 4).unwrap();
-    mlx::eval(&[&q.weight, &q.scales, &q.biases]).unwrap();
+    mlx::eval(&q.arrays()).unwrap();
     let x = random_array(&[8, 896], 8).0.astype(Dtype::Bf16).unwrap();
     assert!(!assert_product_matches(
         &q,
@@ -199,7 +199,7 @@ fn epilogues_match_the_composed_operations(cuda: bool) {
     for (dtype, tol) in [(Dtype::F32, 1e-5), (Dtype::Bf16, 2e-2)] {
         let (w, _) = random_array(&[n, k], 21);
         let q = quantize(&w.astype(dtype).unwrap(), 64, 4).unwrap();
-        mlx::eval(&[&q.weight, &q.scales, &q.biases]).unwrap();
+        mlx::eval(&q.arrays()).unwrap();
         for rows in [1, 3, MAX_ROWS + 1] {
             let what = |e: &str| format!("{e}, rows {rows}, {dtype:?}");
             let x = random_array(&[rows, 1, k], 22).0.astype(dtype).unwrap();
@@ -246,7 +246,7 @@ fn epilogues_match_the_composed_operations(cuda: bool) {
     // A bias of another dtype than the activations is left to MLX.
     let (w, _) = random_array(&[64, 64], 25);
     let q = quantize(&w, 64, 4).unwrap();
-    mlx::eval(&[&q.weight, &q.scales, &q.biases]).unwrap();
+    mlx::eval(&q.arrays()).unwrap();
     let x = random_array(&[1, 64], 26).0;
     let bias = random_array(&[64], 27).0.astype(Dtype::Bf16).unwrap();
     assert!(

@@ -50,7 +50,7 @@ fn dequantized_weights_are_within_one_quantization_step() {
         let q = quantize(&w, group, bits).unwrap();
         assert_eq!(q.weight.shape(), vec![16, 256 * bits / 32]);
         assert_eq!(q.scales.shape(), vec![16, 256 / group]);
-        assert_eq!(q.biases.shape(), vec![16, 256 / group]);
+        assert_eq!(q.biases.as_ref().unwrap().shape(), vec![16, 256 / group]);
         let deq = f32s(&q.dequantize().unwrap());
         let scales = f32s(&q.scales);
         for (j, (orig, back)) in wv.iter().zip(&deq).enumerate() {
@@ -81,4 +81,67 @@ fn take_rows_dequantizes_only_the_rows_asked_for() {
 fn quantizing_a_ragged_row_is_an_error() {
     let (w, _) = random_array(&[4, 48], 10);
     assert!(quantize(&w, 64, 4).is_err());
+}
+
+#[test]
+fn microscaling_modes_multiply_and_gather_as_their_dequantized_weight() {
+    use mlx::{Gather, QuantMode, quantize_mode};
+    for (i, (mode, group, bits)) in [
+        (QuantMode::Mxfp4, 32, 4),
+        (QuantMode::Nvfp4, 16, 4),
+        (QuantMode::Mxfp8, 32, 8),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (w, wv) = random_array(&[48, 256], 300 + i as u64);
+        let (x, _) = random_array(&[3, 256], 400 + i as u64);
+        let q = quantize_mode(&w, group, bits, mode).unwrap();
+        assert!(q.biases.is_none(), "{mode:?} has no biases");
+        assert_eq!(q.scales.shape(), vec![48, 256 / group], "{mode:?}");
+        // Floating-point codes carry no dtype: MLX dequantizes to bfloat16.
+        let deq = q.dequantize().unwrap().astype(mlx::Dtype::F32).unwrap();
+        // Close to the original: 4-bit floats hold about one significant
+        // digit, 8-bit ones two.
+        let dv = f32s(&deq);
+        let err = rel_error(&dv, &wv.iter().map(|v| *v as f64).collect::<Vec<_>>());
+        assert!(err < if bits == 4 { 0.2 } else { 0.05 }, "{mode:?}: {err}");
+        let got = f32s(&q.matmul(&x, true).unwrap());
+        let want = f32s(&x.matmul(&deq.t().unwrap()).unwrap());
+        let want: Vec<f64> = want.iter().map(|v| *v as f64).collect();
+        assert!(rel_error(&got, &want) < 1e-5, "{mode:?}");
+        // The product with a stack of two, rows routed to either.
+        let stacked =
+            mlx::stack(&[&w, &w.multiply(&w.scalar_like(2.0).unwrap()).unwrap()], 0).unwrap();
+        let qs = quantize_mode(&stacked, group, bits, mode).unwrap();
+        let rhs = Array::from_slice(&[0u32, 1, 0], &[3]).unwrap();
+        let x3 = x.reshape(&[3, 1, 256]).unwrap();
+        let gather = Gather {
+            lhs: None,
+            rhs: Some(&rhs),
+            sorted: false,
+        };
+        let gathered = qs
+            .gather_matmul(&x3, gather, true)
+            .unwrap()
+            .reshape(&[3, 48])
+            .unwrap();
+        let second = qs
+            .dequantize()
+            .unwrap()
+            .astype(mlx::Dtype::F32)
+            .unwrap()
+            .slice_axis(0, 1, 2)
+            .unwrap()
+            .reshape(&[48, 256])
+            .unwrap();
+        let row1 = x
+            .slice_axis(0, 1, 2)
+            .unwrap()
+            .matmul(&second.t().unwrap())
+            .unwrap();
+        let got1 = f32s(&gathered.slice_axis(0, 1, 2).unwrap());
+        let want1: Vec<f64> = f32s(&row1).iter().map(|v| *v as f64).collect();
+        assert!(rel_error(&got1, &want1) < 1e-5, "{mode:?}: gathered");
+    }
 }

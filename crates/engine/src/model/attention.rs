@@ -3,12 +3,15 @@
 //! the q/k/v and output projections or not, an RMSNorm of each head of q
 //! and k before RoPE (Qwen3), rotary over part of each head (partial
 //! rotary), and an output gate read from the second half of each query
-//! head (`o_proj(out * sigmoid(gate))`, Qwen3-Next). q, k and v run as one
+//! head (`o_proj(out * sigmoid(gate))`, Qwen3-Next), a sliding window
+//! (each query sees its last `window` positions: the mask narrowed over the
+//! full cache, which keeps every position) and a softmax scale of the
+//! family's own (Gemma's `query_pre_attn_scalar`). q, k and v run as one
 //! product when stored alike; tensors are named as in the Hugging Face
 //! checkpoints (`{prefix}.q_proj.weight`).
 
-use mlx::Array;
 use mlx::fast::{AttentionMask, Rope, scaled_dot_product_attention};
+use mlx::{Array, Dtype};
 
 use super::base::{LayerCache, Positions};
 use super::config::ModelConfig;
@@ -31,6 +34,11 @@ pub struct AttentionSpec {
     /// An output gate in the second half of each query head.
     pub output_gate: bool,
     pub rope: Rope,
+    /// A sliding window: each query sees only the last this many
+    /// positions, itself included (`None`: every earlier position).
+    pub window: Option<i32>,
+    /// The softmax scale, when not `head_dim^-0.5`.
+    pub scale: Option<f32>,
 }
 
 impl AttentionSpec {
@@ -45,8 +53,32 @@ impl AttentionSpec {
             qk_norm: None,
             output_gate: false,
             rope,
+            window: None,
+            scale: None,
         }
     }
+}
+
+/// `mask` (of `l` queries, the last `l` of `k` key columns) narrowed to a
+/// sliding window: query `i` also needs `(k - l + i) - c < window` to see
+/// column `c`, as mlx-lm's `create_causal_mask(window_size=...)` and its
+/// rotating cache give. The rows of a batch end at the same column, so the
+/// window is one band for all of them. `None` when the window hides
+/// nothing (`k <= window`).
+fn sliding(mask: AttentionMask, l: i32, k: i32, window: i32) -> Result<Option<Array>> {
+    if k <= window {
+        return Ok(None);
+    }
+    let columns = mlx::arange(0.0, f64::from(k), 1.0, Dtype::I32)?;
+    let keys = columns.reshape(&[1, k])?;
+    let queries = columns.slice_axis(0, k - l, k)?.reshape(&[l, 1])?;
+    let distance = queries.subtract(&keys)?;
+    let band = distance.less(&Array::scalar(window)?)?;
+    Ok(Some(match mask {
+        AttentionMask::None => band,
+        AttentionMask::Causal => band.logical_and(&distance.greater_equal(&Array::scalar(0)?)?)?,
+        AttentionMask::Array(m) => m.logical_and(&band)?,
+    }))
 }
 
 /// The query and key heads of a step, before RoPE.
@@ -69,6 +101,7 @@ pub struct Attention {
     output_gate: bool,
     scale: f32,
     rope: Rope,
+    window: Option<i32>,
 }
 
 impl Attention {
@@ -107,8 +140,11 @@ impl Attention {
             n_kv_heads: spec.n_kv_heads,
             head_dim: spec.head_dim,
             output_gate: spec.output_gate,
-            scale: (spec.head_dim as f64).powf(-0.5) as f32,
+            scale: spec
+                .scale
+                .unwrap_or((spec.head_dim as f64).powf(-0.5) as f32),
             rope: spec.rope.clone(),
+            window: spec.window,
         })
     }
 
@@ -206,6 +242,30 @@ impl Attention {
         cache: &mut dyn LayerCache,
         at: Positions,
     ) -> Result<Array> {
+        let heads = self.attend(x, norm, cache, at)?;
+        self.o_proj.forward_add(&heads, residual)
+    }
+
+    /// The attention of `norm(x)`, without a residual (for blocks that
+    /// normalize it before adding, as Gemma's do).
+    pub fn forward(
+        &self,
+        x: &Array,
+        norm: &RmsNorm,
+        cache: &mut dyn LayerCache,
+        at: Positions,
+    ) -> Result<Array> {
+        self.o_proj.forward(&self.attend(x, norm, cache, at)?)
+    }
+
+    /// The heads' outputs `[B, L, H*D]` (gated), before `o_proj`.
+    fn attend(
+        &self,
+        x: &Array,
+        norm: &RmsNorm,
+        cache: &mut dyn LayerCache,
+        at: Positions,
+    ) -> Result<Array> {
         let shape = x.shape();
         let (b, l) = (shape[0], shape[1]);
         let (qk, v, gate) = self.project(x, norm, b, l)?;
@@ -237,6 +297,11 @@ impl Attention {
             QueryKeys::Split(q, k) => (rope(&q)?, rope(&k)?),
         };
         let (k, v) = cache.update_and_fetch(&k, &v)?;
+        let windowed = match self.window {
+            Some(window) => sliding(mask, l, k.dim(2)?, window)?,
+            None => None,
+        };
+        let mask = windowed.as_ref().map_or(mask, AttentionMask::Array);
         let out = scaled_dot_product_attention(&q, &k, &v, self.scale, mask)?;
         // Heads back to `[B, L, H*D]` (one reshape for one position).
         let out = if l == 1 {
@@ -244,10 +309,9 @@ impl Attention {
         } else {
             out.transpose(&[0, 2, 1, 3])?.reshape(&[b, l, -1])?
         };
-        let out = match gate {
+        Ok(match gate {
             Some(gate) => out.multiply(&gate.sigmoid()?)?,
             None => out,
-        };
-        self.o_proj.forward_add(&out, residual)
+        })
     }
 }

@@ -11,6 +11,8 @@ use std::collections::HashMap;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
+use mlx::QuantMode;
+
 use crate::error::{EngineError, Result};
 
 /// Keys a nested `text_config` takes from the top level when it lacks them.
@@ -21,6 +23,68 @@ const INHERITED: [&str; 5] = [
     "tie_word_embeddings",
     "max_position_embeddings",
 ];
+
+/// Defaults a language model's `ModelArgs` give keys its config may lack
+/// (transformers saves configs without their defaults): per model type,
+/// the keys set when absent. And what a wrapper family's `ModelArgs` put
+/// into its `text_config` first (mlx-lm's `__post_init__`): keys set when
+/// absent, and keys always taken from the top level (with their default
+/// there).
+struct Defaults {
+    model_type: &'static str,
+    when_absent: &'static [(&'static str, f64)],
+    from_top: &'static [(&'static str, f64)],
+}
+
+const DEFAULTS: &[Defaults] = &[
+    // gemma3.py's wrapper.
+    Defaults {
+        model_type: "gemma3",
+        when_absent: &[("num_attention_heads", 8.0), ("num_key_value_heads", 4.0)],
+        from_top: &[("vocab_size", 262_208.0)],
+    },
+    // gemma3_text.py.
+    Defaults {
+        model_type: "gemma3_text",
+        when_absent: &[
+            ("hidden_size", 1152.0),
+            ("num_hidden_layers", 26.0),
+            ("intermediate_size", 6912.0),
+            ("num_attention_heads", 4.0),
+            ("head_dim", 256.0),
+            ("rms_norm_eps", 1.0e-6),
+            ("vocab_size", 262_144.0),
+            ("num_key_value_heads", 1.0),
+            ("max_position_embeddings", 32768.0),
+        ],
+        from_top: &[],
+    },
+];
+
+/// `config` with the defaults of `model_type` (see [`Defaults`]).
+fn apply_defaults(
+    config: &mut serde_json::Map<String, serde_json::Value>,
+    top: &serde_json::Value,
+    model_type: &str,
+) {
+    let Some(d) = DEFAULTS.iter().find(|d| d.model_type == model_type) else {
+        return;
+    };
+    let number = |v: f64| {
+        if v.fract() == 0.0 {
+            serde_json::json!(v as i64)
+        } else {
+            serde_json::json!(v)
+        }
+    };
+    for &(key, v) in d.from_top {
+        let value = top.get(key).cloned().unwrap_or_else(|| number(v));
+        config.insert(key.to_owned(), value);
+    }
+    for &(key, v) in d.when_absent {
+        config.entry(key).or_insert_with(|| number(v));
+    }
+}
 
 /// The architecture settings every family shares.
 #[derive(Debug, Clone, Deserialize)]
@@ -83,10 +147,30 @@ impl EosIds {
 }
 
 /// Quantization parameters of one layer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct QuantParams {
     pub group_size: i32,
     pub bits: i32,
+    /// `affine` when absent (mlx-lm's default).
+    #[serde(default)]
+    pub mode: ModeName,
+}
+
+/// A quantization mode as the config names it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct ModeName(Option<String>);
+
+impl ModeName {
+    /// The mode; an error naming it if MLX has no such mode.
+    pub fn get(&self) -> Result<QuantMode> {
+        let name = self.0.as_deref().unwrap_or("affine");
+        QuantMode::from_name(name).ok_or_else(|| {
+            EngineError::Config(format!(
+                "quantization mode {name:?} is not supported (affine, mxfp4, nvfp4, mxfp8)"
+            ))
+        })
+    }
 }
 
 /// `quantization`: the default parameters and per-layer overrides, where
@@ -96,7 +180,7 @@ pub struct QuantizationConfig {
     pub group_size: i32,
     pub bits: i32,
     #[serde(default)]
-    pub mode: Option<String>,
+    pub mode: ModeName,
     #[serde(flatten)]
     overrides: HashMap<String, serde_json::Value>,
 }
@@ -109,6 +193,7 @@ impl QuantizationConfig {
         let default = QuantParams {
             group_size: self.group_size,
             bits: self.bits,
+            mode: self.mode.clone(),
         };
         match self.overrides.get(path) {
             None | Some(serde_json::Value::Bool(true)) => Ok(Some(default)),
@@ -140,13 +225,21 @@ impl ModelConfig {
                         nested.insert(key.to_owned(), v.clone());
                     }
                 }
+                apply_defaults(&mut nested, &top, &model_type);
                 let text_type = nested
                     .get("model_type")
                     .and_then(|v| v.as_str())
                     .map(str::to_owned);
+                if let Some(t) = &text_type {
+                    apply_defaults(&mut nested, &top, t);
+                }
                 (serde_json::Value::Object(nested), text_type)
             }
-            _ => (top, None),
+            _ => {
+                let mut flat = top.as_object().cloned().unwrap_or_default();
+                apply_defaults(&mut flat, &top, &model_type);
+                (serde_json::Value::Object(flat), None)
+            }
         };
         let mut config: ModelConfig =
             serde_json::from_value(raw.clone()).map_err(|e| EngineError::Config(e.to_string()))?;
@@ -188,13 +281,8 @@ impl ModelConfig {
                 self.num_kv_heads()
             )));
         }
-        if let Some(q) = &self.quantization
-            && let Some(mode) = &q.mode
-            && mode != "affine"
-        {
-            return Err(EngineError::Config(format!(
-                "quantization.mode {mode:?} is not supported (only affine)"
-            )));
+        if let Some(q) = &self.quantization {
+            q.mode.get()?;
         }
         Ok(())
     }
@@ -255,6 +343,7 @@ mod tests {
             Some(QuantParams {
                 group_size: g,
                 bits: b,
+                mode: ModeName::default(),
             })
         };
         assert_eq!(q.for_layer("model.layers.0.mlp.up_proj").unwrap(), p(64, 4));

@@ -135,6 +135,7 @@ impl Family for Glm4Moe {
             },
             mlp_bias: false,
             tied: config.tie_word_embeddings_or(false),
+            layer_windows: Vec::new(),
         };
         let model = Transformer::load_with(weights, config, &spec, &|w, layer, prefix| {
             let prefix = format!("{prefix}.mlp");

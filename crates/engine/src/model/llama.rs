@@ -1,8 +1,9 @@
 //! Llama 2 and 3 (and SmolLM, which is Llama-shaped): mlx-lm's
 //! `mlx_lm/models/llama.py`. Optional biases on the attention
 //! (`attention_bias`) and MLP (`mlp_bias`) projections; RoPE optionally
-//! rescaled (`rope_scaling` linear or `llama3`). Sliding-window layers
-//! (`layer_types`) are not supported and are refused at load.
+//! rescaled (`rope_scaling` linear or `llama3`). Layers listed as
+//! `sliding_attention` in `layer_types` attend to the last `sliding_window`
+//! positions only.
 
 use serde::Deserialize;
 
@@ -30,6 +31,33 @@ pub struct LlamaArgs {
     /// Attention kind per layer (`full_attention` / `sliding_attention`).
     #[serde(default)]
     pub layer_types: Option<Vec<String>>,
+    /// The window of the sliding layers.
+    #[serde(default)]
+    pub sliding_window: Option<i32>,
+}
+
+impl LlamaArgs {
+    /// Per layer, its sliding window (none for full-attention layers).
+    pub fn layer_windows(&self) -> Result<Vec<Option<i32>>> {
+        let Some(types) = &self.layer_types else {
+            return Ok(Vec::new());
+        };
+        types
+            .iter()
+            .map(|kind| match kind.as_str() {
+                "full_attention" => Ok(None),
+                "sliding_attention" => match self.sliding_window {
+                    Some(w) if w > 0 => Ok(Some(w)),
+                    _ => Err(EngineError::Config(
+                        "sliding_attention layers need a positive sliding_window".into(),
+                    )),
+                },
+                other => Err(EngineError::Config(format!(
+                    "layer type {other:?} is not supported (full_attention, sliding_attention)"
+                ))),
+            })
+            .collect()
+    }
 }
 
 /// Drops what mlx-lm's Llama-style `sanitize` drops: the rotary
@@ -42,14 +70,13 @@ pub fn sanitize_rotary(weights: &mut Weights) {
 impl Llama {
     /// The standard decoder of Llama's shape from `args`.
     pub fn decoder(args: &LlamaArgs, config: &ModelConfig) -> Result<DecoderSpec> {
-        if args
-            .layer_types
-            .as_ref()
-            .is_some_and(|t| t.iter().any(|k| k == "sliding_attention"))
-        {
-            return Err(EngineError::Config(
-                "llama models with sliding-window layers (layer_types) are not supported".into(),
-            ));
+        let layer_windows = args.layer_windows()?;
+        if !layer_windows.is_empty() && layer_windows.len() != config.num_hidden_layers as usize {
+            return Err(EngineError::Config(format!(
+                "layer_types lists {} layers of {}",
+                layer_windows.len(),
+                config.num_hidden_layers
+            )));
         }
         Ok(DecoderSpec {
             attention: AttentionSpec {
@@ -59,6 +86,7 @@ impl Llama {
             },
             mlp_bias: args.mlp_bias,
             tied: config.tie_word_embeddings_or(true),
+            layer_windows,
         })
     }
 }

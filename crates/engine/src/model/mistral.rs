@@ -1,7 +1,9 @@
 //! Mistral: the Llama architecture under another `model_type`. mlx-lm maps
 //! `mistral` to `llama.py` (`MODEL_REMAPPING`) and so does this engine; like
-//! mlx-lm it attends over the whole context (Mistral 7B v0.1's 4096-token
-//! `sliding_window` only matters past 4096 tokens, where it is not applied).
+//! mlx-lm it applies `sliding_window` only to the layers `layer_types`
+//! marks `sliding_attention` (Mistral 7B v0.1's config gives a 4096-token
+//! window and no `layer_types`: it attends over the whole context, as in
+//! mlx-lm).
 
 use super::base::LanguageModel;
 use super::config::ModelConfig;

@@ -89,6 +89,7 @@ impl Family for Mixtral {
             attention: AttentionSpec::plain(config, rope),
             mlp_bias: false,
             tied: config.tie_word_embeddings_or(false),
+            layer_windows: Vec::new(),
         };
         let moe = MoeSpec {
             num_experts: args.num_local_experts,

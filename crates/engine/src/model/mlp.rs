@@ -1,5 +1,6 @@
 //! The gated feed-forward block (SwiGLU), as mlx-lm's `MLP` classes in
-//! `llama.py` / `qwen3.py` compute it: `down(silu(gate(x)) * up(x))`, with
+//! `llama.py` / `qwen3.py` compute it: `down(silu(gate(x)) * up(x))` (or
+//! with the tanh-approximated GELU in place of SiLU, Gemma's), with
 //! gate and up as one product when they are stored alike, and the norm
 //! before it and the residual after it in the products' kernels where the
 //! backend has them.
@@ -16,6 +17,16 @@ use mlx::Array;
 pub struct Mlp {
     pub gate_up: LinearGroup,
     pub down_proj: Linear,
+    pub activation: Activation,
+}
+
+/// The activation of the gate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// `silu` (SwiGLU).
+    Silu,
+    /// GELU's tanh approximation (`nn.gelu_approx`, GeGLU).
+    GeluApprox,
 }
 
 impl Mlp {
@@ -40,13 +51,18 @@ impl Mlp {
         Ok(Mlp {
             gate_up: LinearGroup::new(vec![gate, up])?,
             down_proj: Linear::load_shaped(w, &p("down_proj"), config, bias, [dim, hidden])?,
+            activation: Activation::Silu,
         })
     }
 
     /// `forward(norm(x)) + residual`, with the norm, the activation and the
     /// residual in the products' kernels where they can be.
     pub fn forward_normed_add(&self, x: &Array, norm: &RmsNorm, residual: &Array) -> Result<Array> {
-        let act = match self.gate_up.swiglu_normed(x, norm)? {
+        let fused = match self.activation {
+            Activation::Silu => self.gate_up.swiglu_normed(x, norm)?,
+            Activation::GeluApprox => None,
+        };
+        let act = match fused {
             Some(act) => act,
             None => self.activation(&norm.forward(x)?)?,
         };
@@ -65,14 +81,17 @@ impl Mlp {
         self.down_proj.forward(&self.activation(x)?)
     }
 
-    /// `silu(gate(x)) * up(x)`.
+    /// `silu(gate(x)) * up(x)` (or the GELU of the gate).
     fn activation(&self, x: &Array) -> Result<Array> {
         let [gate, up]: [Array; 2] = self
             .gate_up
             .forward(x)?
             .try_into()
             .map_err(|_| EngineError::Weights("the MLP's gate/up group lost a part".into()))?;
-        // One compiled kernel for silu(gate) * up, as mlx-lm's `swiglu`.
-        Ok(mlx::fast::swiglu(&gate, &up)?)
+        Ok(match self.activation {
+            // One compiled kernel for silu(gate) * up, as mlx-lm's `swiglu`.
+            Activation::Silu => mlx::fast::swiglu(&gate, &up)?,
+            Activation::GeluApprox => gate.gelu_approx()?.multiply(&up)?,
+        })
     }
 }

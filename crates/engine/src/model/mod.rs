@@ -13,6 +13,7 @@ pub mod cache;
 pub mod config;
 pub mod embedding;
 pub mod gated_delta;
+mod gemma3_text;
 pub mod gguf;
 mod glm4_moe;
 pub mod linear_attention;

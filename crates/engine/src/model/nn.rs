@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use mlx::{Array, Dtype, QuantizedWeight};
+use mlx::{Array, Dtype, QuantMode, QuantizedWeight};
 
 use super::config::{ModelConfig, QuantParams};
 use super::weights::Weights;
@@ -29,17 +29,29 @@ impl Matrix {
             Some(q) => q.for_layer(prefix)?,
             None => None,
         };
-        let QuantParams { group_size, bits } = params.ok_or_else(|| {
+        let QuantParams {
+            group_size,
+            bits,
+            mode,
+        } = params.ok_or_else(|| {
             EngineError::Weights(format!(
                 "{prefix} is stored quantized but the config gives no quantization for it"
             ))
         })?;
+        let mode = mode.get()?;
+        let biases = format!("{prefix}.biases");
         Ok(Matrix::Quantized(QuantizedWeight {
             weight,
             scales: w.take(&format!("{prefix}.scales"))?,
-            biases: w.take(&format!("{prefix}.biases"))?,
+            // Affine groups have biases; the microscaling modes none.
+            biases: if mode == QuantMode::Affine {
+                Some(w.take(&biases)?)
+            } else {
+                None
+            },
             group_size,
             bits,
+            mode,
         }))
     }
 
@@ -128,12 +140,7 @@ impl Matrix {
         match (self, other) {
             (Matrix::Dense(a), Matrix::Dense(b)) => a.dtype() == b.dtype() && a.ndim() == 2,
             (Matrix::Quantized(a), Matrix::Quantized(b)) => {
-                a.bits == b.bits
-                    && a.group_size == b.group_size
-                    && a.weight.dtype() == b.weight.dtype()
-                    && a.scales.dtype() == b.scales.dtype()
-                    && a.biases.dtype() == b.biases.dtype()
-                    && a.weight.ndim() == 2
+                a.stored_like(b) && a.weight.dtype() == b.weight.dtype() && a.weight.ndim() == 2
             }
             _ => false,
         }
@@ -164,15 +171,21 @@ impl Matrix {
                 "only matrices stored alike can be concatenated".into(),
             ));
         };
-        let cat = |f: fn(&QuantizedWeight) -> &Array| {
-            mlx::concatenate(&quantized.iter().map(|q| f(q)).collect::<Vec<_>>(), 0)
+        let cat = |f: fn(&QuantizedWeight) -> Option<&Array>| -> Result<Option<Array>> {
+            let arrays: Option<Vec<&Array>> = quantized.iter().map(|q| f(q)).collect();
+            Ok(match arrays {
+                Some(arrays) => Some(mlx::concatenate(&arrays, 0)?),
+                None => None,
+            })
         };
+        let lost = || EngineError::Weights("a quantized part lost an array".into());
         Ok(Matrix::Quantized(QuantizedWeight {
-            weight: cat(|q| &q.weight)?,
-            scales: cat(|q| &q.scales)?,
-            biases: cat(|q| &q.biases)?,
+            weight: cat(|q| Some(&q.weight))?.ok_or_else(lost)?,
+            scales: cat(|q| Some(&q.scales))?.ok_or_else(lost)?,
+            biases: cat(|q| q.biases.as_ref())?,
             group_size: first.group_size,
             bits: first.bits,
+            mode: first.mode,
         }))
     }
 
@@ -190,7 +203,7 @@ impl Matrix {
     pub fn arrays(&self) -> Vec<&Array> {
         match self {
             Matrix::Dense(w) => vec![w],
-            Matrix::Quantized(q) => vec![&q.weight, &q.scales, &q.biases],
+            Matrix::Quantized(q) => q.arrays(),
         }
     }
 
@@ -198,7 +211,7 @@ impl Matrix {
     pub fn nbytes(&self) -> usize {
         match self {
             Matrix::Dense(w) => w.nbytes(),
-            Matrix::Quantized(q) => q.weight.nbytes() + q.scales.nbytes() + q.biases.nbytes(),
+            Matrix::Quantized(q) => q.nbytes(),
         }
     }
 }

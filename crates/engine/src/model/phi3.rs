@@ -155,6 +155,7 @@ impl Family for Phi3 {
             },
             mlp_bias: false,
             tied: config.tie_word_embeddings_or(false),
+            layer_windows: Vec::new(),
         };
         Ok(Box::new(Transformer::load(weights, config, &spec)?))
     }

@@ -45,6 +45,7 @@ impl Family for Qwen2 {
             },
             mlp_bias: false,
             tied: config.tie_word_embeddings_or(true),
+            layer_windows: Vec::new(),
         };
         Ok(Box::new(Transformer::load(weights, config, &spec)?))
     }

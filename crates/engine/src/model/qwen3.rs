@@ -51,6 +51,7 @@ impl Family for Qwen3 {
             },
             mlp_bias: false,
             tied: config.tie_word_embeddings_or(true),
+            layer_windows: Vec::new(),
         };
         Ok(Box::new(Transformer::load(weights, config, &spec)?))
     }

@@ -112,6 +112,7 @@ impl Family for Qwen3Moe {
             },
             mlp_bias: false,
             tied: config.tie_word_embeddings_or(false),
+            layer_windows: Vec::new(),
         };
         let moe = args.moe();
         let model = Transformer::load_with(weights, config, &spec, &|w, layer, prefix| {

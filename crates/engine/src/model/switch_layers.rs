@@ -96,18 +96,16 @@ impl SwitchLinear {
             (Matrix::Dense(x), Matrix::Dense(y)) if x.dtype() == y.dtype() => {
                 Matrix::Dense(cat(x, y)?)
             }
-            (Matrix::Quantized(x), Matrix::Quantized(y))
-                if x.bits == y.bits
-                    && x.group_size == y.group_size
-                    && x.scales.dtype() == y.scales.dtype()
-                    && x.biases.dtype() == y.biases.dtype() =>
-            {
+            (Matrix::Quantized(x), Matrix::Quantized(y)) if x.stored_like(y) => {
+                let biases = match (&x.biases, &y.biases) {
+                    (Some(xb), Some(yb)) => Some(cat(xb, yb)?),
+                    _ => None,
+                };
                 Matrix::Quantized(QuantizedWeight {
                     weight: cat(&x.weight, &y.weight)?,
                     scales: cat(&x.scales, &y.scales)?,
-                    biases: cat(&x.biases, &y.biases)?,
-                    group_size: x.group_size,
-                    bits: x.bits,
+                    biases,
+                    ..x.clone()
                 })
             }
             _ => return Ok(None),
@@ -296,7 +294,7 @@ mod tests {
                 let qw = mlx::quantize(w, 32, 4).unwrap();
                 tensors.insert(format!("{p}.weight"), qw.weight);
                 tensors.insert(format!("{p}.scales"), qw.scales);
-                tensors.insert(format!("{p}.biases"), qw.biases);
+                tensors.insert(format!("{p}.biases"), qw.biases.unwrap());
             } else {
                 tensors.insert(format!("{p}.weight"), w.clone());
             }

@@ -28,6 +28,22 @@ pub struct DecoderSpec {
     pub mlp_bias: bool,
     /// The output head is the embedding's transpose.
     pub tied: bool,
+    /// Per layer, the sliding window of its attention (`None`, or a layer
+    /// past the end: the attention's own, normally none).
+    pub layer_windows: Vec<Option<i32>>,
+}
+
+impl DecoderSpec {
+    /// Layer `layer`'s attention.
+    fn attention(&self, layer: i32) -> AttentionSpec {
+        let window = usize::try_from(layer)
+            .ok()
+            .and_then(|i| self.layer_windows.get(i).copied().flatten());
+        AttentionSpec {
+            window: window.or(self.attention.window),
+            ..self.attention.clone()
+        }
+    }
 }
 
 /// Builds layer `i`'s feed-forward block from the tensors under the
@@ -53,7 +69,7 @@ impl Block {
         let p = |name: &str| format!("{prefix}.{name}");
         let (eps, dim) = (config.rms_norm_eps, config.hidden_size);
         Ok(Block {
-            self_attn: Attention::load(w, &p("self_attn"), config, &spec.attention)?,
+            self_attn: Attention::load(w, &p("self_attn"), config, &spec.attention(layer))?,
             mlp: mlp(w, layer, prefix)?,
             input_layernorm: RmsNorm::load_shaped(w, &p("input_layernorm"), eps, dim)?,
             post_attention_layernorm: RmsNorm::load_shaped(

@@ -149,3 +149,33 @@ pub fn assert_greedy_batched_equals_alone(name: &str, model: &Model) {
         }
     }
 }
+
+/// That a prompt sharing its first 60 tokens with one `model` ran before
+/// (90 tokens) takes them from the prompt cache and gets the tokens and
+/// top logprobs (within 1e-4) of a cold prefill. `name` labels failures.
+pub fn assert_prompt_cache_hit_equals_cold_prefill(name: &str, model: &Model) {
+    let params = SamplingParams {
+        logprobs: true,
+        top_logprobs: 20,
+        ..SamplingParams::greedy()
+    };
+    let history: Vec<u32> = (0..90u32).map(|i| (i * 13 + 7) % 256).collect();
+    let n = 6;
+    let mut s = Scheduler::new(model, BatchConfig::default());
+    s.submit(request(model, 1, &history, &params, n)).unwrap();
+    run(&mut s, HashMap::new());
+    let mut branch = history[..60].to_vec();
+    branch.extend([1, 2, 3, 4]);
+    s.submit(request(model, 2, &branch, &params, n)).unwrap();
+    let warm = run(&mut s, HashMap::new());
+    assert!(warm.reports[&2].cached_tokens >= 59, "{name}");
+    let cold = alone(model, &branch, &params, n);
+    assert_eq!(ids(&warm.tokens[&2]), ids(&cold), "{name}");
+    for (w, c) in warm.tokens[&2].iter().zip(&cold) {
+        let (w, c) = (w.logprobs.as_ref().unwrap(), c.logprobs.as_ref().unwrap());
+        for ((wi, wl), (ci, cl)) in w.top.iter().zip(&c.top) {
+            assert_eq!(wi, ci, "{name}");
+            assert!((wl - cl).abs() < 1e-4, "{name}: {wl} vs {cl}");
+        }
+    }
+}

@@ -35,7 +35,7 @@ BASE = {
     "max_position_embeddings": 512,
 }
 
-# name: (model_type, extra config, quantization (group, bits) or None)
+# name: (model_type, extra config, quantization (group, bits[, mode]) or None)
 VARIANTS = {
     "llama_f32_tied": ("llama", {"tie_word_embeddings": True}, None),
     "llama_f32_untied_llama3_rope": (
@@ -54,12 +54,25 @@ VARIANTS = {
         None,
     ),
     "llama_q4_g32_tied": ("llama", {"tie_word_embeddings": True}, (32, 4)),
+    # Sliding-window layers: a window of 8 over the 64-token prompt.
+    "llama_f32_sliding8": (
+        "llama",
+        {"tie_word_embeddings": False, "sliding_window": 8,
+         "layer_types": ["sliding_attention", "full_attention"]},
+        None,
+    ),
     "llama_q8_g64_untied": ("llama", {"tie_word_embeddings": False}, (64, 8)),
     "mistral_f32_untied": ("mistral", {"tie_word_embeddings": False, "rope_theta": 1e6}, None),
     "qwen2_f32_tied": ("qwen2", {"tie_word_embeddings": True}, None),
     "qwen2_q4_g64_mixed": ("qwen2", {"tie_word_embeddings": False}, (64, 4)),
     "qwen3_f32_untied": ("qwen3", {"tie_word_embeddings": False, "head_dim": 32, "rope_theta": 1e6}, None),
     "qwen3_q8_g32_tied": ("qwen3", {"tie_word_embeddings": True, "head_dim": 32, "rope_theta": 1e6}, (32, 8)),
+    # The microscaling modes (floating-point codes, no biases).
+    "qwen3_mxfp4_g32_untied": (
+        "qwen3", {"tie_word_embeddings": False, "head_dim": 32, "rope_theta": 1e6}, (32, 4, "mxfp4")
+    ),
+    "llama_nvfp4_g16_tied": ("llama", {"tie_word_embeddings": True}, (16, 4, "nvfp4")),
+    "qwen2_mxfp8_g32_untied": ("qwen2", {"tie_word_embeddings": False}, (32, 8, "mxfp8")),
 }
 
 # Phi-3: fused qkv and gate_up projections; LongRoPE over a partial
@@ -110,6 +123,29 @@ VARIANTS.update(
              "topk_group": 1, "norm_topk_prob": False, "routed_scaling_factor": 1.0,
              "n_shared_experts": None, "first_k_dense_replace": 0, "use_qk_norm": False,
              "attention_bias": False},
+            (32, 4),
+        ),
+    }
+)
+
+# Gemma 3: sandwich norms with the (1 + w) offset, GELU MLPs, scaled
+# embeddings, q/k norms, query_pre_attn_scalar, local layers with a window
+# of 8 and their own RoPE base, global layers with linearly scaled RoPE; and
+# the multimodal wrapper's text model, 4-bit with the head tied and the
+# sizes mlx-lm's defaults give (head_dim 256, query_pre_attn_scalar 256).
+VARIANTS.update(
+    {
+        "gemma3_text_f32_pattern3": (
+            "gemma3_text",
+            {"num_hidden_layers": 4, "head_dim": 16, "query_pre_attn_scalar": 24,
+             "sliding_window": 8, "sliding_window_pattern": 3, "rope_theta": 1e6,
+             "rope_local_base_freq": 1e4, "rope_scaling": {"factor": 8.0, "rope_type": "linear"}},
+            None,
+        ),
+        "gemma3_q4_g32_nested_tied": (
+            "gemma3",
+            {"nest": True, "top": {"vocab_size": VOCAB}, "tie_head": True,
+             "sliding_window": 16, "sliding_window_pattern": 2},
             (32, 4),
         ),
     }
@@ -204,6 +240,12 @@ VARIANTS.update({
         {**QWEN3_MOE, "num_experts": 6, "num_experts_per_tok": 2, "norm_topk_prob": True,
          "moe_intermediate_size": 64},
         (64, 4),
+    ),
+    # Experts in mxfp4 (gpt-oss's format), through the gathered product.
+    "qwen3_moe_mxfp4_g32_e6_k2": (
+        "qwen3_moe",
+        {**QWEN3_MOE, "num_experts": 6, "num_experts_per_tok": 2, "norm_topk_prob": True},
+        (32, 4, "mxfp4"),
     ),
     "mixtral_f32_e5_k2": ("mixtral", {"num_local_experts": 5, "num_experts_per_tok": 2}, None),
     "mixtral_f32_e6_k3_tied_hf": (
@@ -330,13 +372,20 @@ def build(model_type, extra, seed):
         f"mlx_lm.models.{'llama' if model_type == 'mistral' else model_type}"
     )
     extra = dict(extra)
+    top = extra.pop("top", {})
+    tie_head = extra.pop("tie_head", False)
     if extra.pop("nest", False):
         text = {"model_type": f"{model_type}_text", **BASE, **extra}
-        config = {"model_type": model_type, "text_config": text}
+        config = {"model_type": model_type, "text_config": text, **top}
     else:
         config = {"model_type": model_type, **BASE, **extra}
     args = module.ModelArgs.from_dict(config)
     model = module.Model(args)
+    if tie_head:
+        # Gemma ties its head by leaving lm_head out of the checkpoint.
+        lm = getattr(model, "language_model", model)
+        lm.tie_word_embeddings = True
+        lm.pop("lm_head")
     # Random values everywhere (norms near 1) so every tensor matters.
     mx.random.seed(seed)
     params = []
@@ -365,12 +414,12 @@ def main(out: Path):
     for seed, (name, (model_type, extra, quant)) in enumerate(VARIANTS.items()):
         model, config = build(model_type, extra, seed)
         if quant is not None:
-            group, bits = quant
+            group, bits, mode = (*quant, "affine")[:3]
             predicate = QUANT_PREDICATES.get(name) or (
                 mixed_predicate if name.endswith("mixed") else None
             )
             model, config = quantize_model(
-                model, config, group, bits, quant_predicate=predicate
+                model, config, group, bits, mode=mode, quant_predicate=predicate
             )
         path = out / name
         save_model(path, model)
