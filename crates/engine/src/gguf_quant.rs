@@ -17,7 +17,8 @@
 //!   in memory.)
 //! - Re-quantized: Q6_K has sixteen 16-weight sub-blocks with an int8 scale
 //!   each (`w = d·sc·(q − 32)`), and MLX's affine groups are 32, 64 or 128
-//!   weights, so two sub-blocks share a group. Its weights are decoded to
+//!   weights (its only 16-weight groups, `nvfp4`'s, hold FP4 values), so
+//!   two sub-blocks share a group. Its weights are decoded to
 //!   f32 and quantized again to 8 bits per group of 32 (`scale = (max −
 //!   min)/255`, `bias = min`, `q = ⌊(w − min)·(1/scale) + ½⌋`): each weight
 //!   moves by at most `scale/2`, which is at most 63/510 ≈ 0.124 of Q6_K's
