@@ -271,3 +271,49 @@ fn the_models_as_mlx_checkpoints_give_the_same_logits_under_mlx_lm() {
         assert!(err < 1e-4, "{name}: logits differ by {err:e} (relative)");
     }
 }
+
+/// A GGUF of one tensor `name` of ggml type `ty` and `shape` (innermost
+/// first), followed by `data_len` zero bytes of data.
+fn one_tensor_gguf(path: &Path, name: &str, ty: u32, shape: &[u64], data_len: usize) {
+    let mut bytes = Vec::new();
+    bytes.extend(b"GGUF");
+    bytes.extend(3u32.to_le_bytes());
+    bytes.extend(1u64.to_le_bytes()); // tensors
+    bytes.extend(0u64.to_le_bytes()); // metadata entries
+    bytes.extend((name.len() as u64).to_le_bytes());
+    bytes.extend(name.as_bytes());
+    bytes.extend((shape.len() as u32).to_le_bytes());
+    for d in shape {
+        bytes.extend(d.to_le_bytes());
+    }
+    bytes.extend(ty.to_le_bytes());
+    bytes.extend(0u64.to_le_bytes()); // offset
+    while bytes.len() % 32 != 0 {
+        bytes.push(0);
+    }
+    bytes.extend(vec![0u8; data_len]);
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn k_quant_rows_that_are_not_whole_super_blocks_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("short_rows.gguf");
+    // Q4_K (12) rows of 128 weights: half a super-block each.
+    one_tensor_gguf(&path, "blk.0.ffn_up.weight", 12, &[128, 4], 4 * 144);
+    let parsed = GgufFile::open(&path).unwrap();
+    let err = engine::gguf_quant::read_tensors(&path, &parsed)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("blk.0.ffn_up.weight") && err.contains("not whole blocks of 256"),
+        "{err}"
+    );
+    // Whole blocks read; all-zero blocks are zero weights.
+    one_tensor_gguf(&path, "blk.0.ffn_up.weight", 12, &[256, 2], 2 * 144);
+    let parsed = GgufFile::open(&path).unwrap();
+    let got = engine::gguf_quant::read_tensors(&path, &parsed).unwrap();
+    assert_eq!(got["blk.0.ffn_up.weight"].shape(), vec![2, 32]);
+    assert_eq!(values(&got["blk.0.ffn_up.scales"]), vec![0.0; 16]);
+}
