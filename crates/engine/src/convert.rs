@@ -1,8 +1,9 @@
 //! `mlxd convert`: a GGUF file written out as an MLX checkpoint directory
 //! that mlx-lm (and this engine) load: `config.json` (with the per-layer
 //! quantization the GGUF's tensor types imply), `model.safetensors` (Hugging
-//! Face tensor names, Q/K rows un-permuted, quantized tensors kept packed:
-//! the conversion is lossless), `tokenizer.json`, `tokenizer_config.json`
+//! Face tensor names, Q/K rows un-permuted, quantized tensors as the engine
+//! loads them: lossless except Q6_K, re-quantized to 8 bits; see
+//! `gguf_quant`), `tokenizer.json`, `tokenizer_config.json`
 //! (chat template, special tokens) and `generation_config.json`.
 
 use std::path::Path;

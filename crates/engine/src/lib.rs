@@ -18,6 +18,7 @@ pub mod detokenizer;
 pub mod error;
 pub mod generate;
 pub mod gguf;
+pub mod gguf_quant;
 pub mod loader;
 pub mod memory;
 pub mod model;

@@ -124,7 +124,8 @@ struct WorkerArgs {
 /// Arguments of `mlxd convert`.
 #[derive(Debug, Args)]
 struct ConvertArgs {
-    /// The GGUF file (Q4_0, Q4_1, Q8_0, F16 or F32 tensors).
+    /// The GGUF file (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K
+    /// or Q6_K tensors).
     gguf: PathBuf,
     /// The directory to write (created if needed).
     out_dir: PathBuf,

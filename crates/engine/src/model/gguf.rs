@@ -2,10 +2,16 @@
 //! into the same `config.json` values and Hugging Face tensor names as an
 //! MLX checkpoint, so one model implementation serves both.
 //!
-//! - Tensors load through MLX's GGUF reader, which maps Q4_0, Q4_1 and Q8_0
-//!   losslessly to MLX affine quantization with groups of 32 (packed weight,
-//!   `scales`, `biases`) and keeps F32/F16 as they are. Any other tensor type
-//!   (Q4_K, Q6_K, ...) is refused by name before anything is read.
+//! - A file whose tensors are all F32, F16, Q4_0, Q4_1 or Q8_0 loads
+//!   through MLX's GGUF reader, which maps those quantized types losslessly
+//!   to MLX affine quantization with groups of 32 (packed weight, `scales`,
+//!   `biases`). Any other file is read by [`crate::gguf_quant`], which
+//!   converts the K-quants as well: Q4_K and Q5_K (and Q5_0, Q5_1, BF16)
+//!   exactly, to 4 and 5 bits with groups of 32; Q6_K, whose 16-weight
+//!   sub-blocks MLX's groups cannot hold, re-quantized to 8 bits with
+//!   groups of 32. So a Q4_K_M or Q5_K_M file (mixed Q4_K/Q5_K/Q6_K/Q8_0
+//!   layers) loads with per-layer bit widths. Any other tensor type (Q2_K,
+//!   Q3_K, the IQ types, ...) is refused by name before anything is read.
 //! - llama.cpp's converter permutes the rows of `attn_q` and `attn_k` of
 //!   `llama` models so that its interleaved RoPE works; they are un-permuted
 //!   here (rows of packed weights, scales and biases alike, since groups run
@@ -23,9 +29,10 @@ use super::config::ModelConfig;
 use super::weights::Weights;
 use crate::error::{EngineError, Result};
 use crate::gguf::GgufFile;
+use crate::gguf_quant;
 
 /// ggml tensor types MLX's reader converts without loss.
-const SUPPORTED_TYPES: [&str; 5] = ["F32", "F16", "Q4_0", "Q4_1", "Q8_0"];
+const MLX_TYPES: [&str; 5] = ["F32", "F16", "Q4_0", "Q4_1", "Q8_0"];
 
 /// Group size of every quantized GGUF type MLX reads.
 const GGUF_GROUP: i32 = 32;
@@ -204,6 +211,24 @@ fn unpermute_rows(rows: i32, heads: i32) -> Result<Array> {
     Ok(Array::from_slice(&order, &[rows])?)
 }
 
+/// Whether MLX's own reader loads every tensor of `file`.
+fn mlx_reads(file: &GgufFile) -> bool {
+    file.tensors
+        .iter()
+        .all(|t| t.type_name().is_some_and(|n| MLX_TYPES.contains(&n)))
+}
+
+/// Bytes the tensors of `file` take in memory once loaded: more than on
+/// disk for K-quant files (f32 scales and biases, Q6_K at 8 bits), about
+/// the same for MLX's types. Tensors of types not loaded count nothing.
+pub fn loaded_bytes(file: &GgufFile) -> u64 {
+    let scale_bytes = if mlx_reads(file) { 2 } else { 4 };
+    file.tensors
+        .iter()
+        .filter_map(|t| gguf_quant::loaded_bytes(t, scale_bytes))
+        .fold(0u64, u64::saturating_add)
+}
+
 /// A GGUF model read into the MLX checkpoint form.
 pub struct GgufModel {
     /// The `config.json` values the metadata describes.
@@ -222,7 +247,7 @@ pub fn load(path: &Path) -> Result<GgufModel> {
     let unsupported: Vec<String> = file
         .tensors
         .iter()
-        .filter(|t| !t.type_name().is_some_and(|n| SUPPORTED_TYPES.contains(&n)))
+        .filter(|t| !gguf_quant::converts(t))
         .map(|t| format!("{} ({})", t.name, t.type_name().unwrap_or("unknown type")))
         .collect();
     if !unsupported.is_empty() {
@@ -233,13 +258,18 @@ pub fn load(path: &Path) -> Result<GgufModel> {
             .collect::<Vec<_>>()
             .join(", ");
         return Err(EngineError::Weights(format!(
-            "{}: {} tensors have types MLX cannot load (supported: {}): {shown}",
+            "{}: {} tensors have types this engine cannot load (supported: {}, {}): {shown}",
             path.display(),
             unsupported.len(),
-            SUPPORTED_TYPES.join(", ")
+            gguf_quant::EXACT_TYPES.join(", "),
+            gguf_quant::REQUANTIZED_TYPES.join(", ")
         )));
     }
-    let tensors = mlx::io::load_gguf(path)?.arrays;
+    let tensors = if mlx_reads(&file) {
+        mlx::io::load_gguf(path)?.arrays
+    } else {
+        gguf_quant::read_tensors(path, &file)?
+    };
     let config_value = config_json(&file, &tensors)?;
     let config = ModelConfig::from_json(&config_value.to_string())?;
     let permuted = config.model_type == "llama";

@@ -321,7 +321,7 @@ struct Shape {
     value_bytes: u64,
 }
 
-/// Weights (bytes on disk) plus the KV cache the worker may hold (its
+/// Weights (bytes on disk; a GGUF's bytes once loaded) plus the KV cache the worker may hold (its
 /// batch's, at least one full served context, and its prompt cache; one
 /// context when `kv` is `None`), plus a tenth for activations and buffers.
 pub fn estimate_bytes(
@@ -337,8 +337,8 @@ pub fn estimate_bytes(
             .sum();
         (weights, dir_shape(path)?)
     } else {
-        let weights = std::fs::metadata(path).map_err(|e| e.to_string())?.len();
-        (weights, gguf_shape(path)?)
+        let file = engine::GgufFile::open(path).map_err(|e| e.to_string())?;
+        (engine::model::gguf::loaded_bytes(&file), gguf_shape(path)?)
     };
     let context = context_cap.map_or(shape.context, |c| shape.context.min(u64::from(c)));
     let per_position = 2 * shape.layers * shape.kv_heads * shape.head_dim * shape.value_bytes;
