@@ -95,6 +95,7 @@ async fn drain(generation: &mut Generation) -> (Vec<u32>, Option<protocol::Done>
             Ok(WorkerEvent::Token(t)) => tokens.push(t.token_id),
             Ok(WorkerEvent::Done(d)) => done = Some(d),
             Ok(WorkerEvent::Error { message, .. }) => error = Some(message),
+            Ok(WorkerEvent::Embedding(e)) => error = Some(format!("an embedding: {e:?}")),
             Err(gone) => error = Some(gone.0),
         }
     }
