@@ -31,6 +31,7 @@
 //! - [`stream`]: chunk types, [`ChatStream`] and [`CompletionStream`], SSE
 //!   framing.
 //! - [`tools`]: tool definitions, `reasoning_effort`.
+//! - [`embeddings`]: OpenAI's and Ollama's embedding requests and bodies.
 //! - [`error`]: [`ApiError`] and its one status/type/code table.
 //!
 //! # Choices of this crate
@@ -50,6 +51,7 @@
 //!   ([`structured`]); the server turns them into a grammar the output
 //!   follows. `tool_choice: "none"` hides the tools from the template.
 
+pub mod embeddings;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -365,7 +365,7 @@ pub fn parse_completion_for(
 /// Deserializes `body`, naming the parameter of a type error.
 /// Serde reads a struct from an array too (by position); OpenAI's bodies are
 /// objects only, so anything else that is JSON is refused first.
-fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+pub(crate) fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
     if first != Some(&b'{') && serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok() {
         return Err(ApiError::InvalidRequest {
@@ -383,7 +383,10 @@ fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     Ok(value)
 }
 
-fn require_model(model: Option<String>, default: Option<&str>) -> Result<String, ApiError> {
+pub(crate) fn require_model(
+    model: Option<String>,
+    default: Option<&str>,
+) -> Result<String, ApiError> {
     match (model, default) {
         (Some(m), _) if !m.trim().is_empty() => Ok(m),
         (Some(_), _) => Err(ApiError::invalid(

@@ -32,6 +32,12 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/chat/completions", post(chat))
         .route("/v1/completions", post(completions))
+        .route("/v1/embeddings", post(super::embeddings::openai))
+        .route("/api/embed", post(super::ollama_embed::embed_route))
+        .route(
+            "/api/embeddings",
+            post(super::ollama_embed::embeddings_route),
+        )
         .route("/v1/models", get(list_models))
         .route("/v1/models/{*id}", get(get_model))
 }
@@ -172,7 +178,7 @@ async fn serve(
 }
 
 /// The body, if it is JSON and within the size limit.
-async fn json_body(state: &AppState, request: Request) -> Result<Bytes, ApiError> {
+pub(super) async fn json_body(state: &AppState, request: Request) -> Result<Bytes, ApiError> {
     let content_type = request
         .headers()
         .get(header::CONTENT_TYPE)

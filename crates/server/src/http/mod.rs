@@ -8,9 +8,13 @@ pub mod admin;
 mod auth;
 pub mod catalog;
 mod connections;
+#[cfg(test)]
+mod embed_tests;
+mod embeddings;
 mod generate;
 mod handlers;
 pub mod metrics;
+mod ollama_embed;
 mod reply;
 mod structured;
 #[cfg(test)]
