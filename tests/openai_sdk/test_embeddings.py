@@ -187,3 +187,21 @@ def test_ollama_embed_and_legacy_embeddings(embed_daemon, tiny_qwen3):
     assert np.abs(raw / np.linalg.norm(raw) - want).max() < 1e-5
     r = httpx.post(f"{base}/api/embed", json={"model": "nope", "input": "a"})
     assert r.status_code == 404 and "nope" in r.json()["error"]
+
+
+def test_the_ollama_librarys_embed_and_embeddings(embed_daemon, tiny_qwen3):
+    import ollama  # pinned in scripts/requirements/test.txt with the Ollama API's tests
+
+    _, _, model = tiny_qwen3
+    client = ollama.Client(host=embed_daemon.base_url)
+    r = client.embed(model="q3", input=TEXTS[:2], keep_alive="1m")
+    assert r.model == "q3" and r.prompt_eval_count > 0
+    for v, text in zip(r.embeddings, TEXTS):
+        assert np.abs(np.array(v) - reference(model, text_ids(text))).max() < 1e-5
+    short = client.embed(model="q3", input=TEXTS[0], dimensions=8).embeddings[0]
+    assert len(short) == 8 and abs(np.linalg.norm(short) - 1.0) < 1e-5
+    legacy = np.array(client.embeddings(model="q3", prompt=TEXTS[0]).embedding)
+    assert np.abs(legacy / np.linalg.norm(legacy) - reference(model, text_ids(TEXTS[0]))).max() < 1e-5
+    with pytest.raises(ollama.ResponseError) as e:
+        client.embed(model="q3", input=["a", ""])
+    assert e.value.status_code == 400 and "empty" in e.value.error
