@@ -280,3 +280,28 @@ async fn embeddings_take_the_api_keys_and_count_in_metrics() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn an_embedding_past_the_request_timeout_is_a_504() {
+    let config = HttpConfig {
+        request_timeout: std::time::Duration::from_millis(1),
+        ..HttpConfig::default()
+    };
+    let h = harness(config);
+    let (status, _, text) = call(
+        &h,
+        post(
+            "/v1/embeddings",
+            json!({"model": "smol", "input": [[1, 2]]}),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{text}");
+    assert!(
+        json(&text)["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("timed out"),
+        "{text}"
+    );
+}

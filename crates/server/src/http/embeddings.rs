@@ -96,7 +96,17 @@ pub async fn embed(state: &AppState, req: &EmbedRequest) -> Result<Embedded, Api
         }
     }
     let pooling = pooling(state, &model);
-    let result = lease.embed(inputs, pooling, req.normalize).await;
+    // Past the deadline the request is dropped, which cancels it in the
+    // worker.
+    let timeout = state
+        .config
+        .request_timeout
+        .saturating_sub(arrived.elapsed());
+    let result = tokio::time::timeout(timeout, lease.embed(inputs, pooling, req.normalize))
+        .await
+        .map_err(|_| ApiError::Timeout {
+            seconds: state.config.request_timeout.as_secs(),
+        })?;
     let embedded = result.map_err(|e| match e {
         EmbedError::Invalid(message) => ApiError::invalid("input", message),
         EmbedError::Failed(message) => ApiError::Internal { message },
