@@ -361,5 +361,34 @@ pub fn seeds() -> Vec<(String, Vec<u8>, Outcome)> {
         ],
         evs(3),
     );
+    let embed = Embed {
+        request_id: 9,
+        inputs: vec![(1..40).collect(), vec![7]],
+        pooling: crate::embed::Pooling::Mean,
+        normalize: true,
+    };
+    let mut embed_frames: Vec<_> = embed
+        .encode_frames(96)
+        .expect("the seed's embed fits")
+        .into_iter()
+        .map(|f| (false, f.meta, f.payload))
+        .collect();
+    let parts = embed_frames.len();
+    embed_frames.push(ev(Event::Embedding(crate::embed::Embedding {
+        request_id: 9,
+        index: 1,
+        dims: 4,
+        offset: 2,
+        values: vec![0.5, -0.25],
+    })));
+    add(
+        "embed-embedding",
+        embed_frames,
+        Outcome {
+            requests: parts,
+            events: 1,
+            submits: 0,
+        },
+    );
     seeds
 }
