@@ -10,7 +10,10 @@
 //! request holds only values the rest of the server can pass on unchecked:
 //! finite sampling numbers within their documented ranges, at most
 //! [`MAX_STOP`] non-empty stop strings, `n` within `1..=MAX_N`, non-empty
-//! prompts, `logit_bias` sorted with each token once.
+//! prompts, `logit_bias` sorted with each token once. The embedding
+//! parsers (OpenAI's and Ollama's two) take every body as well: a refusal is
+//! the same 4xx, an accepted request has 1 to 2,048 non-empty inputs (the
+//! legacy Ollama route: at most one) and `dimensions` of at least 1.
 
 use crate::error::ApiError;
 use crate::request::Endpoint;
@@ -35,6 +38,10 @@ pub fn request_body(body: &[u8]) -> (bool, bool) {
             Err(e) => check_error(&e),
         }
     }
+    use crate::embeddings::{parse_ollama_embed, parse_ollama_legacy, parse_openai};
+    check_embed(parse_openai(body, Some("default")), 1);
+    check_embed(parse_ollama_embed(body), 1);
+    check_embed(parse_ollama_legacy(body), 0);
     (
         check(Endpoint::Chat, parse_chat(body)),
         check(Endpoint::Completion, parse_completion(body)),
@@ -51,6 +58,24 @@ fn check(endpoint: Endpoint, parsed: Result<GenerationRequest, ApiError>) -> boo
             check_error(&e);
             false
         }
+    }
+}
+
+/// An embedding request's invariants: `least` to 2,048 non-empty inputs
+/// (the legacy route carries at most one), `dimensions` of at least 1.
+fn check_embed(parsed: Result<crate::embeddings::EmbedRequest, ApiError>, least: usize) {
+    use crate::embeddings::{EmbedInput, MAX_INPUTS};
+    match parsed {
+        Ok(req) => {
+            let most = if least == 0 { 1 } else { MAX_INPUTS };
+            assert!((least..=most).contains(&req.inputs.len()), "{req:?}");
+            assert!(req.inputs.iter().all(|i| match i {
+                EmbedInput::Text(t) => !t.is_empty(),
+                EmbedInput::Tokens(ids) => !ids.is_empty(),
+            }));
+            assert!(req.dimensions.is_none_or(|d| d >= 1));
+        }
+        Err(e) => check_error(&e),
     }
 }
 

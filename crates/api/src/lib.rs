@@ -33,6 +33,7 @@
 //! - [`tools`]: tool definitions, `reasoning_effort`.
 //! - [`responses`]: the Responses API: request, conversation items, the
 //!   Response object and its stream events.
+//! - [`embeddings`]: OpenAI's and Ollama's embedding requests and bodies.
 //! - [`error`]: [`ApiError`] and its one status/type/code table.
 //! - [`anthropic`]: Anthropic's Messages API onto the same request, reply
 //!   and error types.
@@ -57,6 +58,7 @@
 //!   follows. `tool_choice: "none"` hides the tools from the template.
 
 pub mod anthropic;
+pub mod embeddings;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;

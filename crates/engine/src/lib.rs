@@ -8,13 +8,14 @@
 //! MLX checkpoints and GGUF files (`model`, `loader`), the KV cache,
 //! sampling (`sampler`), the decode loop of one sequence (`generate`),
 //! continuous batching of many (`batch`) with a prompt cache
-//! (`prefix_cache`), and GGUF → MLX conversion (`convert`).
+//! (`prefix_cache`), pooled hidden states for embeddings (`embed`), and GGUF → MLX conversion (`convert`).
 
 pub mod batch;
 pub mod chat;
 pub mod constraint;
 pub mod convert;
 pub mod detokenizer;
+pub mod embed;
 pub mod error;
 pub mod generate;
 pub mod gguf;

@@ -224,6 +224,14 @@ impl ModelCatalog for ConfigCatalog {
         })
     }
 
+    fn pooling(&self, name: &str) -> Option<protocol::Pooling> {
+        self.models.overrides_for(name).pooling.map(|p| match p {
+            config::EmbedPooling::Last => protocol::Pooling::Last,
+            config::EmbedPooling::Mean => protocol::Pooling::Mean,
+            config::EmbedPooling::Cls => protocol::Pooling::Cls,
+        })
+    }
+
     /// The configured overrides, else the model's `generation_config.json`,
     /// else [`sampling::SMALL_MODEL_DEFAULTS`].
     fn defaults(&self, name: &str) -> api::ModelDefaults {

@@ -1,7 +1,9 @@
 //! The supervisor with real `mlxd worker` processes and a tiny model:
 //! generation, a worker killed mid-stream (its request resubmitted to a
 //! fresh worker, or, with replay off, ended with the cause), load failures,
-//! two models in two processes.
+//! two models in two processes; embeddings through a worker (equal to the
+//! engine's in-process, next to a running generation; a crash ends them with
+//! the cause).
 
 // Test helpers panic on failure by design.
 #![allow(clippy::unwrap_used)]
@@ -60,6 +62,7 @@ async fn a_worker_process_generates_the_requested_tokens() {
             WorkerEvent::Token(_) => tokens += 1,
             WorkerEvent::Done(done) => break done,
             WorkerEvent::Error { message, .. } => panic!("{message}"),
+            WorkerEvent::Embedding(_) => panic!("an embedding for a generation"),
         }
     };
     assert_eq!(tokens, 12);
@@ -103,6 +106,7 @@ async fn a_killed_workers_request_goes_on_on_a_fresh_worker_with_the_same_tokens
                 WorkerEvent::Token(t) => tokens.push(t.token_id),
                 WorkerEvent::Done(d) => done = Some(d),
                 WorkerEvent::Error { message, .. } => panic!("{message}"),
+                WorkerEvent::Embedding(_) => panic!("an embedding for a generation"),
             }
             if tokens.len() == 30 && generation.replays() == 0 {
                 nix::sys::signal::kill(
@@ -317,4 +321,71 @@ async fn a_hung_worker_is_killed_by_its_heartbeat_and_replaced() {
     drop(lease);
     sup.shutdown().await;
     assert!(!process_alive(pid));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_embeds_beside_a_generation_as_the_engine_does_in_process() {
+    let sup = supervisor();
+    let inputs: Vec<Vec<u32>> = vec![vec![5], (1..40).collect(), (7..300).collect()];
+    let model = engine::Model::load_dir(tiny_model()).unwrap();
+    let want = engine::embed::EmbedJob::new(inputs.clone(), engine::embed::Pooling::Mean, true)
+        .unwrap()
+        .run(&model)
+        .unwrap();
+    let lease = sup.acquire(spec("tiny", tiny_model()), None).await.unwrap();
+    let mut generation = lease.generate(vec![1, 2, 3], params(200)).await.unwrap();
+    generation.next().await.unwrap().unwrap();
+    let lease = sup.acquire(spec("tiny", tiny_model()), None).await.unwrap();
+    let got = lease
+        .embed(inputs, protocol::Pooling::Mean, true)
+        .await
+        .unwrap();
+    assert_eq!(got.prompt_tokens, 1 + 39 + 293);
+    assert_eq!(
+        got.vectors, want,
+        "bit for bit: the same chunks, the same graph"
+    );
+    let mut tokens = 1;
+    while let Some(event) = generation.next().await {
+        if let WorkerEvent::Token(_) = event.unwrap() {
+            tokens += 1;
+        }
+    }
+    assert_eq!(tokens, 200, "the generation ran on beside the embedding");
+    // An input longer than the context is refused by the worker.
+    let lease = sup.acquire(spec("tiny", tiny_model()), None).await.unwrap();
+    let err = lease
+        .embed(vec![vec![1; 600]], protocol::Pooling::Last, true)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, server::supervisor::EmbedError::Invalid(m) if m.contains("exceeds 512")),
+        "{err:?}"
+    );
+    sup.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_crash_ends_an_embedding_with_the_cause_and_the_next_one_runs() {
+    let sup = supervisor();
+    let lease = sup.acquire(spec("tiny", tiny_model()), None).await.unwrap();
+    let pid = lease.info().pid.unwrap();
+    let mut poisoned = vec![9, 9];
+    poisoned.extend(worker::FAULT_TRIGGER);
+    let err = lease
+        .embed(vec![vec![3, 4], poisoned], protocol::Pooling::Last, true)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, server::supervisor::EmbedError::Gone(m) if m.contains("SIGABRT")),
+        "{err:?}"
+    );
+    let lease = sup.acquire(spec("tiny", tiny_model()), None).await.unwrap();
+    assert_ne!(lease.info().pid, Some(pid));
+    let got = lease
+        .embed(vec![vec![3, 4]], protocol::Pooling::Last, true)
+        .await
+        .unwrap();
+    assert_eq!(got.vectors.len(), 1);
+    sup.shutdown().await;
 }

@@ -8,13 +8,15 @@
 //! the result gives the same message, and encoding that again gives the same
 //! bytes. Submit parts go through one [`SubmitAssembler`], as in a worker;
 //! every request it completes is chunked again with
-//! [`Submit::encode_frames`] and must reassemble to itself.
+//! [`Submit::encode_frames`] and must reassemble to itself; Embed parts
+//! likewise go through one [`EmbedAssembler`] and [`Embed::encode_frames`].
 //!
 //! Frame layout: `sel u8 | kind u16 | flags u16 | id | len u16 | payload`,
 //! little endian. Bit 0 of `sel` picks an event (1) or a request (0); bit 1
 //! a one-byte request id (0) or eight bytes (1), so that small ids, which
 //! make chunks meet in the assembler, are easy to find.
 
+use crate::embed::{Embed, EmbedAssembler};
 use crate::messages::{Event, FrameMeta, Request};
 use crate::route::Delivery;
 use crate::submit::{Submit, SubmitAssembler};
@@ -58,6 +60,7 @@ impl Input<'_> {
 pub fn frames(data: &[u8]) -> Outcome {
     let mut input = Input(data);
     let mut assembler = SubmitAssembler::new(MAX_PROMPT_TOKENS);
+    let mut embeds = EmbedAssembler::new(MAX_PROMPT_TOKENS);
     let mut outcome = Outcome::default();
     while let Some(sel) = input.u8() {
         let (Some(kind), Some(flags)) = (input.u16(), input.u16()) else {
@@ -96,8 +99,14 @@ pub fn frames(data: &[u8]) -> Outcome {
                     outcome.submits += 1;
                 }
             }
+            Request::Embed(part) => {
+                if let Ok(Some(embed)) = embeds.push(part) {
+                    embed_round_trip(&embed, usize::from(sel >> 2) * 64 + 64);
+                }
+            }
             Request::Cancel { request_id } => {
                 assembler.cancel(request_id);
+                embeds.cancel(request_id);
             }
             _ => {}
         }
@@ -162,6 +171,26 @@ fn submit_round_trip(submit: &Submit, max_payload: usize) {
     }
     assert_eq!(done.as_ref(), Some(submit), "submit changed in chunking");
     assert_eq!(assembler.pending(), 0);
+}
+
+/// A completed embedding request, chunked again, comes back whole.
+fn embed_round_trip(embed: &Embed, max_payload: usize) {
+    let Ok(frames) = embed.encode_frames(max_payload) else {
+        // Frames too small for the lengths: refused, never split wrong.
+        return;
+    };
+    let mut assembler = EmbedAssembler::new(MAX_PROMPT_TOKENS);
+    let mut done = None;
+    for (i, frame) in frames.iter().enumerate() {
+        assert!(frame.payload.len() <= max_payload, "frame over the limit");
+        let Ok(Request::Embed(part)) = Request::decode(frame.meta, &frame.payload) else {
+            panic!("chunk {i} of an encoded embed does not decode");
+        };
+        let got = assembler.push(part).expect("an encoded chunk is accepted");
+        assert!(done.is_none(), "chunks after the request was complete");
+        done = got;
+    }
+    assert_eq!(done.as_ref(), Some(embed), "embed changed in chunking");
 }
 
 /// Frames as the front-end and a worker send them: the seeds of the corpus.
@@ -331,6 +360,35 @@ pub fn seeds() -> Vec<(String, Vec<u8>, Outcome)> {
             })),
         ],
         evs(3),
+    );
+    let embed = Embed {
+        request_id: 9,
+        inputs: vec![(1..40).collect(), vec![7]],
+        pooling: crate::embed::Pooling::Mean,
+        normalize: true,
+    };
+    let mut embed_frames: Vec<_> = embed
+        .encode_frames(96)
+        .expect("the seed's embed fits")
+        .into_iter()
+        .map(|f| (false, f.meta, f.payload))
+        .collect();
+    let parts = embed_frames.len();
+    embed_frames.push(ev(Event::Embedding(crate::embed::Embedding {
+        request_id: 9,
+        index: 1,
+        dims: 4,
+        offset: 2,
+        values: vec![0.5, -0.25],
+    })));
+    add(
+        "embed-embedding",
+        embed_frames,
+        Outcome {
+            requests: parts,
+            events: 1,
+            submits: 0,
+        },
     );
     seeds
 }

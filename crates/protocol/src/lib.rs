@@ -1,8 +1,8 @@
 //! Versioned messages between the front-end and a model worker.
 //!
 //! Front-end → worker: [`Request`] (Hello, Submit, Cancel, Heartbeat,
-//! Shutdown). Worker → front-end: [`Event`] (Ready, LoadProgress, Tokens,
-//! Done, Error, Stats, Heartbeat). Each message is one transport frame
+//! Shutdown, Embed). Worker → front-end: [`Event`] (Ready, LoadProgress,
+//! Tokens, Done, Error, Stats, Heartbeat, Embedding). Each message is one transport frame
 //! `(kind, flags, request id, payload)` with a fixed little-endian payload
 //! layout; long prompts are split over several Submit frames with the MORE
 //! flag ([`Submit::encode_frames`], [`SubmitAssembler`]). Decoding untrusted
@@ -13,6 +13,7 @@
 //! This crate knows nothing of the transport that carries the frames.
 
 mod codec;
+mod embed;
 mod error;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -20,6 +21,10 @@ mod messages;
 mod route;
 mod submit;
 
+pub use embed::{
+    Embed, EmbedAssembler, EmbedPart, Embedding, EmbeddingCollector, MAX_EMBED_DIMS,
+    MAX_EMBED_INPUTS, Pooling,
+};
 pub use error::ProtocolError;
 pub use messages::{
     Done, ErrorCode, ErrorMsg, Event, FinishReason, FrameMeta, Grammar, GrammarKind, Heartbeat,

@@ -12,7 +12,7 @@ use crate::codec::{Reader, Writer};
 use crate::error::ProtocolError;
 
 /// Version of this protocol, checked in both directions at the handshake.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 /// Most alternatives a token may report (OpenAI's `top_logprobs` limit).
 pub const MAX_TOP_LOGPROBS: usize = 20;
 /// Most `logit_bias` entries in one request.
@@ -64,11 +64,15 @@ pub enum Kind {
     Stats = 10,
     /// Front-end → worker: finish cleanly and exit.
     Shutdown = 11,
+    /// Front-end → worker: an embedding request (possibly chunked).
+    Embed = 12,
+    /// Worker → front-end: (part of) one input's embedding vector.
+    Embedding = 13,
 }
 
 impl Kind {
     /// Largest kind defined; the transport rejects anything above it.
-    pub const MAX: u16 = Kind::Shutdown as u16;
+    pub const MAX: u16 = Kind::Embedding as u16;
 
     /// Decodes a frame kind.
     pub fn from_u16(v: u16) -> Result<Self, ProtocolError> {
@@ -84,6 +88,8 @@ impl Kind {
             9 => Self::Error,
             10 => Self::Stats,
             11 => Self::Shutdown,
+            12 => Self::Embed,
+            13 => Self::Embedding,
             other => return Err(ProtocolError::UnknownKind(other)),
         })
     }
@@ -520,6 +526,8 @@ pub enum Request {
     Heartbeat(Heartbeat),
     /// Finish and exit.
     Shutdown,
+    /// A chunk of an embedding request.
+    Embed(crate::embed::EmbedPart),
 }
 
 /// Messages from a worker to the front-end.
@@ -539,6 +547,8 @@ pub enum Event {
     Stats(Stats),
     /// Liveness reply.
     Heartbeat(Heartbeat),
+    /// Part of an embedding vector.
+    Embedding(crate::embed::Embedding),
 }
 
 /// Checks the peer's protocol version at the handshake.

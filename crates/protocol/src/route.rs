@@ -2,6 +2,7 @@
 //! worker-wide control channel) receives. Transport-neutral: the front-end's
 //! demultiplexer calls [`Event::deliver`] with whatever routing it has.
 
+use crate::embed::Embedding;
 use crate::messages::{Done, ErrorMsg, Event, Heartbeat, LoadProgress, Ready, Stats, TokenEntry};
 
 /// What one request's stream, or the control channel (request id 0), gets.
@@ -21,6 +22,8 @@ pub enum Delivery {
     Stats(Stats),
     /// Control: heartbeat reply.
     Heartbeat(Heartbeat),
+    /// Part of one of this request's embedding vectors.
+    Embedding(Embedding),
 }
 
 impl Event {
@@ -41,6 +44,7 @@ impl Event {
             Event::LoadProgress(p) => emit(0, Delivery::LoadProgress(p), false),
             Event::Stats(s) => emit(0, Delivery::Stats(s), false),
             Event::Heartbeat(h) => emit(0, Delivery::Heartbeat(h), false),
+            Event::Embedding(e) => emit(e.request_id, Delivery::Embedding(e), false),
         }
     }
 }

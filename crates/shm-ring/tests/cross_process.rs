@@ -150,6 +150,7 @@ fn fake_llm(w: &mut WorkerEndpoint, die_after: u64) {
                         }
                     }
                     Request::Shutdown => return,
+                    Request::Embed(_) => panic!("this test sends no embedding requests"),
                     Request::Cancel { .. } | Request::Heartbeat(_) => {}
                 }
                 continue;

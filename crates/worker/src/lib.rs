@@ -10,11 +10,13 @@
 //! 4. serve: `Submit` requests queue up and run one after another (FIFO),
 //!    each emitting one `Tokens` frame per decode step and a `Done`;
 //!    between steps the request ring is polled, so `Cancel` takes effect
-//!    within one step; heartbeats are written while idle and while busy;
+//!    within one step; `Embed` requests run between the steps, one chunk
+//!    at a time; heartbeats are written while idle and while busy;
 //! 5. exit when the front-end goes away (doorbell EOF; on Linux the kernel
 //!    also kills it with its parent), or, on SIGTERM or `Shutdown`, after
 //!    the current step, ending every request it holds with an error.
 
+mod embed;
 mod serve;
 
 use std::path::PathBuf;

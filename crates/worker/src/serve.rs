@@ -6,7 +6,8 @@
 //! doorbell between heartbeats. A request with a grammar gets a matcher
 //! from the model's grammar compiler (built from its tokenizer on the first
 //! such request); a grammar that does not compile ends the request with an
-//! invalid-request error.
+//! invalid-request error. Embedding requests run between the steps
+//! ([`crate::embed`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
@@ -23,6 +24,7 @@ use protocol::{
 use shm_ring::WorkerEndpoint;
 use shm_ring::monotonic_ns;
 
+use crate::embed::EmbedQueue;
 use crate::{WorkerError, send_event, stopping, truncate};
 
 /// How long an idle worker sleeps between heartbeats.
@@ -87,6 +89,8 @@ struct Tracked {
 struct Session<'a> {
     scheduler: Scheduler<'a>,
     assembler: SubmitAssembler,
+    model: &'a engine::Model,
+    embeds: EmbedQueue,
     tracked: HashMap<u64, Tracked>,
     vocab: usize,
     eos: &'a [u32],
@@ -261,6 +265,8 @@ impl Server {
         let mut session = Session {
             scheduler: Scheduler::new(&self.loaded.model, self.batch),
             assembler: SubmitAssembler::new(self.context_length as usize),
+            model: &self.loaded.model,
+            embeds: EmbedQueue::new(self.context_length as usize),
             tracked: HashMap::new(),
             vocab: self.loaded.model.config.vocab_size as usize,
             eos: self.loaded.tokenizer.eos_token_ids(),
@@ -278,7 +284,7 @@ impl Server {
             }
             // Busy: take what arrived without waiting; idle: sleep on the
             // doorbell until a frame or the next heartbeat.
-            let mut wait = !session.scheduler.is_busy();
+            let mut wait = !session.scheduler.is_busy() && !session.embeds.is_busy();
             loop {
                 let frame = if wait {
                     endpoint.recv_timeout(&mut buf, IDLE_TICK)
@@ -308,6 +314,10 @@ impl Server {
             endpoint.check_peer()?;
             if session.scheduler.is_busy() {
                 session.step(endpoint)?;
+            }
+            if session.embeds.is_busy() {
+                let decoding = session.scheduler.is_busy();
+                session.embeds.run(endpoint, session.model, decoding)?;
             }
             if last_stats.elapsed() >= STATS_EVERY {
                 session.send_stats(endpoint)?;
@@ -346,7 +356,10 @@ impl Session<'_> {
             }
             Request::Cancel { request_id } => {
                 // The scheduler reports the cancellation at its next step.
-                if !self.scheduler.cancel(request_id) && self.assembler.cancel(request_id) {
+                if !self.scheduler.cancel(request_id)
+                    && !self.embeds.cancel(endpoint, request_id)?
+                    && self.assembler.cancel(request_id)
+                {
                     let report = Report::ended(request_id, 0, FinishReason::Cancelled);
                     finish(endpoint, &report, &Tracked::now())?;
                 }
@@ -358,6 +371,9 @@ impl Session<'_> {
                         monotonic_ns: h.monotonic_ns,
                     }),
                 )?;
+            }
+            Request::Embed(part) => {
+                self.embeds.push(endpoint, part)?;
             }
             Request::Shutdown => return Ok(Control::Shutdown),
             Request::Hello(_) => {
@@ -590,7 +606,7 @@ impl Session<'_> {
             peak_memory: mem.peak as u64,
             cache_memory: mem.cache as u64,
             active_sequences: self.scheduler.active() as u32,
-            queue_depth: self.scheduler.waiting() as u32,
+            queue_depth: (self.scheduler.waiting() + self.embeds.len()) as u32,
         };
         send_event(endpoint, &Event::Stats(stats))?;
         Ok(())
@@ -605,6 +621,7 @@ impl Session<'_> {
     ) -> Result<(), WorkerError> {
         endpoint.set_closing();
         tracing::info!(served, "{why}");
+        self.embeds.fail_all(endpoint, why)?;
         for report in self.scheduler.fail_all(why) {
             let tracked = self.tracked.remove(&report.id).unwrap_or_else(Tracked::now);
             finish(endpoint, &tracked.report(report), &tracked)?;

@@ -156,6 +156,12 @@ impl Model {
         self.model.logits(&hidden)
     }
 
+    /// Hidden states after the final norm, `[B, L, hidden]`, for token ids
+    /// `[B, L]`, appending to `caches` (embeddings: no output head).
+    pub fn hidden_states(&self, tokens: &Array, caches: &mut [Cache]) -> Result<Array> {
+        self.hidden(tokens, caches)
+    }
+
     fn hidden(&self, tokens: &Array, caches: &mut [Cache]) -> Result<Array> {
         let offset = caches.first().map_or(0, Cache::offset);
         self.model.hidden(

@@ -214,6 +214,30 @@ pub struct ModelOverrides {
     pub repetition_penalty: Option<f32>,
     /// Default completion length limit.
     pub max_tokens: Option<u32>,
+    /// How embeddings pool the model's hidden states: `last` (token),
+    /// `mean` or `cls` (first token); by default its sentence-transformers
+    /// `1_Pooling/config.json`, else `last`.
+    pub pooling: Option<EmbedPooling>,
+}
+
+/// A model's embedding pooling, as the configuration names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EmbedPooling {
+    Last,
+    Mean,
+    Cls,
+}
+
+impl EmbedPooling {
+    /// Its name in the configuration.
+    pub fn name(self) -> &'static str {
+        match self {
+            EmbedPooling::Last => "last",
+            EmbedPooling::Mean => "mean",
+            EmbedPooling::Cls => "cls",
+        }
+    }
 }
 
 /// The whole file.

@@ -175,6 +175,7 @@ fn write_overrides(text: &mut String, o: &ModelOverrides) {
     put("min_p", o.min_p.map(float));
     put("repetition_penalty", o.repetition_penalty.map(float));
     put("max_tokens", o.max_tokens.map(|v| value(i64::from(v))));
+    put("pooling", o.pooling.map(|p| value(p.name())));
 }
 
 /// An f32 as written (`0.7`, not its f64 widening `0.699999988`).

@@ -197,3 +197,17 @@ fn a_missing_named_file_is_an_error() {
     let err = format!("{:#}", load_for(&args, machine(32)).unwrap_err());
     assert!(err.contains("/no/such/mlxd.toml"), "{err}");
 }
+
+#[test]
+fn a_models_embedding_pooling_is_read_and_a_bad_one_named() {
+    let (_dir, args) = file_args("[models.overrides.e5]\npooling = \"mean\"\n");
+    let (config, _) = load_for(&args, machine(32)).unwrap();
+    assert_eq!(
+        config.models.overrides_for("e5").pooling,
+        Some(super::EmbedPooling::Mean)
+    );
+    assert_eq!(config.models.overrides_for("other").pooling, None);
+    let (_dir, args) = file_args("[models.overrides.e5]\npooling = \"max\"\n");
+    let err = load_for(&args, machine(32)).unwrap_err().to_string();
+    assert!(err.contains("pooling") || err.contains("max"), "{err}");
+}

@@ -62,6 +62,7 @@ impl Request {
                 FrameMeta::new(Kind::Heartbeat, 0)
             }
             Self::Shutdown => FrameMeta::new(Kind::Shutdown, 0),
+            Self::Embed(part) => part.encode(&mut w),
         }
     }
 
@@ -69,7 +70,11 @@ impl Request {
     pub fn decode(meta: FrameMeta, payload: &[u8]) -> Result<Self, ProtocolError> {
         let kind = Kind::from_u16(meta.kind)?;
         let mut r = Reader::new(payload);
-        let allowed = if kind == Kind::Submit { flags::ALL } else { 0 };
+        let allowed = if matches!(kind, Kind::Submit | Kind::Embed) {
+            flags::ALL
+        } else {
+            0
+        };
         check_flags(&meta, allowed)?;
         let req = match kind {
             Kind::Hello => {
@@ -80,6 +85,10 @@ impl Request {
                 })
             }
             Kind::Submit => Self::Submit(SubmitPart::decode(&meta, &mut r)?),
+            Kind::Embed => {
+                some_request_id(&meta)?;
+                Self::Embed(crate::embed::EmbedPart::decode(&meta, &mut r)?)
+            }
             Kind::Cancel => Self::Cancel {
                 request_id: some_request_id(&meta)?,
             },
@@ -249,6 +258,7 @@ impl Event {
                 w.u64(h.monotonic_ns);
                 FrameMeta::new(Kind::Heartbeat, 0)
             }
+            Self::Embedding(e) => e.encode(&mut w),
         }
     }
 
@@ -314,6 +324,10 @@ impl Event {
                     monotonic_ns: r.u64()?,
                 })
             }
+            Kind::Embedding => Self::Embedding(crate::embed::Embedding::decode(
+                some_request_id(&meta)?,
+                &mut r,
+            )?),
             other => return Err(ProtocolError::UnknownKind(other as u16)),
         };
         r.finish()?;

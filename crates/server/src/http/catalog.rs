@@ -48,6 +48,11 @@ pub trait ModelCatalog: Send + Sync + 'static {
     fn kv_memory(&self, _name: &str) -> Option<KvMemory> {
         None
     }
+    /// The configured pooling of a model's embeddings (`None`: from its
+    /// files, else the last token).
+    fn pooling(&self, _name: &str) -> Option<protocol::Pooling> {
+        None
+    }
     /// Whether [`ModelCatalog::pull`] can download models (Ollama's
     /// `/api/pull`); `false` by default.
     fn pulls(&self) -> bool {

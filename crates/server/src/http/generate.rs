@@ -437,6 +437,10 @@ impl Choice {
                 }
             }
             WorkerEvent::Error { message, .. } => (vec![failure(message)], true),
+            WorkerEvent::Embedding(_) => {
+                let why = "the worker answered a generation with an embedding";
+                (vec![failure(why.into())], true)
+            }
             WorkerEvent::Done(done) => {
                 self.record_done(&done);
                 let reason = match done.finish_reason {

@@ -37,6 +37,12 @@ pub fn routes() -> Router<AppState> {
             "/v1/messages/count_tokens",
             post(super::anthropic::count_tokens),
         )
+        .route("/v1/embeddings", post(super::embeddings::openai))
+        .route("/api/embed", post(super::ollama_embed::embed_route))
+        .route(
+            "/api/embeddings",
+            post(super::ollama_embed::embeddings_route),
+        )
         .route("/v1/models", get(list_models))
         .route("/v1/models/{*id}", get(get_model))
         .route("/v1/responses", post(super::responses::create))

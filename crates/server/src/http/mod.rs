@@ -11,10 +11,14 @@ mod anthropic_tests;
 mod auth;
 pub mod catalog;
 mod connections;
+#[cfg(test)]
+mod embed_tests;
+mod embeddings;
 mod generate;
 mod handlers;
 pub mod metrics;
 mod ollama;
+mod ollama_embed;
 mod ollama_models;
 #[cfg(test)]
 mod ollama_tests;

@@ -42,7 +42,17 @@ pub(super) fn harness(config: HttpConfig) -> Harness {
 }
 
 pub(super) fn harness_with(config: HttpConfig, catalog: StaticCatalog) -> Harness {
-    let launcher = Arc::new(FakeLauncher::default());
+    harness_from(config, catalog, FakeLauncher::default())
+}
+
+/// The default catalog with workers from `launcher`.
+pub(super) fn harness_with_launcher(config: HttpConfig, launcher: FakeLauncher) -> Harness {
+    let catalog = StaticCatalog::new(vec![("smol".into(), gguf())], None);
+    harness_from(config, catalog, launcher)
+}
+
+fn harness_from(config: HttpConfig, catalog: StaticCatalog, launcher: FakeLauncher) -> Harness {
+    let launcher = Arc::new(launcher);
     let tokenizer = engine::Tokenizer::from_gguf_path(gguf()).unwrap();
     let script = tokenizer
         .encode(" The capital of France is Paris.", false)

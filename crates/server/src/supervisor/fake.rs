@@ -162,6 +162,65 @@ impl Worker for FakeWorker {
         .boxed()
     }
 
+    /// Per input `[pooling + 1, length, first token, last token]`
+    /// (normalized when asked), one frame each, then Done; an input holding
+    /// the poison token crashes the worker; 0 as a first token is refused
+    /// as the worker refuses a bad request.
+    fn embed(&self, request: protocol::Embed) -> BoxFuture<'_, Result<EventStream, WorkerGone>> {
+        self.submitted.fetch_add(1, Ordering::SeqCst);
+        self.prompts.lock().unwrap().extend(request.inputs.clone());
+        if let Some(p) = self.poison
+            && request.inputs.iter().any(|i| i.contains(&p))
+        {
+            self.crash("killed by SIGABRT");
+        }
+        let mut exit = self.exit.subscribe();
+        async move {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            if let Some(Some(report)) = exit.wait_for(|_| true).await.ok().map(|r| r.clone()) {
+                return Err(WorkerGone(format!("the worker crashed ({report})")));
+            }
+            let id = request.request_id;
+            let tokens = request.inputs.iter().map(Vec::len).sum::<usize>() as u32;
+            let mut events = Vec::new();
+            if request.inputs.iter().any(|i| i.first() == Some(&0)) {
+                events.push(WorkerEvent::Error {
+                    code: protocol::ErrorCode::InvalidRequest,
+                    message: "an input starts with token 0".into(),
+                });
+            } else {
+                for (index, input) in request.inputs.iter().enumerate() {
+                    let mut v = [
+                        request.pooling as u8 as f32 + 1.0,
+                        input.len() as f32,
+                        input[0] as f32,
+                        input[input.len() - 1] as f32,
+                    ];
+                    if request.normalize {
+                        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+                        v.iter_mut().for_each(|x| *x /= norm);
+                    }
+                    let chunk = protocol::Embedding::chunks(id, index as u32, &v, 4);
+                    events.extend(chunk.into_iter().map(WorkerEvent::Embedding));
+                }
+            }
+            let failed = !matches!(events.last(), Some(WorkerEvent::Embedding(_)));
+            events.push(WorkerEvent::Done(Done {
+                request_id: id,
+                finish_reason: if failed {
+                    FinishReason::Error
+                } else {
+                    FinishReason::Stop
+                },
+                prompt_tokens: tokens,
+                ..Done::default()
+            }));
+            let stream = futures::stream::iter(events.into_iter().map(Ok));
+            Ok(Box::pin(stream) as EventStream)
+        }
+        .boxed()
+    }
+
     fn cancel(&self, request_id: u64) -> BoxFuture<'_, ()> {
         self.cancelled.lock().unwrap().push(request_id);
         async {}.boxed()

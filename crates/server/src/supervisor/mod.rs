@@ -20,6 +20,7 @@
 //!   until it is loaded again explicitly.
 
 mod actor;
+pub mod embed;
 pub mod process;
 pub mod replay;
 pub mod worker;
@@ -38,6 +39,7 @@ use std::time::Duration;
 use engine::memory::FreeMemory;
 use tokio::sync::{mpsc, oneshot};
 
+pub use embed::{EmbedError, Embeddings};
 pub use replay::Generation;
 pub use worker::{
     EventStream, ExitReport, LaunchError, LaunchSpec, Launcher, LiveStats, Worker, WorkerEvent,

@@ -20,7 +20,7 @@ use protocol::{
 };
 use shm_ring::{
     Backing, Connection, ConnectionOptions, Demux, FrameHeader, FrontEnd, OutFrame, RegionConfig,
-    Route,
+    RequestEvents, Route,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -600,6 +600,50 @@ fn describe_status(status: std::process::ExitStatus) -> String {
 }
 
 impl ProcessWorker {
+    /// Sends a request's frames and turns the events routed to it into its
+    /// stream, which ends after `Done` or when the worker goes.
+    async fn send_request(
+        &self,
+        events: RequestEvents<Delivery>,
+        frames: Vec<protocol::EncodedFrame>,
+    ) -> Result<EventStream, WorkerGone> {
+        let frames = frames
+            .into_iter()
+            .map(|f| OutFrame {
+                kind: f.meta.kind,
+                flags: f.meta.flags,
+                request_id: f.meta.request_id,
+                payload: f.payload,
+            })
+            .collect();
+        if let Err(e) = self.conn.send_all(frames).await {
+            return Err(gone_from(&self.exit, e.to_string()).await);
+        }
+        let exit = self.exit.clone();
+        let stream = futures::stream::unfold(
+            (events, exit, false),
+            |(mut events, exit, ended)| async move {
+                if ended {
+                    return None;
+                }
+                let item = match events.recv().await? {
+                    Ok(Delivery::Token(t)) => Ok(WorkerEvent::Token(t)),
+                    Ok(Delivery::Embedding(e)) => Ok(WorkerEvent::Embedding(e)),
+                    Ok(Delivery::Error(e)) => Ok(WorkerEvent::Error {
+                        code: e.code,
+                        message: e.message,
+                    }),
+                    Ok(Delivery::Done(d)) => Ok(WorkerEvent::Done(d)),
+                    Ok(other) => Err(WorkerGone(format!("unexpected event {other:?}"))),
+                    Err(closed) => Err(gone_from(&exit, closed.to_string()).await),
+                };
+                let ended = item.is_err();
+                Some((item, (events, exit, ended)))
+            },
+        );
+        Ok(Box::pin(stream) as EventStream)
+    }
+
     async fn send_frame(&self, meta: FrameMeta, payload: Vec<u8>) -> Result<(), LaunchError> {
         let frame = OutFrame {
             kind: meta.kind,
@@ -696,40 +740,21 @@ impl Worker for ProcessWorker {
             let frames = submit
                 .encode_frames(self.max_frame)
                 .map_err(|e| WorkerGone(format!("encoding the request: {e}")))?;
-            let frames = frames
-                .into_iter()
-                .map(|f| OutFrame {
-                    kind: f.meta.kind,
-                    flags: f.meta.flags,
-                    request_id: f.meta.request_id,
-                    payload: f.payload,
-                })
-                .collect();
-            if let Err(e) = self.conn.send_all(frames).await {
-                return Err(gone_from(&self.exit, e.to_string()).await);
-            }
-            let exit = self.exit.clone();
-            let stream = futures::stream::unfold(
-                (events, exit, false),
-                |(mut events, exit, ended)| async move {
-                    if ended {
-                        return None;
-                    }
-                    let item = match events.recv().await? {
-                        Ok(Delivery::Token(t)) => Ok(WorkerEvent::Token(t)),
-                        Ok(Delivery::Error(e)) => Ok(WorkerEvent::Error {
-                            code: e.code,
-                            message: e.message,
-                        }),
-                        Ok(Delivery::Done(d)) => Ok(WorkerEvent::Done(d)),
-                        Ok(other) => Err(WorkerGone(format!("unexpected event {other:?}"))),
-                        Err(closed) => Err(gone_from(&exit, closed.to_string()).await),
-                    };
-                    let ended = item.is_err();
-                    Some((item, (events, exit, ended)))
-                },
-            );
-            Ok(Box::pin(stream) as EventStream)
+            self.send_request(events, frames).await
+        }
+        .boxed()
+    }
+
+    fn embed(&self, request: protocol::Embed) -> BoxFuture<'_, Result<EventStream, WorkerGone>> {
+        async move {
+            let events = self
+                .conn
+                .register(request.request_id)
+                .map_err(|e| WorkerGone(e.to_string()))?;
+            let frames = request
+                .encode_frames(self.max_frame)
+                .map_err(|e| WorkerGone(format!("encoding the request: {e}")))?;
+            self.send_request(events, frames).await
         }
         .boxed()
     }

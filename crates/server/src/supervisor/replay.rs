@@ -162,7 +162,9 @@ impl Generation {
                     self.resume.probation = None;
                     return Some(Ok(WorkerEvent::Done(self.whole(done))));
                 }
-                Some(Ok(error @ WorkerEvent::Error { .. })) => return Some(Ok(error)),
+                Some(Ok(other @ (WorkerEvent::Error { .. } | WorkerEvent::Embedding(_)))) => {
+                    return Some(Ok(other));
+                }
                 None => {
                     self.finished = true;
                     return None;
@@ -330,7 +332,7 @@ impl Drop for Generation {
                 match event {
                     Ok(WorkerEvent::Token(_)) => late += 1,
                     Ok(WorkerEvent::Done(_)) | Err(_) => break,
-                    Ok(WorkerEvent::Error { .. }) => {}
+                    Ok(WorkerEvent::Error { .. } | WorkerEvent::Embedding(_)) => {}
                 }
             }
             lease.supervisor.count_cancel(late);

@@ -95,6 +95,7 @@ async fn drain(generation: &mut Generation) -> (Vec<u32>, Option<protocol::Done>
             Ok(WorkerEvent::Token(t)) => tokens.push(t.token_id),
             Ok(WorkerEvent::Done(d)) => done = Some(d),
             Ok(WorkerEvent::Error { message, .. }) => error = Some(message),
+            Ok(WorkerEvent::Embedding(e)) => error = Some(format!("an embedding: {e:?}")),
             Err(gone) => error = Some(gone.0),
         }
     }
@@ -456,4 +457,35 @@ async fn shutdown_stops_every_worker_and_refuses_new_requests() {
     );
     let err = sup.acquire(spec("a", 1), None).await.err().unwrap();
     assert_eq!(err, SupervisorError::ShuttingDown);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_embedding_dropped_before_its_end_is_cancelled_in_the_worker() {
+    let launcher = Arc::new(FakeLauncher::default());
+    let sup = Supervisor::start(
+        Arc::clone(&launcher) as Arc<dyn Launcher>,
+        SupervisorConfig::default(),
+    );
+    let lease = sup.acquire(spec("m", 1), None).await.unwrap();
+    let got = lease
+        .embed(vec![vec![1, 2], vec![3]], protocol::Pooling::Last, false)
+        .await
+        .unwrap();
+    assert_eq!(
+        got.vectors,
+        vec![vec![1.0, 2.0, 1.0, 2.0], vec![1.0, 1.0, 3.0, 3.0]]
+    );
+    assert_eq!(got.prompt_tokens, 3);
+    let lease = sup.acquire(spec("m", 1), None).await.unwrap();
+    let task = tokio::spawn(lease.embed(vec![vec![4]], protocol::Pooling::Mean, true));
+    tokio::task::yield_now().await;
+    task.abort();
+    assert!(task.await.unwrap_err().is_cancelled());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let worker = Arc::clone(&launcher.workers.lock().unwrap()[0]);
+    assert_eq!(
+        worker.cancelled.lock().unwrap().len(),
+        1,
+        "the worker was told"
+    );
 }

@@ -83,6 +83,8 @@ pub enum WorkerEvent {
     },
     /// The request finished; the stream ends after it.
     Done(Done),
+    /// Part of one input's vector (embedding requests).
+    Embedding(protocol::Embedding),
 }
 
 /// The worker died while the request was in flight.
@@ -111,6 +113,10 @@ pub trait Worker: Send + Sync + 'static {
         params: SamplingParams,
         grammar: Option<protocol::Grammar>,
     ) -> BoxFuture<'_, Result<EventStream, WorkerGone>>;
+
+    /// Sends an embedding request; its vectors and `Done` arrive on the
+    /// stream.
+    fn embed(&self, request: protocol::Embed) -> BoxFuture<'_, Result<EventStream, WorkerGone>>;
 
     /// Asks the worker to stop the request (it answers with `Done`).
     fn cancel(&self, request_id: u64) -> BoxFuture<'_, ()>;
