@@ -1,5 +1,6 @@
 //! The families added on the model layer after the first (Phi-3, GLM-4-MoE,
-//! Gemma 3, Llama with sliding-window layers) in the batch scheduler, on mlx-lm's
+//! Gemma 3, gpt-oss, Llama with sliding-window layers) in the batch
+//! scheduler, on mlx-lm's
 //! tiny checkpoints: greedy tokens in a batch (joining mid-flight, whole
 //! and chunked prefill, prompts of 3 to 150 tokens against a window of 8)
 //! equal them alone, and a prompt-cache hit gives the logits of a cold
@@ -14,7 +15,7 @@ use common::batching::{
 };
 use common::mlx_lm::load;
 
-const FAMILIES: [&str; 7] = [
+const FAMILIES: [&str; 9] = [
     "phi3_f32_longrope_partial",
     "phi3_q4_g32_tied",
     "glm4_moe_f32_e8_g4_k3",
@@ -22,6 +23,8 @@ const FAMILIES: [&str; 7] = [
     "llama_f32_sliding8",
     "gemma3_text_f32_pattern3",
     "gemma3_q4_g32_nested_tied",
+    "gpt_oss_f32",
+    "gpt_oss_mxfp4_g32",
 ];
 
 #[test]

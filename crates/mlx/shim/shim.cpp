@@ -709,6 +709,22 @@ int mlxs_sdpa(
   })
 }
 
+int mlxs_sdpa_sinks(
+    const mlxs_array* q,
+    const mlxs_array* k,
+    const mlxs_array* v,
+    float scale,
+    const char* mask_mode,
+    const mlxs_array* mask,
+    const mlxs_array* sinks,
+    mlxs_array** out) {
+  MLXS_TRY({
+    const std::string mode = mask_mode ? mask_mode : "";
+    *out = wrap(mx::fast::scaled_dot_product_attention(
+        A(q), A(k), A(v), scale, mode, opt(mask), A(sinks)));
+  })
+}
+
 int mlxs_sdpa_composed(
     const mlxs_array* q,
     const mlxs_array* k,

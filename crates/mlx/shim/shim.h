@@ -230,6 +230,18 @@ int mlxs_sdpa(
     const char* mask_mode,
     const mlxs_array* mask,
     mlxs_array** out);
+/* mlxs_sdpa with attention sinks: one learned logit per query head
+ * (`sinks`, [heads]) joins each softmax, taking part of the weight (gpt-oss);
+ * always MLX's own kernel or its fallback. */
+int mlxs_sdpa_sinks(
+    const mlxs_array* q,
+    const mlxs_array* k,
+    const mlxs_array* v,
+    float scale,
+    const char* mask_mode,
+    const mlxs_array* mask,
+    const mlxs_array* sinks,
+    mlxs_array** out);
 /* The same product from matmul and softmax, on every backend, in blocks of
  * queries whose scores hold at most max_scores elements (0: 2^27). */
 int mlxs_sdpa_composed(

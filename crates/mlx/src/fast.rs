@@ -147,6 +147,30 @@ pub fn scaled_dot_product_attention(
     ))
 }
 
+/// [`scaled_dot_product_attention`] with attention sinks: `sinks`
+/// (`[heads]`, one logit per query head) joins every softmax as a column
+/// no value stands behind, so a query may give part of its weight to
+/// nothing (gpt-oss). Always MLX's own kernel (or its fallback).
+pub fn attention_with_sinks(
+    q: &Array,
+    k: &Array,
+    v: &Array,
+    scale: f32,
+    mask: AttentionMask<'_>,
+    sinks: &Array,
+) -> Result<Array> {
+    let (mode, arr) = mask.parts();
+    call_array!(mlxs_sdpa_sinks(
+        q.as_ptr(),
+        k.as_ptr(),
+        v.as_ptr(),
+        scale,
+        mode.as_ptr(),
+        opt(arr),
+        sinks.as_ptr(),
+    ))
+}
+
 /// [`scaled_dot_product_attention`] from matmul and softmax on every
 /// backend: the queries grouped by the key head they share (keys and values
 /// are never repeated), masked scores at the type's lowest value, a precise

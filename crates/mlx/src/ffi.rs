@@ -223,6 +223,16 @@ unsafe extern "C" {
         mask: Handle,
         out: Out,
     ) -> c_int;
+    pub(crate) fn mlxs_sdpa_sinks(
+        q: Handle,
+        k: Handle,
+        v: Handle,
+        scale: f32,
+        mask_mode: *const c_char,
+        mask: Handle,
+        sinks: Handle,
+        out: Out,
+    ) -> c_int;
     pub(crate) fn mlxs_sdpa_composed(
         q: Handle,
         k: Handle,

@@ -335,3 +335,39 @@ fn swiglu_equals_silu_of_the_gate_times_up() {
     let composed = g2.silu().unwrap().multiply(&g2).unwrap();
     assert_eq!(f32s(&out), f32s(&composed));
 }
+
+#[test]
+fn sinks_take_part_of_each_softmax_and_nothing_of_the_values() {
+    let (h, l, d) = (3, 5, 8);
+    let (q, _) = random_array(&[1, h, l, d], 71);
+    let (k, _) = random_array(&[1, h, l, d], 72);
+    let (v, _) = random_array(&[1, h, l, d], 73);
+    let sinks = Array::from_slice(&[0.5f32, -1.0, 2.0], &[h]).unwrap();
+    let scale = 0.35;
+    let got =
+        mlx::fast::attention_with_sinks(&q, &k, &v, scale, AttentionMask::None, &sinks).unwrap();
+    // The sink as one more column of scores, dropped after the softmax.
+    let scores = q
+        .matmul(&k.swapaxes(-1, -2).unwrap())
+        .unwrap()
+        .multiply(&Array::scalar(scale).unwrap())
+        .unwrap();
+    let sink_column = sinks
+        .reshape(&[1, h, 1, 1])
+        .unwrap()
+        .broadcast_to(&[1, h, l, 1])
+        .unwrap();
+    let weights = mlx::concatenate(&[&scores, &sink_column], -1)
+        .unwrap()
+        .softmax(-1, true)
+        .unwrap()
+        .slice_axis(-1, 0, l)
+        .unwrap();
+    let want = weights.matmul(&v).unwrap();
+    let want: Vec<f64> = f32s(&want).iter().map(|x| f64::from(*x)).collect();
+    let err = rel_error(&f32s(&got), &want);
+    assert!(err < 1e-5, "relative error {err:e}");
+    // Without sinks the weights sum to one: the results differ.
+    let plain = scaled_dot_product_attention(&q, &k, &v, scale, AttentionMask::None).unwrap();
+    assert!(rel_error(&f32s(&plain), &want) > 1e-2);
+}

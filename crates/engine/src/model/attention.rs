@@ -6,11 +6,12 @@
 //! head (`o_proj(out * sigmoid(gate))`, Qwen3-Next), a sliding window
 //! (each query sees its last `window` positions: the mask narrowed over the
 //! full cache, which keeps every position) and a softmax scale of the
-//! family's own (Gemma's `query_pre_attn_scalar`). q, k and v run as one
+//! family's own (Gemma's `query_pre_attn_scalar`) and attention sinks
+//! (gpt-oss: a learned logit per head in every softmax). q, k and v run as one
 //! product when stored alike; tensors are named as in the Hugging Face
 //! checkpoints (`{prefix}.q_proj.weight`).
 
-use mlx::fast::{AttentionMask, Rope, scaled_dot_product_attention};
+use mlx::fast::{AttentionMask, Rope, attention_with_sinks, scaled_dot_product_attention};
 use mlx::{Array, Dtype};
 
 use super::base::{LayerCache, Positions};
@@ -39,6 +40,9 @@ pub struct AttentionSpec {
     pub window: Option<i32>,
     /// The softmax scale, when not `head_dim^-0.5`.
     pub scale: Option<f32>,
+    /// Learned attention sinks, one logit per query head (`{prefix}.sinks`,
+    /// gpt-oss).
+    pub sinks: bool,
 }
 
 impl AttentionSpec {
@@ -55,6 +59,7 @@ impl AttentionSpec {
             rope,
             window: None,
             scale: None,
+            sinks: false,
         }
     }
 }
@@ -102,6 +107,7 @@ pub struct Attention {
     scale: f32,
     rope: Rope,
     window: Option<i32>,
+    sinks: Option<Array>,
 }
 
 impl Attention {
@@ -145,6 +151,11 @@ impl Attention {
                 .unwrap_or((spec.head_dim as f64).powf(-0.5) as f32),
             rope: spec.rope.clone(),
             window: spec.window,
+            sinks: if spec.sinks {
+                Some(w.take_shaped(&p("sinks"), &[spec.n_heads])?)
+            } else {
+                None
+            },
         })
     }
 
@@ -302,7 +313,10 @@ impl Attention {
             None => None,
         };
         let mask = windowed.as_ref().map_or(mask, AttentionMask::Array);
-        let out = scaled_dot_product_attention(&q, &k, &v, self.scale, mask)?;
+        let out = match &self.sinks {
+            Some(sinks) => attention_with_sinks(&q, &k, &v, self.scale, mask, sinks)?,
+            None => scaled_dot_product_attention(&q, &k, &v, self.scale, mask)?,
+        };
         // Heads back to `[B, L, H*D]` (one reshape for one position).
         let out = if l == 1 {
             out.reshape(&[b, 1, -1])?

@@ -18,7 +18,7 @@ use super::attention::AttentionSpec;
 use super::base::LanguageModel;
 use super::config::ModelConfig;
 use super::mlp::Mlp;
-use super::moe::{FeedForward, MoeSpec, Routing, Shared, SigmoidRouting, SparseMoe};
+use super::moe::{Experts, FeedForward, MoeSpec, Routing, Shared, SigmoidRouting, SparseMoe};
 use super::registry::Family;
 use super::rope::initialize_rope;
 use super::switch_layers::stack_experts;
@@ -74,6 +74,7 @@ impl Glm4MoeArgs {
                 norm_topk_prob: self.norm_topk_prob,
                 scaling: self.routed_scaling_factor,
             }),
+            experts: Experts::Standard,
             shared_expert: match self.n_shared_experts {
                 Some(n) => Shared::Plain {
                     hidden: self.moe_intermediate_size * n,

@@ -14,7 +14,7 @@ use super::attention::AttentionSpec;
 use super::base::LanguageModel;
 use super::config::ModelConfig;
 use super::llama::sanitize_rotary;
-use super::moe::{FeedForward, MoeSpec, Routing, Shared, SparseMoe};
+use super::moe::{Experts, FeedForward, MoeSpec, Routing, Shared, SparseMoe};
 use super::registry::Family;
 use super::rope::{RopeArgs, initialize_rope};
 use super::switch_layers::stack_experts;
@@ -96,6 +96,7 @@ impl Family for Mixtral {
             top_k: args.num_experts_per_tok,
             expert_hidden: config.intermediate_size,
             routing: Routing::TopKSoftmax,
+            experts: Experts::Standard,
             shared_expert: Shared::None,
         };
         let model = Transformer::load_with(weights, config, &spec, &|w, _, prefix| {

@@ -16,6 +16,7 @@ pub mod gated_delta;
 mod gemma3_text;
 pub mod gguf;
 mod glm4_moe;
+mod gpt_oss;
 pub mod linear_attention;
 mod llama;
 mod mistral;

@@ -17,7 +17,7 @@ use mlx::{Array, Dtype};
 use super::config::ModelConfig;
 use super::mlp::Mlp;
 use super::nn::{Linear, Matrix, RmsNorm};
-use super::switch_layers::SwitchGlu;
+use super::switch_layers::{SwitchActivation, SwitchGlu};
 use super::weights::Weights;
 use crate::error::{EngineError, Result};
 
@@ -58,7 +58,20 @@ pub struct MoeSpec {
     /// Width of each expert's hidden layer.
     pub expert_hidden: i32,
     pub routing: Routing,
+    /// How the router and experts are stored and combine.
+    pub experts: Experts,
     pub shared_expert: Shared,
+}
+
+/// The router and experts of a sparse block.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Experts {
+    /// The router `{prefix}.gate` without a bias; experts
+    /// `{prefix}.switch_mlp` without biases, SwiGLU.
+    Standard,
+    /// gpt-oss's: the router `{prefix}.router` with a bias; experts
+    /// `{prefix}.experts` with biases and its clipped activation.
+    GptOss { alpha: f32, limit: f32 },
 }
 
 /// Whether a sparse block has a shared expert (`{prefix}.shared_expert`,
@@ -152,15 +165,29 @@ impl SparseMoe {
             )));
         }
         let dim = config.hidden_size;
-        let gate = Linear::load_shaped(w, &p("gate"), config, false, [num_experts, dim])?;
-        let switch_mlp = SwitchGlu::load(
-            w,
-            &p("switch_mlp"),
-            config,
-            num_experts,
-            dim,
-            spec.expert_hidden,
-        )?;
+        let (gate, switch_mlp) = match spec.experts {
+            Experts::Standard => (
+                Linear::load_shaped(w, &p("gate"), config, false, [num_experts, dim])?,
+                SwitchGlu::load(
+                    w,
+                    &p("switch_mlp"),
+                    config,
+                    num_experts,
+                    dim,
+                    spec.expert_hidden,
+                )?,
+            ),
+            Experts::GptOss { alpha, limit } => (
+                Linear::load_shaped(w, &p("router"), config, true, [num_experts, dim])?,
+                SwitchGlu::load_biased(
+                    w,
+                    &p("experts"),
+                    config,
+                    [num_experts, dim, spec.expert_hidden],
+                    SwitchActivation::SwigluOai { alpha, limit },
+                )?,
+            ),
+        };
         let shared = match spec.shared_expert {
             Shared::None => None,
             Shared::Plain { hidden } | Shared::Gated { hidden } => Some(SharedExpert {

@@ -19,7 +19,7 @@ use super::base::LanguageModel;
 use super::config::ModelConfig;
 use super::llama::sanitize_rotary;
 use super::mlp::Mlp;
-use super::moe::{FeedForward, MoeSpec, Routing, Shared, SparseMoe, is_sparse_layer};
+use super::moe::{Experts, FeedForward, MoeSpec, Routing, Shared, SparseMoe, is_sparse_layer};
 use super::registry::Family;
 use super::rope::{RopeArgs, initialize_rope};
 use super::switch_layers::stack_experts;
@@ -54,6 +54,7 @@ impl Qwen3MoeArgs {
             routing: Routing::SoftmaxTopK {
                 norm_topk_prob: self.norm_topk_prob,
             },
+            experts: Experts::Standard,
             shared_expert: Shared::None,
         }
     }

@@ -22,7 +22,7 @@ use super::config::ModelConfig;
 use super::embedding::TokenIo;
 use super::linear_attention::{GatedDeltaNet, GatedDeltaSpec, Projections};
 use super::mlp::Mlp;
-use super::moe::{FeedForward, MoeSpec, Routing, Shared, SparseMoe, is_sparse_layer};
+use super::moe::{Experts, FeedForward, MoeSpec, Routing, Shared, SparseMoe, is_sparse_layer};
 use super::nn::{Matrix, RmsNorm};
 use super::registry::Family;
 use super::rope::{RopeArgs, initialize_rope};
@@ -259,6 +259,7 @@ impl Hybrid {
                     routing: Routing::SoftmaxTopK {
                         norm_topk_prob: moe.norm_topk_prob.unwrap_or(layout.default_norm_topk_prob),
                     },
+                    experts: Experts::Standard,
                     shared_expert: Shared::Gated {
                         hidden: moe.shared_expert_intermediate_size,
                     },

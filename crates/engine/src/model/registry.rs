@@ -14,8 +14,8 @@ use super::base::{CacheKind, LanguageModel};
 use super::config::ModelConfig;
 use super::weights::Weights;
 use super::{
-    gemma3_text, glm4_moe, llama, mistral, mixtral, phi3, qwen2, qwen3, qwen3_5, qwen3_5_moe,
-    qwen3_moe, qwen3_next,
+    gemma3_text, glm4_moe, gpt_oss, llama, mistral, mixtral, phi3, qwen2, qwen3, qwen3_5,
+    qwen3_5_moe, qwen3_moe, qwen3_next,
 };
 use crate::error::{EngineError, Result};
 
@@ -108,6 +108,7 @@ pub const FAMILIES: &[Entry] = &[
     entry::<phi3::Phi3>(),
     entry::<glm4_moe::Glm4Moe>(),
     entry::<gemma3_text::Gemma3Text>(),
+    entry::<gpt_oss::GptOss>(),
 ];
 
 /// The `model_type`s this engine runs.

@@ -23,13 +23,15 @@ use crate::error::{EngineError, Result};
 /// `indices.size >= 64`).
 const SORT_FROM: usize = 64;
 
-/// One projection of every expert: `y = x W[e]ᵀ` for the expert `e` a row
-/// is routed to (mlx-lm's `SwitchLinear` / `QuantizedSwitchLinear`,
-/// without a bias).
+/// One projection of every expert: `y = x W[e]ᵀ (+ b[e])` for the expert
+/// `e` a row is routed to (mlx-lm's `SwitchLinear` /
+/// `QuantizedSwitchLinear`).
 #[derive(Debug, Clone)]
 pub struct SwitchLinear {
     /// `[E, out, in]`.
     weight: Matrix,
+    /// `[E, out]` (gpt-oss's experts).
+    bias: Option<Array>,
 }
 
 impl SwitchLinear {
@@ -42,13 +44,25 @@ impl SwitchLinear {
         shape: [i32; 3],
     ) -> Result<SwitchLinear> {
         let weight = Matrix::load(w, prefix, config)?;
-        let layer = SwitchLinear { weight };
+        let layer = SwitchLinear { weight, bias: None };
         let got = layer.shape()?;
         if got != shape {
             return Err(EngineError::Weights(format!(
                 "{prefix}.weight is [experts, out, in] = {got:?}, expected {shape:?}"
             )));
         }
+        Ok(layer)
+    }
+
+    /// As [`SwitchLinear::load`], with the bias `{prefix}.bias` `[E, out]`.
+    pub fn load_biased(
+        w: &mut Weights,
+        prefix: &str,
+        config: &ModelConfig,
+        shape: [i32; 3],
+    ) -> Result<SwitchLinear> {
+        let mut layer = SwitchLinear::load(w, prefix, config, shape)?;
+        layer.bias = Some(w.take_shaped(&format!("{prefix}.bias"), &shape[..2])?);
         Ok(layer)
     }
 
@@ -76,9 +90,14 @@ impl SwitchLinear {
             rhs: Some(indices),
             sorted,
         };
-        Ok(match &self.weight {
+        let y = match &self.weight {
             Matrix::Dense(w) => mlx::gather_mm(x, &w.swapaxes(-1, -2)?, gather)?,
             Matrix::Quantized(q) => q.gather_matmul(x, gather, true)?,
+        };
+        Ok(match &self.bias {
+            // Each row's expert's bias, `[..indices, 1, out]`.
+            Some(b) => y.add(&b.take(indices, 0)?.expand_dims(-2)?)?,
+            None => y,
         })
     }
 
@@ -91,6 +110,9 @@ impl SwitchLinear {
     /// are stored alike (dense of one dtype, or quantized with the same
     /// parameters): each output is computed from the same numbers.
     fn concat_outputs(a: &SwitchLinear, b: &SwitchLinear) -> Result<Option<SwitchLinear>> {
+        if a.bias.is_some() || b.bias.is_some() {
+            return Ok(None);
+        }
         let cat = |x: &Array, y: &Array| mlx::concatenate(&[x, y], 1);
         let weight = match (&a.weight, &b.weight) {
             (Matrix::Dense(x), Matrix::Dense(y)) if x.dtype() == y.dtype() => {
@@ -111,7 +133,7 @@ impl SwitchLinear {
             _ => return Ok(None),
         };
         mlx::eval(&weight.arrays())?;
-        Ok(Some(SwitchLinear { weight }))
+        Ok(Some(SwitchLinear { weight, bias: None }))
     }
 }
 
@@ -129,11 +151,23 @@ enum GateUp {
 }
 
 /// The experts' gated feed-forward block: `down(silu(gate(x)) * up(x))`
-/// per routed expert (mlx-lm's `SwitchGLU`).
+/// per routed expert (mlx-lm's `SwitchGLU`), or with gpt-oss's gate.
 #[derive(Debug, Clone)]
 pub struct SwitchGlu {
     gate_up: GateUp,
     down_proj: SwitchLinear,
+    activation: SwitchActivation,
+}
+
+/// How a routed expert's gate and up projections combine.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SwitchActivation {
+    /// `silu(gate) * up`.
+    Swiglu,
+    /// gpt-oss's (mlx-lm's `swiglu_oai`): the gate clipped from above at
+    /// `limit`, the up projection to `[-limit, limit]`, then
+    /// `(up + 1) * gate * sigmoid(alpha * gate)`.
+    SwigluOai { alpha: f32, limit: f32 },
 }
 
 impl SwitchGlu {
@@ -151,11 +185,41 @@ impl SwitchGlu {
         let gate = SwitchLinear::load(w, &p("gate_proj"), config, [experts, hidden, dim])?;
         let up = SwitchLinear::load(w, &p("up_proj"), config, [experts, hidden, dim])?;
         let down_proj = SwitchLinear::load(w, &p("down_proj"), config, [experts, dim, hidden])?;
+        SwitchGlu::new(gate, up, down_proj, hidden, SwitchActivation::Swiglu)
+    }
+
+    /// gpt-oss's experts: biased projections and its activation.
+    pub fn load_biased(
+        w: &mut Weights,
+        prefix: &str,
+        config: &ModelConfig,
+        [experts, dim, hidden]: [i32; 3],
+        activation: SwitchActivation,
+    ) -> Result<SwitchGlu> {
+        let p = |name: &str| format!("{prefix}.{name}");
+        let gate = SwitchLinear::load_biased(w, &p("gate_proj"), config, [experts, hidden, dim])?;
+        let up = SwitchLinear::load_biased(w, &p("up_proj"), config, [experts, hidden, dim])?;
+        let down_proj =
+            SwitchLinear::load_biased(w, &p("down_proj"), config, [experts, dim, hidden])?;
+        SwitchGlu::new(gate, up, down_proj, hidden, activation)
+    }
+
+    fn new(
+        gate: SwitchLinear,
+        up: SwitchLinear,
+        down_proj: SwitchLinear,
+        hidden: i32,
+        activation: SwitchActivation,
+    ) -> Result<SwitchGlu> {
         let gate_up = match SwitchLinear::concat_outputs(&gate, &up)? {
             Some(layer) => GateUp::Joined { layer, hidden },
             None => GateUp::Separate { gate, up },
         };
-        Ok(SwitchGlu { gate_up, down_proj })
+        Ok(SwitchGlu {
+            gate_up,
+            down_proj,
+            activation,
+        })
     }
 
     /// The output of each of a token's experts: `x` `[..., dim]` and
@@ -202,7 +266,16 @@ impl SwitchGlu {
                 (gate.forward(x, idx, sorted)?, up.forward(x, idx, sorted)?)
             }
         };
-        let act = mlx::fast::swiglu(&gate, &up)?;
+        let act = match self.activation {
+            SwitchActivation::Swiglu => mlx::fast::swiglu(&gate, &up)?,
+            SwitchActivation::SwigluOai { alpha, limit } => {
+                let lim = gate.scalar_like(limit)?;
+                let gate = gate.minimum(&lim)?;
+                let up = up.clip(Some(&lim.negative()?), Some(&lim))?;
+                let glu = gate.multiply(&gate.multiply(&gate.scalar_like(alpha)?)?.sigmoid()?)?;
+                up.add(&up.scalar_like(1.0)?)?.multiply(&glu)?
+            }
+        };
         self.down_proj.forward(&act, idx, sorted)
     }
 

@@ -161,6 +161,27 @@ VARIANTS.update(
     }
 )
 
+# gpt-oss: attention sinks, biases everywhere, YaRN, sliding and full layers
+# alternating, biased experts with the clipped SwiGLU under top-k-then-softmax
+# routing; and the same with mxfp4 experts beside an 8-bit router (the
+# family's quant_predicate), as mlx-community stores it.
+GPT_OSS = {
+    "num_hidden_layers": 4,
+    "num_local_experts": 4,
+    "num_experts_per_tok": 2,
+    "head_dim": 16,
+    "sliding_window": 8,
+    "rope_theta": 150000.0,
+    "rope_scaling": {"rope_type": "yarn", "factor": 32.0, "beta_fast": 32.0, "beta_slow": 1.0,
+                     "original_max_position_embeddings": 128, "truncate": False},
+}
+VARIANTS.update(
+    {
+        "gpt_oss_f32": ("gpt_oss", GPT_OSS, None),
+        "gpt_oss_mxfp4_g32": ("gpt_oss", GPT_OSS, (32, 4, "mxfp4")),
+    }
+)
+
 # Gated DeltaNet hybrids (dense): linear-attention layers with every
 # full_attention_interval-th layer full attention; two key heads shared by
 # four value heads; partial rotary.
