@@ -25,6 +25,14 @@ pub enum QuantMode {
 }
 
 impl QuantMode {
+    /// Every mode.
+    pub const ALL: [QuantMode; 4] = [
+        QuantMode::Affine,
+        QuantMode::Mxfp4,
+        QuantMode::Nvfp4,
+        QuantMode::Mxfp8,
+    ];
+
     /// The mode of MLX's (and mlx-lm's config's) name.
     pub fn from_name(name: &str) -> Option<QuantMode> {
         Some(match name {

@@ -37,20 +37,23 @@ const MLX_TYPES: [&str; 5] = ["F32", "F16", "Q4_0", "Q4_1", "Q8_0"];
 /// Group size of every quantized GGUF type MLX reads.
 const GGUF_GROUP: i32 = 32;
 
+/// The `general.architecture`s read from GGUF files (each the
+/// `model_type` of the same name).
+pub const ARCHITECTURES: [&str; 3] = ["llama", "qwen2", "qwen3"];
+
 /// The metadata of a GGUF model checked and turned into `config.json`
 /// values (with `model_type`, dimensions, rope and per-layer quantization).
 pub fn config_json(file: &GgufFile, tensors: &HashMap<String, Array>) -> Result<Value> {
     let arch = file
         .architecture()
         .ok_or_else(|| EngineError::Config("GGUF has no general.architecture".into()))?;
-    let model_type = match arch {
-        "llama" | "qwen2" | "qwen3" => arch,
-        other => {
-            return Err(EngineError::Config(format!(
-                "GGUF architecture {other:?} is not supported (llama, qwen2, qwen3)"
-            )));
-        }
-    };
+    if !ARCHITECTURES.contains(&arch) {
+        return Err(EngineError::Config(format!(
+            "GGUF architecture {arch:?} is not supported ({})",
+            ARCHITECTURES.join(", ")
+        )));
+    }
+    let model_type = arch;
     let key = |k: &str| format!("{arch}.{k}");
     let uint = |k: &str| -> Result<i64> {
         file.get(&key(k))
