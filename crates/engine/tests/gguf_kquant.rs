@@ -20,6 +20,7 @@ use engine::model::gguf;
 use engine::sampler::{Sampler, SamplingParams};
 use engine::{GgufFile, Model};
 use mlx::{Array, Dtype, QuantMode, QuantizedWeight};
+use serde_json::Value;
 
 /// The files the script writes, once per test binary.
 fn data() -> &'static Path {
@@ -235,41 +236,74 @@ fn a_truncated_k_quant_file_is_an_error_naming_the_tensor() {
     );
 }
 
+/// mlx-lm's logits for [`PROMPT`] on the GGUF `name` written as an MLX
+/// checkpoint (what `mlxd convert` writes: weights and config; the files
+/// have no tokenizer), its config changed by `edit`; and the engine's on
+/// the GGUF.
+fn engine_and_mlx_lm_logits(name: &str, edit: impl Fn(&mut Value)) -> (Vec<f32>, Vec<f32>) {
+    let g = gguf::load(&file(&format!("{name}.gguf"))).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    mlx::io::save_safetensors(
+        dir.path().join("model.safetensors"),
+        g.weights.iter(),
+        [("format", "mlx")],
+    )
+    .unwrap();
+    let mut config = g.config_json.clone();
+    edit(&mut config);
+    std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
+    let ids: Vec<String> = PROMPT.iter().map(u32::to_string).collect();
+    let out_path = dir.path().join("logits.safetensors");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/mlx_lm_logits.py");
+    let out = Command::new(common::mlx_lm::python())
+        .arg(&script)
+        .arg(dir.path())
+        .arg(ids.join(","))
+        .arg(&out_path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let want = mlx::io::load_safetensors(&out_path).unwrap().arrays;
+    let want: Vec<f32> = want["logits"].to_vec().unwrap();
+    let model = Model::from_weights(g.config, g.weights).unwrap();
+    (logits(&model), want)
+}
+
 #[test]
 fn the_models_as_mlx_checkpoints_give_the_same_logits_under_mlx_lm() {
-    // What `mlxd convert` writes (weights and config; the files have no
-    // tokenizer): mlx-lm reads the 4-, 5- and 8-bit layers with f32 scales.
+    // mlx-lm reads the 4-, 5- and 8-bit layers with f32 scales.
     for name in ["q4_k_m", "exact"] {
-        let g = gguf::load(&file(&format!("{name}.gguf"))).unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        mlx::io::save_safetensors(
-            dir.path().join("model.safetensors"),
-            g.weights.iter(),
-            [("format", "mlx")],
-        )
-        .unwrap();
-        std::fs::write(dir.path().join("config.json"), g.config_json.to_string()).unwrap();
-        let ids: Vec<String> = PROMPT.iter().map(u32::to_string).collect();
-        let out_path = dir.path().join("logits.safetensors");
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/mlx_lm_logits.py");
-        let out = Command::new(common::mlx_lm::python())
-            .arg(&script)
-            .arg(dir.path())
-            .arg(ids.join(","))
-            .arg(&out_path)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{name}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let want = mlx::io::load_safetensors(&out_path).unwrap().arrays;
-        let want: Vec<f32> = want["logits"].to_vec().unwrap();
-        let model = Model::from_weights(g.config, g.weights).unwrap();
-        let err = rel_error(&logits(&model), &want);
+        let (got, want) = engine_and_mlx_lm_logits(name, |_| {});
+        let err = rel_error(&got, &want);
         assert!(err < 1e-4, "{name}: logits differ by {err:e} (relative)");
     }
+}
+
+#[test]
+fn llama_3_1_rope_freqs_rotate_as_mlx_lm_llama3_scaling() {
+    // The factors llama.cpp's converter stores, against the scaling they
+    // come from, as the Hugging Face config gives it to mlx-lm.
+    let (got, want) = engine_and_mlx_lm_logits("llama31", |config| {
+        assert_eq!(
+            config["rope_scaling"]["rope_type"],
+            engine::model::gguf::GGUF_FREQ_FACTORS
+        );
+        config["rope_scaling"] = serde_json::json!({
+            "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0, "original_max_position_embeddings": 64
+        });
+    });
+    let err = rel_error(&got, &want);
+    assert!(err < 1e-4, "logits differ by {err:e} (relative)");
+    // Without the factors the model rotates otherwise.
+    let (_, plain) = engine_and_mlx_lm_logits("llama31", |config| {
+        config.as_object_mut().unwrap().remove("rope_scaling");
+    });
+    assert!(rel_error(&got, &plain) > 1e-3);
 }
 
 /// A GGUF of one tensor `name` of ggml type `ty` and `shape` (innermost

@@ -17,7 +17,9 @@
 //!   here (rows of packed weights, scales and biases alike, since groups run
 //!   along rows) so that the Hugging Face layout and RoPE apply.
 //! - The config is read from `{arch}.*` metadata; the quantization of each
-//!   layer from its tensors' shapes.
+//!   layer from its tensors' shapes; Llama 3.1's `rope_freqs` tensor (per-pair
+//!   period factors) becomes the config's `rope_scaling` of type
+//!   [`GGUF_FREQ_FACTORS`].
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -36,6 +38,12 @@ const MLX_TYPES: [&str; 5] = ["F32", "F16", "Q4_0", "Q4_1", "Q8_0"];
 
 /// Group size of every quantized GGUF type MLX reads.
 const GGUF_GROUP: i32 = 32;
+
+/// The `rope_scaling` type of a GGUF's `rope_freqs` tensor: per-pair
+/// factors of the rotation periods (`factors`), which llama.cpp's converter
+/// computes from Llama 3.1's scaling; not a Hugging Face type, so a
+/// checkpoint converted from such a file loads in mlxd only.
+pub const GGUF_FREQ_FACTORS: &str = "gguf_freq_factors";
 
 /// The `general.architecture`s read from GGUF files (each the
 /// `model_type` of the same name).
@@ -103,10 +111,16 @@ pub fn config_json(file: &GgufFile, tensors: &HashMap<String, Array>) -> Result<
             }
         }
     }
-    if tensors.contains_key("rope_freqs.weight") {
-        return Err(EngineError::Config(
-            "GGUF rope_freqs (Llama 3.1 frequency scaling) is not supported".into(),
-        ));
+    // Llama 3.1's frequency scaling as llama.cpp stores it: one factor per
+    // rotated pair, each pair's period multiplied by it.
+    if let Some(freqs) = tensors.get("rope_freqs.weight") {
+        if config.get("rope_scaling").is_some() {
+            return Err(EngineError::Config(
+                "GGUF has both rope_freqs and a rope scaling type".into(),
+            ));
+        }
+        let factors: Vec<f32> = freqs.astype(mlx::Dtype::F32)?.to_vec()?;
+        config["rope_scaling"] = json!({"rope_type": GGUF_FREQ_FACTORS, "factors": factors});
     }
     if let Some(eos) = file.get_u32("tokenizer.ggml.eos_token_id") {
         config["eos_token_id"] = json!(eos);
@@ -278,6 +292,10 @@ pub fn load(path: &Path) -> Result<GgufModel> {
     let permuted = config.model_type == "llama";
     let mut renamed = HashMap::with_capacity(tensors.len());
     for (name, array) in tensors {
+        if name == "rope_freqs.weight" {
+            // In the config now.
+            continue;
+        }
         let (prefix, suffix) = split_suffix(&name)?;
         let heads = match prefix.rsplit('.').next() {
             Some("attn_q") if permuted => Some(config.num_attention_heads),

@@ -42,6 +42,9 @@ pub struct RopeScaling {
     pub mscale: Option<f32>,
     #[serde(default)]
     pub mscale_all_dim: Option<f32>,
+    /// Per-pair period factors (a GGUF's `rope_freqs`).
+    #[serde(default)]
+    pub factors: Option<Vec<f32>>,
     /// LongRoPE's per-pair factors (Phi-3).
     #[serde(default)]
     pub long_factor: Option<FactorList>,
@@ -148,6 +151,30 @@ pub fn initialize_rope(
             mscale: 1.0,
         }),
         "yarn" | "deepseek_yarn" => yarn(dims, base, traditional, factor()?, scaling),
+        super::gguf::GGUF_FREQ_FACTORS => {
+            let factors = scaling
+                .factors
+                .as_ref()
+                .ok_or_else(|| EngineError::Config("rope_scaling.factors is missing".into()))?;
+            if factors.len() as i32 != dims / 2 {
+                return Err(EngineError::Config(format!(
+                    "rope_scaling.factors has {} values for {} rotated pairs",
+                    factors.len(),
+                    dims / 2
+                )));
+            }
+            let exponents = mlx::arange(0.0, dims as f64, 2.0, Dtype::F32)?
+                .divide(&Array::scalar(dims as f32)?)?;
+            let periods = Array::scalar(base)?.power(&exponents)?;
+            Ok(Rope {
+                dims,
+                traditional,
+                base,
+                scale: 1.0,
+                freqs: Some(periods.multiply(&Array::from_slice(factors, &[dims / 2])?)?),
+                mscale: 1.0,
+            })
+        }
         other => Err(EngineError::Config(format!(
             "rope_scaling type {other:?} is not supported (default, linear, llama3, yarn)"
         ))),

@@ -6,6 +6,8 @@ Usage: gguf_kquant.py OUT_DIR. Writes:
 - tensors.gguf: one 3x512 tensor `t.<TYPE>.weight` per quantized type (and
   a 2x64 F16 and BF16 one), and tensors.safetensors: each one dequantized
   by gguf-py (`gguf.quants`), f32.
+- llama31.gguf: an f32 tiny Llama with Llama 3.1's `rope_freqs` tensor
+  (the factors llama.cpp's converter computes from LLAMA3 below).
 - <variant>.gguf for each tiny Llama variant (2 layers, hidden 256, 4 heads /
   2 KV heads, vocab 256), <variant>_f32.gguf: the same model with every
   tensor replaced by gguf-py's f32 dequantization of it, and
@@ -153,10 +155,50 @@ def model_files(out, variant, types):
         write(writer)
 
 
+# Llama 3.1's scaling, with a short original context so that the three
+# regions (kept, stretched, blended) all hold pairs of the 64-wide heads.
+LLAMA3 = {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+          "original_max_position_embeddings": 64}
+
+
+def rope_freqs(head_dim, base):
+    """llama.cpp's converter's `rope_freqs` for LLAMA3: per pair, the factor
+    its period is multiplied by."""
+    factor, low, high = LLAMA3["factor"], LLAMA3["low_freq_factor"], LLAMA3["high_freq_factor"]
+    old = LLAMA3["original_max_position_embeddings"]
+    out = []
+    for i in range(0, head_dim, 2):
+        wavelen = 2 * np.pi * base ** (i / head_dim)
+        if wavelen < old / high:
+            out.append(1.0)
+        elif wavelen > old / low:
+            out.append(factor)
+        else:
+            smooth = (old / wavelen - low) / (high - low)
+            out.append(1 / ((1 - smooth) / factor + smooth))
+    return np.array(out, dtype=np.float32)
+
+
+def llama31_file(out):
+    """An f32 tiny Llama with Llama 3.1's `rope_freqs` tensor."""
+    writer = model_writer(out / "llama31.gguf")
+    for name, _, shape in model_tensors(dict.fromkeys(
+            ["token_embd", "output"], None) | {p: [None] * LAYERS for p in [
+                "attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"]}):
+        scale = 1.0 if name.endswith("norm.weight") else 0.1
+        w = RNG.normal(size=shape).astype(np.float32) * scale
+        if name.endswith("norm.weight"):
+            w = 1.0 + 0.1 * w
+        writer.add_tensor(name, w.astype(np.float32))
+    writer.add_tensor("rope_freqs.weight", rope_freqs(HIDDEN // HEADS, 10000.0))
+    write(writer)
+
+
 def main():
     out = Path(sys.argv[1])
     out.mkdir(parents=True, exist_ok=True)
     tensors_file(out)
+    llama31_file(out)
     model_files(
         out,
         "exact",
