@@ -207,6 +207,12 @@ fn call_rule(
         CallShape::Markup if syntax.format == ToolFormat::Qwen3CoderXml => {
             Ok(qwen3_coder_call(name, parameters, tokenizer))
         }
+        CallShape::Markup if syntax.format == ToolFormat::Glm45 => {
+            Ok(glm45_call(name, parameters, tokenizer))
+        }
+        CallShape::Markup if syntax.format == ToolFormat::Gemma4 => {
+            gemma4_call(name, parameters, tokenizer)
+        }
         CallShape::Markup => Err(format!(
             "forcing a call is not supported for the {:?} tool format",
             syntax.format
@@ -224,44 +230,125 @@ fn strip_guidance(parameters: &Value) -> Value {
     p
 }
 
-/// Qwen3-Coder's call: `<function=NAME>\n` then, for each property of the
-/// schema (required ones always, in the schema's order, optional ones
-/// left out), `<parameter=P>\nVALUE\n</parameter>\n`, then `</function>`;
-/// a value is JSON for non-string types and raw text for strings.
-fn qwen3_coder_call(name: &str, parameters: &Value, tokenizer: &Tokenizer) -> String {
+/// The required properties of a tool's `parameters` schema, in the
+/// schema's order (optional ones are left out of a forced call), each with
+/// whether its value is free text (a string without an enum).
+fn required_params(parameters: &Value) -> Vec<(&str, &Value, bool)> {
     let required: Vec<&str> = parameters
         .get("required")
         .and_then(Value::as_array)
         .map(|r| r.iter().filter_map(Value::as_str).collect())
         .unwrap_or_default();
-    let mut parts = vec![literal(&format!("<function={name}>\n"), tokenizer)];
-    if let Some(Value::Object(props)) = parameters.get("properties") {
-        for (param, schema) in props {
-            if !required.contains(&param.as_str()) {
-                continue;
-            }
-            // Raw text (without `<`, so it cannot run into the closing tag)
-            // takes the newline before the closing tag into its lexeme: a
-            // lexeme ends where the next byte cannot extend it.
+    let Some(Value::Object(props)) = parameters.get("properties") else {
+        return Vec::new();
+    };
+    props
+        .iter()
+        .filter(|(param, _)| required.contains(&param.as_str()))
+        .map(|(param, schema)| {
             let text = schema.get("type").and_then(Value::as_str) == Some("string")
                 && schema.get("enum").is_none();
-            let (value, close) = if text {
-                ("/[^<]*\\n/".to_owned(), "</parameter>\n")
-            } else {
-                (
-                    format!("%json {}", compact(schema.clone())),
-                    "\n</parameter>\n",
-                )
-            };
-            parts.push(format!(
-                "{} {value} {}",
-                literal(&format!("<parameter={param}>\n"), tokenizer),
-                literal(close, tokenizer)
-            ));
-        }
+            (param.as_str(), schema, text)
+        })
+        .collect()
+}
+
+/// Qwen3-Coder's call: `<function=NAME>\n` then, for each required
+/// property, `<parameter=P>\nVALUE\n</parameter>\n`, then `</function>`;
+/// a value is JSON for non-string types and raw text for strings.
+fn qwen3_coder_call(name: &str, parameters: &Value, tokenizer: &Tokenizer) -> String {
+    let mut parts = vec![literal(&format!("<function={name}>\n"), tokenizer)];
+    for (param, schema, text) in required_params(parameters) {
+        // Raw text (without `<`, so it cannot run into the closing tag)
+        // takes the newline before the closing tag into its lexeme: a
+        // lexeme ends where the next byte cannot extend it.
+        let (value, close) = if text {
+            ("/[^<]*\\n/".to_owned(), "</parameter>\n")
+        } else {
+            (
+                format!("%json {}", compact(schema.clone())),
+                "\n</parameter>\n",
+            )
+        };
+        parts.push(format!(
+            "{} {value} {}",
+            literal(&format!("<parameter={param}>\n"), tokenizer),
+            literal(close, tokenizer)
+        ));
     }
     parts.push(literal("</function>", tokenizer));
     parts.join(" ")
+}
+
+/// GLM-4.5's call (inside `<tool_call>`…`</tool_call>`): `NAME\n` then, for
+/// each required property, `<arg_key>P</arg_key>\n<arg_value>VALUE</arg_value>\n`;
+/// a value is raw text for strings and JSON otherwise, as the GLM parser
+/// reads them (4.7 writes no newlines; the parser takes both).
+fn glm45_call(name: &str, parameters: &Value, tokenizer: &Tokenizer) -> String {
+    let mut parts = vec![literal(&format!("{name}\n"), tokenizer)];
+    for (param, schema, text) in required_params(parameters) {
+        let value = if text {
+            "/[^<]*/".to_owned()
+        } else {
+            format!("%json {}", compact(schema.clone()))
+        };
+        parts.push(format!(
+            "{} {value} {}",
+            literal(
+                &format!("<arg_key>{param}</arg_key>\n<arg_value>"),
+                tokenizer
+            ),
+            literal("</arg_value>\n", tokenizer)
+        ));
+    }
+    parts.join(" ")
+}
+
+/// Gemma 4's call (inside `<|tool_call>`…`<tool_call|>`):
+/// `call:NAME{key:VALUE,...}` over the required properties, a string
+/// between `<|"|>` delimiters, a number, integer, boolean or null as JSON;
+/// an object or array parameter (Gemma's own nested syntax) cannot be forced.
+fn gemma4_call(name: &str, parameters: &Value, tokenizer: &Tokenizer) -> Result<String, String> {
+    let quote_mark = "<|\"|>";
+    let mut fields = Vec::new();
+    for (param, schema, text) in required_params(parameters) {
+        let enum_strings: Option<Vec<String>> = schema
+            .get("enum")
+            .and_then(Value::as_array)
+            .filter(|_| schema.get("type").and_then(Value::as_str) == Some("string"))
+            .map(|e| e.iter().filter_map(Value::as_str).map(quote).collect());
+        let value = if text || enum_strings.is_some() {
+            let inner =
+                enum_strings.map_or("/[^<]*/".to_owned(), |e| format!("({})", e.join(" | ")));
+            format!(
+                "{} {inner} {}",
+                literal(quote_mark, tokenizer),
+                literal(quote_mark, tokenizer)
+            )
+        } else {
+            let scalar = matches!(
+                schema.get("type").and_then(Value::as_str),
+                Some("number" | "integer" | "boolean" | "null")
+            );
+            if !scalar {
+                return Err(format!(
+                    "forcing a call is not supported for the Gemma4 tool format when parameter \
+                     {param} of {name} is an object or an array"
+                ));
+            }
+            format!("%json {}", compact(schema.clone()))
+        };
+        fields.push(format!(
+            "{} {value}",
+            literal(&format!("{param}:"), tokenizer)
+        ));
+    }
+    Ok(format!(
+        "{} {} {}",
+        literal(&format!("call:{name}{{"), tokenizer),
+        fields.join(&format!(" {} ", literal(",", tokenizer))),
+        literal("}", tokenizer)
+    ))
 }
 
 /// `text` as a Lark expression: quoted strings, with the special tokens
@@ -402,6 +489,44 @@ mod tests {
         assert!(follows(&tok, &grammar, text), "{grammar:?}");
         let untyped = text.replace("\n3\n", "\nthree\n");
         assert!(!follows(&tok, &grammar, &untyped));
+    }
+
+    #[test]
+    fn a_forced_glm_call_is_its_arg_key_form() {
+        let template = "{% for m in messages %}{{ m.content }}{% endfor %}\
+                        {% if tools %}<tool_call>NAME\n<arg_key>k</arg_key>{% endif %}";
+        let (tok, _dir) = tokenizer(Some(template));
+        assert_eq!(ToolSyntax::of_tokenizer(&tok).format, ToolFormat::Glm45);
+        let grammar = tool_call_grammar(&tools(), &ToolChoice::Required, false, &tok).unwrap();
+        let text = "<tool_call>get_weather\n<arg_key>city</arg_key>\n<arg_value>Oslo</arg_value>\n\
+                    <arg_key>days</arg_key>\n<arg_value>3</arg_value>\n</tool_call>";
+        assert!(follows(&tok, &grammar, text), "{grammar:?}");
+        assert!(!follows(&tok, &grammar, &text.replace(">3<", ">three<")));
+        assert!(!follows(
+            &tok,
+            &grammar,
+            &text.replace("get_weather", "get_nothing")
+        ));
+    }
+
+    #[test]
+    fn a_forced_gemma4_call_is_its_bare_key_form_and_nested_values_are_refused() {
+        let template = "{% for m in messages %}{{ m.content }}{% endfor %}\
+                        {% if tools %}<|tool_call>call:NAME{}<tool_call|>{% endif %}";
+        let (tok, _dir) = tokenizer(Some(template));
+        assert_eq!(ToolSyntax::of_tokenizer(&tok).format, ToolFormat::Gemma4);
+        let grammar = tool_call_grammar(&tools(), &ToolChoice::Required, false, &tok).unwrap();
+        let text = "<|tool_call>call:get_time{city:<|\"|>Oslo<|\"|>,days:3}<tool_call|>";
+        assert!(follows(&tok, &grammar, text), "{grammar:?}");
+        assert!(!follows(&tok, &grammar, &text.replace(":3}", ":\"3\"}")));
+        let nested = vec![
+            json!({"type": "function", "function": {"name": "plan", "parameters": {
+            "type": "object",
+            "properties": {"steps": {"type": "array", "items": {"type": "string"}}},
+            "required": ["steps"]}}}),
+        ];
+        let err = tool_call_grammar(&nested, &ToolChoice::Required, false, &tok).unwrap_err();
+        assert!(err.to_string().contains("steps"), "{err}");
     }
 
     #[test]
