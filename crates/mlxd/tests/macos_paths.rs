@@ -137,6 +137,12 @@ fn named_regions_carry_requests_and_faults_alike() {
 /// until it is listed here with its Linux counterpart.
 const MACOS_BRANCHES: &[(&str, usize, &str)] = &[
     (
+        "crates/engine/src/memory.rs",
+        2,
+        "host_statistics64 for free memory (Linux reads MemAvailable); the admissions that use \
+         it are tested with given amounts (memory_pressure.rs, supervisor::tests)",
+    ),
+    (
         "crates/mlx/src/device.rs",
         2,
         "cfg! values, both arms compiled everywhere; Metal itself only on a Mac",
