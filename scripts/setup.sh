@@ -66,4 +66,50 @@ install_once scripts/requirements/model.txt --no-deps
 for extra in "$@"; do
   install_once "scripts/requirements/$extra.txt"
 done
+
+# The OpenAI Node SDK suite (tests/openai_node): the pinned `openai` package
+# needs Node.js 22 or later, and no Debian release ships one (bookworm has
+# 18, trixie 20). Debian's nodejs and npm packages come first where node or
+# npm is missing; where that Node is too old, the official Node binary from
+# the npm registry's node-<os>-<arch> package goes into .cache/node/bin,
+# which scripts/test.sh puts first on PATH. Then `npm ci` of the lock file,
+# once per lock.
+node_version=22.23.5
+setup_node() {
+  if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    if command -v apt-get >/dev/null && [[ "$(id -u)" == 0 ]]; then
+      echo "setup: installing Node.js (Debian's nodejs, npm)"
+      apt-get update >/dev/null && apt-get install -y --no-install-recommends nodejs npm >/dev/null
+    else
+      echo "setup: node/npm not found; install Node.js ${node_version%%.*} or later" >&2
+      exit 1
+    fi
+  fi
+  if [[ -x .cache/node/bin/node ]]; then export PATH="$PWD/.cache/node/bin:$PATH"; fi
+  if (( $(node -p 'process.versions.node.split(".")[0]') < ${node_version%%.*} )); then
+    local arch
+    case "$(uname -s)-$(uname -m)" in
+      Linux-x86_64) arch=linux-x64 ;;
+      Linux-aarch64) arch=linux-arm64 ;;
+      Darwin-arm64) arch=darwin-arm64 ;;
+      *) echo "setup: Node.js $(node --version) is older than ${node_version%%.*}; install a newer one" >&2; exit 1 ;;
+    esac
+    echo "setup: installing Node.js $node_version (node-$arch from the npm registry) into .cache/node"
+    npm install --silent --no-save --no-package-lock --no-audit --no-fund \
+      --prefix .cache/node "node-$arch@$node_version"
+    mkdir -p .cache/node/bin
+    ln -sf "../node_modules/node-$arch/bin/node" .cache/node/bin/node
+    export PATH="$PWD/.cache/node/bin:$PATH"
+  fi
+  local lock=tests/openai_node/package-lock.json stamp
+  stamp="tests/openai_node/node_modules/.installed-$(.venv/bin/python -c 'import hashlib,sys; print(hashlib.sha256(open(sys.argv[1],"rb").read()).hexdigest()[:16])' "$lock")"
+  if [[ ! -f "$stamp" ]]; then
+    echo "setup: npm ci in tests/openai_node"
+    (cd tests/openai_node && npm ci --silent --no-audit --no-fund)
+    touch "$stamp"
+  fi
+}
+for extra in "$@"; do
+  if [[ "$extra" == test ]]; then setup_node; fi
+done
 echo "setup: MLX ($backend) ready in .venv"

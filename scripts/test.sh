@@ -5,6 +5,8 @@
 # Needs on a fresh machine: Rust (cargo, rustfmt, clippy, rustup), Python
 # 3.10+ with venv and pip, npm, unzip, and the package registries (PyPI,
 # npm, crates.io; rustup's server once, for the aarch64-apple-darwin std).
+# Node.js: setup.sh installs Debian's where none is, and Node 20 from the
+# npm registry where it is older.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,3 +30,7 @@ scripts/macos-check.sh
 # debug binary `cargo test` just built).
 MLXD_BIN="${CARGO_TARGET_DIR:-target}/debug/mlxd" \
   .venv/bin/python -m pytest -q -p no:cacheprovider tests/openai_sdk
+# The official OpenAI Node SDK against real daemons, with Node.js from
+# scripts/setup.sh (.cache/node/bin where the system's is too old).
+if [[ -x .cache/node/bin/node ]]; then export PATH="$PWD/.cache/node/bin:$PATH"; fi
+MLXD_BIN="${CARGO_TARGET_DIR:-target}/debug/mlxd" node --test tests/openai_node/*.test.mjs
