@@ -17,7 +17,7 @@ use std::time::Instant;
 use api::anthropic::{self, Message, MessageStream, MessageUsage};
 use api::response::{FinishReason, ToolCall, Usage};
 use api::{ApiError, GenerationRequest};
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -160,12 +160,9 @@ async fn respond(
             output_tokens: usage.completion_tokens,
         },
     );
-    timeline.update(|t| {
-        let now = now_ns();
-        (t.first_write_ns, t.finished_ns) = (now, now);
-        t.completion_tokens = usage.completion_tokens;
-    });
-    state.metrics.timings.record(timeline.snapshot());
+    state
+        .metrics
+        .record_finished(&timeline, usage.completion_tokens);
     Ok(axum::Json(message).into_response())
 }
 
@@ -347,23 +344,13 @@ fn stream_response(
             }
             if !s.advance().await {
                 if s.succeeded {
-                    let completion_tokens = s.completion_tokens;
-                    s.timeline.update(|t| {
-                        t.finished_ns = now_ns();
-                        t.completion_tokens = completion_tokens;
-                    });
-                    s.state.metrics.timings.record(s.timeline.snapshot());
+                    s.state
+                        .metrics
+                        .record_finished(&s.timeline, s.completion_tokens);
                 }
                 return None;
             }
         }
     });
-    (
-        [
-            (header::CONTENT_TYPE, "text/event-stream"),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        Body::from_stream(body),
-    )
-        .into_response()
+    super::sse_response(body)
 }

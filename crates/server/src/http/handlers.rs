@@ -16,7 +16,7 @@ use api::stream::{ChatStream, CompletionStream, SSE_DONE, sse_data};
 use api::{ApiError, parse_chat_for, parse_completion_for};
 use api::{Endpoint, GenerationRequest};
 use axum::Router;
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::{Path, Request, State};
 use axum::http::{Method, Uri, header};
 use axum::response::{IntoResponse, Response};
@@ -303,12 +303,7 @@ async fn respond(
             axum::Json(completion_body(meta, collected, usage, &req, &prepared)).into_response()
         }
     };
-    timeline.update(|t| {
-        let now = now_ns();
-        (t.first_write_ns, t.finished_ns) = (now, now);
-        t.completion_tokens = completion_tokens;
-    });
-    state.metrics.timings.record(timeline.snapshot());
+    state.metrics.record_finished(&timeline, completion_tokens);
     Ok(response)
 }
 
@@ -752,23 +747,13 @@ fn stream_response(
             }
             if !sse.advance().await {
                 if sse.succeeded {
-                    let completion_tokens = sse.completion_tokens;
-                    sse.timeline.update(|t| {
-                        t.finished_ns = now_ns();
-                        t.completion_tokens = completion_tokens;
-                    });
-                    sse.state.metrics.timings.record(sse.timeline.snapshot());
+                    sse.state
+                        .metrics
+                        .record_finished(&sse.timeline, sse.completion_tokens);
                 }
                 return None;
             }
         }
     });
-    (
-        [
-            (header::CONTENT_TYPE, "text/event-stream"),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        Body::from_stream(body),
-    )
-        .into_response()
+    super::sse_response(body)
 }

@@ -62,6 +62,21 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Closes a request's timeline (finished now; written first now too if
+    /// nothing was written before) with its completion tokens, and keeps it
+    /// for `GET /admin/timings`.
+    pub fn record_finished(&self, timeline: &RequestTimeline, completion_tokens: u32) {
+        timeline.update(|t| {
+            let now = now_ns();
+            t.finished_ns = now;
+            if t.first_write_ns == 0 {
+                t.first_write_ns = now;
+            }
+            t.completion_tokens = completion_tokens;
+        });
+        self.timings.record(timeline.snapshot());
+    }
+
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("mlxd");
         let requests = Family::<RequestLabels, Counter>::default();

@@ -251,6 +251,21 @@ fn common_layers(router: Router, cors_origins: &[String]) -> Router {
     )
 }
 
+/// A `text/event-stream` response of the events `body` yields.
+fn sse_response<S>(body: S) -> Response
+where
+    S: futures::Stream<Item = Result<bytes::Bytes, std::convert::Infallible>> + Send + 'static,
+{
+    (
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        axum::body::Body::from_stream(body),
+    )
+        .into_response()
+}
+
 /// The main API router.
 pub fn router(state: AppState) -> Router {
     let keys = Arc::new(state.config.api_keys.clone());

@@ -323,15 +323,9 @@ impl Lines {
         self.state
             .metrics
             .count_tokens(self.prompt_tokens, completion);
-        self.timeline.update(|t| {
-            let now = now_ns();
-            t.finished_ns = now;
-            if t.first_write_ns == 0 {
-                t.first_write_ns = now;
-            }
-            t.completion_tokens = completion;
-        });
-        self.state.metrics.timings.record(self.timeline.snapshot());
+        self.state
+            .metrics
+            .record_finished(&self.timeline, completion);
         tracing::info!(
             model = self.model,
             prompt_tokens = self.prompt_tokens,

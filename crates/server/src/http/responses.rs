@@ -22,9 +22,8 @@ use api::responses::{
     Item, OutputItem, ResponseBuilder, ResponseHead, ResponseUsage, ResponsesRequest, item_id,
     parse_responses_for, sse_event,
 };
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::{Path, Query, Request, State};
-use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -269,15 +268,9 @@ impl Run {
         self.done = true;
         self.log("ok");
         let completion_tokens = self.completion_tokens;
-        self.timeline.update(|t| {
-            let now = now_ns();
-            if t.first_write_ns == 0 {
-                t.first_write_ns = now;
-            }
-            t.finished_ns = now;
-            t.completion_tokens = completion_tokens;
-        });
-        self.state.metrics.timings.record(self.timeline.snapshot());
+        self.state
+            .metrics
+            .record_finished(&self.timeline, completion_tokens);
         events
     }
 
@@ -349,14 +342,7 @@ fn stream(mut run: Run) -> Response {
             }
         }
     });
-    (
-        [
-            (header::CONTENT_TYPE, "text/event-stream"),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        Body::from_stream(body),
-    )
-        .into_response()
+    super::sse_response(body)
 }
 
 /// `GET /v1/responses/{id}`; `stream=true` (replaying a background
