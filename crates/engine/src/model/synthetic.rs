@@ -5,7 +5,10 @@
 //! the work per token is exactly that of the real model. Mixture-of-Experts
 //! shapes (Qwen3-MoE, Mixtral) carry every expert, stacked as mlx-lm
 //! stores them (`switch_mlp`), so a step routes and reads as the real
-//! model's does (which experts, being random, differs).
+//! model's does (which experts, being random, differs). Gemma 3 shapes
+//! carry its sandwich norms and q/k norms; gpt-oss shapes its biases,
+//! sinks and biased experts, the experts in `mxfp4` beside 8-bit affine
+//! layers, as mlx-community publishes it.
 
 use std::collections::HashMap;
 
@@ -75,7 +78,7 @@ const fn qwen25(
 /// The shapes `--synthetic` accepts (Qwen2.5 and Qwen3-30B-A3B as
 /// published by mlx-community at 4 bits, group 64, bf16 scales; the
 /// router is 4-bit here too).
-pub const PRESETS: [Preset; 10] = [
+pub const PRESETS: [Preset; 14] = [
     qwen25("qwen2.5-0.5b-4bit", (896, 24, 4864, 14, 2), 151_936, true),
     qwen25("qwen2.5-1.5b-4bit", (1536, 28, 8960, 12, 2), 151_936, true),
     qwen25("qwen2.5-3b-4bit", (2048, 36, 11008, 16, 2), 151_936, true),
@@ -133,6 +136,83 @@ pub const PRESETS: [Preset; 10] = [
             count: 128,
             top_k: 8,
             hidden: 768,
+        }),
+    },
+    // Gemma-3-12B (text): heads of 256, windows of 1024 in five layers of
+    // six, tied head, 4-bit.
+    Preset {
+        name: "gemma-3-12b-4bit",
+        model_type: "gemma3_text",
+        hidden: 3840,
+        layers: 48,
+        intermediate: 15360,
+        heads: 16,
+        kv_heads: 8,
+        head_dim: Some(256),
+        vocab: 262_208,
+        tied: true,
+        rope_theta: 1_000_000.0,
+        quant: Some((64, 4)),
+        dtype: Dtype::Bf16,
+        experts: None,
+    },
+    Preset {
+        name: "tiny-gemma3-f32",
+        model_type: "gemma3_text",
+        hidden: 64,
+        // One global layer after five local ones (mlx-lm needs the first).
+        layers: 6,
+        intermediate: 128,
+        heads: 4,
+        kv_heads: 2,
+        head_dim: Some(16),
+        vocab: 256,
+        tied: true,
+        rope_theta: 1_000_000.0,
+        quant: None,
+        dtype: Dtype::F32,
+        experts: None,
+    },
+    // gpt-oss-20b: 32 experts of 2880, 4 per token, in mxfp4 beside 8-bit
+    // affine layers (mlx-community's MXFP4-Q8).
+    Preset {
+        name: "gpt-oss-20b-mxfp4",
+        model_type: "gpt_oss",
+        hidden: 2880,
+        layers: 24,
+        intermediate: 2880,
+        heads: 64,
+        kv_heads: 8,
+        head_dim: Some(64),
+        vocab: 201_088,
+        tied: false,
+        rope_theta: 150_000.0,
+        quant: Some((64, 8)),
+        dtype: Dtype::Bf16,
+        experts: Some(Experts {
+            count: 32,
+            top_k: 4,
+            hidden: 2880,
+        }),
+    },
+    Preset {
+        name: "tiny-gpt-oss-mxfp4",
+        model_type: "gpt_oss",
+        hidden: 64,
+        layers: 2,
+        intermediate: 64,
+        heads: 4,
+        kv_heads: 2,
+        head_dim: Some(16),
+        vocab: 256,
+        tied: false,
+        rope_theta: 150_000.0,
+        quant: Some((32, 8)),
+        dtype: Dtype::F32,
+        experts: Some(Experts {
+            count: 4,
+            top_k: 2,
+            hidden: 64,
         }),
     },
     Preset {
@@ -215,10 +295,38 @@ impl Preset {
         if let Some((group_size, bits)) = self.quant {
             config["quantization"] = json!({"group_size": group_size, "bits": bits});
         }
-        if self.model_type == "qwen3_moe" {
+        if matches!(self.model_type, "qwen3_moe" | "gemma3_text" | "gpt_oss") {
             config["head_dim"] = json!(self.head_dim());
         }
-        if let Some(e) = self.experts {
+        match self.model_type {
+            "gemma3_text" => {
+                config["query_pre_attn_scalar"] = json!(self.head_dim());
+                config["sliding_window"] = json!(if self.hidden > 64 { 1024 } else { 8 });
+                config["sliding_window_pattern"] = json!(6);
+                config["rope_local_base_freq"] = json!(10_000.0);
+                config["rope_scaling"] = json!({"rope_type": "linear", "factor": 8.0});
+            }
+            "gpt_oss" => {
+                if let Some(e) = self.experts {
+                    config["num_local_experts"] = json!(e.count);
+                    config["num_experts_per_tok"] = json!(e.top_k);
+                }
+                config["sliding_window"] = json!(128);
+                config["rope_scaling"] = json!({
+                    "rope_type": "yarn", "factor": 32.0, "beta_fast": 32.0,
+                    "beta_slow": 1.0, "original_max_position_embeddings": 4096,
+                });
+                // The experts in mxfp4, every other layer at the default.
+                for i in 0..self.layers {
+                    for proj in ["gate_proj", "up_proj", "down_proj"] {
+                        config["quantization"][format!("model.layers.{i}.mlp.experts.{proj}")] =
+                            json!({"group_size": 32, "bits": 4, "mode": "mxfp4"});
+                    }
+                }
+            }
+            _ => {}
+        }
+        if let Some(e) = self.experts.filter(|_| self.model_type != "gpt_oss") {
             let moe = if self.model_type == "mixtral" {
                 json!({"num_local_experts": e.count, "num_experts_per_tok": e.top_k})
             } else {
@@ -292,7 +400,37 @@ impl Preset {
                 tg.vector(&p("self_attn.q_norm.weight"), hd, 1.0)?;
                 tg.vector(&p("self_attn.k_norm.weight"), hd, 1.0)?;
             }
+            if self.model_type == "gemma3_text" {
+                // Gemma's norms multiply by (1 + w).
+                tg.vector(&p("self_attn.q_norm.weight"), hd, 0.0)?;
+                tg.vector(&p("self_attn.k_norm.weight"), hd, 0.0)?;
+                tg.vector(&p("pre_feedforward_layernorm.weight"), self.hidden, 0.0)?;
+                tg.vector(&p("post_feedforward_layernorm.weight"), self.hidden, 0.0)?;
+            }
+            if self.model_type == "gpt_oss" {
+                for (proj, len) in [
+                    ("q_proj", self.heads * hd),
+                    ("k_proj", self.kv_heads * hd),
+                    ("v_proj", self.kv_heads * hd),
+                    ("o_proj", self.hidden),
+                ] {
+                    tg.vector(&p(&format!("self_attn.{proj}.bias")), len, 0.0)?;
+                }
+                tg.vector(&p("self_attn.sinks"), self.heads, 0.0)?;
+            }
             match self.experts {
+                Some(e) if self.model_type == "gpt_oss" => {
+                    let (n, h, d) = (e.count, e.hidden, self.hidden);
+                    tg.matrix(&p("mlp.router"), n, d)?;
+                    tg.vector(&p("mlp.router.bias"), n, 0.0)?;
+                    for (proj, rows, cols) in
+                        [("gate_proj", h, d), ("up_proj", h, d), ("down_proj", d, h)]
+                    {
+                        let name = p(&format!("mlp.experts.{proj}"));
+                        tg.mxfp4_stack(&name, n, rows, cols)?;
+                        tg.shaped_dense(&format!("{name}.bias"), &[n], rows)?;
+                    }
+                }
                 Some(e) => {
                     let block = if self.model_type == "mixtral" {
                         "block_sparse_moe"
@@ -312,10 +450,24 @@ impl Preset {
                     tg.matrix(&p("mlp.down_proj"), self.hidden, self.intermediate)?;
                 }
             }
-            tg.vector(&p("input_layernorm.weight"), self.hidden, 1.0)?;
-            tg.vector(&p("post_attention_layernorm.weight"), self.hidden, 1.0)?;
+            let norm_center = if self.model_type == "gemma3_text" {
+                0.0
+            } else {
+                1.0
+            };
+            tg.vector(&p("input_layernorm.weight"), self.hidden, norm_center)?;
+            tg.vector(
+                &p("post_attention_layernorm.weight"),
+                self.hidden,
+                norm_center,
+            )?;
         }
-        tg.vector("model.norm.weight", self.hidden, 1.0)?;
+        let norm_center = if self.model_type == "gemma3_text" {
+            0.0
+        } else {
+            1.0
+        };
+        tg.vector("model.norm.weight", self.hidden, norm_center)?;
         if !self.tied {
             tg.matrix("lm_head", self.vocab, self.hidden)?;
         }
@@ -379,6 +531,33 @@ impl TensorGen {
         self.tensors.insert(format!("{name}.weight"), codes);
         self.tensors.insert(format!("{name}.scales"), scales);
         self.tensors.insert(format!("{name}.biases"), biases);
+        Ok(())
+    }
+
+    /// `[..lead, cols]` dense, small values (a stack of biases).
+    fn shaped_dense(&mut self, name: &str, lead: &[i32], cols: i32) -> Result<()> {
+        let mut shape = lead.to_vec();
+        shape.push(cols);
+        let v = self.normal(&shape, 0.01)?;
+        self.tensors.insert(name.to_owned(), v);
+        Ok(())
+    }
+
+    /// A stack of `n` matrices `[n, rows, cols]` in mxfp4: random 4-bit
+    /// float codes and power-of-two scales near 2^-5.
+    fn mxfp4_stack(&mut self, name: &str, n: i32, rows: i32, cols: i32) -> Result<()> {
+        let key = self.next_key()?;
+        let codes = random::uniform(&[n, rows, cols / 8], Dtype::F32, Some(&key))?
+            .multiply(&Array::scalar(u32::MAX as f32)?)?
+            .astype(Dtype::U32)?;
+        let key = self.next_key()?;
+        // E8M0 exponents 120 to 124: scales of 2^-7 to 2^-3.
+        let scales = random::uniform(&[n, rows, cols / 32], Dtype::F32, Some(&key))?
+            .multiply(&Array::scalar(5.0)?)?
+            .add(&Array::scalar(120.0)?)?
+            .astype(Dtype::U8)?;
+        self.tensors.insert(format!("{name}.weight"), codes);
+        self.tensors.insert(format!("{name}.scales"), scales);
         Ok(())
     }
 
@@ -463,6 +642,27 @@ mod tests {
         assert_eq!(logits.shape(), vec![1, 3, 512]);
         let values = logits.astype(Dtype::F32).unwrap().to_vec::<f32>().unwrap();
         assert!(values.iter().all(|v| v.is_finite()));
+    }
+
+    #[test]
+    fn gemma_and_gpt_oss_presets_run_in_their_real_layer_shapes() {
+        // One layer of each real shape (gpt-oss with 4 of its experts),
+        // a small vocabulary.
+        for name in ["gemma-3-12b-4bit", "gpt-oss-20b-mxfp4"] {
+            let real = Preset::find(name).unwrap();
+            let small = Preset {
+                layers: 1,
+                vocab: 512,
+                experts: real.experts.map(|e| Experts { count: 4, ..e }),
+                ..real
+            };
+            let model = small.build(2).unwrap();
+            let ids = Array::from_slice(&[1u32, 2, 3], &[1, 3]).unwrap();
+            let logits = model.forward(&ids, &mut model.new_cache()).unwrap();
+            assert_eq!(logits.shape(), vec![1, 3, 512], "{name}");
+            let values = logits.astype(Dtype::F32).unwrap().to_vec::<f32>().unwrap();
+            assert!(values.iter().all(|v| v.is_finite()), "{name}");
+        }
     }
 
     #[test]
