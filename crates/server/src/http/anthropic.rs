@@ -26,7 +26,7 @@ use tokio::sync::mpsc;
 use super::AppState;
 use super::generate::{self, ChoiceUpdate, Prepared, QueueTicket};
 use super::handlers::{json_body, log_request};
-use super::metrics::{RequestTimeline, now_ns};
+use super::metrics::RequestTimeline;
 
 const MESSAGES: &str = "/v1/messages";
 const COUNT_TOKENS: &str = "/v1/messages/count_tokens";
@@ -105,13 +105,7 @@ async fn respond(
     req: GenerationRequest,
     timeline: Arc<RequestTimeline>,
 ) -> Result<Response, ApiError> {
-    let prepared = generate::prepare(state, &req).await?;
-    timeline.update(|t| {
-        t.tokenized_ns = now_ns();
-        t.model = prepared.model.id.clone();
-        t.stream = req.stream;
-        t.prompt_tokens = prepared.prompt_tokens();
-    });
+    let prepared = generate::prepare_timed(state, &req, &timeline).await?;
     let ticket = generate::admit(state, &prepared.model.id)?;
     let updates = generate::start(state, &req, &prepared, &timeline).await?;
     let id = anthropic::message_id(rand::random());

@@ -84,6 +84,23 @@ impl Prepared {
 }
 
 /// Resolves the model and tokenizes every prompt.
+/// [`prepare`], with the request's timeline stamped: tokenized now, its
+/// model, whether it streams, its prompt tokens.
+pub async fn prepare_timed(
+    state: &AppState,
+    req: &GenerationRequest,
+    timeline: &RequestTimeline,
+) -> Result<Prepared, ApiError> {
+    let prepared = prepare(state, req).await?;
+    timeline.update(|t| {
+        t.tokenized_ns = now_ns();
+        t.model = prepared.model.id.clone();
+        t.stream = req.stream;
+        t.prompt_tokens = prepared.prompt_tokens();
+    });
+    Ok(prepared)
+}
+
 pub async fn prepare(state: &AppState, req: &GenerationRequest) -> Result<Prepared, ApiError> {
     let arrived = Instant::now();
     let model = state.models.get(&req.model).await?;

@@ -24,7 +24,7 @@ use axum::routing::{get, post};
 use tokio::sync::mpsc;
 
 use super::generate::{self, ChoiceUpdate, Prepared, QueueTicket, TokenInfo};
-use super::metrics::{RequestTimeline, now_ns};
+use super::metrics::RequestTimeline;
 use super::{AppState, HttpError};
 
 /// Routes behind the API key.
@@ -238,13 +238,7 @@ async fn respond(
     req: GenerationRequest,
     timeline: Arc<RequestTimeline>,
 ) -> Result<Response, ApiError> {
-    let prepared = generate::prepare(state, &req).await?;
-    timeline.update(|t| {
-        t.tokenized_ns = now_ns();
-        t.model = prepared.model.id.clone();
-        t.stream = req.stream;
-        t.prompt_tokens = prepared.prompt_tokens();
-    });
+    let prepared = generate::prepare_timed(state, &req, &timeline).await?;
     let ticket = generate::admit(state, &prepared.model.id)?;
     let updates = generate::start(state, &req, &prepared, &timeline).await?;
     let meta = ResponseMeta {

@@ -222,13 +222,7 @@ async fn respond(
     route: Route,
     timeline: Arc<RequestTimeline>,
 ) -> Result<Response, ApiError> {
-    let prepared = generate::prepare(state, &req).await?;
-    timeline.update(|t| {
-        t.tokenized_ns = now_ns();
-        t.model = prepared.model.id.clone();
-        t.stream = req.stream;
-        t.prompt_tokens = prepared.prompt_tokens();
-    });
+    let prepared = generate::prepare_timed(state, &req, &timeline).await?;
     let ticket = generate::admit(state, &prepared.model.id)?;
     let leasing = Instant::now();
     let updates = generate::start(state, &req, &prepared, &timeline).await?;

@@ -30,7 +30,7 @@ use tokio::sync::mpsc;
 
 use super::generate::{self, ChoiceUpdate, QueueTicket};
 use super::handlers::json_body;
-use super::metrics::{RequestTimeline, now_ns};
+use super::metrics::RequestTimeline;
 use super::response_store::Stored;
 use super::{AppState, HttpError};
 
@@ -128,13 +128,7 @@ async fn run(
     parsed.echo.temperature = req.sampling.temperature;
     parsed.echo.top_p = req.sampling.top_p;
     timeline.stamp(|t| &mut t.parsed_ns);
-    let prepared = generate::prepare(state, &req).await?;
-    timeline.update(|t| {
-        t.tokenized_ns = now_ns();
-        t.model = prepared.model.id.clone();
-        t.stream = req.stream;
-        t.prompt_tokens = prepared.prompt_tokens();
-    });
+    let prepared = generate::prepare_timed(state, &req, &timeline).await?;
     let ticket = generate::admit(state, &prepared.model.id)?;
     let updates = generate::start(state, &req, &prepared, &timeline).await?;
     let store = parsed.store && state.responses.enabled();
