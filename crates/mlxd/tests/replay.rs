@@ -9,7 +9,9 @@
 //! - a request that crashes its worker (the test build's fault trigger, a
 //!   token sequence that makes the worker abort) ends alone with a
 //!   `worker_crashed` error naming the signal and the worker's last words,
-//!   while the requests beside it complete with their undisturbed text.
+//!   while the requests beside it complete with their undisturbed text;
+//! - streams killed past 256 delivered tokens (the new worker prefills
+//!   their earlier output rather than decoding it again) complete.
 //!
 //! `MLXD_FAULT_SEED` replays the random moments (the seed is printed).
 
@@ -291,4 +293,58 @@ fn a_request_that_crashes_its_worker_ends_alone_with_the_crash() {
     assert_recovered(&d, &baseline);
     assert_eq!(d.worker()["restarts"], 2, "two crashes, no more");
     assert_eq!(d.worker()["state"], "ready");
+}
+
+#[test]
+fn a_stream_past_the_redecode_limit_resumes_by_prefill() {
+    // Past 256 delivered tokens the new worker prefills the earlier output
+    // and its sampler starts at that token index. Prefill equals step-by-
+    // step decoding only to rounding, so the text after the kill may
+    // differ; the stream must go on without an error to its full length.
+    let mut rng = StdRng::seed_from_u64(seed());
+    let d = Daemon::start();
+    let bodies: Vec<Value> = [json!(0), json!(0.7)]
+        .into_iter()
+        .enumerate()
+        .map(|(i, temperature)| {
+            json!({
+                "model": "tiny",
+                "messages": [{"role": "user", "content": format!("Long story {i}.")}],
+                "max_tokens": 1500,
+                "ignore_eos": true,
+                "temperature": temperature,
+                "seed": 7 + i,
+                "stream": true,
+            })
+        })
+        .collect();
+    // The worker up before the baseline.
+    let warm = json!({"model": "tiny", "prompt": "Hi", "max_tokens": 1});
+    assert_eq!(request(d.port, "POST", "/v1/completions", Some(&warm)).0, 200);
+    let baseline = settled(&d);
+    let streams: Vec<Stream> = bodies.iter().map(|b| stream(d.port, b.clone())).collect();
+    let past = 300 + rng.random_range(0..100);
+    assert!(wait_for_events(&streams, &[past, past]), "the streams stalled");
+    assert!(
+        streams.iter().all(|s| !s.handle.is_finished()),
+        "a stream ended before the kill"
+    );
+    let pid = d.ready_pid().unwrap();
+    inject(pid, Signal::SIGKILL);
+    for (i, s) in streams.into_iter().enumerate() {
+        let got = s.handle.join().unwrap();
+        if let Err(e) = got {
+            panic!("request {i} did not complete: {e}\n{}", d.log_tail(30));
+        }
+    }
+    let log = d.log_tail(200);
+    let resumed: Vec<u32> = log
+        .lines()
+        .filter(|l| l.contains("resubmitting a request"))
+        .filter_map(|l| l.split("delivered=").nth(1))
+        .filter_map(|v| v.split_whitespace().next()?.parse().ok())
+        .collect();
+    assert_eq!(resumed.len(), 2, "{log}");
+    assert!(resumed.iter().all(|&n| n > 256), "{resumed:?}\n{log}");
+    assert_recovered(&d, &baseline);
 }

@@ -472,7 +472,15 @@ impl Session<'_> {
         tracked.replaying = replayed.len();
         tracked.replayed = replayed.len();
         let queued = Sampler::new(params, self.vocab, &prompt)
-            .and_then(|sampler| sampler.replaying(&replayed))
+            .and_then(|sampler| {
+                // A prefilled continuation's sampler already starts at its
+                // index; only one decoded again picks its earlier tokens.
+                if replayed.is_empty() {
+                    Ok(sampler)
+                } else {
+                    sampler.replaying(&replayed)
+                }
+            })
             .and_then(|sampler| {
                 self.scheduler.submit(SeqRequest {
                     id,
