@@ -4,45 +4,11 @@
 
 use std::time::Duration;
 
-use api::{ApiError, Endpoint, GenerationRequest, KeepAlive, PromptInput, Sampling, ToolChoice};
+use api::{Endpoint, GenerationRequest, KeepAlive, PromptInput, Sampling, ToolChoice};
 use serde_json::{Value, json};
 
-fn chat(extra: Value) -> Result<GenerationRequest, ApiError> {
-    let mut body = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
-    merge(&mut body, extra);
-    api::parse_chat(body.to_string().as_bytes())
-}
-
-fn completion(extra: Value) -> Result<GenerationRequest, ApiError> {
-    let mut body = json!({"model": "m", "prompt": "Once"});
-    merge(&mut body, extra);
-    api::parse_completion(body.to_string().as_bytes())
-}
-
-fn merge(body: &mut Value, extra: Value) {
-    for (k, v) in extra.as_object().unwrap() {
-        body[k] = v.clone();
-    }
-}
-
-/// Asserts a 400 naming `param` whose message contains `needle`.
-#[track_caller]
-fn assert_invalid<T: std::fmt::Debug>(result: Result<T, ApiError>, param: &str, needle: &str) {
-    let err = result.expect_err("the request was accepted");
-    assert_eq!(err.status(), 400, "{err:?}");
-    assert_eq!(err.param(), Some(param), "{err:?}");
-    assert!(
-        err.to_string().contains(needle),
-        "{err} does not contain {needle:?}"
-    );
-}
-
-fn chat_messages(req: &GenerationRequest) -> &[Value] {
-    match &req.prompts[..] {
-        [PromptInput::Chat { messages, .. }] => messages,
-        other => panic!("not one chat prompt: {other:?}"),
-    }
-}
+mod common;
+use common::*;
 
 #[test]
 fn minimal_chat_request_gets_openai_defaults() {
@@ -721,106 +687,4 @@ fn a_models_defaults_fill_only_what_the_request_left_out() {
     let mut req = completion(json!({})).unwrap();
     req.apply_defaults(&api::ModelDefaults::default());
     assert_eq!(req.max_tokens, Some(16));
-}
-
-#[test]
-fn tool_choice_and_parallel_tool_calls_are_read() {
-    let tools = json!([{"type": "function", "function": {"name": "get_weather",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]);
-    let req = chat(json!({"tools": tools})).unwrap();
-    assert_eq!(
-        (req.tool_choice, req.parallel_tool_calls),
-        (ToolChoice::Auto, true)
-    );
-    let req =
-        chat(json!({"tools": tools, "tool_choice": "none", "parallel_tool_calls": false})).unwrap();
-    assert_eq!(
-        (req.tool_choice, req.parallel_tool_calls),
-        (ToolChoice::None, false)
-    );
-}
-
-#[test]
-fn malformed_tools_and_tool_choice_are_400s_naming_the_parameter() {
-    let f = |function: serde_json::Value| json!({"tools": [{"type": "function", "function": function}]});
-    assert_invalid(
-        chat(f(json!({"name": "f", "parameters": "object"}))),
-        "tools[0].function.parameters",
-        "JSON Schema object",
-    );
-    assert_invalid(
-        chat(f(json!({"name": "f", "parameters": {"type": "array"}}))),
-        "tools[0].function.parameters",
-        "\"type\": \"object\"",
-    );
-    assert_invalid(
-        chat(f(
-            json!({"name": "f", "parameters": {"properties": {"x": 3}}}),
-        )),
-        "tools[0].function.parameters",
-        "properties.x",
-    );
-    assert_invalid(
-        chat(f(json!({"name": "f", "parameters": {"required": "x"}}))),
-        "tools[0].function.parameters",
-        "required",
-    );
-    assert_invalid(
-        chat(f(json!({"name": "a b"}))),
-        "tools[0].function.name",
-        "characters",
-    );
-    assert_invalid(chat(f(json!({}))), "tools[0].function.name", "nothing");
-    assert_invalid(
-        chat(json!({"tools": [{"type": "custom", "function": {"name": "f"}}]})),
-        "tools[0].type",
-        "\"function\"",
-    );
-    assert_invalid(
-        chat(json!({"tools": [{"type": "function"}]})),
-        "tools[0].function",
-        "object",
-    );
-    let two = json!({"tools": [{"type": "function", "function": {"name": "f"}},
-                                 {"type": "function", "function": {"name": "f"}}]});
-    assert_invalid(chat(two), "tools[1].function.name", "twice");
-    let tools = json!([{"type": "function", "function": {"name": "f"}}]);
-    assert_invalid(
-        chat(json!({"tools": tools,
-                    "tool_choice": {"type": "function", "function": {"name": "g"}}})),
-        "tool_choice",
-        "not among the tools",
-    );
-    assert_invalid(
-        chat(json!({"tool_choice": "required"})),
-        "tool_choice",
-        "requires tools",
-    );
-    assert_invalid(
-        chat(json!({"tools": tools, "tool_choice": "any"})),
-        "tool_choice",
-        "'auto'",
-    );
-    assert_invalid(
-        chat(json!({"reasoning_effort": "extreme"})),
-        "reasoning_effort",
-        "one of",
-    );
-}
-
-#[test]
-fn reasoning_effort_reaches_the_template_unless_the_kwargs_set_it() {
-    let kwargs = |body: serde_json::Value| match chat(body).unwrap().prompts.remove(0) {
-        PromptInput::Chat {
-            template_kwargs, ..
-        } => template_kwargs,
-        _ => panic!("not a chat prompt"),
-    };
-    assert_eq!(
-        kwargs(json!({"reasoning_effort": "low"}))["reasoning_effort"],
-        "low"
-    );
-    let both = json!({"reasoning_effort": "low",
-                      "chat_template_kwargs": {"reasoning_effort": "high"}});
-    assert_eq!(kwargs(both)["reasoning_effort"], "high");
 }
