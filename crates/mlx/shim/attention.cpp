@@ -76,7 +76,9 @@ mx::array attend(
         : mx::add(grouped, mx::astype(*mask, scores.dtype()));
   }
   auto probs = mx::softmax(mx::reshape(grouped, {b, hkv, repeats * l, s}), -1, /* precise = */ true);
-  return mx::reshape(mx::matmul(probs, v), {b, hq, l, d});
+  // Values may be narrower or wider than queries and keys (latent
+  // attention): the output takes their width.
+  return mx::reshape(mx::matmul(probs, v), {b, hq, l, v.shape(3)});
 }
 
 } // namespace

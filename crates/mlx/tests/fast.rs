@@ -271,6 +271,26 @@ fn attention_matches_softmax_qk_v_with_grouped_heads_and_masks() {
 }
 
 #[test]
+fn composed_attention_takes_values_of_another_width_and_an_additive_per_head_mask() {
+    // Latent attention (DeepSeek-V3): keys of 12 features, values of 5, one
+    // key head for all query heads, and a float mask of scores per head.
+    let (b, hq, l, s) = (1i32, 4i32, 3i32, 6i32);
+    let (q, _) = random_array(&[b, hq, l, 12], 24);
+    let (k, _) = random_array(&[b, 1, s, 12], 25);
+    let (v, _) = random_array(&[b, 1, s, 5], 26);
+    let (scores, _) = random_array(&[b, hq, l, s], 27);
+    let mask = AttentionMask::Array(&scores);
+    let fused = scaled_dot_product_attention(&q, &k, &v, 0.3, mask).unwrap();
+    assert_eq!(fused.shape(), vec![b, hq, l, 5]);
+    let want: Vec<f64> = f32s(&fused).iter().map(|&x| x as f64).collect();
+    for (name, attend) in &ATTENTIONS[1..] {
+        let got = attend(&q, &k, &v, 0.3, mask).unwrap();
+        assert_eq!(got.shape(), fused.shape(), "{name}");
+        assert_close(&f32s(&got), &want, 1e-5);
+    }
+}
+
+#[test]
 fn composed_attention_equals_the_fused_kernel_over_rows_and_per_head_masks() {
     // Two rows of a batch, each with its own [1, L, S] mask (as prompts
     // prefilled together), and a mask per query head.
