@@ -1,5 +1,5 @@
 //! The families added on the model layer after the first (Phi-3, GLM-4-MoE,
-//! Gemma 3, gpt-oss, Llama with sliding-window layers) in the batch
+//! Gemma 3, gpt-oss, DeepSeek-V3, Llama with sliding-window layers) in the batch
 //! scheduler, on mlx-lm's
 //! tiny checkpoints: greedy tokens in a batch (joining mid-flight, whole
 //! and chunked prefill, prompts of 3 to 150 tokens against a window of 8)
@@ -15,7 +15,7 @@ use common::batching::{
 };
 use common::mlx_lm::load;
 
-const FAMILIES: [&str; 9] = [
+const FAMILIES: [&str; 11] = [
     "phi3_f32_longrope_partial",
     "phi3_q4_g32_tied",
     "glm4_moe_f32_e8_g4_k3",
@@ -25,6 +25,8 @@ const FAMILIES: [&str; 9] = [
     "gemma3_q4_g32_nested_tied",
     "gpt_oss_f32",
     "gpt_oss_mxfp4_g32",
+    "deepseek_v3_f32_e8_g4_k3_yarn_hf",
+    "deepseek_v3_q4_g32_e6_k2",
 ];
 
 #[test]
@@ -39,4 +41,18 @@ fn a_prompt_cache_hit_gives_the_logits_of_a_cold_prefill() {
     for name in FAMILIES {
         assert_prompt_cache_hit_equals_cold_prefill(name, &load(name));
     }
+}
+
+#[test]
+fn latent_attention_counts_its_compressed_cache_per_position() {
+    // DeepSeek-V3 caches a 32-feature latent and a 16-feature rotary key per
+    // layer and position, not keys and values of every head.
+    let model = load("deepseek_v3_q4_g32_e6_k2");
+    assert_eq!(engine::model::kv_width(&model.config).unwrap(), 32 + 16);
+    assert_eq!(model.kv_bytes_per_position(), 3 * (32 + 16) * 4);
+    let llama = load("gpt_oss_f32");
+    assert_eq!(
+        engine::model::kv_width(&llama.config).unwrap(),
+        2 * llama.config.num_kv_heads() * llama.config.head_dim()
+    );
 }

@@ -57,10 +57,10 @@ fn logits_match_mlx_lm_for_every_family_and_quantization() {
     // The eighteen dense variants (two Phi-3, two Gemma 3, one with
     // sliding-window layers, one with YaRN, three in the microscaling
     // modes), four Gated
-    // DeltaNet hybrids, thirteen Mixture-of-Experts variants (two GLM-4-MoE,
-    // two gpt-oss, one with mxfp4 experts) and four hybrids with experts at
-    // least.
-    assert!(variants.len() >= 39, "{variants:?}");
+    // DeltaNet hybrids, fifteen Mixture-of-Experts variants (two GLM-4-MoE,
+    // two DeepSeek-V3 with latent attention, two gpt-oss, one with mxfp4
+    // experts) and four hybrids with experts at least.
+    assert!(variants.len() >= 41, "{variants:?}");
     for name in variants {
         let dir = reference_dir().join(&name);
         let model = Model::load_dir(&dir).unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -222,6 +222,37 @@ fn a_missing_expert_or_a_wrong_router_is_an_error_naming_its_tensor() {
     let err = Model::load_dir(dir.path()).err().unwrap().to_string();
     assert!(
         err.contains(&format!("{gate} has shape [4, 64], expected [5, 64]")),
+        "{err}"
+    );
+}
+
+#[test]
+fn deepseek_v3_checkpoints_it_cannot_run_are_refused_by_name() {
+    // An FP8 block-quantized tensor (DeepSeek's own release) and a
+    // quantized kv_b_proj (which would have to be split and requantized).
+    let src = reference_dir().join("deepseek_v3_f32_e8_g4_k3_yarn_hf");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(src.join("config.json"), dir.path().join("config.json")).unwrap();
+    let weights = mlx::io::load_safetensors(src.join("model.safetensors")).unwrap();
+    let save_with = |name: &str| {
+        let mut arrays = weights.arrays.clone();
+        arrays.insert(name.into(), mlx::zeros(&[2], mlx::Dtype::F32).unwrap());
+        mlx::io::save_safetensors(
+            dir.path().join("model.safetensors"),
+            arrays.iter().map(|(k, v)| (k.as_str(), v)),
+            [("format", "mlx")],
+        )
+        .unwrap();
+        Model::load_dir(dir.path()).err().unwrap().to_string()
+    };
+    let err = save_with("model.layers.0.mlp.gate_proj.weight_scale_inv");
+    assert!(
+        err.contains("model.layers.0.mlp.gate_proj.weight_scale_inv") && err.contains("FP8"),
+        "{err}"
+    );
+    let err = save_with("model.layers.1.self_attn.kv_b_proj.scales");
+    assert!(
+        err.contains("model.layers.1.self_attn.kv_b_proj is quantized"),
         "{err}"
     );
 }

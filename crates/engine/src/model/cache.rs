@@ -248,10 +248,11 @@ impl KvCache {
     }
 }
 
-/// Bytes one position of KV costs across `layers` attention layers: the
+/// Bytes one position of KV costs across `layers` attention layers caching
+/// `width` values each (keys and values: `2 * kv_heads * head_dim`): the
 /// input of memory admission and of batch limits.
-pub fn bytes_per_position(layers: i32, kv_heads: i32, head_dim: i32, dtype: Dtype) -> usize {
-    2 * (layers * kv_heads * head_dim) as usize * dtype.size()
+pub fn bytes_per_position(layers: i32, width: i32, dtype: Dtype) -> usize {
+    (layers * width) as usize * dtype.size()
 }
 
 #[cfg(test)]

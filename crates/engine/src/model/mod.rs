@@ -11,6 +11,7 @@ pub mod base;
 pub mod batch_cache;
 pub mod cache;
 pub mod config;
+mod deepseek_v3;
 pub mod embedding;
 pub mod gated_delta;
 mod gemma3_text;
@@ -47,7 +48,7 @@ pub use base::{CacheKind, Caches, LanguageModel, LayerCache, LayerCaches, Positi
 pub use batch_cache::{BatchCache, BatchKvCache, BatchLayerCache};
 pub use cache::{Cache, KvCache, LayerSnapshot, RecurrentCache};
 pub use config::ModelConfig;
-pub use registry::{cache_kinds, supported_model_types};
+pub use registry::{cache_kinds, kv_width, supported_model_types};
 pub use weights::Weights;
 
 use crate::error::{EngineError, Result};
@@ -218,12 +219,9 @@ impl Model {
     /// recurrent layers' state does not grow with the sequence).
     pub fn kv_bytes_per_position(&self) -> usize {
         let kv_layers = self.kinds.iter().filter(|k| **k == CacheKind::Kv).count();
-        cache::bytes_per_position(
-            kv_layers as i32,
-            self.config.num_kv_heads(),
-            self.config.head_dim(),
-            self.dtype(),
-        )
+        let width = registry::kv_width(&self.config)
+            .unwrap_or_else(|_| 2 * self.config.num_kv_heads() * self.config.head_dim());
+        cache::bytes_per_position(kv_layers as i32, width, self.dtype())
     }
 
     /// Bytes of recurrent state one sequence holds whatever its length

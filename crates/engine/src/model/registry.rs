@@ -14,8 +14,8 @@ use super::base::{CacheKind, LanguageModel};
 use super::config::ModelConfig;
 use super::weights::Weights;
 use super::{
-    gemma3_text, glm4_moe, gpt_oss, llama, mistral, mixtral, phi3, qwen2, qwen3, qwen3_5,
-    qwen3_5_moe, qwen3_moe, qwen3_next,
+    deepseek_v3, gemma3_text, glm4_moe, gpt_oss, llama, mistral, mixtral, phi3, qwen2, qwen3,
+    qwen3_5, qwen3_5_moe, qwen3_moe, qwen3_next,
 };
 use crate::error::{EngineError, Result};
 
@@ -43,6 +43,14 @@ pub trait Family {
         ])
     }
 
+    /// Values one attention layer caches per position: keys and values of
+    /// every KV head unless the family caches something else (DeepSeek-V3's
+    /// compressed latent and shared rotary key).
+    fn kv_width(args: &Self::Args, config: &ModelConfig) -> i32 {
+        let _ = args;
+        2 * config.num_kv_heads() * config.head_dim()
+    }
+
     /// Builds the model, taking every tensor it needs from `weights` (what
     /// is left over is an error the caller reports).
     fn build(
@@ -57,6 +65,7 @@ pub struct Entry {
     pub model_types: &'static [&'static str],
     load: fn(&ModelConfig, &mut Weights) -> Result<Box<dyn LanguageModel>>,
     kinds: fn(&ModelConfig) -> Result<Vec<CacheKind>>,
+    width: fn(&ModelConfig) -> Result<i32>,
 }
 
 impl Entry {
@@ -75,6 +84,10 @@ impl Entry {
     }
 }
 
+fn width<F: Family>(config: &ModelConfig) -> Result<i32> {
+    Ok(F::kv_width(&config.args()?, config))
+}
+
 fn kinds<F: Family>(config: &ModelConfig) -> Result<Vec<CacheKind>> {
     F::cache_kinds(&config.args()?, config)
 }
@@ -91,6 +104,7 @@ pub const fn entry<F: Family>() -> Entry {
         model_types: F::MODEL_TYPES,
         load: load::<F>,
         kinds: kinds::<F>,
+        width: width::<F>,
     }
 }
 
@@ -109,6 +123,7 @@ pub const FAMILIES: &[Entry] = &[
     entry::<glm4_moe::Glm4Moe>(),
     entry::<gemma3_text::Gemma3Text>(),
     entry::<gpt_oss::GptOss>(),
+    entry::<deepseek_v3::DeepseekV3>(),
 ];
 
 /// The `model_type`s this engine runs.
@@ -144,4 +159,10 @@ pub fn find(config: &ModelConfig) -> Result<&'static Entry> {
 /// attention layers, a fixed state for the others).
 pub fn cache_kinds(config: &ModelConfig) -> Result<Vec<CacheKind>> {
     find(config)?.cache_kinds(config)
+}
+
+/// Values each attention layer of the model `config` describes caches per
+/// position (see [`Family::kv_width`]).
+pub fn kv_width(config: &ModelConfig) -> Result<i32> {
+    (find(config)?.width)(config)
 }

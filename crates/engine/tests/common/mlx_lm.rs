@@ -21,8 +21,17 @@ pub fn python() -> PathBuf {
     venv
 }
 
-/// The folder of the reference checkpoints, one per variant.
+/// The folder of the reference checkpoints, one per variant:
+/// `$MLXD_MLX_LM_REFERENCE` when set (a folder the script wrote before, to
+/// iterate on a family without writing every variant again), else written
+/// now into a temporary folder.
 pub fn reference_dir() -> &'static Path {
+    static GIVEN: OnceLock<Option<PathBuf>> = OnceLock::new();
+    if let Some(dir) =
+        GIVEN.get_or_init(|| std::env::var_os("MLXD_MLX_LM_REFERENCE").map(PathBuf::from))
+    {
+        return dir;
+    }
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
     DIR.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();

@@ -326,6 +326,42 @@ VARIANTS.update({
     ),
 })
 
+# DeepSeek-V3: multi-head latent attention (a low-rank query, a compressed
+# KV of 32 features and a 16-feature rotary key shared by the heads, the
+# per-head projections absorbed), YaRN with its softmax factor, a dense
+# first layer, then sigmoid routing with expert groups and a shared expert;
+# in the Hugging Face layout (kv_b_proj whole, one tensor per expert); and
+# a 4-bit one with a direct query projection and flat routing.
+DEEPSEEK_V3 = {
+    "num_hidden_layers": 3,
+    "kv_lora_rank": 32,
+    "q_lora_rank": 48,
+    "qk_rope_head_dim": 16,
+    "qk_nope_head_dim": 32,
+    "v_head_dim": 16,
+    "moe_intermediate_size": 32,
+    "rope_theta": 10000.0,
+}
+VARIANTS.update({
+    "deepseek_v3_f32_e8_g4_k3_yarn_hf": (
+        "deepseek_v3",
+        {**DEEPSEEK_V3, "n_routed_experts": 8, "num_experts_per_tok": 3, "n_group": 4,
+         "topk_group": 2, "norm_topk_prob": True, "routed_scaling_factor": 2.5,
+         "n_shared_experts": 1, "first_k_dense_replace": 1,
+         "rope_scaling": {"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 128,
+                          "beta_fast": 32.0, "beta_slow": 1.0, "mscale": 1.0,
+                          "mscale_all_dim": 1.0}},
+        None,
+    ),
+    "deepseek_v3_q4_g32_e6_k2": (
+        "deepseek_v3",
+        {**DEEPSEEK_V3, "q_lora_rank": None, "n_routed_experts": 6, "num_experts_per_tok": 2,
+         "n_group": 1, "topk_group": 1, "norm_topk_prob": False, "n_shared_experts": None,
+         "first_k_dense_replace": 0},
+        (32, 4),
+    ),
+})
+
 # Variants quantized with a predicate of their own (else the family's
 # `quant_predicate`: qwen3_moe keeps its router at 8 bits).
 QUANT_PREDICATES = {
@@ -338,6 +374,7 @@ QUANT_PREDICATES = {
 # (stacked block, per-expert prefix, [(stacked name, per-expert name)]).
 EXPERT_LAYOUT = {
     "qwen3_moe": ("mlp.switch_mlp", "mlp.experts", [(n, n) for n in ("gate_proj", "up_proj", "down_proj")]),
+    "deepseek_v3": ("mlp.switch_mlp", "mlp.experts", [(n, n) for n in ("gate_proj", "up_proj", "down_proj")]),
     "mixtral": (
         "block_sparse_moe.switch_mlp",
         "block_sparse_moe.experts",
@@ -371,6 +408,8 @@ def unstack_experts(path, model_type, model):
         out = fuse_gate_up(weights)
     else:
         out = per_expert(weights, *EXPERT_LAYOUT[model_type])
+    if model_type == "deepseek_v3":
+        out = join_kv_b_proj(out, model.args)
     mx.save_safetensors(str(path / "model.safetensors"), out, metadata={"format": "mlx"})
     index = path / "model.safetensors.index.json"
     if index.exists():
@@ -381,6 +420,22 @@ def unstack_experts(path, model_type, model):
     got = dict(tree_flatten(load_model(path)[0].parameters()))
     assert sorted(want) == sorted(got)
     assert all(mx.array_equal(want[k], got[k]).item() for k in want)
+
+
+def join_kv_b_proj(weights, args):
+    """DeepSeek-V3's Hugging Face layout: each layer's absorbed embed_q
+    [H, rank, nope] and unembed_out [H, v, rank] as one kv_b_proj
+    [H * (nope + v), rank]."""
+    out = {}
+    for key, value in weights.items():
+        if key.endswith(".embed_q.weight"):
+            prefix = key[: -len(".embed_q.weight")]
+            wv = weights[f"{prefix}.unembed_out.weight"]
+            joined = mx.concatenate([value.swapaxes(-1, -2), wv], axis=1)
+            out[f"{prefix}.kv_b_proj.weight"] = joined.reshape(-1, args.kv_lora_rank)
+        elif not key.endswith(".unembed_out.weight"):
+            out[key] = value
+    return out
 
 
 def per_expert(weights, stacked, each, names):

@@ -319,8 +319,9 @@ struct Shape {
     /// Bytes of fixed recurrent state a sequence holds (linear-attention
     /// layers), whatever its length.
     state_bytes: u64,
-    kv_heads: u64,
-    head_dim: u64,
+    /// Values each attention layer caches per position (keys and values:
+    /// `2 * kv_heads * head_dim`).
+    kv_width: u64,
     context: u64,
     /// Bytes per cached value.
     value_bytes: u64,
@@ -346,7 +347,7 @@ pub fn estimate_bytes(
         (engine::model::gguf::loaded_bytes(&file), gguf_shape(path)?)
     };
     let context = context_cap.map_or(shape.context, |c| shape.context.min(u64::from(c)));
-    let per_position = 2 * shape.layers * shape.kv_heads * shape.head_dim * shape.value_bytes;
+    let per_position = shape.layers * shape.kv_width * shape.value_bytes;
     let one_context = per_position * context + shape.state_bytes;
     let kv = kv.map_or(one_context, |kv| {
         let batch = match kv.batch {
@@ -392,8 +393,9 @@ fn dir_shape(path: &Path) -> Result<Shape, String> {
     Ok(Shape {
         layers,
         state_bytes,
-        kv_heads: config.num_kv_heads() as u64,
-        head_dim: config.head_dim() as u64,
+        kv_width: engine::model::kv_width(&config)
+            .unwrap_or_else(|_| 2 * config.num_kv_heads() * config.head_dim())
+            .max(0) as u64,
         context: config.context_length().map_or(4096, |c| c as u64),
         value_bytes,
     })
@@ -407,9 +409,9 @@ fn gguf_shape(path: &Path) -> Result<Shape, String> {
     Ok(Shape {
         layers: get("block_count").unwrap_or(0),
         state_bytes: 0,
-        kv_heads: get("attention.head_count_kv").unwrap_or(heads),
-        head_dim: get("attention.key_length")
-            .unwrap_or(get("embedding_length").unwrap_or(0) / heads),
+        kv_width: 2
+            * get("attention.head_count_kv").unwrap_or(heads)
+            * get("attention.key_length").unwrap_or(get("embedding_length").unwrap_or(0) / heads),
         context: get("context_length").unwrap_or(4096),
         value_bytes: 4,
     })
