@@ -15,14 +15,26 @@
 //!   even for the legacy types. (That costs 2 bits per weight, where f16
 //!   would cost 1: a Q4_K tensor of 4.5 bits per weight in the file takes 6
 //!   in memory.)
-//! - Re-quantized: Q6_K has sixteen 16-weight sub-blocks with an int8 scale
-//!   each (`w = d·sc·(q − 32)`), and MLX's affine groups are 32, 64 or 128
-//!   weights (its only 16-weight groups, `nvfp4`'s, hold FP4 values), so
-//!   two sub-blocks share a group. Its weights are decoded to
-//!   f32 and quantized again to 8 bits per group of 32 (`scale = (max −
-//!   min)/255`, `bias = min`, `q = ⌊(w − min)·(1/scale) + ½⌋`): each weight
-//!   moves by at most `scale/2`, which is at most 63/510 ≈ 0.124 of Q6_K's
-//!   own step `d·|sc|` of the coarser sub-block of its group.
+//! - Q8_K (one f32 scale per 256 weights, `w = d·q`) as 8-bit groups of
+//!   32 with `scale = d`, `bias = −128·d`: equal to ggml's `d·q` up to the
+//!   rounding of `d·(q + 128) − 128·d` in f32 (a few ulps of `128·d`).
+//! - Re-quantized: Q2_K, Q3_K and Q6_K have sixteen 16-weight sub-blocks
+//!   with a scale each (Q2_K: `w = d·sc·q − dmin·m`, 4-bit `sc`, `m`, 2-bit
+//!   `q`; Q3_K: `w = d·(sc − 32)·(q − 4)`, 6-bit `sc`, 3-bit `q`; Q6_K:
+//!   `w = d·sc·(q − 32)`, int8 `sc`), and MLX's affine groups are 32, 64 or
+//!   128 weights (its only 16-weight groups, `nvfp4`'s, hold FP4 values), so
+//!   two sub-blocks share a group. Their weights are decoded to f32 and
+//!   quantized again per group of 32 (`scale = (max − min)/(2^b − 1)`,
+//!   `bias = min`, `q = ⌊(w − min)·(1/scale) + ½⌋`) to `b` bits: Q2_K to 4,
+//!   Q3_K to 5, Q6_K to 8. Each weight moves by at most `scale/2`: for
+//!   Q6_K at most 63/510 ≈ 0.124 of its own step `d·|sc|` of the coarser
+//!   sub-block of its group; for Q3_K, whose group spans at most 7 steps of
+//!   its coarser sub-block on each side of zero, at most 7/31 ≈ 0.23 of
+//!   that step, and for Q2_K, whose sub-blocks' ranges (3 steps each) may
+//!   sit apart by their minimums, half a 4-bit step of the group's range.
+//!   Each width is the smallest that keeps that error well under the source
+//!   format's own step; in memory (with f32 scales) they take 6, 7 and 10
+//!   bits per weight, against 2.6, 3.4 and 6.6 in the file.
 //! - F32, F16 and BF16 tensors are read as they are.
 //!
 //! MLX packs `bits`-bit values as a little-endian bit stream (value `i` at
@@ -44,12 +56,13 @@ use crate::gguf::{GgufFile, TensorInfo};
 pub const GROUP: usize = 32;
 
 /// ggml types [`read_tensors`] reads without loss.
-pub const EXACT_TYPES: [&str; 10] = [
-    "F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q4_K", "Q5_K",
+pub const EXACT_TYPES: [&str; 11] = [
+    "F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q4_K", "Q5_K", "Q8_K",
 ];
 
-/// ggml types [`read_tensors`] re-quantizes (within half an 8-bit step).
-pub const REQUANTIZED_TYPES: [&str; 1] = ["Q6_K"];
+/// ggml types [`read_tensors`] re-quantizes, with the bits each takes
+/// (within half a step of that width over each group's range).
+pub const REQUANTIZED_TYPES: [(&str, usize); 3] = [("Q2_K", 4), ("Q3_K", 5), ("Q6_K", 8)];
 
 /// A ggml tensor type this module reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,9 +75,12 @@ enum Kind {
     Q5_0,
     Q5_1,
     Q8_0,
+    Q2K,
+    Q3K,
     Q4K,
     Q5K,
     Q6K,
+    Q8K,
 }
 
 impl Kind {
@@ -78,9 +94,12 @@ impl Kind {
             "Q5_0" => Kind::Q5_0,
             "Q5_1" => Kind::Q5_1,
             "Q8_0" => Kind::Q8_0,
+            "Q2_K" => Kind::Q2K,
+            "Q3_K" => Kind::Q3K,
             "Q4_K" => Kind::Q4K,
             "Q5_K" => Kind::Q5K,
             "Q6_K" => Kind::Q6K,
+            "Q8_K" => Kind::Q8K,
             _ => return None,
         })
     }
@@ -95,9 +114,12 @@ impl Kind {
             Kind::Q5_0 => (32, 22),
             Kind::Q5_1 => (32, 24),
             Kind::Q8_0 => (32, 34),
+            Kind::Q2K => (256, 84),
+            Kind::Q3K => (256, 110),
             Kind::Q4K => (256, 144),
             Kind::Q5K => (256, 176),
             Kind::Q6K => (256, 210),
+            Kind::Q8K => (256, 292),
         }
     }
 
@@ -105,9 +127,9 @@ impl Kind {
     fn bits(self) -> Option<usize> {
         match self {
             Kind::F32 | Kind::F16 | Kind::Bf16 => None,
-            Kind::Q4_0 | Kind::Q4_1 | Kind::Q4K => Some(4),
-            Kind::Q5_0 | Kind::Q5_1 | Kind::Q5K => Some(5),
-            Kind::Q8_0 | Kind::Q6K => Some(8),
+            Kind::Q4_0 | Kind::Q4_1 | Kind::Q4K | Kind::Q2K => Some(4),
+            Kind::Q5_0 | Kind::Q5_1 | Kind::Q5K | Kind::Q3K => Some(5),
+            Kind::Q8_0 | Kind::Q6K | Kind::Q8K => Some(8),
         }
     }
 }
@@ -387,12 +409,34 @@ fn decode_block(kind: Kind, b: &[u8], q: &mut [u8], scales: &mut [f32], biases: 
                 *bias = -(dmin * m);
             }
         }
-        Kind::Q6K => {
+        Kind::Q8K => {
+            let d = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            for (j, x) in b[4..260].iter().enumerate() {
+                q[j] = x.wrapping_add(128);
+            }
+            scales.fill(d);
+            biases.fill(-128.0 * d);
+        }
+        Kind::Q2K | Kind::Q3K | Kind::Q6K => {
             let mut w = [0f32; 256];
-            decode_q6_k(b, &mut w);
+            let bits = match kind {
+                Kind::Q2K => {
+                    decode_q2_k(b, &mut w);
+                    4
+                }
+                Kind::Q3K => {
+                    decode_q3_k(b, &mut w);
+                    5
+                }
+                _ => {
+                    decode_q6_k(b, &mut w);
+                    8
+                }
+            };
             for (g, group) in w.chunks_exact(GROUP).enumerate() {
-                requantize_8bit(
+                requantize(
                     group,
+                    bits,
                     &mut q[g * GROUP..(g + 1) * GROUP],
                     &mut scales[g],
                     &mut biases[g],
@@ -400,6 +444,65 @@ fn decode_block(kind: Kind, b: &[u8], q: &mut [u8], scales: &mut [f32], biases: 
             }
         }
         Kind::F32 | Kind::F16 | Kind::Bf16 => {}
+    }
+}
+
+/// Q2_K's 256 weights as f32, computed as ggml does (`(d·sc)·q − dmin·m`):
+/// 16 scale bytes (scale in the low nibble, min in the high), 64 bytes of
+/// 2-bit values (four 32-weight runs per 32 bytes, by bit pairs), `d` and
+/// `dmin`.
+fn decode_q2_k(b: &[u8], w: &mut [f32; 256]) {
+    let (d, dmin) = (f16_at(b, 80), f16_at(b, 82));
+    let scales = &b[..16];
+    for half in 0..2 {
+        let qs = &b[16 + 32 * half..16 + 32 * half + 32];
+        for j in 0..4 {
+            for part in 0..2 {
+                let sc = scales[8 * half + 2 * j + part];
+                let dl = d * f32::from(sc & 0xF);
+                let ml = dmin * f32::from(sc >> 4);
+                for l in 0..16 {
+                    let v = (qs[16 * part + l] >> (2 * j)) & 3;
+                    w[128 * half + 32 * j + 16 * part + l] = dl * f32::from(v) - ml;
+                }
+            }
+        }
+    }
+}
+
+/// Q3_K's sixteen 6-bit scales from their 12 packed bytes (low nibbles in
+/// bytes 0..8, the high bit pairs in bytes 8..12), as signed `sc − 32`.
+fn q3_k_scales(s: &[u8]) -> [i8; 16] {
+    let mut out = [0i8; 16];
+    for (i, v) in out.iter_mut().enumerate() {
+        let low = if i < 8 { s[i] & 0xF } else { s[i - 8] >> 4 };
+        let high = (s[8 + i % 4] >> (2 * (i / 4))) & 3;
+        *v = ((low | (high << 4)) as i8) - 32;
+    }
+    out
+}
+
+/// Q3_K's 256 weights as f32, computed as ggml does (`(d·sc)·(q − 4)`, the
+/// high bit of `q` from `hmask`): 32 bytes of high bits, 64 of 2-bit low
+/// values, 12 of scales, `d`.
+fn decode_q3_k(b: &[u8], w: &mut [f32; 256]) {
+    let d = f16_at(b, 108);
+    let hmask = &b[..32];
+    let scales = q3_k_scales(&b[96..108]);
+    for half in 0..2 {
+        let qs = &b[32 + 32 * half..32 + 32 * half + 32];
+        for j in 0..4 {
+            let bit = 4 * half + j;
+            for part in 0..2 {
+                let dl = d * f32::from(scales[8 * half + 2 * j + part]);
+                for l in 0..16 {
+                    let at = 16 * part + l;
+                    let low = ((qs[at] >> (2 * j)) & 3) as i8;
+                    let high = if hmask[at] & (1 << bit) != 0 { 0 } else { 4 };
+                    w[128 * half + 32 * j + at] = dl * f32::from(low - high);
+                }
+            }
+        }
     }
 }
 
@@ -427,18 +530,19 @@ fn decode_q6_k(b: &[u8], w: &mut [f32; 256]) {
     }
 }
 
-/// One group of weights quantized to 8 bits between its min and max.
-fn requantize_8bit(w: &[f32], q: &mut [u8], scale: &mut f32, bias: &mut f32) {
+/// One group of weights quantized to `bits` bits between its min and max.
+fn requantize(w: &[f32], bits: usize, q: &mut [u8], scale: &mut f32, bias: &mut f32) {
     let (lo, hi) = w
         .iter()
         .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), x| {
             (lo.min(*x), hi.max(*x))
         });
-    let step = (hi - lo) / 255.0;
+    let top = ((1u32 << bits) - 1) as u8;
+    let step = (hi - lo) / f32::from(top);
     let inv = if step > 0.0 { 1.0 / step } else { 0.0 };
     for (v, x) in q.iter_mut().zip(w) {
-        // Round half up; `as` saturates to 0..=255.
-        *v = ((x - lo) * inv + 0.5) as u8;
+        // Round half up; `as` saturates at 0, `min` caps at the top.
+        *v = (((x - lo) * inv + 0.5) as u8).min(top);
     }
     *scale = step;
     *bias = lo;
@@ -473,13 +577,53 @@ mod tests {
         let w: Vec<f32> = (0..32)
             .map(|i| ((i * 37 % 64) as f32 - 32.0) * 0.013)
             .collect();
-        let (mut q, mut scale, mut bias) = ([0u8; 32], 0.0, 0.0);
-        requantize_8bit(&w, &mut q, &mut scale, &mut bias);
-        for (x, v) in w.iter().zip(q) {
-            assert!((scale * f32::from(v) + bias - x).abs() <= scale * 0.5 + 1e-6);
+        for bits in [4, 5, 8] {
+            let (mut q, mut scale, mut bias) = ([0u8; 32], 0.0, 0.0);
+            requantize(&w, bits, &mut q, &mut scale, &mut bias);
+            assert!(q.iter().all(|&v| u32::from(v) < 1 << bits), "{bits} bits");
+            assert_eq!(q.iter().max(), Some(&(((1u32 << bits) - 1) as u8)));
+            for (x, v) in w.iter().zip(q) {
+                assert!((scale * f32::from(v) + bias - x).abs() <= scale * 0.5 + 1e-6);
+            }
+            let flat = [0.25f32; 32];
+            requantize(&flat, bits, &mut q, &mut scale, &mut bias);
+            assert_eq!((scale, bias, q[0]), (0.0, 0.25, 0));
         }
-        let flat = [0.25f32; 32];
-        requantize_8bit(&flat, &mut q, &mut scale, &mut bias);
-        assert_eq!((scale, bias, q[0]), (0.0, 0.25, 0));
+    }
+
+    #[test]
+    fn q3_k_scales_unpack_as_ggml_does() {
+        // ggml's `dequantize_row_q3_K`: the 12 bytes as three u32 words,
+        // rebuilt into four with the 0x0f0f0f0f / 0x03030303 masks.
+        let s: [u8; 12] = [
+            0x1f,
+            0x2e,
+            0x3d,
+            0x4c,
+            0x5b,
+            0x6a,
+            0x79,
+            0x88,
+            0b1110_0100,
+            0b0001_1011,
+            0xff,
+            0,
+        ];
+        let word =
+            |i: usize| u32::from_le_bytes([s[4 * i], s[4 * i + 1], s[4 * i + 2], s[4 * i + 3]]);
+        let (a0, a1, tmp) = (word(0), word(1), word(2));
+        let (k1, k2) = (0x0303_0303u32, 0x0f0f_0f0fu32);
+        let aux = [
+            (a0 & k2) | ((tmp & k1) << 4),
+            (a1 & k2) | (((tmp >> 2) & k1) << 4),
+            ((a0 >> 4) & k2) | (((tmp >> 4) & k1) << 4),
+            ((a1 >> 4) & k2) | (((tmp >> 6) & k1) << 4),
+        ];
+        let want: Vec<i8> = aux
+            .iter()
+            .flat_map(|w| w.to_le_bytes())
+            .map(|b| b as i8 - 32)
+            .collect();
+        assert_eq!(q3_k_scales(&s).to_vec(), want);
     }
 }

@@ -47,12 +47,16 @@ fn render() -> String {
     let _ = writeln!(
         out,
         "## GGUF files\n\n- Architectures: {}.\n- Tensor types loaded exactly \
-         (as MLX affine groups of 32, or as they are): {}.\n- Re-quantized to 8-bit \
-         affine groups of 32 (within half an 8-bit step): {}.\n- Any other type is \
-         refused by name.",
+         (as MLX affine groups of 32, or as they are): {}.\n- Re-quantized to affine \
+         groups of 32 between each group's min and max (each weight within half a step \
+         of that width): {}.\n- Any other type is refused by name.",
         code(&ARCHITECTURES),
         code(&EXACT_TYPES),
-        code(&REQUANTIZED_TYPES),
+        REQUANTIZED_TYPES
+            .iter()
+            .map(|(t, bits)| format!("`{t}` ({bits} bits)"))
+            .collect::<Vec<_>>()
+            .join(", "),
     );
     out
 }

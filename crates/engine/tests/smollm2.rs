@@ -128,9 +128,9 @@ fn gguf_and_its_mlx_conversion_under_mlx_lm_agree_and_know_paris() {
 
 #[test]
 fn unsupported_gguf_tensor_types_are_named() {
-    // A GGUF whose tensor table declares Q3_K: rejected before any data is read.
+    // A GGUF whose tensor table declares IQ2_XXS: rejected before any data is read.
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("q3k.gguf");
+    let path = dir.path().join("iq2.gguf");
     let mut bytes = Vec::new();
     bytes.extend(b"GGUF");
     bytes.extend(3u32.to_le_bytes());
@@ -148,7 +148,7 @@ fn unsupported_gguf_tensor_types_are_named() {
     bytes.extend(2u32.to_le_bytes()); // dims
     bytes.extend(256u64.to_le_bytes());
     bytes.extend(4u64.to_le_bytes());
-    bytes.extend(11u32.to_le_bytes()); // Q3_K
+    bytes.extend(16u32.to_le_bytes()); // IQ2_XXS
     bytes.extend(0u64.to_le_bytes());
     while bytes.len() % 32 != 0 {
         bytes.push(0);
@@ -156,7 +156,7 @@ fn unsupported_gguf_tensor_types_are_named() {
     bytes.extend(vec![0u8; 576]);
     std::fs::write(&path, bytes).unwrap();
     let err = engine::loader::load(&path).err().unwrap().to_string();
-    assert!(err.contains("blk.0.ffn_down.weight (Q3_K)"), "{err}");
+    assert!(err.contains("blk.0.ffn_down.weight (IQ2_XXS)"), "{err}");
 }
 
 #[test]

@@ -6,12 +6,13 @@
 //!   through MLX's GGUF reader, which maps those quantized types losslessly
 //!   to MLX affine quantization with groups of 32 (packed weight, `scales`,
 //!   `biases`). Any other file is read by [`crate::gguf_quant`], which
-//!   converts the K-quants as well: Q4_K and Q5_K (and Q5_0, Q5_1, BF16)
-//!   exactly, to 4 and 5 bits with groups of 32; Q6_K, whose 16-weight
-//!   sub-blocks MLX's groups cannot hold, re-quantized to 8 bits with
-//!   groups of 32. So a Q4_K_M or Q5_K_M file (mixed Q4_K/Q5_K/Q6_K/Q8_0
-//!   layers) loads with per-layer bit widths. Any other tensor type (Q2_K,
-//!   Q3_K, the IQ types, ...) is refused by name before anything is read.
+//!   converts the K-quants as well: Q4_K and Q5_K (and Q5_0, Q5_1, Q8_K,
+//!   BF16) exactly, to 4, 5 and 8 bits with groups of 32; Q2_K, Q3_K and
+//!   Q6_K, whose 16-weight sub-blocks MLX's groups cannot hold, re-quantized
+//!   to 4, 5 and 8 bits with groups of 32. So a Q2_K, Q3_K_M, Q4_K_M or
+//!   Q5_K_M file (mixed K-quant and Q8_0 layers) loads with per-layer bit
+//!   widths. Any other tensor type (the IQ types, TQ1_0, ...) is refused by
+//!   name before anything is read.
 //! - llama.cpp's converter permutes the rows of `attn_q` and `attn_k` of
 //!   `llama` models so that its interleaved RoPE works; they are un-permuted
 //!   here (rows of packed weights, scales and biases alike, since groups run
@@ -279,7 +280,11 @@ pub fn load(path: &Path) -> Result<GgufModel> {
             path.display(),
             unsupported.len(),
             gguf_quant::EXACT_TYPES.join(", "),
-            gguf_quant::REQUANTIZED_TYPES.join(", ")
+            gguf_quant::REQUANTIZED_TYPES
+                .iter()
+                .map(|(t, _)| *t)
+                .collect::<Vec<_>>()
+                .join(", ")
         )));
     }
     let tensors = if mlx_reads(&file) {

@@ -5,16 +5,19 @@ Usage: gguf_kquant.py OUT_DIR. Writes:
 
 - tensors.gguf: one 3x512 tensor `t.<TYPE>.weight` per quantized type (and
   a 2x64 F16 and BF16 one), and tensors.safetensors: each one dequantized
-  by gguf-py (`gguf.quants`), f32.
+  by gguf-py (`gguf.quants`), f32 (Q8_K, which gguf-py does not decode, as
+  ggml does: `d * q`).
 - llama31.gguf: an f32 tiny Llama with Llama 3.1's `rope_freqs` tensor
   (the factors llama.cpp's converter computes from LLAMA3 below).
 - <variant>.gguf for each tiny Llama variant (2 layers, hidden 256, 4 heads /
   2 KV heads, vocab 256), <variant>_f32.gguf: the same model with every
   tensor replaced by gguf-py's f32 dequantization of it, and
-  <variant>_8bit.gguf: that with the Q6_K tensors re-quantized to 8 bits
-  (the engine's rule, written again here in numpy). `exact` mixes every
-  type converted without loss; `q4_k_m` is laid out as llama.cpp's Q4_K_M
-  (Q4_K, with Q6_K for attn_v, ffn_down and output).
+  <variant>_requantized.gguf: that with the Q2_K, Q3_K and Q6_K tensors
+  re-quantized to 4, 5 and 8 bits (the engine's rule, written again here in
+  numpy). `exact` mixes every type converted without loss; `q4_k_m` is
+  laid out as llama.cpp's Q4_K_M (Q4_K, with Q6_K for attn_v, ffn_down and
+  output); `q3_k_m` as its Q3_K_M (Q3_K, with Q4_K/Q5_K for attn_v and
+  ffn_down, Q6_K for the output), with Q2_K in one layer's ffn_gate.
 """
 
 import sys
@@ -28,6 +31,10 @@ from gguf.constants import GGML_QUANT_SIZES
 from gguf.quants import dequantize
 
 RNG = np.random.default_rng(7)
+# The draws of the types added later (Q2_K, Q3_K, Q8_K) in tensors.gguf,
+# apart, so the earlier tensors and models keep their values.
+LATER_RNG = np.random.default_rng(8)
+LATER_TYPES = (T.Q2_K, T.Q3_K)
 
 # Byte offsets of each block's f16 fields (d, and dmin or m), and the
 # largest integer factor a weight's f16 scale is multiplied by, so that
@@ -41,24 +48,43 @@ F16_FIELDS = {
     T.Q4_K: ([0, 2], 63 * 15),
     T.Q5_K: ([0, 2], 63 * 31),
     T.Q6_K: ([208], 128 * 32),
+    T.Q2_K: ([80, 82], 15 * 3),
+    T.Q3_K: ([108], 32 * 4),
 }
+
+# Bits each re-quantized type takes in the engine.
+REQUANTIZED = {T.Q2_K: 4, T.Q3_K: 5, T.Q6_K: 8}
 
 HIDDEN, FFN, HEADS, KV_HEADS, LAYERS, VOCAB = 256, 512, 4, 2, 2, 256
 
 
-def random_blocks(qtype, rows, cols):
+def random_blocks(qtype, rows, cols, rng=RNG):
     """Random block bytes of a `rows x cols` tensor with finite scales."""
     block_len, block_bytes = GGML_QUANT_SIZES[qtype]
     blocks = rows * cols // block_len
-    raw = RNG.integers(0, 256, size=(blocks, block_bytes), dtype=np.uint8)
+    raw = rng.integers(0, 256, size=(blocks, block_bytes), dtype=np.uint8)
     fields, factor = F16_FIELDS[qtype]
     for at in fields:
-        d = RNG.uniform(0.3, 1.0, size=blocks) * 0.1 / factor
+        d = rng.uniform(0.3, 1.0, size=blocks) * 0.1 / factor
         # The min/offset fields of Q4_1 and Q5_1 may be negative.
         if at == 2 and qtype in (T.Q4_1, T.Q5_1):
-            d = -d * RNG.integers(1, factor, size=blocks)
+            d = -d * rng.integers(1, factor, size=blocks)
         raw[:, at : at + 2] = d.astype(np.float16).view(np.uint8).reshape(blocks, 2)
     return raw.reshape(rows, cols // block_len * block_bytes)
+
+
+def q8_k_blocks(rows, cols):
+    """Random Q8_K blocks (f32 d, 256 int8 values, 16 int16 sums of 16) and
+    ggml's dequantization of them, `d * q`."""
+    blocks = rows * cols // 256
+    d = (LATER_RNG.uniform(0.3, 1.0, size=blocks) * 0.1 / 128).astype(np.float32)
+    q = LATER_RNG.integers(-128, 128, size=(blocks, 256)).astype(np.int8)
+    sums = q.reshape(blocks, 16, 16).astype(np.int16).sum(axis=2, dtype=np.int16)
+    raw = np.concatenate(
+        [d.view(np.uint8).reshape(blocks, 4), q.view(np.uint8), sums.view(np.uint8)], axis=1
+    )
+    w = (d[:, None] * q.astype(np.float32)).astype(np.float32)
+    return raw.reshape(rows, -1), w.reshape(rows, cols)
 
 
 def tensors_file(out):
@@ -66,9 +92,12 @@ def tensors_file(out):
     reference = {}
     for qtype in F16_FIELDS:
         name = f"t.{qtype.name}.weight"
-        raw = random_blocks(qtype, 3, 512)
+        raw = random_blocks(qtype, 3, 512, LATER_RNG if qtype in LATER_TYPES else RNG)
         writer.add_tensor(name, raw, raw_dtype=qtype)
         reference[name] = mx.array(dequantize(raw, qtype).astype(np.float32))
+    raw, w = q8_k_blocks(3, 512)
+    writer.add_tensor("t.Q8_K.weight", raw, raw_dtype=T.Q8_K)
+    reference["t.Q8_K.weight"] = mx.array(w)
     half = RNG.normal(size=(2, 64)).astype(np.float16)
     writer.add_tensor("t.F16.weight", half)
     reference["t.F16.weight"] = mx.array(half.astype(np.float32))
@@ -122,24 +151,26 @@ def model_writer(path):
     return writer
 
 
-def requantized_8bit(w):
-    """`w` quantized to 8 bits per group of 32 between each group's min and
-    max, and dequantized: the engine's rule for Q6_K."""
+def requantized(w, bits):
+    """`w` quantized to `bits` bits per group of 32 between each group's min
+    and max, and dequantized: the engine's rule for Q2_K, Q3_K and Q6_K."""
+    top = np.float32(2**bits - 1)
     groups = w.astype(np.float32).reshape(-1, 32)
     lo = groups.min(axis=1, keepdims=True)
-    step = (groups.max(axis=1, keepdims=True) - lo) / np.float32(255)
+    step = (groups.max(axis=1, keepdims=True) - lo) / top
     inv = np.float32(1) / np.where(step > 0, step, np.float32(1))
-    q = np.clip(np.floor((groups - lo) * inv + np.float32(0.5)), 0, 255)
+    q = np.clip(np.floor((groups - lo) * inv + np.float32(0.5)), 0, top)
     q = np.where(step > 0, q, 0).astype(np.float32)
     return (step * q + lo).astype(np.float32).reshape(w.shape)
 
 
 def model_files(out, variant, types):
     """The quantized model, its gguf-py dequantization (`_f32`), and that
-    with Q6_K tensors re-quantized to 8 bits as the engine does (`_8bit`)."""
+    with the Q2_K, Q3_K and Q6_K tensors re-quantized as the engine does
+    (`_requantized`)."""
     quant = model_writer(out / f"{variant}.gguf")
     dense = model_writer(out / f"{variant}_f32.gguf")
-    requant = model_writer(out / f"{variant}_8bit.gguf")
+    requant = model_writer(out / f"{variant}_requantized.gguf")
     for name, qtype, shape in model_tensors(types):
         if qtype is None:
             w = (1.0 + 0.1 * RNG.normal(size=shape)).astype(np.float32)
@@ -150,7 +181,8 @@ def model_files(out, variant, types):
         quant.add_tensor(name, raw, raw_dtype=qtype)
         w = dequantize(raw, qtype).astype(np.float32)
         dense.add_tensor(name, w)
-        requant.add_tensor(name, requantized_8bit(w) if qtype == T.Q6_K else w)
+        bits = REQUANTIZED.get(qtype)
+        requant.add_tensor(name, requantized(w, bits) if bits else w)
     for writer in (quant, dense, requant):
         write(writer)
 
@@ -227,6 +259,21 @@ def main():
             "ffn_gate": [T.Q4_K] * 2,
             "ffn_up": [T.Q4_K] * 2,
             "ffn_down": [T.Q6_K, T.Q4_K],
+        },
+    )
+    model_files(
+        out,
+        "q3_k_m",
+        {
+            "token_embd": T.Q3_K,
+            "output": T.Q6_K,
+            "attn_q": [T.Q3_K] * 2,
+            "attn_k": [T.Q3_K] * 2,
+            "attn_v": [T.Q5_K, T.Q4_K],
+            "attn_output": [T.Q3_K] * 2,
+            "ffn_gate": [T.Q3_K, T.Q2_K],
+            "ffn_up": [T.Q3_K] * 2,
+            "ffn_down": [T.Q5_K, T.Q4_K],
         },
     )
 
