@@ -55,6 +55,31 @@ pub struct Rope {
     /// The rotated features are multiplied by this before they turn (the
     /// attention-temperature factor of LongRoPE and YaRN; 1 for the rest).
     pub mscale: f32,
+    /// Dynamic NTK scaling: past `max_positions`, θ grows with the length
+    /// the call reaches (see [`DynamicNtk`]).
+    pub dynamic: Option<DynamicNtk>,
+}
+
+/// Dynamic NTK-aware scaling (mlx-lm's `DynamicNTKScalingRoPE`): a call that
+/// reaches `n > max_positions` positions (its new ones included) rotates
+/// with `θ' = θ·(factor·n/max_positions − (factor − 1))^(dims/(dims − 2))`,
+/// the earlier positions' keys keeping the θ they were rotated with.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DynamicNtk {
+    pub max_positions: i32,
+    pub factor: f32,
+}
+
+impl DynamicNtk {
+    /// θ for a call that reaches `reached` positions, in double precision as
+    /// mlx-lm computes it.
+    fn base(&self, base: f32, dims: i32, reached: i32) -> f32 {
+        let n = f64::from(reached.max(self.max_positions));
+        let factor = f64::from(self.factor);
+        let ratio = factor * n / f64::from(self.max_positions) - (factor - 1.0);
+        let exponent = f64::from(dims) / f64::from(dims - 2);
+        (f64::from(base) * ratio.powf(exponent)) as f32
+    }
 }
 
 impl Rope {
@@ -77,12 +102,16 @@ impl Rope {
     /// Rotates `x` for positions `offset, offset + 1, ...` along axis -2.
     pub fn apply(&self, x: &Array, offset: i32) -> Result<Array> {
         let has_base = self.freqs.is_none();
+        let base = match &self.dynamic {
+            Some(d) => d.base(self.base, self.dims, x.dim(-2)? + offset),
+            None => self.base,
+        };
         let x = &self.prescaled(x)?;
         call_array!(mlxs_rope(
             x.as_ptr(),
             self.dims,
             self.traditional,
-            self.base,
+            base,
             has_base,
             self.scale,
             offset,
@@ -94,6 +123,9 @@ impl Rope {
     /// positions starting at its own `offsets[b]` (`offsets`: int32 `[B]`),
     /// as for a batch of sequences of different lengths.
     pub fn apply_rows(&self, x: &Array, offsets: &Array) -> Result<Array> {
+        if let Some(d) = self.dynamic {
+            return self.apply_rows_dynamic(x, offsets, d);
+        }
         let has_base = self.freqs.is_none();
         let x = &self.prescaled(x)?;
         call_array!(mlxs_rope_offsets(
@@ -106,6 +138,42 @@ impl Rope {
             offsets.as_ptr(),
             opt(self.freqs.as_ref()),
         ))
+    }
+
+    /// [`Rope::apply_rows`] under dynamic NTK scaling: each row's θ follows
+    /// the length it reaches, computed on the device from its offset (no
+    /// host read), and the row turns by the periods `θ_b^(2i/dims)`.
+    fn apply_rows_dynamic(&self, x: &Array, offsets: &Array, d: DynamicNtk) -> Result<Array> {
+        let x = &self.prescaled(x)?;
+        let rows = x.dim(0)?;
+        let new = x.dim(-2)?;
+        let f32s = |v: f32| Array::scalar(v);
+        let reached = offsets
+            .astype(crate::Dtype::F32)?
+            .add(&f32s(new as f32)?)?
+            .maximum(&f32s(d.max_positions as f32)?)?;
+        let ratio = reached
+            .multiply(&f32s(d.factor / d.max_positions as f32)?)?
+            .subtract(&f32s(d.factor - 1.0)?)?;
+        let exponent = self.dims as f32 / (self.dims - 2) as f32;
+        let bases = ratio.power(&f32s(exponent)?)?.multiply(&f32s(self.base)?)?;
+        let pairs = crate::arange(0.0, f64::from(self.dims), 2.0, crate::Dtype::F32)?
+            .divide(&f32s(self.dims as f32)?)?;
+        let mut out = Vec::with_capacity(usize::try_from(rows).unwrap_or(0));
+        for b in 0..rows {
+            let periods = bases.slice_axis(0, b, b + 1)?.power(&pairs)?;
+            out.push(call_array!(mlxs_rope_offsets(
+                x.slice_axis(0, b, b + 1)?.as_ptr(),
+                self.dims,
+                self.traditional,
+                self.base,
+                false,
+                self.scale,
+                offsets.slice_axis(0, b, b + 1)?.as_ptr(),
+                periods.as_ptr(),
+            ))?);
+        }
+        crate::concatenate(&out.iter().collect::<Vec<_>>(), 0)
     }
 }
 

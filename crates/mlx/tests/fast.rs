@@ -7,7 +7,8 @@ mod common;
 
 use common::*;
 use mlx::fast::{
-    AttentionMask, Rope, attention_composed, layer_norm, rms_norm, scaled_dot_product_attention,
+    AttentionMask, DynamicNtk, Rope, attention_composed, layer_norm, rms_norm,
+    scaled_dot_product_attention,
 };
 use mlx::{Array, Dtype};
 
@@ -93,6 +94,7 @@ fn rope_matches_the_rotation_in_both_layouts() {
                 scale: scale as f32,
                 freqs: None,
                 mscale: 1.0,
+                dynamic: None,
             };
             let got = f32s(&rope.apply(&x, offset as i32).unwrap());
             let want = rope_ref(
@@ -123,6 +125,7 @@ fn rope_with_per_row_offsets_rotates_each_row_as_alone() {
         scale: 1.0,
         freqs: None,
         mscale: 1.0,
+        dynamic: None,
     };
     let offsets = [0, 7, 300];
     let got = rope
@@ -141,6 +144,57 @@ fn rope_with_per_row_offsets_rotates_each_row_as_alone() {
 }
 
 #[test]
+fn dynamic_ntk_rope_grows_theta_past_the_trained_length_alone_and_per_row() {
+    let (heads, seq, hd) = (2usize, 3usize, 16usize);
+    let (x, xv) = random_array(&[3, heads as i32, seq as i32, hd as i32], 18);
+    let rope = Rope {
+        dims: hd as i32,
+        traditional: false,
+        base: 10000.0,
+        scale: 1.0,
+        freqs: None,
+        mscale: 1.0,
+        dynamic: Some(DynamicNtk {
+            max_positions: 8,
+            factor: 2.0,
+        }),
+    };
+    // Alone: within the trained length θ is the base; past it, the length
+    // reached (offset + 3 new positions) sets θ.
+    let row0 = x.slice_axis(0, 0, 1).unwrap();
+    let per_row = heads * seq * hd;
+    for offset in [0usize, 5, 20] {
+        let reached = (offset + seq).max(8) as f64;
+        let theta = 10000.0 * (2.0 * reached / 8.0 - 1.0f64).powf(16.0 / 14.0);
+        let got = f32s(&rope.apply(&row0, offset as i32).unwrap());
+        let want = rope_ref(
+            &xv[..per_row],
+            seq,
+            hd,
+            (hd, false, theta as f32 as f64, 1.0),
+            offset,
+            None,
+        );
+        assert_close(&got, &want, 1e-5);
+    }
+    // A batch: each row as alone at its own offset (θ from its own length).
+    let offsets = [0, 5, 20];
+    let got = rope
+        .apply_rows(&x, &Array::from_slice(&offsets, &[3]).unwrap())
+        .unwrap();
+    for (b, &offset) in offsets.iter().enumerate() {
+        let b = b as i32;
+        let row = x.slice_axis(0, b, b + 1).unwrap();
+        let want: Vec<f64> = f32s(&rope.apply(&row, offset).unwrap())
+            .into_iter()
+            .map(f64::from)
+            .collect();
+        let got = f32s(&got.slice_axis(0, b, b + 1).unwrap());
+        assert!(rel_error(&got, &want) < 1e-5, "row {b}");
+    }
+}
+
+#[test]
 fn rope_with_explicit_periods_rotates_by_position_over_period() {
     let (seq, hd) = (5usize, 8usize);
     let (x, xv) = random_array(&[1, 1, seq as i32, hd as i32], 17);
@@ -153,6 +207,7 @@ fn rope_with_explicit_periods_rotates_by_position_over_period() {
         scale: 1.0,
         freqs: Some(Array::from_slice(&p32, &[4]).unwrap()),
         mscale: 1.0,
+        dynamic: None,
     };
     let got = f32s(&rope.apply(&x, 2).unwrap());
     let want = rope_ref(&xv, seq, hd, (hd, false, 0.0, 1.0), 2, Some(&periods));

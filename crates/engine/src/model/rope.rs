@@ -1,6 +1,7 @@
 //! Rotary position embeddings as a config asks for them, behind one
 //! constructor as mlx-lm's `initialize_rope`
-//! (`mlx_lm/models/rope_utils.py`): plain, linearly scaled, Llama 3's
+//! (`mlx_lm/models/rope_utils.py`): plain, linearly scaled, dynamic NTK
+//! (θ grown past `max_position_embeddings`, [`RopeArgs::rope`]), Llama 3's
 //! frequency rescaling, YaRN (`yarn` / `deepseek_yarn`), or LongRoPE
 //! (Phi-3's, through [`long_rope`]), over all of a head or its first `dims`
 //! dimensions (partial rotary). The config keys are read the way mlx-lm reads them:
@@ -75,6 +76,10 @@ pub struct RopeArgs {
     pub rope_parameters: Option<RopeScaling>,
     #[serde(default)]
     pub partial_rotary_factor: Option<f32>,
+    /// The context the model was trained for: where dynamic NTK scaling
+    /// starts.
+    #[serde(default)]
+    pub max_position_embeddings: Option<i32>,
 }
 
 impl RopeArgs {
@@ -106,12 +111,30 @@ impl RopeArgs {
     /// The rotary embedding of `dims` dimensions per head with θ defaulting
     /// to `default_theta`.
     pub fn rope(&self, dims: i32, default_theta: f32) -> Result<Rope> {
-        initialize_rope(
-            dims,
-            self.theta(default_theta),
-            self.rope_traditional,
-            self.scaling(),
-        )
+        let theta = self.theta(default_theta);
+        match self.scaling() {
+            Some(s) if s.kind() == "dynamic" => {
+                let factor = s
+                    .factor
+                    .ok_or_else(|| EngineError::Config("rope_scaling.factor is missing".into()))?;
+                let max_positions = self.max_position_embeddings.ok_or_else(|| {
+                    EngineError::Config("dynamic rope_scaling needs max_position_embeddings".into())
+                })?;
+                if max_positions <= 0 || dims <= 2 {
+                    return Err(EngineError::Config(format!(
+                        "dynamic rope_scaling over {dims} dimensions from {max_positions} \
+                         positions"
+                    )));
+                }
+                let mut rope = initialize_rope(dims, theta, self.rope_traditional, None)?;
+                rope.dynamic = Some(mlx::fast::DynamicNtk {
+                    max_positions,
+                    factor,
+                });
+                Ok(rope)
+            }
+            scaling => initialize_rope(dims, theta, self.rope_traditional, scaling),
+        }
     }
 }
 
@@ -130,6 +153,7 @@ pub fn initialize_rope(
         scale,
         freqs: None,
         mscale: 1.0,
+        dynamic: None,
     };
     let Some(scaling) = scaling else {
         return Ok(plain(1.0));
@@ -149,6 +173,7 @@ pub fn initialize_rope(
             scale: 1.0,
             freqs: Some(llama3_periods(dims, base, factor()?, scaling)?),
             mscale: 1.0,
+            dynamic: None,
         }),
         "yarn" | "deepseek_yarn" => yarn(dims, base, traditional, factor()?, scaling),
         super::gguf::GGUF_FREQ_FACTORS => {
@@ -173,10 +198,16 @@ pub fn initialize_rope(
                 scale: 1.0,
                 freqs: Some(periods.multiply(&Array::from_slice(factors, &[dims / 2])?)?),
                 mscale: 1.0,
+                dynamic: None,
             })
         }
+        "dynamic" => Err(EngineError::Config(
+            "dynamic rope_scaling is supported where the family reads max_position_embeddings \
+             (llama, mistral, qwen2, qwen3)"
+                .into(),
+        )),
         other => Err(EngineError::Config(format!(
-            "rope_scaling type {other:?} is not supported (default, linear, llama3, yarn)"
+            "rope_scaling type {other:?} is not supported (default, linear, dynamic, llama3, yarn)"
         ))),
     }
 }
@@ -229,6 +260,7 @@ fn yarn(dims: i32, base: f32, traditional: bool, factor: f32, s: &RopeScaling) -
         scale: 1.0,
         freqs: Some(numerator.divide(&denominator)?),
         mscale: mscale as f32,
+        dynamic: None,
     })
 }
 
@@ -273,6 +305,7 @@ pub fn long_rope(
         scale: 1.0,
         freqs: Some(factors.multiply(&periods)?),
         mscale,
+        dynamic: None,
     })
 }
 
