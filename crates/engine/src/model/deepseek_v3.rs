@@ -5,18 +5,9 @@
 //! multi-head latent attention ([`LatentAttention`]) in place of grouped
 //! query attention.
 //!
-//! **Latent attention.** Each position caches one compressed vector
-//! (`kv_lora_rank` features, normalized) and one rotary key part
-//! (`qk_rope_head_dim`) shared by all heads: the cache holds them as keys
-//! `[B, 1, S, kv_lora_rank]` and values `[B, 1, S, qk_rope_head_dim]`, a
-//! few percent of what full keys and values of 128 heads would take. The
-//! per-head key and value projections are absorbed as mlx-lm does: for one
-//! new token the query is taken into the latent space (`embed_q`) and
-//! attends to the cached latents directly, its output brought back per
-//! head (`unembed_out`); for several, the latents are expanded into each
-//! head's keys and values. The rotary part enters as the scores `q_pe ·
-//! k_pe` added to the attention's logits (masked positions at the type's
-//! lowest value).
+//! The attention is `latent_attention.rs`'s: it caches a compressed latent
+//! and a shared rotary key per position instead of every head's keys and
+//! values.
 //!
 //! Hugging Face checkpoints store the two per-head projections as one
 //! `kv_b_proj`; `sanitize` splits it into `embed_q` / `unembed_out`, and
@@ -25,16 +16,17 @@
 //! quantized `kv_b_proj` are refused by name: convert them with mlx-lm
 //! first.
 
-use mlx::fast::{AttentionMask, Rope, scaled_dot_product_attention};
+use mlx::fast::Rope;
 use mlx::{Array, Dtype};
 use serde::Deserialize;
 
-use super::base::{CacheKind, Caches, LanguageModel, LayerCache, Positions, check_caches};
+use super::base::{CacheKind, Caches, LanguageModel, Positions, check_caches};
 use super::config::ModelConfig;
 use super::embedding::TokenIo;
+use super::latent_attention::{LatentAttention, LatentSpec, split_kv_b_proj};
 use super::mlp::Mlp;
 use super::moe::{Experts, FeedForward, MoeSpec, Routing, Shared, SigmoidRouting, SparseMoe};
-use super::nn::{Linear, Matrix, RmsNorm};
+use super::nn::{Matrix, RmsNorm};
 use super::registry::Family;
 use super::rope::{RopeArgs, initialize_rope};
 use super::switch_layers::stack_experts;
@@ -150,6 +142,20 @@ impl DeepseekV3Args {
         }
     }
 
+    /// The latent attention of every layer, rotating with `rope`.
+    fn latent(&self, rope: Rope) -> LatentSpec {
+        LatentSpec {
+            q_lora_rank: self.q_lora_rank,
+            kv_lora_rank: self.kv_lora_rank,
+            nope_dim: self.qk_nope_head_dim,
+            rope_dim: self.qk_rope_head_dim,
+            v_dim: self.v_head_dim,
+            bias: self.attention_bias,
+            scale: self.scale(),
+            rope,
+        }
+    }
+
     /// The softmax scale: `q_head_dim^-0.5`, times YaRN's attention factor
     /// squared when the rotary scaling stretches the context
     /// (`mscale_all_dim`), in double precision as mlx-lm computes it.
@@ -164,233 +170,6 @@ impl DeepseekV3Args {
             scale *= m * m;
         }
         scale as f32
-    }
-}
-
-/// Per-head matrices `[heads, out, in]` (mlx-lm's `MultiLinear`), applied
-/// to inputs with a head axis.
-struct MultiLinear {
-    weight: Matrix,
-}
-
-impl MultiLinear {
-    fn load(w: &mut Weights, prefix: &str, config: &ModelConfig, shape: [i32; 3]) -> Result<Self> {
-        let weight = Matrix::load(w, prefix, config)?;
-        let stored = match &weight {
-            Matrix::Dense(a) => a.shape(),
-            Matrix::Quantized(q) => q.scales.shape()[..2].to_vec(),
-        };
-        if stored[..] != shape[..stored.len()] {
-            return Err(EngineError::Weights(format!(
-                "tensor {prefix}.weight has shape {stored:?}, expected {shape:?}"
-            )));
-        }
-        Ok(MultiLinear { weight })
-    }
-
-    /// `x @ Wᵀ` per head (`transpose`), or `x @ W`.
-    fn forward(&self, x: &Array, transpose: bool) -> Result<Array> {
-        Ok(match &self.weight {
-            Matrix::Dense(w) if transpose => x.matmul(&w.swapaxes(-1, -2)?)?,
-            Matrix::Dense(w) => x.matmul(w)?,
-            Matrix::Quantized(q) => q.matmul(x, transpose)?,
-        })
-    }
-}
-
-/// The query projection: direct, or through a low-rank bottleneck.
-enum QueryProj {
-    Direct(Linear),
-    LowRank { a: Linear, norm: RmsNorm, b: Linear },
-}
-
-/// Multi-head latent attention (see the module's notes).
-struct LatentAttention {
-    q: QueryProj,
-    kv_a_proj_with_mqa: Linear,
-    kv_a_layernorm: RmsNorm,
-    embed_q: MultiLinear,
-    unembed_out: MultiLinear,
-    o_proj: Linear,
-    heads: i32,
-    nope_dim: i32,
-    rope_dim: i32,
-    kv_lora_rank: i32,
-    scale: f32,
-    rope: Rope,
-}
-
-impl LatentAttention {
-    fn load(
-        w: &mut Weights,
-        prefix: &str,
-        config: &ModelConfig,
-        args: &DeepseekV3Args,
-        rope: &Rope,
-    ) -> Result<Self> {
-        let p = |name: &str| format!("{prefix}.{name}");
-        let hidden = config.hidden_size;
-        let heads = config.num_attention_heads;
-        let q_head_dim = args.qk_nope_head_dim + args.qk_rope_head_dim;
-        let bias = args.attention_bias;
-        let q = match args.q_lora_rank {
-            None => QueryProj::Direct(Linear::load_shaped(
-                w,
-                &p("q_proj"),
-                config,
-                false,
-                [heads * q_head_dim, hidden],
-            )?),
-            Some(rank) => QueryProj::LowRank {
-                a: Linear::load_shaped(w, &p("q_a_proj"), config, bias, [rank, hidden])?,
-                norm: RmsNorm::load_shaped(w, &p("q_a_layernorm"), 1e-6, rank)?,
-                b: Linear::load_shaped(
-                    w,
-                    &p("q_b_proj"),
-                    config,
-                    false,
-                    [heads * q_head_dim, rank],
-                )?,
-            },
-        };
-        let rank = args.kv_lora_rank;
-        Ok(LatentAttention {
-            q,
-            kv_a_proj_with_mqa: Linear::load_shaped(
-                w,
-                &p("kv_a_proj_with_mqa"),
-                config,
-                bias,
-                [rank + args.qk_rope_head_dim, hidden],
-            )?,
-            kv_a_layernorm: RmsNorm::load_shaped(w, &p("kv_a_layernorm"), 1e-6, rank)?,
-            embed_q: MultiLinear::load(
-                w,
-                &p("embed_q"),
-                config,
-                [heads, rank, args.qk_nope_head_dim],
-            )?,
-            unembed_out: MultiLinear::load(
-                w,
-                &p("unembed_out"),
-                config,
-                [heads, args.v_head_dim, rank],
-            )?,
-            o_proj: Linear::load_shaped(
-                w,
-                &p("o_proj"),
-                config,
-                bias,
-                [hidden, heads * args.v_head_dim],
-            )?,
-            heads,
-            nope_dim: args.qk_nope_head_dim,
-            rope_dim: args.qk_rope_head_dim,
-            kv_lora_rank: rank,
-            scale: args.scale(),
-            rope: rope.clone(),
-        })
-    }
-
-    fn matrices_mut(&mut self) -> Vec<&mut Matrix> {
-        let mut out = match &mut self.q {
-            QueryProj::Direct(q) => vec![&mut q.weight],
-            QueryProj::LowRank { a, b, .. } => vec![&mut a.weight, &mut b.weight],
-        };
-        out.extend([
-            &mut self.kv_a_proj_with_mqa.weight,
-            &mut self.embed_q.weight,
-            &mut self.unembed_out.weight,
-            &mut self.o_proj.weight,
-        ]);
-        out
-    }
-
-    /// `residual` plus the attention of `x` (already normalized).
-    fn forward_add(
-        &self,
-        x: &Array,
-        residual: &Array,
-        cache: &mut dyn LayerCache,
-        at: Positions,
-    ) -> Result<Array> {
-        let shape = x.shape();
-        let (b, l) = (shape[0], shape[1]);
-        let q = match &self.q {
-            QueryProj::Direct(q) => q.forward(x)?,
-            QueryProj::LowRank { a, norm, b } => b.forward(&norm.forward(&a.forward(x)?)?)?,
-        };
-        let q = q
-            .reshape(&[b, l, self.heads, self.nope_dim + self.rope_dim])?
-            .transpose(&[0, 2, 1, 3])?;
-        let q_nope = q.slice_axis(3, 0, self.nope_dim)?;
-        let q_pe = q.slice_axis(3, self.nope_dim, self.nope_dim + self.rope_dim)?;
-        let compressed = self.kv_a_proj_with_mqa.forward(x)?;
-        let rank = self.kv_lora_rank;
-        let k_pe = compressed
-            .slice_axis(2, rank, rank + self.rope_dim)?
-            .reshape(&[b, l, 1, self.rope_dim])?
-            .transpose(&[0, 2, 1, 3])?;
-        let latent = self
-            .kv_a_layernorm
-            .forward(&compressed.slice_axis(2, 0, rank)?)?
-            .expand_dims(1)?;
-        let rope = |x: &Array| match at {
-            Positions::Sequence { offset } => self.rope.apply(x, offset),
-            Positions::Rows { offsets, .. } => self.rope.apply_rows(x, offsets),
-        };
-        let (q_pe, k_pe) = (rope(&q_pe)?, rope(&k_pe)?);
-        let (latent, k_pe) = cache.update_and_fetch(&latent, &k_pe)?;
-        let columns = latent.dim(2)?;
-
-        // The rotary scores, masked, as the attention's additive mask.
-        let pe = q_pe
-            .multiply(&q_pe.scalar_like(self.scale)?)?
-            .matmul(&k_pe.swapaxes(-1, -2)?)?;
-        let mask = match at {
-            Positions::Sequence { offset } if l > 1 => Some(causal(offset, l, columns)?),
-            Positions::Sequence { .. } => None,
-            Positions::Rows { mask, .. } => mask.cloned(),
-        };
-        let pe = match mask {
-            Some(mask) => mlx::where_(
-                &mask,
-                &pe,
-                &Array::scalar(lowest(pe.dtype()))?.astype(pe.dtype())?,
-            )?,
-            None => pe,
-        };
-        let mask = AttentionMask::Array(&pe);
-        let out = if l == 1 {
-            let q = self.embed_q.forward(&q_nope, true)?;
-            let out = scaled_dot_product_attention(&q, &latent, &latent, self.scale, mask)?;
-            self.unembed_out.forward(&out, true)?
-        } else {
-            let k = self.embed_q.forward(&latent, false)?;
-            let v = self.unembed_out.forward(&latent, true)?;
-            scaled_dot_product_attention(&q_nope, &k, &v, self.scale, mask)?
-        };
-        let out = out.transpose(&[0, 2, 1, 3])?.reshape(&[b, l, -1])?;
-        self.o_proj.forward_add(&out, residual)
-    }
-}
-
-/// Query `i` of `l` new positions after `offset` cached ones sees the
-/// columns up to its own (`[l, offset + l]`, true = attend).
-fn causal(offset: i32, l: i32, columns: i32) -> Result<Array> {
-    let rows =
-        mlx::arange(f64::from(offset), f64::from(offset + l), 1.0, Dtype::I32)?.reshape(&[l, 1])?;
-    let cols = mlx::arange(0.0, f64::from(columns), 1.0, Dtype::I32)?.reshape(&[1, columns])?;
-    Ok(rows.greater_equal(&cols)?)
-}
-
-/// The lowest finite value of `dtype` (masked scores take it, as
-/// `mx.finfo(dtype).min`).
-fn lowest(dtype: Dtype) -> f32 {
-    match dtype {
-        Dtype::F16 => -65504.0,
-        Dtype::Bf16 => -3.389_531_4e38,
-        _ => f32::MIN,
     }
 }
 
@@ -447,29 +226,6 @@ impl LanguageModel for DeepseekV3Model {
     }
 }
 
-/// Splits a Hugging Face `kv_b_proj` (`[heads * (nope + v), rank]`) into
-/// the absorbed `embed_q` (`[heads, rank, nope]`) and `unembed_out`
-/// (`[heads, v, rank]`).
-fn split_kv_b_proj(args: &DeepseekV3Args, heads: i32, prefix: &str, w: &mut Weights) -> Result<()> {
-    let name = format!("{prefix}.kv_b_proj.weight");
-    let Some(kv_b) = w.take_opt(&name) else {
-        return Ok(());
-    };
-    if w.contains(&format!("{prefix}.kv_b_proj.scales")) {
-        return Err(EngineError::Weights(format!(
-            "{prefix}.kv_b_proj is quantized: convert the checkpoint with mlx-lm first"
-        )));
-    }
-    let nope = args.qk_nope_head_dim;
-    let per_head = nope + args.v_head_dim;
-    let v = kv_b.reshape(&[heads, per_head, -1])?;
-    let wk = v.slice_axis(1, 0, nope)?.swapaxes(-1, -2)?;
-    let wv = v.slice_axis(1, nope, per_head)?;
-    w.insert(format!("{prefix}.embed_q.weight"), wk);
-    w.insert(format!("{prefix}.unembed_out.weight"), wv);
-    Ok(())
-}
-
 impl Family for DeepseekV3 {
     const MODEL_TYPES: &'static [&'static str] = &["deepseek_v3", "kimi_k2", "joyai_llm_flash"];
     type Args = DeepseekV3Args;
@@ -501,7 +257,7 @@ impl Family for DeepseekV3 {
                 )?;
             }
             split_kv_b_proj(
-                args,
+                (args.qk_nope_head_dim, args.v_head_dim),
                 config.num_attention_heads,
                 &format!("{prefix}.self_attn"),
                 weights,
@@ -536,14 +292,14 @@ impl Family for DeepseekV3 {
             true,
             args.rope.rope_scaling.as_ref(),
         )?;
+        let latent = args.latent(rope);
         let io = TokenIo::load(weights, config, "model", "lm_head", false)?;
         let (eps, dim) = (config.rms_norm_eps, config.hidden_size);
         let layers = (0..config.num_hidden_layers)
             .map(|i| {
                 let prefix = format!("model.layers.{i}");
                 let p = |name: &str| format!("{prefix}.{name}");
-                let self_attn =
-                    LatentAttention::load(weights, &p("self_attn"), config, &args, &rope)?;
+                let self_attn = LatentAttention::load(weights, &p("self_attn"), config, &latent)?;
                 let mlp = match args.n_routed_experts {
                     Some(experts) if args.is_sparse(i) => {
                         let bias = weights.take_opt(&p("mlp.gate.e_score_correction_bias"));

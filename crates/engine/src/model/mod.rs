@@ -18,6 +18,7 @@ mod gemma3_text;
 pub mod gguf;
 mod glm4_moe;
 mod gpt_oss;
+pub mod latent_attention;
 pub mod linear_attention;
 mod llama;
 mod mistral;
