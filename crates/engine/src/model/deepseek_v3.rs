@@ -25,7 +25,7 @@ use super::config::ModelConfig;
 use super::embedding::TokenIo;
 use super::latent_attention::{LatentAttention, LatentSpec, split_kv_b_proj};
 use super::mlp::Mlp;
-use super::moe::{Experts, FeedForward, MoeSpec, Routing, Shared, SigmoidRouting, SparseMoe};
+use super::moe::{FeedForward, MoeSpec, SigmoidRouting, SparseMoe};
 use super::nn::{Matrix, RmsNorm};
 use super::registry::Family;
 use super::rope::{RopeArgs, initialize_rope};
@@ -121,25 +121,21 @@ impl DeepseekV3Args {
 
     /// The sparse block of a layer whose router's selection bias is `bias`.
     fn moe(&self, experts: i32, bias: Option<Array>) -> MoeSpec {
-        MoeSpec {
-            num_experts: experts,
-            top_k: self.num_experts_per_tok,
-            expert_hidden: self.moe_intermediate_size,
-            routing: Routing::Sigmoid(SigmoidRouting {
+        MoeSpec::sigmoid(
+            (
+                experts,
+                self.num_experts_per_tok,
+                self.moe_intermediate_size,
+            ),
+            self.n_shared_experts,
+            SigmoidRouting {
                 correction_bias: bias,
                 n_group: self.n_group,
                 topk_group: self.topk_group,
                 norm_topk_prob: self.norm_topk_prob,
                 scaling: self.routed_scaling_factor,
-            }),
-            experts: Experts::Standard,
-            shared_expert: match self.n_shared_experts {
-                Some(n) => Shared::Plain {
-                    hidden: self.moe_intermediate_size * n,
-                },
-                None => Shared::None,
             },
-        }
+        )
     }
 
     /// The latent attention of every layer, rotating with `rope`.

@@ -18,7 +18,7 @@ use super::attention::AttentionSpec;
 use super::base::LanguageModel;
 use super::config::ModelConfig;
 use super::mlp::Mlp;
-use super::moe::{Experts, FeedForward, MoeSpec, Routing, Shared, SigmoidRouting, SparseMoe};
+use super::moe::{FeedForward, MoeSpec, SigmoidRouting, SparseMoe};
 use super::registry::Family;
 use super::rope::initialize_rope;
 use super::switch_layers::stack_experts;
@@ -63,25 +63,21 @@ fn noaux_tc() -> String {
 impl Glm4MoeArgs {
     /// The sparse block of a layer whose router's selection bias is `bias`.
     fn moe(&self, bias: Option<mlx::Array>) -> MoeSpec {
-        MoeSpec {
-            num_experts: self.n_routed_experts,
-            top_k: self.num_experts_per_tok,
-            expert_hidden: self.moe_intermediate_size,
-            routing: Routing::Sigmoid(SigmoidRouting {
+        MoeSpec::sigmoid(
+            (
+                self.n_routed_experts,
+                self.num_experts_per_tok,
+                self.moe_intermediate_size,
+            ),
+            self.n_shared_experts,
+            SigmoidRouting {
                 correction_bias: bias,
                 n_group: self.n_group,
                 topk_group: self.topk_group,
                 norm_topk_prob: self.norm_topk_prob,
                 scaling: self.routed_scaling_factor,
-            }),
-            experts: Experts::Standard,
-            shared_expert: match self.n_shared_experts {
-                Some(n) => Shared::Plain {
-                    hidden: self.moe_intermediate_size * n,
-                },
-                None => Shared::None,
             },
-        }
+        )
     }
 }
 

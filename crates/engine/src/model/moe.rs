@@ -63,6 +63,32 @@ pub struct MoeSpec {
     pub shared_expert: Shared,
 }
 
+impl MoeSpec {
+    /// GLM-4-MoE's and DeepSeek-V3's block: `routing` over `num_experts`
+    /// standard experts of `expert_hidden` features each, `top_k` per token,
+    /// and `shared_experts` of the same width taken by every token as one
+    /// plain MLP.
+    pub fn sigmoid(
+        (num_experts, top_k, expert_hidden): (i32, i32, i32),
+        shared_experts: Option<i32>,
+        routing: SigmoidRouting,
+    ) -> MoeSpec {
+        MoeSpec {
+            num_experts,
+            top_k,
+            expert_hidden,
+            routing: Routing::Sigmoid(routing),
+            experts: Experts::Standard,
+            shared_expert: match shared_experts {
+                Some(n) => Shared::Plain {
+                    hidden: expert_hidden * n,
+                },
+                None => Shared::None,
+            },
+        }
+    }
+}
+
 /// The router and experts of a sparse block.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Experts {
