@@ -62,6 +62,16 @@ const PROGRESS_CHUNK: u64 = 256 << 20;
 /// [`load`], calling `progress(bytes_loaded, bytes_total)` as the weights
 /// are read.
 pub fn load_with_progress(path: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<LoadedModel> {
+    load_part(path, None, progress)
+}
+
+/// [`load`] of this rank's part of a model split over a group (`None`:
+/// the whole model), see [`crate::distributed`].
+pub fn load_part(
+    path: &Path,
+    shard: Option<crate::distributed::Shard>,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<LoadedModel> {
     let format = ModelFormat::of(path)?;
     let (config, weights, tokenizer) = match format {
         ModelFormat::Mlx => {
@@ -78,6 +88,8 @@ pub fn load_with_progress(path: &Path, progress: &mut dyn FnMut(u64, u64)) -> Re
         }
     };
     materialize(&weights, progress)?;
+    let mut config = config;
+    config.shard = shard;
     let model = Model::from_weights(config, weights)?;
     Ok(LoadedModel {
         model,
