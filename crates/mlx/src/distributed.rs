@@ -176,7 +176,10 @@ mod tests {
         let group = init("any", false).expect("a group of one always forms");
         assert_eq!((group.rank(), group.size()), (0, 1));
         let x = Array::from_slice(&[1.0f32, 2.0, 3.0], &[3]).unwrap();
-        assert_eq!(group.all_sum(&x).unwrap().to_vec::<f32>().unwrap(), [1.0, 2.0, 3.0]);
+        assert_eq!(
+            group.all_sum(&x).unwrap().to_vec::<f32>().unwrap(),
+            [1.0, 2.0, 3.0]
+        );
         assert_eq!(group.all_gather(&x).unwrap().shape(), [3]);
         assert!(group.send(&x, 0).is_err(), "a rank cannot send to itself");
         group.barrier().unwrap();

@@ -227,7 +227,10 @@ impl Follower {
     /// "rank 1 on 127.0.0.1 ended (status 1): <last stderr lines>".
     fn describe(&self, status: ExitStatus) -> String {
         let lines = self.stderr.lock().map(|l| l.clone()).unwrap_or_default();
-        let how = match (status.code(), std::os::unix::process::ExitStatusExt::signal(&status)) {
+        let how = match (
+            status.code(),
+            std::os::unix::process::ExitStatusExt::signal(&status),
+        ) {
             (Some(code), _) => format!("exited with status {code}"),
             (None, Some(sig)) => format!("was killed by signal {sig}"),
             (None, None) => "ended".to_owned(),
@@ -266,8 +269,7 @@ impl Launch {
     pub fn start(spec: &LaunchSpec) -> anyhow::Result<Launch> {
         let addresses = ring_addresses(spec.hosts, spec.ring_port)?;
         let json = hostfile_json(&addresses);
-        let hostfile =
-            std::env::temp_dir().join(format!("mlxd-ring-{}.json", std::process::id()));
+        let hostfile = std::env::temp_dir().join(format!("mlxd-ring-{}.json", std::process::id()));
         std::fs::write(&hostfile, &json)
             .with_context(|| format!("writing {}", hostfile.display()))?;
         // SAFETY: `mlxd run` calls this first, while this process has one

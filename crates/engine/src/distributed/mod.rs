@@ -32,8 +32,8 @@ use std::ops::Range;
 
 use mlx::distributed::Group;
 
-pub use lead::{finish, follow};
 pub(crate) use lead::Lead;
+pub use lead::{finish, follow};
 pub(crate) use split::prepare;
 
 /// How a model is split across the ranks of a group.

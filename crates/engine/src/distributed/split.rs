@@ -36,10 +36,17 @@ fn split_of(name: &str) -> Option<Split> {
         "mlp.gate_proj",
         "mlp.up_proj",
     ];
-    let row = ["self_attn.o_proj", "mlp.down_proj", "mlp.switch_mlp.down_proj"];
+    let row = [
+        "self_attn.o_proj",
+        "mlp.down_proj",
+        "mlp.switch_mlp.down_proj",
+    ];
     if column.contains(&module) {
         Some(Split::Outputs(0))
-    } else if matches!(module, "mlp.switch_mlp.gate_proj" | "mlp.switch_mlp.up_proj") {
+    } else if matches!(
+        module,
+        "mlp.switch_mlp.gate_proj" | "mlp.switch_mlp.up_proj"
+    ) {
         // Expert stacks `[experts, features, hidden]`.
         Some(Split::Outputs(1))
     } else if row.contains(&module) {
@@ -156,19 +163,44 @@ mod tests {
     #[test]
     fn projections_split_as_mlx_lm_shards_them() {
         let s = |n: &str| split_of(n);
-        assert_eq!(s("model.layers.3.self_attn.q_proj.weight"), Some(Split::Outputs(0)));
-        assert_eq!(s("model.layers.3.self_attn.v_proj.bias"), Some(Split::Outputs(0)));
-        assert_eq!(s("model.layers.0.mlp.up_proj.scales"), Some(Split::Outputs(0)));
-        assert_eq!(s("model.layers.0.self_attn.o_proj.weight"), Some(Split::Inputs));
-        assert_eq!(s("model.layers.0.self_attn.o_proj.biases"), Some(Split::Inputs));
-        assert_eq!(s("model.layers.0.self_attn.o_proj.bias"), Some(Split::RowBias));
+        assert_eq!(
+            s("model.layers.3.self_attn.q_proj.weight"),
+            Some(Split::Outputs(0))
+        );
+        assert_eq!(
+            s("model.layers.3.self_attn.v_proj.bias"),
+            Some(Split::Outputs(0))
+        );
+        assert_eq!(
+            s("model.layers.0.mlp.up_proj.scales"),
+            Some(Split::Outputs(0))
+        );
+        assert_eq!(
+            s("model.layers.0.self_attn.o_proj.weight"),
+            Some(Split::Inputs)
+        );
+        assert_eq!(
+            s("model.layers.0.self_attn.o_proj.biases"),
+            Some(Split::Inputs)
+        );
+        assert_eq!(
+            s("model.layers.0.self_attn.o_proj.bias"),
+            Some(Split::RowBias)
+        );
         assert_eq!(s("model.layers.0.mlp.down_proj.bias"), Some(Split::RowBias));
         assert_eq!(
             s("model.layers.1.mlp.switch_mlp.gate_proj.weight"),
             Some(Split::Outputs(1))
         );
-        assert_eq!(s("model.layers.1.mlp.switch_mlp.down_proj.weight"), Some(Split::Inputs));
-        assert_eq!(s("model.layers.1.mlp.gate.weight"), None, "the router stays whole");
+        assert_eq!(
+            s("model.layers.1.mlp.switch_mlp.down_proj.weight"),
+            Some(Split::Inputs)
+        );
+        assert_eq!(
+            s("model.layers.1.mlp.gate.weight"),
+            None,
+            "the router stays whole"
+        );
         assert_eq!(s("model.layers.1.self_attn.q_norm.weight"), None);
         assert_eq!(s("model.embed_tokens.weight"), None);
         assert_eq!(s("lm_head.weight"), None);
@@ -183,13 +215,18 @@ mod tests {
         for rank in 0..2 {
             let part = cut("o_proj.weight", &w, Split::Inputs, rank, 2).unwrap();
             let xs = x.slice_axis(1, rank * 2, rank * 2 + 2).unwrap();
-            sum = sum.add(&xs.matmul(&part.transpose(&[1, 0]).unwrap()).unwrap()).unwrap();
+            sum = sum
+                .add(&xs.matmul(&part.transpose(&[1, 0]).unwrap()).unwrap())
+                .unwrap();
         }
         assert_eq!(sum.to_vec::<f32>().unwrap(), whole.to_vec::<f32>().unwrap());
         let bias = Array::from_slice(&[1.0f32, 2.0], &[2]).unwrap();
         let b1 = cut("o_proj.bias", &bias, Split::RowBias, 1, 2).unwrap();
         assert_eq!(b1.to_vec::<f32>().unwrap(), [0.0, 0.0]);
-        assert!(cut("q", &w, Split::Outputs(0), 0, 3).is_err(), "2 rows over 3 ranks");
+        assert!(
+            cut("q", &w, Split::Outputs(0), 0, 3).is_err(),
+            "2 rows over 3 ranks"
+        );
     }
 
     #[test]

@@ -102,7 +102,9 @@ impl Block {
                 .self_attn
                 .forward(x, &self.input_layernorm, cache, at)?;
             let h = x.add(&group.all_sum(&attn)?)?;
-            let mlp = self.mlp.forward_normed(&h, &self.post_attention_layernorm)?;
+            let mlp = self
+                .mlp
+                .forward_normed(&h, &self.post_attention_layernorm)?;
             return Ok(h.add(&group.all_sum(&mlp)?)?);
         }
         let h = self
