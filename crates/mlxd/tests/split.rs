@@ -25,14 +25,14 @@ fn python() -> PathBuf {
 fn checkpoints() -> &'static Path {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("a temporary folder");
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/split_checkpoints.py");
         let out = Command::new(python())
             .arg(&script)
             .arg(dir.path())
             .arg(tiny_model())
             .output()
-            .unwrap();
+            .expect("python runs");
         assert_success(&out);
         dir
     })
