@@ -87,7 +87,11 @@ pub fn load_part(
             (g.config, g.weights, tokenizer)
         }
     };
-    materialize(&weights, progress)?;
+    // A split model reads its part only, once cut (see
+    // `distributed::prepare`).
+    if shard.is_none() {
+        materialize(&weights, progress)?;
+    }
     let mut config = config;
     config.shard = shard;
     let model = Model::from_weights(config, weights)?;
@@ -101,7 +105,7 @@ pub fn load_part(
 
 /// Evaluates every tensor, in batches of about [`PROGRESS_CHUNK`] bytes,
 /// reporting the bytes read so far.
-fn materialize(weights: &Weights, progress: &mut dyn FnMut(u64, u64)) -> Result<()> {
+pub(crate) fn materialize(weights: &Weights, progress: &mut dyn FnMut(u64, u64)) -> Result<()> {
     let total = weights.nbytes() as u64;
     let mut tensors: Vec<(&str, &mlx::Array)> = weights.iter().collect();
     tensors.sort_by_key(|(name, _)| *name);

@@ -1,7 +1,10 @@
 //! Cutting a checkpoint down to one rank's part before the family builds
 //! it: for tensor parallel, each projection's share of rows or columns and
 //! a config of the shares' sizes (heads, intermediate features); for
-//! pipeline parallel, only the rank's layers.
+//! pipeline parallel, only the rank's layers. The loader reads the
+//! checkpoint only after this (`crate::loader::load_part`), so a rank holds
+//! its part, not the whole model, once loaded (each tensor it splits is
+//! read whole, one batch of tensors at a time).
 
 use mlx::Array;
 
@@ -115,7 +118,15 @@ fn cut(name: &str, array: &Array, split: Split, rank: i32, size: i32) -> Result<
         )));
     }
     let part = len / size;
-    Ok(array.slice_axis(axis, rank * part, (rank + 1) * part)?)
+    // A gather, not a slice: a slice is a view that would keep the whole
+    // tensor's buffer alive, and the point of the split is not to hold it.
+    let rows = mlx::arange(
+        f64::from(rank * part),
+        f64::from((rank + 1) * part),
+        1.0,
+        mlx::Dtype::I32,
+    )?;
+    Ok(array.take(&rows, axis)?)
 }
 
 /// `config` with the per-rank head and feature counts of tensor

@@ -98,6 +98,7 @@ fn load<F: Family>(config: &ModelConfig, weights: &mut Weights) -> Result<Box<dy
         )));
     }
     let local = crate::distributed::prepare(config, shard, weights)?;
+    crate::loader::materialize(weights, &mut |_, _| {})?;
     F::build(local.args()?, &local, weights)
 }
 
