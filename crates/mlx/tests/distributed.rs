@@ -20,59 +20,44 @@ fn free_port() -> u16 {
 }
 
 /// What each rank runs: every collective once, its result checked.
-fn rank_body(group: &Group) {
+fn rank_body(group: &Group) -> mlx::Result<()> {
     let (rank, size) = (group.rank(), group.size());
     assert_eq!(size, 2);
     let r = rank as f32;
-    let x = Array::from_slice(&[r + 1.0, 10.0 * r], &[2]).unwrap();
-    assert_eq!(
-        group.all_sum(&x).unwrap().to_vec::<f32>().unwrap(),
-        [3.0, 10.0]
-    );
-    assert_eq!(
-        group.all_max(&x).unwrap().to_vec::<f32>().unwrap(),
-        [2.0, 10.0]
-    );
-    let ids = Array::from_slice(&[rank * 7, 5], &[1, 2]).unwrap();
-    assert_eq!(
-        group.all_sum(&ids).unwrap().to_vec::<i32>().unwrap(),
-        [7, 10]
-    );
-    let gathered = group.all_gather(&x).unwrap();
+    let x = Array::from_slice(&[r + 1.0, 10.0 * r], &[2])?;
+    assert_eq!(group.all_sum(&x)?.to_vec::<f32>()?, [3.0, 10.0]);
+    assert_eq!(group.all_max(&x)?.to_vec::<f32>()?, [2.0, 10.0]);
+    let ids = Array::from_slice(&[rank * 7, 5], &[1, 2])?;
+    assert_eq!(group.all_sum(&ids)?.to_vec::<i32>()?, [7, 10]);
+    let gathered = group.all_gather(&x)?;
     assert_eq!(gathered.shape(), [4]);
-    assert_eq!(gathered.to_vec::<f32>().unwrap(), [1.0, 0.0, 2.0, 10.0]);
+    assert_eq!(gathered.to_vec::<f32>()?, [1.0, 0.0, 2.0, 10.0]);
     // Rank 1 sends to rank 0 twice (received by shape, then like an
     // array); rank 0 answers once.
-    let payload = Array::from_slice(&[1.5f32, -2.0, 3.25, 4.0, 5.0, 6.0], &[2, 3]).unwrap();
+    let payload = Array::from_slice(&[1.5f32, -2.0, 3.25, 4.0, 5.0, 6.0], &[2, 3])?;
     if rank == 1 {
-        group.send(&payload, 0).unwrap().eval().unwrap();
-        group.send(&payload, 0).unwrap().eval().unwrap();
-        let back = group.recv(&[1], Dtype::I32, 0).unwrap();
-        assert_eq!(back.to_vec::<i32>().unwrap(), [42]);
+        group.send(&payload, 0)?.eval()?;
+        group.send(&payload, 0)?.eval()?;
+        let back = group.recv(&[1], Dtype::I32, 0)?;
+        assert_eq!(back.to_vec::<i32>()?, [42]);
     } else {
-        let got = group.recv(&[2, 3], Dtype::F32, 1).unwrap();
-        assert_eq!(
-            got.to_vec::<f32>().unwrap(),
-            payload.to_vec::<f32>().unwrap()
-        );
-        let like = group.recv_like(&payload, 1).unwrap();
-        assert_eq!(
-            like.to_vec::<f32>().unwrap(),
-            payload.to_vec::<f32>().unwrap()
-        );
-        let answer = Array::from_slice(&[42i32], &[1]).unwrap();
-        group.send(&answer, 1).unwrap().eval().unwrap();
+        let got = group.recv(&[2, 3], Dtype::F32, 1)?;
+        assert_eq!(got.to_vec::<f32>()?, payload.to_vec::<f32>()?);
+        let like = group.recv_like(&payload, 1)?;
+        assert_eq!(like.to_vec::<f32>()?, payload.to_vec::<f32>()?);
+        let answer = Array::from_slice(&[42i32], &[1])?;
+        group.send(&answer, 1)?.eval()?;
     }
     assert!(group.send(&x, rank).is_err(), "a rank is not its own peer");
     assert!(group.recv(&[1], Dtype::F32, 2).is_err(), "no rank 2");
-    group.barrier().unwrap();
+    group.barrier()
 }
 
 #[test]
 fn two_ring_ranks_sum_gather_send_and_receive() {
     if std::env::var_os(RANK_ENV).is_some() {
         let group = init("ring", true).expect("joining the ring");
-        rank_body(&group);
+        rank_body(&group).expect("every collective runs");
         return;
     }
     assert!(mlx::distributed::is_available("ring").unwrap());
