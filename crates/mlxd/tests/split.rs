@@ -211,3 +211,33 @@ fn a_rank_whose_peer_never_connects_fails_naming_it_within_the_timeout() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_family_that_cannot_be_split_is_refused_by_name() {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let model = dir.path().join("gemma3");
+    let out = mlxd()
+        .args(["synth", "--preset", "tiny-gemma3-f32", "--vocab", "49152"])
+        .arg(&model)
+        .output()
+        .expect("mlxd runs");
+    assert_success(&out);
+    let out = mlxd()
+        .env("RUST_BACKTRACE", "0")
+        .arg("run")
+        .arg("-m")
+        .arg(&model)
+        .args(["-p", "hi", "-n", "2", "--hosts", "127.0.0.1,127.0.0.1"])
+        .output()
+        .expect("mlxd runs");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("gemma3_text: this family cannot be split across ranks"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("llama, mistral, qwen2, qwen3, qwen3_moe"),
+        "{stderr}"
+    );
+}
