@@ -47,14 +47,10 @@ fn run(name: &str, split: Option<(&str, &str)>) -> Output {
         .arg("run")
         .arg("-m")
         .arg(checkpoints().join(name))
-        .args([
-            "-p",
-            "The quick brown fox",
-            "-n",
-            "16",
-            "--raw",
-            "--ignore-eos",
-        ]);
+        .args(["-p", "The quick brown fox jumps over the lazy dog"])
+        // Prompt chunks of three tokens: passes that only fill the caches
+        // must run on every rank as well.
+        .args(["-n", "16", "--raw", "--ignore-eos", "--prefill-step", "3"]);
     if let Some((hosts, parallel)) = split {
         cmd.args([
             "--hosts",
