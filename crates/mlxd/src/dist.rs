@@ -16,6 +16,7 @@
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, TcpListener};
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
@@ -149,14 +150,8 @@ fn ring_addresses(hosts: &[String], base: u16) -> anyhow::Result<Vec<String>> {
 
 /// The ring hostfile's JSON: one list of `ip:port` per rank.
 fn hostfile_json(addresses: &[String]) -> String {
-    let lists: Vec<Vec<&String>> = addresses.iter().map(|a| vec![a]).collect();
-    serde_json::Value::from(
-        lists
-            .iter()
-            .map(|l| l.iter().map(|s| s.as_str()).collect::<Vec<_>>())
-            .collect::<Vec<_>>(),
-    )
-    .to_string()
+    let lists: Vec<Vec<String>> = addresses.iter().map(|a| vec![a.clone()]).collect();
+    serde_json::Value::from(lists).to_string()
 }
 
 /// `s` quoted for a POSIX shell.
@@ -227,10 +222,7 @@ impl Follower {
     /// "rank 1 on 127.0.0.1 ended (status 1): <last stderr lines>".
     fn describe(&self, status: ExitStatus) -> String {
         let lines = self.stderr.lock().map(|l| l.clone()).unwrap_or_default();
-        let how = match (
-            status.code(),
-            std::os::unix::process::ExitStatusExt::signal(&status),
-        ) {
+        let how = match (status.code(), status.signal()) {
             (Some(code), _) => format!("exited with status {code}"),
             (None, Some(sig)) => format!("was killed by signal {sig}"),
             (None, None) => "ended".to_owned(),
@@ -358,18 +350,15 @@ impl Launch {
         })
     }
 
-    /// The first follower found ended, described (for any status while
-    /// rank 0 still needs it).
+    /// The first follower found to have ended, described (any exit is a
+    /// failure while rank 0 still needs the group).
     fn first_failure(&mut self) -> Option<String> {
-        self.followers
-            .iter_mut()
-            .find_map(|f| f.poll().map(|s| (f.rank, s)))
-            .and_then(|(rank, status)| {
-                self.followers
-                    .iter()
-                    .find(|f| f.rank == rank)
-                    .map(|f| f.describe(status))
-            })
+        for f in &mut self.followers {
+            if let Some(status) = f.poll() {
+                return Some(f.describe(status));
+            }
+        }
+        None
     }
 
     /// After rank 0 failed: which follower ended (waiting up to `grace` for
