@@ -36,6 +36,9 @@ fn main() {
     println!("cargo:rerun-if-changed=shim/cuda_jit.h");
     println!("cargo:rerun-if-changed=shim/attention.cpp");
     println!("cargo:rerun-if-changed=shim/attention.h");
+    println!("cargo:rerun-if-changed=shim/distributed.cpp");
+    println!("cargo:rerun-if-changed=shim/distributed.h");
+    println!("cargo:rerun-if-changed=shim/handle.h");
     println!("cargo:rerun-if-changed=rpath.rs");
 
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
@@ -74,6 +77,7 @@ fn main() {
         .file("shim/qmv.cpp")
         .file("shim/cuda_jit.cpp")
         .file("shim/attention.cpp")
+        .file("shim/distributed.cpp")
         .include(&include)
         .include("shim")
         .warnings(false)

@@ -15,6 +15,7 @@ pub mod chat;
 pub mod constraint;
 pub mod convert;
 pub mod detokenizer;
+pub mod distributed;
 pub mod embed;
 pub mod error;
 pub mod generate;

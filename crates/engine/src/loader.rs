@@ -62,6 +62,16 @@ const PROGRESS_CHUNK: u64 = 256 << 20;
 /// [`load`], calling `progress(bytes_loaded, bytes_total)` as the weights
 /// are read.
 pub fn load_with_progress(path: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<LoadedModel> {
+    load_part(path, None, progress)
+}
+
+/// [`load`] of this rank's part of a model split over a group (`None`:
+/// the whole model), see [`crate::distributed`].
+pub fn load_part(
+    path: &Path,
+    shard: Option<crate::distributed::Shard>,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<LoadedModel> {
     let format = ModelFormat::of(path)?;
     let (config, weights, tokenizer) = match format {
         ModelFormat::Mlx => {
@@ -77,7 +87,13 @@ pub fn load_with_progress(path: &Path, progress: &mut dyn FnMut(u64, u64)) -> Re
             (g.config, g.weights, tokenizer)
         }
     };
-    materialize(&weights, progress)?;
+    // A split model reads its part only, once cut (see
+    // `distributed::prepare`).
+    if shard.is_none() {
+        materialize(&weights, progress)?;
+    }
+    let mut config = config;
+    config.shard = shard;
     let model = Model::from_weights(config, weights)?;
     Ok(LoadedModel {
         model,
@@ -89,7 +105,7 @@ pub fn load_with_progress(path: &Path, progress: &mut dyn FnMut(u64, u64)) -> Re
 
 /// Evaluates every tensor, in batches of about [`PROGRESS_CHUNK`] bytes,
 /// reporting the bytes read so far.
-fn materialize(weights: &Weights, progress: &mut dyn FnMut(u64, u64)) -> Result<()> {
+pub(crate) fn materialize(weights: &Weights, progress: &mut dyn FnMut(u64, u64)) -> Result<()> {
     let total = weights.nbytes() as u64;
     let mut tensors: Vec<(&str, &mlx::Array)> = weights.iter().collect();
     tensors.sort_by_key(|(name, _)| *name);

@@ -8,6 +8,7 @@
 
 #include "shim.h"
 #include "attention.h"
+#include "handle.h"
 #include "qmv.h"
 
 #include <algorithm>
@@ -25,10 +26,6 @@
 #include "mlx/primitives.h"
 
 namespace mx = mlx::core;
-
-struct mlxs_array {
-  mx::array inner;
-};
 
 struct mlxs_map {
   std::vector<std::string> names;
@@ -247,6 +244,18 @@ mlxs_map* to_map(
 }
 
 } // namespace
+
+namespace mlxs {
+
+mx::Dtype dtype_of_code(int code) {
+  return to_dtype(code);
+}
+
+void set_last_error(const char* msg) {
+  set_error(msg);
+}
+
+} // namespace mlxs
 
 extern "C" {
 

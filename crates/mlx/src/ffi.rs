@@ -13,6 +13,11 @@ pub(crate) struct mlxs_map {
     _private: [u8; 0],
 }
 
+#[repr(C)]
+pub(crate) struct mlxs_group {
+    _private: [u8; 0],
+}
+
 pub(crate) type Handle = *const mlxs_array;
 pub(crate) type Out = *mut *mut mlxs_array;
 
@@ -354,6 +359,35 @@ unsafe extern "C" {
         bits: c_int,
         mode: c_int,
         sorted_indices: bool,
+        out: Out,
+    ) -> c_int;
+
+    pub(crate) fn mlxs_dist_is_available(backend: *const c_char, out: *mut bool) -> c_int;
+    pub(crate) fn mlxs_dist_init(
+        backend: *const c_char,
+        strict: bool,
+        out: *mut *mut mlxs_group,
+    ) -> c_int;
+    pub(crate) fn mlxs_group_free(g: *mut mlxs_group);
+    pub(crate) fn mlxs_group_clone(g: *const mlxs_group) -> *mut mlxs_group;
+    pub(crate) fn mlxs_group_rank(g: *const mlxs_group) -> c_int;
+    pub(crate) fn mlxs_group_size(g: *const mlxs_group) -> c_int;
+    pub(crate) fn mlxs_dist_all_sum(x: Handle, g: *const mlxs_group, out: Out) -> c_int;
+    pub(crate) fn mlxs_dist_all_max(x: Handle, g: *const mlxs_group, out: Out) -> c_int;
+    pub(crate) fn mlxs_dist_all_gather(x: Handle, g: *const mlxs_group, out: Out) -> c_int;
+    pub(crate) fn mlxs_dist_send(x: Handle, dst: c_int, g: *const mlxs_group, out: Out) -> c_int;
+    pub(crate) fn mlxs_dist_recv(
+        shape: *const i32,
+        ndim: usize,
+        dtype: c_int,
+        src: c_int,
+        g: *const mlxs_group,
+        out: Out,
+    ) -> c_int;
+    pub(crate) fn mlxs_dist_recv_like(
+        x: Handle,
+        src: c_int,
+        g: *const mlxs_group,
         out: Out,
     ) -> c_int;
 }

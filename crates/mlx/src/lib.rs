@@ -36,6 +36,7 @@ mod error;
 mod ffi;
 
 pub mod device;
+pub mod distributed;
 pub mod fast;
 pub mod io;
 pub mod memory;

@@ -3,6 +3,7 @@
 mod admin;
 mod bench;
 mod config;
+mod dist;
 mod info;
 mod logging;
 mod ls;
@@ -66,6 +67,10 @@ enum Command {
     /// `mlxd serve`, not by hand).
     #[command(hide = true)]
     Worker(WorkerArgs),
+    /// Run one rank of a model split over several processes (started by
+    /// `mlxd run --hosts`, not by hand).
+    #[command(hide = true)]
+    Rank(dist::RankArgs),
 }
 
 /// Arguments of `mlxd synth`.
@@ -184,6 +189,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve::run(*args),
         Command::Run(args) => run::run(args),
+        Command::Rank(args) => dist::rank(args),
         Command::Ps(target) => admin::ps(target),
         Command::Load(args) => admin::load(args),
         Command::Unload(args) => admin::unload(args),

@@ -1,7 +1,8 @@
 //! `mlxd run`: one prompt through the engine in this process (no server, no
 //! worker), the text streamed to stdout as it is produced and the figures
 //! to stderr. This is the bare-engine baseline the server is measured
-//! against.
+//! against. With `--hosts`, the model is split over several processes
+//! (see `dist`).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -9,9 +10,12 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
+use engine::distributed::Parallel;
 use engine::generate::{GenerateOptions, Generator};
+use engine::loader::LoadedModel;
 use engine::{ChatMessage, RenderOptions, Sampler, SamplingParams, TextStream};
 
+use crate::dist::{Launch, LaunchSpec};
 use crate::models;
 
 /// Arguments of `mlxd run`.
@@ -58,15 +62,72 @@ pub struct RunArgs {
     /// Prompt tokens per prefill chunk.
     #[arg(long, default_value_t = 2048)]
     prefill_step: usize,
+    /// Split the model over processes on these hosts, one rank per entry
+    /// (comma-separated IP addresses; the first is this process, rank 0;
+    /// repeat 127.0.0.1 for several ranks on this machine). Ranks talk
+    /// over MLX's `ring` backend; remote ranks start through `ssh` and
+    /// need `mlxd` and the model at the same paths as here.
+    #[arg(long, value_delimiter = ',')]
+    hosts: Vec<String>,
+    /// How to split the model over `--hosts`: `tensor` (every layer's
+    /// heads and features divided among the ranks) or `pipeline` (each
+    /// rank a run of layers). Default: tensor.
+    #[arg(long, requires = "hosts")]
+    parallel: Option<Parallel>,
+    /// The first ring port on hosts other than loopback (rank r listens
+    /// on this + r; loopback ranks take free ports).
+    #[arg(long, default_value_t = 32323, requires = "hosts")]
+    ring_port: u16,
+    /// Seconds to wait for every rank to join the ring before failing.
+    #[arg(long, default_value_t = 60, requires = "hosts")]
+    connect_timeout: u64,
 }
 
 /// Runs the prompt and prints text and figures.
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
+    let path: PathBuf = models::resolve(args.model.as_deref())?;
+    if args.hosts.len() > 1 {
+        return run_split(&args, &path);
+    }
     engine::use_dedicated_stream()?;
     engine::wire_working_set()?;
-    let path: PathBuf = models::resolve(args.model.as_deref())?;
     let loaded =
         engine::loader::load(&path).with_context(|| format!("loading {}", path.display()))?;
+    generate(loaded, &args)
+}
+
+/// Runs the prompt as rank 0 of a group over `--hosts`: starts the other
+/// ranks, joins the ring, loads this rank's part and generates, the other
+/// ranks following each forward pass.
+fn run_split(args: &RunArgs, path: &std::path::Path) -> anyhow::Result<()> {
+    let timeout = std::time::Duration::from_secs(args.connect_timeout);
+    let mut launch = Launch::start(&LaunchSpec {
+        hosts: &args.hosts,
+        model: path,
+        parallel: args.parallel.unwrap_or(Parallel::Tensor),
+        ring_port: args.ring_port,
+        connect_timeout: timeout,
+    })?;
+    engine::use_dedicated_stream()?;
+    engine::wire_working_set()?;
+    let shard = launch.join(timeout)?;
+    let group = shard.group.clone();
+    let result = engine::loader::load_part(path, Some(shard), &mut |_, _| {})
+        .with_context(|| format!("rank 0: loading {}", path.display()))
+        .and_then(|loaded| generate(loaded, args))
+        .and_then(|()| Ok(engine::distributed::finish(&group)?));
+    match result {
+        Ok(()) => launch.wait(std::time::Duration::from_secs(30)),
+        Err(e) => Err(match launch.blame(std::time::Duration::from_secs(3)) {
+            Some(why) => e.context(why),
+            None => e,
+        }),
+    }
+}
+
+/// Generates from the prompt of `args` with `loaded`, the text to stdout
+/// and the figures to stderr.
+fn generate(loaded: LoadedModel, args: &RunArgs) -> anyhow::Result<()> {
     let tokenizer = Arc::new(loaded.tokenizer);
     let prompt = if args.raw {
         tokenizer.encode_prompt(&args.prompt)?

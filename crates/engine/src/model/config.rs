@@ -127,6 +127,10 @@ pub struct ModelConfig {
     /// one), for the family's own arguments.
     #[serde(skip)]
     pub raw: serde_json::Value,
+    /// This process's part of a model split over several ranks (set by
+    /// the caller before building; `None`: the whole model).
+    #[serde(skip)]
+    pub shard: Option<crate::distributed::Shard>,
 }
 
 /// One EOS id or several.

@@ -93,6 +93,7 @@ impl Llama {
 
 impl Family for Llama {
     const MODEL_TYPES: &'static [&'static str] = &["llama"];
+    const SPLITS: bool = true;
     type Args = LlamaArgs;
 
     fn sanitize(_: &LlamaArgs, _: &ModelConfig, weights: &mut Weights) -> Result<()> {

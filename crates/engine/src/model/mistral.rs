@@ -17,6 +17,7 @@ pub struct Mistral;
 
 impl Family for Mistral {
     const MODEL_TYPES: &'static [&'static str] = &["mistral"];
+    const SPLITS: bool = true;
     type Args = LlamaArgs;
 
     fn sanitize(args: &LlamaArgs, config: &ModelConfig, weights: &mut Weights) -> Result<()> {

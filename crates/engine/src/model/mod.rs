@@ -110,7 +110,11 @@ impl Model {
         let weight_bytes = weights.nbytes();
         let mut model = family.load(&config, &mut weights)?;
         weights.finish()?;
-        if model.cache_kinds() != family.cache_kinds(&config)? {
+        let mut declared = family.cache_kinds(&config)?;
+        if let Some(shard) = &config.shard {
+            declared = declared[shard.layers(declared.len())].to_vec();
+        }
+        if model.cache_kinds() != declared {
             return Err(EngineError::Config(format!(
                 "{}: the layers built differ from the layers the config declares",
                 config.model_type
@@ -121,6 +125,9 @@ impl Model {
             None => weight_bytes,
         };
         let kinds = model.cache_kinds();
+        if let Some(shard) = config.shard.as_ref().filter(|s| s.rank() == 0) {
+            model = Box::new(crate::distributed::Lead::new(model, shard.group.clone()));
+        }
         Ok(Model {
             config,
             model,

@@ -142,6 +142,16 @@ impl FeedForward {
         }
     }
 
+    /// `block(norm(x))`, without the residual (tensor parallelism sums it
+    /// over the ranks first).
+    pub fn forward_normed(&self, x: &Array, norm: &RmsNorm) -> Result<Array> {
+        let x = norm.forward(x)?;
+        match self {
+            FeedForward::Dense(mlp) => mlp.forward(&x),
+            FeedForward::Sparse(moe) => moe.forward(&x),
+        }
+    }
+
     /// The block's weight matrices.
     pub fn matrices_mut(&mut self) -> Vec<&mut Matrix> {
         match self {

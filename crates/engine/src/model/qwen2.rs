@@ -26,6 +26,7 @@ pub struct Qwen2Args {
 
 impl Family for Qwen2 {
     const MODEL_TYPES: &'static [&'static str] = &["qwen2"];
+    const SPLITS: bool = true;
     type Args = Qwen2Args;
 
     fn sanitize(_: &Qwen2Args, _: &ModelConfig, weights: &mut Weights) -> Result<()> {

@@ -27,6 +27,7 @@ pub struct Qwen3Args {
 
 impl Family for Qwen3 {
     const MODEL_TYPES: &'static [&'static str] = &["qwen3"];
+    const SPLITS: bool = true;
     type Args = Qwen3Args;
 
     fn sanitize(_: &Qwen3Args, _: &ModelConfig, weights: &mut Weights) -> Result<()> {

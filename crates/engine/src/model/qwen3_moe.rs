@@ -71,6 +71,7 @@ impl Qwen3MoeArgs {
 
 impl Family for Qwen3Moe {
     const MODEL_TYPES: &'static [&'static str] = &["qwen3_moe"];
+    const SPLITS: bool = true;
     type Args = Qwen3MoeArgs;
 
     fn sanitize(args: &Qwen3MoeArgs, config: &ModelConfig, weights: &mut Weights) -> Result<()> {

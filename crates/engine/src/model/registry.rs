@@ -28,6 +28,10 @@ pub trait Family {
     /// serde from the (text) config's JSON.
     type Args: DeserializeOwned;
 
+    /// Whether its model can be split across ranks (tensor and pipeline
+    /// parallel: the standard decoder's blocks, see `crate::distributed`).
+    const SPLITS: bool = false;
+
     /// Renames and drops checkpoint tensors as mlx-lm's `sanitize` does,
     /// before the model takes them.
     fn sanitize(args: &Self::Args, config: &ModelConfig, weights: &mut Weights) -> Result<()>;
@@ -63,6 +67,7 @@ pub trait Family {
 /// A registered family.
 pub struct Entry {
     pub model_types: &'static [&'static str],
+    splits: bool,
     load: fn(&ModelConfig, &mut Weights) -> Result<Box<dyn LanguageModel>>,
     kinds: fn(&ModelConfig) -> Result<Vec<CacheKind>>,
     width: fn(&ModelConfig) -> Result<i32>,
@@ -95,13 +100,35 @@ fn kinds<F: Family>(config: &ModelConfig) -> Result<Vec<CacheKind>> {
 fn load<F: Family>(config: &ModelConfig, weights: &mut Weights) -> Result<Box<dyn LanguageModel>> {
     let args: F::Args = config.args()?;
     F::sanitize(&args, config, weights)?;
-    F::build(args, config, weights)
+    let Some(shard) = &config.shard else {
+        return F::build(args, config, weights);
+    };
+    if !F::SPLITS {
+        return Err(EngineError::Config(format!(
+            "{}: this family cannot be split across ranks (split families: {})",
+            config.model_type,
+            split_model_types().join(", ")
+        )));
+    }
+    let local = crate::distributed::prepare(config, shard, weights)?;
+    crate::loader::materialize(weights, &mut |_, _| {})?;
+    F::build(local.args()?, &local, weights)
+}
+
+/// The `model_type`s whose models can be split across ranks.
+pub fn split_model_types() -> Vec<&'static str> {
+    FAMILIES
+        .iter()
+        .filter(|f| f.splits)
+        .flat_map(|f| f.model_types.iter().copied())
+        .collect()
 }
 
 /// The registry entry of family `F`.
 pub const fn entry<F: Family>() -> Entry {
     Entry {
         model_types: F::MODEL_TYPES,
+        splits: F::SPLITS,
         load: load::<F>,
         kinds: kinds::<F>,
         width: width::<F>,

@@ -7,7 +7,13 @@
 //! layers are of this shape builds it from its arguments (see `llama.rs`,
 //! `qwen3_moe.rs`); tensors are named as in the Hugging Face
 //! checkpoints (`model.layers.N.self_attn.q_proj.weight`).
+//!
+//! Split across ranks (`ModelConfig::shard`, see `crate::distributed`), a
+//! block sums its attention's and feed-forward's partial outputs over the
+//! group before each residual (tensor parallel), or the model holds a run
+//! of layers and passes activations between ranks (pipeline parallel).
 
+use mlx::distributed::Group;
 use mlx::{Array, Dtype};
 
 use super::attention::{Attention, AttentionSpec};
@@ -18,6 +24,7 @@ use super::mlp::Mlp;
 use super::moe::FeedForward;
 use super::nn::{Matrix, RmsNorm};
 use super::weights::Weights;
+use crate::distributed::{Parallel, Shard};
 use crate::error::Result;
 
 /// The shape of every block of a standard decoder.
@@ -86,7 +93,20 @@ impl Block {
         x: &Array,
         cache: &mut dyn super::base::LayerCache,
         at: Positions,
+        reduce: Option<&Group>,
     ) -> Result<Array> {
+        if let Some(group) = reduce {
+            // Tensor parallel: each part is this rank's share of heads or
+            // features; their sum is the whole block's output.
+            let attn = self
+                .self_attn
+                .forward(x, &self.input_layernorm, cache, at)?;
+            let h = x.add(&group.all_sum(&attn)?)?;
+            let mlp = self
+                .mlp
+                .forward_normed(&h, &self.post_attention_layernorm)?;
+            return Ok(h.add(&group.all_sum(&mlp)?)?);
+        }
         let h = self
             .self_attn
             .forward_add(x, &self.input_layernorm, x, cache, at)?;
@@ -98,8 +118,10 @@ impl Block {
 /// A loaded standard decoder.
 pub struct Transformer {
     io: TokenIo,
+    /// The layers this process holds (all, unless pipeline parallel).
     layers: Vec<Block>,
     norm: RmsNorm,
+    shard: Option<Shard>,
 }
 
 impl Transformer {
@@ -121,11 +143,21 @@ impl Transformer {
         mlp: &FeedForwardLoader,
     ) -> Result<Transformer> {
         let io = TokenIo::load(w, config, "model", "lm_head", spec.tied)?;
-        let layers = (0..config.num_hidden_layers)
-            .map(|i| Block::load(w, &format!("model.layers.{i}"), config, spec, (i, mlp)))
+        let total = config.num_hidden_layers.max(0) as usize;
+        let held = config.shard.as_ref().map_or(0..total, |s| s.layers(total));
+        let layers = held
+            .map(|i| {
+                let i = i as i32;
+                Block::load(w, &format!("model.layers.{i}"), config, spec, (i, mlp))
+            })
             .collect::<Result<Vec<_>>>()?;
         let norm = RmsNorm::load_shaped(w, "model.norm", config.rms_norm_eps, config.hidden_size)?;
-        Ok(Transformer { io, layers, norm })
+        Ok(Transformer {
+            io,
+            layers,
+            norm,
+            shard: config.shard.clone(),
+        })
     }
 }
 
@@ -137,8 +169,29 @@ impl LanguageModel for Transformer {
     fn hidden(&self, tokens: &Array, caches: &mut dyn Caches, at: Positions) -> Result<Array> {
         check_caches(caches, self.layers.len())?;
         let mut h = self.io.embed(tokens)?;
+        let pipeline = self
+            .shard
+            .as_ref()
+            .filter(|s| s.parallel == Parallel::Pipeline);
+        let reduce = self.shard.as_ref().and_then(Shard::reduce);
+        // Pipeline parallel, as mlx-lm's `pipeline`: the activations come
+        // from the rank above (which ran the earlier layers) ...
+        if let Some(s) = pipeline
+            && s.rank() < s.size() - 1
+        {
+            h = s.group.recv_like(&h, s.rank() + 1)?;
+        }
         for (i, layer) in self.layers.iter().enumerate() {
-            h = layer.forward(&h, caches.layer(i), at)?;
+            h = layer.forward(&h, caches.layer(i), at, reduce)?;
+        }
+        // ... go to the rank below, and rank 0's (the last layers') reach
+        // every rank, so all compute the same logits.
+        if let Some(s) = pipeline {
+            let rows = h.dim(0)?;
+            if s.rank() != 0 {
+                h = s.group.send(&h, s.rank() - 1)?;
+            }
+            h = s.group.all_gather(&h)?.slice_axis(0, 0, rows)?;
         }
         self.norm.forward(&h)
     }
