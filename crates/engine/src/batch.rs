@@ -58,7 +58,7 @@ use crate::constraint::{Constraint, Progress};
 use crate::error::{EngineError, Result};
 use crate::memory::FreeMemory;
 use crate::model::{BatchCache, Cache, LayerSnapshot, Model, Positions};
-use crate::prefix_cache::PrefixCache;
+use crate::prefix_cache::{DiskTier, PrefixCache};
 use crate::sampler::{Sampled, SampledToken, Sampler};
 use masking::{Built, step_tokens};
 
@@ -771,6 +771,11 @@ impl<'m> Scheduler<'m> {
     /// prefilled together is one, a long prompt's chunks one in all).
     pub fn prefill_passes(&self) -> u64 {
         self.prefill_passes
+    }
+
+    /// Gives the prompt cache a tier on disk ([`PrefixCache::attach_disk`]).
+    pub fn attach_disk_cache(&mut self, tier: DiskTier) {
+        self.prefix.attach_disk(tier);
     }
 
     /// Bytes of the batch's KV and of the prompt cache.

@@ -173,6 +173,17 @@ impl Array {
         Ok(out)
     }
 
+    /// Evaluates the array and copies its elements out as raw bytes
+    /// (row-major, little-endian, any dtype): what a file holding the array
+    /// stores, read back by [`Array::from_bytes`].
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        let mut out = vec![0u8; self.nbytes()];
+        // SAFETY: `out` holds `nbytes` bytes, exactly what the shim writes
+        // (it checks the length against the array's).
+        check(unsafe { ffi::mlxs_array_read(self.as_ptr(), out.as_mut_ptr(), out.len()) })?;
+        Ok(out)
+    }
+
     /// The single element of a one-element array.
     pub fn item<T: Element>(&self) -> Result<T> {
         if self.size() != 1 {

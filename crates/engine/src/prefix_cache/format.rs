@@ -1,0 +1,221 @@
+//! The file of one on-disk prompt-cache entry:
+//!
+//! ```text
+//! magic      8 bytes  "MLXDPC01"
+//! checksum  32 bytes  SHA-256 of everything after it
+//! length     4 bytes  the header's length, little-endian
+//! header              JSON: model identity, token ids, per layer its kind
+//!                     and its named arrays (dtype, shape, bytes)
+//! payload             the arrays' bytes, in the header's order
+//! ```
+//!
+//! Each layer is a list of named arrays, not a fixed pair, so that a layer
+//! kept as more arrays (a quantized KV's scales and biases) fits the same
+//! format. The checksum covers the header too: a file whose token ids or
+//! shapes were changed is as corrupt as one whose values were.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use mlx::{Array, Dtype};
+
+use crate::model::LayerSnapshot;
+
+pub const MAGIC: &[u8; 8] = b"MLXDPC01";
+/// Bytes before the header: magic, checksum, header length.
+pub const PREAMBLE: usize = 8 + 32 + 4;
+/// A header larger than this is not one this format wrote.
+const MAX_HEADER: usize = 64 << 20;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Header {
+    /// The model identity, hex.
+    pub model: String,
+    pub tokens: Vec<u32>,
+    pub layers: Vec<LayerHeader>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct LayerHeader {
+    /// `kv` (keys and values of positions `0..tokens`) or `recurrent` (the
+    /// state at exactly `tokens`).
+    pub kind: String,
+    pub arrays: Vec<ArrayHeader>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ArrayHeader {
+    pub name: String,
+    pub dtype: String,
+    pub shape: Vec<i32>,
+    pub bytes: u64,
+}
+
+impl Header {
+    /// Bytes of the payload the header describes.
+    pub fn payload_bytes(&self) -> u64 {
+        self.layers
+            .iter()
+            .flat_map(|l| &l.arrays)
+            .fold(0u64, |sum, a| sum.saturating_add(a.bytes))
+    }
+}
+
+/// The name of `dtype` in a header.
+fn dtype_name(dtype: Dtype) -> &'static str {
+    match dtype {
+        Dtype::Bool => "bool",
+        Dtype::U8 => "u8",
+        Dtype::U16 => "u16",
+        Dtype::U32 => "u32",
+        Dtype::U64 => "u64",
+        Dtype::I8 => "i8",
+        Dtype::I16 => "i16",
+        Dtype::I32 => "i32",
+        Dtype::I64 => "i64",
+        Dtype::F16 => "f16",
+        Dtype::F32 => "f32",
+        Dtype::F64 => "f64",
+        Dtype::Bf16 => "bf16",
+        Dtype::C64 => "c64",
+    }
+}
+
+fn dtype_of(name: &str) -> Option<Dtype> {
+    [
+        Dtype::Bool,
+        Dtype::U8,
+        Dtype::U16,
+        Dtype::U32,
+        Dtype::U64,
+        Dtype::I8,
+        Dtype::I16,
+        Dtype::I32,
+        Dtype::I64,
+        Dtype::F16,
+        Dtype::F32,
+        Dtype::F64,
+        Dtype::Bf16,
+        Dtype::C64,
+    ]
+    .into_iter()
+    .find(|d| dtype_name(*d) == name)
+}
+
+/// An entry's header and its arrays' bytes, read off the arrays (which
+/// evaluates them: on the engine thread).
+pub fn encode(
+    model: &str,
+    tokens: &[u32],
+    layers: &[LayerSnapshot],
+) -> mlx::Result<(Vec<u8>, Vec<Vec<u8>>)> {
+    let mut heads = Vec::with_capacity(layers.len());
+    let mut payload = Vec::new();
+    for layer in layers {
+        let (kind, names) = match layer {
+            LayerSnapshot::Kv(..) => ("kv", ["keys", "values"]),
+            LayerSnapshot::Recurrent(..) => ("recurrent", ["conv", "state"]),
+        };
+        let mut arrays = Vec::new();
+        for (name, a) in names.iter().zip(layer.arrays()) {
+            let bytes = a.to_bytes()?;
+            arrays.push(ArrayHeader {
+                name: (*name).to_owned(),
+                dtype: dtype_name(a.dtype()).to_owned(),
+                shape: a.shape(),
+                bytes: bytes.len() as u64,
+            });
+            payload.push(bytes);
+        }
+        heads.push(LayerHeader {
+            kind: kind.to_owned(),
+            arrays,
+        });
+    }
+    let header = Header {
+        model: model.to_owned(),
+        tokens: tokens.to_vec(),
+        layers: heads,
+    };
+    let json = serde_json::to_vec(&header)
+        .map_err(|e| mlx::MlxError::Format(format!("prompt-cache header: {e}")))?;
+    Ok((json, payload))
+}
+
+/// The start of an entry's file: the preamble (with the checksum over the
+/// header and `payload`) and the header; the payload follows it.
+pub fn frame(header: &[u8], payload: &[Vec<u8>]) -> Vec<u8> {
+    let len = (header.len() as u32).to_le_bytes();
+    let mut hasher = Sha256::new();
+    hasher.update(len);
+    hasher.update(header);
+    for p in payload {
+        hasher.update(p);
+    }
+    let mut pre = Vec::with_capacity(PREAMBLE + header.len());
+    pre.extend_from_slice(MAGIC);
+    pre.extend_from_slice(&hasher.finalize());
+    pre.extend_from_slice(&len);
+    pre.extend_from_slice(header);
+    pre
+}
+
+/// The length of a file's header, from its first [`PREAMBLE`] bytes.
+pub fn header_len(start: &[u8]) -> Result<usize, String> {
+    if start.len() < PREAMBLE || &start[..8] != MAGIC {
+        return Err("not a prompt-cache file (bad magic)".into());
+    }
+    let mut len = [0u8; 4];
+    len.copy_from_slice(&start[40..44]);
+    let len = u32::from_le_bytes(len) as usize;
+    if len > MAX_HEADER {
+        return Err(format!("header of {len} bytes"));
+    }
+    Ok(len)
+}
+
+pub fn parse_header(bytes: &[u8]) -> Result<Header, String> {
+    serde_json::from_slice(bytes).map_err(|e| format!("bad header: {e}"))
+}
+
+/// The header and layers of a whole file, checked against its checksum.
+pub fn decode(file: &[u8]) -> Result<(Header, Vec<LayerSnapshot>), String> {
+    let len = header_len(file)?;
+    if file.len() < PREAMBLE + len {
+        return Err("truncated header".into());
+    }
+    let digest = Sha256::digest(&file[40..]);
+    if digest[..] != file[8..40] {
+        return Err("checksum mismatch".into());
+    }
+    let header = parse_header(&file[PREAMBLE..PREAMBLE + len])?;
+    let mut at = PREAMBLE + len;
+    if (file.len() - at) as u64 != header.payload_bytes() {
+        return Err("payload length differs from its header".into());
+    }
+    let mut layers = Vec::with_capacity(header.layers.len());
+    for layer in &header.layers {
+        let mut arrays = Vec::with_capacity(layer.arrays.len());
+        for a in &layer.arrays {
+            let dtype = dtype_of(&a.dtype).ok_or_else(|| format!("dtype {}", a.dtype))?;
+            let end = at + a.bytes as usize;
+            let array = Array::from_bytes(&file[at..end], &a.shape, dtype)
+                .map_err(|e| format!("array {}: {e}", a.name))?;
+            arrays.push((a.name.as_str(), array));
+            at = end;
+        }
+        layers.push(snapshot(&layer.kind, arrays)?);
+    }
+    Ok((header, layers))
+}
+
+/// A layer from its named arrays.
+fn snapshot(kind: &str, arrays: Vec<(&str, Array)>) -> Result<LayerSnapshot, String> {
+    let names: Vec<&str> = arrays.iter().map(|(n, _)| *n).collect();
+    let mut it = arrays.into_iter().map(|(_, a)| a);
+    match (kind, names.as_slice(), it.next(), it.next()) {
+        ("kv", ["keys", "values"], Some(k), Some(v)) => Ok(LayerSnapshot::Kv(k, v)),
+        ("recurrent", ["conv", "state"], Some(c), Some(s)) => Ok(LayerSnapshot::Recurrent(c, s)),
+        _ => Err(format!("a {kind} layer of arrays {names:?}")),
+    }
+}
