@@ -14,10 +14,17 @@
 //! tier.
 //!
 //! The engine thread only reads the arrays' bytes out (MLX arrays are
-//! evaluated on the thread that builds them); hashing, writing (to a
-//! temporary file renamed into place, so a file is whole or absent) and
-//! deleting happen on a writer thread. A write is skipped, never waited
-//! for, while the writes queued hold more than [`MAX_PENDING`] bytes.
+//! evaluated on the thread that builds them): a copy of the entry, once
+//! the step in flight is done; hashing, writing (to a temporary file
+//! renamed into place, so a file is whole or absent) and deleting happen
+//! on a writer thread. A write is skipped, never waited for, when the
+//! writes queued would hold more than [`MAX_PENDING`] bytes with it (one
+//! write of any size is always taken when none is queued). A hit is read
+//! and checked on the engine thread: it replaces a prefill that costs
+//! more.
+//!
+//! The folder of a checkpoint that changed (or of an older mlxd, whose
+//! identity differs) is left as it is: no worker opens it again.
 //!
 //! Each file carries a SHA-256 of its header (model identity, token ids,
 //! dtypes, shapes) and arrays ([`format`](super::format)); a file of
@@ -274,6 +281,7 @@ impl DiskTier {
             });
         match checked {
             Ok(layers) => {
+                tracing::debug!(tokens = e.ids.len(), file = %path.display(), "prompt cache hit on disk");
                 self.clock += 1;
                 let e = &mut self.entries[at];
                 e.last_used = self.clock;
@@ -313,9 +321,8 @@ impl DiskTier {
             return Ok(());
         }
         let payload_bytes: u64 = layers.iter().map(|l| l.nbytes() as u64).sum();
-        if payload_bytes > self.budget
-            || self.pending.load(Ordering::Acquire) + payload_bytes > MAX_PENDING
-        {
+        let pending = self.pending.load(Ordering::Acquire);
+        if payload_bytes > self.budget || (pending > 0 && pending + payload_bytes > MAX_PENDING) {
             tracing::debug!(tokens = ids.len(), "prompt cache entry not written to disk");
             return Ok(());
         }

@@ -219,3 +219,56 @@ fn snapshot(kind: &str, arrays: Vec<(&str, Array)>) -> Result<LayerSnapshot, Str
         _ => Err(format!("a {kind} layer of arrays {names:?}")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(layers: &[LayerSnapshot]) -> Vec<u8> {
+        let (head, payload) = encode("m", &[1, 2, 3], layers).unwrap();
+        let mut out = frame(&head, &payload);
+        payload.iter().for_each(|p| out.extend_from_slice(p));
+        out
+    }
+
+    #[test]
+    fn layers_of_any_dtype_round_trip_and_any_change_is_caught() {
+        let k = Array::from_slice(&[1.0f32, -2.0, 3.5, 4.0], &[1, 1, 2, 2])
+            .unwrap()
+            .astype(Dtype::Bf16)
+            .unwrap();
+        let conv = Array::from_slice(&[0.5f32; 6], &[1, 3, 2]).unwrap();
+        let state = Array::from_slice(&[7.0f32; 8], &[1, 2, 2, 2]).unwrap();
+        let layers = [
+            LayerSnapshot::Kv(k.clone(), k),
+            LayerSnapshot::Recurrent(conv, state),
+        ];
+        let bytes = file(&layers);
+        let (header, back) = decode(&bytes).unwrap();
+        assert_eq!(header.tokens, [1, 2, 3]);
+        assert_eq!(header.layers[0].arrays[1].name, "values");
+        let LayerSnapshot::Kv(k, _) = &back[0] else {
+            panic!("a KV layer comes back as one");
+        };
+        assert_eq!(k.dtype(), Dtype::Bf16);
+        let k = k.astype(Dtype::F32).unwrap().to_vec::<f32>().unwrap();
+        assert_eq!(k, [1.0, -2.0, 3.5, 4.0]);
+        let LayerSnapshot::Recurrent(_, s) = &back[1] else {
+            panic!("a recurrent layer comes back as one");
+        };
+        assert_eq!(s.shape(), [1, 2, 2, 2]);
+        // A token id in the header, a value, the length: all caught.
+        let at = PREAMBLE
+            + String::from_utf8_lossy(&bytes[PREAMBLE..])
+                .find("[1,2,3]")
+                .unwrap();
+        let mut tampered = bytes.clone();
+        tampered[at + 1] = b'9';
+        assert!(decode(&tampered).unwrap_err().contains("checksum"));
+        let mut flipped = bytes.clone();
+        *flipped.last_mut().unwrap() ^= 1;
+        assert!(decode(&flipped).is_err());
+        assert!(decode(&bytes[..bytes.len() - 4]).is_err());
+        assert!(decode(&bytes[..20]).is_err());
+    }
+}
