@@ -277,6 +277,7 @@ impl<'m> Scheduler<'m> {
         let next = self.build()?;
         if let Some(flight) = self.in_flight.take() {
             self.read(flight, &mut events)?;
+            self.prefix.pump_disk(false);
         }
         self.in_flight = match next {
             Some(built) => Some(self.sample_constrained(built)?),
@@ -285,6 +286,9 @@ impl<'m> Scheduler<'m> {
         self.remove_ended(&mut events)?;
         self.prefill()?;
         self.steps += 1;
+        if !self.is_busy() {
+            self.prefix.pump_disk(true);
+        }
         if self.steps % 256 == 0 || !self.is_busy() {
             mlx::memory::clear_cache();
         }

@@ -28,7 +28,7 @@
 mod disk;
 mod format;
 
-pub use disk::{DiskConfig, DiskTier, MAX_PENDING, ModelIdentity};
+pub use disk::{DiskConfig, DiskTier, MAX_PENDING, ModelIdentity, PUMP_BYTES};
 
 use crate::error::Result;
 use crate::model::{Cache, LayerSnapshot};
@@ -87,6 +87,15 @@ impl PrefixCache {
     /// prompts are looked up in it when memory has no longer prefix.
     pub fn attach_disk(&mut self, tier: DiskTier) {
         self.disk = Some(tier);
+    }
+
+    /// Reads the bytes of entries staged for the disk tier and hands them
+    /// to its writer ([`DiskTier::pump`]): when the step they were queued
+    /// behind has been read (a share of them), or when nothing runs (`all`).
+    pub fn pump_disk(&mut self, all: bool) {
+        if let Some(disk) = &mut self.disk {
+            disk.pump(if all { u64::MAX } else { PUMP_BYTES });
+        }
     }
 
     /// The disk tier, if attached.

@@ -234,6 +234,12 @@ fn the_folder_stays_within_its_budget_least_recently_used_first() {
     for i in 0..20 {
         t.store(&seq(1000 * (i + 1), 40), &layer(40, i as f32))
             .unwrap();
+        if i == 0 {
+            // Staged, not written yet: a miss that keeps the entry.
+            let (_, at) = t.best(&seq(1000, 40)).unwrap();
+            assert!(t.load(at).is_none());
+            assert_eq!(t.len(), 1);
+        }
         if i == 10 {
             // Used now: the entry of i = 9 outlives the next two writes.
             let (_, at) = t.best(&seq(10_000, 40)).unwrap();
@@ -252,7 +258,7 @@ fn the_folder_stays_within_its_budget_least_recently_used_first() {
     assert_eq!(t.len(), 3);
     drop(t);
     // Reopened with a smaller budget: the least recently used go at once.
-    let t = tier(root.path(), one * 2, 1, true);
+    let mut t = tier(root.path(), one * 2, 1, true);
     assert_eq!(t.len(), 2);
     assert!(t.best(&seq(20_000, 40)).is_some());
     assert!(t.best(&seq(19_000, 40)).is_some());

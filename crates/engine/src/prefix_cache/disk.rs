@@ -13,11 +13,13 @@
 //! sequence), and a hit is read, checked and handed back to the memory
 //! tier.
 //!
-//! The engine thread only reads the arrays' bytes out (MLX arrays are
-//! evaluated on the thread that builds them): a copy of the entry, once
-//! the step in flight is done; hashing, writing (to a temporary file
-//! renamed into place, so a file is whole or absent) and deleting happen
-//! on a writer thread. A write is skipped, never waited for, when the
+//! An entry is indexed and staged when kept; the engine thread reads its
+//! arrays' bytes out later (MLX arrays are evaluated on the thread that
+//! builds them), when the scheduler has read the step they were queued
+//! behind, so that the copy waits for no computation and the next step
+//! already runs ([`DiskTier::pump`], [`PUMP_BYTES`] between two steps);
+//! hashing, writing (to a temporary file renamed into place, so a file
+//! is whole or absent) and deleting happen on a writer thread. A write is skipped, never waited for, when the
 //! writes queued would hold more than [`MAX_PENDING`] bytes with it (one
 //! write of any size is always taken when none is queued). A hit is read
 //! and checked on the engine thread: it replaces a prefill that costs
@@ -33,7 +35,7 @@
 //! write first deletes the least recently used entries (last use is the
 //! file's modification time, refreshed on a hit) until it fits.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::fs;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -128,8 +130,23 @@ struct DiskEntry {
     bytes: u64,
     last_used: u64,
     /// The writer's job that writes it (the file exists once the writer
-    /// finished it).
+    /// finished it); [`STAGED`] until its bytes are read.
     job: u64,
+}
+
+/// The job of an entry whose bytes are not read yet.
+const STAGED: u64 = u64::MAX;
+
+/// Bytes of staged entries the scheduler has [`DiskTier::pump`] read
+/// between two decode steps (whole entries: at least one).
+pub const PUMP_BYTES: u64 = 256 << 20;
+
+/// An entry indexed whose arrays are still to be read.
+struct Staged {
+    name: String,
+    head: Vec<u8>,
+    layers: Vec<LayerSnapshot>,
+    bytes: u64,
 }
 
 enum Job {
@@ -156,6 +173,9 @@ pub struct DiskTier {
     done: Arc<AtomicU64>,
     /// Payload bytes of writes queued.
     pending: Arc<AtomicU64>,
+    staged: VecDeque<Staged>,
+    /// Payload bytes of `staged`.
+    staged_bytes: u64,
     tx: Option<mpsc::Sender<(u64, Job)>>,
     writer: Option<JoinHandle<()>>,
 }
@@ -197,6 +217,8 @@ impl DiskTier {
             jobs: 0,
             done,
             pending,
+            staged: VecDeque::new(),
+            staged_bytes: 0,
             tx: Some(tx),
             writer: Some(writer),
         };
@@ -299,10 +321,12 @@ impl DiskTier {
         }
     }
 
-    /// Writes `layers`, the caches of `ids`, unless an entry already
-    /// serves every prompt it would; drops the entries it makes useless
-    /// and, to stay within the budget, the least recently used ones.
-    /// Reads the arrays (evaluating them); the rest happens on the writer.
+    /// Indexes `layers`, the caches of `ids`, to be written, unless an
+    /// entry already serves every prompt it would; drops the entries it
+    /// makes useless and, to stay within the budget, the least recently
+    /// used ones. Nothing is read or written here: [`DiskTier::pump`]
+    /// reads the arrays' bytes later (when they are computed), the writer
+    /// writes them.
     pub fn store(&mut self, ids: &[u32], layers: &[LayerSnapshot]) -> Result<()> {
         let trimmable = self.trimmable;
         let covering = self.entries.iter_mut().find(|e| {
@@ -320,15 +344,14 @@ impl DiskTier {
             self.send(Job::Touch(name));
             return Ok(());
         }
-        let payload_bytes: u64 = layers.iter().map(|l| l.nbytes() as u64).sum();
-        let pending = self.pending.load(Ordering::Acquire);
-        if payload_bytes > self.budget || (pending > 0 && pending + payload_bytes > MAX_PENDING) {
+        let payload: u64 = layers.iter().map(|l| l.nbytes() as u64).sum();
+        let queued = self.pending.load(Ordering::Acquire) + self.staged_bytes;
+        if payload > self.budget || (queued > 0 && queued + payload > MAX_PENDING) {
             tracing::debug!(tokens = ids.len(), "prompt cache entry not written to disk");
             return Ok(());
         }
-        let (head, payload) = format::encode(&self.model, ids, layers)?;
-        let frame = format::frame(&head, &payload);
-        let bytes = frame.len() as u64 + payload_bytes;
+        let head = format::header(&self.model, ids, layers)?;
+        let bytes = (format::PREAMBLE + head.len()) as u64 + payload;
         if bytes > self.budget {
             return Ok(());
         }
@@ -348,22 +371,62 @@ impl DiskTier {
         }
         self.evict_to(self.budget - bytes);
         let name = self.name_of(ids);
-        self.pending.fetch_add(payload_bytes, Ordering::AcqRel);
         self.clock += 1;
-        let job = self.send(Job::Write {
-            name: name.clone(),
-            head: frame,
-            payload,
-        });
         self.used += bytes;
         self.entries.push(DiskEntry {
             ids: ids.to_vec(),
-            name,
+            name: name.clone(),
             bytes,
             last_used: self.clock,
-            job,
+            job: STAGED,
+        });
+        self.staged_bytes += payload;
+        self.staged.push_back(Staged {
+            name,
+            head,
+            layers: layers.to_vec(),
+            bytes: payload,
         });
         Ok(())
+    }
+
+    /// Reads the bytes of staged entries (whole entries, until `limit`
+    /// bytes are read) and hands them to the writer: on the engine thread,
+    /// when their arrays are computed (after the step they were queued
+    /// behind was read), so that reading them waits for nothing else.
+    pub fn pump(&mut self, limit: u64) {
+        let mut read = 0;
+        while read < limit {
+            let Some(st) = self.staged.pop_front() else {
+                return;
+            };
+            self.staged_bytes -= st.bytes;
+            let Some(at) = self
+                .entries
+                .iter()
+                .position(|e| e.name == st.name && e.job == STAGED)
+            else {
+                // Evicted or replaced before it was written.
+                continue;
+            };
+            let payload = match format::payload(&st.layers) {
+                Ok(payload) => payload,
+                Err(e) => {
+                    tracing::warn!("prompt cache entry not written to disk: {e}");
+                    self.used -= self.entries.swap_remove(at).bytes;
+                    continue;
+                }
+            };
+            read += st.bytes;
+            let head = format::frame(&st.head, &payload);
+            self.pending.fetch_add(st.bytes, Ordering::AcqRel);
+            let job = self.send(Job::Write {
+                name: st.name,
+                head,
+                payload,
+            });
+            self.entries[at].job = job;
+        }
     }
 
     /// The file name of the entry of `ids`.
@@ -406,8 +469,10 @@ impl DiskTier {
         self.jobs
     }
 
-    /// Waits until every job queued so far is done (tests; shutdown).
-    pub fn flush(&self) {
+    /// Writes every entry staged and waits until the writer is done
+    /// (tests; shutdown).
+    pub fn flush(&mut self) {
+        self.pump(u64::MAX);
         while self.done.load(Ordering::Acquire) < self.jobs {
             if self.writer.as_ref().is_none_or(JoinHandle::is_finished) {
                 return;
@@ -421,6 +486,7 @@ impl Drop for DiskTier {
     /// Lets the writer finish what was queued (a worker exiting in order
     /// keeps its last entries).
     fn drop(&mut self) {
+        self.pump(u64::MAX);
         self.tx = None;
         if let Some(writer) = self.writer.take() {
             let _ = writer.join();

@@ -102,44 +102,54 @@ fn dtype_of(name: &str) -> Option<Dtype> {
     .find(|d| dtype_name(*d) == name)
 }
 
-/// An entry's header and its arrays' bytes, read off the arrays (which
-/// evaluates them: on the engine thread).
-pub fn encode(
-    model: &str,
-    tokens: &[u32],
-    layers: &[LayerSnapshot],
-) -> mlx::Result<(Vec<u8>, Vec<Vec<u8>>)> {
-    let mut heads = Vec::with_capacity(layers.len());
-    let mut payload = Vec::new();
-    for layer in layers {
-        let (kind, names) = match layer {
-            LayerSnapshot::Kv(..) => ("kv", ["keys", "values"]),
-            LayerSnapshot::Recurrent(..) => ("recurrent", ["conv", "state"]),
-        };
-        let mut arrays = Vec::new();
-        for (name, a) in names.iter().zip(layer.arrays()) {
-            let bytes = a.to_bytes()?;
-            arrays.push(ArrayHeader {
-                name: (*name).to_owned(),
-                dtype: dtype_name(a.dtype()).to_owned(),
-                shape: a.shape(),
-                bytes: bytes.len() as u64,
-            });
-            payload.push(bytes);
-        }
-        heads.push(LayerHeader {
-            kind: kind.to_owned(),
-            arrays,
-        });
+/// The names of a layer's kind and arrays.
+fn names(layer: &LayerSnapshot) -> (&'static str, [&'static str; 2]) {
+    match layer {
+        LayerSnapshot::Kv(..) => ("kv", ["keys", "values"]),
+        LayerSnapshot::Recurrent(..) => ("recurrent", ["conv", "state"]),
     }
+}
+
+/// An entry's header, from its arrays' shapes and dtypes (nothing is
+/// evaluated).
+pub fn header(model: &str, tokens: &[u32], layers: &[LayerSnapshot]) -> mlx::Result<Vec<u8>> {
+    let layers = layers
+        .iter()
+        .map(|layer| {
+            let (kind, names) = names(layer);
+            let arrays = names
+                .iter()
+                .zip(layer.arrays())
+                .map(|(name, a)| ArrayHeader {
+                    name: (*name).to_owned(),
+                    dtype: dtype_name(a.dtype()).to_owned(),
+                    shape: a.shape(),
+                    bytes: a.nbytes() as u64,
+                })
+                .collect();
+            LayerHeader {
+                kind: kind.to_owned(),
+                arrays,
+            }
+        })
+        .collect();
     let header = Header {
         model: model.to_owned(),
         tokens: tokens.to_vec(),
-        layers: heads,
+        layers,
     };
-    let json = serde_json::to_vec(&header)
-        .map_err(|e| mlx::MlxError::Format(format!("prompt-cache header: {e}")))?;
-    Ok((json, payload))
+    serde_json::to_vec(&header)
+        .map_err(|e| mlx::MlxError::Format(format!("prompt-cache header: {e}")))
+}
+
+/// The arrays' bytes, in the header's order (waiting for them to be
+/// computed: on the engine thread).
+pub fn payload(layers: &[LayerSnapshot]) -> mlx::Result<Vec<Vec<u8>>> {
+    layers
+        .iter()
+        .flat_map(|l| l.arrays())
+        .map(Array::to_bytes)
+        .collect()
 }
 
 /// The start of an entry's file: the preamble (with the checksum over the
@@ -225,7 +235,8 @@ mod tests {
     use super::*;
 
     fn file(layers: &[LayerSnapshot]) -> Vec<u8> {
-        let (head, payload) = encode("m", &[1, 2, 3], layers).unwrap();
+        let head = header("m", &[1, 2, 3], layers).unwrap();
+        let payload = payload(layers).unwrap();
         let mut out = frame(&head, &payload);
         payload.iter().for_each(|p| out.extend_from_slice(p));
         out
