@@ -265,3 +265,30 @@ fn the_folder_stays_within_its_budget_least_recently_used_first() {
     t.flush();
     assert!(dir_bytes(t.dir()) <= one * 2);
 }
+
+#[test]
+fn a_staged_entry_is_read_an_array_at_a_time_then_written() {
+    let root = tempfile::tempdir().unwrap();
+    let mut t = tier(root.path(), 1 << 20, 1, true);
+    let mut layers = layer(40, 1.0);
+    layers.extend(layer(40, 2.0));
+    t.store(&seq(0, 40), &layers).unwrap();
+    // Four arrays: one read per call of the smallest share.
+    for _ in 0..4 {
+        t.pump(1);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    assert!(files(t.dir()).is_empty());
+    let (_, at) = t.best(&seq(0, 50)).unwrap();
+    assert!(t.load(at).is_none());
+    // The next call hands it to the writer.
+    t.pump(1);
+    t.flush();
+    assert_eq!(files(t.dir()).len(), 1);
+    let (_, at) = t.best(&seq(0, 50)).unwrap();
+    let (_, back) = t.load(at).unwrap();
+    let LayerSnapshot::Kv(k, _) = &back[1] else {
+        panic!("a KV layer was stored");
+    };
+    assert!(k.to_vec::<f32>().unwrap().iter().all(|&x| x == 2.0));
+}

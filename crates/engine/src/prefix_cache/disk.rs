@@ -45,6 +45,7 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::SystemTime;
 
+use mlx::Array;
 use sha2::{Digest, Sha256};
 
 use super::format;
@@ -138,14 +139,17 @@ struct DiskEntry {
 const STAGED: u64 = u64::MAX;
 
 /// Bytes of staged entries the scheduler has [`DiskTier::pump`] read
-/// between two decode steps (whole entries: at least one).
-pub const PUMP_BYTES: u64 = 256 << 20;
+/// between two decode steps (whole arrays: at least one).
+pub const PUMP_BYTES: u64 = 64 << 20;
 
 /// An entry indexed whose arrays are still to be read.
 struct Staged {
     name: String,
     head: Vec<u8>,
-    layers: Vec<LayerSnapshot>,
+    /// Its arrays not read yet, in the header's order.
+    arrays: VecDeque<Array>,
+    /// The bytes of those read.
+    payload: Vec<Vec<u8>>,
     bytes: u64,
 }
 
@@ -384,48 +388,65 @@ impl DiskTier {
         self.staged.push_back(Staged {
             name,
             head,
-            layers: layers.to_vec(),
+            arrays: layers.iter().flat_map(|l| l.arrays()).cloned().collect(),
+            payload: Vec::new(),
             bytes: payload,
         });
         Ok(())
     }
 
-    /// Reads the bytes of staged entries (whole entries, until `limit`
+    /// Reads the bytes of staged entries (array by array, until `limit`
     /// bytes are read) and hands them to the writer: on the engine thread,
     /// when their arrays are computed (after the step they were queued
     /// behind was read), so that reading them waits for nothing else.
     pub fn pump(&mut self, limit: u64) {
         let mut read = 0;
         while read < limit {
-            let Some(st) = self.staged.pop_front() else {
+            let Some(st) = self.staged.front_mut() else {
                 return;
             };
-            self.staged_bytes -= st.bytes;
             let Some(at) = self
                 .entries
                 .iter()
                 .position(|e| e.name == st.name && e.job == STAGED)
             else {
                 // Evicted or replaced before it was written.
+                self.drop_staged();
                 continue;
             };
-            let payload = match format::payload(&st.layers) {
-                Ok(payload) => payload,
+            let Some(array) = st.arrays.pop_front() else {
+                let Some(st) = self.staged.pop_front() else {
+                    return;
+                };
+                self.staged_bytes -= st.bytes;
+                self.pending.fetch_add(st.bytes, Ordering::AcqRel);
+                let head = format::frame(&st.head, &st.payload);
+                let job = self.send(Job::Write {
+                    name: st.name,
+                    head,
+                    payload: st.payload,
+                });
+                self.entries[at].job = job;
+                continue;
+            };
+            match array.to_bytes() {
+                Ok(bytes) => {
+                    read += bytes.len() as u64;
+                    st.payload.push(bytes);
+                }
                 Err(e) => {
                     tracing::warn!("prompt cache entry not written to disk: {e}");
                     self.used -= self.entries.swap_remove(at).bytes;
-                    continue;
+                    self.drop_staged();
                 }
-            };
-            read += st.bytes;
-            let head = format::frame(&st.head, &payload);
-            self.pending.fetch_add(st.bytes, Ordering::AcqRel);
-            let job = self.send(Job::Write {
-                name: st.name,
-                head,
-                payload,
-            });
-            self.entries[at].job = job;
+            }
+        }
+    }
+
+    /// Forgets the first staged entry.
+    fn drop_staged(&mut self) {
+        if let Some(st) = self.staged.pop_front() {
+            self.staged_bytes -= st.bytes;
         }
     }
 

@@ -142,16 +142,6 @@ pub fn header(model: &str, tokens: &[u32], layers: &[LayerSnapshot]) -> mlx::Res
         .map_err(|e| mlx::MlxError::Format(format!("prompt-cache header: {e}")))
 }
 
-/// The arrays' bytes, in the header's order (waiting for them to be
-/// computed: on the engine thread).
-pub fn payload(layers: &[LayerSnapshot]) -> mlx::Result<Vec<Vec<u8>>> {
-    layers
-        .iter()
-        .flat_map(|l| l.arrays())
-        .map(Array::to_bytes)
-        .collect()
-}
-
 /// The start of an entry's file: the preamble (with the checksum over the
 /// header and `payload`) and the header; the payload follows it.
 pub fn frame(header: &[u8], payload: &[Vec<u8>]) -> Vec<u8> {
@@ -236,7 +226,11 @@ mod tests {
 
     fn file(layers: &[LayerSnapshot]) -> Vec<u8> {
         let head = header("m", &[1, 2, 3], layers).unwrap();
-        let payload = payload(layers).unwrap();
+        let payload: Vec<Vec<u8>> = layers
+            .iter()
+            .flat_map(|l| l.arrays())
+            .map(|a| a.to_bytes().unwrap())
+            .collect();
         let mut out = frame(&head, &payload);
         payload.iter().for_each(|p| out.extend_from_slice(p));
         out
