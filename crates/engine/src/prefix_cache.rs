@@ -26,6 +26,7 @@
 //! than in memory reads it back into memory.
 
 mod disk;
+mod files;
 mod format;
 
 pub use disk::{DiskConfig, DiskTier, MAX_PENDING, ModelIdentity, PUMP_BYTES};

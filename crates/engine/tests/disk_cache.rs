@@ -292,3 +292,124 @@ fn a_staged_entry_is_read_an_array_at_a_time_then_written() {
     };
     assert!(k.to_vec::<f32>().unwrap().iter().all(|&x| x == 2.0));
 }
+
+/// One KV layer of `len` positions, position `p` holding `p` everywhere.
+fn ramp(len: usize) -> Vec<LayerSnapshot> {
+    let data: Vec<f32> = (0..len).flat_map(|p| [p as f32, p as f32]).collect();
+    let a = Array::from_slice(&data, &[1, 1, len as i32, 2]).unwrap();
+    vec![LayerSnapshot::Kv(a.clone(), a)]
+}
+
+#[test]
+fn an_extension_stores_only_its_new_positions_and_loads_as_one_chain() {
+    let root = tempfile::tempdir().unwrap();
+    let folder = {
+        let mut t = tier(root.path(), 1 << 20, 1, true);
+        for len in [40, 100, 150] {
+            t.store(&seq(0, len), &ramp(len as usize)).unwrap();
+        }
+        t.flush();
+        t.dir().to_path_buf()
+    };
+    // Each file holds its own positions: 16 bytes each, plus a header.
+    let mut sizes: Vec<u64> = files(&folder)
+        .iter()
+        .map(|f| fs::metadata(f).unwrap().len())
+        .collect();
+    sizes.sort();
+    assert_eq!(sizes.len(), 3);
+    assert!(sizes[2] < 60 * 16 + 2048, "{sizes:?}");
+    let mut t = tier(root.path(), 1 << 20, 1, true);
+    assert_eq!(t.len(), 3);
+    for (prompt, want) in [(seq(0, 160), 150), (seq(0, 120), 120), (seq(0, 45), 45)] {
+        let (n, at) = t.best(&prompt).unwrap();
+        assert_eq!(n, want);
+        let (ids, layers) = t.load(at).unwrap();
+        assert!(ids.len() >= n);
+        let LayerSnapshot::Kv(k, _) = &layers[0] else {
+            panic!("a KV layer was stored");
+        };
+        let k = k.to_vec::<f32>().unwrap();
+        assert_eq!(k.len(), ids.len() * 2);
+        assert!(k.iter().enumerate().all(|(i, &x)| x == (i / 2) as f32));
+    }
+    // A branch off inside an entry (a chat's next turn, which re-tokenizes
+    // the last answer) keeps only its positions past the shared prefix.
+    let mut branch = seq(0, 60);
+    branch.extend(seq(1000, 50));
+    t.store(&branch, &ramp(110)).unwrap();
+    t.flush();
+    assert_eq!(files(&folder).len(), 4);
+    let newest = files(&folder)
+        .into_iter()
+        .max_by_key(|f| fs::metadata(f).unwrap().modified().unwrap())
+        .unwrap();
+    assert!(fs::metadata(newest).unwrap().len() < 50 * 16 + 2048);
+    let (n, at) = t.best(&branch).unwrap();
+    assert_eq!(n, 110);
+    let (ids, layers) = t.load(at).unwrap();
+    assert_eq!(ids, branch);
+    let LayerSnapshot::Kv(k, _) = &layers[0] else {
+        panic!("a KV layer was stored");
+    };
+    let k = k.to_vec::<f32>().unwrap();
+    assert!(k.iter().enumerate().all(|(i, &x)| x == (i / 2) as f32));
+    drop(t);
+    // The root gone: the entries extending it go too.
+    let root_file = files(&folder)
+        .into_iter()
+        .find(|f| {
+            let bytes = fs::read(f).unwrap();
+            String::from_utf8_lossy(&bytes).contains("\"start\":0,")
+        })
+        .unwrap();
+    fs::remove_file(root_file).unwrap();
+    let mut t = tier(root.path(), 1 << 20, 1, true);
+    assert!(t.is_empty());
+    t.flush();
+    assert!(files(&folder).is_empty());
+}
+
+#[test]
+fn a_corrupt_link_drops_its_chain_and_eviction_spares_the_chain_it_extends() {
+    let root = tempfile::tempdir().unwrap();
+    let mut t = tier(root.path(), 1 << 20, 1, true);
+    t.store(&seq(0, 40), &ramp(40)).unwrap();
+    t.store(&seq(0, 80), &ramp(80)).unwrap();
+    t.flush();
+    let folder = t.dir().to_path_buf();
+    for f in files(&folder) {
+        let mut bytes = fs::read(&f).unwrap();
+        *bytes.last_mut().unwrap() ^= 0x40;
+        fs::write(&f, bytes).unwrap();
+    }
+    let (_, at) = t.best(&seq(0, 90)).unwrap();
+    assert!(t.load(at).is_none());
+    t.flush();
+    assert!(t.is_empty());
+    assert!(files(&folder).is_empty());
+    drop(t);
+    // A budget of two entries and a little: writing a third (extending
+    // the older one) evicts the other, not its own parent.
+    let two = {
+        let probe = tempfile::tempdir().unwrap();
+        let mut t = tier(probe.path(), 1 << 20, 1, true);
+        t.store(&seq(0, 40), &ramp(40)).unwrap();
+        t.store(&seq(500, 40), &ramp(40)).unwrap();
+        t.bytes()
+    };
+    // (The third's header, with its 80 token ids and its parent, is
+    // larger than the others'.)
+    let budget = two + 400;
+    let mut t = tier(root.path(), budget, 1, true);
+    t.store(&seq(0, 40), &ramp(40)).unwrap();
+    t.store(&seq(500, 40), &ramp(40)).unwrap();
+    t.store(&seq(0, 80), &ramp(80)).unwrap();
+    t.flush();
+    assert!(t.bytes() <= budget);
+    assert_eq!(dir_bytes(t.dir()), t.bytes());
+    assert!(t.best(&seq(500, 40)).is_none());
+    let (n, at) = t.best(&seq(0, 90)).unwrap();
+    assert_eq!(n, 80);
+    assert_eq!(t.load(at).unwrap().0.len(), 80);
+}

@@ -5,9 +5,15 @@
 //! Every entry the memory tier takes is also written here (write-through:
 //! a worker killed without warning leaves its entries behind), one file
 //! per token sequence, named by a hash of the model identity and the token
-//! ids, in a folder of the model's own (`<dir>/<model identity>/`). The
-//! index (the token ids of every file, its size and last use) is kept in
-//! memory, built at start from the files' headers; a prompt the memory
+//! ids, in a folder of the model's own (`<dir>/<model identity>/`). With
+//! KV only, an entry that shares a prefix with one on disk (the next turn
+//! of a chat, which shares the history up to where the answer was
+//! re-tokenized) holds only the positions past that prefix and names that
+//! one its parent: each turn writes what it added, and a hit reads the
+//! chain, root first, each file's positions after the prefix it takes of
+//! the ones before. The index
+//! (the token ids of every file, its parent, size and last use) is kept
+//! in memory, built at start from the files' headers; a prompt the memory
 //! tier misses is looked up in it for the longest stored prefix, under the
 //! memory tier's rules (with recurrent layers, only an entry's whole
 //! sequence), and a hit is read, checked and handed back to the memory
@@ -19,25 +25,25 @@
 //! behind, so that the copy waits for no computation and the next step
 //! already runs ([`DiskTier::pump`], [`PUMP_BYTES`] between two steps);
 //! hashing, writing (to a temporary file renamed into place, so a file
-//! is whole or absent) and deleting happen on a writer thread. A write is skipped, never waited for, when the
-//! writes queued would hold more than [`MAX_PENDING`] bytes with it (one
-//! write of any size is always taken when none is queued). A hit is read
-//! and checked on the engine thread: it replaces a prefill that costs
-//! more.
-//!
-//! The folder of a checkpoint that changed (or of an older mlxd, whose
-//! identity differs) is left as it is: no worker opens it again.
+//! is whole or absent) and deleting happen on a writer thread. A write is
+//! skipped, never waited for, when the writes queued would hold more than
+//! [`MAX_PENDING`] bytes with it (one write of any size is always taken
+//! when none is queued). A hit is read and checked on the engine thread:
+//! it replaces a prefill that costs more.
 //!
 //! Each file carries a SHA-256 of its header (model identity, token ids,
 //! dtypes, shapes) and arrays ([`format`](super::format)); a file of
-//! another model, truncated, or whose checksum fails is logged, deleted
-//! and treated as a miss. The folder's bytes stay within the budget: every
-//! write first deletes the least recently used entries (last use is the
-//! file's modification time, refreshed on a hit) until it fits.
+//! another model, truncated, misnamed or whose checksum fails is logged,
+//! deleted (with the entries extending it) and treated as a miss. The
+//! folder's bytes stay within the budget: every write first deletes the
+//! least recently used entries (last use is the file's modification time,
+//! refreshed along the whole chain on a hit) until it fits, never one the
+//! new entry extends. The folder of a checkpoint that changed (or of an
+//! older mlxd, whose identity differs) is left as it is: no worker opens
+//! it again.
 
 use std::collections::{HashSet, VecDeque};
 use std::fs;
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -45,9 +51,10 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::SystemTime;
 
-use mlx::Array;
+use mlx::{Array, Dtype};
 use sha2::{Digest, Sha256};
 
+use super::files::{self, EXT, Job};
 use super::format;
 use crate::error::{EngineError, Result};
 use crate::model::LayerSnapshot;
@@ -55,9 +62,6 @@ use crate::model::LayerSnapshot;
 /// Bytes of writes queued beyond which a new write is dropped rather than
 /// holding more memory.
 pub const MAX_PENDING: u64 = 2 << 30;
-
-/// Entry files end with this.
-const EXT: &str = "kv";
 
 /// What identifies a checkpoint: a hash of its configuration and of its
 /// weight files' names, sizes and modification times (a changed or
@@ -128,6 +132,10 @@ pub struct DiskConfig {
 struct DiskEntry {
     ids: Vec<u32>,
     name: String,
+    /// The entry whose first `start` positions this one's come after
+    /// (`None`: a whole entry, `start` 0).
+    parent: Option<String>,
+    start: usize,
     bytes: u64,
     last_used: u64,
     /// The writer's job that writes it (the file exists once the writer
@@ -151,16 +159,6 @@ struct Staged {
     /// The bytes of those read.
     payload: Vec<Vec<u8>>,
     bytes: u64,
-}
-
-enum Job {
-    Write {
-        name: String,
-        head: Vec<u8>,
-        payload: Vec<Vec<u8>>,
-    },
-    Delete(String),
-    Touch(String),
 }
 
 /// The disk tier of one model's prompt cache.
@@ -189,8 +187,61 @@ fn common_prefix(a: &[u32], b: &[u32]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
-/// A file the scan keeps: its header's token ids, size, modification time.
-type Scanned = (String, Vec<u32>, u64, SystemTime);
+/// The file name of the entry of `ids` for `model` (hex identity).
+pub fn entry_name(model: &str, ids: &[u32]) -> String {
+    let mut h = Sha256::new();
+    h.update(model.as_bytes());
+    for id in ids {
+        h.update(id.to_le_bytes());
+    }
+    format!("{}.{EXT}", &hex(&h.finalize())[..40])
+}
+
+/// Positions `start..` of a whole entry's KV layers (`None` when a layer
+/// is not KV): new arrays, scheduled, that share no memory with it.
+fn tail(layers: &[LayerSnapshot], start: usize) -> Result<Option<Vec<LayerSnapshot>>> {
+    let mut out = Vec::with_capacity(layers.len());
+    for layer in layers {
+        let LayerSnapshot::Kv(k, v) = layer else {
+            return Ok(None);
+        };
+        let at = mlx::arange(start as f64, f64::from(k.dim(2)?), 1.0, Dtype::I32)?;
+        out.push(LayerSnapshot::Kv(k.take(&at, 2)?, v.take(&at, 2)?));
+    }
+    let arrays: Vec<&Array> = out.iter().flat_map(LayerSnapshot::arrays).collect();
+    mlx::async_eval(&arrays)?;
+    Ok(Some(out))
+}
+
+/// The layers of a chain of entries, root first, each with the position
+/// it starts at: per KV layer, each part's keys and values after the first
+/// `start` positions of the parts before.
+fn join(parts: Vec<(usize, Vec<LayerSnapshot>)>) -> mlx::Result<Vec<LayerSnapshot>> {
+    let mut parts = parts.into_iter();
+    let Some((_, mut joined)) = parts.next() else {
+        return Ok(Vec::new());
+    };
+    for (start, part) in parts {
+        let start = start as i32;
+        joined = joined
+            .iter()
+            .zip(part)
+            .map(|(before, own)| match (before, own) {
+                (LayerSnapshot::Kv(k0, v0), LayerSnapshot::Kv(k, v)) => {
+                    let (k0, v0) = (k0.slice_axis(2, 0, start)?, v0.slice_axis(2, 0, start)?);
+                    Ok(LayerSnapshot::Kv(
+                        mlx::concatenate(&[&k0, &k], 2)?,
+                        mlx::concatenate(&[&v0, &v], 2)?,
+                    ))
+                }
+                _ => Err(mlx::MlxError::InvalidArgument(
+                    "a chain of prompt-cache entries holds a recurrent layer".into(),
+                )),
+            })
+            .collect::<mlx::Result<_>>()?;
+    }
+    Ok(joined)
+}
 
 impl DiskTier {
     /// Opens (creating) the model's folder, indexes its entries (deleting
@@ -199,15 +250,15 @@ impl DiskTier {
         let model = config.model.hex();
         let dir = config.dir.join(&model[..32]);
         fs::create_dir_all(&dir).map_err(|e| EngineError::io(&dir, e))?;
-        let mut scanned = scan(&dir, &model)?;
-        scanned.sort_by_key(|s| s.3);
+        let mut scanned = files::scan(&dir, &model)?;
+        scanned.sort_by_key(|s| s.mtime);
         let (done, pending) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
         let (tx, rx) = mpsc::channel();
         let writer = {
             let (at, done, pending) = (dir.clone(), done.clone(), pending.clone());
             std::thread::Builder::new()
                 .name("prompt-cache-writer".into())
-                .spawn(move || write_loop(&at, &rx, &done, &pending))
+                .spawn(move || files::write_loop(&at, &rx, &done, &pending))
                 .map_err(|e| EngineError::io(&dir, e))?
         };
         let mut tier = DiskTier {
@@ -226,18 +277,21 @@ impl DiskTier {
             tx: Some(tx),
             writer: Some(writer),
         };
-        for (name, ids, bytes, _) in scanned {
+        for found in scanned {
             tier.clock += 1;
-            tier.used += bytes;
+            tier.used += found.bytes;
             tier.entries.push(DiskEntry {
-                ids,
-                name,
-                bytes,
+                ids: found.ids,
+                name: found.name,
+                parent: found.parent,
+                start: found.start,
+                bytes: found.bytes,
                 last_used: tier.clock,
                 job: 0,
             });
         }
-        tier.evict_to(tier.budget);
+        tier.drop_orphans();
+        tier.evict_to(tier.budget, &HashSet::new());
         tracing::info!(
             dir = %tier.dir.display(),
             entries = tier.entries.len(),
@@ -285,55 +339,110 @@ impl DiskTier {
             .max_by_key(|(n, _)| *n)
     }
 
-    /// Reads entry `at` (from [`DiskTier::best`]): its token ids and
-    /// layers; `None` (the entry dropped, its file deleted) when the file
-    /// is missing, corrupt or not this model's entry of those ids.
-    pub fn load(&mut self, at: usize) -> Option<(Vec<u32>, Vec<LayerSnapshot>)> {
-        let e = self.entries.get(at)?;
-        if e.job > self.done.load(Ordering::Acquire) {
-            // Still being written: a miss this time.
-            return None;
+    fn position(&self, name: &str) -> Option<usize> {
+        self.entries.iter().position(|e| e.name == name)
+    }
+
+    /// Entry `at` and its ancestors, root first; `None` when one is gone.
+    fn chain(&self, at: usize) -> Option<Vec<usize>> {
+        let mut chain = vec![at];
+        while let Some(parent) = &self.entries[*chain.last()?].parent {
+            chain.push(self.position(parent)?);
         }
-        let path = self.dir.join(&e.name);
-        let checked = fs::read(&path)
-            .map_err(|err| format!("reading: {err}"))
-            .and_then(|bytes| format::decode(&bytes))
-            .and_then(|(header, layers)| {
-                if header.model != self.model || header.tokens != e.ids {
-                    Err("its header names other tokens or another model".to_owned())
-                } else {
-                    Ok(layers)
-                }
-            });
-        match checked {
-            Ok(layers) => {
-                tracing::debug!(tokens = e.ids.len(), file = %path.display(), "prompt cache hit on disk");
-                self.clock += 1;
-                let e = &mut self.entries[at];
-                e.last_used = self.clock;
-                let (ids, name) = (e.ids.clone(), e.name.clone());
-                self.send(Job::Touch(name));
-                Some((ids, layers))
-            }
-            Err(why) => {
-                tracing::warn!(file = %path.display(), "prompt cache entry dropped: {why}");
-                let e = self.entries.swap_remove(at);
-                self.used -= e.bytes;
-                self.send(Job::Delete(e.name));
-                None
-            }
+        chain.reverse();
+        Some(chain)
+    }
+
+    /// Marks the entries `chain` used now (their files' mtimes too).
+    fn touch(&mut self, chain: &[usize]) {
+        self.clock += 1;
+        for &i in chain {
+            self.entries[i].last_used = self.clock;
+            let name = self.entries[i].name.clone();
+            self.send(Job::Touch(name));
         }
     }
 
+    /// Reads entry `at` (from [`DiskTier::best`]) and the entries it
+    /// extends: its token ids and layers; `None` when one is still being
+    /// written, or (the entry dropped, its file deleted) when a file is
+    /// missing, corrupt or not this model's entry of those ids.
+    pub fn load(&mut self, at: usize) -> Option<(Vec<u32>, Vec<LayerSnapshot>)> {
+        if at >= self.entries.len() {
+            return None;
+        }
+        let Some(chain) = self.chain(at) else {
+            self.remove(at);
+            return None;
+        };
+        let done = self.done.load(Ordering::Acquire);
+        if chain.iter().any(|&i| self.entries[i].job > done) {
+            // Still being written: a miss this time.
+            return None;
+        }
+        let mut parts = Vec::with_capacity(chain.len());
+        for &i in &chain {
+            match self.read(i) {
+                Ok(layers) => parts.push((self.entries[i].start, layers)),
+                Err(why) => {
+                    let file = self.dir.join(&self.entries[i].name);
+                    tracing::warn!(file = %file.display(), "prompt cache entry dropped: {why}");
+                    self.remove(i);
+                    return None;
+                }
+            }
+        }
+        let layers = match join(parts) {
+            Ok(layers) => layers,
+            Err(why) => {
+                tracing::warn!(file = %self.entries[at].name, "prompt cache entry dropped: {why}");
+                self.remove(at);
+                return None;
+            }
+        };
+        tracing::debug!(
+            tokens = self.entries[at].ids.len(),
+            files = chain.len(),
+            "prompt cache hit on disk"
+        );
+        self.touch(&chain);
+        Some((self.entries[at].ids.clone(), layers))
+    }
+
+    /// The layers of entry `i`'s own file, checked.
+    fn read(&self, i: usize) -> std::result::Result<Vec<LayerSnapshot>, String> {
+        let e = &self.entries[i];
+        let start = e.start;
+        let bytes = fs::read(self.dir.join(&e.name)).map_err(|err| format!("reading: {err}"))?;
+        let (header, layers) = format::decode(&bytes)?;
+        if header.model != self.model
+            || header.tokens != e.ids
+            || header.start != start
+            || header.parent != e.parent
+        {
+            return Err("its header names other tokens or another model".into());
+        }
+        let positions = (e.ids.len() - start) as i32;
+        let kv_positions = |l: &LayerSnapshot| match l {
+            LayerSnapshot::Kv(k, _) => k.dim(2).ok() == Some(positions),
+            LayerSnapshot::Recurrent(..) => start == 0,
+        };
+        if !layers.iter().all(kv_positions) {
+            return Err("its arrays do not hold its positions".into());
+        }
+        Ok(layers)
+    }
+
     /// Indexes `layers`, the caches of `ids`, to be written, unless an
-    /// entry already serves every prompt it would; drops the entries it
-    /// makes useless and, to stay within the budget, the least recently
-    /// used ones. Nothing is read or written here: [`DiskTier::pump`]
-    /// reads the arrays' bytes later (when they are computed), the writer
-    /// writes them.
+    /// entry already serves every prompt it would; with KV only, as the
+    /// positions past the longest entry it extends. Drops, to stay within
+    /// the budget, the least recently used entries (never that one's
+    /// chain). Nothing is read or written here: [`DiskTier::pump`] reads
+    /// the arrays' bytes later (when they are computed), the writer writes
+    /// them.
     pub fn store(&mut self, ids: &[u32], layers: &[LayerSnapshot]) -> Result<()> {
         let trimmable = self.trimmable;
-        let covering = self.entries.iter_mut().find(|e| {
+        let covering = self.entries.iter().position(|e| {
             let longer = if trimmable {
                 e.ids.len() >= ids.len()
             } else {
@@ -341,45 +450,63 @@ impl DiskTier {
             };
             longer && e.ids[..ids.len()] == ids[..]
         });
-        if let Some(e) = covering {
-            self.clock += 1;
-            e.last_used = self.clock;
-            let name = e.name.clone();
-            self.send(Job::Touch(name));
+        if let Some(at) = covering {
+            if let Some(chain) = self.chain(at) {
+                self.touch(&chain);
+            }
             return Ok(());
         }
+        // The entry sharing the longest prefix: this one's parent.
+        let parent = trimmable
+            .then(|| {
+                self.entries
+                    .iter()
+                    .enumerate()
+                    .map(|(i, e)| (common_prefix(&e.ids, ids), i))
+                    .filter(|(n, _)| *n >= super::MIN_REUSE)
+                    .max_by_key(|(n, _)| *n)
+                    .and_then(|(n, i)| Some((n, self.chain(i)?)))
+            })
+            .flatten();
+        let delta = match &parent {
+            Some((start, _)) => tail(layers, *start)?,
+            None => None,
+        };
+        let (start, layers, keep, parent) = match (delta, parent) {
+            (Some(delta), Some((start, chain))) => {
+                let keep: HashSet<String> = chain
+                    .iter()
+                    .map(|&i| self.entries[i].name.clone())
+                    .collect();
+                let name = chain.last().map(|&p| self.entries[p].name.clone());
+                self.touch(&chain);
+                (start, delta, keep, name)
+            }
+            _ => (0, layers.to_vec(), HashSet::new(), None),
+        };
         let payload: u64 = layers.iter().map(|l| l.nbytes() as u64).sum();
         let queued = self.pending.load(Ordering::Acquire) + self.staged_bytes;
         if payload > self.budget || (queued > 0 && queued + payload > MAX_PENDING) {
             tracing::debug!(tokens = ids.len(), "prompt cache entry not written to disk");
             return Ok(());
         }
-        let head = format::header(&self.model, ids, layers)?;
+        let head = format::header(&self.model, ids, start, parent.as_deref(), &layers)?;
         let bytes = (format::PREAMBLE + head.len()) as u64 + payload;
-        if bytes > self.budget {
+        if bytes > self.budget || !self.evict_to(self.budget - bytes, &keep) {
             return Ok(());
         }
-        // Entries this one extends serve nothing it doesn't (with KV only).
-        if trimmable {
-            let mut i = 0;
-            while i < self.entries.len() {
-                let e = &self.entries[i];
-                if e.ids.len() <= ids.len() && ids[..e.ids.len()] == e.ids[..] {
-                    let e = self.entries.swap_remove(i);
-                    self.used -= e.bytes;
-                    self.send(Job::Delete(e.name));
-                } else {
-                    i += 1;
-                }
-            }
+        if parent.as_ref().is_some_and(|p| self.position(p).is_none()) {
+            // Its parent went with entries the eviction dropped.
+            return Ok(());
         }
-        self.evict_to(self.budget - bytes);
-        let name = self.name_of(ids);
+        let name = entry_name(&self.model, ids);
         self.clock += 1;
         self.used += bytes;
         self.entries.push(DiskEntry {
             ids: ids.to_vec(),
             name: name.clone(),
+            parent,
+            start,
             bytes,
             last_used: self.clock,
             job: STAGED,
@@ -436,7 +563,7 @@ impl DiskTier {
                 }
                 Err(e) => {
                     tracing::warn!("prompt cache entry not written to disk: {e}");
-                    self.used -= self.entries.swap_remove(at).bytes;
+                    self.remove(at);
                     self.drop_staged();
                 }
             }
@@ -450,33 +577,53 @@ impl DiskTier {
         }
     }
 
-    /// The file name of the entry of `ids`.
-    fn name_of(&self, ids: &[u32]) -> String {
-        let mut h = Sha256::new();
-        h.update(self.model.as_bytes());
-        for id in ids {
-            h.update(id.to_le_bytes());
-        }
-        format!("{}.{EXT}", &hex(&h.finalize())[..40])
+    /// Deletes entry `at` and every entry that extends it.
+    fn remove(&mut self, at: usize) {
+        let e = self.entries.swap_remove(at);
+        self.used -= e.bytes;
+        self.send(Job::Delete(e.name));
+        self.drop_orphans();
     }
 
-    /// Deletes least recently used entries until at most `budget` bytes
-    /// are left.
-    fn evict_to(&mut self, budget: u64) {
+    /// Deletes every entry whose parent is gone or does not hold the
+    /// positions it takes (to a fixed point: their children go too).
+    fn drop_orphans(&mut self) {
+        loop {
+            let orphan = self.entries.iter().position(|e| {
+                e.parent.as_ref().is_some_and(|p| {
+                    self.entries.iter().find(|q| &q.name == p).is_none_or(|q| {
+                        q.ids.len() < e.start || q.ids[..e.start] != e.ids[..e.start]
+                    })
+                })
+            });
+            let Some(orphan) = orphan else {
+                return;
+            };
+            let e = self.entries.swap_remove(orphan);
+            tracing::debug!(file = %e.name, "prompt cache entry dropped: its parent is gone");
+            self.used -= e.bytes;
+            self.send(Job::Delete(e.name));
+        }
+    }
+
+    /// Deletes least recently used entries (and those extending them), none
+    /// named in `keep`, until at most `budget` bytes are left; false when
+    /// that cannot be done.
+    fn evict_to(&mut self, budget: u64, keep: &HashSet<String>) -> bool {
         while self.used > budget {
             let Some(oldest) = self
                 .entries
                 .iter()
                 .enumerate()
+                .filter(|(_, e)| !keep.contains(&e.name))
                 .min_by_key(|(_, e)| e.last_used)
                 .map(|(i, _)| i)
             else {
-                break;
+                return false;
             };
-            let e = self.entries.swap_remove(oldest);
-            self.used -= e.bytes;
-            self.send(Job::Delete(e.name));
+            self.remove(oldest);
         }
+        true
     }
 
     /// Queues a job; its number.
@@ -511,123 +658,6 @@ impl Drop for DiskTier {
         self.tx = None;
         if let Some(writer) = self.writer.take() {
             let _ = writer.join();
-        }
-    }
-}
-
-/// The entries of `dir` for `model`; deletes every other file in it (other
-/// models' entries, unreadable or truncated files, temporary files a
-/// killed writer left).
-fn scan(dir: &Path, model: &str) -> Result<Vec<Scanned>> {
-    let read = fs::read_dir(dir).map_err(|e| EngineError::io(dir, e))?;
-    let mut out = Vec::new();
-    let mut seen = HashSet::new();
-    for entry in read.flatten() {
-        let path = entry.path();
-        let Some(name) = path.file_name().and_then(|n| n.to_str()).map(str::to_owned) else {
-            continue;
-        };
-        if !path.is_file() {
-            continue;
-        }
-        match read_index(&path, model) {
-            Ok((ids, bytes, mtime)) if name.ends_with(&format!(".{EXT}")) => {
-                if seen.insert(ids.clone()) {
-                    out.push((name, ids, bytes, mtime));
-                    continue;
-                }
-                tracing::warn!(file = %path.display(), "prompt cache entry dropped: a duplicate");
-            }
-            Ok(_) => {}
-            Err(why) => {
-                tracing::warn!(file = %path.display(), "prompt cache entry dropped: {why}");
-            }
-        }
-        if let Err(e) = fs::remove_file(&path) {
-            tracing::warn!(file = %path.display(), "cannot delete: {e}");
-        }
-    }
-    Ok(out)
-}
-
-/// A file's token ids, size and modification time, from its header; an
-/// error when it is not a whole entry of `model`.
-fn read_index(
-    path: &Path,
-    model: &str,
-) -> std::result::Result<(Vec<u32>, u64, SystemTime), String> {
-    let mut file = fs::File::open(path).map_err(|e| format!("opening: {e}"))?;
-    let meta = file.metadata().map_err(|e| e.to_string())?;
-    let mut pre = [0u8; format::PREAMBLE];
-    file.read_exact(&mut pre)
-        .map_err(|_| "shorter than a header".to_owned())?;
-    let len = format::header_len(&pre)?;
-    let mut head = vec![0u8; len];
-    file.read_exact(&mut head)
-        .map_err(|_| "truncated header".to_owned())?;
-    let header = format::parse_header(&head)?;
-    if header.model != model {
-        return Err("an entry of another model".into());
-    }
-    let whole = (format::PREAMBLE + len) as u64 + header.payload_bytes();
-    if meta.len() != whole {
-        return Err(format!("{} bytes, its header says {whole}", meta.len()));
-    }
-    let mtime = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-    Ok((header.tokens, meta.len(), mtime))
-}
-
-/// The writer thread: runs jobs in order until the tier is dropped.
-fn write_loop(dir: &Path, rx: &mpsc::Receiver<(u64, Job)>, done: &AtomicU64, pending: &AtomicU64) {
-    for (n, job) in rx {
-        match job {
-            Job::Write {
-                name,
-                head,
-                payload,
-            } => {
-                let bytes: u64 = payload.iter().map(|p| p.len() as u64).sum();
-                if let Err(e) = write_entry(dir, &name, &head, &payload) {
-                    tracing::warn!(file = %name, "prompt cache entry not written: {e}");
-                }
-                pending.fetch_sub(bytes, Ordering::AcqRel);
-            }
-            Job::Delete(name) => match fs::remove_file(dir.join(&name)) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    tracing::warn!(file = %name, "cannot delete: {e}");
-                }
-                _ => {}
-            },
-            Job::Touch(name) => {
-                let touched = fs::File::options()
-                    .append(true)
-                    .open(dir.join(&name))
-                    .and_then(|f| f.set_modified(SystemTime::now()));
-                if let Err(e) = touched {
-                    tracing::debug!(file = %name, "cannot touch: {e}");
-                }
-            }
-        }
-        done.store(n, Ordering::Release);
-    }
-}
-
-/// Writes an entry to a temporary file, then renames it into place.
-fn write_entry(dir: &Path, name: &str, head: &[u8], payload: &[Vec<u8>]) -> std::io::Result<()> {
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let written = (|| {
-        let mut file = fs::File::create(&tmp)?;
-        file.write_all(head)?;
-        for p in payload {
-            file.write_all(p)?;
-        }
-        file.sync_data()
-    })();
-    match written {
-        Ok(()) => fs::rename(&tmp, dir.join(name)),
-        Err(e) => {
-            let _ = fs::remove_file(&tmp);
-            Err(e)
         }
     }
 }

@@ -4,8 +4,9 @@
 //! magic      8 bytes  "MLXDPC01"
 //! checksum  32 bytes  SHA-256 of everything after it
 //! length     4 bytes  the header's length, little-endian
-//! header              JSON: model identity, token ids, per layer its kind
-//!                     and its named arrays (dtype, shape, bytes)
+//! header              JSON: model identity, token ids, the position its
+//!                     arrays start at and the entry before it, per layer
+//!                     its kind and its named arrays (dtype, shape, bytes)
 //! payload             the arrays' bytes, in the header's order
 //! ```
 //!
@@ -31,7 +32,16 @@ const MAX_HEADER: usize = 64 << 20;
 pub struct Header {
     /// The model identity, hex.
     pub model: String,
+    /// Every token id of the sequence.
     pub tokens: Vec<u32>,
+    /// The first position the arrays hold: 0 for a whole entry; else the
+    /// first `start` positions are those of `parent` (the file name of an
+    /// entry whose tokens begin with `tokens[..start]`) and the arrays hold
+    /// the keys and values of positions `start..`.
+    #[serde(default)]
+    pub start: usize,
+    #[serde(default)]
+    pub parent: Option<String>,
     pub layers: Vec<LayerHeader>,
 }
 
@@ -112,7 +122,13 @@ fn names(layer: &LayerSnapshot) -> (&'static str, [&'static str; 2]) {
 
 /// An entry's header, from its arrays' shapes and dtypes (nothing is
 /// evaluated).
-pub fn header(model: &str, tokens: &[u32], layers: &[LayerSnapshot]) -> mlx::Result<Vec<u8>> {
+pub fn header(
+    model: &str,
+    tokens: &[u32],
+    start: usize,
+    parent: Option<&str>,
+    layers: &[LayerSnapshot],
+) -> mlx::Result<Vec<u8>> {
     let layers = layers
         .iter()
         .map(|layer| {
@@ -136,6 +152,8 @@ pub fn header(model: &str, tokens: &[u32], layers: &[LayerSnapshot]) -> mlx::Res
     let header = Header {
         model: model.to_owned(),
         tokens: tokens.to_vec(),
+        start,
+        parent: parent.map(str::to_owned),
         layers,
     };
     serde_json::to_vec(&header)
@@ -225,7 +243,7 @@ mod tests {
     use super::*;
 
     fn file(layers: &[LayerSnapshot]) -> Vec<u8> {
-        let head = header("m", &[1, 2, 3], layers).unwrap();
+        let head = header("m", &[1, 2, 3], 0, None, layers).unwrap();
         let payload: Vec<Vec<u8>> = layers
             .iter()
             .flat_map(|l| l.arrays())
