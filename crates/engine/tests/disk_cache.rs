@@ -174,6 +174,8 @@ fn corrupt_truncated_and_foreign_files_are_deleted_never_loaded() {
         .set_len(len - 10)
         .unwrap();
     fs::write(folder.join("stray.kv"), b"not an entry").unwrap();
+    // A whole entry under a name that is not its own (a mismatched file).
+    fs::copy(&stored[2], folder.join("renamed.kv")).unwrap();
     let foreign_folder = tier(root.path(), 1 << 20, 2, true).dir().to_path_buf();
     fs::copy(&stored[2], foreign_folder.join("copied.kv")).unwrap();
     fs::copy(
@@ -182,8 +184,8 @@ fn corrupt_truncated_and_foreign_files_are_deleted_never_loaded() {
     )
     .unwrap();
 
-    // Opening drops what its headers show wrong: the truncated file and
-    // the stray one.
+    // Opening drops what its headers show wrong: the truncated file, the
+    // stray one and the renamed one.
     let mut t = tier(root.path(), 1 << 20, 1, true);
     assert_eq!(t.len(), 2);
     assert_eq!(files(&folder).len(), 2);
