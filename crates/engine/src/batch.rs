@@ -58,7 +58,7 @@ use crate::constraint::{Constraint, Progress};
 use crate::error::{EngineError, Result};
 use crate::memory::FreeMemory;
 use crate::model::{BatchCache, Cache, LayerSnapshot, Model, Positions};
-use crate::prefix_cache::PrefixCache;
+use crate::prefix_cache::{DiskTier, PrefixCache};
 use crate::sampler::{Sampled, SampledToken, Sampler};
 use masking::{Built, step_tokens};
 
@@ -277,6 +277,7 @@ impl<'m> Scheduler<'m> {
         let next = self.build()?;
         if let Some(flight) = self.in_flight.take() {
             self.read(flight, &mut events)?;
+            self.prefix.pump_disk(false);
         }
         self.in_flight = match next {
             Some(built) => Some(self.sample_constrained(built)?),
@@ -285,6 +286,9 @@ impl<'m> Scheduler<'m> {
         self.remove_ended(&mut events)?;
         self.prefill()?;
         self.steps += 1;
+        if !self.is_busy() {
+            self.prefix.pump_disk(true);
+        }
         if self.steps % 256 == 0 || !self.is_busy() {
             mlx::memory::clear_cache();
         }
@@ -771,6 +775,11 @@ impl<'m> Scheduler<'m> {
     /// prefilled together is one, a long prompt's chunks one in all).
     pub fn prefill_passes(&self) -> u64 {
         self.prefill_passes
+    }
+
+    /// Gives the prompt cache a tier on disk ([`PrefixCache::attach_disk`]).
+    pub fn attach_disk_cache(&mut self, tier: DiskTier) {
+        self.prefix.attach_disk(tier);
     }
 
     /// Bytes of the batch's KV and of the prompt cache.

@@ -19,12 +19,23 @@
 //! sequences when they end: a prompt sent again (a retry, a regenerated
 //! answer) hits the first, the next turn of a chat resending its history
 //! and the answer the second.
+//!
+//! A second tier on disk ([`DiskTier`], attached with
+//! [`PrefixCache::attach_disk`]) takes every entry the memory tier takes
+//! and outlives the process; a prompt that finds a longer prefix there
+//! than in memory reads it back into memory.
+
+mod disk;
+mod files;
+mod format;
+
+pub use disk::{DiskConfig, DiskTier, MAX_PENDING, ModelIdentity, PUMP_BYTES};
 
 use crate::error::Result;
 use crate::model::{Cache, LayerSnapshot};
 
 /// Reused prefixes shorter than this are not worth a lookup's copies.
-const MIN_REUSE: usize = 16;
+pub const MIN_REUSE: usize = 16;
 
 struct Entry {
     ids: Vec<u32>,
@@ -43,6 +54,7 @@ pub struct PrefixCache {
     budget: usize,
     used: usize,
     clock: u64,
+    disk: Option<DiskTier>,
 }
 
 /// A prompt's cached prefix, as caches to prefill the rest into.
@@ -68,7 +80,28 @@ impl PrefixCache {
             budget,
             used: 0,
             clock: 0,
+            disk: None,
         }
+    }
+
+    /// Adds the disk tier: entries are written to it as they are kept, and
+    /// prompts are looked up in it when memory has no longer prefix.
+    pub fn attach_disk(&mut self, tier: DiskTier) {
+        self.disk = Some(tier);
+    }
+
+    /// Reads the bytes of entries staged for the disk tier and hands them
+    /// to its writer ([`DiskTier::pump`]): when the step they were queued
+    /// behind has been read (a share of them), or when nothing runs (`all`).
+    pub fn pump_disk(&mut self, all: bool) {
+        if let Some(disk) = &mut self.disk {
+            disk.pump(if all { u64::MAX } else { PUMP_BYTES });
+        }
+    }
+
+    /// The disk tier, if attached.
+    pub fn disk(&self) -> Option<&DiskTier> {
+        self.disk.as_ref()
     }
 
     /// Bytes held.
@@ -97,6 +130,7 @@ impl PrefixCache {
     /// Whether a lookup of `ids` would hit (nothing is touched).
     pub fn covers(&self, ids: &[u32]) -> bool {
         self.entries.iter().any(|e| self.reusable(e, ids) > 0)
+            || self.disk.as_ref().is_some_and(|d| d.best(ids).is_some())
     }
 
     /// The longest cached prefix of `ids` (at least `MIN_REUSE` tokens),
@@ -110,6 +144,13 @@ impl PrefixCache {
             .map(|(i, e)| (self.reusable(e, ids), i))
             .filter(|(n, _)| *n > 0)
             .max_by_key(|(n, _)| *n);
+        let from_disk = self.disk.as_ref().and_then(|d| d.best(ids));
+        if let Some((n, at)) = from_disk
+            && best.is_none_or(|(m, _)| n > m)
+            && let Some(hit) = self.load_from_disk(n, at)?
+        {
+            return Ok(Some(hit));
+        }
         let Some((tokens, at)) = best else {
             return Ok(None);
         };
@@ -127,8 +168,36 @@ impl PrefixCache {
     /// Keeps `layers` (per layer, sharing no memory with anything that
     /// will be written) as the caches of `ids`.
     pub fn insert(&mut self, ids: Vec<u32>, layers: Vec<LayerSnapshot>) {
+        if ids.len() < MIN_REUSE {
+            return;
+        }
+        if let Some(disk) = &mut self.disk
+            && let Err(e) = disk.store(&ids, &layers)
+        {
+            tracing::warn!("prompt cache entry not written to disk: {e}");
+        }
+        self.keep(ids, layers);
+    }
+
+    /// A hit of the first `tokens` positions of disk entry `at`, which
+    /// memory keeps from now on; `None` when its file is unusable.
+    fn load_from_disk(&mut self, tokens: usize, at: usize) -> Result<Option<Hit>> {
+        let Some((ids, layers)) = self.disk.as_mut().and_then(|d| d.load(at)) else {
+            return Ok(None);
+        };
+        let (len, total) = (tokens as i32, ids.len() as i32);
+        let caches = layers
+            .iter()
+            .map(|l| l.to_cache(len, total))
+            .collect::<Result<Vec<_>>>()?;
+        self.keep(ids, layers);
+        Ok(Some(Hit { tokens, caches }))
+    }
+
+    /// Keeps an entry in memory.
+    fn keep(&mut self, ids: Vec<u32>, layers: Vec<LayerSnapshot>) {
         let bytes: usize = layers.iter().map(LayerSnapshot::nbytes).sum();
-        if ids.len() < MIN_REUSE || bytes > self.budget {
+        if bytes > self.budget {
             return;
         }
         // Already covered by a longer (or equal) entry: refresh it instead
@@ -177,7 +246,7 @@ impl PrefixCache {
         });
     }
 
-    /// Drops every entry.
+    /// Drops every entry in memory (the disk tier keeps its own).
     pub fn clear(&mut self) {
         self.entries.clear();
         self.used = 0;

@@ -341,6 +341,28 @@ int mlxs_array_read(const mlxs_array* a, void* dst, size_t nbytes) {
   })
 }
 
+int mlxs_array_read_scheduled(const mlxs_array* a, void* dst, size_t nbytes) {
+  const auto& x = A(a);
+  // Scheduled (eval or async_eval) and laid out row-major without
+  // broadcasting: its own computation is all there is to wait for, and no
+  // new operation joins the stream behind the work queued since.
+  if (x.status() == mx::array::Status::unscheduled || !x.flags().row_contiguous ||
+      x.data_size() != x.size()) {
+    return mlxs_array_read(a, dst, nbytes);
+  }
+  MLXS_TRY({
+    const_cast<mx::array&>(x).wait();
+    if (x.nbytes() != nbytes) {
+      throw std::invalid_argument(
+          "read of " + std::to_string(nbytes) + " bytes from an array of " +
+          std::to_string(x.nbytes()) + " bytes");
+    }
+    if (nbytes > 0) {
+      std::memcpy(dst, x.data<void>(), nbytes);
+    }
+  })
+}
+
 int mlxs_eval(const mlxs_array* const* arrays, size_t n) {
   MLXS_TRY(mx::eval(to_vec(arrays, n)))
 }

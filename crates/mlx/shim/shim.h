@@ -56,6 +56,10 @@ int mlxs_array_dtype(const mlxs_array* a);
 size_t mlxs_array_itemsize(const mlxs_array* a);
 /* Evaluates `a`, copies it row-major into `dst` (exactly nbytes bytes). */
 int mlxs_array_read(const mlxs_array* a, void* dst, size_t nbytes);
+/* As mlxs_array_read, but an array already scheduled and row-contiguous is
+   waited for and copied as it is: nothing new is queued behind the work in
+   flight (other arrays go through mlxs_array_read). */
+int mlxs_array_read_scheduled(const mlxs_array* a, void* dst, size_t nbytes);
 
 /* Graph evaluation. */
 int mlxs_eval(const mlxs_array* const* arrays, size_t n);

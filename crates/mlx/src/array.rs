@@ -173,6 +173,22 @@ impl Array {
         Ok(out)
     }
 
+    /// Copies the elements out as raw bytes (row-major, little-endian, any
+    /// dtype): what a file holding the array stores, read back by
+    /// [`Array::from_bytes`]. An array already scheduled (`async_eval`) and
+    /// row-contiguous is waited for and copied as it is, so that reading it
+    /// never waits for work queued after it (a decode step in flight); any
+    /// other is evaluated as by [`Array::to_vec`].
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        let mut out = vec![0u8; self.nbytes()];
+        // SAFETY: `out` holds `nbytes` bytes, exactly what the shim writes
+        // (it checks the length against the array's).
+        check(unsafe {
+            ffi::mlxs_array_read_scheduled(self.as_ptr(), out.as_mut_ptr(), out.len())
+        })?;
+        Ok(out)
+    }
+
     /// The single element of a one-element array.
     pub fn item<T: Element>(&self) -> Result<T> {
         if self.size() != 1 {

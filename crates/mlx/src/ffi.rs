@@ -39,6 +39,7 @@ unsafe extern "C" {
     pub(crate) fn mlxs_array_size(a: Handle) -> usize;
     pub(crate) fn mlxs_array_dtype(a: Handle) -> c_int;
     pub(crate) fn mlxs_array_read(a: Handle, dst: *mut u8, nbytes: usize) -> c_int;
+    pub(crate) fn mlxs_array_read_scheduled(a: Handle, dst: *mut u8, nbytes: usize) -> c_int;
 
     pub(crate) fn mlxs_eval(arrays: *const Handle, n: usize) -> c_int;
     pub(crate) fn mlxs_async_eval(arrays: *const Handle, n: usize) -> c_int;

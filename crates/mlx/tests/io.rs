@@ -138,3 +138,28 @@ fn missing_and_corrupt_files_are_errors() {
     std::fs::write(&truncated, b"GGUF\x03\x00\x00\x00\x01").unwrap();
     assert!(load_gguf(&truncated).is_err());
 }
+
+#[test]
+fn raw_bytes_read_back_as_the_same_array_scheduled_lazy_or_strided() {
+    let a = Array::from_slice(&[1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0], &[2, 3]).unwrap();
+    let doubled = a.multiply(&Array::scalar(2.0f32).unwrap()).unwrap();
+    let expect = |x: &Array| x.to_vec::<f32>().unwrap();
+    // Lazy (never scheduled), scheduled, and a strided view (a transpose).
+    let lazy = doubled.clone();
+    let scheduled = a.add(&Array::scalar(1.0f32).unwrap()).unwrap();
+    mlx::async_eval(&[&scheduled]).unwrap();
+    let strided = a.transpose(&[1, 0]).unwrap();
+    mlx::eval(&[&strided]).unwrap();
+    for x in [&lazy, &scheduled, &strided] {
+        let bytes = x.to_bytes().unwrap();
+        assert_eq!(bytes.len(), x.nbytes());
+        let back = Array::from_bytes(&bytes, &x.shape(), x.dtype()).unwrap();
+        assert_eq!(expect(&back), expect(x));
+    }
+    let half = a.astype(Dtype::Bf16).unwrap();
+    let back = Array::from_bytes(&half.to_bytes().unwrap(), &[2, 3], Dtype::Bf16).unwrap();
+    assert_eq!(
+        back.astype(Dtype::F32).unwrap().to_vec::<f32>().unwrap(),
+        [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+    );
+}

@@ -124,6 +124,18 @@ struct WorkerArgs {
     /// memory; 0 turns it off).
     #[arg(long)]
     prompt_cache_memory: Option<usize>,
+    /// Bytes the prompt cache keeps on disk for this model, under
+    /// `--prompt-cache-dir` (default: 0, off).
+    #[arg(
+        long,
+        requires = "prompt_cache_dir",
+        overrides_with = "prompt_cache_disk"
+    )]
+    prompt_cache_disk: Option<u64>,
+    /// The folder of the prompt cache on disk (each model's entries in a
+    /// folder of its own under it).
+    #[arg(long, overrides_with = "prompt_cache_dir")]
+    prompt_cache_dir: Option<PathBuf>,
 }
 
 /// Arguments of `mlxd convert`.
@@ -232,6 +244,7 @@ fn main() -> anyhow::Result<()> {
                     kv_tokens: args.kv_tokens,
                     prompt_cache_memory: args.prompt_cache_memory,
                 },
+                prompt_cache_disk: args.prompt_cache_dir.zip(args.prompt_cache_disk),
             };
             // The supervisor reads the reason from the log line and the
             // event the worker sent; the exit status says it failed.

@@ -4,6 +4,7 @@
 //! let in-flight requests finish, stop the workers (SIGTERM, then SIGKILL).
 //! Settings come from the layered configuration (`config`).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -290,9 +291,36 @@ fn worker_args(models: &config::ModelsConfig) -> Vec<String> {
     if let Some(bytes) = models.prompt_cache {
         args.push(("--prompt-cache-memory", bytes));
     }
-    args.into_iter()
+    let mut args: Vec<String> = args
+        .into_iter()
         .flat_map(|(flag, value)| [flag.to_string(), value.to_string()])
+        .collect();
+    if models.prompt_cache_disk > 0 {
+        args.extend(disk_cache_args(models, models.prompt_cache_disk));
+    }
+    args
+}
+
+/// The prompt cache on disk of the models whose configuration overrides
+/// its size, by model name (after [`worker_args`], which they replace).
+fn model_worker_args(models: &config::ModelsConfig) -> BTreeMap<String, Vec<String>> {
+    models
+        .overrides
+        .iter()
+        .filter_map(|(name, o)| {
+            let bytes = o.prompt_cache_disk?.0;
+            Some((name.clone(), disk_cache_args(models, bytes).to_vec()))
+        })
         .collect()
+}
+
+fn disk_cache_args(models: &config::ModelsConfig, bytes: u64) -> [String; 4] {
+    [
+        "--prompt-cache-dir".to_string(),
+        models.prompt_cache_dir.display().to_string(),
+        "--prompt-cache-disk".to_string(),
+        bytes.to_string(),
+    ]
 }
 
 async fn serve(args: ServeArgs, config: Config) -> anyhow::Result<()> {
@@ -302,6 +330,7 @@ async fn serve(args: ServeArgs, config: Config) -> anyhow::Result<()> {
     let launcher = ProcessLauncher::new(program, Duration::from_secs(args.load_timeout))?
         .with_heartbeat_timeout(Duration::from_secs(args.heartbeat_timeout.max(1)))
         .with_worker_args(worker_args(&config.models))
+        .with_model_args(model_worker_args(&config.models))
         .with_worker_log(config.log.level.clone());
     let supervisor = Supervisor::start(
         Arc::new(launcher) as Arc<dyn Launcher>,
@@ -514,6 +543,34 @@ mod tests {
             default: None,
             own_defaults: Default::default(),
         }
+    }
+
+    #[test]
+    fn the_prompt_cache_on_disk_goes_to_the_workers_with_per_model_sizes() {
+        let mut catalog = catalog(24 * GIB);
+        assert!(!worker_args(&catalog.models).contains(&"--prompt-cache-disk".to_string()));
+        catalog.models.prompt_cache_disk = 2 * GIB;
+        let args = worker_args(&catalog.models);
+        let tail = &args[args.len() - 4..];
+        assert_eq!(
+            tail,
+            [
+                "--prompt-cache-dir",
+                "/home/u/.cache/mlxd/prompt-cache",
+                "--prompt-cache-disk",
+                "2147483648"
+            ]
+        );
+        catalog.models.overrides.insert(
+            "small".into(),
+            config::ModelOverrides {
+                prompt_cache_disk: Some(config::ByteSize(0)),
+                ..Default::default()
+            },
+        );
+        let per_model = model_worker_args(&catalog.models);
+        assert_eq!(per_model.len(), 1);
+        assert_eq!(per_model["small"][3], "0");
     }
 
     #[test]

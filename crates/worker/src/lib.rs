@@ -16,6 +16,7 @@
 //!    also kills it with its parent), or, on SIGTERM or `Shutdown`, after
 //!    the current step, ending every request it holds with an error.
 
+mod disk_cache;
 mod embed;
 mod serve;
 
@@ -47,6 +48,9 @@ pub struct WorkerConfig {
     pub protocol_version: u32,
     /// Limits of continuous batching.
     pub batch: BatchLimits,
+    /// The prompt cache's disk tier: the folder shared by all models and
+    /// the bytes this model's entries may take there (`None`: off).
+    pub prompt_cache_disk: Option<(PathBuf, u64)>,
 }
 
 /// Why a worker stopped.
@@ -123,6 +127,7 @@ pub fn run(config: WorkerConfig) -> Result<(), WorkerError> {
         Ok(loaded) => loaded,
         Err(source) => return Err(fail(&mut endpoint, config.model_path, "loading", source)),
     };
+    let disk = disk_cache::open(&loaded, &config.batch, config.prompt_cache_disk);
     let server = Server::new(loaded, config.context_length, config.batch);
     if let Err(source) = server.warm_up(&mut || endpoint.heartbeat()) {
         return Err(fail(&mut endpoint, config.model_path, "warming up", source));
@@ -142,7 +147,7 @@ pub fn run(config: WorkerConfig) -> Result<(), WorkerError> {
         load_ms = started.elapsed().as_millis() as u64,
         "ready"
     );
-    server.serve(&mut endpoint, &stop)
+    server.serve(&mut endpoint, &stop, disk)
 }
 
 /// Waits for the supervisor's `Hello` and checks its version.

@@ -256,14 +256,19 @@ impl Server {
         ids
     }
 
-    /// Serves requests until the front-end leaves, `Shutdown`, or SIGTERM.
+    /// Serves requests until the front-end leaves, `Shutdown`, or SIGTERM;
+    /// the prompt cache with `disk` as its disk tier.
     pub fn serve(
         mut self,
         endpoint: &mut WorkerEndpoint,
         stop: &AtomicBool,
+        disk: Option<engine::prefix_cache::DiskTier>,
     ) -> Result<(), WorkerError> {
+        let mut scheduler = Scheduler::new(&self.loaded.model, self.batch);
+        disk.into_iter()
+            .for_each(|tier| scheduler.attach_disk_cache(tier));
         let mut session = Session {
-            scheduler: Scheduler::new(&self.loaded.model, self.batch),
+            scheduler,
             assembler: SubmitAssembler::new(self.context_length as usize),
             model: &self.loaded.model,
             embeds: EmbedQueue::new(self.context_length as usize),

@@ -172,6 +172,14 @@ pub struct ModelsLayer {
     /// (default: a quarter of the worker's KV memory; 0 turns it off).
     #[arg(long, env = "MLXD_PROMPT_CACHE", value_name = "SIZE")]
     pub prompt_cache: Option<ByteSize>,
+    /// Where the prompt cache keeps entries on disk, each model's in a
+    /// folder of its own (default: ~/.cache/mlxd/prompt-cache).
+    #[arg(long, env = "MLXD_PROMPT_CACHE_DIR", value_name = "DIR")]
+    pub prompt_cache_dir: Option<PathBuf>,
+    /// Bytes of prompt cache each model keeps on disk, so that it outlives
+    /// the worker and the daemon (default: 0, off).
+    #[arg(long, env = "MLXD_PROMPT_CACHE_DISK", value_name = "SIZE")]
+    pub prompt_cache_disk: Option<ByteSize>,
     /// Names for models: `name = "org/repo"` or a path (file only).
     #[arg(skip)]
     pub aliases: BTreeMap<String, String>,
@@ -218,6 +226,8 @@ pub struct ModelOverrides {
     /// `mean` or `cls` (first token); by default its sentence-transformers
     /// `1_Pooling/config.json`, else `last`.
     pub pooling: Option<EmbedPooling>,
+    /// Bytes of prompt cache this model keeps on disk (0: none).
+    pub prompt_cache_disk: Option<ByteSize>,
 }
 
 /// A model's embedding pooling, as the configuration names it.
@@ -450,6 +460,9 @@ pub struct ModelsConfig {
     pub kv_memory: Option<u64>,
     /// `None`: the worker's default.
     pub prompt_cache: Option<u64>,
+    pub prompt_cache_dir: PathBuf,
+    /// Bytes on disk per model (0: off).
+    pub prompt_cache_disk: u64,
     pub aliases: BTreeMap<String, String>,
     pub overrides: BTreeMap<String, ModelOverrides>,
 }
@@ -546,6 +559,8 @@ impl Config {
                 max_replays: 3,
                 kv_memory: None,
                 prompt_cache: None,
+                prompt_cache_dir: home.join(".cache").join("mlxd").join("prompt-cache"),
+                prompt_cache_disk: 0,
                 aliases: BTreeMap::new(),
                 overrides: BTreeMap::new(),
             },
@@ -672,6 +687,8 @@ pub fn load_for(args: &ConfigArgs, machine: Machine) -> anyhow::Result<(Config, 
     pick!(models.max_replays, same);
     pick!(models.kv_memory, |v: ByteSize| Some(v.0));
     pick!(models.prompt_cache, |v: ByteSize| Some(v.0));
+    pick!(models.prompt_cache_dir, same);
+    pick!(models.prompt_cache_disk, |v: ByteSize| v.0);
     pick!(log.level, same);
     pick!(log.format, same);
     let fm = &file.models;
@@ -689,6 +706,7 @@ pub fn load_for(args: &ConfigArgs, machine: Machine) -> anyhow::Result<(Config, 
     config.models.memory_budget_bytes = config.models.memory_budget.bytes(machine.total_memory);
     config.models.dir = expand_home(&config.models.dir);
     config.models.hf_cache = expand_home(&config.models.hf_cache);
+    config.models.prompt_cache_dir = expand_home(&config.models.prompt_cache_dir);
     validate::validate(&config, &provenance)?;
     Ok((config, provenance))
 }

@@ -138,6 +138,16 @@ pub fn render(config: &Config, provenance: &Provenance) -> String {
         Some(b) => out.line("models", "prompt_cache", value(ByteSize(b).to_string())),
         None => out.commented("models", "prompt_cache", "a quarter of kv_memory"),
     }
+    out.line(
+        "models",
+        "prompt_cache_dir",
+        value(m.prompt_cache_dir.display().to_string()),
+    );
+    let on_disk = match m.prompt_cache_disk {
+        0 => "0".to_string(),
+        b => value(ByteSize(b).to_string()),
+    };
+    out.line("models", "prompt_cache_disk", on_disk);
 
     if !m.aliases.is_empty() {
         out.header("models.aliases");
@@ -176,6 +186,10 @@ fn write_overrides(text: &mut String, o: &ModelOverrides) {
     put("repetition_penalty", o.repetition_penalty.map(float));
     put("max_tokens", o.max_tokens.map(|v| value(i64::from(v))));
     put("pooling", o.pooling.map(|p| value(p.name())));
+    put(
+        "prompt_cache_disk",
+        o.prompt_cache_disk.map(|b| value(b.to_string())),
+    );
 }
 
 /// An f32 as written (`0.7`, not its f64 widening `0.699999988`).

@@ -211,3 +211,37 @@ fn a_models_embedding_pooling_is_read_and_a_bad_one_named() {
     let err = load_for(&args, machine(32)).unwrap_err().to_string();
     assert!(err.contains("pooling") || err.contains("max"), "{err}");
 }
+
+#[test]
+fn the_prompt_cache_on_disk_is_off_by_default_and_set_per_model() {
+    let (_dir, args) = file_args("");
+    let (config, _) = load_for(&args, machine(32)).unwrap();
+    assert_eq!(config.models.prompt_cache_disk, 0);
+    assert!(
+        config
+            .models
+            .prompt_cache_dir
+            .ends_with(".cache/mlxd/prompt-cache")
+    );
+    let (_dir, args) = file_args(
+        "[models]\nprompt_cache_dir = \"/var/cache/kv\"\nprompt_cache_disk = \"20GiB\"\n\
+         [models.overrides.big]\nprompt_cache_disk = 0\n",
+    );
+    let (config, _) = load_for(&args, machine(32)).unwrap();
+    assert_eq!(
+        config.models.prompt_cache_dir,
+        PathBuf::from("/var/cache/kv")
+    );
+    assert_eq!(config.models.prompt_cache_disk, 20 * GIB);
+    assert_eq!(
+        config.models.overrides_for("big").prompt_cache_disk,
+        Some(ByteSize(0))
+    );
+    let text = render(&config, &Provenance::default());
+    assert!(text.contains("prompt_cache_disk = \"20GiB\""), "{text}");
+    // Entries on disk come from the memory tier: both or neither.
+    let (_dir, args) = file_args("[models]\nprompt_cache = 0\nprompt_cache_disk = \"1GiB\"\n");
+    let e = load_for(&args, machine(32)).unwrap_err().to_string();
+    assert!(e.contains("models.prompt_cache_disk"), "{e}");
+    assert!(e.contains("models.prompt_cache`"), "{e}");
+}

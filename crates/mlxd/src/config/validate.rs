@@ -76,6 +76,20 @@ pub(super) fn validate(config: &Config, provenance: &Provenance) -> anyhow::Resu
             whence("models.context_length")
         );
     }
+    let on_disk = config.models.prompt_cache_disk > 0
+        || config
+            .models
+            .overrides
+            .values()
+            .any(|o| o.prompt_cache_disk.is_some_and(|b| b.0 > 0));
+    if on_disk && config.models.prompt_cache == Some(0) {
+        bail!(
+            "invalid configuration: the prompt cache on disk ({}) takes its entries from \
+             the one in memory, which {} turns off",
+            whence("models.prompt_cache_disk"),
+            whence("models.prompt_cache")
+        );
+    }
     if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&config.log.level) {
         bail!("invalid configuration: {}: {e}", whence("log.level"));
     }

@@ -6,7 +6,7 @@
 //! does); signals go through the task that owns the `Child`, which has not
 //! reaped it yet, so a signal never reaches a recycled pid.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -44,6 +44,8 @@ pub struct ProcessLauncher {
     heartbeat_timeout: Duration,
     /// Appended to every worker's command line (batch limits).
     worker_args: Vec<String>,
+    /// Appended after them for the model of that name.
+    model_args: BTreeMap<String, Vec<String>>,
     /// The workers' log filter (`MLXD_LOG`); else they inherit this
     /// process's environment.
     worker_log: Option<String>,
@@ -99,6 +101,7 @@ impl ProcessLauncher {
             load_timeout,
             heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
             worker_args: Vec::new(),
+            model_args: BTreeMap::new(),
             worker_log: None,
             spawner: Spawner { jobs: tx, tid },
         })
@@ -114,6 +117,13 @@ impl ProcessLauncher {
     /// Passes `args` to every worker (after its own arguments).
     pub fn with_worker_args(mut self, args: Vec<String>) -> ProcessLauncher {
         self.worker_args = args;
+        self
+    }
+
+    /// Passes `args` to the worker of each model named (after the
+    /// arguments every worker gets, so a flag here wins).
+    pub fn with_model_args(mut self, args: BTreeMap<String, Vec<String>>) -> ProcessLauncher {
+        self.model_args = args;
         self
     }
 
@@ -134,7 +144,14 @@ impl Launcher for ProcessLauncher {
             load: self.load_timeout,
             heartbeat: self.heartbeat_timeout,
         };
-        let extra = self.worker_args.clone();
+        let mut extra = self.worker_args.clone();
+        extra.extend(
+            self.model_args
+                .get(&spec.model_id)
+                .into_iter()
+                .flatten()
+                .cloned(),
+        );
         let log = self.worker_log.clone();
         async move {
             // A worker killed while it loads (a signal, or hung and killed by
