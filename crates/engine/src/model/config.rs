@@ -15,13 +15,19 @@ use mlx::QuantMode;
 
 use crate::error::{EngineError, Result};
 
-/// Keys a nested `text_config` takes from the top level when it lacks them.
-const INHERITED: [&str; 5] = [
+/// Keys a nested `text_config` takes from the top level when it lacks them
+/// (a vision-language family reads its vision tower's config and image
+/// token ids from there too).
+const INHERITED: [&str; 9] = [
     "quantization",
     "quantization_config",
     "eos_token_id",
     "tie_word_embeddings",
     "max_position_embeddings",
+    "vision_config",
+    "image_token_id",
+    "video_token_id",
+    "vision_start_token_id",
 ];
 
 /// Defaults a language model's `ModelArgs` give keys its config may lack
