@@ -2,8 +2,9 @@
 //! (`tests/data/mlx_vlm_qwen2_5_vl.py`): the preprocessing (pixel values
 //! within 1e-5, grids equal) of PNGs that round, shrink, grow and stretch,
 //! the vision tower's embeddings, and the logits (within 1e-4 relative) and
-//! 24 greedy tokens of prompts with one image, two images and none; and
-//! the decoder's refusals of corrupt, oversized and unsupported images.
+//! 24 greedy tokens of prompts with one image, two images and none; the
+//! same weights in mlx-vlm's own layout; and the decoder's refusals of
+//! corrupt, oversized and unsupported images.
 
 #![allow(clippy::unwrap_used)]
 
@@ -210,6 +211,17 @@ fn prompts_with_images_match_mlx_vlm() {
         assert!(err < 1e-4, "{name}: logits differ by {err:e} (relative)");
         assert_eq!(greedy, case.greedy, "{name}: greedy tokens");
     }
+}
+
+#[test]
+fn an_mlx_vlm_checkpoint_loads_the_same_model() {
+    let cases = cases();
+    let case = &cases.cases["one_image"];
+    let (want, greedy) = run(&model(), case);
+    let mlx_layout = Model::load_dir(&dir().join("model_mlx")).unwrap();
+    let (got, got_greedy) = run(&mlx_layout, case);
+    assert_eq!(values(&got), values(&want));
+    assert_eq!(got_greedy, greedy);
 }
 
 #[test]

@@ -5,7 +5,8 @@ usage: mlx_vlm_qwen2_5_vl.py OUT_DIR
 OUT_DIR/model/ holds the checkpoint in the Hugging Face layout (`visual.*`,
 `model.*`, `lm_head.weight`, the patch embedding as a PyTorch Conv3d weight)
 with its config.json and preprocessor_config.json; mlx-vlm loads it through
-its own sanitizing. OUT_DIR/images/ holds the test images (PNG, plus one
+its own sanitizing. OUT_DIR/model_mlx/ holds the same weights as mlx-vlm
+names and lays them out, with a nested text_config. OUT_DIR/images/ holds the test images (PNG, plus one
 JPEG and one WebP), and
   reference.safetensors  per image NAME: "pixel_values.NAME" and "grid.NAME"
                          from mlx-vlm's image processor, "vision.NAME" the
@@ -143,6 +144,28 @@ def main():
     (model_dir / "preprocessor_config.json").write_text(json.dumps(PREPROCESSOR, indent=2))
 
     model = load_model(model_dir)
+    # The same weights as mlx-vlm names and lays them out (`vision_tower.*`,
+    # `language_model.*`, the Conv3d as MLX's [O, T, P, P, C]), with a
+    # nested text_config as mlx-vlm writes configs.
+    mlx_dir = out / "model_mlx"
+    mlx_dir.mkdir(exist_ok=True)
+    mx.save_safetensors(
+        str(mlx_dir / "model.safetensors"),
+        dict(tree_flatten(model.parameters())),
+        metadata={"format": "mlx"},
+    )
+    nested = {k: v for k, v in CONFIG.items() if k not in ("vision_config",)}
+    nested_config = {
+        "model_type": "qwen2_5_vl",
+        "text_config": {**nested, "model_type": "qwen2_5_vl"},
+        "vision_config": CONFIG["vision_config"],
+        "image_token_id": IMAGE,
+        "video_token_id": 251,
+        "vision_start_token_id": VISION_START,
+        "eos_token_id": 255,
+    }
+    (mlx_dir / "config.json").write_text(json.dumps(nested_config, indent=2))
+    (mlx_dir / "preprocessor_config.json").write_text(json.dumps(PREPROCESSOR, indent=2))
     processor = Qwen3VLImageProcessor(**_qwen_vl_image_kwargs(str(model_dir), default_patch_size=14))
 
     tensors = {}
