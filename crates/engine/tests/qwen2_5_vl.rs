@@ -114,7 +114,9 @@ fn model() -> Model {
     Model::load_dir(&dir().join("model")).unwrap()
 }
 
-const IMAGES: [&str; 7] = ["gradient", "noise", "tiny", "wide", "exact", "rgba", "grey"];
+const IMAGES: [&str; 8] = [
+    "gradient", "noise", "tiny", "wide", "exact", "rgba", "grey", "rotated",
+];
 
 #[test]
 fn preprocessing_matches_mlx_vlm() {

@@ -107,6 +107,7 @@ def images(rng):
         "exact": Image.fromarray(rng.integers(0, 256, (56, 56, 3), dtype=np.uint8)),  # no resize
         "rgba": Image.fromarray(rng.integers(0, 256, (45, 70, 4), dtype=np.uint8), "RGBA"),
         "grey": Image.fromarray(rng.integers(0, 256, (64, 33), dtype=np.uint8), "L"),
+        "rotated": Image.fromarray(rng.integers(0, 256, (30, 90, 3), dtype=np.uint8)),
     }
     return out
 
@@ -172,7 +173,14 @@ def main():
     inputs = {}
     for name, image in images(rng).items():
         path = image_dir / f"{name}.png"
-        image.save(path)
+        if name == "rotated":
+            # Stored on its side, with the EXIF orientation (6: turn 90°
+            # clockwise) that makes it upright.
+            exif = Image.Exif()
+            exif[0x0112] = 6
+            image.save(path, exif=exif)
+        else:
+            image.save(path)
         # As mlx-vlm reads an image: EXIF orientation, then RGB.
         features = processor([load_image(str(path))])
         pv = mx.array(features["pixel_values"])
