@@ -8,6 +8,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -239,6 +241,13 @@ fn text_only_prompts_take_the_ordinary_path() {
 }
 
 #[test]
+fn text_only_prompts_batch_and_hit_the_prompt_cache_as_a_text_model_does() {
+    let model = model();
+    common::batching::assert_greedy_batched_equals_alone("qwen2_5_vl", &model);
+    common::batching::assert_prompt_cache_hit_equals_cold_prefill("qwen2_5_vl", &model);
+}
+
+#[test]
 fn placeholders_expand_to_the_prompts_image_tokens() {
     let cases = cases();
     let case = &cases.cases["two_images"];
@@ -283,7 +292,7 @@ fn bad_images_are_refused_with_the_reason() {
 }
 
 #[test]
-fn a_text_model_refuses_images() {
+fn images_and_image_tokens_that_disagree_are_refused() {
     let model = model();
     assert!(model.vision().is_some());
     let cases = cases();
