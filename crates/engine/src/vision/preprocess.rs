@@ -281,6 +281,15 @@ impl ImageInput {
 
 /// Resizes, rescales, normalizes and patchifies one decoded image.
 pub fn preprocess(image: &RgbImage, config: &ImageProcessorConfig) -> Result<ImageInput> {
+    if image.width == 0 || image.height == 0 || image.pixels.len() != image.width * image.height * 3
+    {
+        return Err(EngineError::InvalidRequest(format!(
+            "image: {} bytes for {}×{} RGB pixels",
+            image.pixels.len(),
+            image.width,
+            image.height
+        )));
+    }
     let (h, w) = smart_resize(
         image.height,
         image.width,
@@ -288,6 +297,14 @@ pub fn preprocess(image: &RgbImage, config: &ImageProcessorConfig) -> Result<Ima
         config.min_pixels(),
         config.max_pixels(),
     )?;
+    if h == 0 || w == 0 {
+        return Err(EngineError::InvalidRequest(format!(
+            "image: {}×{} resizes to nothing within min_pixels {}",
+            image.width,
+            image.height,
+            config.min_pixels()
+        )));
+    }
     let resized = if (w, h) == (image.width, image.height) {
         image.pixels.clone()
     } else {
@@ -358,6 +375,24 @@ mod tests {
         let (h, w) = smart_resize(4000, 3000, 28, 1, 28 * 28 * 64).unwrap();
         assert!(h * w <= 28 * 28 * 64, "{h}×{w}");
         assert!(smart_resize(10, 2010, 28, 1, 1 << 30).is_err());
+    }
+
+    #[test]
+    fn inconsistent_or_vanishing_images_are_refused() {
+        let config = ImageProcessorConfig::from_json(r#"{"min_pixels": 0}"#).unwrap();
+        let thin = RgbImage {
+            width: 200,
+            height: 10,
+            pixels: vec![0; 200 * 10 * 3],
+        };
+        let err = preprocess(&thin, &config).unwrap_err();
+        assert!(err.to_string().contains("resizes to nothing"), "{err}");
+        let short = RgbImage {
+            width: 4,
+            height: 4,
+            pixels: vec![0; 5],
+        };
+        assert!(preprocess(&short, &config).is_err());
     }
 
     #[test]
