@@ -3,7 +3,7 @@
 //! within 1e-5, grids equal) of PNGs that round, shrink, grow and stretch,
 //! the vision tower's embeddings, and the logits (within 1e-4 relative) and
 //! 24 greedy tokens of prompts with one image, two images and none; the
-//! same weights in mlx-vlm's own layout; and the decoder's refusals of
+//! same weights in mlx-vlm's own layout, and quantized by mlx-vlm; and the decoder's refusals of
 //! corrupt, oversized and unsupported images.
 
 #![allow(clippy::unwrap_used)]
@@ -226,6 +226,17 @@ fn an_mlx_vlm_checkpoint_loads_the_same_model() {
     let (got, got_greedy) = run(&mlx_layout, case);
     assert_eq!(values(&got), values(&want));
     assert_eq!(got_greedy, greedy);
+}
+
+#[test]
+fn an_mlx_vlm_quantized_checkpoint_matches_mlx_vlm() {
+    let (cases, reference) = (cases(), reference());
+    let case = &cases.cases["one_image_q4"];
+    let model = Model::load_dir(&dir().join("model_q4")).unwrap();
+    let (logits, greedy) = run(&model, case);
+    let err = rel_error(&values(&logits), &values(&reference["logits.one_image_q4"]));
+    assert!(err < 1e-4, "logits differ by {err:e} (relative)");
+    assert_eq!(greedy, case.greedy);
 }
 
 #[test]

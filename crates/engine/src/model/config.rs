@@ -192,6 +192,16 @@ pub struct QuantizationConfig {
 }
 
 impl QuantizationConfig {
+    /// Renames the paths of the per-layer overrides (`rename` gives a
+    /// path's new name or `None` to keep it), for a family that renames
+    /// its tensors on loading.
+    pub fn rename_layers(&mut self, rename: impl Fn(&str) -> Option<String>) {
+        self.overrides = std::mem::take(&mut self.overrides)
+            .into_iter()
+            .map(|(path, v)| (rename(&path).unwrap_or(path), v))
+            .collect();
+    }
+
     /// The parameters for the layer at `path` (e.g. `model.layers.0.mlp.up_proj`):
     /// its override if there is one, else the defaults; `None` if the
     /// override keeps it unquantized.

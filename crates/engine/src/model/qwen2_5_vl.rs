@@ -91,19 +91,20 @@ impl Qwen2_5VlArgs {
     }
 }
 
-/// Renames an mlx-vlm or transformers 5 tensor name to the Hugging Face
-/// layout this family reads.
+/// Renames an mlx-vlm or transformers 5 tensor name (or module path) to
+/// the Hugging Face layout this family reads.
 fn hf_name(name: &str) -> Option<String> {
     const RENAMES: [(&str, &str); 5] = [
-        ("vision_tower.", "visual."),
-        ("language_model.model.", "model."),
-        ("language_model.lm_head.", "lm_head."),
-        ("model.visual.", "visual."),
-        ("model.language_model.", "model."),
+        ("vision_tower", "visual"),
+        ("language_model.model", "model"),
+        ("language_model.lm_head", "lm_head"),
+        ("model.visual", "visual"),
+        ("model.language_model", "model"),
     ];
-    RENAMES
-        .iter()
-        .find_map(|(from, to)| name.strip_prefix(from).map(|rest| format!("{to}{rest}")))
+    RENAMES.iter().find_map(|(from, to)| {
+        let rest = name.strip_prefix(from)?;
+        (rest.is_empty() || rest.starts_with('.')).then(|| format!("{to}{rest}"))
+    })
 }
 
 impl Family for Qwen2_5Vl {
@@ -122,7 +123,13 @@ impl Family for Qwen2_5Vl {
         config: &ModelConfig,
         weights: &mut Weights,
     ) -> Result<Box<dyn LanguageModel>> {
-        Ok(Box::new(Qwen2_5VlModel::load(args, config, weights)?))
+        // Per-layer quantization is keyed by the checkpoint's module paths,
+        // renamed as its tensors were.
+        let mut config = config.clone();
+        if let Some(q) = config.quantization.as_mut() {
+            q.rename_layers(hf_name);
+        }
+        Ok(Box::new(Qwen2_5VlModel::load(args, &config, weights)?))
     }
 }
 
@@ -413,5 +420,38 @@ impl VisionLanguage for Qwen2_5VlModel {
                 sin: &sin,
             },
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hf_name;
+
+    #[test]
+    fn mlx_vlm_and_transformers_names_become_hugging_face_names() {
+        let cases = [
+            (
+                "vision_tower.blocks.0.attn.qkv.weight",
+                Some("visual.blocks.0.attn.qkv.weight"),
+            ),
+            (
+                "language_model.model.norm.weight",
+                Some("model.norm.weight"),
+            ),
+            ("language_model.lm_head", Some("lm_head")),
+            (
+                "model.language_model.layers.1.mlp",
+                Some("model.layers.1.mlp"),
+            ),
+            (
+                "model.visual.merger.ln_q.weight",
+                Some("visual.merger.ln_q.weight"),
+            ),
+            ("model.layers.0.self_attn.q_proj.weight", None),
+            ("vision_towers.x", None),
+        ];
+        for (from, to) in cases {
+            assert_eq!(hf_name(from).as_deref(), to, "{from}");
+        }
     }
 }

@@ -6,7 +6,9 @@ OUT_DIR/model/ holds the checkpoint in the Hugging Face layout (`visual.*`,
 `model.*`, `lm_head.weight`, the patch embedding as a PyTorch Conv3d weight)
 with its config.json and preprocessor_config.json; mlx-vlm loads it through
 its own sanitizing. OUT_DIR/model_mlx/ holds the same weights as mlx-vlm
-names and lays them out, with a nested text_config. OUT_DIR/images/ holds the test images (PNG, plus one
+names and lays them out, with a nested text_config; OUT_DIR/model_q4/ the
+same quantized by mlx-vlm (4-bit groups of 32, the head 8-bit, the vision
+tower dense). OUT_DIR/images/ holds the test images (PNG, plus one
 JPEG and one WebP), and
   reference.safetensors  per image NAME: "pixel_values.NAME" and "grid.NAME"
                          from mlx-vlm's image processor, "vision.NAME" the
@@ -34,6 +36,7 @@ from mlx_vlm.models.qwen3_vl.processing_qwen3_vl import (
     Qwen3VLImageProcessor,
     _qwen_vl_image_kwargs,
 )
+from mlx_vlm.quant_utils import quantize_model
 from mlx_vlm.utils import load_image, load_model
 
 GREEDY_TOKENS = 24
@@ -211,7 +214,8 @@ def main():
         "text_only": ([], [3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 8, 9, 7, 9, 3]),
     }
     reference = {"cases": {}, "image_token_id": IMAGE}
-    for case, (names, ids) in cases.items():
+
+    def run(model, names, ids):
         # The language model keeps the last prompt's positions between
         # calls; a prompt without images would reuse them (as a new
         # request to a loaded mlx-vlm model would not).
@@ -223,14 +227,43 @@ def main():
             kwargs["pixel_values"] = mx.concatenate([inputs[n][0] for n in names])
             kwargs["image_grid_thw"] = mx.concatenate([inputs[n][1] for n in names])
         logits = model(mx.array([ids]), cache=cache, **kwargs).logits
-        tensors[f"logits.{case}"] = logits
         token = mx.argmax(logits[0, -1]).item()
         greedy = []
         for _ in range(GREEDY_TOKENS):
             greedy.append(token)
             step = model(mx.array([[token]]), cache=cache).logits
             token = mx.argmax(step[0, -1]).item()
+        return logits, greedy
+
+    for case, (names, ids) in cases.items():
+        logits, greedy = run(model, names, ids)
+        tensors[f"logits.{case}"] = logits
         reference["cases"][case] = {"images": names, "prompt": ids, "greedy": greedy}
+
+    # Quantized as mlx-vlm converts: 4-bit groups of 32, the output head at
+    # 8 bits (a per-layer override under mlx-vlm's module path), the vision
+    # tower left dense.
+    def predicate(path, module):
+        if "vision_tower" in path:
+            return False
+        if path.endswith("lm_head"):
+            return {"group_size": 32, "bits": 8}
+        return True
+
+    quantized, q_config = quantize_model(model, dict(CONFIG), 32, 4, quant_predicate=predicate)
+    q_dir = out / "model_q4"
+    q_dir.mkdir(exist_ok=True)
+    mx.save_safetensors(
+        str(q_dir / "model.safetensors"),
+        dict(tree_flatten(quantized.parameters())),
+        metadata={"format": "mlx"},
+    )
+    (q_dir / "config.json").write_text(json.dumps(q_config, indent=2))
+    (q_dir / "preprocessor_config.json").write_text(json.dumps(PREPROCESSOR, indent=2))
+    names, ids = cases["one_image"]
+    logits, greedy = run(load_model(q_dir), names, ids)
+    tensors["logits.one_image_q4"] = logits
+    reference["cases"]["one_image_q4"] = {"images": names, "prompt": ids, "greedy": greedy}
 
     mx.save_safetensors(str(out / "reference.safetensors"), tensors)
     (out / "reference.json").write_text(json.dumps(reference, indent=1))
