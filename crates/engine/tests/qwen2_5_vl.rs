@@ -17,8 +17,8 @@ use std::sync::OnceLock;
 
 use engine::Model;
 use engine::vision::{
-    DEFAULT_MAX_DECODED_PIXELS, ImageInput, ImageProcessorConfig, decode_image,
-    expand_image_placeholders, preprocess,
+    DEFAULT_MAX_DECODED_PIXELS, ImageInput, ImageProcessorConfig, decode_image, prepare_prompt,
+    preprocess,
 };
 use mlx::Array;
 
@@ -259,26 +259,38 @@ fn text_only_prompts_batch_and_hit_the_prompt_cache_as_a_text_model_does() {
 }
 
 #[test]
-fn placeholders_expand_to_the_prompts_image_tokens() {
+fn a_prompt_with_placeholders_and_image_files_is_prepared_as_the_processor_does() {
     let cases = cases();
     let case = &cases.cases["two_images"];
     let image_token = cases.image_token_id;
-    // The prompt with one placeholder per image, expanded again.
+    // The prompt with one placeholder per image.
     let mut short = Vec::new();
     for &t in &case.prompt {
         if t != image_token || short.last() != Some(&image_token) {
             short.push(t);
         }
     }
-    let counts: Vec<usize> = case
+    let files: Vec<Vec<u8>> = case
         .images
         .iter()
-        .map(|n| image(n, "png").tokens(2))
+        .map(|n| std::fs::read(dir().join(format!("images/{n}.png"))).unwrap())
         .collect();
-    assert_eq!(
-        expand_image_placeholders(&short, image_token, &counts).unwrap(),
-        case.prompt
-    );
+    let bytes: Vec<&[u8]> = files.iter().map(Vec::as_slice).collect();
+    let config = ImageProcessorConfig::load_dir(&dir().join("model")).unwrap();
+    let prepared = prepare_prompt(
+        &short,
+        &bytes,
+        &config,
+        image_token,
+        DEFAULT_MAX_DECODED_PIXELS,
+    )
+    .unwrap();
+    assert_eq!(prepared.tokens, case.prompt);
+    let want: Vec<ImageInput> = case.images.iter().map(|n| image(n, "png")).collect();
+    assert_eq!(prepared.images, want);
+    // One placeholder for two images.
+    let one = [short[0], image_token];
+    assert!(prepare_prompt(&one, &bytes, &config, image_token, 1 << 20).is_err());
 }
 
 #[test]

@@ -101,8 +101,9 @@ pub struct VisionTower {
     ln_q: RmsNorm,
     merger_fc1: Linear,
     merger_fc2: Linear,
-    /// `[max positions, head_dim / 4]` rotary angles of positions 0.. are
-    /// computed per call (they depend on the largest grid).
+    /// The `head_dim / 4` rotation speeds of each axis (θ 10,000); the
+    /// angle table of positions up to the largest grid side is made per
+    /// call from them.
     inv_freq: Array,
 }
 
