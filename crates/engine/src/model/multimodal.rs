@@ -72,6 +72,9 @@ impl Model {
     /// in order.
     pub fn encode_images(&self, images: &[ImageInput]) -> Result<Array> {
         let vl = self.vision_or_refuse()?;
+        if images.is_empty() {
+            return Err(EngineError::InvalidRequest("no images to encode".into()));
+        }
         let width = vl.patch_width();
         let mut values = Vec::new();
         let mut grids = Vec::with_capacity(images.len());

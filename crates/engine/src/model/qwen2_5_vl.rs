@@ -145,8 +145,8 @@ struct Attention {
 /// How the layers rotate the new tokens' queries and keys.
 #[derive(Clone, Copy)]
 enum Rotation<'a> {
-    /// Plain RoPE at `at` (text: one position on every axis), shifted by
-    /// `delta` for a sequence.
+    /// Plain RoPE at `at` (text: one position on every axis; after a
+    /// prompt with images the caller shifts the offset by its delta).
     At(Positions<'a>),
     /// M-RoPE: explicit `cos` and `sin`, `[1, 1, L, head_dim]`.
     Angles { cos: &'a Array, sin: &'a Array },
