@@ -29,6 +29,7 @@ pub mod prefix_cache;
 pub mod sampler;
 pub mod stop;
 pub mod tokenizer;
+pub mod vision;
 
 pub use chat::{ChatMessage, ChatTemplate, MessageContent, RenderOptions, TemplateError};
 pub use detokenizer::StreamingDetokenizer;

@@ -30,7 +30,9 @@ fn render() -> String {
          `text_config.model_type`) is one of these. Each family is one file under \
          `crates/engine/src/model/` (some take several types), checked against \
          mlx-lm 0.32.2 on tiny random checkpoints \
-         (`crates/engine/tests/mlx_lm_parity.rs`).\n\n",
+         (`crates/engine/tests/mlx_lm_parity.rs`); `qwen2_5_vl` also takes images \
+         (engine level only, not yet over HTTP), checked against mlx-vlm 0.7.10 \
+         (`crates/engine/tests/qwen2_5_vl.rs`).\n\n",
     );
     let types = supported_model_types();
     let _ = writeln!(out, "## Model types ({})\n", types.len());

@@ -133,6 +133,11 @@ pub trait LanguageModel: Send {
 
     /// The dtype of activations and of the KV cache.
     fn dtype(&self) -> Dtype;
+
+    /// The image side of a vision-language family (none for text models).
+    fn vision(&self) -> Option<&dyn super::multimodal::VisionLanguage> {
+        None
+    }
 }
 
 /// Checks that `caches` has one cache per layer of a model of `layers`.

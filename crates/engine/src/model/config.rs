@@ -15,13 +15,19 @@ use mlx::QuantMode;
 
 use crate::error::{EngineError, Result};
 
-/// Keys a nested `text_config` takes from the top level when it lacks them.
-const INHERITED: [&str; 5] = [
+/// Keys a nested `text_config` takes from the top level when it lacks them
+/// (a vision-language family reads its vision tower's config and image
+/// token ids from there too).
+const INHERITED: [&str; 9] = [
     "quantization",
     "quantization_config",
     "eos_token_id",
     "tie_word_embeddings",
     "max_position_embeddings",
+    "vision_config",
+    "image_token_id",
+    "video_token_id",
+    "vision_start_token_id",
 ];
 
 /// Defaults a language model's `ModelArgs` give keys its config may lack
@@ -190,6 +196,16 @@ pub struct QuantizationConfig {
 }
 
 impl QuantizationConfig {
+    /// Renames the paths of the per-layer overrides (`rename` gives a
+    /// path's new name or `None` to keep it), for a family that renames
+    /// its tensors on loading.
+    pub fn rename_layers(&mut self, rename: impl Fn(&str) -> Option<String>) {
+        self.overrides = std::mem::take(&mut self.overrides)
+            .into_iter()
+            .map(|(path, v)| (rename(&path).unwrap_or(path), v))
+            .collect();
+    }
+
     /// The parameters for the layer at `path` (e.g. `model.layers.0.mlp.up_proj`):
     /// its override if there is one, else the defaults; `None` if the
     /// override keeps it unquantized.

@@ -25,9 +25,12 @@ mod mistral;
 mod mixtral;
 pub mod mlp;
 pub mod moe;
+pub mod multimodal;
 pub mod nn;
 mod phi3;
 mod qwen2;
+mod qwen2_5_vl;
+pub mod qwen2_5_vl_vision;
 mod qwen3;
 mod qwen3_5;
 mod qwen3_5_moe;
@@ -49,6 +52,7 @@ pub use base::{CacheKind, Caches, LanguageModel, LayerCache, LayerCaches, Positi
 pub use batch_cache::{BatchCache, BatchKvCache, BatchLayerCache};
 pub use cache::{Cache, KvCache, LayerSnapshot, RecurrentCache};
 pub use config::ModelConfig;
+pub use multimodal::{ImagePrefill, VisionLanguage};
 pub use registry::{cache_kinds, kv_width, supported_model_types};
 pub use weights::Weights;
 

@@ -14,8 +14,8 @@ use super::base::{CacheKind, LanguageModel};
 use super::config::ModelConfig;
 use super::weights::Weights;
 use super::{
-    deepseek_v3, gemma3_text, glm4_moe, gpt_oss, llama, mistral, mixtral, phi3, qwen2, qwen3,
-    qwen3_5, qwen3_5_moe, qwen3_moe, qwen3_next,
+    deepseek_v3, gemma3_text, glm4_moe, gpt_oss, llama, mistral, mixtral, phi3, qwen2, qwen2_5_vl,
+    qwen3, qwen3_5, qwen3_5_moe, qwen3_moe, qwen3_next,
 };
 use crate::error::{EngineError, Result};
 
@@ -140,6 +140,7 @@ pub const FAMILIES: &[Entry] = &[
     entry::<llama::Llama>(),
     entry::<mistral::Mistral>(),
     entry::<qwen2::Qwen2>(),
+    entry::<qwen2_5_vl::Qwen2_5Vl>(),
     entry::<qwen3::Qwen3>(),
     entry::<qwen3_next::Qwen3Next>(),
     entry::<qwen3_5::Qwen3_5>(),
