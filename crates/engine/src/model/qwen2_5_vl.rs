@@ -244,6 +244,7 @@ impl Qwen2_5VlModel {
                 scale: 1.0,
                 freqs: None,
                 mscale: 1.0,
+                dynamic: None,
             },
             inv_freq,
             axis_of_pair: Array::from_slice(&axes, &[pairs])?,
