@@ -14,6 +14,8 @@ use engine::{ChatMessage, RenderOptions, Sampler, SamplingParams, TextStream};
 
 use crate::models;
 
+mod speculative;
+
 /// Arguments of `mlxd run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -58,6 +60,17 @@ pub struct RunArgs {
     /// Prompt tokens per prefill chunk.
     #[arg(long, default_value_t = 2048)]
     prefill_step: usize,
+    /// Speculative decoding with prompt lookup (n-gram matches in the
+    /// prompt and the output so far); runs through the batch scheduler.
+    #[arg(long, conflicts_with = "draft_model")]
+    prompt_lookup: bool,
+    /// Speculative decoding with this draft model (a directory, a .gguf
+    /// file, or org/name; same vocabulary); runs through the scheduler.
+    #[arg(long)]
+    draft_model: Option<String>,
+    /// Draft tokens per speculative step at most.
+    #[arg(long, default_value_t = engine::speculative::DEFAULT_DRAFT_TOKENS)]
+    num_draft_tokens: usize,
 }
 
 /// Runs the prompt and prints text and figures.
@@ -94,6 +107,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let model = &loaded.model;
     let sampler = Sampler::new(params, model.config.vocab_size as usize, &prompt)?;
     mlx::memory::reset_peak_memory();
+    if args.prompt_lookup || args.draft_model.is_some() {
+        return speculative::run(&args, model, &tokenizer, prompt, sampler);
+    }
     let options = GenerateOptions {
         max_tokens: args.max_tokens,
         prefill_step: args.prefill_step,

@@ -295,6 +295,38 @@ fn worker_args(models: &config::ModelsConfig) -> Vec<String> {
         .collect()
 }
 
+/// The speculative decoding arguments of a worker (`choice`, checked when
+/// the configuration was loaded: an error is none), its draft model's name
+/// resolved to a path.
+fn spec_args(
+    models: &config::ModelsConfig,
+    choice: Result<Option<config::SpecChoice>, String>,
+) -> Vec<String> {
+    let choice = choice.ok().flatten();
+    config::speculative_args(choice.as_ref(), |draft| {
+        models::locate(models)
+            .into_iter()
+            .find(|(id, _)| id == draft)
+            .map(|(_, path)| path)
+    })
+}
+
+/// [`spec_args`] of every model with overrides.
+fn model_spec_args(
+    models: &config::ModelsConfig,
+) -> std::collections::HashMap<String, Vec<String>> {
+    models
+        .overrides
+        .keys()
+        .map(|name| {
+            (
+                name.clone(),
+                spec_args(models, models.speculative_for(name)),
+            )
+        })
+        .collect()
+}
+
 async fn serve(args: ServeArgs, config: Config) -> anyhow::Result<()> {
     let mut served = served_models(&args.models, &config.models)?;
     let default = default_model(&mut served, &config.models)?;
@@ -302,6 +334,10 @@ async fn serve(args: ServeArgs, config: Config) -> anyhow::Result<()> {
     let launcher = ProcessLauncher::new(program, Duration::from_secs(args.load_timeout))?
         .with_heartbeat_timeout(Duration::from_secs(args.heartbeat_timeout.max(1)))
         .with_worker_args(worker_args(&config.models))
+        .with_model_args(
+            spec_args(&config.models, config.models.speculative_default()),
+            model_spec_args(&config.models),
+        )
         .with_worker_log(config.log.level.clone());
     let supervisor = Supervisor::start(
         Arc::new(launcher) as Arc<dyn Launcher>,

@@ -27,6 +27,9 @@ use shm_ring::monotonic_ns;
 use crate::embed::EmbedQueue;
 use crate::{WorkerError, send_event, stopping, truncate};
 
+mod speculative;
+pub use speculative::SpecOptions;
+
 /// How long an idle worker sleeps between heartbeats.
 const IDLE_TICK: Duration = Duration::from_millis(250);
 
@@ -73,6 +76,7 @@ pub struct Server {
     batch: BatchConfig,
     /// Requests run so far.
     served: u64,
+    spec: Option<speculative::Speculating>,
 }
 
 /// What the loop knows of a request the engine holds.
@@ -181,6 +185,7 @@ impl Server {
             context_length,
             batch,
             served: 0,
+            spec: None,
         }
     }
 
@@ -263,7 +268,7 @@ impl Server {
         stop: &AtomicBool,
     ) -> Result<(), WorkerError> {
         let mut session = Session {
-            scheduler: Scheduler::new(&self.loaded.model, self.batch),
+            scheduler: speculative::scheduler(&self.loaded.model, self.batch, self.spec.as_ref()),
             assembler: SubmitAssembler::new(self.context_length as usize),
             model: &self.loaded.model,
             embeds: EmbedQueue::new(self.context_length as usize),
@@ -729,6 +734,7 @@ struct Report {
     admitted_at: Option<Instant>,
     first_token_at: Option<Instant>,
     last_token_at: Option<Instant>,
+    speculative: engine::speculative::SpecCounts,
 }
 
 impl Report {
@@ -743,6 +749,7 @@ impl Report {
             admitted_at: None,
             first_token_at: None,
             last_token_at: None,
+            speculative: Default::default(),
         }
     }
 }
@@ -772,6 +779,7 @@ impl From<SeqReport> for Report {
             admitted_at: r.admitted_at,
             first_token_at: r.first_token_at,
             last_token_at: r.last_token_at,
+            speculative: r.speculative,
         }
     }
 }
@@ -826,6 +834,8 @@ fn finish(endpoint: &mut WorkerEndpoint, r: &Report, tracked: &Tracked) -> Resul
         received_ns: tracked.received_ns,
         admitted_ns: instant_ns(r.admitted_at),
         first_token_ns: tracked.first_token_ns,
+        draft_tokens: r.speculative.drafted as u32,
+        accepted_draft_tokens: r.speculative.accepted as u32,
     };
     send_event(endpoint, &Event::Done(done))?;
     Ok(())

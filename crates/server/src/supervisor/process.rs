@@ -41,6 +41,10 @@ pub struct ProcessLauncher {
     heartbeat_timeout: Duration,
     /// Appended to every worker's command line (batch limits).
     worker_args: Vec<String>,
+    /// Appended after them for the model of that name, else `model_default`
+    /// (settings a model's overrides may change: speculative decoding).
+    model_args: std::collections::HashMap<String, Vec<String>>,
+    model_default: Vec<String>,
     /// The workers' log filter (`MLXD_LOG`); else they inherit this
     /// process's environment.
     worker_log: Option<String>,
@@ -96,6 +100,8 @@ impl ProcessLauncher {
             load_timeout,
             heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
             worker_args: Vec::new(),
+            model_args: std::collections::HashMap::new(),
+            model_default: Vec::new(),
             worker_log: None,
             spawner: Spawner { jobs: tx, tid },
         })
@@ -111,6 +117,18 @@ impl ProcessLauncher {
     /// Passes `args` to every worker (after its own arguments).
     pub fn with_worker_args(mut self, args: Vec<String>) -> ProcessLauncher {
         self.worker_args = args;
+        self
+    }
+
+    /// Passes `per_model[name]` to the worker of model `name` (after the
+    /// arguments of every worker), `default` to a model not in it.
+    pub fn with_model_args(
+        mut self,
+        default: Vec<String>,
+        per_model: std::collections::HashMap<String, Vec<String>>,
+    ) -> ProcessLauncher {
+        self.model_default = default;
+        self.model_args = per_model;
         self
     }
 
@@ -131,7 +149,12 @@ impl Launcher for ProcessLauncher {
             load: self.load_timeout,
             heartbeat: self.heartbeat_timeout,
         };
-        let extra = self.worker_args.clone();
+        let mut extra = self.worker_args.clone();
+        extra.extend_from_slice(
+            self.model_args
+                .get(&spec.model_id)
+                .unwrap_or(&self.model_default),
+        );
         let log = self.worker_log.clone();
         async move {
             // A worker killed while it loads (a signal, or hung and killed by
