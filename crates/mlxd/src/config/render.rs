@@ -192,6 +192,11 @@ fn write_overrides(text: &mut String, o: &ModelOverrides) {
     put("repetition_penalty", o.repetition_penalty.map(float));
     put("max_tokens", o.max_tokens.map(|v| value(i64::from(v))));
     put("pooling", o.pooling.map(|p| value(p.name())));
+    put("speculative", o.speculative.map(|m| value(m.name())));
+    put("draft_model", o.draft_model.as_deref().map(value));
+    let count = |v: Option<usize>| v.map(|v| value(v as i64));
+    put("num_draft_tokens", count(o.num_draft_tokens));
+    put("spec_max_batch", count(o.spec_max_batch));
 }
 
 /// An f32 as written (`0.7`, not its f64 widening `0.699999988`).
