@@ -239,13 +239,13 @@ fn main() -> anyhow::Result<()> {
                     kv_tokens: args.kv_tokens,
                     prompt_cache_memory: args.prompt_cache_memory,
                 },
-                speculative: (args.prompt_lookup || args.draft_model.is_some()).then(|| {
+                speculative: (args.prompt_lookup || args.draft_model.is_some()).then_some(
                     worker::SpecOptions {
                         draft_model: args.draft_model,
                         num_draft_tokens: args.num_draft_tokens,
                         max_batch: args.spec_max_batch,
-                    }
-                }),
+                    },
+                ),
             };
             // The supervisor reads the reason from the log line and the
             // event the worker sent; the exit status says it failed.

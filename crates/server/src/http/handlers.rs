@@ -275,9 +275,10 @@ async fn respond(
             return Err(e);
         }
     };
-    let usage = timeline
-        .snapshot()
-        .fill_usage(Usage::new(prepared.prompt_tokens(), collected.completion_tokens));
+    let usage = timeline.snapshot().fill_usage(Usage::new(
+        prepared.prompt_tokens(),
+        collected.completion_tokens,
+    ));
     state
         .metrics
         .count_tokens(usage.prompt_tokens, usage.completion_tokens);
