@@ -321,3 +321,76 @@ fn penalties_and_logprobs_apply_per_position_as_in_normal_decoding() {
         }
     }
 }
+
+#[test]
+fn models_with_recurrent_layers_refuse_speculation() {
+    let hybrid = common::mlx_lm::load("qwen3_next_f32_interval2");
+    let target = model(7);
+    let spec = |drafter| Speculation {
+        drafter,
+        num_draft_tokens: 4,
+        max_batch: 4,
+    };
+    let refused = Scheduler::new(&hybrid, config())
+        .with_speculation(spec(Drafter::PromptLookup))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(refused.contains("recurrent"), "{refused}");
+    // Nor can a hybrid draft for an attention model.
+    assert!(
+        Scheduler::new(&target, config())
+            .with_speculation(spec(Drafter::Model(&hybrid)))
+            .is_err()
+    );
+    // A draft model of another vocabulary is refused too.
+    let other = Preset::find("tiny-f32")
+        .unwrap()
+        .with_vocab(300)
+        .build(1)
+        .unwrap();
+    let refused = Scheduler::new(&target, config())
+        .with_speculation(spec(Drafter::Model(&other)))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(refused.contains("vocabulary"), "{refused}");
+}
+
+#[test]
+fn the_prompt_cache_keeps_what_speculative_rows_computed() {
+    let target = model(7);
+    let mut prompts = eight_prompts()[2..6].to_vec();
+    prompts.push(repetitive());
+    let expected = reference(&target, &prompts, 16, 0);
+    let mut s = Scheduler::new(&target, BatchConfig::default())
+        .with_speculation(Speculation {
+            drafter: Drafter::Model(&target),
+            num_draft_tokens: 4,
+            max_batch: 8,
+        })
+        .unwrap();
+    let (got, _) = greedy_run(&mut s, &target, &prompts, 16, 0);
+    assert_eq!(got, expected);
+    // The same prompts continued by their answers: served from the entries
+    // the finished rows left (their shifted, trimmed columns).
+    let continued: Vec<Vec<u32>> = prompts
+        .iter()
+        .zip(&got)
+        .map(|(p, a)| p.iter().chain(a).copied().collect())
+        .collect();
+    let expected = reference(&target, &continued, 8, 0);
+    for (i, prompt) in continued.iter().enumerate() {
+        let greedy = SamplingParams::greedy();
+        s.submit(request(&target, i as u64, prompt, &greedy, 8))
+            .unwrap();
+    }
+    let out = run(&mut s, HashMap::new());
+    for (i, want) in expected.iter().enumerate() {
+        let i = i as u64;
+        assert_eq!(&ids(&out.tokens[&i]), want);
+        // All but the last answer token were fed back and cached.
+        let cached = out.reports[&i].cached_tokens;
+        assert!(cached >= prompts[i as usize].len(), "{cached} cached");
+    }
+}
