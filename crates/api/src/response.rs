@@ -442,4 +442,15 @@ mod tests {
         let cached = serde_json::to_value(Usage::new(10, 5).with_cached_tokens(8)).unwrap();
         assert_eq!(cached["prompt_tokens_details"]["cached_tokens"], 8);
     }
+
+    #[test]
+    fn usage_writes_draft_tokens_only_when_drafts_were_verified() {
+        let plain = serde_json::to_value(Usage::new(10, 5).with_draft_tokens(0, 0)).unwrap();
+        assert!(plain.get("completion_tokens_details").is_none());
+        let drafted = serde_json::to_value(Usage::new(10, 5).with_draft_tokens(7, 3)).unwrap();
+        assert_eq!(
+            drafted["completion_tokens_details"],
+            serde_json::json!({"accepted_prediction_tokens": 3, "rejected_prediction_tokens": 4})
+        );
+    }
 }
