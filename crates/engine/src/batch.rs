@@ -62,10 +62,10 @@ use crate::memory::FreeMemory;
 use crate::model::{BatchCache, Cache, LayerSnapshot, Model, Positions};
 use crate::prefix_cache::PrefixCache;
 use crate::sampler::{Sampled, SampledToken, Sampler};
-use crate::speculative::{SpecCounts, Speculation};
+use crate::speculative::SpecCounts;
 use masking::{Built, step_tokens};
 use row::unstarted;
-use speculative::RowSpec;
+use speculative::{RowSpec, SpecState};
 
 /// Limits of a [`Scheduler`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -214,7 +214,7 @@ pub struct Scheduler<'m> {
     steps: u64,
     host: HostTimes,
     prefill_passes: u64,
-    spec: Option<Speculation<'m>>,
+    spec: Option<SpecState<'m>>,
 }
 
 impl<'m> Scheduler<'m> {

@@ -15,7 +15,8 @@
 //!
 //! A speculative step needs the tokens so far on the host (to draft), so
 //! it reads the step in flight first and is not overlapped with the next:
-//! a step whose rows found nothing to draft decodes normally, pipelined.
+//! a step whose rows found nothing to draft decodes normally, pipelined,
+//! and so do the next [`IDLE_BACKOFF`] steps.
 //! A larger batch decodes normally (see [`Speculation::max_batch`]).
 //!
 //! [`BatchCache::trim_rows`]: crate::model::BatchCache::trim_rows
@@ -32,6 +33,20 @@ use crate::speculative::{Drafter, SpecCounts, Speculation, next_draft_len, promp
 
 /// Prompt tokens a draft model catches up on per pass.
 const DRAFT_PREFILL_CHUNK: usize = 2048;
+
+/// Normal steps after a speculative attempt that found nothing to draft,
+/// before the next attempt: an attempt reads the step in flight before
+/// building the next, so while drafts are rare (prompt lookup on text that
+/// does not repeat) most steps keep their overlap.
+const IDLE_BACKOFF: u32 = 3;
+
+/// A scheduler's speculation: how, and the normal steps left before the
+/// next attempt.
+#[derive(Clone, Copy)]
+pub(super) struct SpecState<'m> {
+    spec: Speculation<'m>,
+    backoff: u32,
+}
 
 /// A row's speculative state.
 #[derive(Default)]
@@ -50,17 +65,17 @@ impl<'m> Scheduler<'m> {
     /// of another vocabulary).
     pub fn with_speculation(mut self, spec: Speculation<'m>) -> Result<Scheduler<'m>> {
         spec.check(self.model)?;
-        self.spec = Some(spec);
+        self.spec = Some(SpecState { spec, backoff: 0 });
         Ok(self)
     }
 
     /// Whether the batch as it is speculates.
     fn speculates(&self) -> bool {
-        let Some(spec) = &self.spec else {
+        let Some(state) = &self.spec else {
             return false;
         };
         !self.rows.is_empty()
-            && self.rows.len() <= spec.max_batch
+            && self.rows.len() <= state.spec.max_batch
             && self.rows.iter().all(|r| {
                 r.ended.is_none() && r.req.constraint.is_none() && r.req.sampler.replay_left() == 0
             })
@@ -69,10 +84,17 @@ impl<'m> Scheduler<'m> {
     /// Runs this step as a speculative one when the batch speculates and
     /// some row has a draft; false when the step is to be a normal one.
     pub(super) fn speculate(&mut self, events: &mut Vec<SeqEvent>) -> Result<bool> {
-        let Some(spec) = self.spec else {
+        let Some(SpecState { spec, backoff }) = self.spec else {
             return Ok(false);
         };
         if !self.speculates() {
+            return Ok(false);
+        }
+        if backoff > 0 {
+            self.spec = Some(SpecState {
+                spec,
+                backoff: backoff - 1,
+            });
             return Ok(false);
         }
         if let Some(flight) = self.in_flight.take() {
@@ -100,6 +122,10 @@ impl<'m> Scheduler<'m> {
             drafts.push(draft);
         }
         if drafts.iter().all(Vec::is_empty) {
+            self.spec = Some(SpecState {
+                spec,
+                backoff: IDLE_BACKOFF,
+            });
             return Ok(false);
         }
         self.verify(spec, &drafts, begin, events)?;
