@@ -224,6 +224,14 @@ impl ModelCatalog for ConfigCatalog {
         })
     }
 
+    fn draft_model(&self, name: &str) -> Option<PathBuf> {
+        let draft = self.models.speculative_for(name).ok()??.draft_model?;
+        Some(
+            locate_draft(&self.models, &draft)
+                .unwrap_or_else(|| config::expand_home(Path::new(&draft))),
+        )
+    }
+
     fn pooling(&self, name: &str) -> Option<protocol::Pooling> {
         self.models.overrides_for(name).pooling.map(|p| match p {
             config::EmbedPooling::Last => protocol::Pooling::Last,
@@ -303,12 +311,15 @@ fn spec_args(
     choice: Result<Option<config::SpecChoice>, String>,
 ) -> Vec<String> {
     let choice = choice.ok().flatten();
-    config::speculative_args(choice.as_ref(), |draft| {
-        models::locate(models)
-            .into_iter()
-            .find(|(id, _)| id == draft)
-            .map(|(_, path)| path)
-    })
+    config::speculative_args(choice.as_ref(), |draft| locate_draft(models, draft))
+}
+
+/// The path of the draft model `name` names, if it is a model name.
+fn locate_draft(models: &config::ModelsConfig, name: &str) -> Option<PathBuf> {
+    models::locate(models)
+        .into_iter()
+        .find(|(id, _)| id == name)
+        .map(|(_, path)| path)
 }
 
 /// [`spec_args`] of every model with overrides.
