@@ -394,3 +394,21 @@ fn the_prompt_cache_keeps_what_speculative_rows_computed() {
         assert!(cached >= prompts[i as usize].len(), "{cached} cached");
     }
 }
+
+#[test]
+fn other_families_verify_drafts_as_they_decode() {
+    // Gemma 3's sliding window (8 positions in the tiny preset) and
+    // gpt-oss's attention sinks see several new tokens per row at once.
+    for name in ["tiny-gemma3-f32", "tiny-moe-f32", "tiny-gpt-oss-mxfp4"] {
+        let target = Preset::find(name).unwrap().build(3).unwrap();
+        let mut prompts = eight_prompts()[1..5].to_vec();
+        prompts.push(repetitive());
+        let expected = reference(&target, &prompts, 14, 0);
+        for drafter in [Drafter::PromptLookup, Drafter::Model(&target)] {
+            let mut s = speculating(&target, drafter, 8);
+            let (got, counts) = greedy_run(&mut s, &target, &prompts, 14, 0);
+            assert_eq!(got, expected, "{name}");
+            assert!(counts.accepted > 0, "{name}: {counts:?}");
+        }
+    }
+}
