@@ -34,6 +34,10 @@
 //!    (all but its last token) joins the batch, and its last prompt token
 //!    is its input to the next step.
 //!
+//! With speculation on ([`Scheduler::with_speculation`]), a batch of few
+//! enough rows replaces steps 1-3 by a speculative step (`speculative`):
+//! drafts verified in one pass, several tokens per row.
+//!
 //! Admission is FIFO: the oldest waiting sequence is admitted first, and no
 //! later one overtakes it, so a waiting sequence waits at most for the
 //! sequences ahead of it to make room (each bounded by its `max_tokens`).
