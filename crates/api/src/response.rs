@@ -56,6 +56,21 @@ pub struct Usage {
     /// writes `prompt_tokens_details` only where it has them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prompt_tokens_details: Option<PromptTokensDetails>,
+    /// Written only when speculative decoding verified draft tokens.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub completion_tokens_details: Option<CompletionTokensDetails>,
+}
+
+/// The parts of the completion count (OpenAI's
+/// `usage.completion_tokens_details`): the draft tokens of speculative
+/// decoding, in the fields OpenAI reports a prediction's tokens in, since
+/// they mean the same (proposed tokens the model accepted or rejected).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct CompletionTokensDetails {
+    /// Draft tokens the model accepted (tokens gained by speculation).
+    pub accepted_prediction_tokens: u32,
+    /// Draft tokens the model rejected (verified in vain).
+    pub rejected_prediction_tokens: u32,
 }
 
 /// The parts of the prompt count (OpenAI's `usage.prompt_tokens_details`).
@@ -72,7 +87,18 @@ impl Usage {
             completion_tokens,
             total_tokens: prompt_tokens.saturating_add(completion_tokens),
             prompt_tokens_details: None,
+            completion_tokens_details: None,
         }
+    }
+
+    /// The same counts with `drafted` draft tokens verified, `accepted` of
+    /// them accepted (0 drafted: no details written).
+    pub fn with_draft_tokens(mut self, drafted: u32, accepted: u32) -> Self {
+        self.completion_tokens_details = (drafted > 0).then_some(CompletionTokensDetails {
+            accepted_prediction_tokens: accepted,
+            rejected_prediction_tokens: drafted.saturating_sub(accepted),
+        });
+        self
     }
 
     /// The same counts with `cached` prompt tokens from the prompt cache
@@ -415,5 +441,16 @@ mod tests {
         );
         let cached = serde_json::to_value(Usage::new(10, 5).with_cached_tokens(8)).unwrap();
         assert_eq!(cached["prompt_tokens_details"]["cached_tokens"], 8);
+    }
+
+    #[test]
+    fn usage_writes_draft_tokens_only_when_drafts_were_verified() {
+        let plain = serde_json::to_value(Usage::new(10, 5).with_draft_tokens(0, 0)).unwrap();
+        assert!(plain.get("completion_tokens_details").is_none());
+        let drafted = serde_json::to_value(Usage::new(10, 5).with_draft_tokens(7, 3)).unwrap();
+        assert_eq!(
+            drafted["completion_tokens_details"],
+            serde_json::json!({"accepted_prediction_tokens": 3, "rejected_prediction_tokens": 4})
+        );
     }
 }

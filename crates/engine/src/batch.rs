@@ -34,6 +34,10 @@
 //!    (all but its last token) joins the batch, and its last prompt token
 //!    is its input to the next step.
 //!
+//! With speculation on ([`Scheduler::with_speculation`]), a batch of few
+//! enough rows replaces steps 1-3 by a speculative step (`speculative`):
+//! drafts verified in one pass, several tokens per row.
+//!
 //! Admission is FIFO: the oldest waiting sequence is admitted first, and no
 //! later one overtakes it, so a waiting sequence waits at most for the
 //! sequences ahead of it to make room (each bounded by its `max_tokens`).
@@ -53,14 +57,19 @@ use std::time::{Duration, Instant};
 use mlx::{Array, Dtype};
 
 mod masking;
+mod row;
+mod speculative;
 
-use crate::constraint::{Constraint, Progress};
+use crate::constraint::Constraint;
 use crate::error::{EngineError, Result};
 use crate::memory::FreeMemory;
 use crate::model::{BatchCache, Cache, LayerSnapshot, Model, Positions};
 use crate::prefix_cache::{DiskTier, PrefixCache};
 use crate::sampler::{Sampled, SampledToken, Sampler};
+use crate::speculative::SpecCounts;
 use masking::{Built, step_tokens};
+use row::unstarted;
+use speculative::{RowSpec, SpecState};
 
 /// Limits of a [`Scheduler`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,6 +139,8 @@ pub struct SeqReport {
     pub admitted_at: Option<Instant>,
     pub first_token_at: Option<Instant>,
     pub last_token_at: Option<Instant>,
+    /// Draft tokens verified and accepted (zero without speculation).
+    pub speculative: SpecCounts,
 }
 
 /// What a step produced.
@@ -181,6 +192,7 @@ struct Row {
     first_token_at: Option<Instant>,
     last_token_at: Option<Instant>,
     ended: Option<SeqEnd>,
+    spec: RowSpec,
 }
 
 /// A step scheduled and not yet read.
@@ -206,6 +218,7 @@ pub struct Scheduler<'m> {
     steps: u64,
     host: HostTimes,
     prefill_passes: u64,
+    spec: Option<SpecState<'m>>,
 }
 
 impl<'m> Scheduler<'m> {
@@ -223,6 +236,7 @@ impl<'m> Scheduler<'m> {
             steps: 0,
             host: HostTimes::default(),
             prefill_passes: 0,
+            spec: None,
         }
     }
 
@@ -274,15 +288,20 @@ impl<'m> Scheduler<'m> {
         let mut events: Vec<SeqEvent> = self.cancelled.drain(..).map(SeqEvent::Done).collect();
         // Cancelled since the last step: out before computing for them.
         self.remove_ended(&mut events)?;
-        let next = self.build()?;
-        if let Some(flight) = self.in_flight.take() {
-            self.read(flight, &mut events)?;
+        if self.speculate(&mut events)? {
+            // A speculative step reads its tokens before it returns.
             self.prefix.pump_disk(false);
+        } else {
+            let next = self.build()?;
+            if let Some(flight) = self.in_flight.take() {
+                self.read(flight, &mut events)?;
+                self.prefix.pump_disk(false);
+            }
+            self.in_flight = match next {
+                Some(built) => Some(self.sample_constrained(built)?),
+                None => None,
+            };
         }
-        self.in_flight = match next {
-            Some(built) => Some(self.sample_constrained(built)?),
-            None => None,
-        };
         self.remove_ended(&mut events)?;
         self.prefill()?;
         self.steps += 1;
@@ -428,23 +447,7 @@ impl<'m> Scheduler<'m> {
                     logprobs: None,
                 }
             };
-            row.generated += 1;
-            row.ids.push(token.token);
-            row.first_token_at.get_or_insert(now);
-            row.last_token_at = Some(now);
-            let grammar = match row.req.constraint.as_mut() {
-                Some(c) if !row.req.stop_ids.contains(&token.token) => c.commit(token.token),
-                _ => Ok(Progress::Continue),
-            };
-            if row.req.stop_ids.contains(&token.token) {
-                row.ended = Some(SeqEnd::Stop);
-            } else if let Err(e) = grammar {
-                row.ended = Some(SeqEnd::Failed(e.to_string()));
-            } else if grammar == Ok(Progress::Done) {
-                row.ended = Some(SeqEnd::Stop);
-            } else if row.generated >= row.req.max_tokens {
-                row.ended = Some(SeqEnd::Length);
-            }
+            row.take(&token, now);
             events.push(SeqEvent::Token { id: *id, token });
         }
         Ok(())
@@ -742,6 +745,7 @@ impl<'m> Scheduler<'m> {
             first_token_at: None,
             last_token_at: None,
             ended: None,
+            spec: RowSpec::default(),
             req: p.req,
         });
         Ok(())
@@ -785,39 +789,5 @@ impl<'m> Scheduler<'m> {
     /// Bytes of the batch's KV and of the prompt cache.
     pub fn kv_bytes(&self) -> (usize, usize) {
         (self.cache.nbytes(), self.prefix.bytes())
-    }
-}
-
-impl Row {
-    fn report(&self, end: SeqEnd) -> SeqReport {
-        SeqReport {
-            id: self.req.id,
-            end,
-            prompt_tokens: self.req.prompt.len(),
-            cached_tokens: self.cached,
-            generated: self.generated,
-            admitted_at: Some(self.admitted_at),
-            first_token_at: self.first_token_at,
-            last_token_at: self.last_token_at,
-        }
-    }
-}
-
-/// The report of a sequence that ended before generating.
-fn unstarted(
-    req: &SeqRequest,
-    end: SeqEnd,
-    cached: usize,
-    admitted_at: Option<Instant>,
-) -> SeqReport {
-    SeqReport {
-        id: req.id,
-        end,
-        prompt_tokens: req.prompt.len(),
-        cached_tokens: cached,
-        generated: 0,
-        admitted_at,
-        first_token_at: None,
-        last_token_at: None,
     }
 }

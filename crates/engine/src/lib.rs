@@ -27,6 +27,7 @@ pub mod model;
 pub mod output;
 pub mod prefix_cache;
 pub mod sampler;
+pub mod speculative;
 pub mod stop;
 pub mod tokenizer;
 pub mod vision;

@@ -136,6 +136,19 @@ struct WorkerArgs {
     /// folder of its own under it).
     #[arg(long, overrides_with = "prompt_cache_dir")]
     prompt_cache_dir: Option<PathBuf>,
+    /// Speculative decoding with prompt lookup (n-gram matches in the
+    /// prompt and the output so far).
+    #[arg(long, conflicts_with = "draft_model")]
+    prompt_lookup: bool,
+    /// Speculative decoding with this draft model (same vocabulary).
+    #[arg(long)]
+    draft_model: Option<PathBuf>,
+    /// Draft tokens per speculative step at most.
+    #[arg(long, default_value_t = engine::speculative::DEFAULT_DRAFT_TOKENS)]
+    num_draft_tokens: usize,
+    /// Speculate only while at most this many sequences decode together.
+    #[arg(long, default_value_t = engine::speculative::DEFAULT_MAX_BATCH)]
+    spec_max_batch: usize,
 }
 
 /// Arguments of `mlxd convert`.
@@ -245,6 +258,13 @@ fn main() -> anyhow::Result<()> {
                     prompt_cache_memory: args.prompt_cache_memory,
                 },
                 prompt_cache_disk: args.prompt_cache_dir.zip(args.prompt_cache_disk),
+                speculative: (args.prompt_lookup || args.draft_model.is_some()).then_some(
+                    worker::SpecOptions {
+                        draft_model: args.draft_model,
+                        num_draft_tokens: args.num_draft_tokens,
+                        max_batch: args.spec_max_batch,
+                    },
+                ),
             };
             // The supervisor reads the reason from the log line and the
             // event the worker sent; the exit status says it failed.

@@ -18,6 +18,8 @@ use engine::{ChatMessage, RenderOptions, Sampler, SamplingParams, TextStream};
 use crate::dist::{Launch, LaunchSpec};
 use crate::models;
 
+mod speculative;
+
 /// Arguments of `mlxd run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -66,8 +68,9 @@ pub struct RunArgs {
     /// (comma-separated IP addresses; the first is this process, rank 0;
     /// repeat 127.0.0.1 for several ranks on this machine). Ranks talk
     /// over MLX's `ring` backend; remote ranks start through `ssh` and
-    /// need `mlxd` and the model at the same paths as here.
-    #[arg(long, value_delimiter = ',')]
+    /// need `mlxd` and the model at the same paths as here. Not with
+    /// speculative decoding (a split model decodes one step at a time).
+    #[arg(long, value_delimiter = ',', conflicts_with_all = ["prompt_lookup", "draft_model"])]
     hosts: Vec<String>,
     /// How to split the model over `--hosts`: `tensor` (every layer's
     /// heads and features divided among the ranks) or `pipeline` (each
@@ -81,6 +84,17 @@ pub struct RunArgs {
     /// Seconds to wait for every rank to join the ring before failing.
     #[arg(long, default_value_t = 60, requires = "hosts")]
     connect_timeout: u64,
+    /// Speculative decoding with prompt lookup (n-gram matches in the
+    /// prompt and the output so far); runs through the batch scheduler.
+    #[arg(long, conflicts_with = "draft_model")]
+    prompt_lookup: bool,
+    /// Speculative decoding with this draft model (a directory, a .gguf
+    /// file, or org/name; same vocabulary); runs through the scheduler.
+    #[arg(long)]
+    draft_model: Option<String>,
+    /// Draft tokens per speculative step at most.
+    #[arg(long, default_value_t = engine::speculative::DEFAULT_DRAFT_TOKENS)]
+    num_draft_tokens: usize,
 }
 
 /// Runs the prompt and prints text and figures.
@@ -155,6 +169,9 @@ fn generate(loaded: LoadedModel, args: &RunArgs) -> anyhow::Result<()> {
     let model = &loaded.model;
     let sampler = Sampler::new(params, model.config.vocab_size as usize, &prompt)?;
     mlx::memory::reset_peak_memory();
+    if args.prompt_lookup || args.draft_model.is_some() {
+        return speculative::run(args, model, &tokenizer, prompt, sampler);
+    }
     let options = GenerateOptions {
         max_tokens: args.max_tokens,
         prefill_step: args.prefill_step,

@@ -4,7 +4,7 @@
 //! let in-flight requests finish, stop the workers (SIGTERM, then SIGKILL).
 //! Settings come from the layered configuration (`config`).
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -225,6 +225,14 @@ impl ModelCatalog for ConfigCatalog {
         })
     }
 
+    fn draft_model(&self, name: &str) -> Option<PathBuf> {
+        let draft = self.models.speculative_for(name).ok()??.draft_model?;
+        Some(
+            locate_draft(&self.models, &draft)
+                .unwrap_or_else(|| config::expand_home(Path::new(&draft))),
+        )
+    }
+
     fn pooling(&self, name: &str) -> Option<protocol::Pooling> {
         self.models.overrides_for(name).pooling.map(|p| match p {
             config::EmbedPooling::Last => protocol::Pooling::Last,
@@ -301,15 +309,19 @@ fn worker_args(models: &config::ModelsConfig) -> Vec<String> {
     args
 }
 
-/// The prompt cache on disk of the models whose configuration overrides
-/// its size, by model name (after [`worker_args`], which they replace).
-fn model_worker_args(models: &config::ModelsConfig) -> BTreeMap<String, Vec<String>> {
+/// The arguments of each model with overrides, by model name (after
+/// [`worker_args`], whose flags they override): its speculative decoding
+/// (replacing the default's) and its prompt cache on disk.
+fn model_worker_args(models: &config::ModelsConfig) -> HashMap<String, Vec<String>> {
     models
         .overrides
         .iter()
-        .filter_map(|(name, o)| {
-            let bytes = o.prompt_cache_disk?.0;
-            Some((name.clone(), disk_cache_args(models, bytes).to_vec()))
+        .map(|(name, o)| {
+            let mut args = spec_args(models, models.speculative_for(name));
+            if let Some(bytes) = o.prompt_cache_disk {
+                args.extend(disk_cache_args(models, bytes.0));
+            }
+            (name.clone(), args)
         })
         .collect()
 }
@@ -323,6 +335,25 @@ fn disk_cache_args(models: &config::ModelsConfig, bytes: u64) -> [String; 4] {
     ]
 }
 
+/// The speculative decoding arguments of a worker (`choice`, checked when
+/// the configuration was loaded: an error is none), its draft model's name
+/// resolved to a path.
+fn spec_args(
+    models: &config::ModelsConfig,
+    choice: Result<Option<config::SpecChoice>, String>,
+) -> Vec<String> {
+    let choice = choice.ok().flatten();
+    config::speculative_args(choice.as_ref(), |draft| locate_draft(models, draft))
+}
+
+/// The path of the draft model `name` names, if it is a model name.
+fn locate_draft(models: &config::ModelsConfig, name: &str) -> Option<PathBuf> {
+    models::locate(models)
+        .into_iter()
+        .find(|(id, _)| id == name)
+        .map(|(_, path)| path)
+}
+
 async fn serve(args: ServeArgs, config: Config) -> anyhow::Result<()> {
     let mut served = served_models(&args.models, &config.models)?;
     let default = default_model(&mut served, &config.models)?;
@@ -330,7 +361,10 @@ async fn serve(args: ServeArgs, config: Config) -> anyhow::Result<()> {
     let launcher = ProcessLauncher::new(program, Duration::from_secs(args.load_timeout))?
         .with_heartbeat_timeout(Duration::from_secs(args.heartbeat_timeout.max(1)))
         .with_worker_args(worker_args(&config.models))
-        .with_model_args(model_worker_args(&config.models))
+        .with_model_args(
+            spec_args(&config.models, config.models.speculative_default()),
+            model_worker_args(&config.models),
+        )
         .with_worker_log(config.log.level.clone());
     let supervisor = Supervisor::start(
         Arc::new(launcher) as Arc<dyn Launcher>,

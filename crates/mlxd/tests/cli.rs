@@ -147,3 +147,48 @@ fn a_synthetic_checkpoint_written_with_a_qwen_tokenizer_generates_its_text() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(!text.trim().is_empty(), "no text for 8 generated ids");
 }
+
+#[test]
+fn run_speculates_with_a_draft_model_or_prompt_lookup_and_prints_the_same_text() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let model = dir.path().join("tiny");
+    let out = mlxd()
+        .args(["synth", "--preset", "tiny-f32", "--vocab", "49152"])
+        .arg(&model)
+        .output()
+        .expect("mlxd runs");
+    assert_success(&out);
+    let run = |extra: &[&str]| {
+        let out = mlxd()
+            .arg("run")
+            .arg("-m")
+            .arg(&model)
+            .args(["-p", "Say it again and again", "-n", "16", "--ignore-eos"])
+            .args(extra)
+            .output()
+            .expect("mlxd runs");
+        assert_success(&out);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        (String::from_utf8_lossy(&out.stdout).into_owned(), stderr)
+    };
+    let (plain, _) = run(&[]);
+    let draft = model.display().to_string();
+    // The model as its own draft: every draft token is accepted.
+    let (text, stderr) = run(&["--draft-model", &draft, "--num-draft-tokens", "3"]);
+    assert_eq!(text, plain);
+    assert!(stderr.contains("generation: 16 tokens"), "{stderr}");
+    let drafted = stderr
+        .split("draft: ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse::<u32>().ok())
+        .unwrap_or(0);
+    assert!(drafted > 0, "{stderr}");
+    assert!(
+        stderr.contains(&format!("{drafted} accepted (100 %)")),
+        "{stderr}"
+    );
+    let (text, stderr) = run(&["--prompt-lookup"]);
+    assert_eq!(text, plain);
+    assert!(stderr.contains("draft: "), "{stderr}");
+}

@@ -592,6 +592,49 @@ fn a_models_configured_max_tokens_applies_when_a_request_sets_none() {
 }
 
 #[test]
+fn speculation_reports_draft_tokens_in_usage_and_metrics() {
+    // The model as its own draft: every draft token is accepted, and the
+    // text is the text of the same model without speculation.
+    let tiny = tiny_model();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("mlxd.toml");
+    let toml = format!(
+        "[models.overrides.spec]\nspeculative = \"draft_model\"\ndraft_model = \"{}\"\nnum_draft_tokens = 3\n",
+        tiny.display()
+    );
+    std::fs::write(&config, toml).unwrap();
+    let mut args = model_arg("spec", tiny).to_vec();
+    args.extend(model_arg("plain", tiny));
+    args.extend(["--config".into(), config.display().to_string()]);
+    let d = Daemon::start(&args);
+    let chat = |model: &str| {
+        let mut body = short_chat(model);
+        body["max_tokens"] = json!(12);
+        body["temperature"] = json!(0);
+        let r = d.post("/v1/chat/completions", body);
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.json()
+    };
+    let (spec, plain) = (chat("spec"), chat("plain"));
+    let text = |v: &Value| v["choices"][0]["message"]["content"].clone();
+    assert_eq!(text(&spec), text(&plain));
+    let details = &spec["usage"]["completion_tokens_details"];
+    let accepted = details["accepted_prediction_tokens"].as_u64().unwrap();
+    assert!(accepted > 0, "{spec}");
+    assert_eq!(details["rejected_prediction_tokens"], 0, "{spec}");
+    assert_eq!(spec["usage"]["completion_tokens"], 12);
+    assert!(plain["usage"].get("completion_tokens_details").is_none());
+    let metrics = d.get("/metrics");
+    assert!(
+        metrics
+            .body
+            .contains(&format!("mlxd_accepted_draft_tokens_total {accepted}")),
+        "{}",
+        metrics.body
+    );
+}
+
+#[test]
 fn two_models_run_in_two_processes_and_unload_separately() {
     let tiny = tiny_model();
     let mut args = model_arg("a", tiny).to_vec();

@@ -12,7 +12,7 @@ use crate::codec::{Reader, Writer};
 use crate::error::ProtocolError;
 
 /// Version of this protocol, checked in both directions at the handshake.
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 /// Most alternatives a token may report (OpenAI's `top_logprobs` limit).
 pub const MAX_TOP_LOGPROBS: usize = 20;
 /// Most `logit_bias` entries in one request.
@@ -375,6 +375,11 @@ pub struct Done {
     pub admitted_ns: u64,
     /// When its first token was written to the ring (0: never).
     pub first_token_ns: u64,
+    /// Draft tokens speculative decoding proposed and the model verified
+    /// (0 without speculation).
+    pub draft_tokens: u32,
+    /// Of those, the ones accepted (tokens gained over normal decoding).
+    pub accepted_draft_tokens: u32,
 }
 
 /// Error classes.

@@ -116,6 +116,8 @@ fn event() -> impl Strategy<Value = Event> {
                     received_ns: rx,
                     admitted_ns: adm,
                     first_token_ns: first,
+                    draft_tokens: (cached % 97),
+                    accepted_draft_tokens: (cached % 97) / 2,
                 })
             ),
         (any::<u64>(), ".{0,60}").prop_map(|(id, m)| Event::Error(ErrorMsg {

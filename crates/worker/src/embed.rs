@@ -217,6 +217,8 @@ fn done(
         received_ns: if received_ns == 0 { now } else { received_ns },
         admitted_ns,
         first_token_ns: 0,
+        draft_tokens: 0,
+        accepted_draft_tokens: 0,
     });
     send_event(endpoint, &event)?;
     Ok(())

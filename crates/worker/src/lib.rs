@@ -30,7 +30,7 @@ use shm_ring::{RingError, WorkerEndpoint};
 
 #[cfg(feature = "fault-injection")]
 pub use serve::FAULT_TRIGGER;
-pub use serve::{BatchLimits, Server};
+pub use serve::{BatchLimits, Server, SpecOptions};
 
 /// How long a worker waits for `Hello` before giving up.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
@@ -51,6 +51,8 @@ pub struct WorkerConfig {
     /// The prompt cache's disk tier: the folder shared by all models and
     /// the bytes this model's entries may take there (`None`: off).
     pub prompt_cache_disk: Option<(PathBuf, u64)>,
+    /// Speculative decoding, when on.
+    pub speculative: Option<SpecOptions>,
 }
 
 /// Why a worker stopped.
@@ -128,7 +130,33 @@ pub fn run(config: WorkerConfig) -> Result<(), WorkerError> {
         Err(source) => return Err(fail(&mut endpoint, config.model_path, "loading", source)),
     };
     let disk = disk_cache::open(&loaded, &config.batch, config.prompt_cache_disk);
-    let server = Server::new(loaded, config.context_length, config.batch);
+    let mut server = Server::new(loaded, config.context_length, config.batch);
+    if let Some(spec) = config.speculative {
+        let draft = match &spec.draft_model {
+            Some(path) => {
+                match engine::loader::load_with_progress(path, &mut |_, _| endpoint.heartbeat()) {
+                    Ok(loaded) => Some(loaded.model),
+                    Err(source) => {
+                        return Err(fail(
+                            &mut endpoint,
+                            path.clone(),
+                            "loading the draft model",
+                            source,
+                        ));
+                    }
+                }
+            }
+            None => None,
+        };
+        let path = spec
+            .draft_model
+            .clone()
+            .unwrap_or_else(|| config.model_path.clone());
+        server = match server.with_speculation(spec, draft) {
+            Ok(server) => server,
+            Err(source) => return Err(fail(&mut endpoint, path, "speculating with", source)),
+        };
+    }
     if let Err(source) = server.warm_up(&mut || endpoint.heartbeat()) {
         return Err(fail(&mut endpoint, config.model_path, "warming up", source));
     }

@@ -27,6 +27,9 @@ use shm_ring::monotonic_ns;
 use crate::embed::EmbedQueue;
 use crate::{WorkerError, send_event, stopping, truncate};
 
+mod speculative;
+pub use speculative::SpecOptions;
+
 /// How long an idle worker sleeps between heartbeats.
 const IDLE_TICK: Duration = Duration::from_millis(250);
 
@@ -73,6 +76,7 @@ pub struct Server {
     batch: BatchConfig,
     /// Requests run so far.
     served: u64,
+    spec: Option<speculative::Speculating>,
 }
 
 /// What the loop knows of a request the engine holds.
@@ -181,6 +185,7 @@ impl Server {
             context_length,
             batch,
             served: 0,
+            spec: None,
         }
     }
 
@@ -264,7 +269,8 @@ impl Server {
         stop: &AtomicBool,
         disk: Option<engine::prefix_cache::DiskTier>,
     ) -> Result<(), WorkerError> {
-        let mut scheduler = Scheduler::new(&self.loaded.model, self.batch);
+        let mut scheduler =
+            speculative::scheduler(&self.loaded.model, self.batch, self.spec.as_ref());
         disk.into_iter()
             .for_each(|tier| scheduler.attach_disk_cache(tier));
         let mut session = Session {
@@ -734,6 +740,7 @@ struct Report {
     admitted_at: Option<Instant>,
     first_token_at: Option<Instant>,
     last_token_at: Option<Instant>,
+    speculative: engine::speculative::SpecCounts,
 }
 
 impl Report {
@@ -748,6 +755,7 @@ impl Report {
             admitted_at: None,
             first_token_at: None,
             last_token_at: None,
+            speculative: Default::default(),
         }
     }
 }
@@ -777,6 +785,7 @@ impl From<SeqReport> for Report {
             admitted_at: r.admitted_at,
             first_token_at: r.first_token_at,
             last_token_at: r.last_token_at,
+            speculative: r.speculative,
         }
     }
 }
@@ -831,6 +840,8 @@ fn finish(endpoint: &mut WorkerEndpoint, r: &Report, tracked: &Tracked) -> Resul
         received_ns: tracked.received_ns,
         admitted_ns: instant_ns(r.admitted_at),
         first_token_ns: tracked.first_token_ns,
+        draft_tokens: r.speculative.drafted as u32,
+        accepted_draft_tokens: r.speculative.accepted as u32,
     };
     send_event(endpoint, &Event::Done(done))?;
     Ok(())

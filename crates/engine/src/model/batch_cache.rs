@@ -251,6 +251,42 @@ impl BatchKvCache {
         Ok(out)
     }
 
+    /// Moves back the write column by `drop`, then shifts row `b` right by
+    /// `shift[b]` columns within what is left: each row then ends at the
+    /// write column again, having lost its last `drop + shift[b]` columns
+    /// (the caller adds `shift[b]` to the row's left padding). What the
+    /// shift moves into a row's first columns is never read (padding).
+    pub fn trim_rows(&mut self, drop: i32, shift: &[i32]) -> Result<()> {
+        self.idx = (self.idx - drop).max(0);
+        let idx = self.idx;
+        if shift.iter().all(|&s| s == 0) || idx == 0 {
+            return Ok(());
+        }
+        if shift.len() as i32 != self.rows {
+            return Err(EngineError::InvalidRequest(format!(
+                "{} shifts for a batch of {}",
+                shift.len(),
+                self.rows
+            )));
+        }
+        let mut columns = Vec::with_capacity(shift.len() * idx as usize);
+        for &s in shift {
+            columns.extend((0..idx).map(|c| (c - s).max(0)));
+        }
+        let columns = Array::from_slice(&columns, &[self.rows, 1, idx, 1])?;
+        let moved = |a: Array| -> Result<Array> {
+            let shape = a.shape();
+            let at = columns.broadcast_to(&[shape[0], shape[1], idx, shape[3]])?;
+            let part = a.slice_axis(2, 0, idx)?.take_along_axis(&at, 2)?;
+            Ok(a.slice_update_axis(&part, 2, 0, idx)?)
+        };
+        if let (Some(k), Some(v)) = (self.keys.take(), self.values.take()) {
+            self.keys = Some(moved(k)?);
+            self.values = Some(moved(v)?);
+        }
+        Ok(())
+    }
+
     /// Row `row`'s columns `from..to` (`to` at most the write column) as
     /// fresh arrays `[1, H, to - from, D]` that share no memory with the
     /// batch (`None` when empty).
@@ -512,6 +548,75 @@ impl BatchCache {
         let logits = model.forward_rows(&tokens.reshape(&[rows, 1])?, &mut self.layers, at)?;
         self.idx += 1;
         Ok(logits.squeeze(1)?)
+    }
+
+    /// Logits `[rows, L, vocab]` for `L` tokens per row (`tokens`:
+    /// `[rows, L]`, a speculative step's verification): row `b`'s query
+    /// `i` attends to its columns up to the `i`-th new one, as `L` single
+    /// steps would. Only for attention layers (a recurrent state could
+    /// not give back the positions a verification rejects).
+    pub fn step_many(&mut self, model: &Model, tokens: &Array) -> Result<Array> {
+        if !model.trimmable() {
+            return Err(EngineError::InvalidRequest(
+                "a model with recurrent layers cannot verify several tokens per row".into(),
+            ));
+        }
+        let rows = self.left_pad.len() as i32;
+        let l = tokens.dim(1)?;
+        let (offsets, mask);
+        let at = if self.left_pad == [0] {
+            Positions::Sequence { offset: self.idx }
+        } else {
+            let per_row: Vec<i32> = self.left_pad.iter().map(|p| self.idx - p).collect();
+            offsets = Array::from_slice(&per_row, &[rows])?;
+            let width = f64::from(self.idx + l);
+            let key = mlx::arange(0.0, width, 1.0, Dtype::I32)?.reshape(&[1, 1, 1, -1])?;
+            let query =
+                mlx::arange(f64::from(self.idx), width, 1.0, Dtype::I32)?.reshape(&[1, 1, l, 1])?;
+            let pad = Array::from_slice(&self.left_pad, &[rows, 1, 1, 1])?;
+            mask = key
+                .greater_equal(&pad)?
+                .logical_and(&key.less_equal(&query)?)?;
+            Positions::Rows {
+                offsets: &offsets,
+                mask: Some(&mask),
+                valid: None,
+            }
+        };
+        let logits = model.forward_rows(tokens, &mut self.layers, at)?;
+        self.idx += l;
+        Ok(logits)
+    }
+
+    /// Takes back the last `drop[b]` positions of each row `b` (the
+    /// rejected tokens of a verification): the write column moves back by
+    /// the least of them and the other rows shift right by the rest, their
+    /// padding growing by as much. Attention layers only.
+    pub fn trim_rows(&mut self, drop: &[i32]) -> Result<()> {
+        if drop.len() != self.left_pad.len() {
+            return Err(EngineError::InvalidRequest(format!(
+                "{} row trims for a batch of {}",
+                drop.len(),
+                self.left_pad.len()
+            )));
+        }
+        let least = drop.iter().copied().min().unwrap_or(0);
+        let shift: Vec<i32> = drop.iter().map(|d| d - least).collect();
+        for layer in &mut self.layers {
+            match layer {
+                BatchLayerCache::Kv(c) => c.trim_rows(least, &shift)?,
+                BatchLayerCache::Recurrent(_) => {
+                    return Err(EngineError::InvalidRequest(
+                        "a recurrent state cannot be cut back to an earlier position".into(),
+                    ));
+                }
+            }
+        }
+        self.idx = (self.idx - least).max(0);
+        for (pad, s) in self.left_pad.iter_mut().zip(&shift) {
+            *pad += s;
+        }
+        Ok(())
     }
 
     pub fn nbytes(&self) -> usize {

@@ -35,6 +35,22 @@ impl Cache {
         }
     }
 
+    /// Forgets every position past `len` (a speculative draft's rejected
+    /// tokens): a KV cache keeps its buffers and overwrites them next; a
+    /// recurrent state cannot be cut back.
+    pub fn truncate(&mut self, len: i32) -> Result<()> {
+        match self {
+            Cache::Kv(c) => {
+                c.truncate(len);
+                Ok(())
+            }
+            Cache::Recurrent(c) if c.offset() <= len => Ok(()),
+            Cache::Recurrent(_) => Err(EngineError::InvalidRequest(
+                "a recurrent state cannot be cut back to an earlier position".into(),
+            )),
+        }
+    }
+
     /// The arrays to evaluate to materialize the cache.
     pub fn state(&self) -> Vec<&Array> {
         match self {

@@ -75,6 +75,10 @@ pub use params::{MAX_LOGIT_BIAS, MAX_OCCURRENCE_PENALTY, MAX_TOP_LOGPROBS, Sampl
 use penalties::{LogitBias, OccurrencePenalty, RepetitionPenalty};
 
 /// One sequence's sampler: its parameters, random key and penalty state.
+/// A clone is a snapshot (its arrays are shared, never written): the
+/// speculative step samples draft positions on a clone and keeps the one
+/// at the position where the sequence goes on.
+#[derive(Clone)]
 pub struct Sampler {
     params: SamplingParams,
     vocab: i32,

@@ -18,6 +18,7 @@ fn as_index(token: &Array) -> Result<Array> {
 
 /// Additive per-token biases (mlx-lm's `logit_bias` processor), gathered
 /// and scattered back rather than added as a dense vocabulary-wide row.
+#[derive(Clone)]
 pub(crate) struct LogitBias {
     /// `[1, n]` distinct token ids.
     ids: Array,
@@ -59,6 +60,7 @@ impl LogitBias {
 /// mlx-lm's `make_repetition_penalty`: for each distinct token among the
 /// last `context` tokens (prompt included), a negative logit is multiplied
 /// by the penalty and a positive one divided by it.
+#[derive(Clone)]
 pub(crate) struct RepetitionPenalty {
     penalty: f32,
     context: usize,
@@ -132,6 +134,7 @@ impl RepetitionPenalty {
 /// OpenAI's presence and frequency penalties: each logit loses
 /// `presence * (n > 0) + frequency * n`, where `n` counts the token among
 /// the tokens generated so far (not the prompt, and without a window).
+#[derive(Clone)]
 pub(crate) struct OccurrencePenalty {
     presence: f32,
     frequency: f32,

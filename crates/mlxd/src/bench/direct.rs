@@ -9,6 +9,7 @@ use engine::Model;
 use engine::batch::{BatchConfig, Scheduler, SeqEnd, SeqEvent, SeqRequest};
 use engine::generate::{GenerateOptions, GenerationStats, Generator};
 use engine::model::synthetic::Preset;
+use engine::speculative::{Drafter, Speculation};
 use engine::{Sampler, SamplingParams};
 use serde::Serialize;
 
@@ -193,14 +194,23 @@ pub fn generate_timed(model: &Model, prompt: &[u32], tokens: usize) -> anyhow::R
 
 /// [`generate_timed`] through the continuous-batching scheduler with one
 /// sequence, as a worker runs a lone request (the prompt cache off: every
-/// run prefills the whole prompt).
-pub fn schedule_timed(model: &Model, prompt: &[u32], tokens: usize) -> anyhow::Result<Timed> {
+/// run prefills the whole prompt), speculating when `spec` says so (the
+/// draft tokens proposed and accepted are printed).
+pub fn schedule_timed(
+    model: &Model,
+    prompt: &[u32],
+    tokens: usize,
+    spec: Option<Speculation>,
+) -> anyhow::Result<Timed> {
     let start = Instant::now();
     let config = BatchConfig {
         prefix_cache: 0,
         ..BatchConfig::default()
     };
     let mut scheduler = Scheduler::new(model, config);
+    if let Some(spec) = spec {
+        scheduler = scheduler.with_speculation(spec)?;
+    }
     scheduler.submit(SeqRequest {
         id: 0,
         prompt: prompt.to_vec(),
@@ -221,6 +231,10 @@ pub fn schedule_timed(model: &Model, prompt: &[u32], tokens: usize) -> anyhow::R
                 SeqEvent::Done(report) => {
                     if let SeqEnd::Failed(why) = report.end {
                         bail!("the scheduler failed: {why}");
+                    }
+                    let s = report.speculative;
+                    if spec.is_some() {
+                        eprintln!("  draft: {} tokens, {} accepted", s.drafted, s.accepted);
                     }
                 }
             }
@@ -245,9 +259,14 @@ pub fn schedule_timed(model: &Model, prompt: &[u32], tokens: usize) -> anyhow::R
 
 /// One generation of exactly `tokens` tokens after a `prompt`-token
 /// prefill, by the generator or (`scheduled`) the scheduler.
-fn measure(model: &Model, prompt: &[u32], tokens: usize, scheduled: bool) -> anyhow::Result<Run> {
-    let timed = if scheduled {
-        schedule_timed(model, prompt, tokens)?
+fn measure(
+    model: &Model,
+    prompt: &[u32],
+    tokens: usize,
+    scheduled: Option<Option<Speculation>>,
+) -> anyhow::Result<Run> {
+    let timed = if let Some(spec) = scheduled {
+        schedule_timed(model, prompt, tokens, spec)?
     } else {
         generate_timed(model, prompt, tokens)?
     };
@@ -339,10 +358,25 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let prompt: Vec<u32> = (0..args.prompt_tokens as u64)
         .map(|i| ((i.wrapping_mul(2_654_435_761) >> 7) % u64::from(vocab)) as u32)
         .collect();
+    let draft = match &args.draft_model {
+        Some(name) => {
+            let path = models::resolve(Some(name))?;
+            let loaded = engine::loader::load(&path)
+                .with_context(|| format!("loading the draft model {}", path.display()))?;
+            Some(loaded.model)
+        }
+        None => None,
+    };
+    let spec = (args.prompt_lookup || draft.is_some()).then(|| Speculation {
+        drafter: draft.as_ref().map_or(Drafter::PromptLookup, Drafter::Model),
+        num_draft_tokens: args.num_draft_tokens,
+        max_batch: 1,
+    });
+    let scheduler = (args.scheduler || spec.is_some()).then_some(spec);
     eprintln!("warm-up run...");
-    measure(&model, &prompt, args.gen_tokens, false)?;
-    if args.scheduler {
-        measure(&model, &prompt, args.gen_tokens, true)?;
+    measure(&model, &prompt, args.gen_tokens, None)?;
+    if scheduler.is_some() {
+        measure(&model, &prompt, args.gen_tokens, scheduler)?;
     }
     let step_ops = step_census(&model, &prompt)?;
     let greedy_tokens = greedy_ids(&model, &prompt, 32)?;
@@ -350,7 +384,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let mut runs = Vec::with_capacity(args.repeats);
     let mut scheduled = Vec::new();
     for i in 0..args.repeats {
-        let run = measure(&model, &prompt, args.gen_tokens, false)?;
+        let run = measure(&model, &prompt, args.gen_tokens, None)?;
         eprintln!(
             "run {}/{}: prefill {:.1} tok/s, decode {:.1} tok/s, TTFT {:.1} ms",
             i + 1,
@@ -359,8 +393,8 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             run.decode_tps,
             run.ttft_ms
         );
-        if args.scheduler {
-            let s = measure(&model, &prompt, args.gen_tokens, true)?;
+        if scheduler.is_some() {
+            let s = measure(&model, &prompt, args.gen_tokens, scheduler)?;
             eprintln!(
                 "  scheduler: prefill {:.1} tok/s, decode {:.1} tok/s, TTFT {:.1} ms",
                 s.prefill_tps, s.decode_tps, s.ttft_ms

@@ -62,6 +62,17 @@ pub struct BenchArgs {
     /// single-sequence generator, and report both.
     #[arg(long)]
     scheduler: bool,
+    /// --engine: the scheduler's runs speculate with prompt lookup (implies
+    /// --scheduler).
+    #[arg(long, conflicts_with = "draft_model")]
+    prompt_lookup: bool,
+    /// --engine: the scheduler's runs speculate with this draft model (a
+    /// directory, a .gguf file, or org/name; implies --scheduler).
+    #[arg(long)]
+    draft_model: Option<String>,
+    /// --engine: draft tokens per speculative step at most.
+    #[arg(long, default_value_t = engine::speculative::DEFAULT_DRAFT_TOKENS)]
+    num_draft_tokens: usize,
     /// --engine: write the results as JSON to this file too.
     #[arg(long)]
     json: Option<PathBuf>,

@@ -522,7 +522,7 @@ impl ModelRun<'_> {
         eprintln!("warm-up ({tokens} tokens, every system)");
         let prompt = chat_prompt(&loaded.tokenizer, w.prompt)?;
         direct::generate_timed(&loaded.model, &prompt, tokens)?;
-        direct::schedule_timed(&loaded.model, &prompt, tokens)?;
+        direct::schedule_timed(&loaded.model, &prompt, tokens, None)?;
         let id = format!("w-{}", self.index);
         let request = |target: &Target| {
             self.rt.block_on(client::chat(
@@ -605,7 +605,7 @@ impl ModelRun<'_> {
                         &format!("n-{m}-{tokens}-{run}"),
                     )?),
                     3 => {
-                        let timed = direct::schedule_timed(&loaded.model, &prompt, tokens)?;
+                        let timed = direct::schedule_timed(&loaded.model, &prompt, tokens, None)?;
                         let id = format!("b-{m}-{tokens}-{run}");
                         scheduled.push(direct_sample(&timed, &id));
                         scheduled_host.push(timed.host_per_step_us());

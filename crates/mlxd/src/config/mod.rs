@@ -16,6 +16,7 @@
 
 mod machine;
 mod render;
+mod speculative;
 mod validate;
 mod values;
 
@@ -32,6 +33,7 @@ use machine::parse_meminfo;
 pub use machine::{Auto, Machine, default_config_path, expand_home, gib, home_dir, total_memory};
 pub use render::render;
 pub use render::summary;
+pub use speculative::{SpecChoice, SpeculativeMode, worker_args as speculative_args};
 pub use values::{ByteSize, HumanDuration, KeepAlive, LogFormat, MemoryBudget};
 
 /// The `[server]` table: the HTTP listeners and what they accept.
@@ -162,6 +164,21 @@ pub struct ModelsLayer {
     /// replay off).
     #[arg(long, env = "MLXD_MAX_REPLAYS", value_name = "N")]
     pub max_replays: Option<u32>,
+    /// Speculative decoding: off, prompt_lookup or draft_model (default:
+    /// off; a model with recurrent layers never speculates).
+    #[arg(long, env = "MLXD_SPECULATIVE", value_name = "MODE")]
+    pub speculative: Option<SpeculativeMode>,
+    /// The draft model of speculative decoding: a model name or path with
+    /// the same vocabulary (alone, it means speculative = draft_model).
+    #[arg(long, env = "MLXD_DRAFT_MODEL", value_name = "MODEL")]
+    pub draft_model: Option<String>,
+    /// Draft tokens per step at most (default: 4).
+    #[arg(long, env = "MLXD_NUM_DRAFT_TOKENS", value_name = "N")]
+    pub num_draft_tokens: Option<usize>,
+    /// Speculate only while a worker decodes at most this many sequences
+    /// together (default: 4).
+    #[arg(long, env = "MLXD_SPEC_MAX_BATCH", value_name = "N")]
+    pub spec_max_batch: Option<usize>,
     /// KV cache memory of a worker's batch, the same for every model,
     /// counted against the memory budget (default: sized from each model,
     /// room for max_batch sequences of 1,024 tokens, at least one full
@@ -228,6 +245,11 @@ pub struct ModelOverrides {
     pub pooling: Option<EmbedPooling>,
     /// Bytes of prompt cache this model keeps on disk (0: none).
     pub prompt_cache_disk: Option<ByteSize>,
+    /// Speculative decoding of this model (as `[models]`'s keys).
+    pub speculative: Option<SpeculativeMode>,
+    pub draft_model: Option<String>,
+    pub num_draft_tokens: Option<usize>,
+    pub spec_max_batch: Option<usize>,
 }
 
 /// A model's embedding pooling, as the configuration names it.
@@ -456,6 +478,11 @@ pub struct ModelsConfig {
     pub max_batch: usize,
     /// Resubmissions of one request after worker crashes.
     pub max_replays: u32,
+    /// Speculative decoding (`None`: unset, see `speculative_for`).
+    pub speculative: Option<SpeculativeMode>,
+    pub draft_model: Option<String>,
+    pub num_draft_tokens: Option<usize>,
+    pub spec_max_batch: Option<usize>,
     /// `None`: the worker's default.
     pub kv_memory: Option<u64>,
     /// `None`: the worker's default.
@@ -557,6 +584,10 @@ impl Config {
                     .bytes(machine.total_memory),
                 max_batch: 32,
                 max_replays: 3,
+                speculative: None,
+                draft_model: None,
+                num_draft_tokens: None,
+                spec_max_batch: None,
                 kv_memory: None,
                 prompt_cache: None,
                 prompt_cache_dir: home.join(".cache").join("mlxd").join("prompt-cache"),
@@ -685,6 +716,10 @@ pub fn load_for(args: &ConfigArgs, machine: Machine) -> anyhow::Result<(Config, 
     pick!(models.memory_budget, same);
     pick!(models.max_batch, same);
     pick!(models.max_replays, same);
+    pick!(models.speculative, Some);
+    pick!(models.draft_model, Some);
+    pick!(models.num_draft_tokens, Some);
+    pick!(models.spec_max_batch, Some);
     pick!(models.kv_memory, |v: ByteSize| Some(v.0));
     pick!(models.prompt_cache, |v: ByteSize| Some(v.0));
     pick!(models.prompt_cache_dir, same);

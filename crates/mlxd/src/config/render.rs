@@ -130,6 +130,22 @@ pub fn render(config: &Config, provenance: &Provenance) -> String {
     );
     out.line("models", "max_batch", m.max_batch.to_string());
     out.line("models", "max_replays", m.max_replays.to_string());
+    match m.speculative {
+        Some(mode) => out.line("models", "speculative", value(mode.name())),
+        None => out.commented("models", "speculative", "off"),
+    }
+    match &m.draft_model {
+        Some(draft) => out.line("models", "draft_model", value(draft.as_str())),
+        None => out.commented("models", "draft_model", "none"),
+    }
+    let or_default = |v: Option<usize>, d: usize| v.unwrap_or(d).to_string();
+    let n = or_default(
+        m.num_draft_tokens,
+        engine::speculative::DEFAULT_DRAFT_TOKENS,
+    );
+    out.line("models", "num_draft_tokens", n);
+    let n = or_default(m.spec_max_batch, engine::speculative::DEFAULT_MAX_BATCH);
+    out.line("models", "spec_max_batch", n);
     match m.kv_memory {
         Some(b) => out.line("models", "kv_memory", value(ByteSize(b).to_string())),
         None => out.commented("models", "kv_memory", "a quarter of memory_budget"),
@@ -190,6 +206,11 @@ fn write_overrides(text: &mut String, o: &ModelOverrides) {
         "prompt_cache_disk",
         o.prompt_cache_disk.map(|b| value(b.to_string())),
     );
+    put("speculative", o.speculative.map(|m| value(m.name())));
+    put("draft_model", o.draft_model.as_deref().map(value));
+    let count = |v: Option<usize>| v.map(|v| value(v as i64));
+    put("num_draft_tokens", count(o.num_draft_tokens));
+    put("spec_max_batch", count(o.spec_max_batch));
 }
 
 /// An f32 as written (`0.7`, not its f64 widening `0.699999988`).

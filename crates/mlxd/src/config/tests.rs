@@ -245,3 +245,72 @@ fn the_prompt_cache_on_disk_is_off_by_default_and_set_per_model() {
     assert!(e.contains("models.prompt_cache_disk"), "{e}");
     assert!(e.contains("models.prompt_cache`"), "{e}");
 }
+
+#[test]
+fn speculative_decoding_is_configured_per_model() {
+    let (_dir, args) = file_args(
+        "[models]\nspeculative = \"prompt_lookup\"\nnum_draft_tokens = 6\n\
+         [models.overrides.big]\ndraft_model = \"small\"\nspec_max_batch = 2\n\
+         [models.overrides.hybrid]\nspeculative = \"off\"\n",
+    );
+    let (config, _) = load_for(&args, machine(32)).unwrap();
+    let m = &config.models;
+    let lookup = SpecChoice {
+        draft_model: None,
+        num_draft_tokens: 6,
+        max_batch: engine::speculative::DEFAULT_MAX_BATCH,
+    };
+    assert_eq!(m.speculative_for("other"), Ok(Some(lookup.clone())));
+    assert_eq!(m.speculative_default(), Ok(Some(lookup)));
+    let big = SpecChoice {
+        draft_model: Some("small".into()),
+        num_draft_tokens: 6,
+        max_batch: 2,
+    };
+    assert_eq!(m.speculative_for("big"), Ok(Some(big.clone())));
+    assert_eq!(m.speculative_for("hybrid"), Ok(None));
+    let located = |name: &str| (name == "small").then(|| PathBuf::from("/m/small"));
+    assert_eq!(
+        speculative_args(Some(&big), located),
+        [
+            "--draft-model",
+            "/m/small",
+            "--num-draft-tokens",
+            "6",
+            "--spec-max-batch",
+            "2"
+        ]
+    );
+    assert!(speculative_args(None, located).is_empty());
+    // Off by default.
+    let (config, _) = load_for(&ConfigArgs::default(), machine(32)).unwrap();
+    assert_eq!(config.models.speculative_default(), Ok(None));
+}
+
+#[test]
+fn bad_speculative_settings_are_refused_with_their_key() {
+    for (text, key, what) in [
+        (
+            "[models]\nspeculative = \"draft_model\"\n",
+            "models.speculative",
+            "needs draft_model",
+        ),
+        (
+            "[models.overrides.x]\nnum_draft_tokens = 0\n",
+            "models.overrides.x",
+            "num_draft_tokens must be 1 to 32",
+        ),
+        (
+            "[models]\nspec_max_batch = 0\n",
+            "models.speculative",
+            "spec_max_batch must be at least 1",
+        ),
+    ] {
+        let (_dir, args) = file_args(text);
+        let e = load_for(&args, machine(32)).unwrap_err().to_string();
+        assert!(e.contains(key) && e.contains(what), "{text}: {e}");
+    }
+    let (_dir, args) = file_args("[models]\nspeculative = \"sometimes\"\n");
+    let e = load_for(&args, machine(32)).unwrap_err().to_string();
+    assert!(e.contains("speculative"), "{e}");
+}

@@ -90,6 +90,9 @@ pub(super) fn validate(config: &Config, provenance: &Provenance) -> anyhow::Resu
             whence("models.prompt_cache")
         );
     }
+    if let Err((table, e)) = config.models.check_speculative() {
+        bail!("invalid configuration: {}: {e}", whence(&table));
+    }
     if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&config.log.level) {
         bail!("invalid configuration: {}: {e}", whence("log.level"));
     }

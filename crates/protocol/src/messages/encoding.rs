@@ -239,6 +239,8 @@ impl Event {
                 w.u64(d.received_ns);
                 w.u64(d.admitted_ns);
                 w.u64(d.first_token_ns);
+                w.u32(d.draft_tokens);
+                w.u32(d.accepted_draft_tokens);
                 FrameMeta::new(Kind::Done, d.request_id)
             }
             Self::Error(e) => {
@@ -302,6 +304,8 @@ impl Event {
                 received_ns: r.u64()?,
                 admitted_ns: r.u64()?,
                 first_token_ns: r.u64()?,
+                draft_tokens: r.u32()?,
+                accepted_draft_tokens: r.u32()?,
             }),
             Kind::Error => Self::Error(ErrorMsg {
                 request_id: meta.request_id,

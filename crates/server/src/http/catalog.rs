@@ -48,6 +48,12 @@ pub trait ModelCatalog: Send + Sync + 'static {
     fn kv_memory(&self, _name: &str) -> Option<KvMemory> {
         None
     }
+    /// The draft model its worker loads beside it for speculative
+    /// decoding, whose weights and one context of KV its memory estimate
+    /// counts too.
+    fn draft_model(&self, _name: &str) -> Option<PathBuf> {
+        None
+    }
     /// The configured pooling of a model's embeddings (`None`: from its
     /// files, else the last token).
     fn pooling(&self, _name: &str) -> Option<protocol::Pooling> {
@@ -259,9 +265,10 @@ impl FrontModels {
         let id = name.to_owned();
         let context_length = self.catalog.context_length(name);
         let kv = self.catalog.kv_memory(name);
+        let draft = self.catalog.draft_model(name);
         let model = slot
             .get_or_try_init(|| async move {
-                tokio::task::spawn_blocking(move || load(id, path, context_length, kv))
+                tokio::task::spawn_blocking(move || load(id, path, context_length, kv, draft))
                     .await
                     .map_err(|e| ApiError::Internal {
                         message: format!("loading the tokenizer: {e}"),
@@ -285,6 +292,7 @@ fn load(
     path: PathBuf,
     context_length: Option<u32>,
     kv: Option<KvMemory>,
+    draft: Option<PathBuf>,
 ) -> Result<Arc<FrontModel>, ApiError> {
     let failed = |reason: String| ApiError::ModelLoadFailed {
         model: id.clone(),
@@ -301,7 +309,12 @@ fn load(
         Tokenizer::from_gguf_path(&path)
     }
     .map_err(|e| failed(format!("reading the tokenizer: {e}")))?;
-    let estimate_bytes = estimate_bytes(&path, context_length, kv).map_err(failed)?;
+    let mut estimate_bytes = estimate_bytes(&path, context_length, kv).map_err(failed)?;
+    if let Some(draft) = draft {
+        let bytes = estimate_bytes_of_draft(&draft, context_length)
+            .map_err(|e| failed(format!("the draft model {}: {e}", draft.display())))?;
+        estimate_bytes = estimate_bytes.saturating_add(bytes);
+    }
     Ok(Arc::new(FrontModel {
         id: id.clone(),
         path,
@@ -310,6 +323,12 @@ fn load(
         estimate_bytes,
         grammars: OnceLock::new(),
     }))
+}
+
+/// A draft model's weights and one context of its KV (as a model with no
+/// batch of its own: its caches are those of the rows that speculate).
+fn estimate_bytes_of_draft(path: &Path, context_cap: Option<u32>) -> Result<u64, String> {
+    estimate_bytes(path, context_cap, None)
 }
 
 /// The shape facts a KV estimate needs.

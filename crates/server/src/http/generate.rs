@@ -503,6 +503,8 @@ impl Choice {
             if self.counts_prompt {
                 t.cached_tokens += done.cached_tokens;
             }
+            t.draft_tokens += done.draft_tokens;
+            t.accepted_draft_tokens += done.accepted_draft_tokens;
         });
     }
 

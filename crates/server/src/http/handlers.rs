@@ -275,8 +275,10 @@ async fn respond(
             return Err(e);
         }
     };
-    let usage = Usage::new(prepared.prompt_tokens(), collected.completion_tokens)
-        .with_cached_tokens(timeline.snapshot().cached_tokens);
+    let usage = timeline.snapshot().fill_usage(Usage::new(
+        prepared.prompt_tokens(),
+        collected.completion_tokens,
+    ));
     state
         .metrics
         .count_tokens(usage.prompt_tokens, usage.completion_tokens);
@@ -671,8 +673,10 @@ impl SseState {
                     };
                     self.pending.push_back(e.sse_event());
                 } else {
-                    let usage = Usage::new(self.prompt_tokens, self.completion_tokens)
-                        .with_cached_tokens(self.timeline.snapshot().cached_tokens);
+                    let usage = self
+                        .timeline
+                        .snapshot()
+                        .fill_usage(Usage::new(self.prompt_tokens, self.completion_tokens));
                     self.state
                         .metrics
                         .count_tokens(usage.prompt_tokens, usage.completion_tokens);

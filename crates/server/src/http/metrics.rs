@@ -43,6 +43,8 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     prompt_tokens: Counter,
     completion_tokens: Counter,
+    draft_tokens: Counter,
+    accepted_draft_tokens: Counter,
     ttft: Histogram,
     inter_token: Histogram,
     queue_depth: Gauge,
@@ -74,7 +76,11 @@ impl Metrics {
             }
             t.completion_tokens = completion_tokens;
         });
-        self.timings.record(timeline.snapshot());
+        let snapshot = timeline.snapshot();
+        self.draft_tokens.inc_by(u64::from(snapshot.draft_tokens));
+        self.accepted_draft_tokens
+            .inc_by(u64::from(snapshot.accepted_draft_tokens));
+        self.timings.record(snapshot);
     }
 
     pub fn new() -> Metrics {
@@ -96,6 +102,18 @@ impl Metrics {
             "completion_tokens",
             "Tokens generated",
             completion_tokens.clone(),
+        );
+        let draft_tokens = Counter::default();
+        registry.register(
+            "draft_tokens",
+            "Draft tokens speculative decoding proposed and the models verified",
+            draft_tokens.clone(),
+        );
+        let accepted_draft_tokens = Counter::default();
+        registry.register(
+            "accepted_draft_tokens",
+            "Draft tokens the models accepted (tokens gained by speculative decoding)",
+            accepted_draft_tokens.clone(),
         );
         let ttft = Histogram::new(exponential_buckets(0.001, 2.0, 16));
         registry.register(
@@ -150,6 +168,8 @@ impl Metrics {
             requests,
             prompt_tokens,
             completion_tokens,
+            draft_tokens,
+            accepted_draft_tokens,
             ttft,
             inter_token,
             queue_depth,
@@ -228,6 +248,9 @@ pub struct Timeline {
     pub completion_tokens: u32,
     /// Prompt tokens served from the worker's prompt cache.
     pub cached_tokens: u32,
+    /// Draft tokens of speculative decoding verified, and accepted.
+    pub draft_tokens: u32,
+    pub accepted_draft_tokens: u32,
     /// The handler began (headers read, body not yet).
     pub arrived_ns: u64,
     /// The body was read, parsed and validated.
@@ -293,6 +316,13 @@ fn span(from: u64, to: u64) -> Option<f64> {
 }
 
 impl Timeline {
+    /// `usage` with this request's prompt-cache hits and draft tokens.
+    pub fn fill_usage(&self, usage: api::Usage) -> api::Usage {
+        usage
+            .with_cached_tokens(self.cached_tokens)
+            .with_draft_tokens(self.draft_tokens, self.accepted_draft_tokens)
+    }
+
     /// The stages between the stamps.
     pub fn stages(&self) -> Stages {
         let worker_queue = span(self.worker_received_ns, self.worker_admitted_ns);

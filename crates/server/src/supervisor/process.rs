@@ -6,7 +6,7 @@
 //! does); signals go through the task that owns the `Child`, which has not
 //! reaped it yet, so a signal never reaches a recycled pid.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -44,8 +44,10 @@ pub struct ProcessLauncher {
     heartbeat_timeout: Duration,
     /// Appended to every worker's command line (batch limits).
     worker_args: Vec<String>,
-    /// Appended after them for the model of that name.
-    model_args: BTreeMap<String, Vec<String>>,
+    /// Appended after them for the model of that name, else `model_default`
+    /// (settings a model's overrides may change: speculative decoding).
+    model_args: std::collections::HashMap<String, Vec<String>>,
+    model_default: Vec<String>,
     /// The workers' log filter (`MLXD_LOG`); else they inherit this
     /// process's environment.
     worker_log: Option<String>,
@@ -101,7 +103,8 @@ impl ProcessLauncher {
             load_timeout,
             heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
             worker_args: Vec::new(),
-            model_args: BTreeMap::new(),
+            model_args: std::collections::HashMap::new(),
+            model_default: Vec::new(),
             worker_log: None,
             spawner: Spawner { jobs: tx, tid },
         })
@@ -120,10 +123,15 @@ impl ProcessLauncher {
         self
     }
 
-    /// Passes `args` to the worker of each model named (after the
-    /// arguments every worker gets, so a flag here wins).
-    pub fn with_model_args(mut self, args: BTreeMap<String, Vec<String>>) -> ProcessLauncher {
-        self.model_args = args;
+    /// Passes `per_model[name]` to the worker of model `name` (after the
+    /// arguments of every worker), `default` to a model not in it.
+    pub fn with_model_args(
+        mut self,
+        default: Vec<String>,
+        per_model: std::collections::HashMap<String, Vec<String>>,
+    ) -> ProcessLauncher {
+        self.model_default = default;
+        self.model_args = per_model;
         self
     }
 
@@ -145,12 +153,10 @@ impl Launcher for ProcessLauncher {
             heartbeat: self.heartbeat_timeout,
         };
         let mut extra = self.worker_args.clone();
-        extra.extend(
+        extra.extend_from_slice(
             self.model_args
                 .get(&spec.model_id)
-                .into_iter()
-                .flatten()
-                .cloned(),
+                .unwrap_or(&self.model_default),
         );
         let log = self.worker_log.clone();
         async move {
