@@ -8,6 +8,7 @@
 use mlx::{Array, Dtype};
 
 use super::base::{CacheKind, LayerCache};
+pub use super::kv_quant::{KvArray, KvQuant};
 pub use super::recurrent_cache::RecurrentCache;
 use crate::error::{EngineError, Result};
 
@@ -19,10 +20,11 @@ pub enum Cache {
 }
 
 impl Cache {
-    /// An empty cache of `kind`.
-    pub fn new(kind: CacheKind) -> Cache {
+    /// An empty cache of `kind`, its KV quantized with `quant` (from the
+    /// model: [`crate::model::Model::kv_quant`]).
+    pub fn new(kind: CacheKind, quant: Option<KvQuant>) -> Cache {
         match kind.recurrent_shape() {
-            None => Cache::Kv(KvCache::new()),
+            None => Cache::Kv(KvCache::quantizing(quant)),
             Some(shape) => Cache::Recurrent(RecurrentCache::with_shape(shape, 1)),
         }
     }
@@ -59,7 +61,7 @@ impl Cache {
                 Some((k, v)) => {
                     // A gather always writes a new buffer (a slice is a view).
                     let at = mlx::arange(0.0, f64::from(c.offset()), 1.0, Dtype::I32)?;
-                    Some(LayerSnapshot::Kv(k.take(&at, 2)?, v.take(&at, 2)?))
+                    Some(LayerSnapshot::Kv(k.take(&at, 2)?, v.take(&at, 2)?, c.quant))
                 }
                 None => None,
             },
@@ -74,26 +76,30 @@ impl Cache {
 /// memory with anything that will be written.
 #[derive(Debug, Clone)]
 pub enum LayerSnapshot {
-    /// Keys and values `[1, H, positions, D]`: any prefix of them is the
-    /// cache of that prefix.
-    Kv(Array, Array),
+    /// Keys and values `[1, H, positions, D]` (quantized or not), and how
+    /// the cache they came from quantizes: any prefix of them is the cache
+    /// of that prefix.
+    Kv(KvArray, KvArray, Option<KvQuant>),
     /// The convolution inputs and the state at the sequence's end: the
     /// cache of exactly that many positions, no fewer.
     Recurrent(Array, Array),
 }
 
 impl LayerSnapshot {
-    /// Bytes held.
+    /// Bytes held, as stored (packed codes, scales and biases when
+    /// quantized).
     pub fn nbytes(&self) -> usize {
         match self {
-            LayerSnapshot::Kv(a, b) | LayerSnapshot::Recurrent(a, b) => a.nbytes() + b.nbytes(),
+            LayerSnapshot::Kv(a, b, _) => a.nbytes() + b.nbytes(),
+            LayerSnapshot::Recurrent(a, b) => a.nbytes() + b.nbytes(),
         }
     }
 
     /// The arrays held.
-    pub fn arrays(&self) -> [&Array; 2] {
+    pub fn arrays(&self) -> Vec<&Array> {
         match self {
-            LayerSnapshot::Kv(a, b) | LayerSnapshot::Recurrent(a, b) => [a, b],
+            LayerSnapshot::Kv(a, b, _) => a.arrays().into_iter().chain(b.arrays()).collect(),
+            LayerSnapshot::Recurrent(a, b) => vec![a, b],
         }
     }
 
@@ -101,9 +107,10 @@ impl LayerSnapshot {
     /// recurrent state only of all of them.
     pub fn to_cache(&self, len: i32, total: i32) -> Result<Cache> {
         match self {
-            LayerSnapshot::Kv(k, v) => Ok(Cache::Kv(KvCache::from_prefix(
+            LayerSnapshot::Kv(k, v, quant) => Ok(Cache::Kv(KvCache::from_prefix(
                 k.slice_axis(2, 0, len)?,
                 v.slice_axis(2, 0, len)?,
+                *quant,
             )?)),
             LayerSnapshot::Recurrent(_, _) if len != total => Err(EngineError::InvalidRequest(
                 format!("a recurrent state of {total} positions cannot serve {len}"),
@@ -116,7 +123,7 @@ impl LayerSnapshot {
 }
 
 impl LayerCache for Cache {
-    fn update_and_fetch(&mut self, keys: &Array, values: &Array) -> Result<(Array, Array)> {
+    fn update_and_fetch(&mut self, keys: &Array, values: &Array) -> Result<(KvArray, KvArray)> {
         match self {
             Cache::Kv(c) => c.update_and_fetch(keys, values),
             Cache::Recurrent(_) => Err(EngineError::InvalidRequest(
@@ -138,30 +145,48 @@ impl LayerCache for Cache {
 /// Positions added per growth of the buffers.
 pub const CACHE_STEP: i32 = 256;
 
-/// Keys and values `[batch, kv_heads, positions, head_dim]` of one layer.
+/// Keys and values `[batch, kv_heads, positions, head_dim]` of one layer,
+/// at full precision or quantized (see [`super::kv_quant`]).
 #[derive(Debug, Default, Clone)]
 pub struct KvCache {
-    keys: Option<Array>,
-    values: Option<Array>,
+    keys: Option<KvArray>,
+    values: Option<KvArray>,
     offset: i32,
+    /// How the buffers are quantized once they hold `quant.start`
+    /// positions; `None`: never.
+    quant: Option<KvQuant>,
 }
 
 impl KvCache {
-    /// An empty cache.
+    /// An empty full-precision cache.
     pub fn new() -> KvCache {
         KvCache::default()
+    }
+
+    /// An empty cache quantized with `quant` (none: full precision).
+    pub fn quantizing(quant: Option<KvQuant>) -> KvCache {
+        KvCache {
+            quant,
+            ..KvCache::default()
+        }
     }
 
     /// A cache holding `keys`/`values` (`[1, H, L, D]`) as its first `L`
     /// positions (a prompt-cache hit). The arrays are shared, never written:
     /// the first append copies them.
-    pub fn from_prefix(keys: Array, values: Array) -> Result<KvCache> {
+    pub fn from_prefix(keys: KvArray, values: KvArray, quant: Option<KvQuant>) -> Result<KvCache> {
         let offset = keys.dim(2)?;
         Ok(KvCache {
             keys: Some(keys),
             values: Some(values),
             offset,
+            quant,
         })
+    }
+
+    /// How the cache quantizes.
+    pub fn quant(&self) -> Option<KvQuant> {
+        self.quant
     }
 
     /// Positions filled.
@@ -170,7 +195,7 @@ impl KvCache {
     }
 
     /// The filled prefix of the keys and values, if any was written.
-    pub fn filled(&self) -> Result<Option<(Array, Array)>> {
+    pub fn filled(&self) -> Result<Option<(KvArray, KvArray)>> {
         match (&self.keys, &self.values) {
             (Some(k), Some(v)) if self.offset > 0 => Ok(Some((
                 k.slice_axis(2, 0, self.offset)?,
@@ -181,18 +206,24 @@ impl KvCache {
     }
 
     /// Appends `keys`/`values` (`[B, H, L, D]`) and returns everything
-    /// cached so far, including them.
-    pub fn update_and_fetch(&mut self, keys: &Array, values: &Array) -> Result<(Array, Array)> {
+    /// cached so far, including them: stored as the buffers are (quantized
+    /// first when they are). When the cache should be quantized from here
+    /// on, the buffers are quantized after the positions are fetched, so
+    /// this pass attends at full precision (as mlx-lm quantizes a cache
+    /// after the forward pass).
+    pub fn update_and_fetch(&mut self, keys: &Array, values: &Array) -> Result<(KvArray, KvArray)> {
         let shape = keys.shape();
         let (b, h, l, d) = (shape[0], shape[1], shape[2], shape[3]);
         let vd = values.dim(-1)?;
         let prev = self.offset;
+        let (keys, values) = match (&self.keys, &self.values) {
+            (Some(k), Some(v)) => (k.stored_like(keys)?, v.stored_like(values)?),
+            _ => (KvArray::Full(keys.clone()), KvArray::Full(values.clone())),
+        };
         let grown = match (self.keys.take(), self.values.take()) {
             (Some(k), Some(v)) if prev + l <= k.dim(2)? => (k, v),
             old => {
                 let steps = (CACHE_STEP + l - 1) / CACHE_STEP;
-                let new_k = mlx::zeros(&[b, h, steps * CACHE_STEP, d], keys.dtype())?;
-                let new_v = mlx::zeros(&[b, h, steps * CACHE_STEP, vd], values.dtype())?;
                 match old {
                     (Some(k), Some(v)) => {
                         // Drop the unused tail before growing, as mlx-lm does.
@@ -201,31 +232,46 @@ impl KvCache {
                         } else {
                             (k, v)
                         };
+                        let (new_k, new_v) = (
+                            k.zeros(b, steps * CACHE_STEP)?,
+                            v.zeros(b, steps * CACHE_STEP)?,
+                        );
                         (
-                            mlx::concatenate(&[&k, &new_k], 2)?,
-                            mlx::concatenate(&[&v, &new_v], 2)?,
+                            KvArray::concatenate(&[&k, &new_k], 2)?,
+                            KvArray::concatenate(&[&v, &new_v], 2)?,
                         )
                     }
-                    _ => (new_k, new_v),
+                    _ => (
+                        KvArray::Full(mlx::zeros(&[b, h, steps * CACHE_STEP, d], keys_dtype(&keys))?),
+                        KvArray::Full(mlx::zeros(&[b, h, steps * CACHE_STEP, vd], keys_dtype(&values))?),
+                    ),
                 }
             }
         };
         self.offset += l;
-        let k = grown.0.slice_update_axis(keys, 2, prev, self.offset)?;
-        let v = grown.1.slice_update_axis(values, 2, prev, self.offset)?;
+        let k = grown.0.slice_update_axis(&keys, 2, prev, self.offset)?;
+        let v = grown.1.slice_update_axis(&values, 2, prev, self.offset)?;
         let out = (
             k.slice_axis(2, 0, self.offset)?,
             v.slice_axis(2, 0, self.offset)?,
         );
-        self.keys = Some(k);
-        self.values = Some(v);
+        match self.quant {
+            Some(q) if !k.is_quantized() && self.offset >= q.start => {
+                self.keys = Some(k.quantized(q)?);
+                self.values = Some(v.quantized(q)?);
+            }
+            _ => {
+                self.keys = Some(k);
+                self.values = Some(v);
+            }
+        }
         Ok(out)
     }
 
     /// The buffers (`[1, H, capacity, D]`, the first `offset` positions
     /// filled) and the offset, handed over whole; `None` when nothing was
     /// written.
-    pub fn into_buffers(self) -> Option<(Array, Array, i32)> {
+    pub fn into_buffers(self) -> Option<(KvArray, KvArray, i32)> {
         match (self.keys, self.values) {
             (Some(k), Some(v)) if self.offset > 0 => Some((k, v, self.offset)),
             _ => None,
@@ -234,7 +280,11 @@ impl KvCache {
 
     /// The arrays to evaluate to materialize the cache.
     pub fn state(&self) -> Vec<&Array> {
-        self.keys.iter().chain(self.values.iter()).collect()
+        self.keys
+            .iter()
+            .chain(self.values.iter())
+            .flat_map(KvArray::arrays)
+            .collect()
     }
 
     /// Bytes held by the buffers.
@@ -248,10 +298,30 @@ impl KvCache {
     }
 }
 
-/// Bytes one position of KV costs across `layers` attention layers: the
-/// input of memory admission and of batch limits.
-pub fn bytes_per_position(layers: i32, kv_heads: i32, head_dim: i32, dtype: Dtype) -> usize {
-    2 * (layers * kv_heads * head_dim) as usize * dtype.size()
+/// The dtype of new full-precision keys or values.
+fn keys_dtype(a: &KvArray) -> Dtype {
+    match a {
+        KvArray::Full(a) => a.dtype(),
+        KvArray::Quantized(q) => q.scales.dtype(),
+    }
+}
+
+/// Bytes one position of KV costs across `layers` attention layers, stored
+/// as `quant` says (`None`: at full precision in `dtype`; quantized: the
+/// packed codes and a scale and a bias of `dtype` per group): the input of
+/// memory admission and of batch limits.
+pub fn bytes_per_position(
+    layers: i32,
+    kv_heads: i32,
+    head_dim: i32,
+    dtype: Dtype,
+    quant: Option<KvQuant>,
+) -> usize {
+    let head = match quant {
+        None => head_dim as usize * dtype.size(),
+        Some(q) => q.head_bytes(head_dim, dtype),
+    };
+    2 * (layers * kv_heads) as usize * head
 }
 
 #[cfg(test)]
