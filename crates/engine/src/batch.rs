@@ -647,7 +647,8 @@ impl<'m> Scheduler<'m> {
         let valid = columns
             .reshape(&[1, len])?
             .greater_equal(&pad.reshape(&[rows, 1])?)?;
-        let mut cache = BatchCache::empty_rows(self.model.cache_kinds(), self.model.kv_quant(), pads, len);
+        let mut cache =
+            BatchCache::empty_rows(self.model.cache_kinds(), self.model.kv_quant(), pads, len);
         self.model.fill_rows(
             &ids,
             cache.layers_mut(),

@@ -193,7 +193,11 @@ mod tests {
     fn layer(len: usize, fill: f32) -> Vec<LayerSnapshot> {
         let data = vec![fill; len * 2];
         let a = Array::from_slice(&data, &[1, 1, len as i32, 2]).unwrap();
-        vec![LayerSnapshot::Kv(KvArray::Full(a.clone()), KvArray::Full(a), None)]
+        vec![LayerSnapshot::Kv(
+            KvArray::Full(a.clone()),
+            KvArray::Full(a),
+            None,
+        )]
     }
 
     /// A KV layer and a recurrent layer (whose size does not grow).

@@ -320,11 +320,17 @@ fn a_stream_past_the_redecode_limit_resumes_by_prefill() {
         .collect();
     // The worker up before the baseline.
     let warm = json!({"model": "tiny", "prompt": "Hi", "max_tokens": 1});
-    assert_eq!(request(d.port, "POST", "/v1/completions", Some(&warm)).0, 200);
+    assert_eq!(
+        request(d.port, "POST", "/v1/completions", Some(&warm)).0,
+        200
+    );
     let baseline = settled(&d);
     let streams: Vec<Stream> = bodies.iter().map(|b| stream(d.port, b.clone())).collect();
     let past = 300 + rng.random_range(0..100);
-    assert!(wait_for_events(&streams, &[past, past]), "the streams stalled");
+    assert!(
+        wait_for_events(&streams, &[past, past]),
+        "the streams stalled"
+    );
     assert!(
         streams.iter().all(|s| !s.handle.is_finished()),
         "a stream ended before the kill"

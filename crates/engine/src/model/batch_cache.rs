@@ -188,10 +188,7 @@ impl BatchKvCache {
             if let (Some(keys), Some(values)) = (self.keys.take(), self.values.take()) {
                 let cap = keys.dim(2)?;
                 self.keys = Some(KvArray::concatenate(&[&keys, &keys.zeros(1, cap)?], 0)?);
-                self.values = Some(KvArray::concatenate(
-                    &[&values, &values.zeros(1, cap)?],
-                    0,
-                )?);
+                self.values = Some(KvArray::concatenate(&[&values, &values.zeros(1, cap)?], 0)?);
             }
             self.rows += 1;
             return Ok(pad);

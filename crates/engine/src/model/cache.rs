@@ -242,8 +242,14 @@ impl KvCache {
                         )
                     }
                     _ => (
-                        KvArray::Full(mlx::zeros(&[b, h, steps * CACHE_STEP, d], keys_dtype(&keys))?),
-                        KvArray::Full(mlx::zeros(&[b, h, steps * CACHE_STEP, vd], keys_dtype(&values))?),
+                        KvArray::Full(mlx::zeros(
+                            &[b, h, steps * CACHE_STEP, d],
+                            keys_dtype(&keys),
+                        )?),
+                        KvArray::Full(mlx::zeros(
+                            &[b, h, steps * CACHE_STEP, vd],
+                            keys_dtype(&values),
+                        )?),
                     ),
                 }
             }

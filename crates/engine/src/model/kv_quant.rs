@@ -181,16 +181,16 @@ impl KvArray {
                 out.biases = Some(join(&|q| q.biases.as_ref().unwrap_or(&q.scales))?);
                 Ok(KvArray::Quantized(out))
             }
-            None => Err(EngineError::InvalidRequest(
-                "nothing to concatenate".into(),
-            )),
+            None => Err(EngineError::InvalidRequest("nothing to concatenate".into())),
         }
     }
 
     /// The same positions quantized with `q` (already quantized: as is).
     pub fn quantized(&self, q: KvQuant) -> Result<KvArray> {
         Ok(match self {
-            KvArray::Full(a) => KvArray::Quantized(mlx::quantized::quantize(a, q.group_size, q.bits)?),
+            KvArray::Full(a) => {
+                KvArray::Quantized(mlx::quantized::quantize(a, q.group_size, q.bits)?)
+            }
             KvArray::Quantized(_) => self.clone(),
         })
     }
@@ -200,11 +200,9 @@ impl KvArray {
     pub fn stored_like(&self, new: &Array) -> Result<KvArray> {
         Ok(match self {
             KvArray::Full(_) => KvArray::Full(new.clone()),
-            KvArray::Quantized(q) => KvArray::Quantized(mlx::quantized::quantize(
-                new,
-                q.group_size,
-                q.bits,
-            )?),
+            KvArray::Quantized(q) => {
+                KvArray::Quantized(mlx::quantized::quantize(new, q.group_size, q.bits)?)
+            }
         })
     }
 

@@ -47,8 +47,8 @@ use mlx::{Array, Dtype};
 pub use base::{CacheKind, Caches, LanguageModel, LayerCache, LayerCaches, Positions};
 pub use batch_cache::{BatchCache, BatchKvCache, BatchLayerCache};
 pub use cache::{Cache, KvCache, LayerSnapshot, RecurrentCache};
-pub use kv_quant::{KvArray, KvQuant};
 pub use config::ModelConfig;
+pub use kv_quant::{KvArray, KvQuant};
 pub use registry::{cache_kinds, supported_model_types};
 pub use weights::Weights;
 
