@@ -119,6 +119,13 @@ struct WorkerArgs {
     /// memory; 0 turns it off).
     #[arg(long)]
     prompt_cache_memory: Option<usize>,
+    /// Store the KV cache quantized to 4 or 8 bits (default: full
+    /// precision).
+    #[arg(long)]
+    kv_bits: Option<i32>,
+    /// Values per scale and bias of a quantized KV cache (default: 64).
+    #[arg(long)]
+    kv_group_size: Option<i32>,
 }
 
 /// Arguments of `mlxd convert`.
@@ -225,6 +232,8 @@ fn main() -> anyhow::Result<()> {
                     kv_memory: args.kv_memory,
                     kv_tokens: args.kv_tokens,
                     prompt_cache_memory: args.prompt_cache_memory,
+                    kv_bits: args.kv_bits,
+                    kv_group_size: args.kv_group_size,
                 },
             };
             // The supervisor reads the reason from the log line and the

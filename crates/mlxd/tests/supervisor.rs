@@ -34,6 +34,7 @@ fn spec(id: &str, path: &std::path::Path) -> ModelSpec {
         id: id.into(),
         path: path.to_path_buf(),
         context_length: Some(512),
+        kv_bits: None,
         estimate_bytes: 1 << 20,
     }
 }

@@ -119,10 +119,33 @@ pub fn run(config: WorkerConfig) -> Result<(), WorkerError> {
             Err(e) => e.into(),
         }
     };
-    let loaded = match engine::loader::load_with_progress(&config.model_path, &mut send_progress) {
-        Ok(loaded) => loaded,
-        Err(source) => return Err(fail(&mut endpoint, config.model_path, "loading", source)),
-    };
+    let mut loaded =
+        match engine::loader::load_with_progress(&config.model_path, &mut send_progress) {
+            Ok(loaded) => loaded,
+            Err(source) => return Err(fail(&mut endpoint, config.model_path, "loading", source)),
+        };
+    // The whole context quantized (`quantized_kv_start` 0), as admission
+    // counts it.
+    let kv_quant = config
+        .batch
+        .kv_bits
+        .map(|bits| {
+            let group = config
+                .batch
+                .kv_group_size
+                .unwrap_or(engine::model::kv_quant::DEFAULT_KV_GROUP_SIZE);
+            engine::model::KvQuant::new(bits, group, 0)
+        })
+        .transpose()
+        .and_then(|quant| loaded.model.set_kv_quant(quant));
+    if let Err(source) = kv_quant {
+        return Err(fail(
+            &mut endpoint,
+            config.model_path,
+            "quantizing the KV cache of",
+            source,
+        ));
+    }
     let server = Server::new(loaded, config.context_length, config.batch);
     if let Err(source) = server.warm_up(&mut || endpoint.heartbeat()) {
         return Err(fail(&mut endpoint, config.model_path, "warming up", source));

@@ -138,6 +138,18 @@ pub fn render(config: &Config, provenance: &Provenance) -> String {
         Some(b) => out.line("models", "prompt_cache", value(ByteSize(b).to_string())),
         None => out.commented("models", "prompt_cache", "a quarter of kv_memory"),
     }
+    match m.kv_bits {
+        Some(b) => out.line("models", "kv_bits", value(i64::from(b))),
+        None => out.commented("models", "kv_bits", "full precision"),
+    }
+    match m.kv_group_size {
+        Some(g) => out.line("models", "kv_group_size", value(i64::from(g))),
+        None => out.commented(
+            "models",
+            "kv_group_size",
+            &super::DEFAULT_KV_GROUP_SIZE.to_string(),
+        ),
+    }
 
     if !m.aliases.is_empty() {
         out.header("models.aliases");
@@ -176,6 +188,11 @@ fn write_overrides(text: &mut String, o: &ModelOverrides) {
     put("repetition_penalty", o.repetition_penalty.map(float));
     put("max_tokens", o.max_tokens.map(|v| value(i64::from(v))));
     put("pooling", o.pooling.map(|p| value(p.name())));
+    put("kv_bits", o.kv_bits.map(|v| value(i64::from(v))));
+    put(
+        "kv_group_size",
+        o.kv_group_size.map(|v| value(i64::from(v))),
+    );
 }
 
 /// An f32 as written (`0.7`, not its f64 widening `0.699999988`).

@@ -211,3 +211,45 @@ fn a_models_embedding_pooling_is_read_and_a_bad_one_named() {
     let err = load_for(&args, machine(32)).unwrap_err().to_string();
     assert!(err.contains("pooling") || err.contains("max"), "{err}");
 }
+
+#[test]
+fn kv_bits_are_read_per_model_and_bad_values_refused_naming_the_key() {
+    let (_dir, args) = file_args(
+        "[models]\nkv_bits = 8\n\
+         [models.overrides.small]\nkv_bits = 4\nkv_group_size = 32\n",
+    );
+    let (config, _) = load_for(&args, machine(32)).unwrap();
+    let kv = |name| {
+        config
+            .models
+            .kv_bits_for(name)
+            .map(|k| (k.bits, k.group_size))
+    };
+    assert_eq!(kv("small"), Some((4, 32)));
+    assert_eq!(kv("other"), Some((8, DEFAULT_KV_GROUP_SIZE)));
+    let (_dir, args) = file_args("[models]\nmax_batch = 4\n");
+    let (config, _) = load_for(&args, machine(32)).unwrap();
+    assert_eq!(config.models.kv_bits_for("any"), None);
+
+    for (text, key) in [
+        ("[models]\nkv_bits = 3\n", "`models.kv_bits`"),
+        ("[models]\nkv_bits = 16\n", "`models.kv_bits`"),
+        (
+            "[models]\nkv_bits = 8\nkv_group_size = 48\n",
+            "`models.kv_group_size`",
+        ),
+        (
+            "[models.overrides.x]\nkv_bits = 2\n",
+            "`models.overrides.x.kv_bits`",
+        ),
+        (
+            "[models.overrides.x]\nkv_bits = 4\nkv_group_size = 256\n",
+            "`models.overrides.x.kv_group_size`",
+        ),
+        ("[models]\nkv_bits = \"eight\"\n", "`models.kv_bits`"),
+    ] {
+        let (_dir, args) = file_args(text);
+        let err = load_for(&args, machine(32)).unwrap_err().to_string();
+        assert!(err.contains(key), "{text}: {err}");
+    }
+}

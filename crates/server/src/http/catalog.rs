@@ -12,6 +12,8 @@ use engine::Tokenizer;
 use engine::constraint::GrammarCompiler;
 use tokio::sync::OnceCell;
 
+use crate::supervisor::KvBits;
+
 /// A model the daemon can serve.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CatalogEntry {
@@ -86,12 +88,16 @@ pub enum PullEvent {
     },
 }
 
-/// KV cache a worker may hold: its batch's and its prompt cache's.
+/// KV cache a worker may hold: its batch's and its prompt cache's, and how
+/// it is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KvMemory {
     pub batch: KvBatch,
     /// Bytes of the prompt cache; `None`: a quarter of the batch's.
     pub prompt_cache: Option<u64>,
+    /// Quantized (`kv_bits`), which the estimate's bytes per position
+    /// follow and the worker is told; `None`: full precision.
+    pub quant: Option<KvBits>,
 }
 
 /// The KV of a worker's batch, as the worker is told it.
@@ -186,6 +192,8 @@ pub struct FrontModel {
     pub tokenizer: Arc<Tokenizer>,
     /// Context cap from the configuration.
     pub context_length: Option<u32>,
+    /// Its KV cache quantized, by the configuration.
+    pub kv_bits: Option<KvBits>,
     /// Weights plus the KV cache its worker may hold, in bytes.
     pub estimate_bytes: u64,
     /// The grammar compiler over its tokenizer, built on first use.
@@ -215,6 +223,7 @@ impl FrontModel {
             id: self.id.clone(),
             path: self.path.clone(),
             context_length: self.context_length,
+            kv_bits: self.kv_bits,
             estimate_bytes: self.estimate_bytes,
         }
     }
@@ -307,6 +316,7 @@ fn load(
         path,
         tokenizer: Arc::new(tokenizer),
         context_length,
+        kv_bits: kv.and_then(|kv| kv.quant),
         estimate_bytes,
         grammars: OnceLock::new(),
     }))
@@ -346,7 +356,11 @@ pub fn estimate_bytes(
         (engine::model::gguf::loaded_bytes(&file), gguf_shape(path)?)
     };
     let context = context_cap.map_or(shape.context, |c| shape.context.min(u64::from(c)));
-    let per_position = 2 * shape.layers * shape.kv_heads * shape.head_dim * shape.value_bytes;
+    let head_bytes = match kv.and_then(|kv| kv.quant) {
+        Some(q) => q.head_bytes(shape.head_dim, shape.value_bytes),
+        None => shape.head_dim * shape.value_bytes,
+    };
+    let per_position = 2 * shape.layers * shape.kv_heads * head_bytes;
     let one_context = per_position * context + shape.state_bytes;
     let kv = kv.map_or(one_context, |kv| {
         let batch = match kv.batch {
@@ -453,18 +467,21 @@ mod tests {
         let kv = KvMemory {
             batch: KvBatch::Bytes(8 << 20),
             prompt_cache: Some(2 << 20),
+            quant: None,
         };
         assert_eq!(with(Some(kv)), tenth_more(500_000 + (10 << 20)));
         // The prompt cache defaults to a quarter of the batch's KV.
         let quarter = KvMemory {
             batch: KvBatch::Bytes(8 << 20),
             prompt_cache: None,
+            quant: None,
         };
         assert_eq!(with(Some(quarter)), tenth_more(500_000 + (10 << 20)));
         // A budget under one context: the worker keeps one context anyway.
         let small = KvMemory {
             batch: KvBatch::Bytes(1000),
             prompt_cache: Some(0),
+            quant: None,
         };
         assert_eq!(with(Some(small)), tenth_more(500_000 + ONE_CONTEXT));
         // A context cap shrinks the one-context floor with it.
@@ -475,11 +492,27 @@ mod tests {
         let tokens = |tokens, cap| KvMemory {
             batch: KvBatch::Tokens { tokens, cap },
             prompt_cache: Some(0),
+            quant: None,
         };
         assert_eq!(
             with(Some(tokens(4000, u64::MAX))),
             tenth_more(500_000 + 4000 * 1024)
         );
+        // A quantized KV: per head of 64 values, the codes and a bf16 scale
+        // and bias per group of 64 (8 bits: 68 bytes, 4 bits: 36).
+        for (bits, head) in [(8, 68), (4, 36)] {
+            let quantized = KvMemory {
+                quant: Some(KvBits {
+                    bits,
+                    group_size: 64,
+                }),
+                ..tokens(4000, u64::MAX)
+            };
+            assert_eq!(
+                with(Some(quantized)),
+                tenth_more(500_000 + 4000 * 2 * 2 * 2 * head)
+            );
+        }
         assert_eq!(
             with(Some(tokens(4000, 2_000_000))),
             tenth_more(500_000 + 2_000_000)

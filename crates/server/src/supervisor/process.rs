@@ -295,6 +295,10 @@ async fn start_inner(
     if let Some(ctx) = spec.context_length {
         cmd.arg("--context-length").arg(ctx.to_string());
     }
+    if let Some(kv) = spec.kv_bits {
+        cmd.arg("--kv-bits").arg(kv.bits.to_string());
+        cmd.arg("--kv-group-size").arg(kv.group_size.to_string());
+    }
     cmd.args(extra);
     if let Some(filter) = log {
         cmd.env("MLXD_LOG", filter);

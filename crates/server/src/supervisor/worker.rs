@@ -22,8 +22,29 @@ pub struct LaunchSpec {
     pub path: PathBuf,
     /// Context length to serve, if the configuration limits it.
     pub context_length: Option<u32>,
+    /// How its KV cache is quantized, if configured.
+    pub kv_bits: Option<KvBits>,
     /// Incarnation counter for this model (1 for the first worker).
     pub generation: u64,
+}
+
+/// A quantized KV cache, as configured (`kv_bits`, `kv_group_size`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvBits {
+    /// 4 or 8.
+    pub bits: u32,
+    /// 32, 64 or 128.
+    pub group_size: u32,
+}
+
+impl KvBits {
+    /// Bytes one `head_dim`-wide head of one position takes: the packed
+    /// codes and a scale and a bias of `value_bytes` per group (as
+    /// `engine::model::KvQuant::head_bytes` counts them).
+    pub fn head_bytes(&self, head_dim: u64, value_bytes: u64) -> u64 {
+        head_dim * u64::from(self.bits) / 8
+            + 2 * (head_dim / u64::from(self.group_size.max(1))) * value_bytes
+    }
 }
 
 /// What a worker reported once its model was loaded.
