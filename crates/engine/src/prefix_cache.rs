@@ -227,6 +227,7 @@ mod tests {
             panic!("a KV layer's hit is a KV cache");
         };
         let (k, _) = kv.filled().unwrap().unwrap();
+        let k = k.to_full().unwrap();
         assert!(k.to_vec::<f32>().unwrap().iter().all(|&x| x == 1.0));
         // Too short a match is a miss.
         assert!(cache.lookup(&ids(100..110)).unwrap().is_none());

@@ -58,6 +58,17 @@ pub struct RunArgs {
     /// Prompt tokens per prefill chunk.
     #[arg(long, default_value_t = 2048)]
     prefill_step: usize,
+    /// Store the KV cache quantized to 4 or 8 bits, as mlx-lm's
+    /// `--kv-bits` (default: full precision).
+    #[arg(long, value_name = "BITS")]
+    kv_bits: Option<i32>,
+    /// Values per scale and bias of a quantized KV cache (32, 64 or 128).
+    #[arg(long, value_name = "N", default_value_t = engine::model::kv_quant::DEFAULT_KV_GROUP_SIZE)]
+    kv_group_size: i32,
+    /// Positions kept at full precision before the KV cache is quantized
+    /// (mlx-lm's `--quantized-kv-start`; 0: from the first prefill chunk on).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    quantized_kv_start: i32,
 }
 
 /// Runs the prompt and prints text and figures.
@@ -65,8 +76,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     engine::use_dedicated_stream()?;
     engine::wire_working_set()?;
     let path: PathBuf = models::resolve(args.model.as_deref())?;
-    let loaded =
+    let mut loaded =
         engine::loader::load(&path).with_context(|| format!("loading {}", path.display()))?;
+    let quant = args
+        .kv_bits
+        .map(|bits| engine::model::KvQuant::new(bits, args.kv_group_size, args.quantized_kv_start))
+        .transpose()?;
+    loaded.model.set_kv_quant(quant)?;
     let tokenizer = Arc::new(loaded.tokenizer);
     let prompt = if args.raw {
         tokenizer.encode_prompt(&args.prompt)?

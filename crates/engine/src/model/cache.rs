@@ -345,10 +345,12 @@ mod tests {
         let (k, _) = cache
             .update_and_fetch(&filled(3, 0.0), &filled(3, 100.0))
             .unwrap();
+        let k = k.to_full().unwrap();
         assert_eq!(k.shape(), vec![1, 1, 3, 2]);
         let (k, v) = cache
             .update_and_fetch(&filled(300, 6.0), &filled(300, 106.0))
             .unwrap();
+        let (k, v) = (k.to_full().unwrap(), v.to_full().unwrap());
         assert_eq!(cache.offset(), 303);
         assert_eq!(k.shape(), vec![1, 1, 303, 2]);
         let kv = k.to_vec::<f32>().unwrap();
@@ -358,6 +360,7 @@ mod tests {
         let (k, _) = cache
             .update_and_fetch(&filled(1, 606.0), &filled(1, 0.0))
             .unwrap();
+        let k = k.to_full().unwrap();
         assert_eq!(k.shape(), vec![1, 1, 304, 2]);
         assert_eq!(
             k.slice_axis(2, 303, 304).unwrap().to_vec::<f32>().unwrap(),
@@ -377,5 +380,57 @@ mod tests {
             .unwrap();
         // 10 filled positions kept, plus one new step of 256.
         assert_eq!(cache.nbytes(), 2 * 266 * 2 * 4);
+    }
+
+    /// Keys `[1, 2, l, 32]`, one distinct value per element.
+    fn heads(l: i32, start: f32) -> Array {
+        let data: Vec<f32> = (0..2 * l * 32)
+            .map(|i| start + (i % 97) as f32 / 97.0)
+            .collect();
+        Array::from_slice(&data, &[1, 2, l, 32]).unwrap()
+    }
+
+    #[test]
+    fn a_quantizing_cache_turns_quantized_after_the_pass_that_reaches_its_start() {
+        let quant = KvQuant::new(8, 32, 4).unwrap();
+        let mut cache = KvCache::quantizing(Some(quant));
+        // 3 positions: under the start, stored and returned at full precision.
+        let (k, _) = cache
+            .update_and_fetch(&heads(3, 0.0), &heads(3, 1.0))
+            .unwrap();
+        assert!(!k.is_quantized() && !cache.keys.as_ref().unwrap().is_quantized());
+        // The pass reaching 5 positions attends at full precision; the
+        // buffers are quantized after it.
+        let (k, _) = cache
+            .update_and_fetch(&heads(2, 0.5), &heads(2, 1.5))
+            .unwrap();
+        assert!(!k.is_quantized() && cache.keys.as_ref().unwrap().is_quantized());
+        // Later passes read packed keys; across a growth step too.
+        let (k, v) = cache
+            .update_and_fetch(&heads(300, 0.25), &heads(300, 1.25))
+            .unwrap();
+        assert!(k.is_quantized() && v.is_quantized());
+        assert_eq!(cache.offset(), 305);
+        assert_eq!(k.dim(2).unwrap(), 305);
+        // 8 bits over values in [0.25, 1.25): within a step of 1/255.
+        let got: Vec<f32> = v
+            .to_full()
+            .unwrap()
+            .slice_axis(2, 5, 305)
+            .unwrap()
+            .to_vec()
+            .unwrap();
+        let want: Vec<f32> = heads(300, 1.25).to_vec().unwrap();
+        let err = got
+            .iter()
+            .zip(&want)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(err < 1.0 / 255.0, "{err}");
+        // The bytes of the 5 filled positions kept and two new growth
+        // steps, packed.
+        assert_eq!(
+            cache.nbytes(),
+            517 * bytes_per_position(1, 2, 32, Dtype::F32, Some(quant))
+        );
     }
 }

@@ -101,7 +101,7 @@ impl KvArray {
     pub fn map(&self, f: impl Fn(&Array) -> mlx::Result<Array>) -> Result<KvArray> {
         Ok(match self {
             KvArray::Full(a) => KvArray::Full(f(a)?),
-            KvArray::Quantized(q) => KvArray::Quantized(q.map_arrays(|a| Ok(f(a)?))?),
+            KvArray::Quantized(q) => KvArray::Quantized(q.map_arrays(f)?),
         })
     }
 
