@@ -24,7 +24,7 @@ from mlx_lm.generate import generate_step
 from mlx_lm.utils import save_config, save_model
 
 sys.path.insert(0, str(Path(__file__).parent))
-from mlx_lm_reference import build  # noqa: E402
+from mlx_lm_reference import QWEN3_NEXT_DENSE, build  # noqa: E402
 
 VOCAB = 256
 PROMPT_LEN = 40
@@ -56,6 +56,16 @@ VARIANTS = {
         {**BASE, "hidden_size": 64, "num_attention_heads": 2, "num_key_value_heads": 2,
          "head_dim": 64, "rope_theta": 1e6, "tie_word_embeddings": False},
         64,
+    ),
+    # A hybrid: Gated DeltaNet layers (their recurrent state stays as it
+    # is) between gated full-attention layers of 32 dims (quantized).
+    "qwen3_next_d32": (
+        "qwen3_next",
+        {**QWEN3_NEXT_DENSE, "hidden_size": 64, "num_attention_heads": 4,
+         "num_key_value_heads": 2, "head_dim": 32, "full_attention_interval": 2,
+         "intermediate_size": 128, "tie_word_embeddings": False, "vocab_size": VOCAB,
+         "rms_norm_eps": 1e-5, "max_position_embeddings": 512},
+        32,
     ),
 }
 
