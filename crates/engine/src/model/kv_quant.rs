@@ -72,9 +72,11 @@ impl KvQuant {
     /// Bytes one `head_dim`-wide head of one position takes: the packed
     /// codes, and a scale and a bias of `dtype` per group.
     pub fn head_bytes(&self, head_dim: i32, dtype: Dtype) -> usize {
-        let codes = (head_dim * self.bits / 8) as usize;
-        let groups = (head_dim / self.group_size.max(1)) as usize;
-        codes + 2 * groups * dtype.size()
+        crate::memory::kv_head_bytes(
+            head_dim.max(0) as u64,
+            dtype.size() as u64,
+            Some((self.bits.max(0) as u32, self.group_size.max(1) as u32)),
+        ) as usize
     }
 }
 

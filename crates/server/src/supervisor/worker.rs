@@ -38,12 +38,10 @@ pub struct KvBits {
 }
 
 impl KvBits {
-    /// Bytes one `head_dim`-wide head of one position takes: the packed
-    /// codes and a scale and a bias of `value_bytes` per group (as
-    /// `engine::model::KvQuant::head_bytes` counts them).
+    /// Bytes one `head_dim`-wide head of one position takes (the engine's
+    /// rule, [`engine::memory::kv_head_bytes`]).
     pub fn head_bytes(&self, head_dim: u64, value_bytes: u64) -> u64 {
-        head_dim * u64::from(self.bits) / 8
-            + 2 * (head_dim / u64::from(self.group_size.max(1))) * value_bytes
+        engine::memory::kv_head_bytes(head_dim, value_bytes, Some((self.bits, self.group_size)))
     }
 }
 
