@@ -8,6 +8,10 @@
 //! A hit is exact: keys and values of a position depend only on the tokens
 //! up to it, so the reused positions hold what a cold prefill would compute
 //! (up to float rounding from a different chunking of the same arithmetic).
+//! A quantized KV cache (`kv_bits`) is kept as stored, packed codes with
+//! their scales and biases, and its bytes counted so; a prompt that reuses
+//! it attends over quantized positions where a cold prefill's first chunk
+//! would not, so the two agree within the quantization's error.
 //!
 //! A model with recurrent (linear-attention) layers keeps, for those
 //! layers, a snapshot of the state at the end of each entry: a state
