@@ -216,7 +216,7 @@ impl<'m> Scheduler<'m> {
             waiting: VecDeque::new(),
             prefilling: None,
             rows: Vec::new(),
-            cache: BatchCache::new(model.cache_kinds(), model.kv_quant()),
+            cache: BatchCache::for_model(model, Vec::new(), 0),
             in_flight: None,
             prefix: PrefixCache::new(config.prefix_cache, model.trimmable()),
             cancelled: Vec::new(),
@@ -308,7 +308,7 @@ impl<'m> Scheduler<'m> {
             out.push(row.report(failed.clone()));
         }
         self.in_flight = None;
-        self.cache = BatchCache::new(self.model.cache_kinds(), self.model.kv_quant());
+        self.cache = BatchCache::for_model(self.model, Vec::new(), 0);
         self.prefix.clear();
         mlx::memory::clear_cache();
         out
@@ -647,8 +647,7 @@ impl<'m> Scheduler<'m> {
         let valid = columns
             .reshape(&[1, len])?
             .greater_equal(&pad.reshape(&[rows, 1])?)?;
-        let mut cache =
-            BatchCache::empty_rows(self.model.cache_kinds(), self.model.kv_quant(), pads, len);
+        let mut cache = BatchCache::for_model(self.model, pads, len);
         self.model.fill_rows(
             &ids,
             cache.layers_mut(),

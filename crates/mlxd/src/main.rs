@@ -232,9 +232,9 @@ fn main() -> anyhow::Result<()> {
                     kv_memory: args.kv_memory,
                     kv_tokens: args.kv_tokens,
                     prompt_cache_memory: args.prompt_cache_memory,
-                    kv_bits: args.kv_bits,
-                    kv_group_size: args.kv_group_size,
                 },
+                kv_bits: args.kv_bits,
+                kv_group_size: args.kv_group_size,
             };
             // The supervisor reads the reason from the log line and the
             // event the worker sent; the exit status says it failed.

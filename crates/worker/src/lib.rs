@@ -47,6 +47,11 @@ pub struct WorkerConfig {
     pub protocol_version: u32,
     /// Limits of continuous batching.
     pub batch: BatchLimits,
+    /// Bits of a quantized KV cache (4 or 8; `None`: full precision),
+    /// which the model is set to before the KV is sized from it.
+    pub kv_bits: Option<i32>,
+    /// Its group size (`None`: 64).
+    pub kv_group_size: Option<i32>,
 }
 
 /// Why a worker stopped.
@@ -127,11 +132,9 @@ pub fn run(config: WorkerConfig) -> Result<(), WorkerError> {
     // The whole context quantized (`quantized_kv_start` 0), as admission
     // counts it.
     let kv_quant = config
-        .batch
         .kv_bits
         .map(|bits| {
             let group = config
-                .batch
                 .kv_group_size
                 .unwrap_or(engine::model::kv_quant::DEFAULT_KV_GROUP_SIZE);
             engine::model::KvQuant::new(bits, group, 0)

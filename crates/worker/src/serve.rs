@@ -64,11 +64,6 @@ pub struct BatchLimits {
     /// ([`engine::memory::batch_kv_bytes`], which admission counts too).
     pub kv_tokens: Option<usize>,
     pub prompt_cache_memory: Option<usize>,
-    /// Bits of a quantized KV cache (4 or 8; `None`: full precision),
-    /// which the model is set to before the KV is sized from it.
-    pub kv_bits: Option<i32>,
-    /// Its group size (`None`: 64).
-    pub kv_group_size: Option<i32>,
 }
 
 /// One loaded model and the requests for it.

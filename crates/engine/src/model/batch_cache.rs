@@ -396,6 +396,12 @@ impl BatchCache {
         BatchCache::empty_rows(kinds, quant, Vec::new(), 0)
     }
 
+    /// `left_pad.len()` rows of `model` with nothing cached, to be filled
+    /// together up to column `idx`, each starting after its padding.
+    pub fn for_model(model: &Model, left_pad: Vec<i32>, idx: i32) -> BatchCache {
+        BatchCache::empty_rows(model.cache_kinds(), model.kv_quant(), left_pad, idx)
+    }
+
     /// `left_pad.len()` rows with nothing cached, to be filled together up
     /// to column `idx`, each starting after its padding.
     pub fn empty_rows(

@@ -28,6 +28,22 @@ pub struct LaunchSpec {
     pub generation: u64,
 }
 
+impl LaunchSpec {
+    /// The worker's command-line flags for this model's settings: its
+    /// context cap and KV quantization, when configured.
+    pub fn model_flags(&self) -> Vec<String> {
+        let mut flags = Vec::new();
+        if let Some(ctx) = self.context_length {
+            flags.extend(["--context-length".to_owned(), ctx.to_string()]);
+        }
+        if let Some(kv) = self.kv_bits {
+            flags.extend(["--kv-bits".to_owned(), kv.bits.to_string()]);
+            flags.extend(["--kv-group-size".to_owned(), kv.group_size.to_string()]);
+        }
+        flags
+    }
+}
+
 /// A quantized KV cache, as configured (`kv_bits`, `kv_group_size`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KvBits {
