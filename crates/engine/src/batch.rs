@@ -229,7 +229,7 @@ impl<'m> Scheduler<'m> {
             waiting: VecDeque::new(),
             prefilling: None,
             rows: Vec::new(),
-            cache: BatchCache::new(model.cache_kinds()),
+            cache: BatchCache::for_model(model, Vec::new(), 0),
             in_flight: None,
             prefix: PrefixCache::new(config.prefix_cache, model.trimmable()),
             cancelled: Vec::new(),
@@ -331,7 +331,7 @@ impl<'m> Scheduler<'m> {
             out.push(row.report(failed.clone()));
         }
         self.in_flight = None;
-        self.cache = BatchCache::new(self.model.cache_kinds());
+        self.cache = BatchCache::for_model(self.model, Vec::new(), 0);
         self.prefix.clear();
         mlx::memory::clear_cache();
         out
@@ -654,7 +654,7 @@ impl<'m> Scheduler<'m> {
         let valid = columns
             .reshape(&[1, len])?
             .greater_equal(&pad.reshape(&[rows, 1])?)?;
-        let mut cache = BatchCache::empty_rows(self.model.cache_kinds(), pads, len);
+        let mut cache = BatchCache::for_model(self.model, pads, len);
         self.model.fill_rows(
             &ids,
             cache.layers_mut(),

@@ -24,6 +24,22 @@ pub fn batch_kv_bytes(bytes_per_position: u64, context: u64, tokens: u64, cap: u
         .max(one_context)
 }
 
+/// Bytes one `head_dim`-wide head of one cached position takes: at full
+/// precision `value_bytes` a value, or quantized (`quant`: bits and group
+/// size, as mlx-lm's `QuantizedKVCache` stores it) the packed codes and a
+/// scale and a bias of `value_bytes` per group. Bytes per position are
+/// this times K and V, KV heads and attention layers; the worker's KV
+/// budget (`Model::kv_bytes_per_position`) and admission's estimate both
+/// count it so.
+pub fn kv_head_bytes(head_dim: u64, value_bytes: u64, quant: Option<(u32, u32)>) -> u64 {
+    match quant {
+        None => head_dim * value_bytes,
+        Some((bits, group)) => {
+            head_dim * u64::from(bits) / 8 + 2 * (head_dim / u64::from(group.max(1))) * value_bytes
+        }
+    }
+}
+
 /// Memory kept free for the system and a step's activations when the
 /// admissions count what the operating system has available.
 pub const SYSTEM_RESERVE: u64 = 512 << 20;
@@ -134,6 +150,15 @@ mod tests {
         assert_eq!(kv(1024, u64::MAX), 4 << 20);
         assert_eq!(kv(32 * 1024, 1 << 20), 4 << 20);
         assert_eq!(batch_kv_bytes(u64::MAX, 2, 2, 1), u64::MAX);
+    }
+
+    #[test]
+    fn a_quantized_head_takes_its_codes_and_a_scale_and_bias_per_group() {
+        // 128 bf16 values: 256 bytes; 8 bits in groups of 64: 128 + 2 × 2 × 2.
+        assert_eq!(kv_head_bytes(128, 2, None), 256);
+        assert_eq!(kv_head_bytes(128, 2, Some((8, 64))), 136);
+        assert_eq!(kv_head_bytes(128, 2, Some((4, 64))), 72);
+        assert_eq!(kv_head_bytes(128, 2, Some((4, 32))), 80);
     }
 
     #[test]

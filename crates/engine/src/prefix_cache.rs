@@ -8,6 +8,10 @@
 //! A hit is exact: keys and values of a position depend only on the tokens
 //! up to it, so the reused positions hold what a cold prefill would compute
 //! (up to float rounding from a different chunking of the same arithmetic).
+//! A quantized KV cache (`kv_bits`) is kept as stored, packed codes with
+//! their scales and biases, and its bytes counted so; a prompt that reuses
+//! it attends over quantized positions where a cold prefill's first chunk
+//! would not, so the two agree within the quantization's error.
 //!
 //! A model with recurrent (linear-attention) layers keeps, for those
 //! layers, a snapshot of the state at the end of each entry: a state
@@ -256,12 +260,17 @@ impl PrefixCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::KvArray;
     use mlx::Array;
 
     fn layer(len: usize, fill: f32) -> Vec<LayerSnapshot> {
         let data = vec![fill; len * 2];
         let a = Array::from_slice(&data, &[1, 1, len as i32, 2]).unwrap();
-        vec![LayerSnapshot::Kv(a.clone(), a)]
+        vec![LayerSnapshot::Kv(
+            KvArray::Full(a.clone()),
+            KvArray::Full(a),
+            None,
+        )]
     }
 
     /// A KV layer and a recurrent layer (whose size does not grow).
@@ -291,6 +300,7 @@ mod tests {
             panic!("a KV layer's hit is a KV cache");
         };
         let (k, _) = kv.filled().unwrap().unwrap();
+        let k = k.to_full().unwrap();
         assert!(k.to_vec::<f32>().unwrap().iter().all(|&x| x == 1.0));
         // Too short a match is a miss.
         assert!(cache.lookup(&ids(100..110)).unwrap().is_none());

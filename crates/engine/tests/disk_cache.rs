@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use common::batching::{alone, ids, request, run};
 use common::mlx_lm::load;
 use engine::batch::{BatchConfig, Scheduler};
-use engine::model::LayerSnapshot;
 use engine::model::synthetic::Preset;
+use engine::model::{KvArray, LayerSnapshot};
 use engine::prefix_cache::{DiskConfig, DiskTier, ModelIdentity};
 use engine::{Model, SamplingParams};
 use mlx::Array;
@@ -140,7 +140,11 @@ fn a_recurrent_state_on_disk_serves_only_its_exact_prefix() {
 fn layer(len: usize, fill: f32) -> Vec<LayerSnapshot> {
     let data = vec![fill; len * 2];
     let a = Array::from_slice(&data, &[1, 1, len as i32, 2]).unwrap();
-    vec![LayerSnapshot::Kv(a.clone(), a)]
+    vec![LayerSnapshot::Kv(
+        KvArray::Full(a.clone()),
+        KvArray::Full(a),
+        None,
+    )]
 }
 
 fn seq(start: u32, len: u32) -> Vec<u32> {
@@ -203,7 +207,7 @@ fn corrupt_truncated_and_foreign_files_are_deleted_never_loaded() {
     assert_eq!(loaded.len(), 1);
     let (start, ids, layers) = &loaded[0];
     assert_eq!(*ids, seq(*start, 40));
-    let LayerSnapshot::Kv(k, _) = &layers[0] else {
+    let LayerSnapshot::Kv(KvArray::Full(k), ..) = &layers[0] else {
         panic!("a KV layer was stored");
     };
     assert_eq!(k.shape(), [1, 1, 40, 2]);
@@ -289,7 +293,7 @@ fn a_staged_entry_is_read_an_array_at_a_time_then_written() {
     assert_eq!(files(t.dir()).len(), 1);
     let (_, at) = t.best(&seq(0, 50)).unwrap();
     let (_, back) = t.load(at).unwrap();
-    let LayerSnapshot::Kv(k, _) = &back[1] else {
+    let LayerSnapshot::Kv(KvArray::Full(k), ..) = &back[1] else {
         panic!("a KV layer was stored");
     };
     assert!(k.to_vec::<f32>().unwrap().iter().all(|&x| x == 2.0));
@@ -299,7 +303,11 @@ fn a_staged_entry_is_read_an_array_at_a_time_then_written() {
 fn ramp(len: usize) -> Vec<LayerSnapshot> {
     let data: Vec<f32> = (0..len).flat_map(|p| [p as f32, p as f32]).collect();
     let a = Array::from_slice(&data, &[1, 1, len as i32, 2]).unwrap();
-    vec![LayerSnapshot::Kv(a.clone(), a)]
+    vec![LayerSnapshot::Kv(
+        KvArray::Full(a.clone()),
+        KvArray::Full(a),
+        None,
+    )]
 }
 
 #[test]
@@ -328,7 +336,7 @@ fn an_extension_stores_only_its_new_positions_and_loads_as_one_chain() {
         assert_eq!(n, want);
         let (ids, layers) = t.load(at).unwrap();
         assert!(ids.len() >= n);
-        let LayerSnapshot::Kv(k, _) = &layers[0] else {
+        let LayerSnapshot::Kv(KvArray::Full(k), ..) = &layers[0] else {
             panic!("a KV layer was stored");
         };
         let k = k.to_vec::<f32>().unwrap();
@@ -351,7 +359,7 @@ fn an_extension_stores_only_its_new_positions_and_loads_as_one_chain() {
     assert_eq!(n, 110);
     let (ids, layers) = t.load(at).unwrap();
     assert_eq!(ids, branch);
-    let LayerSnapshot::Kv(k, _) = &layers[0] else {
+    let LayerSnapshot::Kv(KvArray::Full(k), ..) = &layers[0] else {
         panic!("a KV layer was stored");
     };
     let k = k.to_vec::<f32>().unwrap();

@@ -149,6 +149,13 @@ struct WorkerArgs {
     /// Speculate only while at most this many sequences decode together.
     #[arg(long, default_value_t = engine::speculative::DEFAULT_MAX_BATCH)]
     spec_max_batch: usize,
+    /// Store the KV cache quantized to 4 or 8 bits (default: full
+    /// precision).
+    #[arg(long)]
+    kv_bits: Option<i32>,
+    /// Values per scale and bias of a quantized KV cache (default: 64).
+    #[arg(long)]
+    kv_group_size: Option<i32>,
 }
 
 /// Arguments of `mlxd convert`.
@@ -265,6 +272,8 @@ fn main() -> anyhow::Result<()> {
                         max_batch: args.spec_max_batch,
                     },
                 ),
+                kv_bits: args.kv_bits,
+                kv_group_size: args.kv_group_size,
             };
             // The supervisor reads the reason from the log line and the
             // event the worker sent; the exit status says it failed.

@@ -69,8 +69,13 @@ pub struct RunArgs {
     /// repeat 127.0.0.1 for several ranks on this machine). Ranks talk
     /// over MLX's `ring` backend; remote ranks start through `ssh` and
     /// need `mlxd` and the model at the same paths as here. Not with
-    /// speculative decoding (a split model decodes one step at a time).
-    #[arg(long, value_delimiter = ',', conflicts_with_all = ["prompt_lookup", "draft_model"])]
+    /// speculative decoding (a split model decodes one step at a time) or
+    /// a quantized KV cache.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        conflicts_with_all = ["prompt_lookup", "draft_model", "kv_bits"]
+    )]
     hosts: Vec<String>,
     /// How to split the model over `--hosts`: `tensor` (every layer's
     /// heads and features divided among the ranks) or `pipeline` (each
@@ -95,6 +100,17 @@ pub struct RunArgs {
     /// Draft tokens per speculative step at most.
     #[arg(long, default_value_t = engine::speculative::DEFAULT_DRAFT_TOKENS)]
     num_draft_tokens: usize,
+    /// Store the KV cache quantized to 4 or 8 bits, as mlx-lm's
+    /// `--kv-bits` (default: full precision).
+    #[arg(long, value_name = "BITS")]
+    kv_bits: Option<i32>,
+    /// Values per scale and bias of a quantized KV cache (32, 64 or 128).
+    #[arg(long, value_name = "N", default_value_t = engine::model::kv_quant::DEFAULT_KV_GROUP_SIZE)]
+    kv_group_size: i32,
+    /// Positions kept at full precision before the KV cache is quantized
+    /// (mlx-lm's `--quantized-kv-start`; 0: from the first prefill chunk on).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    quantized_kv_start: i32,
 }
 
 /// Runs the prompt and prints text and figures.
@@ -105,8 +121,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     engine::use_dedicated_stream()?;
     engine::wire_working_set()?;
-    let loaded =
+    let mut loaded =
         engine::loader::load(&path).with_context(|| format!("loading {}", path.display()))?;
+    let quant = args
+        .kv_bits
+        .map(|bits| engine::model::KvQuant::new(bits, args.kv_group_size, args.quantized_kv_start))
+        .transpose()?;
+    loaded.model.set_kv_quant(quant)?;
     generate(loaded, &args)
 }
 

@@ -215,13 +215,14 @@ impl ModelCatalog for ConfigCatalog {
             .map_err(|e| format!("{e:#}"))
     }
 
-    fn kv_memory(&self, _name: &str) -> Option<KvMemory> {
+    fn kv_memory(&self, name: &str) -> Option<KvMemory> {
         Some(KvMemory {
             batch: match self.models.worker_kv() {
                 WorkerKv::Bytes(bytes) => KvBatch::Bytes(bytes),
                 WorkerKv::Tokens { tokens, cap } => KvBatch::Tokens { tokens, cap },
             },
             prompt_cache: self.models.prompt_cache,
+            quant: self.models.kv_bits_for(name),
         })
     }
 
@@ -645,6 +646,7 @@ mod tests {
         let quarter = KvMemory {
             batch: KvBatch::Bytes(budget / 4),
             prompt_cache: None,
+            quant: None,
         };
         let dir = root.path().join("smollm2-135m");
         let old = estimate_bytes(&dir, None, Some(quarter)).unwrap();

@@ -57,6 +57,30 @@ fn run_answers_with_the_default_model_and_reports_speed() {
 }
 
 #[test]
+fn run_with_a_quantized_kv_cache_still_answers_and_refuses_bad_bits() {
+    let out = mlxd()
+        .args(["run", "-p", "What is the capital of France?", "-n", "16"])
+        .args(["--kv-bits", "8"])
+        .output()
+        .expect("mlxd runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("Paris"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = mlxd()
+        .args(["run", "-p", "hi", "--kv-bits", "3"])
+        .output()
+        .expect("mlxd runs");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("kv_bits must be 4 or 8"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
 fn bench_measures_a_synthetic_model_and_writes_json() {
     let dir = tempfile::tempdir().expect("temp dir");
     let json = dir.path().join("bench.json");

@@ -3,7 +3,8 @@
 //! fresh worker, or, with replay off, ended with the cause), load failures,
 //! two models in two processes; embeddings through a worker (equal to the
 //! engine's in-process, next to a running generation; a crash ends them with
-//! the cause).
+//! the cause); a quantized KV cache configured per model (`kv_bits`), which
+//! the worker decodes with as the engine does in-process.
 
 // Test helpers panic on failure by design.
 #![allow(clippy::unwrap_used)]
@@ -34,6 +35,7 @@ fn spec(id: &str, path: &std::path::Path) -> ModelSpec {
         id: id.into(),
         path: path.to_path_buf(),
         context_length: Some(512),
+        kv_bits: None,
         estimate_bytes: 1 << 20,
     }
 }
@@ -387,5 +389,99 @@ async fn a_worker_crash_ends_an_embedding_with_the_cause_and_the_next_one_runs()
         .await
         .unwrap();
     assert_eq!(got.vectors.len(), 1);
+    sup.shutdown().await;
+}
+
+/// The tiny model read as 2 query heads and 1 KV head of 32 dims (the same
+/// tensors), so that groups of 32 fit its heads.
+fn wide_heads_model(dir: &std::path::Path) -> std::path::PathBuf {
+    let wide = dir.join("wide");
+    std::fs::create_dir(&wide).unwrap();
+    for f in [
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "model.safetensors",
+    ] {
+        std::fs::copy(tiny_model().join(f), wide.join(f)).unwrap();
+    }
+    let text = std::fs::read_to_string(tiny_model().join("config.json")).unwrap();
+    let mut config: serde_json::Value = serde_json::from_str(&text).unwrap();
+    config["num_attention_heads"] = 2.into();
+    config["num_key_value_heads"] = 1.into();
+    std::fs::write(wide.join("config.json"), config.to_string()).unwrap();
+    wide
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_given_kv_bits_decodes_as_the_engine_does_with_that_quantized_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let wide = wide_heads_model(dir.path());
+    let prompt: Vec<u32> = (1..40).map(|i| i * 37 % 1000).collect();
+    let n = 16;
+    // The engine in this process: the greedy tokens and their logprobs.
+    let mut model = engine::Model::load_dir(&wide).unwrap();
+    let mut greedy = |bits: Option<i32>| -> Vec<(u32, f32)> {
+        let quant = bits.map(|b| engine::model::KvQuant::new(b, 32, 0).unwrap());
+        model.set_kv_quant(quant).unwrap();
+        let params = engine::SamplingParams {
+            logprobs: true,
+            ..engine::SamplingParams::greedy()
+        };
+        let sampler = engine::Sampler::new(params, 49_152, &prompt).unwrap();
+        let options = engine::generate::GenerateOptions {
+            max_tokens: n,
+            ..engine::generate::GenerateOptions::default()
+        };
+        engine::generate::Generator::new(&model, &prompt, sampler, options)
+            .unwrap()
+            .map(|t| {
+                let t = t.unwrap();
+                (t.token, t.logprobs.unwrap().logprob)
+            })
+            .collect()
+    };
+    let (want, full) = (greedy(Some(4)), greedy(None));
+    let gap = |a: &[(u32, f32)], b: &[(u32, f32)]| {
+        a.iter()
+            .zip(b)
+            .fold(0f32, |m, (x, y)| m.max((x.1 - y.1).abs()))
+    };
+    // The quantization shows in the logprobs.
+    assert!(gap(&want, &full) > 1e-3, "{}", gap(&want, &full));
+
+    let sup = supervisor();
+    let kv_bits = |group_size| ModelSpec {
+        kv_bits: Some(server::supervisor::KvBits {
+            bits: 4,
+            group_size,
+        }),
+        ..spec("wide", &wide)
+    };
+    let lease = sup.acquire(kv_bits(32), None).await.unwrap();
+    let params = SamplingParams {
+        logprobs: true,
+        ..params(n as u32)
+    };
+    let mut generation = lease.generate(prompt, params).await.unwrap();
+    let mut got = Vec::new();
+    while let Some(event) = generation.next().await {
+        match event.unwrap() {
+            WorkerEvent::Token(t) => got.push((t.token_id, t.logprob.unwrap())),
+            WorkerEvent::Done(_) => break,
+            WorkerEvent::Error { message, .. } => panic!("{message}"),
+            WorkerEvent::Embedding(_) => panic!("an embedding for a generation"),
+        }
+    }
+    let ids = |v: &[(u32, f32)]| v.iter().map(|t| t.0).collect::<Vec<_>>();
+    assert_eq!(ids(&got), ids(&want));
+    assert!(gap(&got, &want) < 1e-4, "{}", gap(&got, &want));
+    drop(generation);
+    sup.shutdown().await;
+
+    // A group size the heads do not divide: the load fails with the reason.
+    let sup = supervisor();
+    let err = sup.acquire(kv_bits(64), None).await.err().unwrap();
+    assert!(matches!(err, SupervisorError::LoadFailed { .. }), "{err}");
+    assert!(err.to_string().contains("kv_group_size 64"), "{err}");
     sup.shutdown().await;
 }

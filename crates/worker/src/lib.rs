@@ -53,6 +53,11 @@ pub struct WorkerConfig {
     pub prompt_cache_disk: Option<(PathBuf, u64)>,
     /// Speculative decoding, when on.
     pub speculative: Option<SpecOptions>,
+    /// Bits of a quantized KV cache (4 or 8; `None`: full precision),
+    /// which the model is set to before the KV is sized from it.
+    pub kv_bits: Option<i32>,
+    /// Its group size (`None`: 64).
+    pub kv_group_size: Option<i32>,
 }
 
 /// Why a worker stopped.
@@ -125,10 +130,31 @@ pub fn run(config: WorkerConfig) -> Result<(), WorkerError> {
             Err(e) => e.into(),
         }
     };
-    let loaded = match engine::loader::load_with_progress(&config.model_path, &mut send_progress) {
-        Ok(loaded) => loaded,
-        Err(source) => return Err(fail(&mut endpoint, config.model_path, "loading", source)),
-    };
+    let mut loaded =
+        match engine::loader::load_with_progress(&config.model_path, &mut send_progress) {
+            Ok(loaded) => loaded,
+            Err(source) => return Err(fail(&mut endpoint, config.model_path, "loading", source)),
+        };
+    // The whole context quantized (`quantized_kv_start` 0), as admission
+    // counts it.
+    let kv_quant = config
+        .kv_bits
+        .map(|bits| {
+            let group = config
+                .kv_group_size
+                .unwrap_or(engine::model::kv_quant::DEFAULT_KV_GROUP_SIZE);
+            engine::model::KvQuant::new(bits, group, 0)
+        })
+        .transpose()
+        .and_then(|quant| loaded.model.set_kv_quant(quant));
+    if let Err(source) = kv_quant {
+        return Err(fail(
+            &mut endpoint,
+            config.model_path,
+            "quantizing the KV cache of",
+            source,
+        ));
+    }
     let disk = disk_cache::open(&loaded, &config.batch, config.prompt_cache_disk);
     let mut server = Server::new(loaded, config.context_length, config.batch);
     if let Some(spec) = config.speculative {

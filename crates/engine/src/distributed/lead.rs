@@ -85,6 +85,10 @@ impl LanguageModel for Lead {
     fn dtype(&self) -> Dtype {
         self.inner.dtype()
     }
+
+    fn kv_quantizable(&self) -> bool {
+        self.inner.kv_quantizable()
+    }
 }
 
 /// Runs a non-zero rank: every forward pass rank 0 announces, into this

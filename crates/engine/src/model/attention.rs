@@ -16,6 +16,7 @@ use mlx::{Array, Dtype};
 
 use super::base::{LayerCache, Positions};
 use super::config::ModelConfig;
+use super::kv_quant::{KvArray, quantized_attention};
 use super::nn::{Linear, LinearGroup, Matrix, RmsNorm};
 use super::weights::Weights;
 use crate::error::{EngineError, Result};
@@ -157,6 +158,12 @@ impl Attention {
                 None
             },
         })
+    }
+
+    /// Whether it attends over every earlier position without sinks, as a
+    /// quantized KV cache needs (see [`super::kv_quant`]).
+    pub fn kv_quantizable(&self) -> bool {
+        self.window.is_none() && self.sinks.is_none()
     }
 
     /// The weight matrices.
@@ -307,15 +314,28 @@ impl Attention {
             }
             QueryKeys::Split(q, k) => (rope(&q)?, rope(&k)?),
         };
-        let (k, v) = cache.update_and_fetch(&k, &v)?;
-        let windowed = match self.window {
-            Some(window) => sliding(mask, l, k.dim(2)?, window)?,
-            None => None,
-        };
-        let mask = windowed.as_ref().map_or(mask, AttentionMask::Array);
-        let out = match &self.sinks {
-            Some(sinks) => attention_with_sinks(&q, &k, &v, self.scale, mask, sinks)?,
-            None => scaled_dot_product_attention(&q, &k, &v, self.scale, mask)?,
+        let out = match cache.update_and_fetch(&k, &v)? {
+            (KvArray::Full(k), KvArray::Full(v)) => {
+                let windowed = match self.window {
+                    Some(window) => sliding(mask, l, k.dim(2)?, window)?,
+                    None => None,
+                };
+                let mask = windowed.as_ref().map_or(mask, AttentionMask::Array);
+                match &self.sinks {
+                    Some(sinks) => attention_with_sinks(&q, &k, &v, self.scale, mask, sinks)?,
+                    None => scaled_dot_product_attention(&q, &k, &v, self.scale, mask)?,
+                }
+            }
+            (KvArray::Quantized(k), KvArray::Quantized(v)) if self.kv_quantizable() => {
+                quantized_attention(&q, &k, &v, self.scale, mask)?
+            }
+            _ => {
+                return Err(EngineError::InvalidRequest(
+                    "an attention layer with a sliding window or sinks was given a \
+                     quantized KV cache, or keys and values stored unlike"
+                        .into(),
+                ));
+            }
         };
         // Heads back to `[B, L, H*D]` (one reshape for one position).
         let out = if l == 1 {

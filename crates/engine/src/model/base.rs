@@ -9,6 +9,7 @@
 use mlx::{Array, Dtype};
 
 use super::cache::RecurrentCache;
+use super::kv_quant::KvArray;
 use super::nn::Matrix;
 use crate::error::Result;
 
@@ -86,8 +87,9 @@ impl CacheKind {
 /// One layer's cache, as the layer sees it.
 pub trait LayerCache {
     /// Appends keys/values `[B, H, L, D]`; returns all cached, them
-    /// included (an attention layer's cache).
-    fn update_and_fetch(&mut self, keys: &Array, values: &Array) -> Result<(Array, Array)>;
+    /// included, as the cache stores them (an attention layer's cache; see
+    /// [`super::kv_quant`] for a quantized one).
+    fn update_and_fetch(&mut self, keys: &Array, values: &Array) -> Result<(KvArray, KvArray)>;
 
     /// The recurrent state (a linear-attention layer's cache).
     fn recurrent(&mut self) -> Result<&mut RecurrentCache>;
@@ -138,6 +140,12 @@ pub trait LanguageModel: Send {
     fn vision(&self) -> Option<&dyn super::multimodal::VisionLanguage> {
         None
     }
+
+    /// Whether every attention layer attends over all earlier positions
+    /// without sinks, as a quantized KV cache needs (mlx-lm quantizes no
+    /// rotating, sliding-window cache, and its quantized attention takes
+    /// no sinks).
+    fn kv_quantizable(&self) -> bool;
 }
 
 /// Checks that `caches` has one cache per layer of a model of `layers`.

@@ -27,16 +27,21 @@ use mlx::{Array, Dtype};
 use super::Model;
 use super::base::{CacheKind, LayerCache, Positions};
 use super::cache::{CACHE_STEP, Cache, KvCache, LayerSnapshot, RecurrentCache};
+use super::kv_quant::{KvArray, KvQuant};
 use crate::error::{EngineError, Result};
 
-/// Keys and values of one layer for a batch of rows.
+/// Keys and values of one layer for a batch of rows, at full precision or
+/// quantized (see [`super::kv_quant`]; all rows alike).
 #[derive(Debug, Default, Clone)]
 pub struct BatchKvCache {
-    keys: Option<Array>,
-    values: Option<Array>,
+    keys: Option<KvArray>,
+    values: Option<KvArray>,
     rows: i32,
     /// The write column: every row's last cached position is `idx - 1`.
     idx: i32,
+    /// How the buffers are quantized once the write column reaches
+    /// `quant.start`; `None`: never (unless rows join quantized).
+    quant: Option<KvQuant>,
 }
 
 /// `n` rounded up to whole growth steps, at least one step.
@@ -44,58 +49,87 @@ fn whole_steps(n: i32) -> i32 {
     (n.max(1) + CACHE_STEP - 1) / CACHE_STEP * CACHE_STEP
 }
 
-/// Zeros `[rows, shape[1], len, shape[3]]` like `like`.
-fn zeros_like_rows(like: &Array, rows: i32, len: i32) -> Result<Array> {
-    let shape = like.shape();
-    Ok(mlx::zeros(&[rows, shape[1], len, shape[3]], like.dtype())?)
+/// How `a` is quantized, if it is.
+fn layout(a: &Option<KvArray>) -> Option<KvQuant> {
+    match a {
+        Some(KvArray::Quantized(q)) => Some(KvQuant {
+            bits: q.bits,
+            group_size: q.group_size,
+            start: 0,
+        }),
+        _ => None,
+    }
+}
+
+/// `a` quantized with `q` when it is at full precision.
+fn quantize_opt(a: Option<KvArray>, q: KvQuant) -> Result<Option<KvArray>> {
+    a.map(|a| a.quantized(q)).transpose()
 }
 
 impl BatchKvCache {
-    /// An empty cache (no rows).
-    pub fn new() -> BatchKvCache {
-        BatchKvCache::default()
-    }
-
-    /// A cache of `rows` rows with nothing cached yet (a batch prefilled
-    /// together).
-    pub fn with_rows(rows: i32) -> BatchKvCache {
+    /// An empty cache (no rows) quantized with `quant`.
+    pub fn new(quant: Option<KvQuant>) -> BatchKvCache {
         BatchKvCache {
-            rows,
+            quant,
             ..BatchKvCache::default()
         }
     }
 
+    /// A cache of `rows` rows with nothing cached yet (a batch prefilled
+    /// together).
+    pub fn with_rows(rows: i32, quant: Option<KvQuant>) -> BatchKvCache {
+        BatchKvCache {
+            rows,
+            quant,
+            ..BatchKvCache::default()
+        }
+    }
+
+    /// Stores the buffers quantized with `q` (if they are not).
+    fn quantize_with(&mut self, q: KvQuant) -> Result<()> {
+        self.keys = quantize_opt(self.keys.take(), q)?;
+        self.values = quantize_opt(self.values.take(), q)?;
+        Ok(())
+    }
+
     /// Appends `other`'s rows after this cache's: both shifted right to
-    /// the longer one's write column first (zeros on the left).
+    /// the longer one's write column first (zeros on the left). When
+    /// either side is quantized, both are.
     pub fn extend(&mut self, mut other: BatchKvCache) -> Result<()> {
         if other.rows == 0 {
             return Ok(());
         }
         if self.rows == 0 {
+            other.quant = other.quant.or(self.quant);
             *self = other;
             return Ok(());
+        }
+        if let Some(q) = layout(&self.keys).or(layout(&other.keys)) {
+            self.quantize_with(q)?;
+            other.quantize_with(q)?;
         }
         let idx = self.idx.max(other.idx);
         self.pad_left(idx - self.idx)?;
         other.pad_left(idx - other.idx)?;
         // Up to the write column (capacities may differ); a side without
         // buffers has nothing but zeros there.
-        let filled = |a: &Option<Array>, rows: i32, like: &Array| -> Result<Array> {
+        let filled = |a: &Option<KvArray>, rows: i32, like: &KvArray| -> Result<KvArray> {
             match a {
-                Some(a) => Ok(a.slice_axis(2, 0, idx)?),
-                None => zeros_like_rows(like, rows, idx),
+                Some(a) => a.slice_axis(2, 0, idx),
+                None => like.zeros(rows, idx),
             }
         };
-        let joined = |a: &Option<Array>, b: &Option<Array>| -> Result<Option<Array>> {
+        let joined = |a: &Option<KvArray>, b: &Option<KvArray>| -> Result<Option<KvArray>> {
             let Some(like) = a.as_ref().or(b.as_ref()) else {
                 return Ok(None);
             };
             let (a, b) = (filled(a, self.rows, like)?, filled(b, other.rows, like)?);
-            Ok(Some(mlx::concatenate(&[&a, &b], 0)?))
+            Ok(Some(KvArray::concatenate(&[&a, &b], 0)?))
         };
         self.keys = joined(&self.keys, &other.keys)?;
         self.values = joined(&self.values, &other.values)?;
         self.rows += other.rows;
+        self.quant = self.quant.or(other.quant);
         Ok(())
     }
 
@@ -117,14 +151,8 @@ impl BatchKvCache {
         if let (Some(k), Some(v)) = (self.keys.take(), self.values.take()) {
             let k = k.slice_axis(2, 0, self.idx)?;
             let v = v.slice_axis(2, 0, self.idx)?;
-            self.keys = Some(mlx::concatenate(
-                &[&zeros_like_rows(&k, self.rows, d)?, &k],
-                2,
-            )?);
-            self.values = Some(mlx::concatenate(
-                &[&zeros_like_rows(&v, self.rows, d)?, &v],
-                2,
-            )?);
+            self.keys = Some(KvArray::concatenate(&[&k.zeros(self.rows, d)?, &k], 2)?);
+            self.values = Some(KvArray::concatenate(&[&v.zeros(self.rows, d)?, &v], 2)?);
         }
         self.idx += d;
         Ok(())
@@ -132,12 +160,15 @@ impl BatchKvCache {
 
     /// Adds a row holding `seq`'s positions, right-aligned at the write
     /// column (after shifting the other rows right if `seq` is longer).
-    /// Returns the new row's left padding.
+    /// Returns the new row's left padding. A quantized row quantizes the
+    /// batch, and the batch quantizes a full-precision row, when the other
+    /// is.
     ///
     /// The first row of an empty batch takes `seq`'s buffers as they are
     /// (same layout, one row, no padding): no copy, and its steps write in
     /// place as the single-sequence cache's do.
     pub fn push(&mut self, seq: KvCache) -> Result<i32> {
+        self.quant = self.quant.or(seq.quant());
         if self.rows == 0 && self.idx == 0 && self.keys.is_none() {
             // Nothing cached: a row of padding until its first write.
             if let Some((keys, values, offset)) = seq.into_buffers() {
@@ -152,38 +183,33 @@ impl BatchKvCache {
         let filled = seq.filled()?;
         self.pad_left(len - self.idx)?;
         let pad = self.idx - len;
-        let Some((k, v)) = filled else {
+        let Some((mut k, mut v)) = filled else {
             // Nothing cached: the row is all padding until its first write.
             if let (Some(keys), Some(values)) = (self.keys.take(), self.values.take()) {
                 let cap = keys.dim(2)?;
-                self.keys = Some(mlx::concatenate(
-                    &[&keys, &zeros_like_rows(&keys, 1, cap)?],
-                    0,
-                )?);
-                self.values = Some(mlx::concatenate(
-                    &[&values, &zeros_like_rows(&values, 1, cap)?],
-                    0,
-                )?);
+                self.keys = Some(KvArray::concatenate(&[&keys, &keys.zeros(1, cap)?], 0)?);
+                self.values = Some(KvArray::concatenate(&[&values, &values.zeros(1, cap)?], 0)?);
             }
             self.rows += 1;
             return Ok(pad);
         };
+        if let Some(q) = layout(&self.keys).or(layout(&Some(k.clone()))) {
+            self.quantize_with(q)?;
+            (k, v) = (k.quantized(q)?, v.quantized(q)?);
+        }
         let (keys, values) = match (self.keys.take(), self.values.take()) {
             (Some(keys), Some(values)) => (keys, values),
             // No buffers yet (the rows so far are empty): allocate them.
             _ => {
                 let cap = whole_steps(self.idx + 1);
-                (
-                    zeros_like_rows(&k, self.rows, cap)?,
-                    zeros_like_rows(&v, self.rows, cap)?,
-                )
+                (k.zeros(self.rows, cap)?, v.zeros(self.rows, cap)?)
             }
         };
         let cap = keys.dim(2)?;
-        let row_k = zeros_like_rows(&k, 1, cap)?.slice_update_axis(&k, 2, pad, self.idx)?;
-        let row_v = zeros_like_rows(&v, 1, cap)?.slice_update_axis(&v, 2, pad, self.idx)?;
-        self.keys = Some(mlx::concatenate(&[&keys, &row_k], 0)?);
-        self.values = Some(mlx::concatenate(&[&values, &row_v], 0)?);
+        let row_k = k.zeros(1, cap)?.slice_update_axis(&k, 2, pad, self.idx)?;
+        let row_v = v.zeros(1, cap)?.slice_update_axis(&v, 2, pad, self.idx)?;
+        self.keys = Some(KvArray::concatenate(&[&keys, &row_k], 0)?);
+        self.values = Some(KvArray::concatenate(&[&values, &row_v], 0)?);
         self.rows += 1;
         Ok(pad)
     }
@@ -193,7 +219,7 @@ impl BatchKvCache {
     pub fn retain(&mut self, indices: &Array, trim: i32) -> Result<()> {
         let n = indices.size() as i32;
         if n == 0 {
-            *self = BatchKvCache::new();
+            *self = BatchKvCache::new(self.quant);
             return Ok(());
         }
         if let (Some(k), Some(v)) = (self.keys.take(), self.values.take()) {
@@ -212,8 +238,11 @@ impl BatchKvCache {
     }
 
     /// Appends `keys`/`values` (`[rows, H, L, D]`) at the write column and
-    /// returns every column so far, including them.
-    pub fn update_and_fetch(&mut self, keys: &Array, values: &Array) -> Result<(Array, Array)> {
+    /// returns every column so far, including them, stored as the buffers
+    /// are. When the batch should be quantized from here on, the buffers
+    /// are quantized after the columns are fetched (as
+    /// [`KvCache::update_and_fetch`] does).
+    pub fn update_and_fetch(&mut self, keys: &Array, values: &Array) -> Result<(KvArray, KvArray)> {
         let l = keys.dim(2)?;
         if keys.dim(0)? != self.rows {
             return Err(EngineError::InvalidRequest(format!(
@@ -223,6 +252,10 @@ impl BatchKvCache {
             )));
         }
         let prev = self.idx;
+        let (new_k, new_v) = match (&self.keys, &self.values) {
+            (Some(k), Some(v)) => (k.stored_like(keys)?, v.stored_like(values)?),
+            _ => (KvArray::Full(keys.clone()), KvArray::Full(values.clone())),
+        };
         let (k, v) = match (self.keys.take(), self.values.take()) {
             (Some(k), Some(v)) if prev + l <= k.dim(2)? => (k, v),
             (Some(k), Some(v)) => {
@@ -230,24 +263,27 @@ impl BatchKvCache {
                 let k = k.slice_axis(2, 0, prev)?;
                 let v = v.slice_axis(2, 0, prev)?;
                 (
-                    mlx::concatenate(&[&k, &zeros_like_rows(keys, self.rows, grow)?], 2)?,
-                    mlx::concatenate(&[&v, &zeros_like_rows(values, self.rows, grow)?], 2)?,
+                    KvArray::concatenate(&[&k, &k.zeros(self.rows, grow)?], 2)?,
+                    KvArray::concatenate(&[&v, &v.zeros(self.rows, grow)?], 2)?,
                 )
             }
             _ => {
                 let cap = whole_steps(prev + l);
-                (
-                    zeros_like_rows(keys, self.rows, cap)?,
-                    zeros_like_rows(values, self.rows, cap)?,
-                )
+                (new_k.zeros(self.rows, cap)?, new_v.zeros(self.rows, cap)?)
             }
         };
         self.idx += l;
-        let k = k.slice_update_axis(keys, 2, prev, self.idx)?;
-        let v = v.slice_update_axis(values, 2, prev, self.idx)?;
+        let k = k.slice_update_axis(&new_k, 2, prev, self.idx)?;
+        let v = v.slice_update_axis(&new_v, 2, prev, self.idx)?;
         let out = (k.slice_axis(2, 0, self.idx)?, v.slice_axis(2, 0, self.idx)?);
         self.keys = Some(k);
         self.values = Some(v);
+        if let Some(q) = self.quant
+            && layout(&self.keys).is_none()
+            && self.idx >= q.start
+        {
+            self.quantize_with(q)?;
+        }
         Ok(out)
     }
 
@@ -274,15 +310,16 @@ impl BatchKvCache {
             columns.extend((0..idx).map(|c| (c - s).max(0)));
         }
         let columns = Array::from_slice(&columns, &[self.rows, 1, idx, 1])?;
-        let moved = |a: Array| -> Result<Array> {
+        // Each array of a quantized layout moves alike (positions on axis 2).
+        let moved = |a: &Array| -> mlx::Result<Array> {
             let shape = a.shape();
             let at = columns.broadcast_to(&[shape[0], shape[1], idx, shape[3]])?;
             let part = a.slice_axis(2, 0, idx)?.take_along_axis(&at, 2)?;
-            Ok(a.slice_update_axis(&part, 2, 0, idx)?)
+            a.slice_update_axis(&part, 2, 0, idx)
         };
         if let (Some(k), Some(v)) = (self.keys.take(), self.values.take()) {
-            self.keys = Some(moved(k)?);
-            self.values = Some(moved(v)?);
+            self.keys = Some(k.map(moved)?);
+            self.values = Some(v.map(moved)?);
         }
         Ok(())
     }
@@ -290,7 +327,7 @@ impl BatchKvCache {
     /// Row `row`'s columns `from..to` (`to` at most the write column) as
     /// fresh arrays `[1, H, to - from, D]` that share no memory with the
     /// batch (`None` when empty).
-    pub fn copy_row(&self, row: i32, from: i32, to: i32) -> Result<Option<(Array, Array)>> {
+    pub fn copy_row(&self, row: i32, from: i32, to: i32) -> Result<Option<(KvArray, KvArray)>> {
         let (Some(k), Some(v)) = (&self.keys, &self.values) else {
             return Ok(None);
         };
@@ -305,9 +342,18 @@ impl BatchKvCache {
         Ok(Some((k, v)))
     }
 
+    /// How the cache quantizes.
+    pub fn quant(&self) -> Option<KvQuant> {
+        self.quant
+    }
+
     /// The arrays to evaluate to materialize the cache.
     pub fn state(&self) -> Vec<&Array> {
-        self.keys.iter().chain(self.values.iter()).collect()
+        self.keys
+            .iter()
+            .chain(self.values.iter())
+            .flat_map(KvArray::arrays)
+            .collect()
     }
 
     /// Bytes held by the buffers.
@@ -324,10 +370,11 @@ pub enum BatchLayerCache {
 }
 
 impl BatchLayerCache {
-    /// An empty cache of `kind` for `rows` rows.
-    pub fn new(kind: CacheKind, rows: i32) -> BatchLayerCache {
+    /// An empty cache of `kind` for `rows` rows, its KV quantized with
+    /// `quant`.
+    pub fn new(kind: CacheKind, rows: i32, quant: Option<KvQuant>) -> BatchLayerCache {
         match kind.recurrent_shape() {
-            None => BatchLayerCache::Kv(BatchKvCache::with_rows(rows)),
+            None => BatchLayerCache::Kv(BatchKvCache::with_rows(rows, quant)),
             Some(shape) => BatchLayerCache::Recurrent(RecurrentCache::with_shape(shape, rows)),
         }
     }
@@ -355,7 +402,7 @@ fn mismatch() -> EngineError {
 }
 
 impl LayerCache for BatchLayerCache {
-    fn update_and_fetch(&mut self, keys: &Array, values: &Array) -> Result<(Array, Array)> {
+    fn update_and_fetch(&mut self, keys: &Array, values: &Array) -> Result<(KvArray, KvArray)> {
         match self {
             BatchLayerCache::Kv(c) => c.update_and_fetch(keys, values),
             BatchLayerCache::Recurrent(_) => Err(mismatch()),
@@ -380,19 +427,31 @@ pub struct BatchCache {
 }
 
 impl BatchCache {
-    /// An empty batch of a model whose layers have caches of `kinds`.
-    pub fn new(kinds: &[CacheKind]) -> BatchCache {
-        BatchCache::empty_rows(kinds, Vec::new(), 0)
+    /// An empty batch of a model whose layers have caches of `kinds`, its
+    /// KV quantized with `quant`.
+    pub fn new(kinds: &[CacheKind], quant: Option<KvQuant>) -> BatchCache {
+        BatchCache::empty_rows(kinds, quant, Vec::new(), 0)
+    }
+
+    /// `left_pad.len()` rows of `model` with nothing cached, to be filled
+    /// together up to column `idx`, each starting after its padding.
+    pub fn for_model(model: &Model, left_pad: Vec<i32>, idx: i32) -> BatchCache {
+        BatchCache::empty_rows(model.cache_kinds(), model.kv_quant(), left_pad, idx)
     }
 
     /// `left_pad.len()` rows with nothing cached, to be filled together up
     /// to column `idx`, each starting after its padding.
-    pub fn empty_rows(kinds: &[CacheKind], left_pad: Vec<i32>, idx: i32) -> BatchCache {
+    pub fn empty_rows(
+        kinds: &[CacheKind],
+        quant: Option<KvQuant>,
+        left_pad: Vec<i32>,
+        idx: i32,
+    ) -> BatchCache {
         let rows = left_pad.len() as i32;
         BatchCache {
             layers: kinds
                 .iter()
-                .map(|&k| BatchLayerCache::new(k, rows))
+                .map(|&k| BatchLayerCache::new(k, rows, quant))
                 .collect(),
             kinds: kinds.to_vec(),
             left_pad,
@@ -504,7 +563,7 @@ impl BatchCache {
             let snapshot = match layer {
                 BatchLayerCache::Kv(c) => c
                     .copy_row(row as i32, from, from + len)?
-                    .map(|(k, v)| LayerSnapshot::Kv(k, v)),
+                    .map(|(k, v)| LayerSnapshot::Kv(k, v, c.quant())),
                 BatchLayerCache::Recurrent(_) if len != self.row_len(row) => None,
                 BatchLayerCache::Recurrent(c) => c
                     .copy_row(row as i32)?

@@ -8,6 +8,7 @@
 use mlx::{Array, Dtype};
 
 use super::base::{CacheKind, LayerCache};
+pub use super::kv_quant::{KvArray, KvQuant};
 pub use super::recurrent_cache::RecurrentCache;
 use crate::error::{EngineError, Result};
 
@@ -19,10 +20,11 @@ pub enum Cache {
 }
 
 impl Cache {
-    /// An empty cache of `kind`.
-    pub fn new(kind: CacheKind) -> Cache {
+    /// An empty cache of `kind`, its KV quantized with `quant` (from the
+    /// model: [`crate::model::Model::kv_quant`]).
+    pub fn new(kind: CacheKind, quant: Option<KvQuant>) -> Cache {
         match kind.recurrent_shape() {
-            None => Cache::Kv(KvCache::new()),
+            None => Cache::Kv(KvCache::quantizing(quant)),
             Some(shape) => Cache::Recurrent(RecurrentCache::with_shape(shape, 1)),
         }
     }
@@ -75,7 +77,7 @@ impl Cache {
                 Some((k, v)) => {
                     // A gather always writes a new buffer (a slice is a view).
                     let at = mlx::arange(0.0, f64::from(c.offset()), 1.0, Dtype::I32)?;
-                    Some(LayerSnapshot::Kv(k.take(&at, 2)?, v.take(&at, 2)?))
+                    Some(LayerSnapshot::Kv(k.take(&at, 2)?, v.take(&at, 2)?, c.quant))
                 }
                 None => None,
             },
@@ -90,26 +92,30 @@ impl Cache {
 /// memory with anything that will be written.
 #[derive(Debug, Clone)]
 pub enum LayerSnapshot {
-    /// Keys and values `[1, H, positions, D]`: any prefix of them is the
-    /// cache of that prefix.
-    Kv(Array, Array),
+    /// Keys and values `[1, H, positions, D]` (quantized or not), and how
+    /// the cache they came from quantizes: any prefix of them is the cache
+    /// of that prefix.
+    Kv(KvArray, KvArray, Option<KvQuant>),
     /// The convolution inputs and the state at the sequence's end: the
     /// cache of exactly that many positions, no fewer.
     Recurrent(Array, Array),
 }
 
 impl LayerSnapshot {
-    /// Bytes held.
+    /// Bytes held, as stored (packed codes, scales and biases when
+    /// quantized).
     pub fn nbytes(&self) -> usize {
         match self {
-            LayerSnapshot::Kv(a, b) | LayerSnapshot::Recurrent(a, b) => a.nbytes() + b.nbytes(),
+            LayerSnapshot::Kv(a, b, _) => a.nbytes() + b.nbytes(),
+            LayerSnapshot::Recurrent(a, b) => a.nbytes() + b.nbytes(),
         }
     }
 
     /// The arrays held.
-    pub fn arrays(&self) -> [&Array; 2] {
+    pub fn arrays(&self) -> Vec<&Array> {
         match self {
-            LayerSnapshot::Kv(a, b) | LayerSnapshot::Recurrent(a, b) => [a, b],
+            LayerSnapshot::Kv(a, b, _) => a.arrays().into_iter().chain(b.arrays()).collect(),
+            LayerSnapshot::Recurrent(a, b) => vec![a, b],
         }
     }
 
@@ -117,9 +123,10 @@ impl LayerSnapshot {
     /// recurrent state only of all of them.
     pub fn to_cache(&self, len: i32, total: i32) -> Result<Cache> {
         match self {
-            LayerSnapshot::Kv(k, v) => Ok(Cache::Kv(KvCache::from_prefix(
+            LayerSnapshot::Kv(k, v, quant) => Ok(Cache::Kv(KvCache::from_prefix(
                 k.slice_axis(2, 0, len)?,
                 v.slice_axis(2, 0, len)?,
+                *quant,
             )?)),
             LayerSnapshot::Recurrent(_, _) if len != total => Err(EngineError::InvalidRequest(
                 format!("a recurrent state of {total} positions cannot serve {len}"),
@@ -132,7 +139,7 @@ impl LayerSnapshot {
 }
 
 impl LayerCache for Cache {
-    fn update_and_fetch(&mut self, keys: &Array, values: &Array) -> Result<(Array, Array)> {
+    fn update_and_fetch(&mut self, keys: &Array, values: &Array) -> Result<(KvArray, KvArray)> {
         match self {
             Cache::Kv(c) => c.update_and_fetch(keys, values),
             Cache::Recurrent(_) => Err(EngineError::InvalidRequest(
@@ -154,30 +161,48 @@ impl LayerCache for Cache {
 /// Positions added per growth of the buffers.
 pub const CACHE_STEP: i32 = 256;
 
-/// Keys and values `[batch, kv_heads, positions, head_dim]` of one layer.
+/// Keys and values `[batch, kv_heads, positions, head_dim]` of one layer,
+/// at full precision or quantized (see [`super::kv_quant`]).
 #[derive(Debug, Default, Clone)]
 pub struct KvCache {
-    keys: Option<Array>,
-    values: Option<Array>,
+    keys: Option<KvArray>,
+    values: Option<KvArray>,
     offset: i32,
+    /// How the buffers are quantized once they hold `quant.start`
+    /// positions; `None`: never.
+    quant: Option<KvQuant>,
 }
 
 impl KvCache {
-    /// An empty cache.
+    /// An empty full-precision cache.
     pub fn new() -> KvCache {
         KvCache::default()
+    }
+
+    /// An empty cache quantized with `quant` (none: full precision).
+    pub fn quantizing(quant: Option<KvQuant>) -> KvCache {
+        KvCache {
+            quant,
+            ..KvCache::default()
+        }
     }
 
     /// A cache holding `keys`/`values` (`[1, H, L, D]`) as its first `L`
     /// positions (a prompt-cache hit). The arrays are shared, never written:
     /// the first append copies them.
-    pub fn from_prefix(keys: Array, values: Array) -> Result<KvCache> {
+    pub fn from_prefix(keys: KvArray, values: KvArray, quant: Option<KvQuant>) -> Result<KvCache> {
         let offset = keys.dim(2)?;
         Ok(KvCache {
             keys: Some(keys),
             values: Some(values),
             offset,
+            quant,
         })
+    }
+
+    /// How the cache quantizes.
+    pub fn quant(&self) -> Option<KvQuant> {
+        self.quant
     }
 
     /// Positions filled.
@@ -186,7 +211,7 @@ impl KvCache {
     }
 
     /// The filled prefix of the keys and values, if any was written.
-    pub fn filled(&self) -> Result<Option<(Array, Array)>> {
+    pub fn filled(&self) -> Result<Option<(KvArray, KvArray)>> {
         match (&self.keys, &self.values) {
             (Some(k), Some(v)) if self.offset > 0 => Ok(Some((
                 k.slice_axis(2, 0, self.offset)?,
@@ -197,18 +222,24 @@ impl KvCache {
     }
 
     /// Appends `keys`/`values` (`[B, H, L, D]`) and returns everything
-    /// cached so far, including them.
-    pub fn update_and_fetch(&mut self, keys: &Array, values: &Array) -> Result<(Array, Array)> {
+    /// cached so far, including them: stored as the buffers are (quantized
+    /// first when they are). When the cache should be quantized from here
+    /// on, the buffers are quantized after the positions are fetched, so
+    /// this pass attends at full precision (as mlx-lm quantizes a cache
+    /// after the forward pass).
+    pub fn update_and_fetch(&mut self, keys: &Array, values: &Array) -> Result<(KvArray, KvArray)> {
         let shape = keys.shape();
         let (b, h, l, d) = (shape[0], shape[1], shape[2], shape[3]);
         let vd = values.dim(-1)?;
         let prev = self.offset;
+        let (keys, values) = match (&self.keys, &self.values) {
+            (Some(k), Some(v)) => (k.stored_like(keys)?, v.stored_like(values)?),
+            _ => (KvArray::Full(keys.clone()), KvArray::Full(values.clone())),
+        };
         let grown = match (self.keys.take(), self.values.take()) {
             (Some(k), Some(v)) if prev + l <= k.dim(2)? => (k, v),
             old => {
                 let steps = (CACHE_STEP + l - 1) / CACHE_STEP;
-                let new_k = mlx::zeros(&[b, h, steps * CACHE_STEP, d], keys.dtype())?;
-                let new_v = mlx::zeros(&[b, h, steps * CACHE_STEP, vd], values.dtype())?;
                 match old {
                     (Some(k), Some(v)) => {
                         // Drop the unused tail before growing, as mlx-lm does.
@@ -217,31 +248,52 @@ impl KvCache {
                         } else {
                             (k, v)
                         };
+                        let (new_k, new_v) = (
+                            k.zeros(b, steps * CACHE_STEP)?,
+                            v.zeros(b, steps * CACHE_STEP)?,
+                        );
                         (
-                            mlx::concatenate(&[&k, &new_k], 2)?,
-                            mlx::concatenate(&[&v, &new_v], 2)?,
+                            KvArray::concatenate(&[&k, &new_k], 2)?,
+                            KvArray::concatenate(&[&v, &new_v], 2)?,
                         )
                     }
-                    _ => (new_k, new_v),
+                    _ => (
+                        KvArray::Full(mlx::zeros(
+                            &[b, h, steps * CACHE_STEP, d],
+                            keys_dtype(&keys),
+                        )?),
+                        KvArray::Full(mlx::zeros(
+                            &[b, h, steps * CACHE_STEP, vd],
+                            keys_dtype(&values),
+                        )?),
+                    ),
                 }
             }
         };
         self.offset += l;
-        let k = grown.0.slice_update_axis(keys, 2, prev, self.offset)?;
-        let v = grown.1.slice_update_axis(values, 2, prev, self.offset)?;
+        let k = grown.0.slice_update_axis(&keys, 2, prev, self.offset)?;
+        let v = grown.1.slice_update_axis(&values, 2, prev, self.offset)?;
         let out = (
             k.slice_axis(2, 0, self.offset)?,
             v.slice_axis(2, 0, self.offset)?,
         );
-        self.keys = Some(k);
-        self.values = Some(v);
+        match self.quant {
+            Some(q) if !k.is_quantized() && self.offset >= q.start => {
+                self.keys = Some(k.quantized(q)?);
+                self.values = Some(v.quantized(q)?);
+            }
+            _ => {
+                self.keys = Some(k);
+                self.values = Some(v);
+            }
+        }
         Ok(out)
     }
 
     /// The buffers (`[1, H, capacity, D]`, the first `offset` positions
     /// filled) and the offset, handed over whole; `None` when nothing was
     /// written.
-    pub fn into_buffers(self) -> Option<(Array, Array, i32)> {
+    pub fn into_buffers(self) -> Option<(KvArray, KvArray, i32)> {
         match (self.keys, self.values) {
             (Some(k), Some(v)) if self.offset > 0 => Some((k, v, self.offset)),
             _ => None,
@@ -250,7 +302,11 @@ impl KvCache {
 
     /// The arrays to evaluate to materialize the cache.
     pub fn state(&self) -> Vec<&Array> {
-        self.keys.iter().chain(self.values.iter()).collect()
+        self.keys
+            .iter()
+            .chain(self.values.iter())
+            .flat_map(KvArray::arrays)
+            .collect()
     }
 
     /// Bytes held by the buffers.
@@ -264,11 +320,31 @@ impl KvCache {
     }
 }
 
+/// The dtype of new full-precision keys or values.
+fn keys_dtype(a: &KvArray) -> Dtype {
+    match a {
+        KvArray::Full(a) => a.dtype(),
+        KvArray::Quantized(q) => q.scales.dtype(),
+    }
+}
+
 /// Bytes one position of KV costs across `layers` attention layers caching
-/// `width` values each (keys and values: `2 * kv_heads * head_dim`): the
-/// input of memory admission and of batch limits.
-pub fn bytes_per_position(layers: i32, width: i32, dtype: Dtype) -> usize {
-    (layers * width) as usize * dtype.size()
+/// `width` values each (keys and values: `2 * kv_heads * head_dim`),
+/// stored as `quant` says (`None`: at full precision in `dtype`; quantized:
+/// each `head_dim` values packed, with a scale and a bias of `dtype` per
+/// group): the input of memory admission and of batch limits.
+pub fn bytes_per_position(
+    layers: i32,
+    (width, head_dim): (i32, i32),
+    dtype: Dtype,
+    quant: Option<KvQuant>,
+) -> usize {
+    match quant {
+        Some(q) if head_dim > 0 => {
+            (layers * (width / head_dim)) as usize * q.head_bytes(head_dim, dtype)
+        }
+        _ => (layers * width) as usize * dtype.size(),
+    }
 }
 
 #[cfg(test)]
@@ -286,10 +362,12 @@ mod tests {
         let (k, _) = cache
             .update_and_fetch(&filled(3, 0.0), &filled(3, 100.0))
             .unwrap();
+        let k = k.to_full().unwrap();
         assert_eq!(k.shape(), vec![1, 1, 3, 2]);
         let (k, v) = cache
             .update_and_fetch(&filled(300, 6.0), &filled(300, 106.0))
             .unwrap();
+        let (k, v) = (k.to_full().unwrap(), v.to_full().unwrap());
         assert_eq!(cache.offset(), 303);
         assert_eq!(k.shape(), vec![1, 1, 303, 2]);
         let kv = k.to_vec::<f32>().unwrap();
@@ -299,6 +377,7 @@ mod tests {
         let (k, _) = cache
             .update_and_fetch(&filled(1, 606.0), &filled(1, 0.0))
             .unwrap();
+        let k = k.to_full().unwrap();
         assert_eq!(k.shape(), vec![1, 1, 304, 2]);
         assert_eq!(
             k.slice_axis(2, 303, 304).unwrap().to_vec::<f32>().unwrap(),
@@ -318,5 +397,57 @@ mod tests {
             .unwrap();
         // 10 filled positions kept, plus one new step of 256.
         assert_eq!(cache.nbytes(), 2 * 266 * 2 * 4);
+    }
+
+    /// Keys `[1, 2, l, 32]`, one distinct value per element.
+    fn heads(l: i32, start: f32) -> Array {
+        let data: Vec<f32> = (0..2 * l * 32)
+            .map(|i| start + (i % 97) as f32 / 97.0)
+            .collect();
+        Array::from_slice(&data, &[1, 2, l, 32]).unwrap()
+    }
+
+    #[test]
+    fn a_quantizing_cache_turns_quantized_after_the_pass_that_reaches_its_start() {
+        let quant = KvQuant::new(8, 32, 4).unwrap();
+        let mut cache = KvCache::quantizing(Some(quant));
+        // 3 positions: under the start, stored and returned at full precision.
+        let (k, _) = cache
+            .update_and_fetch(&heads(3, 0.0), &heads(3, 1.0))
+            .unwrap();
+        assert!(!k.is_quantized() && !cache.keys.as_ref().unwrap().is_quantized());
+        // The pass reaching 5 positions attends at full precision; the
+        // buffers are quantized after it.
+        let (k, _) = cache
+            .update_and_fetch(&heads(2, 0.5), &heads(2, 1.5))
+            .unwrap();
+        assert!(!k.is_quantized() && cache.keys.as_ref().unwrap().is_quantized());
+        // Later passes read packed keys; across a growth step too.
+        let (k, v) = cache
+            .update_and_fetch(&heads(300, 0.25), &heads(300, 1.25))
+            .unwrap();
+        assert!(k.is_quantized() && v.is_quantized());
+        assert_eq!(cache.offset(), 305);
+        assert_eq!(k.dim(2).unwrap(), 305);
+        // 8 bits over values in [0.25, 1.25): within a step of 1/255.
+        let got: Vec<f32> = v
+            .to_full()
+            .unwrap()
+            .slice_axis(2, 5, 305)
+            .unwrap()
+            .to_vec()
+            .unwrap();
+        let want: Vec<f32> = heads(300, 1.25).to_vec().unwrap();
+        let err = got
+            .iter()
+            .zip(&want)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(err < 1.0 / 255.0, "{err}");
+        // The bytes of the 5 filled positions kept and two new growth
+        // steps, packed.
+        assert_eq!(
+            cache.nbytes(),
+            517 * bytes_per_position(1, (2 * 2 * 32, 32), Dtype::F32, Some(quant))
+        );
     }
 }

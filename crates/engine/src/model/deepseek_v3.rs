@@ -220,6 +220,12 @@ impl LanguageModel for DeepseekV3Model {
     fn dtype(&self) -> Dtype {
         self.norm.weight.dtype()
     }
+
+    /// Latent attention reads its compressed cache at full precision (as
+    /// mlx-lm, which does not quantize it either).
+    fn kv_quantizable(&self) -> bool {
+        false
+    }
 }
 
 impl Family for DeepseekV3 {

@@ -244,4 +244,8 @@ impl LanguageModel for Gemma3 {
     fn dtype(&self) -> Dtype {
         self.norm.weight.dtype()
     }
+
+    fn kv_quantizable(&self) -> bool {
+        self.layers.iter().all(|l| l.attention.kv_quantizable())
+    }
 }

@@ -212,7 +212,9 @@ impl LatentAttention {
             Positions::Rows { offsets, .. } => self.rope.apply_rows(x, offsets),
         };
         let (q_pe, k_pe) = (rope(&q_pe)?, rope(&k_pe)?);
+        // Never quantized (the family says so: `kv_quantizable`).
         let (latent, k_pe) = cache.update_and_fetch(&latent, &k_pe)?;
+        let (latent, k_pe) = (latent.to_full()?, k_pe.to_full()?);
         let columns = latent.dim(2)?;
 
         // The rotary scores, masked, as the attention's additive mask.

@@ -18,6 +18,7 @@ mod gemma3_text;
 pub mod gguf;
 mod glm4_moe;
 mod gpt_oss;
+pub mod kv_quant;
 pub mod latent_attention;
 pub mod linear_attention;
 mod llama;
@@ -52,6 +53,7 @@ pub use base::{CacheKind, Caches, LanguageModel, LayerCache, LayerCaches, Positi
 pub use batch_cache::{BatchCache, BatchKvCache, BatchLayerCache};
 pub use cache::{Cache, KvCache, LayerSnapshot, RecurrentCache};
 pub use config::ModelConfig;
+pub use kv_quant::{KvArray, KvQuant};
 pub use multimodal::{ImagePrefill, VisionLanguage};
 pub use registry::{cache_kinds, kv_width, supported_model_types};
 pub use weights::Weights;
@@ -104,6 +106,8 @@ pub struct Model {
     model: Box<dyn LanguageModel>,
     kinds: Vec<CacheKind>,
     weight_bytes: usize,
+    /// How the attention layers' KV is quantized (`None`: not).
+    kv_quant: Option<KvQuant>,
 }
 
 impl Model {
@@ -137,6 +141,7 @@ impl Model {
             model,
             kinds,
             weight_bytes,
+            kv_quant: None,
         })
     }
 
@@ -161,7 +166,41 @@ impl Model {
 
     /// Fresh caches, one per layer.
     pub fn new_cache(&self) -> Vec<Cache> {
-        self.kinds.iter().map(|&k| Cache::new(k)).collect()
+        self.kinds
+            .iter()
+            .map(|&k| Cache::new(k, self.kv_quant))
+            .collect()
+    }
+
+    /// Quantizes the KV cache of the attention layers from now on (`None`:
+    /// full precision), for the caches made after this. Refused for a
+    /// model with sliding-window attention or attention sinks (mlx-lm
+    /// quantizes neither), and for a head size the group size does not
+    /// divide.
+    pub fn set_kv_quant(&mut self, quant: Option<KvQuant>) -> Result<()> {
+        if let Some(q) = quant {
+            if !self.model.kv_quantizable() {
+                return Err(EngineError::Config(format!(
+                    "kv_bits: {} has sliding-window attention or attention sinks, whose KV \
+                     cache cannot be quantized (nor can mlx-lm's)",
+                    self.config.model_type
+                )));
+            }
+            let head_dim = self.config.head_dim();
+            if head_dim % q.group_size != 0 {
+                return Err(EngineError::Config(format!(
+                    "kv_group_size {} does not divide the head size {head_dim}",
+                    q.group_size
+                )));
+            }
+        }
+        self.kv_quant = quant;
+        Ok(())
+    }
+
+    /// How the KV cache is quantized (`None`: full precision).
+    pub fn kv_quant(&self) -> Option<KvQuant> {
+        self.kv_quant
     }
 
     /// Logits `[B, L, vocab]` for token ids `[B, L]`, appending to `caches`.
@@ -233,7 +272,12 @@ impl Model {
         let kv_layers = self.kinds.iter().filter(|k| **k == CacheKind::Kv).count();
         let width = registry::kv_width(&self.config)
             .unwrap_or_else(|_| 2 * self.config.num_kv_heads() * self.config.head_dim());
-        cache::bytes_per_position(kv_layers as i32, width, self.dtype())
+        cache::bytes_per_position(
+            kv_layers as i32,
+            (width, self.config.head_dim()),
+            self.dtype(),
+            self.kv_quant,
+        )
     }
 
     /// Bytes of recurrent state one sequence holds whatever its length

@@ -333,7 +333,9 @@ impl Attention {
                 (turn(&q)?, turn(&k)?, mask)
             }
         };
+        // Never quantized (`kv_quantizable` says no).
         let (k, v) = cache.update_and_fetch(&k, &v)?;
+        let (k, v) = (k.to_full()?, v.to_full()?);
         let out = scaled_dot_product_attention(&q, &k, &v, self.scale, mask)?;
         let out = out.transpose(&[0, 2, 1, 3])?.reshape(&[b, l, -1])?;
         self.o_proj.forward(&out)
@@ -366,6 +368,11 @@ impl LanguageModel for Qwen2_5VlModel {
 
     fn dtype(&self) -> Dtype {
         self.norm.weight.dtype()
+    }
+
+    /// Its attention (M-RoPE positions) reads the cache at full precision.
+    fn kv_quantizable(&self) -> bool {
+        false
     }
 
     fn vision(&self) -> Option<&dyn VisionLanguage> {

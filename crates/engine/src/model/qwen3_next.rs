@@ -335,6 +335,13 @@ impl LanguageModel for Hybrid {
     fn dtype(&self) -> Dtype {
         self.norm.weight.dtype()
     }
+
+    fn kv_quantizable(&self) -> bool {
+        self.layers.iter().all(|l| match &l.mixer {
+            Mixer::Full(attn) => attn.kv_quantizable(),
+            Mixer::Linear(_) => true,
+        })
+    }
 }
 
 /// The `qwen3_next` family.

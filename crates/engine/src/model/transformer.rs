@@ -212,4 +212,8 @@ impl LanguageModel for Transformer {
     fn dtype(&self) -> Dtype {
         self.norm.weight.dtype()
     }
+
+    fn kv_quantizable(&self) -> bool {
+        self.layers.iter().all(|l| l.self_attn.kv_quantizable())
+    }
 }

@@ -57,7 +57,7 @@ use sha2::{Digest, Sha256};
 use super::files::{self, EXT, Job};
 use super::format;
 use crate::error::{EngineError, Result};
-use crate::model::LayerSnapshot;
+use crate::model::{KvArray, LayerSnapshot};
 
 /// Bytes of writes queued beyond which a new write is dropped rather than
 /// holding more memory.
@@ -202,11 +202,11 @@ pub fn entry_name(model: &str, ids: &[u32]) -> String {
 fn tail(layers: &[LayerSnapshot], start: usize) -> Result<Option<Vec<LayerSnapshot>>> {
     let mut out = Vec::with_capacity(layers.len());
     for layer in layers {
-        let LayerSnapshot::Kv(k, v) = layer else {
+        let LayerSnapshot::Kv(k, v, quant) = layer else {
             return Ok(None);
         };
         let at = mlx::arange(start as f64, f64::from(k.dim(2)?), 1.0, Dtype::I32)?;
-        out.push(LayerSnapshot::Kv(k.take(&at, 2)?, v.take(&at, 2)?));
+        out.push(LayerSnapshot::Kv(k.take(&at, 2)?, v.take(&at, 2)?, *quant));
     }
     let arrays: Vec<&Array> = out.iter().flat_map(LayerSnapshot::arrays).collect();
     mlx::async_eval(&arrays)?;
@@ -227,15 +227,19 @@ fn join(parts: Vec<(usize, Vec<LayerSnapshot>)>) -> mlx::Result<Vec<LayerSnapsho
             .iter()
             .zip(part)
             .map(|(before, own)| match (before, own) {
-                (LayerSnapshot::Kv(k0, v0), LayerSnapshot::Kv(k, v)) => {
+                (
+                    LayerSnapshot::Kv(KvArray::Full(k0), KvArray::Full(v0), None),
+                    LayerSnapshot::Kv(KvArray::Full(k), KvArray::Full(v), None),
+                ) => {
                     let (k0, v0) = (k0.slice_axis(2, 0, start)?, v0.slice_axis(2, 0, start)?);
                     Ok(LayerSnapshot::Kv(
-                        mlx::concatenate(&[&k0, &k], 2)?,
-                        mlx::concatenate(&[&v0, &v], 2)?,
+                        KvArray::Full(mlx::concatenate(&[&k0, &k], 2)?),
+                        KvArray::Full(mlx::concatenate(&[&v0, &v], 2)?),
+                        None,
                     ))
                 }
                 _ => Err(mlx::MlxError::InvalidArgument(
-                    "a chain of prompt-cache entries holds a recurrent layer".into(),
+                    "a chain of prompt-cache entries holds a recurrent or quantized layer".into(),
                 )),
             })
             .collect::<mlx::Result<_>>()?;
@@ -424,7 +428,7 @@ impl DiskTier {
         }
         let positions = (e.ids.len() - start) as i32;
         let kv_positions = |l: &LayerSnapshot| match l {
-            LayerSnapshot::Kv(k, _) => k.dim(2).ok() == Some(positions),
+            LayerSnapshot::Kv(k, ..) => k.dim(2).ok() == Some(positions),
             LayerSnapshot::Recurrent(..) => start == 0,
         };
         if !layers.iter().all(kv_positions) {
@@ -441,6 +445,12 @@ impl DiskTier {
     /// the arrays' bytes later (when they are computed), the writer writes
     /// them.
     pub fn store(&mut self, ids: &[u32], layers: &[LayerSnapshot]) -> Result<()> {
+        // Entries hold full-precision arrays only (the configuration
+        // refuses a disk tier beside a quantized KV cache).
+        let quantized = |l: &LayerSnapshot| matches!(l, LayerSnapshot::Kv(k, v, q) if q.is_some() || k.is_quantized() || v.is_quantized());
+        if layers.iter().any(quantized) {
+            return Ok(());
+        }
         let trimmable = self.trimmable;
         let covering = self.entries.iter().position(|e| {
             let longer = if trimmable {

@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 
 use mlx::{Array, Dtype};
 
-use crate::model::LayerSnapshot;
+use crate::model::{KvArray, LayerSnapshot};
 
 pub const MAGIC: &[u8; 8] = b"MLXDPC01";
 /// Bytes before the header: magic, checksum, header length.
@@ -232,7 +232,9 @@ fn snapshot(kind: &str, arrays: Vec<(&str, Array)>) -> Result<LayerSnapshot, Str
     let names: Vec<&str> = arrays.iter().map(|(n, _)| *n).collect();
     let mut it = arrays.into_iter().map(|(_, a)| a);
     match (kind, names.as_slice(), it.next(), it.next()) {
-        ("kv", ["keys", "values"], Some(k), Some(v)) => Ok(LayerSnapshot::Kv(k, v)),
+        ("kv", ["keys", "values"], Some(k), Some(v)) => {
+            Ok(LayerSnapshot::Kv(KvArray::Full(k), KvArray::Full(v), None))
+        }
         ("recurrent", ["conv", "state"], Some(c), Some(s)) => Ok(LayerSnapshot::Recurrent(c, s)),
         _ => Err(format!("a {kind} layer of arrays {names:?}")),
     }
@@ -263,14 +265,14 @@ mod tests {
         let conv = Array::from_slice(&[0.5f32; 6], &[1, 3, 2]).unwrap();
         let state = Array::from_slice(&[7.0f32; 8], &[1, 2, 2, 2]).unwrap();
         let layers = [
-            LayerSnapshot::Kv(k.clone(), k),
+            LayerSnapshot::Kv(KvArray::Full(k.clone()), KvArray::Full(k), None),
             LayerSnapshot::Recurrent(conv, state),
         ];
         let bytes = file(&layers);
         let (header, back) = decode(&bytes).unwrap();
         assert_eq!(header.tokens, [1, 2, 3]);
         assert_eq!(header.layers[0].arrays[1].name, "values");
-        let LayerSnapshot::Kv(k, _) = &back[0] else {
+        let LayerSnapshot::Kv(KvArray::Full(k), _, None) = &back[0] else {
             panic!("a KV layer comes back as one");
         };
         assert_eq!(k.dtype(), Dtype::Bf16);

@@ -33,23 +33,34 @@ pub fn reference_dir() -> &'static Path {
         return dir;
     }
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/mlx_lm_reference.py");
-        let out = Command::new(python())
-            .arg(&script)
-            .arg(dir.path())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{} failed (needs mlx-lm: `scripts/setup.sh test`):\n{}",
-            script.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        dir
-    })
-    .path()
+    DIR.get_or_init(|| run_script("mlx_lm_reference.py")).path()
+}
+
+/// The folder of the quantized-KV reference checkpoints
+/// (`tests/data/mlx_lm_kv_quant.py`), one per variant.
+pub fn kv_quant_dir() -> &'static Path {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| run_script("mlx_lm_kv_quant.py")).path()
+}
+
+/// Runs `tests/data/{name}` into a new temporary folder.
+fn run_script(name: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name);
+    let out = Command::new(python())
+        .arg(&script)
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{} failed (needs mlx-lm: `scripts/setup.sh test`):\n{}",
+        script.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dir
 }
 
 /// The reference checkpoint `name`, loaded.

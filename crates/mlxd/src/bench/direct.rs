@@ -42,6 +42,10 @@ struct Report {
     fused_projections: bool,
     /// Whether 4-bit decode products ran the project's CUDA kernel.
     custom_qmv: bool,
+    /// Bits of the quantized KV cache (`None`: full precision).
+    kv_bits: Option<i32>,
+    /// Bytes one position of KV takes across the layers.
+    kv_bytes_per_position: usize,
     runs: Vec<Run>,
     /// The single-sequence generator's runs, summarized.
     #[serde(flatten)]
@@ -341,7 +345,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     if args.synthetic.len() + args.model.len() > 1 {
         bail!("--engine measures one model: give one -m or one --synthetic");
     }
-    let (name, model) = match args.synthetic.first() {
+    let (name, mut model) = match args.synthetic.first() {
         Some(preset) => (
             format!("{preset} (synthetic)"),
             Preset::find(preset)?.build(0)?,
@@ -353,6 +357,11 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             (path.display().to_string(), loaded.model)
         }
     };
+    let quant = args
+        .kv_bits
+        .map(|bits| engine::model::KvQuant::new(bits, args.kv_group_size, 0))
+        .transpose()?;
+    model.set_kv_quant(quant)?;
     let vocab = model.config.vocab_size as u32;
     // A fixed pseudo-random prompt (no tokenizer needed, same every run).
     let prompt: Vec<u32> = (0..args.prompt_tokens as u64)
@@ -436,6 +445,8 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         weight_bytes: model.weight_bytes(),
         fused_projections: !args.unfused,
         custom_qmv: mlx::custom_qmv_available()? && !args.mlx_qmv,
+        kv_bits: args.kv_bits,
+        kv_bytes_per_position: model.kv_bytes_per_position(),
         generator: Summaries::of(&runs),
         scheduler,
         fresh_ttft_ms: Summary::of(&fresh),
@@ -495,6 +506,12 @@ fn print_table(r: &Report) {
         } else {
             "MLX's"
         }
+    );
+    println!(
+        "kv:      {}, {} bytes a position",
+        r.kv_bits
+            .map_or("full precision".to_string(), |b| format!("{b}-bit")),
+        r.kv_bytes_per_position
     );
     println!();
     print_summaries("", &r.generator);

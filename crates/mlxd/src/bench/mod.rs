@@ -73,6 +73,13 @@ pub struct BenchArgs {
     /// --engine: draft tokens per speculative step at most.
     #[arg(long, default_value_t = engine::speculative::DEFAULT_DRAFT_TOKENS)]
     num_draft_tokens: usize,
+    /// --engine: store the KV cache quantized to 4 or 8 bits, from the first
+    /// prefill chunk on (default: full precision).
+    #[arg(long, value_name = "BITS")]
+    kv_bits: Option<i32>,
+    /// --engine: values per scale and bias of the quantized KV cache.
+    #[arg(long, value_name = "N", default_value_t = engine::model::kv_quant::DEFAULT_KV_GROUP_SIZE)]
+    kv_group_size: i32,
     /// --engine: write the results as JSON to this file too.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -129,6 +136,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     if !args.suite {
         return direct::run(&args);
+    }
+    if args.kv_bits.is_some() {
+        anyhow::bail!(
+            "--kv-bits measures the engine (--engine); a suite's mlxd takes \
+             models.kv_bits from its configuration"
+        );
     }
     let smoke = args.smoke;
     let or_smoke = |given: Vec<usize>, normal: &[usize], quick: &[usize]| match given.is_empty() {

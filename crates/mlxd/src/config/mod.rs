@@ -197,6 +197,15 @@ pub struct ModelsLayer {
     /// the worker and the daemon (default: 0, off).
     #[arg(long, env = "MLXD_PROMPT_CACHE_DISK", value_name = "SIZE")]
     pub prompt_cache_disk: Option<ByteSize>,
+    /// Store the KV cache of attention layers quantized to 4 or 8 bits
+    /// (about a quarter or half the memory of 16-bit KV; default: full
+    /// precision).
+    #[arg(long, env = "MLXD_KV_BITS", value_name = "BITS")]
+    pub kv_bits: Option<u32>,
+    /// Values per scale and bias of a quantized KV cache: 32, 64 or 128
+    /// (default: 64).
+    #[arg(long, env = "MLXD_KV_GROUP_SIZE", value_name = "N")]
+    pub kv_group_size: Option<u32>,
     /// Names for models: `name = "org/repo"` or a path (file only).
     #[arg(skip)]
     pub aliases: BTreeMap<String, String>,
@@ -250,6 +259,10 @@ pub struct ModelOverrides {
     pub draft_model: Option<String>,
     pub num_draft_tokens: Option<usize>,
     pub spec_max_batch: Option<usize>,
+    /// Bits of this model's quantized KV cache (4 or 8).
+    pub kv_bits: Option<u32>,
+    /// Group size of this model's quantized KV cache (32, 64 or 128).
+    pub kv_group_size: Option<u32>,
 }
 
 /// A model's embedding pooling, as the configuration names it.
@@ -490,6 +503,10 @@ pub struct ModelsConfig {
     pub prompt_cache_dir: PathBuf,
     /// Bytes on disk per model (0: off).
     pub prompt_cache_disk: u64,
+    /// Bits of a quantized KV cache; `None`: full precision.
+    pub kv_bits: Option<u32>,
+    /// `None`: [`DEFAULT_KV_GROUP_SIZE`].
+    pub kv_group_size: Option<u32>,
     pub aliases: BTreeMap<String, String>,
     pub overrides: BTreeMap<String, ModelOverrides>,
 }
@@ -517,6 +534,19 @@ impl ModelsConfig {
             .or(self.context_length)
     }
 
+    /// How model `name`'s KV cache is quantized: its override's
+    /// `kv_bits`/`kv_group_size`, else the global ones (`None`: full
+    /// precision).
+    pub fn kv_bits_for(&self, name: &str) -> Option<server::supervisor::KvBits> {
+        let o = self.overrides.get(name);
+        let bits = o.and_then(|o| o.kv_bits).or(self.kv_bits)?;
+        let group_size = o
+            .and_then(|o| o.kv_group_size)
+            .or(self.kv_group_size)
+            .unwrap_or(DEFAULT_KV_GROUP_SIZE);
+        Some(server::supervisor::KvBits { bits, group_size })
+    }
+
     /// The KV each worker's batch is given: `kv_memory` bytes when set,
     /// else sized from its model, [`WorkerKv::Tokens`].
     pub fn worker_kv(&self) -> WorkerKv {
@@ -529,6 +559,10 @@ impl ModelsConfig {
         }
     }
 }
+
+/// The group size of a quantized KV cache when none is configured
+/// (mlx-lm's `kv_group_size`).
+pub const DEFAULT_KV_GROUP_SIZE: u32 = 64;
 
 /// The KV of a worker's batch, by configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -592,6 +626,8 @@ impl Config {
                 prompt_cache: None,
                 prompt_cache_dir: home.join(".cache").join("mlxd").join("prompt-cache"),
                 prompt_cache_disk: 0,
+                kv_bits: None,
+                kv_group_size: None,
                 aliases: BTreeMap::new(),
                 overrides: BTreeMap::new(),
             },
@@ -724,6 +760,8 @@ pub fn load_for(args: &ConfigArgs, machine: Machine) -> anyhow::Result<(Config, 
     pick!(models.prompt_cache, |v: ByteSize| Some(v.0));
     pick!(models.prompt_cache_dir, same);
     pick!(models.prompt_cache_disk, |v: ByteSize| v.0);
+    pick!(models.kv_bits, Some);
+    pick!(models.kv_group_size, Some);
     pick!(log.level, same);
     pick!(log.format, same);
     let fm = &file.models;

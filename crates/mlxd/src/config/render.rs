@@ -164,6 +164,18 @@ pub fn render(config: &Config, provenance: &Provenance) -> String {
         b => value(ByteSize(b).to_string()),
     };
     out.line("models", "prompt_cache_disk", on_disk);
+    match m.kv_bits {
+        Some(b) => out.line("models", "kv_bits", value(i64::from(b))),
+        None => out.commented("models", "kv_bits", "full precision"),
+    }
+    match m.kv_group_size {
+        Some(g) => out.line("models", "kv_group_size", value(i64::from(g))),
+        None => out.commented(
+            "models",
+            "kv_group_size",
+            &super::DEFAULT_KV_GROUP_SIZE.to_string(),
+        ),
+    }
 
     if !m.aliases.is_empty() {
         out.header("models.aliases");
@@ -211,6 +223,11 @@ fn write_overrides(text: &mut String, o: &ModelOverrides) {
     let count = |v: Option<usize>| v.map(|v| value(v as i64));
     put("num_draft_tokens", count(o.num_draft_tokens));
     put("spec_max_batch", count(o.spec_max_batch));
+    put("kv_bits", o.kv_bits.map(|v| value(i64::from(v))));
+    put(
+        "kv_group_size",
+        o.kv_group_size.map(|v| value(i64::from(v))),
+    );
 }
 
 /// An f32 as written (`0.7`, not its f64 widening `0.699999988`).

@@ -314,3 +314,71 @@ fn bad_speculative_settings_are_refused_with_their_key() {
     let e = load_for(&args, machine(32)).unwrap_err().to_string();
     assert!(e.contains("speculative"), "{e}");
 }
+
+#[test]
+fn kv_bits_are_read_per_model_and_bad_values_refused_naming_the_key() {
+    let (_dir, args) = file_args(
+        "[models]\nkv_bits = 8\n\
+         [models.overrides.small]\nkv_bits = 4\nkv_group_size = 32\n",
+    );
+    let (config, _) = load_for(&args, machine(32)).unwrap();
+    let kv = |name| {
+        config
+            .models
+            .kv_bits_for(name)
+            .map(|k| (k.bits, k.group_size))
+    };
+    assert_eq!(kv("small"), Some((4, 32)));
+    assert_eq!(kv("other"), Some((8, DEFAULT_KV_GROUP_SIZE)));
+    let (_dir, args) = file_args("[models]\nmax_batch = 4\n");
+    let (config, _) = load_for(&args, machine(32)).unwrap();
+    assert_eq!(config.models.kv_bits_for("any"), None);
+
+    for (text, key) in [
+        ("[models]\nkv_bits = 3\n", "`models.kv_bits`"),
+        ("[models]\nkv_bits = 16\n", "`models.kv_bits`"),
+        (
+            "[models]\nkv_bits = 8\nkv_group_size = 48\n",
+            "`models.kv_group_size`",
+        ),
+        (
+            "[models.overrides.x]\nkv_bits = 2\n",
+            "`models.overrides.x.kv_bits`",
+        ),
+        (
+            "[models.overrides.x]\nkv_bits = 4\nkv_group_size = 256\n",
+            "`models.overrides.x.kv_group_size`",
+        ),
+        ("[models]\nkv_bits = \"eight\"\n", "`models.kv_bits`"),
+    ] {
+        let (_dir, args) = file_args(text);
+        let err = load_for(&args, machine(32)).unwrap_err().to_string();
+        assert!(err.contains(key), "{text}: {err}");
+    }
+}
+
+#[test]
+fn the_prompt_cache_on_disk_and_a_quantized_kv_cache_are_refused_together() {
+    for (text, key) in [
+        (
+            "[models]\nkv_bits = 8\nprompt_cache_disk = \"1GiB\"\n",
+            "`models.kv_bits`",
+        ),
+        (
+            "[models]\nprompt_cache_disk = \"1GiB\"\n[models.overrides.q]\nkv_bits = 4\n",
+            "`models.overrides.q.kv_bits`",
+        ),
+    ] {
+        let (_dir, args) = file_args(text);
+        let e = load_for(&args, machine(32)).unwrap_err().to_string();
+        assert!(
+            e.contains(key) && e.contains("prompt_cache_disk"),
+            "{text}: {e}"
+        );
+    }
+    // Each on a model of its own is fine.
+    let (_dir, args) = file_args(
+        "[models]\nprompt_cache_disk = \"1GiB\"\n[models.overrides.q]\nkv_bits = 4\nprompt_cache_disk = 0\n",
+    );
+    load_for(&args, machine(32)).unwrap();
+}

@@ -90,6 +90,33 @@ pub(super) fn validate(config: &Config, provenance: &Provenance) -> anyhow::Resu
             whence("models.prompt_cache")
         );
     }
+    // The disk tier stores full-precision KV only.
+    let m = &config.models;
+    let disk_of = |name: Option<&str>| {
+        name.and_then(|n| m.overrides.get(n))
+            .and_then(|o| o.prompt_cache_disk)
+            .map_or(m.prompt_cache_disk, |b| b.0)
+    };
+    let both = std::iter::once(None)
+        .chain(m.overrides.keys().map(|n| Some(n.as_str())))
+        .find(|name| disk_of(*name) > 0 && m.kv_bits_for(name.unwrap_or("")).is_some());
+    if let Some(name) = both {
+        let (disk, bits) = match name {
+            Some(n) if m.overrides.contains_key(n) => (
+                format!("models.overrides.{n}.prompt_cache_disk"),
+                format!("models.overrides.{n}.kv_bits"),
+            ),
+            _ => ("models.prompt_cache_disk".into(), "models.kv_bits".into()),
+        };
+        bail!(
+            "invalid configuration: the prompt cache on disk ({} or {}) keeps full-precision \
+             KV and cannot be used with a quantized KV cache ({} or {})",
+            whence(&disk),
+            whence("models.prompt_cache_disk"),
+            whence(&bits),
+            whence("models.kv_bits")
+        );
+    }
     if let Err((table, e)) = config.models.check_speculative() {
         bail!("invalid configuration: {}: {e}", whence(&table));
     }
@@ -104,8 +131,20 @@ pub(super) fn validate(config: &Config, provenance: &Provenance) -> anyhow::Resu
             );
         }
     }
+    check_kv(
+        config.models.kv_bits,
+        config.models.kv_group_size,
+        &whence("models.kv_bits"),
+        &whence("models.kv_group_size"),
+    )?;
     for (name, o) in &config.models.overrides {
         let key = format!("models.overrides.{name}");
+        check_kv(
+            o.kv_bits,
+            o.kv_group_size,
+            &format!("`{key}.kv_bits` ({})", provenance.source(&key)),
+            &format!("`{key}.kv_group_size` ({})", provenance.source(&key)),
+        )?;
         let bad = |what: &str| anyhow::anyhow!("invalid configuration: {}: {what}", whence(&key));
         if o.temperature.is_some_and(|t| !(0.0..=2.0).contains(&t)) {
             return Err(bad("temperature must be in [0, 2]"));
@@ -122,6 +161,28 @@ pub(super) fn validate(config: &Config, provenance: &Provenance) -> anyhow::Resu
         if o.context_length == Some(0) || o.max_tokens == Some(0) {
             return Err(bad("context_length and max_tokens must be more than 0"));
         }
+    }
+    Ok(())
+}
+
+/// A quantized KV cache's `kv_bits` (4 or 8) and `kv_group_size` (32, 64
+/// or 128), each named by `bits_key` and `group_key` when refused.
+fn check_kv(
+    bits: Option<u32>,
+    group: Option<u32>,
+    bits_key: &str,
+    group_key: &str,
+) -> anyhow::Result<()> {
+    if let Some(b) = bits
+        && b != 4
+        && b != 8
+    {
+        bail!("invalid configuration: {bits_key} must be 4 or 8, not {b}");
+    }
+    if let Some(g) = group
+        && ![32, 64, 128].contains(&g)
+    {
+        bail!("invalid configuration: {group_key} must be 32, 64 or 128, not {g}");
     }
     Ok(())
 }

@@ -12,6 +12,8 @@ use engine::Tokenizer;
 use engine::constraint::GrammarCompiler;
 use tokio::sync::OnceCell;
 
+use crate::supervisor::KvBits;
+
 /// A model the daemon can serve.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CatalogEntry {
@@ -92,12 +94,16 @@ pub enum PullEvent {
     },
 }
 
-/// KV cache a worker may hold: its batch's and its prompt cache's.
+/// KV cache a worker may hold: its batch's and its prompt cache's, and how
+/// it is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KvMemory {
     pub batch: KvBatch,
     /// Bytes of the prompt cache; `None`: a quarter of the batch's.
     pub prompt_cache: Option<u64>,
+    /// Quantized (`kv_bits`), which the estimate's bytes per position
+    /// follow and the worker is told; `None`: full precision.
+    pub quant: Option<KvBits>,
 }
 
 /// The KV of a worker's batch, as the worker is told it.
@@ -192,6 +198,8 @@ pub struct FrontModel {
     pub tokenizer: Arc<Tokenizer>,
     /// Context cap from the configuration.
     pub context_length: Option<u32>,
+    /// Its KV cache quantized, by the configuration.
+    pub kv_bits: Option<KvBits>,
     /// Weights plus the KV cache its worker may hold, in bytes.
     pub estimate_bytes: u64,
     /// The grammar compiler over its tokenizer, built on first use.
@@ -221,6 +229,7 @@ impl FrontModel {
             id: self.id.clone(),
             path: self.path.clone(),
             context_length: self.context_length,
+            kv_bits: self.kv_bits,
             estimate_bytes: self.estimate_bytes,
         }
     }
@@ -320,6 +329,7 @@ fn load(
         path,
         tokenizer: Arc::new(tokenizer),
         context_length,
+        kv_bits: kv.and_then(|kv| kv.quant),
         estimate_bytes,
         grammars: OnceLock::new(),
     }))
@@ -341,6 +351,8 @@ struct Shape {
     /// Values each attention layer caches per position (keys and values:
     /// `2 * kv_heads * head_dim`).
     kv_width: u64,
+    /// Values per head (the unit a quantized cache's groups divide).
+    head_dim: u64,
     context: u64,
     /// Bytes per cached value.
     value_bytes: u64,
@@ -366,7 +378,16 @@ pub fn estimate_bytes(
         (engine::model::gguf::loaded_bytes(&file), gguf_shape(path)?)
     };
     let context = context_cap.map_or(shape.context, |c| shape.context.min(u64::from(c)));
-    let per_position = shape.layers * shape.kv_width * shape.value_bytes;
+    // A quantized cache stores each head's values packed, with a scale
+    // and a bias per group.
+    let per_position = match kv.and_then(|kv| kv.quant) {
+        Some(q) if shape.head_dim > 0 => {
+            shape.layers
+                * (shape.kv_width / shape.head_dim)
+                * q.head_bytes(shape.head_dim, shape.value_bytes)
+        }
+        _ => shape.layers * shape.kv_width * shape.value_bytes,
+    };
     let one_context = per_position * context + shape.state_bytes;
     let kv = kv.map_or(one_context, |kv| {
         let batch = match kv.batch {
@@ -415,6 +436,7 @@ fn dir_shape(path: &Path) -> Result<Shape, String> {
         kv_width: engine::model::kv_width(&config)
             .unwrap_or_else(|_| 2 * config.num_kv_heads() * config.head_dim())
             .max(0) as u64,
+        head_dim: config.head_dim().max(0) as u64,
         context: config.context_length().map_or(4096, |c| c as u64),
         value_bytes,
     })
@@ -425,12 +447,13 @@ fn gguf_shape(path: &Path) -> Result<Shape, String> {
     let arch = file.architecture().unwrap_or("llama").to_owned();
     let get = |k: &str| file.get(&format!("{arch}.{k}")).and_then(|v| v.as_u64());
     let heads = get("attention.head_count").unwrap_or(1).max(1);
+    let head_dim =
+        get("attention.key_length").unwrap_or(get("embedding_length").unwrap_or(0) / heads);
     Ok(Shape {
         layers: get("block_count").unwrap_or(0),
         state_bytes: 0,
-        kv_width: 2
-            * get("attention.head_count_kv").unwrap_or(heads)
-            * get("attention.key_length").unwrap_or(get("embedding_length").unwrap_or(0) / heads),
+        kv_width: 2 * get("attention.head_count_kv").unwrap_or(heads) * head_dim,
+        head_dim,
         context: get("context_length").unwrap_or(4096),
         value_bytes: 4,
     })
@@ -474,18 +497,21 @@ mod tests {
         let kv = KvMemory {
             batch: KvBatch::Bytes(8 << 20),
             prompt_cache: Some(2 << 20),
+            quant: None,
         };
         assert_eq!(with(Some(kv)), tenth_more(500_000 + (10 << 20)));
         // The prompt cache defaults to a quarter of the batch's KV.
         let quarter = KvMemory {
             batch: KvBatch::Bytes(8 << 20),
             prompt_cache: None,
+            quant: None,
         };
         assert_eq!(with(Some(quarter)), tenth_more(500_000 + (10 << 20)));
         // A budget under one context: the worker keeps one context anyway.
         let small = KvMemory {
             batch: KvBatch::Bytes(1000),
             prompt_cache: Some(0),
+            quant: None,
         };
         assert_eq!(with(Some(small)), tenth_more(500_000 + ONE_CONTEXT));
         // A context cap shrinks the one-context floor with it.
@@ -496,11 +522,27 @@ mod tests {
         let tokens = |tokens, cap| KvMemory {
             batch: KvBatch::Tokens { tokens, cap },
             prompt_cache: Some(0),
+            quant: None,
         };
         assert_eq!(
             with(Some(tokens(4000, u64::MAX))),
             tenth_more(500_000 + 4000 * 1024)
         );
+        // A quantized KV: per head of 64 values, the codes and a bf16 scale
+        // and bias per group of 64 (8 bits: 68 bytes, 4 bits: 36).
+        for (bits, head) in [(8, 68), (4, 36)] {
+            let quantized = KvMemory {
+                quant: Some(KvBits {
+                    bits,
+                    group_size: 64,
+                }),
+                ..tokens(4000, u64::MAX)
+            };
+            assert_eq!(
+                with(Some(quantized)),
+                tenth_more(500_000 + 4000 * 2 * 2 * 2 * head)
+            );
+        }
         assert_eq!(
             with(Some(tokens(4000, 2_000_000))),
             tenth_more(500_000 + 2_000_000)

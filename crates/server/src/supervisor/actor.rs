@@ -308,6 +308,7 @@ impl Actor {
             model_id: model.to_owned(),
             path: slot.spec.path.clone(),
             context_length: slot.spec.context_length,
+            kv_bits: slot.spec.kv_bits,
             generation: slot.generation,
         };
         let delay = slot

@@ -42,8 +42,8 @@ use tokio::sync::{mpsc, oneshot};
 pub use embed::{EmbedError, Embeddings};
 pub use replay::Generation;
 pub use worker::{
-    EventStream, ExitReport, LaunchError, LaunchSpec, Launcher, LiveStats, Worker, WorkerEvent,
-    WorkerGone, WorkerInfo,
+    EventStream, ExitReport, KvBits, LaunchError, LaunchSpec, Launcher, LiveStats, Worker,
+    WorkerEvent, WorkerGone, WorkerInfo,
 };
 
 /// How long an idle model stays loaded.
@@ -103,6 +103,8 @@ pub struct ModelSpec {
     pub id: String,
     pub path: PathBuf,
     pub context_length: Option<u32>,
+    /// How its KV cache is quantized, if configured.
+    pub kv_bits: Option<KvBits>,
     /// Weights plus KV cache for the context, in bytes.
     pub estimate_bytes: u64,
 }

@@ -318,9 +318,7 @@ async fn start_inner(
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    if let Some(ctx) = spec.context_length {
-        cmd.arg("--context-length").arg(ctx.to_string());
-    }
+    cmd.args(spec.model_flags());
     cmd.args(extra);
     if let Some(filter) = log {
         cmd.env("MLXD_LOG", filter);

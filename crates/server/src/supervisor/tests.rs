@@ -13,6 +13,7 @@ fn spec(id: &str, bytes: u64) -> ModelSpec {
         id: id.into(),
         path: format!("/models/{id}").into(),
         context_length: None,
+        kv_bits: None,
         estimate_bytes: bytes,
     }
 }

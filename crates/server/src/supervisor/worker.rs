@@ -22,8 +22,43 @@ pub struct LaunchSpec {
     pub path: PathBuf,
     /// Context length to serve, if the configuration limits it.
     pub context_length: Option<u32>,
+    /// How its KV cache is quantized, if configured.
+    pub kv_bits: Option<KvBits>,
     /// Incarnation counter for this model (1 for the first worker).
     pub generation: u64,
+}
+
+impl LaunchSpec {
+    /// The worker's command-line flags for this model's settings: its
+    /// context cap and KV quantization, when configured.
+    pub fn model_flags(&self) -> Vec<String> {
+        let mut flags = Vec::new();
+        if let Some(ctx) = self.context_length {
+            flags.extend(["--context-length".to_owned(), ctx.to_string()]);
+        }
+        if let Some(kv) = self.kv_bits {
+            flags.extend(["--kv-bits".to_owned(), kv.bits.to_string()]);
+            flags.extend(["--kv-group-size".to_owned(), kv.group_size.to_string()]);
+        }
+        flags
+    }
+}
+
+/// A quantized KV cache, as configured (`kv_bits`, `kv_group_size`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvBits {
+    /// 4 or 8.
+    pub bits: u32,
+    /// 32, 64 or 128.
+    pub group_size: u32,
+}
+
+impl KvBits {
+    /// Bytes one `head_dim`-wide head of one position takes (the engine's
+    /// rule, [`engine::memory::kv_head_bytes`]).
+    pub fn head_bytes(&self, head_dim: u64, value_bytes: u64) -> u64 {
+        engine::memory::kv_head_bytes(head_dim, value_bytes, Some((self.bits, self.group_size)))
+    }
 }
 
 /// What a worker reported once its model was loaded.
