@@ -72,14 +72,6 @@ VARIANTS = {
         None,
     ),
     "llama_q8_g64_untied": ("llama", {"tie_word_embeddings": False}, (64, 8)),
-    # Dynamic NTK: trained for 48 positions, so the 64-token prompt and
-    # every decoding step after it rotate with a grown θ.
-    "llama_f32_dynamic48": (
-        "llama",
-        {"tie_word_embeddings": False, "max_position_embeddings": 48,
-         "rope_scaling": {"type": "dynamic", "factor": 2.0}},
-        None,
-    ),
     "mistral_f32_untied": ("mistral", {"tie_word_embeddings": False, "rope_theta": 1e6}, None),
     "qwen2_f32_tied": ("qwen2", {"tie_word_embeddings": True}, None),
     "qwen2_q4_g64_mixed": ("qwen2", {"tie_word_embeddings": False}, (64, 4)),
@@ -369,6 +361,16 @@ VARIANTS.update({
         (32, 4),
     ),
 })
+
+# Dynamic NTK: trained for 48 positions, so the 64-token prompt and every
+# decoding step after it rotate with a grown θ. (New variants go last: a
+# variant's seed is its place in this table.)
+VARIANTS["llama_f32_dynamic48"] = (
+    "llama",
+    {"tie_word_embeddings": False, "max_position_embeddings": 48,
+     "rope_scaling": {"type": "dynamic", "factor": 2.0}},
+    None,
+)
 
 # Variants quantized with a predicate of their own (else the family's
 # `quant_predicate`: qwen3_moe keeps its router at 8 bits).
