@@ -37,6 +37,9 @@ fn main() {
     println!("cargo:rerun-if-changed=shim/attention.cpp");
     println!("cargo:rerun-if-changed=shim/attention.h");
     println!("cargo:rerun-if-changed=shim/distributed.cpp");
+    println!("cargo:rerun-if-changed=shim/runtime.cpp");
+    println!("cargo:rerun-if-changed=shim/io.cpp");
+    println!("cargo:rerun-if-changed=shim/gather.cpp");
     println!("cargo:rerun-if-changed=shim/distributed.h");
     println!("cargo:rerun-if-changed=shim/handle.h");
     println!("cargo:rerun-if-changed=rpath.rs");
@@ -78,6 +81,9 @@ fn main() {
         .file("shim/cuda_jit.cpp")
         .file("shim/attention.cpp")
         .file("shim/distributed.cpp")
+        .file("shim/runtime.cpp")
+        .file("shim/io.cpp")
+        .file("shim/gather.cpp")
         .include(&include)
         .include("shim")
         .warnings(false)

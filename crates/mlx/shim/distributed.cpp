@@ -14,31 +14,14 @@
 
 namespace mx = mlx::core;
 namespace dist = mlx::core::distributed;
+using mlxs::A;
+using mlxs::wrap;
 
 struct mlxs_group {
   dist::Group inner;
 };
 
 namespace {
-
-#define MLXS_DIST_TRY(...)                              \
-  try {                                                 \
-    __VA_ARGS__;                                        \
-    return 0;                                           \
-  } catch (const std::exception& e) {                   \
-    mlxs::set_last_error(e.what());                     \
-    return 1;                                           \
-  } catch (...) {                                       \
-    mlxs::set_last_error("unknown C++ exception in MLX"); \
-    return 1;                                           \
-  }
-
-const mx::array& A(const mlxs_array* a) {
-  if (a == nullptr) {
-    throw std::invalid_argument("null array handle");
-  }
-  return a->inner;
-}
 
 const dist::Group& G(const mlxs_group* g) {
   if (g == nullptr) {
@@ -47,20 +30,17 @@ const dist::Group& G(const mlxs_group* g) {
   return g->inner;
 }
 
-mlxs_array* wrap(mx::array a) {
-  return new mlxs_array{std::move(a)};
-}
 
 } // namespace
 
 extern "C" {
 
 int mlxs_dist_is_available(const char* backend, bool* out) {
-  MLXS_DIST_TRY(*out = dist::is_available(std::string(backend ? backend : "any")))
+  MLXS_TRY(*out = dist::is_available(std::string(backend ? backend : "any")))
 }
 
 int mlxs_dist_init(const char* backend, bool strict, mlxs_group** out) {
-  MLXS_DIST_TRY(
+  MLXS_TRY(
       *out = new mlxs_group{dist::init(strict, std::string(backend ? backend : "any"))})
 }
 
@@ -81,19 +61,19 @@ int mlxs_group_size(const mlxs_group* g) {
 }
 
 int mlxs_dist_all_sum(const mlxs_array* x, const mlxs_group* g, mlxs_array** out) {
-  MLXS_DIST_TRY(*out = wrap(dist::all_sum(A(x), G(g))))
+  MLXS_TRY(*out = wrap(dist::all_sum(A(x), G(g))))
 }
 
 int mlxs_dist_all_max(const mlxs_array* x, const mlxs_group* g, mlxs_array** out) {
-  MLXS_DIST_TRY(*out = wrap(dist::all_max(A(x), G(g))))
+  MLXS_TRY(*out = wrap(dist::all_max(A(x), G(g))))
 }
 
 int mlxs_dist_all_gather(const mlxs_array* x, const mlxs_group* g, mlxs_array** out) {
-  MLXS_DIST_TRY(*out = wrap(dist::all_gather(A(x), G(g))))
+  MLXS_TRY(*out = wrap(dist::all_gather(A(x), G(g))))
 }
 
 int mlxs_dist_send(const mlxs_array* x, int dst, const mlxs_group* g, mlxs_array** out) {
-  MLXS_DIST_TRY(*out = wrap(dist::send(A(x), dst, G(g))))
+  MLXS_TRY(*out = wrap(dist::send(A(x), dst, G(g))))
 }
 
 int mlxs_dist_recv(
@@ -103,12 +83,12 @@ int mlxs_dist_recv(
     int src,
     const mlxs_group* g,
     mlxs_array** out) {
-  MLXS_DIST_TRY(*out = wrap(dist::recv(
+  MLXS_TRY(*out = wrap(dist::recv(
                     mx::Shape(shape, shape + ndim), mlxs::dtype_of_code(dtype), src, G(g))))
 }
 
 int mlxs_dist_recv_like(const mlxs_array* x, int src, const mlxs_group* g, mlxs_array** out) {
-  MLXS_DIST_TRY(*out = wrap(dist::recv_like(A(x), src, G(g))))
+  MLXS_TRY(*out = wrap(dist::recv_like(A(x), src, G(g))))
 }
 
 } // extern "C"

@@ -26,13 +26,10 @@
 #include "mlx/primitives.h"
 
 namespace mx = mlx::core;
+using mlxs::A;
+using mlxs::opt;
+using mlxs::wrap;
 
-struct mlxs_map {
-  std::vector<std::string> names;
-  std::vector<mx::array> arrays;
-  std::vector<std::string> meta_keys;
-  std::vector<mx::GGUFMetaData> meta_values;
-};
 
 namespace {
 
@@ -42,24 +39,6 @@ void set_error(const char* msg) {
   last_error = msg ? msg : "unknown error";
 }
 
-#define MLXS_TRY(...)                            \
-  try {                                          \
-    __VA_ARGS__;                                 \
-    return 0;                                    \
-  } catch (const std::exception& e) {            \
-    set_error(e.what());                         \
-    return 1;                                    \
-  } catch (...) {                                \
-    set_error("unknown C++ exception in MLX");   \
-    return 1;                                    \
-  }
-
-const mx::array& A(const mlxs_array* a) {
-  if (a == nullptr) {
-    throw std::invalid_argument("null array handle");
-  }
-  return a->inner;
-}
 
 // MLX's name of a quantization mode code (see shim.h).
 std::string quant_mode(int mode) {
@@ -75,17 +54,6 @@ std::string quant_mode(int mode) {
     default:
       throw std::invalid_argument("unknown quantization mode " + std::to_string(mode));
   }
-}
-
-mlxs_array* wrap(mx::array a) {
-  return new mlxs_array{std::move(a)};
-}
-
-std::optional<mx::array> opt(const mlxs_array* a) {
-  if (a == nullptr) {
-    return std::nullopt;
-  }
-  return a->inner;
 }
 
 mx::Dtype to_dtype(int code) {
@@ -145,9 +113,6 @@ std::vector<mx::array> to_vec(const mlxs_array* const* arrays, size_t n) {
   return v;
 }
 
-mx::Device to_device(int type, int index) {
-  return mx::Device(type == 0 ? mx::Device::cpu : mx::Device::gpu, index);
-}
 
 mx::array unary(int op, const mx::array& a) {
   switch (op) {
@@ -226,22 +191,6 @@ mx::array random_shaped(
   throw std::invalid_argument("unknown distribution");
 }
 
-// Moves loaded arrays and metadata into a new map.
-template <typename Meta>
-mlxs_map* to_map(
-    std::unordered_map<std::string, mx::array>& arrays,
-    std::unordered_map<std::string, Meta>& meta) {
-  auto* m = new mlxs_map();
-  for (auto& [name, arr] : arrays) {
-    m->names.push_back(name);
-    m->arrays.push_back(arr);
-  }
-  for (auto& [key, value] : meta) {
-    m->meta_keys.push_back(key);
-    m->meta_values.emplace_back(value);
-  }
-  return m;
-}
 
 } // namespace
 
@@ -253,6 +202,10 @@ mx::Dtype dtype_of_code(int code) {
 
 void set_last_error(const char* msg) {
   set_error(msg);
+}
+
+std::string quant_mode_name(int mode) {
+  return quant_mode(mode);
 }
 
 } // namespace mlxs
@@ -807,250 +760,6 @@ int mlxs_random_normal(const int32_t* shape, size_t ndim, int dtype, const mlxs_
 
 int mlxs_random_gumbel(const int32_t* shape, size_t ndim, int dtype, const mlxs_array* key, mlxs_array** out) {
   MLXS_TRY(*out = wrap(random_shaped(2, shape, ndim, dtype, key)))
-}
-
-int mlxs_default_device(int* type, int* index) {
-  MLXS_TRY({
-    const auto& d = mx::default_device();
-    *type = d.type == mx::Device::cpu ? 0 : 1;
-    *index = d.index;
-  })
-}
-
-int mlxs_set_default_device(int type, int index) {
-  MLXS_TRY(mx::set_default_device(to_device(type, index)))
-}
-
-int mlxs_device_available(int type, bool* available) {
-  MLXS_TRY(*available = mx::is_available(to_device(type, 0)))
-}
-
-int mlxs_device_name(int type, int index, char* out, size_t cap) {
-  MLXS_TRY({
-    std::string name = type == 0 ? "cpu" : "gpu";
-    const auto& info = mx::device_info(to_device(type, index));
-    auto it = info.find("device_name");
-    if (it != info.end()) {
-      if (const auto* s = std::get_if<std::string>(&it->second)) {
-        name = *s;
-      }
-    }
-    if (cap > 0) {
-      size_t n = std::min(cap - 1, name.size());
-      std::memcpy(out, name.data(), n);
-      out[n] = '\0';
-    }
-  })
-}
-
-int mlxs_device_info_size(int type, int index, const char* key, size_t* out, bool* found) {
-  MLXS_TRY({
-    *found = false;
-    const auto& info = mx::device_info(to_device(type, index));
-    auto it = info.find(key);
-    if (it != info.end()) {
-      if (const auto* v = std::get_if<size_t>(&it->second)) {
-        *out = *v;
-        *found = true;
-      }
-    }
-  })
-}
-
-int mlxs_default_stream(int type, int* stream_index) {
-  MLXS_TRY(*stream_index = mx::default_stream(to_device(type, 0)).index)
-}
-
-int mlxs_new_stream(int type, int* stream_index) {
-  MLXS_TRY(*stream_index = mx::new_stream(to_device(type, 0)).index)
-}
-
-int mlxs_set_default_stream(int stream_index, int type) {
-  MLXS_TRY(mx::set_default_stream(mx::Stream(stream_index, to_device(type, 0))))
-}
-
-int mlxs_synchronize(int stream_index, int type) {
-  MLXS_TRY(mx::synchronize(mx::Stream(stream_index, to_device(type, 0))))
-}
-
-size_t mlxs_active_memory(void) {
-  return mx::get_active_memory();
-}
-
-size_t mlxs_peak_memory(void) {
-  return mx::get_peak_memory();
-}
-
-size_t mlxs_cache_memory(void) {
-  return mx::get_cache_memory();
-}
-
-void mlxs_reset_peak_memory(void) {
-  mx::reset_peak_memory();
-}
-
-size_t mlxs_memory_limit(void) {
-  return mx::get_memory_limit();
-}
-
-int mlxs_set_memory_limit(size_t limit, size_t* previous) {
-  MLXS_TRY(*previous = mx::set_memory_limit(limit))
-}
-
-int mlxs_set_cache_limit(size_t limit, size_t* previous) {
-  MLXS_TRY(*previous = mx::set_cache_limit(limit))
-}
-
-int mlxs_set_wired_limit(size_t limit, size_t* previous) {
-  MLXS_TRY(*previous = mx::set_wired_limit(limit))
-}
-
-void mlxs_clear_cache(void) {
-  mx::clear_cache();
-}
-
-int mlxs_load_safetensors(const char* path, mlxs_map** out) {
-  MLXS_TRY({
-    auto [arrays, meta] = mx::load_safetensors(std::string(path));
-    *out = to_map(arrays, meta);
-  })
-}
-
-int mlxs_load_gguf(const char* path, mlxs_map** out) {
-  MLXS_TRY({
-    auto [arrays, meta] = mx::load_gguf(std::string(path));
-    *out = to_map(arrays, meta);
-  })
-}
-
-int mlxs_save_safetensors(
-    const char* path,
-    const char* const* names,
-    const mlxs_array* const* arrays,
-    size_t n,
-    const char* const* meta_keys,
-    const char* const* meta_values,
-    size_t nmeta) {
-  MLXS_TRY({
-    std::unordered_map<std::string, mx::array> map;
-    for (size_t i = 0; i < n; ++i) {
-      map.insert_or_assign(names[i], A(arrays[i]));
-    }
-    std::unordered_map<std::string, std::string> meta;
-    for (size_t i = 0; i < nmeta; ++i) {
-      meta[meta_keys[i]] = meta_values[i];
-    }
-    mx::save_safetensors(std::string(path), std::move(map), std::move(meta));
-  })
-}
-
-void mlxs_map_free(mlxs_map* m) {
-  delete m;
-}
-
-size_t mlxs_map_len(const mlxs_map* m) {
-  return m->names.size();
-}
-
-const char* mlxs_map_name(const mlxs_map* m, size_t i, size_t* len) {
-  *len = m->names[i].size();
-  return m->names[i].data();
-}
-
-mlxs_array* mlxs_map_array(const mlxs_map* m, size_t i) {
-  return wrap(m->arrays[i]);
-}
-
-size_t mlxs_map_meta_len(const mlxs_map* m) {
-  return m->meta_keys.size();
-}
-
-const char* mlxs_map_meta_key(const mlxs_map* m, size_t i, size_t* len) {
-  *len = m->meta_keys[i].size();
-  return m->meta_keys[i].data();
-}
-
-int mlxs_map_meta_kind(const mlxs_map* m, size_t i) {
-  const auto& v = m->meta_values[i];
-  if (std::holds_alternative<mx::array>(v)) return 1;
-  if (std::holds_alternative<std::string>(v)) return 2;
-  if (std::holds_alternative<std::vector<std::string>>(v)) return 3;
-  return 0;
-}
-
-const char* mlxs_map_meta_str(const mlxs_map* m, size_t i, size_t j, size_t* len) {
-  const auto& v = m->meta_values[i];
-  const std::string* s = std::get_if<std::string>(&v);
-  if (s != nullptr && j != 0) {
-    s = nullptr;
-  }
-  if (const auto* l = std::get_if<std::vector<std::string>>(&v)) {
-    s = j < l->size() ? &(*l)[j] : nullptr;
-  }
-  if (s == nullptr) {
-    *len = 0;
-    return nullptr;
-  }
-  *len = s->size();
-  return s->data();
-}
-
-size_t mlxs_map_meta_str_len(const mlxs_map* m, size_t i) {
-  const auto& v = m->meta_values[i];
-  if (const auto* l = std::get_if<std::vector<std::string>>(&v)) {
-    return l->size();
-  }
-  return std::holds_alternative<std::string>(v) ? 1 : 0;
-}
-
-mlxs_array* mlxs_map_meta_array(const mlxs_map* m, size_t i) {
-  const auto* a = std::get_if<mx::array>(&m->meta_values[i]);
-  return a ? wrap(*a) : nullptr;
-}
-
-
-// ---- Gathered products (Mixture-of-Experts) ----
-
-int mlxs_gather_mm(
-    const mlxs_array* a,
-    const mlxs_array* b,
-    const mlxs_array* lhs_indices,
-    const mlxs_array* rhs_indices,
-    bool sorted_indices,
-    mlxs_array** out) {
-  MLXS_TRY({
-    *out = wrap(mx::gather_mm(A(a), A(b), opt(lhs_indices), opt(rhs_indices), sorted_indices));
-  })
-}
-
-int mlxs_gather_qmm(
-    const mlxs_array* x,
-    const mlxs_array* wq,
-    const mlxs_array* scales,
-    const mlxs_array* biases,
-    const mlxs_array* lhs_indices,
-    const mlxs_array* rhs_indices,
-    bool transpose,
-    int group_size,
-    int bits,
-    int mode,
-    bool sorted_indices,
-    mlxs_array** out) {
-  MLXS_TRY({
-    *out = wrap(mx::gather_qmm(
-        A(x),
-        A(wq),
-        A(scales),
-        opt(biases),
-        opt(lhs_indices),
-        opt(rhs_indices),
-        transpose,
-        group_size,
-        bits,
-        quant_mode(mode),
-        std::nullopt,
-        sorted_indices));
-  })
 }
 
 } // extern "C"

@@ -159,8 +159,13 @@ const MACOS_BRANCHES: &[(&str, usize, &str)] = &[
     ),
     (
         "crates/server/src/supervisor/process.rs",
-        2,
-        "fallbacks where /proc and waitid are missing: the doorbell EOF they rely on runs here (above)",
+        1,
+        "a fallback where waitid is missing: the doorbell EOF it relies on runs here (above)",
+    ),
+    (
+        "crates/server/src/supervisor/process/child.rs",
+        1,
+        "where /proc is missing, a child that never ran its program is left to the load timeout, tested here",
     ),
     (
         "crates/shm-ring/src/doorbell.rs",

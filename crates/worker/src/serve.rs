@@ -13,22 +13,27 @@ use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
-use engine::batch::{BatchConfig, HostTimes, Scheduler, SeqEnd, SeqEvent, SeqReport, SeqRequest};
+use engine::batch::{BatchConfig, Scheduler, SeqEvent, SeqReport, SeqRequest};
 use engine::constraint::{Constraint, Grammar as EngineGrammar, GrammarCompiler};
 use engine::loader::LoadedModel;
 use engine::{Sampler, SamplingParams};
 use protocol::{
-    Done, ErrorCode, ErrorMsg, Event, FinishReason, FrameMeta, Grammar, GrammarKind, Heartbeat,
-    Request, Stats, Submit, SubmitAssembler, TokenEntry, Tokens,
+    ErrorCode, Event, FinishReason, FrameMeta, Grammar, GrammarKind, Heartbeat, Request, Stats,
+    Submit, SubmitAssembler, TokenEntry,
 };
 use shm_ring::WorkerEndpoint;
 use shm_ring::monotonic_ns;
 
 use crate::embed::EmbedQueue;
-use crate::{WorkerError, send_event, stopping, truncate};
+use crate::{WorkerError, send_event, stopping};
 
+mod report;
 mod speculative;
+mod stretch;
+
+use report::{Report, failed, finish, send_tokens};
 pub use speculative::SpecOptions;
+use stretch::Stretch;
 
 /// How long an idle worker sleeps between heartbeats.
 const IDLE_TICK: Duration = Duration::from_millis(250);
@@ -106,24 +111,6 @@ struct Session<'a> {
     context_length: usize,
     /// Since the scheduler last became busy (with debug logging on).
     stretch: Option<Stretch>,
-}
-
-/// A stretch of steps without an idle moment, for the debug log: where the
-/// host spent it, split between the scheduler's steps and the loop around
-/// them (frames read, tokens written).
-struct Stretch {
-    started: Instant,
-    host: HostTimes,
-    steps: u64,
-    /// When the last step returned.
-    last_step_end: Instant,
-    /// Time in the loop between steps (from one step's return to the
-    /// next one's call)...
-    between: Duration,
-    /// ...of which writing the steps' tokens and ends.
-    write: Duration,
-    /// The longest step (a stall: a kernel compiled, a long prefill).
-    slowest: Duration,
 }
 
 impl Server {
@@ -649,50 +636,6 @@ impl Session<'_> {
     }
 }
 
-impl Stretch {
-    /// A stretch whose first step starts at `started`, the scheduler's host
-    /// times being `host`.
-    fn new(started: Instant, host: HostTimes) -> Stretch {
-        Stretch {
-            started,
-            host,
-            steps: 0,
-            last_step_end: started,
-            between: Duration::ZERO,
-            write: Duration::ZERO,
-            slowest: Duration::ZERO,
-        }
-    }
-
-    /// Counts a scheduler step that ran from `started` to `ended`.
-    fn stepped(&mut self, started: Instant, ended: Instant) {
-        self.between += started - self.last_step_end;
-        self.last_step_end = ended;
-        self.slowest = self.slowest.max(ended - started);
-        self.steps += 1;
-    }
-
-    /// Logs the stretch at debug level, per step, given the scheduler's
-    /// host times at its end.
-    fn log(&self, host: HostTimes) {
-        let steps = self.steps.max(1) as f64;
-        let decode_steps = (host.steps - self.host.steps).max(1) as f64;
-        let per = |d: Duration, n: f64| (d.as_secs_f64() * 1e6 / n).round() as u64;
-        tracing::debug!(
-            steps = self.steps,
-            ms = self.started.elapsed().as_millis() as u64,
-            build_us = per(host.build - self.host.build, decode_steps),
-            dispatch_us = per(host.dispatch - self.host.dispatch, decode_steps),
-            wait_us = per(host.wait - self.host.wait, decode_steps),
-            mask_us = per(host.mask - self.host.mask, decode_steps),
-            between_steps_us = per(self.between, steps),
-            write_us = per(self.write, steps),
-            slowest_step_us = self.slowest.as_micros() as u64,
-            "busy stretch"
-        );
-    }
-}
-
 impl Tracked {
     /// The scheduler's account as the request was submitted: its replayed
     /// tokens count as prompt, not as generated.
@@ -727,122 +670,4 @@ fn budget(submit: &Submit, context: usize) -> Result<usize, String> {
         ));
     }
     Ok((submit.params.max_tokens as usize).min(context - prompt))
-}
-
-/// How a request ended, as the protocol reports it.
-struct Report {
-    id: u64,
-    reason: FinishReason,
-    error: Option<(ErrorCode, String)>,
-    prompt_tokens: usize,
-    cached_tokens: usize,
-    generated: usize,
-    admitted_at: Option<Instant>,
-    first_token_at: Option<Instant>,
-    last_token_at: Option<Instant>,
-    speculative: engine::speculative::SpecCounts,
-}
-
-impl Report {
-    fn ended(id: u64, prompt_tokens: usize, reason: FinishReason) -> Report {
-        Report {
-            id,
-            reason,
-            error: None,
-            prompt_tokens,
-            cached_tokens: 0,
-            generated: 0,
-            admitted_at: None,
-            first_token_at: None,
-            last_token_at: None,
-            speculative: Default::default(),
-        }
-    }
-}
-
-fn failed(id: u64, prompt_tokens: usize, code: ErrorCode, message: String) -> Report {
-    Report {
-        error: Some((code, message)),
-        ..Report::ended(id, prompt_tokens, FinishReason::Error)
-    }
-}
-
-impl From<SeqReport> for Report {
-    fn from(r: SeqReport) -> Report {
-        let (reason, error) = match r.end {
-            SeqEnd::Stop => (FinishReason::Stop, None),
-            SeqEnd::Length => (FinishReason::Length, None),
-            SeqEnd::Cancelled => (FinishReason::Cancelled, None),
-            SeqEnd::Failed(message) => (FinishReason::Error, Some((ErrorCode::Internal, message))),
-        };
-        Report {
-            id: r.id,
-            reason,
-            error,
-            prompt_tokens: r.prompt_tokens,
-            cached_tokens: r.cached_tokens,
-            generated: r.generated,
-            admitted_at: r.admitted_at,
-            first_token_at: r.first_token_at,
-            last_token_at: r.last_token_at,
-            speculative: r.speculative,
-        }
-    }
-}
-
-/// `CLOCK_MONOTONIC` ns of an `Instant` in the past (both read that clock).
-fn instant_ns(at: Option<Instant>) -> u64 {
-    at.map_or(0, |at| {
-        monotonic_ns().saturating_sub(at.elapsed().as_nanos() as u64)
-    })
-}
-
-/// Token entries per frame: with 20 alternatives an entry takes under 200
-/// bytes, so a frame stays well within the ring's 64 KiB frame limit.
-const ENTRIES_PER_FRAME: usize = 128;
-
-/// Writes a step's tokens, in as few frames as fit.
-fn send_tokens(endpoint: &mut WorkerEndpoint, entries: Vec<TokenEntry>) -> Result<(), WorkerError> {
-    if entries.len() <= ENTRIES_PER_FRAME {
-        return Ok(send_event(endpoint, &Event::Tokens(Tokens { entries }))?);
-    }
-    for chunk in entries.chunks(ENTRIES_PER_FRAME) {
-        let event = Event::Tokens(Tokens {
-            entries: chunk.to_vec(),
-        });
-        send_event(endpoint, &event)?;
-    }
-    Ok(())
-}
-
-/// Sends the request's error (if any) and its `Done`.
-fn finish(endpoint: &mut WorkerEndpoint, r: &Report, tracked: &Tracked) -> Result<(), WorkerError> {
-    if let Some((code, message)) = &r.error {
-        let event = Event::Error(ErrorMsg {
-            request_id: r.id,
-            code: *code,
-            message: truncate(message),
-        });
-        send_event(endpoint, &event)?;
-    }
-    let span = |a: Option<Instant>, b: Option<Instant>| match (a, b) {
-        (Some(a), Some(b)) => b.saturating_duration_since(a).as_micros() as u64,
-        _ => 0,
-    };
-    let done = Done {
-        request_id: r.id,
-        finish_reason: r.reason,
-        prompt_tokens: r.prompt_tokens as u32,
-        completion_tokens: r.generated as u32,
-        prefill_us: span(r.admitted_at, r.first_token_at),
-        decode_us: span(r.first_token_at, r.last_token_at),
-        cached_tokens: r.cached_tokens as u32,
-        received_ns: tracked.received_ns,
-        admitted_ns: instant_ns(r.admitted_at),
-        first_token_ns: tracked.first_token_ns,
-        draft_tokens: r.speculative.drafted as u32,
-        accepted_draft_tokens: r.speculative.accepted as u32,
-    };
-    send_event(endpoint, &Event::Done(done))?;
-    Ok(())
 }
