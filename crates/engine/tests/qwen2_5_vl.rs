@@ -12,7 +12,6 @@ mod common;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 
 use engine::Model;
@@ -21,20 +20,6 @@ use engine::vision::{
     preprocess,
 };
 use mlx::Array;
-
-/// `$MLXD_PYTHON`, else the repository's `.venv` (with mlx-vlm).
-fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("MLXD_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
-    assert!(
-        venv.exists(),
-        "{} is missing: run `scripts/setup.sh test`",
-        venv.display()
-    );
-    venv
-}
 
 /// The checkpoint, images and outputs the script writes, once per binary
 /// (`$MLXD_MLX_VLM_REFERENCE`: a folder it wrote before).
@@ -46,23 +31,8 @@ fn dir() -> &'static Path {
         return dir;
     }
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/mlx_vlm_qwen2_5_vl.py");
-        let out = Command::new(python())
-            .arg(&script)
-            .arg(dir.path())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{} failed (needs mlx-vlm: `scripts/setup.sh test`):\n{}",
-            script.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        dir
-    })
-    .path()
+    DIR.get_or_init(|| common::mlx_lm::run_script("mlx_vlm_qwen2_5_vl.py"))
+        .path()
 }
 
 fn reference() -> HashMap<String, Array> {

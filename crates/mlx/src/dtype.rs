@@ -38,24 +38,52 @@ impl Dtype {
         matches!(self, Dtype::F16 | Dtype::F32 | Dtype::F64 | Dtype::Bf16)
     }
 
+    /// Every dtype, in the shim's code order.
+    pub const ALL: [Dtype; 14] = [
+        Dtype::Bool,
+        Dtype::U8,
+        Dtype::U16,
+        Dtype::U32,
+        Dtype::U64,
+        Dtype::I8,
+        Dtype::I16,
+        Dtype::I32,
+        Dtype::I64,
+        Dtype::F16,
+        Dtype::F32,
+        Dtype::F64,
+        Dtype::Bf16,
+        Dtype::C64,
+    ];
+
     pub(crate) fn from_code(code: i32) -> Option<Dtype> {
-        const ALL: [Dtype; 14] = [
-            Dtype::Bool,
-            Dtype::U8,
-            Dtype::U16,
-            Dtype::U32,
-            Dtype::U64,
-            Dtype::I8,
-            Dtype::I16,
-            Dtype::I32,
-            Dtype::I64,
-            Dtype::F16,
-            Dtype::F32,
-            Dtype::F64,
-            Dtype::Bf16,
-            Dtype::C64,
-        ];
-        ALL.into_iter().find(|d| *d as i32 == code)
+        Dtype::ALL.into_iter().find(|d| *d as i32 == code)
+    }
+
+    /// A short name (`f32`, `bf16`, `u8`, ...), stable for files that record
+    /// a dtype.
+    pub fn name(self) -> &'static str {
+        match self {
+            Dtype::Bool => "bool",
+            Dtype::U8 => "u8",
+            Dtype::U16 => "u16",
+            Dtype::U32 => "u32",
+            Dtype::U64 => "u64",
+            Dtype::I8 => "i8",
+            Dtype::I16 => "i16",
+            Dtype::I32 => "i32",
+            Dtype::I64 => "i64",
+            Dtype::F16 => "f16",
+            Dtype::F32 => "f32",
+            Dtype::F64 => "f64",
+            Dtype::Bf16 => "bf16",
+            Dtype::C64 => "c64",
+        }
+    }
+
+    /// The dtype of a [`Dtype::name`].
+    pub fn from_name(name: &str) -> Option<Dtype> {
+        Dtype::ALL.into_iter().find(|d| d.name() == name)
     }
 }
 

@@ -71,47 +71,6 @@ impl Header {
     }
 }
 
-/// The name of `dtype` in a header.
-fn dtype_name(dtype: Dtype) -> &'static str {
-    match dtype {
-        Dtype::Bool => "bool",
-        Dtype::U8 => "u8",
-        Dtype::U16 => "u16",
-        Dtype::U32 => "u32",
-        Dtype::U64 => "u64",
-        Dtype::I8 => "i8",
-        Dtype::I16 => "i16",
-        Dtype::I32 => "i32",
-        Dtype::I64 => "i64",
-        Dtype::F16 => "f16",
-        Dtype::F32 => "f32",
-        Dtype::F64 => "f64",
-        Dtype::Bf16 => "bf16",
-        Dtype::C64 => "c64",
-    }
-}
-
-fn dtype_of(name: &str) -> Option<Dtype> {
-    [
-        Dtype::Bool,
-        Dtype::U8,
-        Dtype::U16,
-        Dtype::U32,
-        Dtype::U64,
-        Dtype::I8,
-        Dtype::I16,
-        Dtype::I32,
-        Dtype::I64,
-        Dtype::F16,
-        Dtype::F32,
-        Dtype::F64,
-        Dtype::Bf16,
-        Dtype::C64,
-    ]
-    .into_iter()
-    .find(|d| dtype_name(*d) == name)
-}
-
 /// The names of a layer's kind and arrays.
 fn names(layer: &LayerSnapshot) -> (&'static str, [&'static str; 2]) {
     match layer {
@@ -138,7 +97,7 @@ pub fn header(
                 .zip(layer.arrays())
                 .map(|(name, a)| ArrayHeader {
                     name: (*name).to_owned(),
-                    dtype: dtype_name(a.dtype()).to_owned(),
+                    dtype: a.dtype().name().to_owned(),
                     shape: a.shape(),
                     bytes: a.nbytes() as u64,
                 })
@@ -215,7 +174,7 @@ pub fn decode(file: &[u8]) -> Result<(Header, Vec<LayerSnapshot>), String> {
     for layer in &header.layers {
         let mut arrays = Vec::with_capacity(layer.arrays.len());
         for a in &layer.arrays {
-            let dtype = dtype_of(&a.dtype).ok_or_else(|| format!("dtype {}", a.dtype))?;
+            let dtype = Dtype::from_name(&a.dtype).ok_or_else(|| format!("dtype {}", a.dtype))?;
             let end = at + a.bytes as usize;
             let array = Array::from_bytes(&file[at..end], &a.shape, dtype)
                 .map_err(|e| format!("array {}: {e}", a.name))?;

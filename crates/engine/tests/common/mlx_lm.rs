@@ -43,8 +43,9 @@ pub fn kv_quant_dir() -> &'static Path {
     DIR.get_or_init(|| run_script("mlx_lm_kv_quant.py")).path()
 }
 
-/// Runs `tests/data/{name}` into a new temporary folder.
-fn run_script(name: &str) -> tempfile::TempDir {
+/// Runs `tests/data/{name}` (a reference script: mlx-lm's or mlx-vlm's)
+/// into a new temporary folder.
+pub fn run_script(name: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/data")
@@ -56,7 +57,7 @@ fn run_script(name: &str) -> tempfile::TempDir {
         .unwrap();
     assert!(
         out.status.success(),
-        "{} failed (needs mlx-lm: `scripts/setup.sh test`):\n{}",
+        "{} failed (needs the references: `scripts/setup.sh test`):\n{}",
         script.display(),
         String::from_utf8_lossy(&out.stderr)
     );
