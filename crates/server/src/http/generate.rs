@@ -453,7 +453,10 @@ impl Choice {
                     Err(e) => (vec![failure(format!("detokenizing: {e}"))], true),
                 }
             }
-            WorkerEvent::Error { message, .. } => (vec![failure(message)], true),
+            WorkerEvent::Error { code, message } => (
+                vec![ChoiceUpdate::Failed(worker_error(code, message))],
+                true,
+            ),
             WorkerEvent::Embedding(_) => {
                 let why = "the worker answered a generation with an embedding";
                 (vec![failure(why.into())], true)
@@ -534,6 +537,25 @@ fn stop_index(finish: engine::FinishReason) -> Option<usize> {
 
 fn failure(message: String) -> ChoiceUpdate {
     ChoiceUpdate::Failed(ApiError::Internal { message })
+}
+
+/// The API's error for a request the worker ended with `code`: what the
+/// client can fix is an invalid request (400, or an
+/// `invalid_request_error` event mid-stream), a worker out of memory or
+/// capacity is unavailable (503), the rest the server's error (500).
+pub(crate) fn worker_error(code: protocol::ErrorCode, message: String) -> ApiError {
+    use protocol::ErrorCode::*;
+    match code {
+        InvalidRequest | ContextOverflow => ApiError::InvalidRequest {
+            message,
+            param: None,
+        },
+        OutOfMemory | Busy => ApiError::Unavailable {
+            message,
+            retry_after_secs: None,
+        },
+        _ => ApiError::Internal { message },
+    }
 }
 
 /// Runs one choice until it finishes, fails, times out, or its receiver

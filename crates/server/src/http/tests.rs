@@ -589,3 +589,17 @@ async fn the_admin_api_loads_reports_and_unloads() {
         .unwrap();
     assert_eq!(response.status().as_u16(), 404);
 }
+
+#[test]
+fn a_workers_error_codes_map_to_the_apis_statuses() {
+    use protocol::ErrorCode;
+    let status = |code| super::generate::worker_error(code, "why".into()).status();
+    assert_eq!(status(ErrorCode::InvalidRequest), 400);
+    assert_eq!(status(ErrorCode::ContextOverflow), 400);
+    assert_eq!(status(ErrorCode::OutOfMemory), 503);
+    assert_eq!(status(ErrorCode::Busy), 503);
+    assert_eq!(status(ErrorCode::Internal), 500);
+    let e = super::generate::worker_error(ErrorCode::InvalidRequest, "the grammar".into());
+    assert_eq!(e.body().error.kind, "invalid_request_error");
+    assert!(e.to_string().contains("the grammar"), "{e}");
+}
