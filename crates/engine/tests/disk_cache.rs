@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use common::batching::{alone, ids, request, run};
+use common::batching::{Run, alone, ids, request, run};
 use common::mlx_lm::load;
 use engine::batch::{BatchConfig, Scheduler};
 use engine::model::synthetic::Preset;
@@ -33,6 +33,21 @@ fn scheduler<'m>(model: &'m Model, dir: &Path) -> Scheduler<'m> {
     let mut s = Scheduler::new(model, BatchConfig::default());
     s.attach_disk_cache(tier(dir, 1 << 30, 1, model.trimmable()));
     s
+}
+
+/// Runs request `id` on a fresh scheduler over the disk tier in `dir` (a
+/// restarted worker), dropped when it returns: its writer has finished.
+fn run_fresh(
+    model: &Model,
+    dir: &Path,
+    id: u64,
+    prompt: &[u32],
+    params: &SamplingParams,
+    n: usize,
+) -> Run {
+    let mut s = scheduler(model, dir);
+    s.submit(request(model, id, prompt, params, n)).unwrap();
+    run(&mut s, HashMap::new())
 }
 
 fn files(dir: &Path) -> Vec<PathBuf> {
@@ -58,32 +73,22 @@ fn a_sequence_on_disk_is_a_hit_for_a_fresh_scheduler() {
     let params = SamplingParams::greedy();
     let history: Vec<u32> = (0..60u32).map(|i| (i * 13 + 7) % 256).collect();
     let n = 6;
-    let first = {
-        let mut s = scheduler(&model, root.path());
-        s.submit(request(&model, 1, &history, &params, n)).unwrap();
-        run(&mut s, HashMap::new())
-        // Dropped: the writer finishes before the next scheduler starts.
-    };
+    let first = run_fresh(&model, root.path(), 1, &history, &params, n);
     let mut turn2 = history.clone();
     turn2.extend(ids(&first.tokens[&1]));
     turn2.extend([9, 8, 7, 6, 5]);
-    let mut s = scheduler(&model, root.path());
-    s.submit(request(&model, 2, &turn2, &params, n)).unwrap();
-    let warm = run(&mut s, HashMap::new());
+    let warm = run_fresh(&model, root.path(), 2, &turn2, &params, n);
     // All but the answer's last token, whose KV was never computed.
     assert_eq!(warm.reports[&2].cached_tokens, history.len() + n - 1);
     assert_eq!(
         ids(&warm.tokens[&2]),
         ids(&alone(&model, &turn2, &params, n))
     );
-    drop(s);
     // A prompt branching off inside the stored sequence reuses its common
     // prefix (KV serves any prefix of itself).
     let mut branch = history[..40].to_vec();
     branch.extend([1, 2, 3, 4, 5, 6]);
-    let mut s = scheduler(&model, root.path());
-    s.submit(request(&model, 3, &branch, &params, n)).unwrap();
-    let got = run(&mut s, HashMap::new());
+    let got = run_fresh(&model, root.path(), 3, &branch, &params, n);
     assert_eq!(got.reports[&3].cached_tokens, 40);
     assert_eq!(
         ids(&got.tokens[&3]),
@@ -99,36 +104,24 @@ fn a_recurrent_state_on_disk_serves_only_its_exact_prefix() {
     let params = SamplingParams::greedy();
     let history: Vec<u32> = (0..50u32).map(|i| (i * 13 + 7) % 256).collect();
     let n = 4;
-    let first = {
-        let mut s = scheduler(&model, root.path());
-        s.submit(request(&model, 1, &history, &params, n)).unwrap();
-        run(&mut s, HashMap::new())
-    };
+    let first = run_fresh(&model, root.path(), 1, &history, &params, n);
     let mut turn2 = history.clone();
     turn2.extend(ids(&first.tokens[&1]));
     turn2.extend([9, 8, 7, 6, 5]);
-    let mut s = scheduler(&model, root.path());
-    s.submit(request(&model, 2, &turn2, &params, n)).unwrap();
-    let warm = run(&mut s, HashMap::new());
+    let warm = run_fresh(&model, root.path(), 2, &turn2, &params, n);
     assert_eq!(warm.reports[&2].cached_tokens, history.len() + n - 1);
     assert_eq!(
         ids(&warm.tokens[&2]),
         ids(&alone(&model, &turn2, &params, n))
     );
-    drop(s);
     // The prompt sent again hits the state kept at its prompt's end.
-    let mut s = scheduler(&model, root.path());
-    s.submit(request(&model, 3, &history, &params, n)).unwrap();
-    let again = run(&mut s, HashMap::new());
+    let again = run_fresh(&model, root.path(), 3, &history, &params, n);
     assert_eq!(again.reports[&3].cached_tokens, history.len() - 1);
     assert_eq!(ids(&again.tokens[&3]), ids(&first.tokens[&1]));
-    drop(s);
     // Branching off inside a stored sequence: its state cannot be cut back.
     let mut branch = history[..40].to_vec();
     branch.extend([1, 2, 3, 4, 5, 6]);
-    let mut s = scheduler(&model, root.path());
-    s.submit(request(&model, 4, &branch, &params, n)).unwrap();
-    let got = run(&mut s, HashMap::new());
+    let got = run_fresh(&model, root.path(), 4, &branch, &params, n);
     assert_eq!(got.reports[&4].cached_tokens, 0);
     assert_eq!(
         ids(&got.tokens[&4]),

@@ -127,9 +127,15 @@ fn rope_with_per_row_offsets_rotates_each_row_as_alone() {
         mscale: 1.0,
         dynamic: None,
     };
-    let offsets = [0, 7, 300];
+    assert_rows_rotate_as_alone(&rope, &x, &[0, 7, 300], 1e-6);
+}
+
+/// `rope.apply_rows` of `x` at `offsets` rotates each row as `rope.apply`
+/// rotates it alone at its offset (within `tol`, relative).
+fn assert_rows_rotate_as_alone(rope: &Rope, x: &Array, offsets: &[i32], tol: f64) {
+    let n = offsets.len() as i32;
     let got = rope
-        .apply_rows(&x, &Array::from_slice(&offsets, &[3]).unwrap())
+        .apply_rows(x, &Array::from_slice(offsets, &[n]).unwrap())
         .unwrap();
     for (b, &offset) in offsets.iter().enumerate() {
         let b = b as i32;
@@ -139,7 +145,7 @@ fn rope_with_per_row_offsets_rotates_each_row_as_alone() {
             .map(f64::from)
             .collect();
         let got = f32s(&got.slice_axis(0, b, b + 1).unwrap());
-        assert!(rel_error(&got, &want) < 1e-6, "row {b}");
+        assert!(rel_error(&got, &want) < tol, "row {b}");
     }
 }
 
@@ -178,20 +184,7 @@ fn dynamic_ntk_rope_grows_theta_past_the_trained_length_alone_and_per_row() {
         assert_close(&got, &want, 1e-5);
     }
     // A batch: each row as alone at its own offset (θ from its own length).
-    let offsets = [0, 5, 20];
-    let got = rope
-        .apply_rows(&x, &Array::from_slice(&offsets, &[3]).unwrap())
-        .unwrap();
-    for (b, &offset) in offsets.iter().enumerate() {
-        let b = b as i32;
-        let row = x.slice_axis(0, b, b + 1).unwrap();
-        let want: Vec<f64> = f32s(&rope.apply(&row, offset).unwrap())
-            .into_iter()
-            .map(f64::from)
-            .collect();
-        let got = f32s(&got.slice_axis(0, b, b + 1).unwrap());
-        assert!(rel_error(&got, &want) < 1e-5, "row {b}");
-    }
+    assert_rows_rotate_as_alone(&rope, &x, &[0, 5, 20], 1e-5);
 }
 
 #[test]
